@@ -1,0 +1,96 @@
+"""Shared literals and validators for the seed's schemas.
+
+Validators raise ValueError with a plain message; pydantic attaches the field's location, so every
+error names the field it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from typing import Annotated, Literal
+
+import phonenumbers
+import pytz
+from pydantic import AfterValidator
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[Weekday, ...] = (
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+)
+
+CallStatus = Literal[
+    "initializing", "scheduled", "queued_for_calling", "calling", "paused", "post_processing",
+    "completed", "cancelled", "errored",
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "errored"})
+AttemptStatus = Literal["queued", "ringing", "ongoing", "completed", "error"]
+AttemptResult = Literal["IVR", "voicemail", "human", "unknown", "ios-screening-filter"]
+DialError = Literal[
+    "number_non_attributed", "too_many_calls", "busy", "temporarily_unavailable", "no_answer",
+    "no_international_permission", "precondition_failed", "non_classified_error",
+]
+Outcome = Literal[
+    "not_interested", "interested", "completed", "requested_callback_later",
+    "requested_callback_new_number", "do_not_contact",
+]
+EndedBy = Literal["agent", "user", "system"]
+TranscriptRole = Literal["user", "assistant", "tool"]
+FieldType = Literal["string", "number", "boolean", "enum", "date", "datetime"]
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+FirstSentenceMode = Literal["generated", "static", "none"]
+TransferMode = Literal["warm", "cold"]
+BackgroundSound = Literal["audio/office.ogg"]
+ThinkingSound = Literal[
+    "city-ambience.ogg", "forest-ambience.ogg", "office-ambience.ogg", "crowded-room.ogg",
+    "keyboard-typing.ogg", "keyboard-typing2.ogg", "hold_music.ogg",
+]
+VoiceProvider = Literal["cartesia", "elevenlabs"]
+Direction = Literal["inbound", "outbound"]
+
+MAX_SAFE_INT = 9007199254740991
+
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_CLOCK_24H = re.compile(r"^(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)$")
+_CLOCK_12H = re.compile(r"^(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5]\d))?\s?(?P<ampm>[ap])\.?m\.?$", re.I)
+
+
+def check_e164(value: str) -> str:
+    """A phone number in E.164 form that `phonenumbers` considers valid (a real, assignable number)."""
+    if not _E164.match(value):
+        raise ValueError(f"{value!r} is not an E.164 phone number (e.g. +33612345678)")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as err:
+        raise ValueError(f"{value!r} is not a phone number: {err}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError(f"{value!r} is not a valid phone number for its country")
+    return value
+
+
+def check_timezone(value: str) -> str:
+    """An IANA timezone name known to pytz (e.g. Europe/Paris)."""
+    if value not in pytz.all_timezones_set:
+        raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/Paris)")
+    return value
+
+
+def parse_clock(value: str) -> time:
+    """Parse 'HH:mm' (24-hour) or 'H:mma' (12-hour: '6pm', '9:30am'); '24:00' is not accepted."""
+    text = value.strip()
+    if m := _CLOCK_24H.match(text):
+        return time(int(m["h"]), int(m["m"]))
+    if m := _CLOCK_12H.match(text):
+        hour = int(m["h"]) % 12 + (12 if m["ampm"].lower() == "p" else 0)
+        return time(hour, int(m["m"] or 0))
+    raise ValueError(f"{value!r} is not a time of day as 'HH:mm' (e.g. 17:00) or 'H:mma' (e.g. 6pm)")
+
+
+def check_clock(value: str) -> str:
+    parse_clock(value)
+    return value
+
+
+E164 = Annotated[str, AfterValidator(check_e164)]
+Timezone = Annotated[str, AfterValidator(check_timezone)]
+ClockTime = Annotated[str, AfterValidator(check_clock)]

@@ -1,0 +1,36 @@
+"""The seed's call_retry_config: when a recipient may be called and how often.
+
+These are the strict request models; defaults are the seed's (Monday-Friday, 10:00-18:00, 7200 s,
+3 attempts), so `CallRetryConfig()` is exactly what an order without a config gets.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.common import MAX_SAFE_INT, WEEKDAYS, ClockTime, Timezone, Weekday, parse_clock
+
+
+class CallingWindow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calling_window_start_time: ClockTime = "10:00"
+    calling_window_end_time: ClockTime = "18:00"
+    retry_delay_seconds: int = Field(default=7200, gt=0, le=MAX_SAFE_INT)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> CallingWindow:
+        # Windows are same-day wall-clock ranges; an overnight call window is not something we place.
+        if parse_clock(self.calling_window_start_time) >= parse_clock(self.calling_window_end_time):
+            raise ValueError("calling_window_start_time must be before calling_window_end_time")
+        return self
+
+
+class CallRetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    call_twice_in_a_row: bool = False
+    calling_windows: list[CallingWindow] = Field(default_factory=lambda: [CallingWindow()], min_length=1)
+    max_retry_attempts: int = Field(default=3, gt=0, le=MAX_SAFE_INT)
+    timezone: Timezone | None = None
