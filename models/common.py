@@ -16,23 +16,46 @@ from pydantic import AfterValidator
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 WEEKDAYS: tuple[Weekday, ...] = (
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
 )
 
 CallStatus = Literal[
-    "initializing", "scheduled", "queued_for_calling", "calling", "paused", "post_processing",
-    "completed", "cancelled", "errored",
+    "initializing",
+    "scheduled",
+    "queued_for_calling",
+    "calling",
+    "paused",
+    "post_processing",
+    "completed",
+    "cancelled",
+    "errored",
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "errored"})
 AttemptStatus = Literal["queued", "ringing", "ongoing", "completed", "error"]
 AttemptResult = Literal["IVR", "voicemail", "human", "unknown", "ios-screening-filter"]
 DialError = Literal[
-    "number_non_attributed", "too_many_calls", "busy", "temporarily_unavailable", "no_answer",
-    "no_international_permission", "precondition_failed", "non_classified_error",
+    "number_non_attributed",
+    "too_many_calls",
+    "busy",
+    "temporarily_unavailable",
+    "no_answer",
+    "no_international_permission",
+    "precondition_failed",
+    "non_classified_error",
 ]
 Outcome = Literal[
-    "not_interested", "interested", "completed", "requested_callback_later",
-    "requested_callback_new_number", "do_not_contact",
+    "not_interested",
+    "interested",
+    "completed",
+    "requested_callback_later",
+    "requested_callback_new_number",
+    "do_not_contact",
 ]
 EndedBy = Literal["agent", "user", "system"]
 TranscriptRole = Literal["user", "assistant", "tool"]
@@ -42,8 +65,13 @@ FirstSentenceMode = Literal["generated", "static", "none"]
 TransferMode = Literal["warm", "cold"]
 BackgroundSound = Literal["audio/office.ogg"]
 ThinkingSound = Literal[
-    "city-ambience.ogg", "forest-ambience.ogg", "office-ambience.ogg", "crowded-room.ogg",
-    "keyboard-typing.ogg", "keyboard-typing2.ogg", "hold_music.ogg",
+    "city-ambience.ogg",
+    "forest-ambience.ogg",
+    "office-ambience.ogg",
+    "crowded-room.ogg",
+    "keyboard-typing.ogg",
+    "keyboard-typing2.ogg",
+    "hold_music.ogg",
 ]
 VoiceProvider = Literal["cartesia", "elevenlabs"]
 Direction = Literal["inbound", "outbound"]

@@ -1,0 +1,1 @@
+"""Activities and provider adapters (simulated, LiveKit, OpenAI)."""

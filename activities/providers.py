@@ -1,0 +1,53 @@
+"""Provider protocols: the activities talk to telephony and analysis only through these."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from models.settings import Settings
+from models.workflow_io import (
+    AnalysisResult,
+    AnalyzeRequest,
+    ConverseRequest,
+    ConverseResult,
+    DialRequest,
+    DialResult,
+)
+
+
+class Telephony(Protocol):
+    """Places one attempt's call and holds its conversation. Must be idempotent per attempt id."""
+
+    name: str
+
+    async def dial(self, request: DialRequest) -> DialResult: ...
+
+    async def converse(self, request: ConverseRequest) -> ConverseResult: ...
+
+
+class Analyzer(Protocol):
+    """Turns a transcript into structured output and an outcome."""
+
+    name: str
+
+    async def analyze(self, request: AnalyzeRequest) -> AnalysisResult: ...
+
+
+def telephony_from(settings: Settings) -> Telephony:
+    if settings.telephony == "simulated":
+        from activities.simulated import SimulatedTelephony
+
+        return SimulatedTelephony()
+    raise RuntimeError(
+        f"OUTDIAL_TELEPHONY={settings.telephony!r}: the LiveKit adapter is not built yet; use 'simulated'"
+    )
+
+
+def analyzer_from(settings: Settings) -> Analyzer:
+    if settings.analyzer == "simulated":
+        from activities.simulated import SimulatedAnalyzer
+
+        return SimulatedAnalyzer()
+    raise RuntimeError(
+        f"OUTDIAL_ANALYZER={settings.analyzer!r}: the OpenAI analyzer is not built yet; use 'simulated'"
+    )

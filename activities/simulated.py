@@ -1,0 +1,220 @@
+"""The simulated callee and analyzer: real adapters behind the provider protocols, no accounts needed.
+
+The callee's behaviour per attempt comes from the order's `metadata["simulation"]` (DESIGN.md):
+comma-separated tokens, one per attempt, the last one repeating; absent means `human:interested`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from temporalio.exceptions import ApplicationError
+
+from agent.prompt import interpolate
+from models import TranscriptEntry
+from models.assistant import CallAssistant
+from models.common import DialError
+from models.workflow_io import (
+    AnalysisResult,
+    AnalyzeRequest,
+    ConverseRequest,
+    ConverseResult,
+    DialRequest,
+    DialResult,
+)
+
+DIAL_ERRORS: frozenset[DialError] = frozenset(
+    {"no_answer", "busy", "temporarily_unavailable", "number_non_attributed", "no_international_permission"}
+)
+ANSWERED = frozenset({"human", "voicemail", "ivr", "ios-screening-filter"})
+HUMAN_INTENTS = {
+    "interested": "That sounds great, I'm interested. Please send me the details.",
+    "not_interested": "No thanks, I'm not interested.",
+    "completed": "Perfect, that's all sorted then. Thank you.",
+    "callback_later": "I'm in a meeting right now, can you call me back later?",
+    "new_number": "Please call me on my other number instead, this one is for work.",
+    "do_not_contact": "Please do not contact me again.",
+}
+SIMULATION_KEY = "simulation"
+CALL_SECONDS_KEY = "simulation.call_seconds"
+
+
+def simulation_token(metadata: dict[str, str], attempt_number: int) -> str:
+    """The callee's behaviour on this attempt; raises a non-retryable error for an unknown token."""
+    tokens = [t.strip() for t in metadata.get(SIMULATION_KEY, "human:interested").split(",") if t.strip()]
+    tokens = tokens or ["human:interested"]
+    token = tokens[min(attempt_number, len(tokens)) - 1]
+    kind, _, intent = token.partition(":")
+    valid = kind in DIAL_ERRORS or (
+        kind in ANSWERED and (not intent or (kind == "human" and intent in HUMAN_INTENTS))
+    )
+    if not valid:
+        raise ApplicationError(
+            f"metadata.simulation: unknown token {token!r}", type="InvalidSimulation", non_retryable=True
+        )
+    return token
+
+
+class SimulatedTelephony:
+    """A simulated trunk and callee. Every ring is recorded once per attempt id (see `rings`)."""
+
+    name = "simulated"
+
+    def __init__(self, ledger: Path | None = None) -> None:
+        self.rings: dict[str, DialResult] = {}
+        self._ledger = ledger  # optional JSON-lines record of every ring, shared across processes
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        if request.attempt_id in self.rings:  # a retried dial activity never rings twice
+            return self.rings[request.attempt_id]
+        kind = simulation_token(request.metadata, request.attempt_number).partition(":")[0]
+        result = (
+            DialResult(answered=False, dial_error=kind)  # type: ignore[arg-type]
+            if kind in DIAL_ERRORS
+            else DialResult(answered=True, session=f"simulated-{request.attempt_id}")
+        )
+        self.rings[request.attempt_id] = result
+        if self._ledger:
+            with self._ledger.open("a") as ledger:
+                ledger.write(
+                    json.dumps({"attempt_id": request.attempt_id, "to": request.to_phone_number}) + "\n"
+                )
+        return result
+
+    async def converse(self, request: ConverseRequest) -> ConverseResult:
+        token = simulation_token(request.metadata, request.attempt_number)
+        kind, _, intent = token.partition(":")
+        hold = float(request.metadata.get(CALL_SECONDS_KEY, "0") or 0)
+        assistant = request.assistant
+        if kind == "voicemail":
+            turns = [
+                TranscriptEntry(role="user", content="You've reached my voicemail, please leave a message.")
+            ]
+            if assistant.voicemail_message:
+                message = interpolate(assistant.voicemail_message, request.prompt_variables)
+                turns.append(TranscriptEntry(role="assistant", content=message))
+            return ConverseResult(
+                result="voicemail",
+                transcript=turns,
+                ended_by="agent",
+                end_reason="voicemail",
+                hold_seconds=hold,
+            )
+        if kind == "ivr":
+            menu = "Welcome. For sales, press 1. For support, press 2. To repeat this menu, press 9."
+            return ConverseResult(
+                result="IVR",
+                transcript=[TranscriptEntry(role="user", content=menu)],
+                ended_by="agent",
+                end_reason="ivr_no_navigate",
+                hold_seconds=hold,
+            )
+        if kind == "ios-screening-filter":
+            screening = (
+                "Hi, if you record your name and reason for calling, I'll see if this person is available."
+            )
+            return ConverseResult(
+                result="ios-screening-filter",
+                transcript=[TranscriptEntry(role="user", content=screening)],
+                ended_by="agent",
+                end_reason="screening",
+                hold_seconds=hold,
+            )
+        return ConverseResult(
+            result="human",
+            transcript=_human_conversation(assistant, request.prompt_variables, intent or "interested"),
+            ended_by="agent",
+            end_reason="tool_end_call",
+            hold_seconds=hold,
+        )
+
+
+def _human_conversation(
+    assistant: CallAssistant, variables: dict[str, str], intent: str
+) -> list[TranscriptEntry]:
+    """A few turns: the first sentence, the pitch, the callee's answer, details asked for, goodbye."""
+    opening = interpolate(assistant.first_sentence or "Hello, do you have a minute?", variables)
+    pitch = interpolate(assistant.prompt, variables).strip().splitlines()[0][:200] if assistant.prompt else ""
+    turns = []
+    if assistant.first_sentence_mode == "none":
+        turns.append(TranscriptEntry(role="user", content="Hello?"))
+    turns += [
+        TranscriptEntry(role="assistant", content=opening),
+        TranscriptEntry(role="user", content="Yes, speaking."),
+        TranscriptEntry(
+            role="assistant",
+            content=f"I'm calling about this: {pitch}" if pitch else "I'm calling you today about our offer.",
+        ),
+        TranscriptEntry(role="user", content=HUMAN_INTENTS[intent]),
+    ]
+    if assistant.structured_output_config and intent in ("interested", "completed"):
+        details = "; ".join(
+            f"{field.name}: {_sample_value(field.type, field.enum_options, variables.get(field.name))}"
+            for field in assistant.structured_output_config
+        )
+        turns += [
+            TranscriptEntry(role="assistant", content="Could I confirm a few details with you?"),
+            TranscriptEntry(role="user", content=details),
+        ]
+    goodbye = interpolate(assistant.end_of_call_sentence or "Thank you for your time, goodbye.", variables)
+    turns.append(TranscriptEntry(role="assistant", content=goodbye))
+    return turns
+
+
+def _sample_value(kind: str, options: list[str] | None, given: str | None) -> str:
+    if given:
+        return given
+    return {
+        "number": "42",
+        "boolean": "yes",
+        "enum": (options or ["unknown"])[0],
+        "date": "2026-12-01",
+        "datetime": "2026-12-01T10:00:00Z",
+    }.get(kind, "Alex Martin")
+
+
+_OUTCOME_RULES: tuple[tuple[str, str], ...] = (
+    ("do not contact", "do_not_contact"),
+    ("not interested", "not_interested"),
+    ("other number", "requested_callback_new_number"),
+    ("call me back", "requested_callback_later"),
+    ("all sorted", "completed"),
+    ("interested", "interested"),
+)
+_DETAIL = re.compile(r"(?:^|;)\s*([a-z][a-z0-9_]*)\s*:\s*([^;]+)")
+
+
+class SimulatedAnalyzer:
+    """Deterministic, rule-based analysis of a transcript; it says so in every outcome_summary."""
+
+    name = "simulated"
+
+    async def analyze(self, request: AnalyzeRequest) -> AnalysisResult:
+        said = [entry.content for entry in request.transcript if entry.role == "user"]
+        if not said:
+            return AnalysisResult()
+        heard = " ".join(said).lower()
+        outcome = next((o for phrase, o in _OUTCOME_RULES if phrase in heard), None)
+        quote = next((s for s in said if any(p in s.lower() for p, _ in _OUTCOME_RULES)), said[-1])
+        summary = f"[simulated analyzer] Rule-based outcome from the callee's words: \u201c{quote}\u201d"
+        fields = request.assistant.structured_output_config or []
+        structured = None
+        if fields:
+            found = {k: v.strip() for s in said for k, v in _DETAIL.findall(s)}
+            structured = {f.name: _coerce(f.type, found.get(f.name)) for f in fields}
+        return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)  # type: ignore[arg-type]
+
+
+def _coerce(kind: str, value: str | None) -> object:
+    if value is None:
+        return None
+    if kind == "number":
+        try:
+            return float(value) if "." in value else int(value)
+        except ValueError:
+            return None
+    if kind == "boolean":
+        return value.lower() in ("yes", "true", "1")
+    return value

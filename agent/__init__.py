@@ -1,0 +1,1 @@
+"""The voice agent: prompt building, first sentence, in-call tools."""

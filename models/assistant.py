@@ -1,0 +1,440 @@
+"""The seed's assistant, in both shapes: the strict inline `Assistant` of a request, and the lenient
+`CallAssistant` a `Call` carries back (with `call_assistant_from` to turn the one into the other).
+
+Request models enforce every documented constraint; every error names its field in pydantic's `loc`.
+Response records ("...Record", `CallAssistant`) only check types and enum literals, so anything the API
+ever returned (the seed's own example has `"timezone": "timezone"`) reads back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from models.common import (
+    E164,
+    MAX_SAFE_INT,
+    BackgroundSound,
+    FieldType,
+    FirstSentenceMode,
+    HttpMethod,
+    Outcome,
+    ThinkingSound,
+    TransferMode,
+    VoiceProvider,
+    Weekday,
+)
+from models.retry import CallRetryConfig
+
+# --- shared helpers ---------------------------------------------------------------------------------
+
+
+def located_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """A ValidationError at `loc` (relative to the model being validated), for cross-field checks."""
+    error = PydanticCustomError("value_error", "Value error, {reason}", {"reason": message})
+    return ValidationError.from_exception_data(
+        "outdial", [InitErrorDetails(type=error, loc=loc, input=value)]
+    )
+
+
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+
+
+def check_http_url(value: str) -> str:
+    """An absolute http(s) URL with a host; kept as the caller wrote it (no normalisation)."""
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://example.com/hook)") from None
+    if value != value.strip():
+        raise ValueError(f"{value!r} has surrounding whitespace")
+    return value
+
+
+def check_templated_url(value: str) -> str:
+    """An http(s) URL once its {{variable}} placeholders are filled in."""
+    try:
+        check_http_url(_PLACEHOLDER.sub("x", value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an http(s) URL once its {{{{variable}}}} are filled in") from None
+    return value
+
+
+def _as_utc(value: datetime | dict[str, Any] | None) -> datetime | dict[str, Any] | None:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+HttpUrlStr = Annotated[str, AfterValidator(check_http_url)]
+Timestamp = Annotated[datetime | dict[str, Any] | None, AfterValidator(_as_utc)]
+"""A response timestamp: our own values are aware UTC datetimes (dumped as ISO 8601, '...Z'); the
+seed's example has `{}` (its schema says `object`), which reads back and dumps as `{}`; naive -> UTC."""
+
+
+def _check_unique_names(items: list[Any] | None) -> list[Any] | None:
+    seen: set[str] = set()
+    for index, item in enumerate(items or []):
+        if item.name in seen:
+            raise located_error((index, "name"), f"duplicate name {item.name!r}", item.name)
+        seen.add(item.name)
+    return items
+
+
+# --- request: the strict inline assistant -------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    """Nested request parts reject unknown keys, so a typo ("sped") is an error instead of ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Calendly(_Strict):
+    connection_id: str = Field(min_length=1)
+    event_type_id: str = Field(min_length=1)
+
+
+class CustomToolHeader(_Strict):
+    key: str = Field(min_length=1)
+    value: str = Field(repr=False)  # often a secret (Authorization); still serialized
+
+
+class CustomToolQueryParam(_Strict):
+    key: str = Field(min_length=1)
+    value: str
+
+
+class FieldSpec(_Strict):
+    """One field the LLM extracts: a custom tool's input_schema item or a structured_output_config item."""
+
+    name: str = Field(min_length=1)
+    required: bool
+    type: FieldType
+    description: str | None = None
+    enum_options: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _enum_has_options(self) -> FieldSpec:
+        if self.type == "enum" and not self.enum_options:
+            raise located_error(("enum_options",), "required and non-empty when type is 'enum'", None)
+        return self
+
+
+class CustomTool(_Strict):
+    body_template: str | None = None
+    description: str = Field(min_length=1)
+    headers: list[CustomToolHeader]
+    input_schema: list[FieldSpec]
+    method: HttpMethod
+    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+    query_params: list[CustomToolQueryParam]
+    url: Annotated[str, Field(min_length=1), AfterValidator(check_templated_url)]
+
+    _unique_inputs = field_validator("input_schema")(_check_unique_names)
+
+
+class FaqItem(_Strict):
+    answer: str
+    question: str
+
+
+class Voice(_Strict):
+    id: str = Field(min_length=1)
+    provider: VoiceProvider
+    speed: float | None = Field(default=None, ge=0.6, le=1.5)
+    volume: float | None = Field(default=None, ge=0.5, le=2)
+
+    @model_validator(mode="after")
+    def _elevenlabs_speed(self) -> Voice:
+        if self.provider == "elevenlabs" and self.speed is not None and not 0.7 <= self.speed <= 1.2:
+            raise located_error(("speed",), "must be between 0.7 and 1.2 for elevenlabs voices", self.speed)
+        return self
+
+
+class DedicatedInstanceModel(_Strict):
+    name: Literal["gpt-4.1", "ministral-3-8b-instruct"]
+    type: Literal["dedicated-instance"]
+
+
+class OpenRouterModel(_Strict):
+    openrouter_model_id: str
+    openrouter_provider: str
+    type: Literal["openrouter"]
+
+
+class CustomLlmModel(_Strict):
+    api_key: str = Field(min_length=1, repr=False)
+    api_url: HttpUrlStr
+    model_name: str = Field(min_length=1)
+    type: Literal["custom"]
+
+
+class RealtimeModel(_Strict):
+    provider: Literal["openai", "google"]
+    realtime_model_id: str
+    type: Literal["realtime"]
+    realtime_voice_id: str | None = Field(default=None, min_length=1)
+
+
+LlmModel = Annotated[
+    DedicatedInstanceModel | OpenRouterModel | CustomLlmModel | RealtimeModel, Field(discriminator="type")
+]
+
+Volume = Annotated[float, Field(ge=0, le=1)]
+
+
+class Assistant(BaseModel):
+    """The request's inline assistant. Unset options stay None; `call_assistant_from` fills defaults."""
+
+    model_config = ConfigDict(extra="ignore")  # newer clients' fields must not break us
+
+    prompt: str
+    after_call_sms_prompt: str | None = None
+    background_sound: BackgroundSound | None = None
+    background_sound_volume: Volume | None = None
+    calendly: Calendly | None = None
+    call_retry_config: CallRetryConfig | None = None
+    custom_tools: list[CustomTool] | None = None
+    email_notification_address: EmailStr | None = None
+    email_notification_outcomes: list[Outcome] | None = None
+    end_of_call_sentence: str | None = None
+    faq_items: list[FaqItem] | None = None
+    first_sentence: str | None = None
+    first_sentence_delay_ms: int | None = Field(default=None, ge=0, le=MAX_SAFE_INT)
+    first_sentence_mode: FirstSentenceMode | None = None
+    from_phone_number: E164 | None = None
+    human_transfer_mode: TransferMode | None = None
+    ivr_navigation_enabled: bool | None = None
+    llm_model: LlmModel | None = None
+    max_call_duration_secs: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_duration_end_message: str | None = Field(default=None, max_length=150)
+    sms_enabled: bool | None = None
+    sms_template: str | None = None
+    structured_output_config: list[FieldSpec] | None = None
+    structured_output_prompt: str | None = None
+    thinking_sound: ThinkingSound | None = None
+    thinking_sound_probability: Volume | None = None
+    thinking_sound_volume: Volume | None = None
+    transfer_phone_number: E164 | None = None
+    voice: Voice | None = None
+    voicemail_message: str | None = None
+    voicemail_sms_prompt: str | None = None
+    warm_transfer_summary_instructions: str | None = None
+    webhook_url: HttpUrlStr | None = None
+
+    _unique_fields = field_validator("structured_output_config")(_check_unique_names)
+    _unique_tools = field_validator("custom_tools")(_check_unique_names)
+
+
+# --- response: lenient records, in the seed's key order ------------------------------------------------
+
+Number = int | float  # keeps 0 as 0 and 0.6 as 0.6 on a round trip
+
+
+class Record(BaseModel):
+    """Base of response models: type checks only, unknown keys kept (and dumped back)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CallingWindowRecord(Record):
+    calling_window_end_time: str = "18:00"
+    calling_window_start_time: str = "10:00"
+    retry_delay_seconds: int = 7200
+
+
+class RetryConfigRecord(Record):
+    """Lenient twin of models.retry.CallRetryConfig; `RetryConfigRecord()` holds the seed's defaults."""
+
+    allowed_days: list[Weekday] = Field(
+        default_factory=lambda: ["monday", "tuesday", "wednesday", "thursday", "friday"]
+    )
+    call_twice_in_a_row: bool = False
+    calling_windows: list[CallingWindowRecord] = Field(default_factory=lambda: [CallingWindowRecord()])
+    max_retry_attempts: int = 3
+    timezone: str | None = None
+
+
+class CalendlyRecord(Record):
+    connection_id: str
+    event_type_id: str
+
+
+class KeyValueRecord(Record):
+    key: str
+    value: str = Field(repr=False)
+
+
+class FieldSpecRecord(Record):
+    name: str
+    required: bool
+    type: FieldType
+    description: str | None = None
+    enum_options: list[str] | None = None
+
+
+class CustomToolRecord(Record):
+    body_template: str | None = None
+    description: str
+    headers: list[KeyValueRecord] = Field(default_factory=list)
+    input_schema: list[FieldSpecRecord] = Field(default_factory=list)
+    method: HttpMethod
+    name: str
+    query_params: list[KeyValueRecord] = Field(default_factory=list)
+    url: str
+
+
+class FaqItemRecord(Record):
+    answer: str
+    question: str
+    id: str | None = None
+    needs_human_answer: bool | None = None
+    source: Literal["human", "ai"] | None = None
+
+
+class VoiceRecord(Record):
+    id: str
+    provider: VoiceProvider
+    speed: Number | None = None
+    volume: Number | None = None
+
+
+class DedicatedInstanceModelRecord(Record):
+    name: Literal["gpt-4.1", "ministral-3-8b-instruct"]
+    type: Literal["dedicated-instance"]
+
+
+class OpenRouterModelRecord(Record):
+    openrouter_model_id: str
+    openrouter_provider: str
+    type: Literal["openrouter"]
+
+
+class CustomLlmModelRecord(Record):
+    api_key: str = Field(repr=False)
+    api_url: str
+    model_name: str
+    type: Literal["custom"]
+
+
+class RealtimeModelRecord(Record):
+    provider: Literal["openai", "google"]
+    realtime_model_id: str
+    type: Literal["realtime"]
+    realtime_voice_id: str | None = None
+
+
+LlmModelRecord = Annotated[
+    DedicatedInstanceModelRecord | OpenRouterModelRecord | CustomLlmModelRecord | RealtimeModelRecord,
+    Field(discriminator="type"),
+]
+
+
+def default_llm_model() -> DedicatedInstanceModelRecord:
+    """The seed's default LLM: the dedicated gpt-4.1 instance."""
+    return DedicatedInstanceModelRecord(name="gpt-4.1", type="dedicated-instance")
+
+
+# Defaults for the response's non-optional fields when a request leaves them out. The seed documents
+# 400 ms and "generated"; the others are ours: 10-minute calls, sounds at moderate volume.
+DEFAULT_FIRST_SENTENCE_DELAY_MS = 400
+DEFAULT_MAX_CALL_DURATION_SECS = 600
+DEFAULT_BACKGROUND_SOUND_VOLUME = 0.5
+DEFAULT_THINKING_SOUND_VOLUME = 0.5
+DEFAULT_THINKING_SOUND_PROBABILITY = 0.5
+DEFAULT_ASSISTANT_NAME = "inline assistant"
+DEFAULT_ASSISTANT_PROMPT = (
+    "You are a friendly, concise phone assistant placing an outbound call. Greet the person, say who "
+    "you are calling for and why in one or two sentences, answer their questions honestly, and never "
+    "claim to be human. If they are not interested or ask not to be called again, acknowledge it "
+    "politely and end the call. Once the conversation is over, thank them and end the call."
+)
+"""The prompt of the assistant used when an order gives neither `assistant` nor `assistant_id`."""
+
+
+class CallAssistant(Record):
+    """The assistant as the response shows it: every request option resolved to a value or null."""
+
+    id: str
+    after_call_sms_prompt: str | None = None
+    background_sound: BackgroundSound | None = None
+    background_sound_volume: Number = DEFAULT_BACKGROUND_SOUND_VOLUME
+    calendly: CalendlyRecord | None = None
+    call_retry_config: RetryConfigRecord | None = None
+    created_at: Timestamp = None
+    custom_tools: list[CustomToolRecord] | None = None
+    email_notification_address: str | None = None
+    email_notification_outcomes: list[Outcome] | None = None
+    end_of_call_sentence: str | None = None
+    first_sentence: str | None = None
+    first_sentence_delay_ms: int = DEFAULT_FIRST_SENTENCE_DELAY_MS
+    first_sentence_mode: FirstSentenceMode = "generated"
+    from_phone_number: str | None = None
+    human_transfer_mode: TransferMode | None = None
+    ivr_navigation_enabled: bool = False
+    llm_model: LlmModelRecord = Field(default_factory=default_llm_model)
+    max_call_duration_secs: Number = DEFAULT_MAX_CALL_DURATION_SECS
+    max_duration_end_message: str | None = None
+    name: str = DEFAULT_ASSISTANT_NAME
+    organization_id: str
+    prompt: str
+    sms_enabled: bool = False
+    sms_template: str | None = None
+    structured_output_config: list[FieldSpecRecord] | None = None
+    structured_output_prompt: str | None = None
+    thinking_sound: ThinkingSound | None = None
+    thinking_sound_probability: Number = DEFAULT_THINKING_SOUND_PROBABILITY
+    thinking_sound_volume: Number = DEFAULT_THINKING_SOUND_VOLUME
+    transfer_phone_number: str | None = None
+    updated_at: Timestamp = None
+    voice: VoiceRecord | None = None
+    voicemail_message: str | None = None
+    voicemail_sms_prompt: str | None = None
+    warm_transfer_summary_instructions: str | None = None
+    webhook_url: str | None = None
+    faq_items: list[FaqItemRecord] | None = None
+    pending_faq_count: Number | None = None
+
+
+def call_assistant_from(
+    assistant: Assistant,
+    *,
+    id: str,
+    organization_id: str,
+    now: datetime,
+    name: str = DEFAULT_ASSISTANT_NAME,
+) -> CallAssistant:
+    """The response shape of a request assistant: options it left out get the defaults above, the
+    retry config the seed's defaults (Mon-Fri 10:00-18:00, 7200 s, 3 attempts). Deterministic (no
+    clock, no random ids), so workflow code may call it."""
+    given = assistant.model_dump(exclude_none=True)
+    given["call_retry_config"] = (assistant.call_retry_config or CallRetryConfig()).model_dump()
+    for item in given.get("faq_items", []):
+        item.update(needs_human_answer=False, source="human")
+    return CallAssistant.model_validate(
+        {
+            **given,
+            "id": id,
+            "organization_id": organization_id,
+            "name": name,
+            "created_at": now,
+            "updated_at": now,
+        }
+    )

@@ -1,0 +1,223 @@
+"""The seed's `POST /call`: the strict request `CallCreateParams` and the lenient response `Call`.
+
+How to dump a Call (API responses, webhooks, the workflow's `call` query): `call.model_dump(mode="json")`
+with no `exclude_none`/`exclude_unset`. Every key the seed lists is then present, in the seed's order,
+with null for unset nullable fields; `{}` timestamps stay `{}` and ours are ISO 8601 UTC ('...Z').
+`Call.model_validate(dumped)` gives the same Call back.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from models.assistant import (
+    DEFAULT_FIRST_SENTENCE_DELAY_MS,
+    Assistant,
+    CallAssistant,
+    LlmModelRecord,
+    Number,
+    Record,
+    RetryConfigRecord,
+    Timestamp,
+    default_llm_model,
+    located_error,
+)
+from models.common import (
+    E164,
+    MAX_SAFE_INT,
+    AttemptResult,
+    AttemptStatus,
+    CallStatus,
+    DialError,
+    Direction,
+    EndedBy,
+    Outcome,
+    TranscriptRole,
+)
+
+# --- request ---------------------------------------------------------------------------------------
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+def _check_uuid(value: str) -> str:
+    """A UUID in its canonical 8-4-4-4-12 form; stored lowercase."""
+    if not _UUID.match(value):
+        raise ValueError(f"{value!r} is not a UUID (e.g. 123e4567-e89b-12d3-a456-426614174000)")
+    return str(uuid.UUID(value))
+
+
+def _parse_instant(value: Any) -> Any:
+    """ISO 8601 text or a datetime; anything else (numbers, objects) is refused."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 date-time (e.g. 2025-06-02T09:30:00Z)") from None
+    raise ValueError("must be an ISO 8601 date-time string")
+
+
+def _to_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_FORCE_NOW_KEYS = ("force_now", "skip_calling_window")
+
+UuidStr = Annotated[str, AfterValidator(_check_uuid)]
+UtcDateTime = Annotated[datetime, BeforeValidator(_parse_instant), AfterValidator(_to_utc)]
+"""An instant: ISO 8601 text or datetime in, aware UTC datetime out (naive input is taken as UTC)."""
+
+
+class Concurrency(BaseModel):
+    """At most `max` of the calls sharing `key` run at once; `max` is a whole number (3 or 3.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1)
+    max: int = Field(ge=1, le=MAX_SAFE_INT)
+
+
+class CallCreateParams(BaseModel):
+    """The body of `POST /call`, and the single argument of CallOrderWorkflow."""
+
+    model_config = ConfigDict(extra="ignore")  # newer clients' fields must not break us
+
+    phone_number: E164
+    assistant: Assistant | None = None
+    assistant_id: UuidStr | None = None
+    concurrency: Concurrency | None = None
+    force_now: bool = Field(default=False, validation_alias=AliasChoices("force_now", "skip_calling_window"))
+    from_phone_number: E164 | None = None
+    metadata: dict[str, str] | None = None
+    prompt_variables: dict[str, str] | None = None
+    scheduled_at: UtcDateTime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _force_now_synonym(cls, data: Any) -> Any:
+        # The seed's force_now is Optional: null means "not given", so a null never hides the synonym.
+        if not isinstance(data, dict):
+            return data
+        given = {key: data[key] for key in _FORCE_NOW_KEYS if data.get(key) is not None}
+        if len(given) == 2 and given["force_now"] != given["skip_calling_window"]:
+            raise located_error(
+                ("skip_calling_window",),
+                "skip_calling_window is a synonym of force_now; they must not differ",
+                given["skip_calling_window"],
+            )
+        return {k: v for k, v in data.items() if k not in _FORCE_NOW_KEYS} | dict(list(given.items())[:1])
+
+    @model_validator(mode="after")
+    def _one_assistant(self) -> CallCreateParams:
+        if self.assistant is not None and self.assistant_id is not None:
+            raise located_error(
+                ("assistant_id",), "give either assistant_id or assistant, not both", self.assistant_id
+            )
+        return self
+
+    @property
+    def skip_calling_window(self) -> bool:
+        """The newer client's name for `force_now`."""
+        return self.force_now
+
+
+# --- response --------------------------------------------------------------------------------------
+
+
+class TranscriptEntry(Record):
+    content: str
+    role: TranscriptRole
+    tool_arguments: dict[str, Any] | str | None = None
+    tool_is_error: bool | None = None
+    tool_name: str | None = None
+    tool_output: str | None = None
+
+
+class CallAttempt(Record):
+    """One dial of the number; a call order has one or more."""
+
+    id: str
+    answered_at: Timestamp = None
+    dial_error: DialError | None = None
+    ended_at: Timestamp = None
+    phone_number: str
+    recording_url: str | None = None
+    result: AttemptResult | None = None
+    started_at: Timestamp = None
+    status: AttemptStatus = "queued"
+    end_reason: str | None = None
+    ended_by: EndedBy | None = None
+    structured_output: dict[str, Any] | None = None
+    transcript: list[TranscriptEntry] | None = None
+
+
+class CallCampaign(Record):
+    id: str
+    name: str
+
+
+class Call(Record):
+    """A call order as the API returns it. Dump with `call.model_dump(mode="json")` (module docstring).
+
+    `is_cancelled`, `is_completed`, `calls_count` and `last_call_attempt` are derived from `status` and
+    `call_attempts` (most recent first); `with_derived_fields()` recomputes them. They are not derived on
+    validation, so whatever the API returned reads back unchanged.
+    """
+
+    id: str
+    assistant: CallAssistant | None = None
+    call_attempts: list[CallAttempt] = Field(default_factory=list)
+    call_retry_config: RetryConfigRecord | None = None
+    calls_count: Number = 0
+    campaign: CallCampaign | None = None
+    created_at: Timestamp = None
+    direction: Direction = "outbound"
+    first_sentence_delay_ms: int = DEFAULT_FIRST_SENTENCE_DELAY_MS
+    from_phone_number: str
+    is_cancelled: bool = False
+    is_completed: bool = False
+    last_call_attempt: CallAttempt | None = None
+    llm_model: LlmModelRecord = Field(default_factory=default_llm_model)
+    metadata: dict[str, str] | None = None
+    organization_id: str
+    prompt_variables: dict[str, str] | None = None
+    scheduled_at: Timestamp = None
+    status: CallStatus = "initializing"
+    to_phone_number: str
+    updated_at: Timestamp = None
+    outcome: Outcome | None = None
+    outcome_summary: str | None = None
+
+    def with_derived_fields(self) -> Call:
+        """A copy whose deprecated flags, count and last attempt agree with status and attempts."""
+        return self.model_copy(
+            update={
+                "is_cancelled": self.status == "cancelled",
+                "is_completed": self.status == "completed",
+                "calls_count": len(self.call_attempts),
+                "last_call_attempt": self.call_attempts[0] if self.call_attempts else None,
+            }
+        )
+
+
+class CallCreateResponse(Record):
+    """The response of `POST /call`."""
+
+    call: Call

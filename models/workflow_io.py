@@ -1,0 +1,85 @@
+"""What CallOrderWorkflow and its activities pass each other (pydantic, via the pydantic data converter)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from models.assistant import Assistant, CallAssistant
+from models.call import TranscriptEntry
+from models.common import AttemptResult, DialError, EndedBy, Outcome
+from models.retry import CallRetryConfig
+
+
+class PrepareRequest(BaseModel):
+    """What `prepare_order` needs of the order; the inline assistant travels as the request gave it."""
+
+    call_id: str
+    organization_id: str
+    to_phone_number: str
+    assistant_id: str | None = None
+    assistant: Assistant | None = None
+    from_phone_number: str | None = None
+
+
+class PreparedOrder(BaseModel):
+    """The order once `initializing` is over: who calls, as whom, in which timezones, under which rules."""
+
+    assistant: CallAssistant
+    from_phone_number: str
+    zones: list[str]
+    retry: CallRetryConfig
+
+
+class DialRequest(BaseModel):
+    call_id: str
+    attempt_id: str  # the idempotency key: one attempt never rings the phone twice
+    attempt_number: int
+    to_phone_number: str
+    from_phone_number: str
+    max_call_duration_secs: float | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class DialResult(BaseModel):
+    answered: bool
+    dial_error: DialError | None = None
+    session: str | None = None  # the provider's handle on the live call (e.g. a LiveKit room)
+
+
+class ConverseRequest(BaseModel):
+    call_id: str
+    attempt_id: str
+    attempt_number: int
+    session: str | None = None
+    to_phone_number: str
+    from_phone_number: str
+    assistant: CallAssistant
+    prompt_variables: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ConverseResult(BaseModel):
+    result: AttemptResult
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    ended_by: EndedBy | None = None
+    end_reason: str | None = None
+    recording_url: str | None = None
+    # Simulated calls only: how long the call lasts on the workflow's clock (a durable timer), so
+    # time-skipping tests run hour-long calls in milliseconds. A real call is over when converse returns.
+    hold_seconds: float = 0
+
+
+class AnalyzeRequest(BaseModel):
+    call_id: str
+    attempt_id: str
+    assistant: CallAssistant
+    transcript: list[TranscriptEntry]
+    to_phone_number: str
+    from_phone_number: str
+    direction: str = "outbound"
+
+
+class AnalysisResult(BaseModel):
+    structured_output: dict[str, object] | None = None
+    outcome: Outcome | None = None
+    outcome_summary: str | None = None

@@ -1,0 +1,30 @@
+"""Helpers for tests: settings isolated from the developer's machine, polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from models.settings import Settings
+
+T = TypeVar("T")
+
+
+def settings_for_tests(**overrides: object) -> Settings:
+    """Never read the developer's environment or temporal-dev.yaml."""
+    return Settings.load(config_file="/nonexistent", env={}).model_copy(update=overrides)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *, timeout: float = 20
+) -> T:
+    """Poll `probe` until `until(value)` holds, failing after `timeout` seconds (for real servers)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,253 @@
+"""CallOrderWorkflow in time-skipping mode: windows, retries, signals and queries over days, in seconds."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytz
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from models import Call, CallAttempt, CallCreateParams
+from tests.helpers import eventually, settings_for_tests
+from workers import create_worker
+from workflows.call_order import CallOrderWorkflow
+
+PARIS = pytz.timezone("Europe/Paris")
+ALWAYS_OPEN = {
+    "timezone": "UTC",
+    "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+    "calling_windows": [
+        {"calling_window_start_time": "00:00", "calling_window_end_time": "23:59", "retry_delay_seconds": 600}
+    ],
+}
+
+
+def order(simulation: str, *, retry: dict[str, Any] | None = None, **fields: Any) -> CallCreateParams:
+    return CallCreateParams.model_validate(
+        {
+            "phone_number": fields.pop("phone_number", "+33612345678"),
+            "assistant": {"prompt": "Offer {{name}} a demo.", "call_retry_config": retry or ALWAYS_OPEN},
+            "prompt_variables": {"name": "Claire"},
+            "metadata": {"simulation": simulation, **fields.pop("metadata", {})},
+            **fields,
+        }
+    )
+
+
+async def start(
+    env: WorkflowEnvironment, task_queue: str, params: CallCreateParams
+) -> WorkflowHandle[Any, Call]:
+    return await env.client.start_workflow(
+        CallOrderWorkflow.run, params, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+    )
+
+
+async def status_of(handle: WorkflowHandle[Any, Call]) -> str:
+    return await handle.query(CallOrderWorkflow.status)
+
+
+def started(attempt: CallAttempt) -> datetime:
+    assert isinstance(attempt.started_at, datetime)
+    return attempt.started_at
+
+
+def ended(attempt: CallAttempt) -> datetime:
+    assert isinstance(attempt.ended_at, datetime)
+    return attempt.ended_at
+
+
+async def test_saturday_order_calls_monday_10_paris_then_retries_after_window_delay(time_env, task_queue):
+    """The acceptance scenario: voicemail, voicemail, human; windows 10:00-18:00 Europe/Paris."""
+    now = await time_env.get_current_time()
+    saturday = PARIS.normalize(
+        now.astimezone(PARIS) + timedelta(days=(5 - now.astimezone(PARIS).weekday()) % 7 or 7)
+    )
+    saturday = PARIS.localize(datetime(saturday.year, saturday.month, saturday.day, 15, 0))
+    await time_env.sleep(saturday - now)
+    retry = {
+        "timezone": "Europe/Paris",
+        "calling_windows": [
+            {
+                "calling_window_start_time": "10:00",
+                "calling_window_end_time": "18:00",
+                "retry_delay_seconds": 5400,
+            }
+        ],
+    }
+    params = order(
+        "voicemail,voicemail,human:interested", retry=retry, metadata={"simulation.call_seconds": "45"}
+    )
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        call = await handle.result()
+
+    assert call.status == "completed" and call.calls_count == 3
+    attempts = list(reversed(call.call_attempts))  # the Call lists them most recent first
+    assert [a.result for a in attempts] == ["voicemail", "voicemail", "human"]
+    first = started(attempts[0]).astimezone(PARIS)
+    assert (first.strftime("%A %H:%M"), (first.date() - saturday.date()).days) == ("Monday 10:00", 2)
+    for previous, following in zip(attempts, attempts[1:], strict=False):
+        assert timedelta(seconds=45) <= ended(previous) - started(previous) < timedelta(seconds=46)
+        gap = started(following) - ended(previous)
+        assert timedelta(seconds=5400) <= gap < timedelta(seconds=5401)
+    assert call.outcome == "interested" and "simulated" in (call.outcome_summary or "")
+    assert call.last_call_attempt == call.call_attempts[0]
+    assert call.last_call_attempt.transcript and call.last_call_attempt.transcript[0].content
+
+
+async def test_force_now_calls_at_once_outside_windows(time_env, task_queue):
+    closed = {"allowed_days": ["monday"], "timezone": "Pacific/Kiritimati"}
+    now = await time_env.get_current_time()
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (
+            await start(time_env, task_queue, order("human", retry=closed, skip_calling_window=True))
+        ).result()
+    assert call.calls_count == 1
+    assert started(call.call_attempts[0]) - now < timedelta(minutes=1)
+
+
+async def test_no_answer_until_attempts_run_out(time_env, task_queue):
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, order("no_answer"))).result()
+    assert call.status == "completed" and call.calls_count == 3 and call.outcome is None
+    assert {(a.status, a.dial_error) for a in call.call_attempts} == {("error", "no_answer")}
+
+
+async def test_call_twice_in_a_row_skips_only_the_first_delay(time_env, task_queue):
+    retry = {**ALWAYS_OPEN, "call_twice_in_a_row": True}
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, order("busy", retry=retry))).result()
+    first, second, third = reversed(call.call_attempts)
+    assert started(second) - ended(first) < timedelta(seconds=1)
+    assert started(third) - ended(second) >= timedelta(seconds=600)
+
+
+async def test_unreachable_number_is_not_retried_and_errors(time_env, task_queue):
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, order("number_non_attributed"))).result()
+    assert call.status == "errored" and call.calls_count == 1
+    assert call.call_attempts[0].dial_error == "number_non_attributed"
+
+
+async def test_human_reached_ends_retries_with_analysis(time_env, task_queue):
+    params = order("voicemail,human:do_not_contact")
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, params)).result()
+    assert call.calls_count == 2 and call.outcome == "do_not_contact" and call.is_completed
+
+
+async def test_bad_simulation_token_errors_the_order_without_retrying(time_env, task_queue):
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("dragons"))
+        call = await handle.result()
+    assert call.status == "errored"
+    history = await handle.fetch_history()
+    failures = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
+    assert (
+        len(failures) == 1 and "dragons" in failures[0].activity_task_failed_event_attributes.failure.message
+    )
+
+
+async def test_unknown_assistant_id_errors_with_the_reason(time_env, task_queue):
+    params = CallCreateParams(phone_number="+33612345678", assistant_id=str(uuid.uuid4()))
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        call = await handle.result()
+    assert call.status == "errored" and call.calls_count == 0
+    history = await handle.fetch_history()
+    failures = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
+    assert (
+        len(failures) == 1
+        and "assistant_id" in failures[0].activity_task_failed_event_attributes.failure.message
+    )
+
+
+async def test_cancel_while_waiting_for_window_ends_at_once(time_env, task_queue):
+    tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", scheduled_at=tomorrow.isoformat()))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        await handle.signal(CallOrderWorkflow.cancel)
+        call = await handle.result()
+    assert call.status == "cancelled" and call.calls_count == 0 and call.is_cancelled
+
+
+async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
+    params = order("human", metadata={"simulation.call_seconds": "3600"})
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        attempts = await eventually(
+            lambda: handle.query(CallOrderWorkflow.attempts), lambda a: bool(a) and a[0].status == "ongoing"
+        )
+        assert attempts[0].answered_at is not None
+        await handle.signal(CallOrderWorkflow.cancel)
+        call = await handle.result()
+    attempt = call.call_attempts[0]
+    assert call.status == "cancelled"
+    assert (attempt.status, attempt.ended_by, attempt.end_reason) == (
+        "completed",
+        "system",
+        "order_cancelled",
+    )
+    assert ended(attempt) - started(attempt) < timedelta(minutes=5)
+
+
+async def test_temporal_cancellation_means_the_same_as_the_cancel_signal(time_env, task_queue):
+    tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", scheduled_at=tomorrow.isoformat()))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        await handle.cancel()
+        call = await handle.result()
+    assert call.status == "cancelled"
+
+
+async def test_pause_holds_the_order_and_resume_schedules_afresh(time_env, task_queue):
+    soon = (await time_env.get_current_time()) + timedelta(hours=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", scheduled_at=soon.isoformat()))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        await handle.signal(CallOrderWorkflow.pause)
+        await eventually(lambda: status_of(handle), lambda s: s == "paused")
+        await time_env.sleep(timedelta(hours=3))
+        assert await handle.query(CallOrderWorkflow.attempts) == []
+        assert await status_of(handle) == "paused"
+        resumed_at = await time_env.get_current_time()
+        await handle.signal(CallOrderWorkflow.resume)
+        call = await handle.result()
+    assert call.status == "completed"
+    assert started(call.call_attempts[0]) - resumed_at < timedelta(minutes=1)
+
+
+async def test_force_now_signal_calls_a_waiting_order_now(time_env, task_queue):
+    next_week = (await time_env.get_current_time()) + timedelta(days=7)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", scheduled_at=next_week.isoformat()))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        signalled_at = await time_env.get_current_time()
+        await handle.signal(CallOrderWorkflow.force_now)
+        call = await handle.result()
+    assert started(call.call_attempts[0]) - signalled_at < timedelta(minutes=1)
+
+
+async def test_call_query_has_the_seed_shape_while_waiting(time_env, task_queue):
+    tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
+    params = order("human", scheduled_at=tomorrow.isoformat(), concurrency={"key": "team-a", "max": 2})
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        call = await handle.query(CallOrderWorkflow.call)
+        described = await handle.describe()
+        await handle.signal(CallOrderWorkflow.cancel)
+        await handle.result()
+    assert call.id == handle.id.removeprefix("call-")
+    assert call.to_phone_number == "+33612345678" and call.status == "scheduled" and call.calls_count == 0
+    assert call.assistant is not None and call.assistant.prompt == "Offer {{name}} a demo."
+    assert call.scheduled_at == tomorrow.astimezone(UTC).replace(microsecond=call.scheduled_at.microsecond)
+    attributes = {key.name: value for key, value in described.typed_search_attributes}
+    assert attributes["CallStatus"] == "scheduled" and attributes["ConcurrencyKey"] == "team-a"
+    assert attributes["ToPhoneNumber"] == "+33612345678" and attributes["AttemptCount"] == 0
+    assert abs((attributes["NextAttemptAt"] - tomorrow).total_seconds()) < 1

@@ -1,0 +1,485 @@
+"""The seed's schemas: the example response round-trips exactly, bad requests fail on the right field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from models import (
+    DEFAULT_ASSISTANT_PROMPT,
+    Assistant,
+    Call,
+    CallAttempt,
+    CallCreateParams,
+    CallCreateResponse,
+    CustomLlmModel,
+    CustomToolHeader,
+    call_assistant_from,
+)
+
+EXAMPLE_PATH = Path(__file__).parent / "data" / "seed_call_example.json"
+PHONE = "+33612345678"
+ASSISTANT_ID = "123e4567-e89b-12d3-a456-426614174000"
+
+
+def load_example() -> dict[str, Any]:
+    return json.loads(EXAMPLE_PATH.read_text())
+
+
+def error_fields(err: ValidationError) -> set[str]:
+    """Every field name that appears in any error's loc."""
+    return {str(part) for error in err.errors() for part in error["loc"]}
+
+
+# --- the seed's example response ----------------------------------------------------------------------
+
+
+def test_seed_example_round_trips_exactly() -> None:
+    example = load_example()
+    dumped = CallCreateResponse.model_validate(example).model_dump(mode="json")
+    assert dumped == example
+    # same keys in the same order, ints stay ints: the JSON text is identical
+    assert json.dumps(dumped, indent=2) == json.dumps(example, indent=2)
+
+
+def test_seed_call_round_trips_and_json_reparses() -> None:
+    example = load_example()["call"]
+    call = Call.model_validate(example)
+    assert call.model_dump(mode="json") == example
+    assert Call.model_validate_json(call.model_dump_json()) == call
+    assert call.created_at == {} and call.call_retry_config is not None
+    assert call.call_retry_config.timezone == "timezone"
+
+
+def test_call_dump_keeps_nulls_and_writes_utc_iso() -> None:
+    call = Call(
+        id="c1",
+        from_phone_number=PHONE,
+        organization_id="org",
+        to_phone_number=PHONE,
+        created_at=datetime(2025, 6, 2, 9, 30),
+        call_attempts=[CallAttempt(id="a1", phone_number=PHONE, status="completed", result="human")],
+    ).with_derived_fields()
+    dumped = call.model_dump(mode="json")
+    assert list(dumped) == list(load_example()["call"])
+    assert dumped["created_at"] == "2025-06-02T09:30:00Z"
+    assert dumped["outcome"] is None and dumped["assistant"] is None
+    assert dumped["calls_count"] == 1 and dumped["last_call_attempt"]["id"] == "a1"
+    assert list(dumped["last_call_attempt"]) == list(load_example()["call"]["last_call_attempt"])
+    assert Call.model_validate(dumped) == call
+
+
+def test_response_keeps_unknown_keys() -> None:
+    example = load_example()["call"]
+    example["brand_new_field"] = {"x": 1}
+    assert Call.model_validate(example).model_dump(mode="json") == example
+
+
+# --- invalid requests ---------------------------------------------------------------------------------
+
+TOOL: dict[str, Any] = {
+    "description": "Look up stock",
+    "headers": [{"key": "Authorization", "value": "Bearer {{token}}"}],
+    "input_schema": [{"name": "sku", "required": True, "type": "string"}],
+    "method": "GET",
+    "name": "check_inventory",
+    "query_params": [{"key": "sku", "value": "{{sku}}"}],
+    "url": "https://api.example.com/items/{{sku}}",
+}
+
+
+def with_assistant(**fields: Any) -> dict[str, Any]:
+    return {"phone_number": PHONE, "assistant": {"prompt": "Hi", **fields}}
+
+
+def with_window(**window: Any) -> dict[str, Any]:
+    return with_assistant(call_retry_config={"calling_windows": [window]})
+
+
+def with_tool(**changes: Any) -> dict[str, Any]:
+    return with_assistant(custom_tools=[{**TOOL, **changes}])
+
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("phone-missing", {}, "phone_number"),
+    ("phone-not-e164", {"phone_number": "0612345678"}, "phone_number"),
+    ("phone-e164-but-invalid", {"phone_number": "+33123"}, "phone_number"),
+    ("phone-letters", {"phone_number": "+33abc45678"}, "phone_number"),
+    ("from-phone-invalid", {"phone_number": PHONE, "from_phone_number": "+1555"}, "from_phone_number"),
+    ("transfer-phone-invalid", with_assistant(transfer_phone_number="12345"), "transfer_phone_number"),
+    ("assistant-from-phone-invalid", with_assistant(from_phone_number="+999999"), "from_phone_number"),
+    ("prompt-missing", {"phone_number": PHONE, "assistant": {}}, "prompt"),
+    ("background-volume-high", with_assistant(background_sound_volume=1.5), "background_sound_volume"),
+    ("thinking-volume-negative", with_assistant(thinking_sound_volume=-0.1), "thinking_sound_volume"),
+    ("thinking-probability-high", with_assistant(thinking_sound_probability=2), "thinking_sound_probability"),
+    ("delay-negative", with_assistant(first_sentence_delay_ms=-1), "first_sentence_delay_ms"),
+    ("voice-speed-low", with_assistant(voice={"id": "v", "provider": "cartesia", "speed": 0.5}), "speed"),
+    (
+        "voice-elevenlabs-fast",
+        with_assistant(voice={"id": "v", "provider": "elevenlabs", "speed": 1.3}),
+        "speed",
+    ),
+    ("voice-volume-high", with_assistant(voice={"id": "v", "provider": "cartesia", "volume": 2.1}), "volume"),
+    ("voice-empty-id", with_assistant(voice={"id": "", "provider": "cartesia"}), "id"),
+    ("voice-unknown-key", with_assistant(voice={"id": "v", "provider": "cartesia", "sped": 1}), "sped"),
+    ("window-25h", with_window(calling_window_start_time="25:00"), "calling_window_start_time"),
+    ("window-10h", with_window(calling_window_start_time="10h"), "calling_window_start_time"),
+    ("window-13pm", with_window(calling_window_end_time="13pm"), "calling_window_end_time"),
+    (
+        "window-start-after-end",
+        with_window(calling_window_start_time="18:00", calling_window_end_time="9am"),
+        "calling_windows",
+    ),
+    ("window-retry-delay-zero", with_window(retry_delay_seconds=0), "retry_delay_seconds"),
+    ("retry-unknown-timezone", with_assistant(call_retry_config={"timezone": "Mars/Olympus"}), "timezone"),
+    ("retry-empty-days", with_assistant(call_retry_config={"allowed_days": []}), "allowed_days"),
+    ("retry-bad-day", with_assistant(call_retry_config={"allowed_days": ["funday"]}), "allowed_days"),
+    (
+        "retry-max-attempts-zero",
+        with_assistant(call_retry_config={"max_retry_attempts": 0}),
+        "max_retry_attempts",
+    ),
+    ("tool-duplicate-names", with_assistant(custom_tools=[TOOL, TOOL]), "custom_tools"),
+    ("tool-name-not-snake", with_tool(name="CheckInventory"), "name"),
+    ("tool-name-double-underscore", with_tool(name="check__inventory"), "name"),
+    ("tool-empty-description", with_tool(description=""), "description"),
+    ("tool-url-not-http", with_tool(url="ftp://example.com/{{sku}}"), "url"),
+    ("tool-url-relative", with_tool(url="/items/{{sku}}"), "url"),
+    ("tool-header-empty-key", with_tool(headers=[{"key": "", "value": "v"}]), "key"),
+    ("tool-query-empty-key", with_tool(query_params=[{"key": "", "value": "v"}]), "key"),
+    ("tool-bad-method", with_tool(method="FETCH"), "method"),
+    (
+        "tool-missing-headers",
+        {
+            "phone_number": PHONE,
+            "assistant": {
+                "prompt": "Hi",
+                "custom_tools": [{k: v for k, v in TOOL.items() if k != "headers"}],
+            },
+        },
+        "headers",
+    ),
+    (
+        "tool-input-duplicate-names",
+        with_tool(input_schema=[{"name": "a", "required": True, "type": "string"}] * 2),
+        "input_schema",
+    ),
+    (
+        "enum-without-options",
+        with_assistant(structured_output_config=[{"name": "tier", "required": True, "type": "enum"}]),
+        "enum_options",
+    ),
+    (
+        "enum-with-empty-options",
+        with_assistant(
+            structured_output_config=[{"name": "tier", "required": True, "type": "enum", "enum_options": []}]
+        ),
+        "enum_options",
+    ),
+    (
+        "structured-output-duplicate-names",
+        with_assistant(structured_output_config=[{"name": "a", "required": False, "type": "date"}] * 2),
+        "structured_output_config",
+    ),
+    (
+        "field-spec-bad-type",
+        with_assistant(structured_output_config=[{"name": "a", "required": True, "type": "integer"}]),
+        "type",
+    ),
+    ("bad-email", with_assistant(email_notification_address="not-an-email"), "email_notification_address"),
+    ("bad-outcome", with_assistant(email_notification_outcomes=["happy"]), "email_notification_outcomes"),
+    ("bad-webhook-url", with_assistant(webhook_url="example.com/hook"), "webhook_url"),
+    ("webhook-url-not-http", with_assistant(webhook_url="mailto:a@example.com"), "webhook_url"),
+    (
+        "custom-llm-bad-api-url",
+        with_assistant(
+            llm_model={"type": "custom", "api_key": "k", "api_url": "together", "model_name": "m"}
+        ),
+        "api_url",
+    ),
+    (
+        "custom-llm-empty-key",
+        with_assistant(
+            llm_model={"type": "custom", "api_key": "", "api_url": "https://x.ai/v1", "model_name": "m"}
+        ),
+        "api_key",
+    ),
+    ("unknown-llm-type", with_assistant(llm_model={"type": "local", "name": "llama"}), "llm_model"),
+    (
+        "dedicated-unknown-name",
+        with_assistant(llm_model={"type": "dedicated-instance", "name": "gpt-5"}),
+        "name",
+    ),
+    (
+        "realtime-empty-voice",
+        with_assistant(
+            llm_model={
+                "type": "realtime",
+                "provider": "openai",
+                "realtime_model_id": "m",
+                "realtime_voice_id": "",
+            }
+        ),
+        "realtime_voice_id",
+    ),
+    (
+        "max-duration-message-151",
+        with_assistant(max_duration_end_message="x" * 151),
+        "max_duration_end_message",
+    ),
+    ("max-call-duration-zero", with_assistant(max_call_duration_secs=0), "max_call_duration_secs"),
+    ("calendly-empty", with_assistant(calendly={"connection_id": "", "event_type_id": "e"}), "connection_id"),
+    ("bad-background-sound", with_assistant(background_sound="audio/jungle.ogg"), "background_sound"),
+    ("bad-first-sentence-mode", with_assistant(first_sentence_mode="loud"), "first_sentence_mode"),
+    (
+        "both-assistant-and-id",
+        {"phone_number": PHONE, "assistant": {"prompt": "Hi"}, "assistant_id": ASSISTANT_ID},
+        "assistant_id",
+    ),
+    ("bad-assistant-id", {"phone_number": PHONE, "assistant_id": "assistant-1"}, "assistant_id"),
+    (
+        "skip-window-conflicts-force-now",
+        {"phone_number": PHONE, "force_now": True, "skip_calling_window": False},
+        "skip_calling_window",
+    ),
+    ("concurrency-max-zero", {"phone_number": PHONE, "concurrency": {"key": "k", "max": 0}}, "max"),
+    ("concurrency-max-fraction", {"phone_number": PHONE, "concurrency": {"key": "k", "max": 2.5}}, "max"),
+    ("concurrency-empty-key", {"phone_number": PHONE, "concurrency": {"key": "", "max": 1}}, "key"),
+    ("bad-scheduled-at", {"phone_number": PHONE, "scheduled_at": "next tuesday"}, "scheduled_at"),
+    ("scheduled-at-number", {"phone_number": PHONE, "scheduled_at": 1700000000}, "scheduled_at"),
+    ("metadata-not-str", {"phone_number": PHONE, "metadata": {"n": 1}}, "metadata"),
+    ("prompt-variables-not-dict", {"phone_number": PHONE, "prompt_variables": ["a"]}, "prompt_variables"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), [pytest.param(p, f, id=i) for i, p, f in INVALID])
+def test_invalid_request_names_the_field(payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        CallCreateParams.model_validate(payload)
+    assert field in error_fields(caught.value), caught.value.errors()
+
+
+def test_invalid_cases_are_many() -> None:
+    assert len(INVALID) >= 30
+
+
+# --- valid requests -----------------------------------------------------------------------------------
+
+FULL_ASSISTANT: dict[str, Any] = {
+    "prompt": "You call {{name}} about their order.",
+    "after_call_sms_prompt": "Thank {{name}}.",
+    "background_sound": "audio/office.ogg",
+    "background_sound_volume": 0.3,
+    "calendly": {"connection_id": "conn", "event_type_id": "https://api.calendly.com/event_types/abc"},
+    "call_retry_config": {
+        "allowed_days": ["monday", "saturday"],
+        "call_twice_in_a_row": True,
+        "calling_windows": [
+            {
+                "calling_window_start_time": "9am",
+                "calling_window_end_time": "12:00",
+                "retry_delay_seconds": 600,
+            },
+            {"calling_window_start_time": "14:00", "calling_window_end_time": "6pm"},
+        ],
+        "max_retry_attempts": 5,
+        "timezone": "Europe/Paris",
+    },
+    "custom_tools": [
+        TOOL,
+        {**TOOL, "name": "book_slot", "method": "POST", "body_template": '{"sku": "{{sku}}"}'},
+    ],
+    "email_notification_address": "sales@example.com",
+    "email_notification_outcomes": ["interested", "completed"],
+    "end_of_call_sentence": "Goodbye!",
+    "faq_items": [{"question": "Who are you?", "answer": "An assistant."}],
+    "first_sentence": "Hello {{name}}!",
+    "first_sentence_delay_ms": 0,
+    "first_sentence_mode": "static",
+    "from_phone_number": "+14155552671",
+    "human_transfer_mode": "warm",
+    "ivr_navigation_enabled": True,
+    "llm_model": {
+        "type": "custom",
+        "api_key": "sk-secret",
+        "api_url": "https://api.together.xyz/v1",
+        "model_name": "m",
+    },
+    "max_call_duration_secs": 300.5,
+    "max_duration_end_message": "x" * 150,
+    "sms_enabled": True,
+    "sms_template": "See you {{name}}",
+    "structured_output_config": [
+        {"name": "email", "required": False, "type": "string", "description": "their email"},
+        {"name": "tier", "required": True, "type": "enum", "enum_options": ["gold", "silver"]},
+    ],
+    "structured_output_prompt": "Extract from {{transcript}}",
+    "thinking_sound": "keyboard-typing.ogg",
+    "thinking_sound_probability": 1,
+    "thinking_sound_volume": 0,
+    "transfer_phone_number": "+442071838750",
+    "voice": {"id": "voice-1", "provider": "elevenlabs", "speed": 1.2, "volume": 0.5},
+    "voicemail_message": "Call us back.",
+    "voicemail_sms_prompt": "We missed you.",
+    "warm_transfer_summary_instructions": "Be brief.",
+    "webhook_url": "https://hooks.example.com/calls",
+    "a_field_from_a_newer_client": 1,
+}
+
+
+def test_minimal_request() -> None:
+    params = CallCreateParams.model_validate({"phone_number": PHONE})
+    assert params.phone_number == PHONE
+    assert params.assistant is None and params.assistant_id is None
+    assert params.force_now is False and params.scheduled_at is None
+
+
+def test_full_request() -> None:
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": PHONE,
+            "assistant": FULL_ASSISTANT,
+            "concurrency": {"key": "campaign-7", "max": 3.0},
+            "force_now": True,
+            "from_phone_number": "+14155552671",
+            "metadata": {"crm_id": "42"},
+            "prompt_variables": {"name": "Ada"},
+            "scheduled_at": "2025-06-02T09:30:00+02:00",
+            "newer_top_level_field": True,
+        }
+    )
+    assert params.concurrency is not None and params.concurrency.max == 3
+    assert isinstance(params.concurrency.max, int)
+    assert params.scheduled_at == datetime(2025, 6, 2, 7, 30, tzinfo=UTC)
+    assistant = params.assistant
+    assert assistant is not None and assistant.voice is not None and assistant.voice.speed == 1.2
+    assert isinstance(assistant.llm_model, CustomLlmModel)
+    # secrets stay out of reprs but serialize normally
+    assert "sk-secret" not in repr(params)
+    assert "Bearer" not in repr(assistant.custom_tools)
+    dumped = params.model_dump(mode="json")
+    assert dumped["assistant"]["llm_model"]["api_key"] == "sk-secret"
+    assert dumped["assistant"]["custom_tools"][0]["headers"][0]["value"] == "Bearer {{token}}"
+    assert dumped["scheduled_at"] == "2025-06-02T07:30:00Z"
+    assert "a_field_from_a_newer_client" not in dumped["assistant"]
+    # what the Temporal payload converter does: JSON out and back
+    assert CallCreateParams.model_validate_json(params.model_dump_json()) == params
+
+
+def test_header_value_is_hidden_from_repr() -> None:
+    assert "hunter2" not in repr(CustomToolHeader(key="Authorization", value="hunter2"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"skip_calling_window": True}, True),
+        ({"force_now": True}, True),
+        ({"force_now": True, "skip_calling_window": True}, True),
+        ({"force_now": None, "skip_calling_window": True}, True),
+        ({"skip_calling_window": False}, False),
+        ({}, False),
+    ],
+)
+def test_skip_calling_window_is_force_now(flags: dict[str, Any], expected: bool) -> None:
+    params = CallCreateParams.model_validate({"phone_number": PHONE, **flags})
+    assert params.force_now is expected and params.skip_calling_window is expected
+    dumped = params.model_dump(mode="json")
+    assert dumped["force_now"] is expected and "skip_calling_window" not in dumped
+
+
+def test_naive_scheduled_at_is_utc() -> None:
+    params = CallCreateParams.model_validate({"phone_number": PHONE, "scheduled_at": "2025-06-02T09:30:00"})
+    assert params.scheduled_at == datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
+    aware = CallCreateParams(phone_number=PHONE, scheduled_at=datetime(2025, 6, 2, 9, 30))
+    assert aware.scheduled_at is not None and aware.scheduled_at.tzinfo is not None
+
+
+def test_assistant_id_is_normalised() -> None:
+    params = CallCreateParams.model_validate({"phone_number": PHONE, "assistant_id": ASSISTANT_ID.upper()})
+    assert params.assistant_id == ASSISTANT_ID
+
+
+# --- call_assistant_from ------------------------------------------------------------------------------
+
+NOW = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
+
+
+def test_call_assistant_defaults() -> None:
+    record = call_assistant_from(
+        Assistant(prompt=DEFAULT_ASSISTANT_PROMPT), id="a1", organization_id="org", now=NOW
+    )
+    assert record.first_sentence_delay_ms == 400 and record.first_sentence_mode == "generated"
+    assert record.llm_model.model_dump() == {"name": "gpt-4.1", "type": "dedicated-instance"}
+    assert record.ivr_navigation_enabled is False and record.sms_enabled is False
+    assert record.max_call_duration_secs == 600 and record.name == "inline assistant"
+    assert 0 <= record.background_sound_volume <= 1 and 0 <= record.thinking_sound_volume <= 1
+    assert 0 <= record.thinking_sound_probability <= 1
+    assert record.call_retry_config is not None
+    assert record.call_retry_config.model_dump() == {
+        "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+        "call_twice_in_a_row": False,
+        "calling_windows": [
+            {
+                "calling_window_end_time": "18:00",
+                "calling_window_start_time": "10:00",
+                "retry_delay_seconds": 7200,
+            }
+        ],
+        "max_retry_attempts": 3,
+        "timezone": None,
+    }
+    dumped = record.model_dump(mode="json")
+    assert list(dumped) == list(load_example()["call"]["assistant"])
+    assert dumped["created_at"] == dumped["updated_at"] == "2025-06-02T08:00:00Z"
+    assert dumped["voice"] is None and dumped["custom_tools"] is None
+
+
+def test_call_assistant_keeps_request_values() -> None:
+    assistant = Assistant.model_validate(copy.deepcopy(FULL_ASSISTANT))
+    record = call_assistant_from(assistant, id="a1", organization_id="org", now=NOW, name="Sales")
+    dumped = record.model_dump(mode="json")
+    assert dumped["name"] == "Sales" and dumped["first_sentence_delay_ms"] == 0
+    assert dumped["call_retry_config"]["timezone"] == "Europe/Paris"
+    assert dumped["llm_model"]["api_key"] == "sk-secret"
+    assert dumped["faq_items"] == [
+        {
+            "answer": "An assistant.",
+            "question": "Who are you?",
+            "id": None,
+            "needs_human_answer": False,
+            "source": "human",
+        }
+    ]
+    assert [tool["name"] for tool in dumped["custom_tools"]] == ["check_inventory", "book_slot"]
+    assert "sk-secret" not in repr(record)
+    call = Call(
+        id="c1", assistant=record, from_phone_number=PHONE, organization_id="org", to_phone_number=PHONE
+    )
+    assert Call.model_validate_json(call.model_dump_json()) == call
+
+
+def test_temporal_pydantic_converter_round_trips() -> None:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    converter = pydantic_data_converter.payload_converter
+    call = Call.model_validate(load_example()["call"])
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": PHONE,
+            "assistant": FULL_ASSISTANT,
+            "skip_calling_window": True,
+            "scheduled_at": "2025-06-02",
+        }
+    )
+    call_back, params_back = converter.from_payloads(
+        converter.to_payloads([call, params]), [Call, CallCreateParams]
+    )
+    assert call_back == call and params_back == params
+    assert call_back.model_dump(mode="json") == load_example()["call"]

@@ -1,0 +1,446 @@
+"""Scheduling maths: calling windows in the recipient's zones, DST, retry delays and attempt times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytz
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.common import WEEKDAYS, parse_clock
+from models.retry import CallingWindow, CallRetryConfig
+from workflows.schedule import (
+    describe_instant,
+    first_attempt_at,
+    is_allowed,
+    next_allowed_instant,
+    next_attempt_at,
+    resolve_timezones,
+    retry_delay_seconds,
+    window_at,
+)
+
+PARIS = ["Europe/Paris"]
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def local(zone: str, *args: int, is_dst: bool | None = None) -> datetime:
+    return pytz.timezone(zone).localize(datetime(*args), is_dst=is_dst)
+
+
+def window(start: str, end: str, delay: int = 7200) -> CallingWindow:
+    return CallingWindow(
+        calling_window_start_time=start, calling_window_end_time=end, retry_delay_seconds=delay
+    )
+
+
+def config(*windows: CallingWindow, days: list[str] | None = None, **kwargs) -> CallRetryConfig:
+    return CallRetryConfig(
+        allowed_days=days or list(WEEKDAYS[:5]),
+        calling_windows=list(windows) or [window("10:00", "18:00")],
+        **kwargs,
+    )
+
+
+# --- Timezones -------------------------------------------------------------------------------------
+
+
+def test_french_mobile_is_in_paris():
+    assert resolve_timezones("+33612345678") == ["Europe/Paris"]
+
+
+def test_number_spanning_several_zones_returns_them_all_sorted():
+    zones = resolve_timezones("+18005550199")  # toll-free: the whole NANP
+    assert len(zones) > 1 and zones == sorted(zones)
+    assert {"America/New_York", "America/Los_Angeles"} <= set(zones)
+
+
+def test_override_wins():
+    assert resolve_timezones("+33612345678", "America/New_York") == ["America/New_York"]
+
+
+def test_unknown_zone_falls_back_to_utc():
+    assert resolve_timezones("+80012345678") == ["UTC"]  # international freephone: Etc/Unknown
+    assert resolve_timezones("not a number") == ["UTC"]
+
+
+# --- Windows, days, formats ------------------------------------------------------------------------
+
+
+def test_saturday_afternoon_moves_to_monday_morning_in_paris():
+    assert next_allowed_instant(utc(2026, 11, 28, 15), CallRetryConfig(), PARIS) == utc(2026, 11, 30, 9)
+
+
+def test_allowed_instant_is_returned_unchanged_to_the_microsecond():
+    instant = utc(2026, 11, 30, 12, 34, 56, 789)
+    assert next_allowed_instant(instant, CallRetryConfig(), PARIS) == instant
+
+
+def test_windows_are_half_open():
+    cfg = CallRetryConfig()
+    assert is_allowed(local("Europe/Paris", 2026, 11, 30, 10), cfg, PARIS)
+    assert is_allowed(local("Europe/Paris", 2026, 11, 30, 17, 59, 59), cfg, PARIS)
+    assert not is_allowed(local("Europe/Paris", 2026, 11, 30, 18), cfg, PARIS)
+    assert next_allowed_instant(local("Europe/Paris", 2026, 11, 30, 18), cfg, PARIS) == utc(2026, 12, 1, 9)
+
+
+def test_twelve_hour_formats():
+    cfg = config(window("9am", "5:30pm"))
+    assert is_allowed(local("Europe/Paris", 2026, 6, 1, 9), cfg, PARIS)
+    assert is_allowed(local("Europe/Paris", 2026, 6, 1, 17, 29), cfg, PARIS)
+    assert not is_allowed(local("Europe/Paris", 2026, 6, 1, 17, 30), cfg, PARIS)
+    assert not is_allowed(local("Europe/Paris", 2026, 6, 1, 8, 59), cfg, PARIS)
+
+
+def test_touching_windows_form_one_range():
+    cfg = config(window("10:00", "12:00"), window("12:00", "14:00"))
+    assert is_allowed(local("Europe/Paris", 2026, 6, 1, 12), cfg, PARIS)
+    start = local("Europe/Paris", 2026, 6, 1, 11)
+    assert next_allowed_instant(start, cfg, PARIS) == start
+    assert next_allowed_instant(local("Europe/Paris", 2026, 6, 1, 14), cfg, PARIS) == local(
+        "Europe/Paris", 2026, 6, 2, 10
+    )
+
+
+def test_describe_instant():
+    assert describe_instant(utc(2026, 11, 30, 9), "Europe/Paris") == "Mon 10:00 Europe/Paris"
+
+
+def test_naive_datetimes_are_rejected():
+    with pytest.raises(ValueError, match="naive"):
+        is_allowed(datetime(2026, 6, 1, 12), CallRetryConfig(), PARIS)
+
+
+# --- DST -------------------------------------------------------------------------------------------
+
+
+def test_spring_forward_gap_opens_window_at_three():
+    # 2027-03-28, Paris: 02:00 CET jumps to 03:00 CEST (01:00 UTC); 02:30 never happens.
+    cfg = config(window("02:30", "04:00"), days=["sunday"])
+    opened = next_allowed_instant(utc(2027, 3, 27, 23), cfg, PARIS)
+    assert opened == utc(2027, 3, 28, 1)
+    assert describe_instant(opened, "Europe/Paris") == "Sun 03:00 Europe/Paris"
+    assert not is_allowed(opened - timedelta(microseconds=1), cfg, PARIS)
+
+
+def test_fall_back_overlap_allows_both_occurrences():
+    # 2026-11-01, New York: 01:00-02:00 happens twice (EDT 05:00-06:00 UTC, then EST 06:00-07:00 UTC).
+    ny = ["America/New_York"]
+    cfg = config(window("01:00", "02:00"), days=["sunday"])
+    assert is_allowed(local("America/New_York", 2026, 11, 1, 1, 30, is_dst=True), cfg, ny)
+    assert is_allowed(local("America/New_York", 2026, 11, 1, 1, 30, is_dst=False), cfg, ny)
+    assert next_allowed_instant(utc(2026, 11, 1, 4), cfg, ny) == utc(2026, 11, 1, 5)
+    assert is_allowed(utc(2026, 11, 1, 6, 59, 59), cfg, ny)
+    assert next_allowed_instant(utc(2026, 11, 1, 7), cfg, ny) == utc(2026, 11, 8, 6)
+    # Both halves are one run: a fixed UTC-5 zone, allowed 06:00-07:00 UTC, meets the second one.
+    assert next_allowed_instant(utc(2026, 11, 1, 4), cfg, [*ny, "Etc/GMT+5"]) == utc(2026, 11, 1, 6)
+
+
+def test_fall_back_overlap_with_a_gap_between_occurrences():
+    # 2027-10-31, Paris: 02:00-03:00 happens twice; a 02:00-02:45 window is open twice, 15 min apart.
+    cfg = config(window("02:00", "02:45"), days=["sunday"])
+    assert next_allowed_instant(utc(2027, 10, 30, 23), cfg, PARIS) == utc(2027, 10, 31, 0)
+    assert next_allowed_instant(utc(2027, 10, 31, 0, 45), cfg, PARIS) == utc(2027, 10, 31, 1)
+    assert not is_allowed(utc(2027, 10, 31, 0, 50), cfg, PARIS)
+
+
+# --- Several zones ---------------------------------------------------------------------------------
+
+
+def test_window_must_hold_in_every_zone():
+    zones = ["America/New_York", "America/Los_Angeles"]
+    opened = next_allowed_instant(utc(2026, 6, 1, 12), CallRetryConfig(), zones)  # Monday 08:00 in NY
+    assert opened == utc(2026, 6, 1, 17)
+    assert describe_instant(opened, "America/Los_Angeles") == "Mon 10:00 America/Los_Angeles"
+    assert describe_instant(opened, "America/New_York") == "Mon 13:00 America/New_York"
+
+
+def test_three_zones_intersect():
+    # In UTC: [10-11) and [14-21) here, [6-7) and [10-17) at UTC+4, [9-10) and [13-20) at UTC+1.
+    cfg = config(window("10:00", "11:00"), window("14:00", "21:00"), days=list(WEEKDAYS))
+    zones = ["UTC", "Etc/GMT-4", "Etc/GMT-1"]
+    assert next_allowed_instant(utc(2026, 6, 1), cfg, zones) == utc(2026, 6, 1, 14)
+    assert next_allowed_instant(utc(2026, 6, 1, 17), cfg, zones) == utc(2026, 6, 2, 14)
+
+
+def test_zones_that_never_overlap_give_none():
+    cfg = config(window("10:00", "11:00"), days=list(WEEKDAYS))
+    assert next_allowed_instant(utc(2026, 6, 1), cfg, ["Europe/Paris", "Asia/Tokyo"]) is None
+
+
+def test_overlap_that_only_exists_while_dst_rules_disagree():
+    # NY 10:00-11:00 and London 14:00-15:00 meet only between the US and EU spring changes.
+    cfg = config(window("10:00", "11:00"), window("14:00", "15:00"), days=list(WEEKDAYS))
+    zones = ["America/New_York", "Europe/London"]
+    assert next_allowed_instant(utc(2026, 6, 1), cfg, zones) == utc(2026, 10, 25, 14)  # London back on GMT
+    assert next_allowed_instant(utc(2026, 11, 2), cfg, zones) == utc(2027, 3, 14, 14)  # NY already on EDT
+
+
+# --- Retry delay and attempt times -----------------------------------------------------------------
+
+TWO_WINDOWS = config(window("09:00", "12:00", 3600), window("14:00", "18:00", 600))
+
+
+@pytest.mark.parametrize(
+    ("started", "delay"),
+    [
+        ((2026, 6, 1, 10), 3600),  # ran in the morning window
+        ((2026, 6, 1, 15), 600),  # ran in the afternoon window
+        ((2026, 6, 1, 13), 600),  # force_now between windows: the afternoon's
+        ((2026, 6, 5, 19), 3600),  # force_now on Friday evening: Monday morning's
+    ],
+)
+def test_retry_delay_is_the_window_the_attempt_ran_in(started, delay):
+    assert retry_delay_seconds(local("Europe/Paris", *started), TWO_WINDOWS, PARIS) == delay
+
+
+def test_window_at():
+    assert (
+        window_at(local("Europe/Paris", 2026, 6, 1, 15), TWO_WINDOWS, PARIS) == TWO_WINDOWS.calling_windows[1]
+    )
+    assert window_at(local("Europe/Paris", 2026, 6, 1, 13), TWO_WINDOWS, PARIS) is None
+
+
+def test_retry_delay_without_any_reachable_window_is_the_first_windows():
+    cfg = config(window("10:00", "11:00", 42), window("12:00", "13:00", 7), days=list(WEEKDAYS))
+    assert retry_delay_seconds(utc(2026, 6, 1), cfg, ["Europe/Paris", "Asia/Tokyo"]) == 42
+
+
+def _next(
+    attempt: int, ended: datetime, cfg: CallRetryConfig, ignore_windows: bool = False
+) -> datetime | None:
+    return next_attempt_at(
+        attempt_number=attempt,
+        ended_at=ended,
+        started_at=ended - timedelta(minutes=2),
+        config=cfg,
+        zones=PARIS,
+        ignore_windows=ignore_windows,
+    )
+
+
+def test_retry_after_the_delay_of_the_window():
+    ended = local("Europe/Paris", 2026, 6, 1, 10, 5)
+    assert _next(1, ended, TWO_WINDOWS) == ended + timedelta(hours=1)
+
+
+def test_retry_moved_into_the_next_window():
+    ended = local("Europe/Paris", 2026, 6, 1, 17, 0)  # + 2 h = 19:00, after hours
+    assert _next(1, ended, CallRetryConfig()) == local("Europe/Paris", 2026, 6, 2, 10)
+    assert _next(1, ended, CallRetryConfig(), ignore_windows=True) == ended + timedelta(hours=2)
+
+
+def test_call_twice_in_a_row_only_skips_the_first_delay():
+    cfg = config(call_twice_in_a_row=True)
+    ended = local("Europe/Paris", 2026, 6, 1, 11)
+    assert _next(1, ended, cfg) == ended
+    assert _next(2, ended, cfg) == ended + timedelta(hours=2)
+    late = local("Europe/Paris", 2026, 6, 1, 18, 1)  # windows still apply
+    assert _next(1, late, cfg) == local("Europe/Paris", 2026, 6, 2, 10)
+
+
+def test_no_attempt_after_the_last():
+    ended = local("Europe/Paris", 2026, 6, 1, 11)
+    assert _next(2, ended, CallRetryConfig()) is not None
+    assert _next(3, ended, CallRetryConfig()) is None
+    assert _next(1, ended, config(max_retry_attempts=1)) is None
+
+
+def test_first_attempt():
+    now = utc(2026, 11, 28, 15)  # Saturday
+    monday_10 = utc(2026, 11, 30, 9)
+
+    def first(scheduled_at=None, ignore_windows=False):
+        return first_attempt_at(
+            now=now,
+            scheduled_at=scheduled_at,
+            config=CallRetryConfig(),
+            zones=PARIS,
+            ignore_windows=ignore_windows,
+        )
+
+    assert first() == monday_10
+    assert first(scheduled_at=now - timedelta(days=3)) == monday_10
+    assert first(scheduled_at=utc(2026, 12, 1, 13)) == utc(2026, 12, 1, 13)
+    assert first(scheduled_at=utc(2026, 12, 1, 20)) == utc(2026, 12, 2, 9)
+    assert first(scheduled_at=utc(2026, 12, 1, 20), ignore_windows=True) == now
+
+
+# --- Properties ------------------------------------------------------------------------------------
+
+SINGLE_ZONES = [
+    "Europe/Paris",
+    "Europe/London",
+    "America/New_York",
+    "America/St_Johns",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Pacific/Chatham",
+    "UTC",
+]
+ZONE_LISTS = [[zone] for zone in SINGLE_ZONES] + [
+    ["America/Los_Angeles", "America/New_York"],
+    ["America/New_York", "Europe/London"],
+    ["Australia/Lord_Howe", "Australia/Perth", "Australia/Sydney"],
+    ["Asia/Kolkata", "Pacific/Chatham"],
+    ["Europe/Moscow", "Europe/Paris"],
+]
+zone_lists = st.one_of(
+    st.sampled_from(ZONE_LISTS),
+    st.lists(st.sampled_from(SINGLE_ZONES + ["Etc/GMT-3", "Etc/GMT+4"]), min_size=2, max_size=3, unique=True),
+)
+HORIZON = timedelta(days=371)  # the module's search horizon
+
+
+def clock_text(minutes: int) -> st.SearchStrategy[str]:
+    hour, minute = divmod(minutes, 60)
+    twelve = f"{hour % 12 or 12}{f':{minute:02d}' if minute else ''}{'am' if hour < 12 else 'pm'}"
+    return st.sampled_from([f"{hour:02d}:{minute:02d}", twelve])
+
+
+@st.composite
+def configs(draw) -> CallRetryConfig:
+    days = draw(st.sets(st.sampled_from(WEEKDAYS), min_size=1))
+    windows = []
+    for _ in range(draw(st.integers(1, 3))):
+        start = draw(st.integers(0, 1438))
+        end = draw(st.integers(start + 1, 1439))
+        windows.append(window(draw(clock_text(start)), draw(clock_text(end)), draw(st.integers(1, 86400))))
+    return CallRetryConfig(allowed_days=[d for d in WEEKDAYS if d in days], calling_windows=windows)
+
+
+@st.composite
+def instants(draw) -> datetime:
+    """Aware instants over 2000-2040, half of them in the months where DST changes."""
+    if draw(st.booleans()):
+        naive = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 12, 31)))
+    else:
+        month_start = datetime(draw(st.integers(2000, 2040)), draw(st.sampled_from([3, 4, 9, 10, 11])), 1)
+        naive = month_start + timedelta(seconds=draw(st.integers(0, 31 * 86400 - 1)))
+        naive = naive.replace(microsecond=draw(st.sampled_from([0, 0, 1, 999999])))
+    zone = pytz.timezone(draw(st.sampled_from(["UTC", "Europe/Paris", "Asia/Kolkata"])))
+    return pytz.utc.localize(naive).astimezone(zone)  # any aware tz must do
+
+
+def offset_changes(zone: str, low: datetime, high: datetime) -> list[datetime]:
+    """Instants in [low, high) where the zone's UTC offset changes, found by scanning and bisection."""
+    tz = pytz.timezone(zone)
+    offset = lambda instant: instant.astimezone(tz).utcoffset()  # noqa: E731
+    changes = []
+    step = timedelta(hours=6)  # no zone changes its offset twice within six hours
+    at = low
+    while at < high:
+        after = min(at + step, high)
+        if offset(at) != offset(after):
+            before = at  # offset(before) is the old one; find the first second with the new one
+            while after - before > timedelta(seconds=1):
+                middle = before + (after - before) / 2
+                middle -= timedelta(microseconds=middle.microsecond)
+                if middle <= before:
+                    break
+                before, after = (middle, after) if offset(middle) == offset(at) else (before, middle)
+            if after < high:
+                changes.append(after)
+        at = at + step
+    return changes
+
+
+def window_starts(zone: str, config: CallRetryConfig, low: datetime, high: datetime) -> list[datetime]:
+    """Instants in [low, high) where the zone's wall clock shows a window start (both fall-back copies)."""
+    tz = pytz.timezone(zone)
+    day = low.astimezone(tz).date() - timedelta(days=1)
+    last = high.astimezone(tz).date() + timedelta(days=1)
+    found = []
+    while day <= last:
+        for w in config.calling_windows:
+            wall = datetime.combine(day, parse_clock(w.calling_window_start_time))
+            for is_dst in (False, True):
+                candidate = tz.localize(wall, is_dst=is_dst)
+                if tz.normalize(candidate).replace(tzinfo=None) == wall and low <= candidate < high:
+                    found.append(candidate)
+        day += timedelta(days=1)
+    return found
+
+
+def assert_nothing_allowed_before(earliest: datetime, end: datetime, config: CallRetryConfig, zones) -> None:
+    """No allowed instant in [earliest, end).
+
+    The allowed set is a union of half-open runs; a run can only begin at `earliest`, where some zone's
+    wall clock reaches a window start, or where some zone's offset jumps. Checking all of those is
+    exhaustive; a minute grid on short gaps cross-checks it without relying on that argument.
+    """
+    if end <= earliest:
+        return
+    candidates = [earliest]
+    for zone in zones:
+        candidates += window_starts(zone, config, earliest, end) + offset_changes(zone, earliest, end)
+    for candidate in candidates:
+        assert earliest <= candidate < end
+        assert not is_allowed(candidate, config, zones), candidate
+    if end - earliest <= timedelta(hours=6):
+        at = earliest
+        while at < end:
+            assert not is_allowed(at, config, zones), at
+            at += timedelta(minutes=1)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs(), zones=zone_lists, earliest=instants())
+def test_next_allowed_instant_is_the_first_allowed_instant(config, zones, earliest):
+    found = next_allowed_instant(earliest, config, zones)
+    if found is None:
+        assert_nothing_allowed_before(earliest, earliest + HORIZON, config, zones)
+        return
+    assert found.utcoffset() == timedelta(0)
+    assert found >= earliest
+    assert is_allowed(found, config, zones)
+    assert next_allowed_instant(found, config, zones) == found
+    if found > earliest:
+        assert found.microsecond == 0 and not is_allowed(found - timedelta(microseconds=1), config, zones)
+    assert_nothing_allowed_before(earliest, found, config, zones)
+
+
+def naive_is_allowed(instant: datetime, config: CallRetryConfig, zones) -> bool:
+    for zone in zones:
+        wall = instant.astimezone(pytz.timezone(zone))
+        if WEEKDAYS[wall.isoweekday() - 1] not in config.allowed_days:
+            return False
+        second = wall.hour * 3600 + wall.minute * 60 + wall.second
+
+        def seconds(text: str) -> int:
+            clock = parse_clock(text)
+            return clock.hour * 3600 + clock.minute * 60
+
+        if not any(
+            seconds(w.calling_window_start_time) <= second < seconds(w.calling_window_end_time)
+            for w in config.calling_windows
+        ):
+            return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(config=configs(), zones=zone_lists, instant=instants())
+def test_is_allowed_agrees_with_a_naive_check(config, zones, instant):
+    assert is_allowed(instant, config, zones) == naive_is_allowed(instant, config, zones)
+    chosen = window_at(instant, config, zones)
+    assert (chosen is not None) == is_allowed(instant, config, zones)
+
+
+@settings(max_examples=100, deadline=None)
+@given(config=configs(), zones=zone_lists, now=instants(), ahead=st.integers(-86400, 9 * 86400))
+def test_first_attempt_is_allowed_and_not_early(config, zones, now, ahead):
+    scheduled_at = now + timedelta(seconds=ahead)
+    first = first_attempt_at(
+        now=now, scheduled_at=scheduled_at, config=config, zones=zones, ignore_windows=False
+    )
+    assert first == next_allowed_instant(max(now, scheduled_at), config, zones)
+    if first is not None:
+        assert first >= max(now, scheduled_at) and is_allowed(first, config, zones)

@@ -1,0 +1,109 @@
+"""The demo: six call orders against simulated callees, followed live until each one ends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+from rich.json import JSON
+from rich.live import Live
+from rich.table import Table
+from temporalio.client import Client, WorkflowHandle
+
+from models import Call, CallCreateParams
+from models.common import TERMINAL_STATUSES
+
+_QUICK_RETRIES = {"calling_windows": [{"retry_delay_seconds": 4}], "max_retry_attempts": 3}
+_ASSISTANT = {
+    "prompt": "You call {{name}} about the Outdial pilot for their sales team. Be brief and polite.",
+    "first_sentence": "Hi {{name}}, this is Camille from Outdial. Do you have a minute?",
+    "first_sentence_mode": "static",
+    "voicemail_message": "Hi {{name}}, Camille from Outdial. I'll call you back later today.",
+    "structured_output_config": [
+        {"name": "name", "type": "string", "required": True, "description": "The callee's name"},
+        {"name": "team_size", "type": "number", "required": False},
+    ],
+}
+
+
+def demo_orders() -> dict[str, CallCreateParams]:
+    """The scenarios of the README, each an ordinary order with a simulated callee."""
+
+    def order(
+        to: str, name: str, simulation: str, *, retry: dict | None = None, **extra: object
+    ) -> CallCreateParams:
+        return CallCreateParams.model_validate(
+            {
+                "phone_number": to,
+                "assistant": {**_ASSISTANT, "call_retry_config": retry or _QUICK_RETRIES},
+                "prompt_variables": {"name": name},
+                "metadata": {"simulation": simulation, "simulation.call_seconds": "3", "demo": "true"},
+                "force_now": True,
+                **extra,
+            }
+        )
+
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    return {
+        "interested human": order("+33612345678", "Claire", "human:interested"),
+        "voicemail, then human": order("+442071838750", "Oliver", "voicemail,human:completed"),
+        "busy, then call back later": order("+4915123456789", "Jonas", "busy,human:callback_later"),
+        "IVR menu": order("+61412345678", "Mia", "ivr", retry={**_QUICK_RETRIES, "max_retry_attempts": 2}),
+        "no answer x3": order("+14158586273", "Sam", "no_answer"),
+        "cancelled while waiting": order(
+            "+819012345678",
+            "Yui",
+            "human",
+            retry={"timezone": "Asia/Tokyo"},
+            force_now=False,
+            scheduled_at=tomorrow.isoformat(),
+        ),
+    }
+
+
+async def run_demo(
+    client: Client, *, task_queue: str, console: Console, timeout: float = 180
+) -> dict[str, Call]:
+    """Start the orders, show their live status, cancel the waiting one, return the final Calls."""
+    handles: dict[str, WorkflowHandle] = {}
+    for name, params in demo_orders().items():
+        handles[name] = await client.start_workflow(
+            "CallOrderWorkflow", params, id=f"call-{uuid.uuid4()}", task_queue=task_queue, result_type=Call
+        )
+    calls: dict[str, Call] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            for name, handle in handles.items():
+                calls[name] = await handle.query("call", result_type=Call)
+            waiting = calls["cancelled while waiting"]
+            if waiting.status == "scheduled":
+                await handles["cancelled while waiting"].signal("cancel")
+            live.update(_table(calls))
+            if all(call.status in TERMINAL_STATUSES for call in calls.values()):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("demo orders did not finish in time")
+            await asyncio.sleep(0.5)  # a display refresh, not synchronisation
+    return {name: await handle.result() for name, handle in handles.items()}
+
+
+def _table(calls: dict[str, Call]) -> Table:
+    table = Table(title="outdial demo: call orders (simulated callees)")
+    for column in ("scenario", "call id", "status", "attempts", "last result", "outcome"):
+        table.add_column(column)
+    for name, call in calls.items():
+        last = call.last_call_attempt
+        result = (last.result or last.dial_error or last.status) if last else "-"
+        table.add_row(
+            name, call.id[:8], call.status, str(int(call.calls_count)), str(result), call.outcome or "-"
+        )
+    return table
+
+
+def print_calls(console: Console, calls: dict[str, Call]) -> None:
+    for name, call in calls.items():
+        console.rule(name)
+        console.print(JSON(call.model_dump_json()))

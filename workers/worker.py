@@ -1,0 +1,67 @@
+"""The Temporal worker: every workflow and activity of outdial on one task queue."""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from activities.calls import CallActivities
+from activities.providers import analyzer_from, telephony_from
+from models.settings import Settings
+from workflows import search_attributes as sa
+from workflows.call_order import CallOrderWorkflow
+
+log = logging.getLogger(__name__)
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    """A client with outdial's data converter, at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE."""
+    settings = settings or Settings.load()
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def create_worker(
+    client: Client, *, task_queue: str = "call-orders", settings: Settings | None = None
+) -> Worker:
+    """All workflows and activities, with providers chosen by `settings` (read now, not at import)."""
+    settings = settings or Settings.load()
+    calls = CallActivities(settings, telephony_from(settings), analyzer_from(settings))
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CallOrderWorkflow],
+        activities=[calls.prepare_order, calls.dial, calls.converse, calls.analyze],
+    )
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Register outdial's search attributes in the client's namespace if missing (idempotent).
+
+    The dev stack passes them as server flags too; this covers the test servers and self-hosted
+    clusters. Where the operator API is not allowed (Temporal Cloud), register them in the cloud UI.
+    """
+    namespace = client.namespace
+    wanted = {key.name: key.indexed_value_type.value for key in sa.ALL}
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        missing = {name: kind for name, kind in wanted.items() if name not in existing.custom_attributes}
+    except RPCError:  # the time-skipping test server cannot list them, but can add them
+        missing = wanted
+    try:
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+    except RPCError as err:
+        log.warning("could not register search attributes %s: %s", sorted(missing), err)

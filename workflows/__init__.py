@@ -1,0 +1,1 @@
+"""Temporal workflows and the deterministic logic they run (scheduling, retries)."""

@@ -1,0 +1,413 @@
+"""CallOrderWorkflow: one call order, from `initializing` to `completed`, over as many attempts as it takes.
+
+The story of an order: resolve who calls and in which timezones the recipient lives; wait for an
+allowed calling window; dial; hold the conversation; try again later if no human was reached; analyze
+the conversation; return the final Call. Signals cancel, pause, resume or force it to call now; queries
+show its live state. Scheduling maths lives in `workflows.schedule`, never here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.calls import INVALID_ORDER, CallActivities
+    from models import Call, CallAttempt, CallCreateParams, RetryConfigRecord
+    from models.common import TERMINAL_STATUSES, CallStatus
+    from models.workflow_io import (
+        AnalyzeRequest,
+        ConverseRequest,
+        DialRequest,
+        PreparedOrder,
+        PrepareRequest,
+    )
+    from workflows import schedule
+    from workflows import search_attributes as sa
+
+# Dial errors that no retry can fix; every other unanswered attempt is worth another try.
+PERMANENT_DIAL_ERRORS = frozenset({"number_non_attributed", "no_international_permission"})
+DEFAULT_ORGANIZATION = "org_local"
+
+PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
+# Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
+DIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
+CONVERSE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
+ANALYZE_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
+
+
+class OrderFailed(Exception):
+    """The order cannot be carried out (bad assistant, bad simulation, ...): it ends `errored`."""
+
+
+@workflow.defn(name="CallOrderWorkflow")
+class CallOrderWorkflow:
+    @workflow.init
+    def __init__(self, params: CallCreateParams) -> None:
+        self.params = params
+        self.call_id = workflow.info().workflow_id.removeprefix("call-")
+        self.organization_id = str(workflow.memo_value("organization_id", DEFAULT_ORGANIZATION))
+        self.status: CallStatus = "initializing"
+        self.order: PreparedOrder | None = None
+        self.attempts: list[CallAttempt] = []  # oldest first; the Call shows them most recent first
+        self.outcome: str | None = None
+        self.outcome_summary: str | None = None
+        self.error: str | None = None
+        self.created_at = workflow.now()
+        self.updated_at = self.created_at
+        self.next_attempt_at: datetime | None = None
+        self.cancel_requested = False
+        self.paused = False
+        self.force_now = bool(params.force_now)
+        self.call_now = False  # one-shot: the force_now signal ends the current wait
+
+    # -- the story ---------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, params: CallCreateParams) -> Call:
+        workflow.upsert_search_attributes(
+            [sa.TO_PHONE_NUMBER.value_set(params.phone_number)]
+            + ([sa.CONCURRENCY_KEY.value_set(params.concurrency.key)] if params.concurrency else [])
+        )
+        self._set_status("initializing")
+        try:
+            self.order = await self._prepare()
+            await self._place_attempts(self.order)
+            if not self.cancel_requested:
+                await self._analyze(self.order)
+        except asyncio.CancelledError:  # Temporal cancellation means the same as the cancel signal
+            self.cancel_requested = True
+        except OrderFailed as failure:
+            self.error = str(failure)
+            workflow.logger.warning("call order errored: %s", failure)
+            workflow.set_current_details(f"**errored**: {failure}")
+        self._close_open_attempt("order_cancelled")
+        self._set_status(self._final_status())
+        return self.call()
+
+    async def _prepare(self) -> PreparedOrder:
+        request = PrepareRequest(
+            call_id=self.call_id,
+            organization_id=self.organization_id,
+            to_phone_number=self.params.phone_number,
+            assistant_id=self.params.assistant_id,
+            assistant=self.params.assistant,
+            from_phone_number=self.params.from_phone_number,
+        )
+        try:
+            return await workflow.execute_activity_method(
+                CallActivities.prepare_order,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PREPARE_RETRY,
+                summary="resolve assistant, caller id and timezone",
+            )
+        except ActivityError as err:
+            raise OrderFailed(_reason(err)) from err
+
+    async def _place_attempts(self, order: PreparedOrder) -> None:
+        due = schedule.first_attempt_at(
+            now=workflow.now(),
+            scheduled_at=self.params.scheduled_at,
+            config=order.retry,
+            zones=order.zones,
+            ignore_windows=self.force_now,
+        )
+        while True:
+            if not await self._wait_until(due, order):
+                return
+            attempt = await self._run_attempt(order)
+            if self.cancel_requested or not _deserves_retry(attempt):
+                return
+            due = schedule.next_attempt_at(
+                attempt_number=len(self.attempts),
+                ended_at=_as_datetime(attempt.ended_at),
+                started_at=_as_datetime(attempt.started_at),
+                config=order.retry,
+                zones=order.zones,
+                ignore_windows=self.force_now,
+            )
+            if due is None and len(self.attempts) >= order.retry.max_retry_attempts:
+                return
+
+    async def _wait_until(self, due: datetime | None, order: PreparedOrder) -> bool:
+        """Sleep until `due` (status `scheduled`), honouring pause/resume/force_now; False if cancelled."""
+        while not self.cancel_requested:
+            if self.paused:
+                self._set_status("paused")
+                await workflow.wait_condition(lambda: not self.paused or self.cancel_requested)
+                due = self._afresh(order)  # resume schedules the next attempt afresh
+                continue
+            if self.call_now:
+                self.call_now = False
+                return True
+            if due is None:
+                raise OrderFailed(f"no allowed calling window within reach for timezones {order.zones}")
+            now = workflow.now()
+            if due <= now:
+                return True
+            self.next_attempt_at = due
+            self._set_status("scheduled")
+            number = len(self.attempts) + 1
+            try:
+                await workflow.wait_condition(
+                    lambda: self.cancel_requested or self.paused or self.call_now,
+                    timeout=due - now,
+                    timeout_summary=f"attempt {number}/{order.retry.max_retry_attempts}: "
+                    f"waiting for {schedule.describe_instant(due, order.zones[0])}",
+                )
+            except TimeoutError:
+                return True
+        return False
+
+    async def _run_attempt(self, order: PreparedOrder) -> CallAttempt:
+        """One attempt: dial, converse, hang up. It exists (and has started_at) from the moment it dials."""
+        number = len(self.attempts) + 1
+        attempt = CallAttempt(
+            id=str(workflow.uuid4()),
+            phone_number=self.params.phone_number,
+            status="ringing",
+            started_at=workflow.now(),
+        )
+        self.attempts.append(attempt)
+        self.next_attempt_at = None
+        self._set_status("calling")
+        label = f"attempt {number}/{order.retry.max_retry_attempts}"
+        metadata = self.params.metadata or {}
+
+        dial = await self._until_cancelled(
+            workflow.start_activity_method(
+                CallActivities.dial,
+                DialRequest(
+                    call_id=self.call_id,
+                    attempt_id=attempt.id,
+                    attempt_number=number,
+                    to_phone_number=self.params.phone_number,
+                    from_phone_number=order.from_phone_number,
+                    max_call_duration_secs=order.assistant.max_call_duration_secs,
+                    metadata=metadata,
+                ),
+                start_to_close_timeout=timedelta(seconds=120),
+                retry_policy=DIAL_RETRY,
+                summary=f"{label}: dial {self.params.phone_number}",
+            )
+        )
+        if dial is None:
+            return attempt  # cancelled while ringing; closed by run()
+        if not dial.answered:
+            self._end_attempt(attempt, status="error", dial_error=dial.dial_error)
+            return attempt
+
+        attempt.answered_at = workflow.now()
+        attempt.status = "ongoing"
+        self._touch()
+        talk = await self._until_cancelled(
+            workflow.start_activity_method(
+                CallActivities.converse,
+                ConverseRequest(
+                    call_id=self.call_id,
+                    attempt_id=attempt.id,
+                    attempt_number=number,
+                    session=dial.session,
+                    to_phone_number=self.params.phone_number,
+                    from_phone_number=order.from_phone_number,
+                    assistant=order.assistant,
+                    prompt_variables=self.params.prompt_variables or {},
+                    metadata=metadata,
+                ),
+                start_to_close_timeout=timedelta(
+                    seconds=(order.assistant.max_call_duration_secs or 3600) + 120
+                ),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=CONVERSE_RETRY,
+                summary=f"{label}: conversation",
+            )
+        )
+        if talk is None:
+            return attempt
+        attempt.result = talk.result
+        attempt.transcript = talk.transcript
+        attempt.recording_url = talk.recording_url
+        if talk.hold_seconds > 0:  # a simulated call lasts on the workflow's clock
+            try:
+                await workflow.wait_condition(
+                    lambda: self.cancel_requested,
+                    timeout=talk.hold_seconds,
+                    timeout_summary=f"{label}: simulated call in progress ({talk.hold_seconds:g} s)",
+                )
+                return attempt  # cancelled mid-call: the agent says goodbye; run() closes the attempt
+            except TimeoutError:
+                pass
+        self._end_attempt(attempt, status="completed", ended_by=talk.ended_by, end_reason=talk.end_reason)
+        return attempt
+
+    async def _analyze(self, order: PreparedOrder) -> None:
+        """Turn the last conversation with a human into structured output and an outcome."""
+        last = self.attempts[-1] if self.attempts else None
+        if last is None or last.result != "human" or not last.transcript:
+            return
+        self._set_status("post_processing")
+        try:
+            analysis = await workflow.execute_activity_method(
+                CallActivities.analyze,
+                AnalyzeRequest(
+                    call_id=self.call_id,
+                    attempt_id=last.id,
+                    assistant=order.assistant,
+                    transcript=last.transcript,
+                    to_phone_number=self.params.phone_number,
+                    from_phone_number=order.from_phone_number,
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=ANALYZE_RETRY,
+                summary="analyze the conversation",
+            )
+        except ActivityError as err:  # analysis never keeps an order from completing
+            self.outcome_summary = f"analysis failed: {_reason(err)}"
+            return
+        last.structured_output = analysis.structured_output
+        self.outcome = analysis.outcome
+        self.outcome_summary = analysis.outcome_summary
+        if self.outcome:
+            workflow.upsert_search_attributes([sa.OUTCOME.value_set(self.outcome)])
+
+    # -- signals and queries -------------------------------------------------------------------------
+
+    @workflow.signal
+    def cancel(self) -> None:
+        self.cancel_requested = True
+
+    @workflow.signal
+    def force_now(self) -> None:
+        """Call now: skip the current wait, scheduled_at and the calling windows from here on."""
+        self.force_now = True
+        self.call_now = True
+        self.paused = False
+
+    @workflow.signal
+    def pause(self) -> None:
+        self.paused = True
+
+    @workflow.signal
+    def resume(self) -> None:
+        self.paused = False
+
+    @workflow.query
+    def status(self) -> str:
+        return self.status
+
+    @workflow.query
+    def attempts(self) -> list[CallAttempt]:
+        return list(reversed(self.attempts))
+
+    @workflow.query(name="call")
+    def call(self) -> Call:
+        order = self.order
+        assistant = order.assistant if order else None
+        retry = order.retry if order else None
+        return Call(
+            id=self.call_id,
+            assistant=assistant,
+            call_attempts=list(reversed(self.attempts)),
+            call_retry_config=RetryConfigRecord.model_validate(retry.model_dump()) if retry else None,
+            calls_count=len(self.attempts),
+            campaign=None,
+            created_at=self.created_at,
+            direction="outbound",
+            first_sentence_delay_ms=assistant.first_sentence_delay_ms if assistant else 400,
+            from_phone_number=order.from_phone_number if order else (self.params.from_phone_number or ""),
+            is_cancelled=self.status == "cancelled",
+            is_completed=self.status == "completed",
+            last_call_attempt=self.attempts[-1] if self.attempts else None,
+            llm_model=assistant.llm_model if assistant else {"name": "gpt-4.1", "type": "dedicated-instance"},
+            metadata=self.params.metadata,
+            organization_id=self.organization_id,
+            prompt_variables=self.params.prompt_variables,
+            scheduled_at=self.params.scheduled_at or self.created_at,
+            status=self.status,
+            to_phone_number=self.params.phone_number,
+            updated_at=self.updated_at,
+            outcome=self.outcome,
+            outcome_summary=self.outcome_summary,
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+
+    async def _until_cancelled(self, handle: workflow.ActivityHandle):  # type: ignore[type-arg]
+        """Await an activity unless the order is cancelled first; then cancel it and return None."""
+        try:
+            await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
+        except asyncio.CancelledError:
+            handle.cancel()
+            raise
+        if handle.done():
+            try:
+                return handle.result()
+            except ActivityError as err:
+                raise OrderFailed(_reason(err)) from err
+        handle.cancel()
+        return None
+
+    def _afresh(self, order: PreparedOrder) -> datetime | None:
+        return schedule.first_attempt_at(
+            now=workflow.now(),
+            scheduled_at=None,
+            config=order.retry,
+            zones=order.zones,
+            ignore_windows=self.force_now,
+        )
+
+    def _end_attempt(self, attempt: CallAttempt, *, status: str, **fields: object) -> None:
+        for name, value in fields.items():
+            setattr(attempt, name, value)
+        attempt.status = status  # type: ignore[assignment]
+        attempt.ended_at = workflow.now()
+        self._touch()
+
+    def _close_open_attempt(self, reason: str) -> None:
+        """An attempt interrupted by cancellation ends gracefully and stays on the record."""
+        if self.attempts and self.attempts[-1].status in ("queued", "ringing", "ongoing"):
+            attempt = self.attempts[-1]
+            answered = attempt.status == "ongoing"
+            self._end_attempt(
+                attempt, status="completed" if answered else "error", ended_by="system", end_reason=reason
+            )
+
+    def _final_status(self) -> CallStatus:
+        if self.cancel_requested:
+            return "cancelled"
+        if self.error or (self.attempts and self.attempts[-1].dial_error in PERMANENT_DIAL_ERRORS):
+            return "errored"
+        return "completed"
+
+    def _set_status(self, status: CallStatus) -> None:
+        self.status = status
+        self._touch()
+        attributes = [sa.CALL_STATUS.value_set(status), sa.ATTEMPT_COUNT.value_set(len(self.attempts))]
+        if status == "scheduled" and self.next_attempt_at:
+            attributes.append(sa.NEXT_ATTEMPT_AT.value_set(self.next_attempt_at))
+        elif status in TERMINAL_STATUSES or status == "calling":
+            attributes.append(sa.NEXT_ATTEMPT_AT.value_unset())
+        workflow.upsert_search_attributes(attributes)
+
+    def _touch(self) -> None:
+        self.updated_at = workflow.now()
+
+
+def _deserves_retry(attempt: CallAttempt) -> bool:
+    """Retry unless a human was reached or the number can never be reached."""
+    return attempt.result != "human" and attempt.dial_error not in PERMANENT_DIAL_ERRORS
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+
+
+def _as_datetime(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value

@@ -1,0 +1,256 @@
+"""When a call may be placed: calling windows, allowed days and retry timing, in the recipient's time.
+
+Windows are wall-clock promises to the recipient ("weekdays 10:00-18:00 where you are"), so they are
+checked on local wall-clock time, in every zone the number may be in. Everything is pure and exact to
+the second because it runs inside Temporal workflow code: the current time is always a parameter.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+
+import phonenumbers
+import pytz
+from phonenumbers import timezone as phonenumbers_timezone
+
+from models.common import WEEKDAYS, parse_clock
+from models.retry import CallingWindow, CallRetryConfig
+
+_UNKNOWN_ZONE = "Etc/Unknown"
+_FALLBACK_ZONE = "UTC"
+# A year and a week: long enough to find windows that only overlap while two zones' DST rules
+# disagree (e.g. New York and London, a few weeks each spring and autumn), short enough to stay cheap.
+_HORIZON = timedelta(days=371)
+_CHUNK = timedelta(days=7)
+_DAY = timedelta(days=1)
+
+_Run = tuple[datetime, datetime]  # a half-open [start, end) range of naive UTC datetimes
+
+
+# --- Timezones -------------------------------------------------------------------------------------
+
+
+def resolve_timezones(phone_number: str, override: str | None = None) -> list[str]:
+    """The zones the recipient may be in: the override, else every zone the number maps to."""
+    if override:
+        return [override]
+    try:
+        parsed = phonenumbers.parse(phone_number, None)
+    except phonenumbers.NumberParseException:
+        return [_FALLBACK_ZONE]
+    zones = {
+        zone
+        for zone in phonenumbers_timezone.time_zones_for_number(parsed)
+        if zone != _UNKNOWN_ZONE and zone in pytz.all_timezones_set
+    }
+    return sorted(zones) or [_FALLBACK_ZONE]
+
+
+# --- The predicate ---------------------------------------------------------------------------------
+
+
+def is_allowed(instant: datetime, config: CallRetryConfig, zones: Sequence[str]) -> bool:
+    """True iff, in every zone, the local wall-clock time is on an allowed day inside a window."""
+    utc = _to_utc(instant)
+    return all(
+        _window_index(utc.astimezone(pytz.timezone(zone)), config) is not None for zone in _checked(zones)
+    )
+
+
+def window_at(instant: datetime, config: CallRetryConfig, zones: Sequence[str]) -> CallingWindow | None:
+    """The window (first in config order, in the first zone) containing an allowed instant, else None."""
+    if not is_allowed(instant, config, zones):
+        return None
+    index = _window_index(_to_utc(instant).astimezone(pytz.timezone(zones[0])), config)
+    return None if index is None else config.calling_windows[index]
+
+
+def _window_index(local: datetime, config: CallRetryConfig) -> int | None:
+    """Index of the first window containing this local wall-clock time on an allowed day."""
+    if WEEKDAYS[local.weekday()] not in config.allowed_days:
+        return None
+    clock = local.time()
+    for index, (start, end) in enumerate(_window_clocks(config)):
+        if start <= clock < end:
+            return index
+    return None
+
+
+def _window_clocks(config: CallRetryConfig) -> list[tuple[time, time]]:
+    return [
+        (parse_clock(w.calling_window_start_time), parse_clock(w.calling_window_end_time))
+        for w in config.calling_windows
+    ]
+
+
+# --- The next allowed instant ----------------------------------------------------------------------
+
+
+def next_allowed_instant(
+    earliest: datetime, config: CallRetryConfig, zones: Sequence[str]
+) -> datetime | None:
+    """The first instant >= earliest where is_allowed holds, or None if none within about a year.
+
+    Per zone, the allowed set is the preimage of the wall-clock windows under "UTC -> local time",
+    which is exact per stretch of constant UTC offset; the answer is the start of the first range
+    common to all zones. Searched a week at a time, so the usual case costs one week of ranges.
+    """
+    tzs = [pytz.timezone(zone) for zone in _checked(zones)]
+    start = _to_utc(earliest).replace(tzinfo=None)
+    limit = start + _HORIZON
+    low = start
+    while low < limit:
+        high = min(low + _CHUNK, limit)
+        runs = _allowed_runs(tzs[0], config, low, high)
+        for tz in tzs[1:]:
+            if not runs:
+                break
+            runs = _intersect(runs, _allowed_runs(tz, config, low, high))
+        if runs:
+            return runs[0][0].replace(tzinfo=pytz.utc)
+        low = high
+    return None
+
+
+def _allowed_runs(tz: pytz.BaseTzInfo, config: CallRetryConfig, low: datetime, high: datetime) -> list[_Run]:
+    """The allowed UTC ranges of one zone within [low, high), sorted, disjoint and non-touching."""
+    days = {WEEKDAYS.index(day) for day in config.allowed_days}
+    ranges = _day_ranges(config)
+    runs: list[_Run] = []
+    for seg_start, seg_end, offset in _offset_segments(tz, low, high):
+        # Within a segment local = utc + offset, so wall range [a, b) is UTC range [a - offset, b - offset).
+        day = (seg_start + offset).date()
+        while day <= (seg_end + offset).date():
+            if day.weekday() in days:
+                midnight = datetime.combine(day, time()) - offset
+                for begin, end in ranges:
+                    run = (max(midnight + begin, seg_start), min(midnight + end, seg_end))
+                    if run[0] < run[1]:
+                        _append_run(runs, run)
+            day += _DAY
+    return runs
+
+
+def _day_ranges(config: CallRetryConfig) -> list[tuple[timedelta, timedelta]]:
+    """The windows as offsets from local midnight, sorted by start (overlaps are joined as runs)."""
+    return sorted(
+        (timedelta(hours=s.hour, minutes=s.minute), timedelta(hours=e.hour, minutes=e.minute))
+        for s, e in _window_clocks(config)
+    )
+
+
+def _offset_segments(
+    tz: pytz.BaseTzInfo, low: datetime, high: datetime
+) -> list[tuple[datetime, datetime, timedelta]]:
+    """[low, high) cut into stretches of constant UTC offset: (start, end, offset), naive UTC.
+
+    Reads pytz's own transition table, the one `astimezone` bisects, so these stretches agree
+    with is_allowed to the second by construction.
+    """
+    transitions = getattr(tz, "_utc_transition_times", None)
+    if not transitions:  # a fixed-offset zone (UTC, Etc/GMT+5, ...)
+        return [(low, high, low.replace(tzinfo=pytz.utc).astimezone(tz).utcoffset())]
+    infos = tz._transition_info
+    segments = []
+    index = max(0, bisect_right(transitions, low) - 1)
+    while index < len(transitions) and transitions[index] < high:
+        end = transitions[index + 1] if index + 1 < len(transitions) else high
+        segments.append((max(transitions[index], low), min(end, high), infos[index][0]))
+        index += 1
+    return segments
+
+
+def _append_run(runs: list[_Run], run: _Run) -> None:
+    # Runs arrive sorted by start. Overlapping or touching windows, and the two halves of a window
+    # cut by a fall-back change, join into one run.
+    if runs and run[0] <= runs[-1][1]:
+        runs[-1] = (runs[-1][0], max(runs[-1][1], run[1]))
+    else:
+        runs.append(run)
+
+
+def _intersect(left: list[_Run], right: list[_Run]) -> list[_Run]:
+    result: list[_Run] = []
+    i = j = 0
+    while i < len(left) and j < len(right):
+        start, end = max(left[i][0], right[j][0]), min(left[i][1], right[j][1])
+        if start < end:
+            result.append((start, end))
+        if left[i][1] < right[j][1]:
+            i += 1
+        else:
+            j += 1
+    return result
+
+
+# --- Retry delay and attempt times -----------------------------------------------------------------
+
+
+def retry_delay_seconds(attempt_started_at: datetime, config: CallRetryConfig, zones: Sequence[str]) -> int:
+    """The delay of the window the attempt ran in; outside every window (force_now), the next one's."""
+    window = window_at(attempt_started_at, config, zones)
+    if window is None:
+        upcoming = next_allowed_instant(attempt_started_at, config, zones)
+        window = None if upcoming is None else window_at(upcoming, config, zones)
+    return (window or config.calling_windows[0]).retry_delay_seconds
+
+
+def next_attempt_at(
+    *,
+    attempt_number: int,
+    ended_at: datetime,
+    started_at: datetime,
+    config: CallRetryConfig,
+    zones: Sequence[str],
+    ignore_windows: bool,
+) -> datetime | None:
+    """When the attempt after `attempt_number` (1-based, just finished) may start; None if none is left."""
+    if attempt_number >= config.max_retry_attempts:
+        return None
+    if config.call_twice_in_a_row and attempt_number == 1:
+        delay = 0
+    else:
+        delay = retry_delay_seconds(started_at, config, zones)
+    candidate = _to_utc(ended_at) + timedelta(seconds=delay)
+    return candidate if ignore_windows else next_allowed_instant(candidate, config, zones)
+
+
+def first_attempt_at(
+    *,
+    now: datetime,
+    scheduled_at: datetime | None,
+    config: CallRetryConfig,
+    zones: Sequence[str],
+    ignore_windows: bool,
+) -> datetime | None:
+    """When the first attempt may start: max(now, scheduled_at) in a window; `now` if ignoring both."""
+    if ignore_windows:
+        return _to_utc(now)
+    earliest = _to_utc(now) if scheduled_at is None else max(_to_utc(now), _to_utc(scheduled_at))
+    return next_allowed_instant(earliest, config, zones)
+
+
+# --- Presentation ----------------------------------------------------------------------------------
+
+
+def describe_instant(instant: datetime, zone: str) -> str:
+    """E.g. "Mon 10:00 Europe/Paris": the local time in that zone (weekday names independent of locale)."""
+    local = _to_utc(instant).astimezone(pytz.timezone(zone))
+    return f"{WEEKDAYS[local.weekday()][:3].title()} {local:%H:%M} {zone}"
+
+
+# --- Input checks ----------------------------------------------------------------------------------
+
+
+def _to_utc(instant: datetime) -> datetime:
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{instant!r} is a naive datetime; scheduling needs aware datetimes")
+    return instant.astimezone(pytz.utc)
+
+
+def _checked(zones: Sequence[str]) -> Sequence[str]:
+    if not zones:
+        raise ValueError("zones must not be empty (resolve_timezones always returns at least one)")
+    return zones
