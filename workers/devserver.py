@@ -47,14 +47,21 @@ def dev_server_command(settings: Settings) -> list[str]:
 
 
 async def start_dev_server(settings: Settings, *, timeout: float = 60) -> subprocess.Popen[bytes]:
-    """Start the dev server and return once it answers; its state lives in the SQLite file."""
-    Path(settings.dev_server.db_filename).parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(dev_server_command(settings), stdin=subprocess.DEVNULL)
+    """Start the dev server and return once it answers; its state lives in the SQLite file and its
+    output goes to a log file beside it, so the terminal stays readable."""
+    state = Path(settings.dev_server.db_filename).parent
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / "temporal-server.log").open("ab") as log:
+        process = subprocess.Popen(
+            dev_server_command(settings), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
     address = f"{settings.dev_server.ip}:{settings.dev_server.port}"
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"temporal dev server exited with code {process.returncode}")
+            raise RuntimeError(
+                f"temporal dev server exited ({process.returncode}); see {state / 'temporal-server.log'}"
+            )
         try:
             await Client.connect(address, namespace=settings.temporal_namespace)
             return process
