@@ -21,9 +21,10 @@ def _binary(name: str) -> str:
     return path
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: multi-day orders run in seconds."""
+    """The time-skipping test server: multi-day orders run in seconds. One per test module: its clock
+    is global, and a module's leftover timers on task queues without a worker would stall the next."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter
     )

@@ -11,10 +11,12 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
+from activities.concurrency import ConcurrencyActivities
 from activities.providers import analyzer_from, telephony_from
 from models.settings import Settings
 from workflows import search_attributes as sa
 from workflows.call_order import CallOrderWorkflow
+from workflows.concurrency import ConcurrencySemaphoreWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,14 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[CallOrderWorkflow],
-        activities=[calls.prepare_order, calls.dial, calls.converse, calls.analyze],
+        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow],
+        activities=[
+            calls.prepare_order,
+            calls.dial,
+            calls.converse,
+            calls.analyze,
+            *ConcurrencyActivities(client).all(),
+        ],
     )
 
 

@@ -1,9 +1,10 @@
 """CallOrderWorkflow: one call order, from `initializing` to `completed`, over as many attempts as it takes.
 
 The story of an order: resolve who calls and in which timezones the recipient lives; wait for an
-allowed calling window; dial; hold the conversation; try again later if no human was reached; analyze
-the conversation; return the final Call. Signals cancel, pause, resume or force it to call now; queries
-show its live state. Scheduling maths lives in `workflows.schedule`, never here.
+allowed calling window; take a permit of its concurrency key; dial; hold the conversation; try again
+later if no human was reached; analyze the conversation; return the final Call. Signals cancel,
+pause, resume or force it to call now; queries show its live state. Scheduling maths lives in
+`workflows.schedule`, never here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.calls import INVALID_ORDER, CallActivities
     from models import Call, CallAttempt, CallCreateParams, RetryConfigRecord
     from models.common import TERMINAL_STATUSES, CallStatus
+    from models.concurrency import PermitGrant
     from models.workflow_io import (
         AnalyzeRequest,
         ConverseRequest,
@@ -28,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import schedule
     from workflows import search_attributes as sa
+    from workflows.concurrency import GRANT_SIGNAL, PermitHolder
 
 # Dial errors that no retry can fix; every other unanswered attempt is worth another try.
 PERMANENT_DIAL_ERRORS = frozenset({"number_non_attributed", "no_international_permission"})
@@ -64,6 +67,11 @@ class CallOrderWorkflow:
         self.paused = False
         self.force_now = bool(params.force_now)
         self.call_now = False  # one-shot: the force_now signal ends the current wait
+        self.permits = (
+            PermitHolder(params.concurrency.key, params.concurrency.max, workflow.info().workflow_id)
+            if params.concurrency
+            else None
+        )
 
     # -- the story ---------------------------------------------------------------------------------
 
@@ -86,6 +94,7 @@ class CallOrderWorkflow:
             workflow.logger.warning("call order errored: %s", failure)
             workflow.set_current_details(f"**errored**: {failure}")
         self._close_open_attempt("order_cancelled")
+        await self._give_back_permit()
         self._set_status(self._final_status())
         return self.call()
 
@@ -120,7 +129,15 @@ class CallOrderWorkflow:
         while True:
             if not await self._wait_until(due, order):
                 return
-            attempt = await self._run_attempt(order)
+            if not await self._take_permit(order):
+                if self.cancel_requested:
+                    return
+                due = self._afresh(order)  # paused while queued, or the window closed meanwhile
+                continue
+            try:
+                attempt = await self._run_attempt(order)
+            finally:
+                await self._give_back_permit()
             if self.cancel_requested or not _deserves_retry(attempt):
                 return
             due = schedule.next_attempt_at(
@@ -163,6 +180,36 @@ class CallOrderWorkflow:
             except TimeoutError:
                 return True
         return False
+
+    async def _take_permit(self, order: PreparedOrder) -> bool:
+        """Queue for a permit of the order's concurrency key (status `queued_for_calling`).
+
+        False when the order was cancelled or paused while queued, or when the permit came after the
+        calling window closed: the permit goes back and the order reschedules.
+        """
+        if self.permits is None:
+            return True
+        permits, ticket = self.permits, f"attempt-{len(self.attempts) + 1}"
+        self._set_status("queued_for_calling")
+        try:
+            await permits.request(ticket)
+            await workflow.wait_condition(
+                lambda: permits.granted(ticket) or self.cancel_requested or self.paused
+            )
+        except asyncio.CancelledError:  # a waiter that is cancelled leaves the queue
+            await permits.release(ticket)
+            raise
+        window_open = self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
+        if permits.granted(ticket) and not self.cancel_requested and not self.paused and window_open:
+            return True
+        await permits.release(ticket)
+        return False
+
+    async def _give_back_permit(self) -> None:
+        """Permits are held only while an attempt dials, rings or talks (idempotent)."""
+        if self.permits:
+            for ticket in self.permits.held_tickets:
+                await self.permits.release(ticket)
 
     async def _run_attempt(self, order: PreparedOrder) -> CallAttempt:
         """One attempt: dial, converse, hang up. It exists (and has started_at) from the moment it dials."""
@@ -287,6 +334,11 @@ class CallOrderWorkflow:
         self.force_now = True
         self.call_now = True
         self.paused = False
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def concurrency_granted(self, grant: PermitGrant) -> None:
+        if self.permits:
+            self.permits.on_grant(grant)
 
     @workflow.signal
     def pause(self) -> None:

@@ -1,0 +1,87 @@
+"""Activities of the concurrency semaphore: the parts that need the Temporal client.
+
+- `concurrency_request_permit` (run by an order, through `PermitHolder.request`): signal-with-start
+  of `ConcurrencySemaphoreWorkflow` (id `concurrency-<key>`) with the `acquire` signal, so the first
+  order that needs a key starts its semaphore and every later one just signals it.
+- `concurrency_check_holders` (run by the semaphore, every liveness interval while it has holders):
+  describes the holder workflows by workflow id (so the latest run: a holder that continued-as-new
+  or was reset is still RUNNING) and reports those that no longer run (terminated, timed out,
+  failed, cancelled, completed, not found).
+
+Register both with the worker as `ConcurrencyActivities(client).<method>` (or `*.all()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.concurrency import HolderCheck, HolderCheckResult, PermitRequest, SemaphoreInput
+
+SEMAPHORE_WORKFLOW = "ConcurrencySemaphoreWorkflow"
+ACQUIRE_SIGNAL = "acquire"
+DESCRIBE_PARALLELISM = 16
+
+
+def semaphore_workflow_id(key: str) -> str:
+    return f"concurrency-{key}"
+
+
+class ConcurrencyActivities:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def all(self) -> list[Callable]:
+        """The activity callables to register with a worker."""
+        return [self.concurrency_request_permit, self.concurrency_check_holders]
+
+    @activity.defn(name="concurrency_request_permit")
+    async def concurrency_request_permit(self, request: PermitRequest) -> None:
+        """Enqueue `request` at its key's semaphore, starting the semaphore if it does not run.
+
+        Safe to retry: the semaphore ignores a second `acquire` for the same (holder, ticket)."""
+        task_queue = request.semaphore_task_queue or activity.info().task_queue
+        await self._client.start_workflow(
+            SEMAPHORE_WORKFLOW,
+            SemaphoreInput(key=request.key, max=request.max),
+            id=semaphore_workflow_id(request.key),
+            task_queue=task_queue,
+            start_signal=ACQUIRE_SIGNAL,
+            start_signal_args=[request],
+            static_summary=f"Concurrency semaphore for key {request.key!r}",
+        )
+
+    @activity.defn(name="concurrency_check_holders")
+    async def concurrency_check_holders(self, check: HolderCheck) -> HolderCheckResult:
+        """Which of these workflows no longer run (by workflow id, i.e. the latest run of each)."""
+        limit = asyncio.Semaphore(DESCRIBE_PARALLELISM)
+        closed: dict[str, str] = {}
+
+        async def one(workflow_id: str) -> None:
+            async with limit:
+                try:
+                    # The raw call: only the status matters, and decoding the holder's search
+                    # attributes (as `describe()` does) is neither needed nor always possible.
+                    raw = await self._client.workflow_service.describe_workflow_execution(
+                        DescribeWorkflowExecutionRequest(
+                            namespace=self._client.namespace,
+                            execution=WorkflowExecution(workflow_id=workflow_id),
+                        )
+                    )
+                except RPCError as err:
+                    if err.status == RPCStatusCode.NOT_FOUND:
+                        closed[workflow_id] = "not_found"
+                        return
+                    raise
+            status = WorkflowExecutionStatus(raw.workflow_execution_info.status)
+            if status != WorkflowExecutionStatus.RUNNING:
+                closed[workflow_id] = status.name.lower()
+
+        await asyncio.gather(*(one(wid) for wid in dict.fromkeys(check.holder_workflow_ids)))
+        return HolderCheckResult(closed=closed)

