@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.persistence import (
+    UnknownCallerId,
+    assistant_view,
+    find_assistant,
+    phone_numbers_of,
+    resolve_caller_id,
+    trunk_of,
+)
 from activities.providers import Analyzer, Telephony
 from models.assistant import DEFAULT_ASSISTANT_PROMPT, Assistant, call_assistant_from
 from models.retry import CallRetryConfig
 from models.settings import Settings
+from models.tables import Database
 from models.workflow_io import (
     AnalysisResult,
     AnalyzeRequest,
@@ -34,33 +44,58 @@ class CallActivities:
 
     @activity.defn(name="prepare_order")
     async def prepare_order(self, request: PrepareRequest) -> PreparedOrder:
-        """Resolve the assistant, the caller id and the recipient's timezones (status `initializing`)."""
+        """Resolve the assistant, the caller id and the recipient's timezones (status `initializing`).
+
+        A stored assistant and the caller id come from the organization's records (the database), so
+        an id or number of another organization is as unknown as a made-up one."""
+        return await asyncio.to_thread(self._prepare, request)
+
+    def _prepare(self, request: PrepareRequest) -> PreparedOrder:
+        database = Database.for_url(self.settings.database_url)
         if request.assistant_id is not None:
-            # Stored assistants arrive with the HTTP API's storage; until then an id cannot resolve.
-            raise ApplicationError(
-                f"assistant_id: assistant {request.assistant_id} not found",
-                type=INVALID_ORDER,
-                non_retryable=True,
+            record = find_assistant(database, request.organization_id, request.assistant_id)
+            if record is None:
+                raise ApplicationError(
+                    f"assistant_id: assistant {request.assistant_id} not found",
+                    type=INVALID_ORDER,
+                    non_retryable=True,
+                )
+            inline = Assistant.model_validate(record.config)
+            assistant = assistant_view(record)
+        else:
+            inline = request.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
+            assistant = call_assistant_from(
+                inline,
+                id=f"inline-{request.call_id}",
+                organization_id=request.organization_id,
+                now=datetime.now(UTC),
             )
-        inline = request.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
-        assistant = call_assistant_from(
-            inline,
-            id=f"inline-{request.call_id}",
-            organization_id=request.organization_id,
-            now=datetime.now(UTC),
-        )
+        try:
+            caller = resolve_caller_id(
+                phone_numbers_of(database, request.organization_id),
+                request.from_phone_number or inline.from_phone_number,
+                self.settings.default_from_phone_number,
+            )
+        except UnknownCallerId as err:
+            raise ApplicationError(
+                f"from_phone_number: {err}", type=INVALID_ORDER, non_retryable=True
+            ) from None
         retry = inline.call_retry_config or CallRetryConfig()
         return PreparedOrder(
             assistant=assistant,
-            from_phone_number=request.from_phone_number
-            or inline.from_phone_number
-            or self.settings.default_from_phone_number,
+            from_phone_number=caller.phone_number,
+            livekit_outbound_trunk_id=caller.livekit_outbound_trunk_id,
             zones=resolve_timezones(request.to_phone_number, retry.timezone),
             retry=retry,
         )
 
     @activity.defn(name="dial")
     async def dial(self, request: DialRequest) -> DialResult:
+        if request.livekit_outbound_trunk_id is None:  # dial through the from number's own trunk
+            trunk = await asyncio.to_thread(
+                trunk_of, Database.for_url(self.settings.database_url), request.from_phone_number
+            )
+            request = request.model_copy(update={"livekit_outbound_trunk_id": trunk})
         return await self.telephony.dial(request)
 
     @activity.defn(name="converse")

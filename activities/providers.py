@@ -38,9 +38,11 @@ def telephony_from(settings: Settings) -> Telephony:
         from activities.simulated import SimulatedTelephony
 
         return SimulatedTelephony()
-    raise RuntimeError(
-        f"OUTDIAL_TELEPHONY={settings.telephony!r}: the LiveKit adapter is not built yet; use 'simulated'"
-    )
+    if settings.telephony == "livekit":
+        from activities.livekit import LiveKitTelephony
+
+        return LiveKitTelephony(settings)
+    raise RuntimeError(f"OUTDIAL_TELEPHONY={settings.telephony!r}: use 'simulated' or 'livekit'")
 
 
 def analyzer_from(settings: Settings) -> Analyzer:
@@ -48,6 +50,6 @@ def analyzer_from(settings: Settings) -> Analyzer:
         from activities.simulated import SimulatedAnalyzer
 
         return SimulatedAnalyzer()
-    raise RuntimeError(
-        f"OUTDIAL_ANALYZER={settings.analyzer!r}: the OpenAI analyzer is not built yet; use 'simulated'"
-    )
+    from activities.analysis import OpenAIAnalyzer
+
+    return OpenAIAnalyzer(settings)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
@@ -17,7 +17,7 @@ class DevServerSettings(BaseModel):
     ip: str = "127.0.0.1"
     port: int = 7233
     ui_port: int = 8233
-    log_level: str = "warn"
+    log_level: str = "error"
 
 
 class Settings(BaseModel):
@@ -31,6 +31,38 @@ class Settings(BaseModel):
     database_url: str = "sqlite:///.outdial/outdial.db"
     organization_id: str = "org_local"
     default_from_phone_number: str = "+33159000000"
+    # LiveKit telephony (OUTDIAL_TELEPHONY=livekit): livekit-api's own variable names, plus the outbound
+    # SIP trunk per caller id (from-number -> trunk id; LIVEKIT_SIP_TRUNKS="+3315...=ST_a,+1...=ST_b").
+    livekit_url: str | None = None
+    livekit_api_key: str | None = None
+    livekit_api_secret: SecretStr | None = None
+    livekit_sip_outbound_trunk_id: str | None = None
+    livekit_sip_trunks: dict[str, str] = Field(default_factory=dict)
+    livekit_agent_name: str = "outdial-agent"
+    livekit_ringing_timeout_secs: float = Field(default=30, gt=0, le=90)
+    # After the call: analysis, notifications, payload encryption (see _post_call_values for env names).
+    openai_api_key: str | None = Field(default=None, repr=False)
+    openai_base_url: str | None = None
+    analysis_model: str = "gpt-4.1"  # for assistants whose llm_model is not OpenAI-compatible
+    analysis_max_invalid_replies: int = Field(default=3, ge=1)  # schema-invalid replies before giving up
+    analysis_timeout_seconds: float = Field(default=45, gt=0)
+    openrouter_api_key: str | None = Field(default=None, repr=False)
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    allow_private_urls: bool = False  # user URLs may reach loopback/private ranges (dev stack, tests)
+    webhook_secret: str | None = Field(default=None, repr=False)
+    smtp_host: str | None = None  # None: no outcome emails
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_from: str = "outdial <notifications@outdial.localhost>"
+    sms_provider: Literal["simulated", "twilio"] = "simulated"
+    sms_from_phone_number: str | None = None  # None: the call's caller id
+    sms_outbox: str | None = None  # simulated SMS: a JSON-lines file to append to (None: memory only)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = Field(default=None, repr=False)
+    twilio_base_url: str = "https://api.twilio.com"
+    codec_key: str | None = Field(default=None, repr=False)  # payload encryption; None: off
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -41,6 +73,7 @@ class Settings(BaseModel):
         temporal = raw.get("temporal", {})
         providers = raw.get("providers", {})
         organization = raw.get("organization", {})
+        livekit = raw.get("livekit", {})
         values: dict[str, Any] = {
             "temporal_address": env.get("TEMPORAL_ADDRESS") or temporal.get("address"),
             "temporal_namespace": env.get("TEMPORAL_NAMESPACE") or temporal.get("namespace"),
@@ -54,5 +87,53 @@ class Settings(BaseModel):
             "database_url": env.get("OUTDIAL_DATABASE_URL") or raw.get("database_url"),
             "organization_id": organization.get("id"),
             "default_from_phone_number": organization.get("default_from_phone_number"),
+            "livekit_url": env.get("LIVEKIT_URL") or livekit.get("url"),
+            "livekit_api_key": env.get("LIVEKIT_API_KEY") or livekit.get("api_key"),
+            "livekit_api_secret": env.get("LIVEKIT_API_SECRET") or livekit.get("api_secret"),
+            "livekit_sip_outbound_trunk_id": env.get("LIVEKIT_SIP_OUTBOUND_TRUNK_ID")
+            or livekit.get("sip_outbound_trunk_id"),
+            "livekit_sip_trunks": _trunk_map(env.get("LIVEKIT_SIP_TRUNKS")) or livekit.get("sip_trunks"),
+            "livekit_agent_name": env.get("OUTDIAL_LIVEKIT_AGENT_NAME") or livekit.get("agent_name"),
+            "livekit_ringing_timeout_secs": env.get("OUTDIAL_LIVEKIT_RINGING_TIMEOUT_SECS")
+            or livekit.get("ringing_timeout_secs"),
+            **_post_call_values(env, raw),
         }
         return cls.model_validate({k: v for k, v in values.items() if v is not None})
+
+
+def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any]:
+    """Analysis, notification and codec settings: env first, then temporal-dev.yaml's `notifications`."""
+    notifications = raw.get("notifications", {}) or {}
+    private = env.get("OUTDIAL_ALLOW_PRIVATE_URLS")
+    return {
+        "openai_api_key": env.get("OPENAI_API_KEY"),
+        "openai_base_url": env.get("OPENAI_BASE_URL"),
+        "analysis_model": env.get("OUTDIAL_ANALYSIS_MODEL"),
+        "openrouter_api_key": env.get("OPENROUTER_API_KEY"),
+        "openrouter_base_url": env.get("OPENROUTER_BASE_URL"),
+        "allow_private_urls": private.strip().lower() in ("1", "true", "yes", "on")
+        if private is not None
+        else notifications.get("allow_private_urls"),
+        "webhook_secret": env.get("OUTDIAL_WEBHOOK_SECRET") or notifications.get("webhook_secret"),
+        "smtp_host": env.get("OUTDIAL_SMTP_HOST") or notifications.get("smtp_host"),
+        "smtp_port": env.get("OUTDIAL_SMTP_PORT") or notifications.get("smtp_port"),
+        "smtp_username": env.get("OUTDIAL_SMTP_USERNAME"),
+        "smtp_password": env.get("OUTDIAL_SMTP_PASSWORD"),
+        "smtp_tls": env.get("OUTDIAL_SMTP_TLS") or notifications.get("smtp_tls"),
+        "smtp_from": env.get("OUTDIAL_SMTP_FROM") or notifications.get("smtp_from"),
+        "sms_provider": env.get("OUTDIAL_SMS") or notifications.get("sms_provider"),
+        "sms_from_phone_number": env.get("OUTDIAL_SMS_FROM") or notifications.get("sms_from_phone_number"),
+        "sms_outbox": env.get("OUTDIAL_SMS_OUTBOX") or notifications.get("sms_outbox"),
+        "twilio_account_sid": env.get("TWILIO_ACCOUNT_SID"),
+        "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
+        "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
+        "codec_key": env.get("OUTDIAL_CODEC_KEY"),
+    }
+
+
+def _trunk_map(text: str | None) -> dict[str, str] | None:
+    """`+33159000000=ST_abc,+14155550100=ST_def` -> {from-number: outbound trunk id}."""
+    if not text:
+        return None
+    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
+    return {number.strip(): trunk.strip() for number, trunk in pairs}

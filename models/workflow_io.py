@@ -28,6 +28,7 @@ class PreparedOrder(BaseModel):
     from_phone_number: str
     zones: list[str]
     retry: CallRetryConfig
+    livekit_outbound_trunk_id: str | None = None  # the from number's trunk; None: the default trunk
 
 
 class DialRequest(BaseModel):
@@ -38,6 +39,8 @@ class DialRequest(BaseModel):
     from_phone_number: str
     max_call_duration_secs: float | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # The from number's LiveKit outbound trunk; when None, `dial` looks it up by from_phone_number.
+    livekit_outbound_trunk_id: str | None = None
 
 
 class DialResult(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -12,8 +13,11 @@ T = TypeVar("T")
 
 
 def settings_for_tests(**overrides: object) -> Settings:
-    """Never read the developer's environment or temporal-dev.yaml."""
-    return Settings.load(config_file="/nonexistent", env={}).model_copy(update=overrides)
+    """Never read the developer's environment or temporal-dev.yaml; a database of its own."""
+    database = f"sqlite:///{tempfile.mkdtemp(prefix='outdial-test-')}/outdial.db"
+    return Settings.load(config_file="/nonexistent", env={}).model_copy(
+        update={"database_url": database, **overrides}
+    )
 
 
 async def eventually(

@@ -15,8 +15,12 @@ from rich.console import Console
 from rich.json import JSON
 from temporalio.client import Client
 
+from api import create_app
+from api.auth import issue_api_key, seed_dev_organization
+from api.server import ApiServer
 from models import Call, CallCreateParams
 from models.settings import Settings
+from models.tables import Database
 from workers.demo import print_calls, run_demo
 from workers.devserver import start_dev_server, stop_dev_server
 from workers.worker import connect, create_worker, register_search_attributes
@@ -32,8 +36,9 @@ def _ui_url(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _local_stack(settings: Settings):  # type: ignore[no-untyped-def]
-    """The dev server (unless one already answers at TEMPORAL_ADDRESS) and a worker, stopped on exit."""
+async def _local_stack(settings: Settings, *, api_port: int = 8000):  # type: ignore[no-untyped-def]
+    """The dev server (unless one already answers at TEMPORAL_ADDRESS), a worker and the HTTP API on
+    127.0.0.1:`api_port` (with the dev organization's phone number and a printed API key), stopped on exit."""
     server = None
     try:
         client = await connect(settings)
@@ -49,7 +54,13 @@ async def _local_stack(settings: Settings):  # type: ignore[no-untyped-def]
                 f"worker on task queue [bold]{settings.task_queue}[/] "
                 f"(telephony: {settings.telephony}, analyzer: {settings.analyzer})"
             )
-            yield client
+            key = await asyncio.to_thread(seed_dev_organization, settings)
+            async with ApiServer(create_app(settings, temporal_client=client), port=api_port) as api_server:
+                console.print(
+                    f"HTTP API (Revox-compatible): [link]{api_server.url}[/] (docs: {api_server.url}/docs)\n"
+                    f'API key: [bold]{key}[/]  e.g. Revox(api_key=..., base_url="{api_server.url}")'
+                )
+                yield client
     finally:
         if server:
             stop_dev_server(server)
@@ -108,6 +119,40 @@ def worker() -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+@app.command(name="api")
+def serve_api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API (Revox-compatible) against TEMPORAL_ADDRESS; run workers with `outdial worker`."""
+    import uvicorn
+
+    uvicorn.run(create_app(Settings.load()), host=host, port=port, log_level="info")
+
+
+apikey_app = typer.Typer(help="API keys of the HTTP API.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    organization: Annotated[
+        str | None,
+        typer.Option("--org", help="Organization id (created if new); default: temporal-dev.yaml's."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+    email: Annotated[
+        str, typer.Option(help="The user the key is issued to (GET /users/me).")
+    ] = "dev@localhost",
+) -> None:
+    """Create an API key and print it (only its hash is stored: keep it)."""
+    settings = Settings.load()
+    organization = organization or settings.organization_id
+    key = issue_api_key(Database.for_url(settings.database_url), organization, name=name, email=email)
+    Console(stderr=True).print(f"API key for organization [bold]{organization}[/] ({name}):")
+    print(key)
 
 
 @app.command()
@@ -186,3 +231,14 @@ _signal_command("cancel", "Cancel a call order (a call in progress ends graceful
 _signal_command("force_now", "Call now: skip the wait, scheduled_at and calling windows.")
 _signal_command("pause", "Pause a call order before its next attempt.")
 _signal_command("resume", "Resume a paused call order; its next attempt is scheduled afresh.")
+
+
+@app.command(name="voice-agent")
+def voice_agent(
+    dev: Annotated[bool, typer.Option(help="Development mode: debug logs, no idle job processes.")] = False,
+    port: Annotated[int, typer.Option(help="Health-check HTTP port.")] = 8081,
+) -> None:
+    """Run the LiveKit voice agent that holds the calls (OUTDIAL_TELEPHONY=livekit; see README)."""
+    from workers.voice_agent import run_voice_agent
+
+    run_voice_agent(Settings.load(), dev=dev, port=port)

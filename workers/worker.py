@@ -6,17 +6,21 @@ import logging
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
+from activities.compliance import ComplianceActivities
 from activities.concurrency import ConcurrencyActivities
+from activities.notify import notify_activities_from
+from activities.persistence import DatabaseDoNotContactRegistry, PersistenceActivities
 from activities.providers import analyzer_from, telephony_from
 from models.settings import Settings
+from workers.codec import data_converter
 from workflows import search_attributes as sa
 from workflows.call_order import CallOrderWorkflow
 from workflows.concurrency import ConcurrencySemaphoreWorkflow
+from workflows.notify import CallNotificationsWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ async def connect(settings: Settings | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),  # encrypted payloads when OUTDIAL_CODEC_KEY is set
     )
 
 
@@ -37,15 +41,22 @@ def create_worker(
     """All workflows and activities, with providers chosen by `settings` (read now, not at import)."""
     settings = settings or Settings.load()
     calls = CallActivities(settings, telephony_from(settings), analyzer_from(settings))
+    persistence = PersistenceActivities(settings)
+    notify = notify_activities_from(settings)
+    compliance = ComplianceActivities(DatabaseDoNotContactRegistry(settings))
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow],
+        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow],
         activities=[
             calls.prepare_order,
             calls.dial,
             calls.converse,
             calls.analyze,
+            persistence.persist_call,
+            *notify.all(),
+            compliance.remember_do_not_contact,
+            compliance.check_contact_allowed,
             *ConcurrencyActivities(client).all(),
         ],
     )

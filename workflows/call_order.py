@@ -14,10 +14,19 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.calls import INVALID_ORDER, CallActivities
+    from activities.compliance import (
+        DO_NOT_CONTACT,
+        ComplianceActivities,
+        ContactCheckRequest,
+        RememberRequest,
+    )
+    from activities.notify import NotifyRequest, due_channels
+    from activities.persistence import CallSnapshot, PersistenceActivities
     from models import Call, CallAttempt, CallCreateParams, RetryConfigRecord
     from models.common import TERMINAL_STATUSES, CallStatus
     from models.concurrency import PermitGrant
@@ -31,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import schedule
     from workflows import search_attributes as sa
     from workflows.concurrency import GRANT_SIGNAL, PermitHolder
+    from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
 
 # Dial errors that no retry can fix; every other unanswered attempt is worth another try.
 PERMANENT_DIAL_ERRORS = frozenset({"number_non_attributed", "no_international_permission"})
@@ -41,6 +51,8 @@ PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVAL
 DIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
 CONVERSE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
 ANALYZE_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
+# Writes are idempotent and monotonic, so retrying one late never overwrites a newer state.
+PERSIST_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 
 class OrderFailed(Exception):
@@ -72,6 +84,8 @@ class CallOrderWorkflow:
             if params.concurrency
             else None
         )
+        self._writes = 0  # sequence number of the last state write (persistence)
+        self._pending_writes: list[workflow.ActivityHandle[bool]] = []
 
     # -- the story ---------------------------------------------------------------------------------
 
@@ -96,7 +110,42 @@ class CallOrderWorkflow:
         self._close_open_attempt("order_cancelled")
         await self._give_back_permit()
         self._set_status(self._final_status())
-        return self.call()
+        final = self.call()
+        await self._after_the_call(final)
+        await self._flush_writes()
+        return final
+
+    async def _after_the_call(self, final: Call) -> None:
+        """Remember a do_not_contact outcome, then hand notifications (webhook, email, SMS) to a child
+        workflow that outlives the order, so a dead receiver never delays or fails it."""
+        if final.outcome == "do_not_contact":
+            try:
+                await workflow.execute_activity_method(
+                    ComplianceActivities.remember_do_not_contact,
+                    RememberRequest(
+                        organization_id=self.organization_id,
+                        phone_number=final.to_phone_number,
+                        call_id=self.call_id,
+                        outcome=final.outcome,
+                        outcome_summary=final.outcome_summary,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=10),
+                    summary="remember: do not contact this number",
+                )
+            except ActivityError as err:
+                workflow.logger.warning("do_not_contact not recorded: %s", _reason(err))
+        if due_channels(final):
+            try:
+                await workflow.start_child_workflow(
+                    CallNotificationsWorkflow.run,
+                    NotifyRequest(call=final),
+                    id=notifications_workflow_id(self.call_id),
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
+            except WorkflowAlreadyStartedError:
+                pass
 
     async def _prepare(self) -> PreparedOrder:
         request = PrepareRequest(
@@ -108,6 +157,17 @@ class CallOrderWorkflow:
             from_phone_number=self.params.from_phone_number,
         )
         try:
+            await workflow.execute_activity_method(
+                ComplianceActivities.check_contact_allowed,
+                ContactCheckRequest(
+                    organization_id=self.organization_id,
+                    phone_number=self.params.phone_number,
+                    metadata=self.params.metadata or {},
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[DO_NOT_CONTACT]),
+                summary="check the number may be contacted",
+            )
             return await workflow.execute_activity_method(
                 CallActivities.prepare_order,
                 request,
@@ -321,6 +381,7 @@ class CallOrderWorkflow:
         self.outcome_summary = analysis.outcome_summary
         if self.outcome:
             workflow.upsert_search_attributes([sa.OUTCOME.value_set(self.outcome)])
+        self._touch()
 
     # -- signals and queries -------------------------------------------------------------------------
 
@@ -448,6 +509,32 @@ class CallOrderWorkflow:
 
     def _touch(self) -> None:
         self.updated_at = workflow.now()
+        self._persist()
+
+    def _persist(self) -> None:
+        """Write the current state to the database (search, export and history outlive the workflow).
+
+        Fire-and-forget so no state change waits on the database; `run` awaits the writes before it
+        returns, so a closed order's stored state is its final one."""
+        self._writes += 1
+        self._pending_writes.append(
+            workflow.start_activity_method(
+                PersistenceActivities.persist_call,
+                CallSnapshot(call=self.call().model_copy(deep=True), seq=self._writes),
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(hours=1),
+                retry_policy=PERSIST_RETRY,
+                summary=f"persist: {self.status}",
+            )
+        )
+
+    async def _flush_writes(self) -> None:
+        """Wait for the pending writes; one that kept failing for an hour is given up (Temporal still
+        holds the state, until the namespace's retention)."""
+        results = await asyncio.gather(*self._pending_writes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                workflow.logger.warning("call order state not persisted: %s", result)
 
 
 def _deserves_retry(attempt: CallAttempt) -> bool:

@@ -1,0 +1,525 @@
+"""Post-call analysis through an OpenAI-compatible endpoint (the `openai` client): structured output and
+outcome, plus the text of after-call SMS.
+
+Two requests per analysis, run concurrently:
+- structured output: a strict JSON schema built from the assistant's `structured_output_config`, the
+  assistant's `structured_output_prompt` (or a default one) with {{transcript}}, {{call_direction}},
+  {{user_phone_number}}, {{agent_phone_number}} filled in;
+- outcome: one of the seed's six outcomes (or null) and a short `outcome_summary`.
+
+Every reply is validated here against the schema too: strict mode is a promise only OpenAI keeps, and
+custom endpoints often ignore it. An invalid reply is asked again, with the error, up to
+`analysis_max_invalid_replies` times; past that the analysis still returns, the failure written in
+`outcome_summary`, so the order completes instead of retrying forever. Transient API errors (network,
+timeouts, 408/409/429/5xx) raise a retryable error for the activity's Temporal retry policy (backoff,
+visible in the Web UI, honouring Retry-After); configuration errors (401/403/404/400) are final.
+
+Which endpoint: the assistant's `llm_model` when it is OpenAI-compatible (dedicated gpt-4.1 -> OpenAI;
+OpenRouter with provider routing when OPENROUTER_API_KEY is set; custom api_url/api_key, through the
+URL guard), else the configured default (OPENAI_BASE_URL/OPENAI_API_KEY, OUTDIAL_ANALYSIS_MODEL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+import openai
+from openai import AsyncOpenAI
+from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
+
+from activities.sms import MAX_SMS_CHARS, SmsWriteRequest
+from activities.url_guard import UnsafeUrlError, check_url, guarded_httpx2_client
+from agent.prompt import interpolate
+from models.assistant import (
+    CustomLlmModelRecord,
+    DedicatedInstanceModelRecord,
+    LlmModelRecord,
+    OpenRouterModelRecord,
+)
+from models.call import TranscriptEntry
+from models.common import Outcome
+from models.settings import Settings
+from models.workflow_io import AnalysisResult, AnalyzeRequest
+
+log = logging.getLogger(__name__)
+
+# Error types the order's retry policy should know: the first retries, the others are final.
+ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
+ANALYSIS_REJECTED = "AnalysisRejected"
+UNSAFE_URL = "UnsafeUrl"
+
+OUTCOMES: dict[str, str] = {
+    "do_not_contact": "the callee asked not to be called or contacted again (this wins over any other)",
+    "requested_callback_new_number": "the callee asked to be called back on another phone number",
+    "requested_callback_later": "the callee asked to be called back at another time",
+    "completed": "the purpose of the call was fully achieved during the call (e.g. booked, confirmed)",
+    "interested": "the callee showed interest, but the purpose of the call is not achieved yet",
+    "not_interested": "the callee declined",
+}
+
+DEFAULT_STRUCTURED_OUTPUT_PROMPT = """\
+Extract the fields of the JSON schema from this {{call_direction}} phone call between our agent \
+({{agent_phone_number}}) and the callee ({{user_phone_number}}).
+Use only what was actually said. For an optional field the conversation does not establish, answer \
+null; never invent a value. Dates as YYYY-MM-DD; date-times as ISO 8601 with a UTC offset when known.
+
+Transcript:
+{{transcript}}"""
+
+_EXTRACTION_SYSTEM = (
+    "You extract structured data from phone call transcripts. Reply with JSON that matches the given "
+    "schema exactly and nothing else."
+)
+_OUTCOME_SYSTEM = (
+    "You classify the business outcome of a phone call placed by an AI agent. Choose exactly one outcome:\n"
+    + "\n".join(f"- {name}: {meaning}" for name, meaning in OUTCOMES.items())
+    + "\n- null: none of these can be told from the conversation (e.g. the callee hung up at once).\n"
+    "outcome_summary: one or two sentences explaining the choice, quoting the callee where possible.\n"
+    "Reply with JSON that matches the given schema exactly and nothing else."
+)
+_SMS_SYSTEM = (
+    "You write one SMS message to the person an AI agent just called, following the instructions. "
+    f"Plain text, no markdown, at most {MAX_SMS_CHARS // 2} characters, in the language of the "
+    "conversation. Reply with the message text only."
+)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+class FieldLike(Protocol):
+    name: str
+    required: bool
+    type: str
+    description: str | None
+    enum_options: list[str] | None
+
+
+class InvalidReply(ValueError):
+    """The model's reply does not match the schema (after the bound, the analysis records it)."""
+
+
+# --- schemas and validation (pure) --------------------------------------------------------------------
+
+
+def output_schema(fields: Sequence[FieldLike]) -> dict[str, Any]:
+    """The strict-mode JSON schema of a structured_output_config.
+
+    Strict mode wants every property listed in `required` and no additional properties, so an optional
+    field is one whose type admits null.
+    """
+    properties: dict[str, Any] = {}
+    for field in fields:
+        prop: dict[str, Any]
+        if field.type == "enum":
+            options: list[Any] = list(field.enum_options or [])
+            prop = {"type": "string", "enum": options}
+            if not field.required:
+                prop = {"type": ["string", "null"], "enum": [*options, None]}
+        else:
+            base = {"number": "number", "boolean": "boolean"}.get(field.type, "string")
+            prop = {"type": base if field.required else [base, "null"]}
+            if field.type == "date":
+                prop["format"] = "date"
+            elif field.type == "datetime":
+                prop["format"] = "date-time"
+        if field.description:
+            prop["description"] = field.description
+        properties[field.name] = prop
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [field.name for field in fields],
+        "additionalProperties": False,
+    }
+
+
+def validate_output(fields: Sequence[FieldLike], data: object) -> dict[str, Any]:
+    """`data` when it matches `output_schema(fields)`, else InvalidReply saying where it does not."""
+    if not isinstance(data, dict):
+        raise InvalidReply(f"expected a JSON object, got {type(data).__name__}")
+    expected = {field.name for field in fields}
+    if extra := sorted(set(data) - expected):
+        raise InvalidReply(f"unexpected properties {extra}")
+    if missing := sorted(expected - set(data)):
+        raise InvalidReply(f"missing properties {missing}")
+    for field in fields:
+        problem = _field_problem(field, data[field.name])
+        if problem:
+            raise InvalidReply(f"{field.name}: {problem}")
+    return data
+
+
+def _field_problem(field: FieldLike, value: object) -> str | None:
+    if value is None:
+        return "is required and may not be null" if field.required else None
+    kind = field.type
+    if kind == "number":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"expected a number, got {value!r}"
+    if kind == "boolean":
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    if not isinstance(value, str):
+        return f"expected a string, got {value!r}"
+    if kind == "enum" and value not in (field.enum_options or []):
+        return f"{value!r} is not one of {field.enum_options}"
+    if kind == "date" and not _parses(_DATE, value, date.fromisoformat):
+        return f"{value!r} is not a date as YYYY-MM-DD"
+    if kind == "datetime" and not _parses(_DATETIME, value, datetime.fromisoformat):
+        return f"{value!r} is not an ISO 8601 date-time"
+    return None
+
+
+def _parses(shape: re.Pattern[str], value: str, parse: Callable[[str], object]) -> bool:
+    if not shape.match(value):
+        return False
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def outcome_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "outcome": {
+                "type": ["string", "null"],
+                "enum": [*OUTCOMES, None],
+                "description": "the business outcome of the call, or null when it cannot be told",
+            },
+            "outcome_summary": {
+                "type": "string",
+                "description": "one or two sentences explaining the outcome",
+            },
+        },
+        "required": ["outcome", "outcome_summary"],
+        "additionalProperties": False,
+    }
+
+
+def validate_outcome(data: object) -> tuple[Outcome | None, str]:
+    if not isinstance(data, dict) or set(data) != {"outcome", "outcome_summary"}:
+        raise InvalidReply("expected exactly the properties outcome and outcome_summary")
+    outcome, summary = data["outcome"], data["outcome_summary"]
+    if outcome is not None and outcome not in OUTCOMES:
+        raise InvalidReply(f"outcome: {outcome!r} is not one of {list(OUTCOMES)} or null")
+    if not isinstance(summary, str) or not summary.strip():
+        raise InvalidReply("outcome_summary: expected a non-empty string")
+    return outcome, summary.strip()  # type: ignore[return-value]
+
+
+def format_transcript(transcript: Sequence[TranscriptEntry]) -> str:
+    lines = []
+    for entry in transcript:
+        if entry.role == "tool":
+            lines.append(f"[tool {entry.tool_name or ''}: {entry.tool_output or entry.content}]")
+        else:
+            lines.append(f"{'Agent' if entry.role == 'assistant' else 'Callee'}: {entry.content}")
+    return "\n".join(lines)
+
+
+def structured_output_messages(request: AnalyzeRequest) -> list[dict[str, str]]:
+    """The extraction request: the assistant's prompt (or the default) with its variables filled in."""
+    template = request.assistant.structured_output_prompt or DEFAULT_STRUCTURED_OUTPUT_PROMPT
+    transcript = format_transcript(request.transcript)
+    variables = {
+        "transcript": transcript,
+        "call_direction": request.direction,
+        "user_phone_number": request.to_phone_number,
+        "agent_phone_number": request.from_phone_number,
+    }
+    prompt = interpolate(template, variables)
+    if not re.search(r"\{\{\s*transcript\s*\}\}", template):  # a custom prompt that forgot the transcript
+        prompt += f"\n\nTranscript:\n{transcript}"
+    return [{"role": "system", "content": _EXTRACTION_SYSTEM}, {"role": "user", "content": prompt}]
+
+
+def outcome_messages(request: AnalyzeRequest) -> list[dict[str, str]]:
+    purpose = (request.assistant.prompt or "").strip()[:2000]
+    content = (
+        f"The agent's instructions for this call:\n{purpose}\n\n"
+        f"Transcript:\n{format_transcript(request.transcript)}"
+    )
+    return [{"role": "system", "content": _OUTCOME_SYSTEM}, {"role": "user", "content": content}]
+
+
+# --- endpoints --------------------------------------------------------------------------------------
+
+
+class Endpoint(BaseModel):
+    """Where one analysis goes. `user_controlled` endpoints go through the URL guard."""
+
+    label: str  # safe to log and to show in errors
+    base_url: str | None
+    api_key: str = Field(repr=False)
+    model: str
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    user_controlled: bool = False
+
+
+def endpoint_for(llm_model: LlmModelRecord | None, settings: Settings) -> Endpoint:
+    """The assistant's own LLM when it is OpenAI-compatible, else the configured default."""
+    if isinstance(llm_model, CustomLlmModelRecord):
+        return Endpoint(
+            label=f"custom LLM {llm_model.model_name}",
+            base_url=llm_model.api_url,
+            api_key=llm_model.api_key,
+            model=llm_model.model_name,
+            user_controlled=True,
+        )
+    if isinstance(llm_model, OpenRouterModelRecord) and settings.openrouter_api_key:
+        return Endpoint(
+            label=f"OpenRouter {llm_model.openrouter_model_id} via {llm_model.openrouter_provider}",
+            base_url=settings.openrouter_base_url,
+            api_key=settings.openrouter_api_key,
+            model=llm_model.openrouter_model_id,
+            # Provider routing: the assistant's provider first, and only providers that honour
+            # every parameter sent (structured outputs).
+            extra_body={"provider": {"order": [llm_model.openrouter_provider], "require_parameters": True}},
+        )
+    if not settings.openai_api_key and not settings.openai_base_url:
+        raise ApplicationError(
+            "OUTDIAL_ANALYZER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a keyless local server)",
+            type=ANALYSIS_REJECTED,
+            non_retryable=True,
+        )
+    dedicated = isinstance(llm_model, DedicatedInstanceModelRecord) and llm_model.name == "gpt-4.1"
+    model = "gpt-4.1" if dedicated else settings.analysis_model
+    return Endpoint(
+        label=f"OpenAI-compatible default endpoint, {model}",
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key or "unused",
+        model=model,
+    )
+
+
+# --- the analyzer -----------------------------------------------------------------------------------
+
+
+class OpenAIAnalyzer:
+    """The Analyzer protocol (and SmsWriter) over the `openai` client."""
+
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def analyze(self, request: AnalyzeRequest) -> AnalysisResult:
+        if not any(entry.role == "user" and entry.content.strip() for entry in request.transcript):
+            return AnalysisResult()  # no transcript, no outcome (the seed: null if no transcript)
+        fields = request.assistant.structured_output_config or []
+        endpoint = await self._endpoint(request.assistant.llm_model)
+        async with self._client(endpoint) as client:
+            asks = [
+                self._ask_json(
+                    client,
+                    endpoint,
+                    outcome_messages(request),
+                    "call_outcome",
+                    outcome_schema(),
+                    validate_outcome,
+                )
+            ]
+            if fields:
+                asks.append(
+                    self._ask_json(
+                        client,
+                        endpoint,
+                        structured_output_messages(request),
+                        "structured_output",
+                        output_schema(fields),
+                        lambda data: validate_output(fields, data),
+                    )
+                )
+            replies = await _all_or_none([_attempt(ask) for ask in asks])
+        outcome_reply, outcome_failure = replies[0]
+        structured, structured_failure = replies[1] if fields else (None, None)
+        outcome, summary = outcome_reply if outcome_reply else (None, f"analysis failed: {outcome_failure}")
+        if structured_failure:
+            summary = f"{summary} [structured output failed: {structured_failure}]"
+        return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)
+
+    async def write_sms(self, request: SmsWriteRequest) -> str:
+        """An SMS from the assistant's instructions and the conversation (after_call_sms_prompt)."""
+        endpoint = await self._endpoint(request.llm_model)
+        instructions = interpolate(request.instructions, request.variables)
+        messages = [
+            {"role": "system", "content": _SMS_SYSTEM},
+            {
+                "role": "user",
+                "content": f"Instructions:\n{instructions}\n\nTranscript:\n"
+                f"{format_transcript(request.transcript)}",
+            },
+        ]
+        async with self._client(endpoint) as client:
+            completion = await self._create(client, endpoint, messages, max_completion_tokens=300)
+        text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
+        if not text:
+            raise ApplicationError(f"{endpoint.label}: empty SMS text", type=ANALYSIS_UNAVAILABLE)
+        return text[:MAX_SMS_CHARS]
+
+    # -- plumbing --
+
+    async def _endpoint(self, llm_model: LlmModelRecord | None) -> Endpoint:
+        endpoint = endpoint_for(llm_model, self.settings)
+        if endpoint.user_controlled:  # a clear, early refusal; the transport re-checks every request
+            await _check_endpoint_url(endpoint, self.settings.allow_private_urls)
+        return endpoint
+
+    def _client(self, endpoint: Endpoint) -> AsyncOpenAI:
+        """One client per analysis. No client-side retries: Temporal's retry policy is the backoff."""
+        http_client = (
+            guarded_httpx2_client(allow_private=self.settings.allow_private_urls)
+            if endpoint.user_controlled
+            else None
+        )
+        return AsyncOpenAI(
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            max_retries=0,
+            timeout=self.settings.analysis_timeout_seconds,
+            http_client=http_client,
+        )
+
+    async def _ask_json(
+        self,
+        client: AsyncOpenAI,
+        endpoint: Endpoint,
+        messages: list[dict[str, str]],
+        name: str,
+        schema: dict[str, Any],
+        validate: Callable[[object], Any],
+    ) -> Any:
+        """A strict structured-output request, asked again (with the error) while the reply is invalid."""
+        conversation = list(messages)
+        tries = self.settings.analysis_max_invalid_replies
+        problem = ""
+        for _ in range(tries):
+            completion = await self._create(
+                client,
+                endpoint,
+                conversation,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "strict": True, "schema": schema},
+                },
+            )
+            content = ""
+            try:
+                if not completion.choices:
+                    raise InvalidReply("the reply has no choices")
+                choice = completion.choices[0]
+                content = choice.message.content or ""
+                if choice.message.refusal:
+                    raise InvalidReply(f"the model refused: {choice.message.refusal[:200]}")
+                if choice.finish_reason == "length":
+                    raise InvalidReply("the reply was cut off (finish_reason=length)")
+                try:
+                    data = json.loads(content)
+                except json.JSONDecodeError as err:
+                    raise InvalidReply(f"not JSON ({err.msg})") from None
+                return validate(data)
+            except InvalidReply as err:
+                problem = str(err)
+                log.warning("analysis %s: invalid reply from %s: %s", name, endpoint.label, problem)
+                conversation += [
+                    {"role": "assistant", "content": content},
+                    {
+                        "role": "user",
+                        "content": f"That reply is invalid: {problem}. "
+                        "Answer again with JSON that matches the schema exactly.",
+                    },
+                ]
+        raise InvalidReply(f"the model's {name} reply did not match the schema in {tries} tries: {problem}")
+
+    async def _create(
+        self, client: AsyncOpenAI, endpoint: Endpoint, messages: list[dict[str, str]], **options: Any
+    ) -> Any:
+        if endpoint.extra_body:
+            options["extra_body"] = endpoint.extra_body
+        try:
+            return await client.chat.completions.create(
+                model=endpoint.model,
+                messages=messages,  # type: ignore[arg-type]
+                **options,
+            )
+        except openai.APIError as err:
+            raise _failure(err, endpoint) from None
+
+
+async def _attempt(ask: Awaitable[Any]) -> tuple[Any, str | None]:
+    """(result, None), or (None, why) once the invalid-reply bound is spent."""
+    try:
+        return await ask, None
+    except InvalidReply as err:
+        return None, str(err)
+
+
+async def _all_or_none(coroutines: list[Any]) -> list[Any]:
+    """Run concurrently; on the first error cancel the rest and raise that error itself (Temporal reads
+    its type and retryability, which an ExceptionGroup from a TaskGroup would hide)."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _check_endpoint_url(endpoint: Endpoint, allow_private: bool) -> None:
+    try:
+        await check_url(endpoint.base_url or "", allow_private=allow_private)
+    except UnsafeUrlError as err:
+        raise ApplicationError(
+            f"{endpoint.label}: api_url refused: {err}", type=UNSAFE_URL, non_retryable=True
+        ) from None
+
+
+def _failure(err: openai.APIError, endpoint: Endpoint) -> ApplicationError:
+    """Map an openai error onto Temporal's retry: transient ones retry, the others are final."""
+    if isinstance(err, openai.APIConnectionError):  # includes timeouts
+        if isinstance(err.__cause__, UnsafeUrlError):
+            return ApplicationError(
+                f"{endpoint.label}: api_url refused: {err.__cause__}", type=UNSAFE_URL, non_retryable=True
+            )
+        return ApplicationError(
+            f"{endpoint.label}: endpoint unreachable ({type(err).__name__})", type=ANALYSIS_UNAVAILABLE
+        )
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+        if status in (408, 409, 429) or status >= 500:
+            return ApplicationError(
+                f"{endpoint.label}: HTTP {status}, will retry",
+                type=ANALYSIS_UNAVAILABLE,
+                next_retry_delay=_retry_after(err),
+            )
+        detail = "" if status in (401, 403) else f": {_scrub(err.message, endpoint)[:300]}"
+        return ApplicationError(
+            f"{endpoint.label}: request refused (HTTP {status}){detail}",
+            type=ANALYSIS_REJECTED,
+            non_retryable=True,
+        )
+    return ApplicationError(f"{endpoint.label}: {type(err).__name__}", type=ANALYSIS_UNAVAILABLE)
+
+
+def _retry_after(err: openai.APIStatusError) -> timedelta | None:
+    value = err.response.headers.get("retry-after", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return timedelta(seconds=min(max(seconds, 0), 3600)) if seconds > 0 else None
+
+
+def _scrub(text: str, endpoint: Endpoint) -> str:
+    return text.replace(endpoint.api_key, "***") if endpoint.api_key else text

@@ -1,0 +1,369 @@
+"""After the order ends: the signed webhook, the outcome email, the after-call and voicemail SMS.
+
+Every activity takes the order's final `Call` (`NotifyRequest`) and decides itself whether it applies
+(the same pure `*_due` functions let workflow code skip what does not). They are safe to retry:
+- webhook: at-least-once, with a stable event id `<call id>:<event>` in the body for receivers to
+  deduplicate, signed per delivery as `Outdial-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>`;
+- email: a stable Message-ID `<<call id>.outcome@outdial>` lets mail clients collapse a resend;
+- SMS: a stable idempotency key per message (`<call id>:after-call-sms`, `<call id>:voicemail-sms`).
+Retry policies live with the caller (workflows/notify.py): hours for webhooks, less for email and SMS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from email.message import EmailMessage
+from typing import Any, Literal, Protocol
+
+import aiosmtplib
+import httpx
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.sms import SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
+from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
+from agent.prompt import interpolate
+from models.call import Call, CallAttempt
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WebhookEvent = Literal["call.completed", "call.errored", "call.cancelled"]
+Channel = Literal["webhook", "email", "after_call_sms", "voicemail_sms"]
+EVENTS: dict[str, WebhookEvent] = {
+    "completed": "call.completed",
+    "errored": "call.errored",
+    "cancelled": "call.cancelled",
+}
+SIGNATURE_HEADER = "Outdial-Signature"
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+# Error types, for retry policies: these are final, everything else is retried.
+UNSAFE_URL = "UnsafeUrl"
+WEBHOOK_GONE = "WebhookGone"  # the receiver answered 410 Gone: it wants no more deliveries
+WEBHOOK_NOT_CONFIGURED = "WebhookNotConfigured"
+EMAIL_REJECTED = "EmailRejected"
+
+
+class NotifyRequest(BaseModel):
+    """The order's final Call: everything a notification needs."""
+
+    call: Call
+
+
+class NotifyResult(BaseModel):
+    channel: Channel
+    status: Literal["sent", "skipped", "failed"]
+    detail: str | None = None
+
+
+# --- what is due (pure: workflow code may call these) ---------------------------------------------
+
+
+def webhook_event(call: Call) -> WebhookEvent | None:
+    return EVENTS.get(call.status)
+
+
+def event_id(call: Call) -> str:
+    """Stable across retries and redeliveries: one order ends once."""
+    return f"{call.id}:{webhook_event(call)}"
+
+
+def _last_human(call: Call) -> CallAttempt | None:
+    return next((a for a in call.call_attempts if a.result == "human" and a.transcript), None)
+
+
+def due_channels(call: Call) -> list[Channel]:
+    """The notifications this final Call asks for, given its assistant's settings."""
+    assistant = call.assistant
+    if assistant is None or webhook_event(call) is None:
+        return []
+    due: list[Channel] = []
+    if assistant.webhook_url:
+        due.append("webhook")
+    if (
+        assistant.email_notification_address
+        and call.outcome
+        and call.outcome in (assistant.email_notification_outcomes or [])
+    ):
+        due.append("email")
+    # Never text someone who asked not to be contacted, nor after a cancelled or failed order.
+    textable = call.status == "completed" and call.outcome != "do_not_contact"
+    reached = _last_human(call) is not None
+    if textable and assistant.after_call_sms_prompt and reached:
+        due.append("after_call_sms")
+    voicemail = any(a.result == "voicemail" for a in call.call_attempts)
+    if textable and assistant.voicemail_sms_prompt and voicemail and not reached:
+        due.append("voicemail_sms")
+    return due
+
+
+# --- webhook signing (receivers use verify_signature) ------------------------------------------------
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Outdial-Signature` header value: the scheme Stripe uses."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """True when `header` signs exactly `body` with `secret`, no older than `tolerance` seconds."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", []))
+
+
+def _mask(value: object) -> str:
+    text = str(value or "")
+    return f"…{text[-4:]}" if len(text) >= 16 else "…"
+
+
+def webhook_payload(call: Call) -> dict[str, Any]:
+    """`{"event", "id", "call"}` with the seed's Call; the assistant's secrets are masked (last 4 kept)."""
+    dumped = call.model_dump(mode="json")
+    assistant = dumped.get("assistant") or {}
+    for llm in (dumped.get("llm_model") or {}, assistant.get("llm_model") or {}):
+        if llm.get("type") == "custom" and "api_key" in llm:
+            llm["api_key"] = _mask(llm["api_key"])
+    for tool in assistant.get("custom_tools") or []:
+        for header in tool.get("headers") or []:
+            header["value"] = _mask(header.get("value"))
+    return {"event": webhook_event(call), "id": event_id(call), "call": dumped}
+
+
+def webhook_body(call: Call) -> bytes:
+    return json.dumps(webhook_payload(call), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookSecrets(Protocol):
+    """Per-organization signing secrets (the API's storage may implement this; None: not configured)."""
+
+    async def secret_for(self, organization_id: str) -> str | None: ...
+
+
+class ConfiguredWebhookSecret:
+    """One secret for every organization: OUTDIAL_WEBHOOK_SECRET (the local stack has one organization)."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret
+
+    async def secret_for(self, organization_id: str) -> str | None:
+        return self._secret
+
+
+# --- the activities ---------------------------------------------------------------------------------
+
+
+class NotifyActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        sms: SmsProvider,
+        writer: SmsWriter,
+        secrets: WebhookSecrets | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sms = sms
+        self.writer = writer
+        self.secrets = secrets or ConfiguredWebhookSecret(settings.webhook_secret)
+
+    @activity.defn(name="deliver_webhook")
+    async def deliver_webhook(self, request: NotifyRequest) -> NotifyResult:
+        """POST the signed event to the assistant's webhook_url; any non-2xx (but 410) is retried."""
+        call = request.call
+        url = call.assistant.webhook_url if call.assistant else None
+        if not url or "webhook" not in due_channels(call):
+            return NotifyResult(channel="webhook", status="skipped", detail="no webhook_url")
+        secret = await self.secrets.secret_for(call.organization_id)
+        if not secret:
+            raise ApplicationError(
+                "no webhook signing secret for this organization (OUTDIAL_WEBHOOK_SECRET)",
+                type=WEBHOOK_NOT_CONFIGURED,
+                non_retryable=True,
+            )
+        body = webhook_body(call)
+        attempt = activity.info().attempt if activity.in_activity() else 1
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "outdial-webhooks/1",
+            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+            "Outdial-Event-Id": event_id(call),
+            "Outdial-Delivery-Attempt": str(attempt),
+        }
+        target = describe_url(url)
+        try:
+            async with guarded_client(allow_private=self.settings.allow_private_urls, timeout=15) as client:
+                response = await client.post(url, content=body, headers=headers)
+        except UnsafeUrlError as err:
+            raise ApplicationError(
+                f"webhook_url refused: {err}", type=UNSAFE_URL, non_retryable=True
+            ) from None
+        except httpx.HTTPError as err:
+            log.info(
+                "webhook %s to %s: attempt %d failed: %s", event_id(call), target, attempt, type(err).__name__
+            )
+            raise ApplicationError(
+                f"webhook {target} unreachable: {type(err).__name__}", type="WebhookUnavailable"
+            ) from None
+        if response.is_success:
+            return NotifyResult(
+                channel="webhook", status="sent", detail=f"HTTP {response.status_code} on attempt {attempt}"
+            )
+        if response.status_code == 410:
+            raise ApplicationError(
+                f"webhook {target} answered 410 Gone", type=WEBHOOK_GONE, non_retryable=True
+            )
+        raise ApplicationError(
+            f"webhook {target} answered HTTP {response.status_code}", type="WebhookUnavailable"
+        )
+
+    @activity.defn(name="send_outcome_email")
+    async def send_outcome_email(self, request: NotifyRequest) -> NotifyResult:
+        """Email the assistant's notification address when the outcome is one it asked for."""
+        call = request.call
+        if "email" not in due_channels(call) or call.assistant is None:
+            return NotifyResult(channel="email", status="skipped", detail="outcome not subscribed")
+        if not self.settings.smtp_host:
+            return NotifyResult(
+                channel="email", status="skipped", detail="no SMTP server (OUTDIAL_SMTP_HOST)"
+            )
+        message = outcome_email(call, sender=self.settings.smtp_from)
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.settings.smtp_host,
+                port=self.settings.smtp_port,
+                username=self.settings.smtp_username,
+                password=self.settings.smtp_password,
+                use_tls=self.settings.smtp_tls == "tls",
+                start_tls=self.settings.smtp_tls == "starttls",
+                timeout=30,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            raise ApplicationError(
+                f"SMTP refused the recipient: {err}", type=EMAIL_REJECTED, non_retryable=True
+            ) from None
+        except aiosmtplib.SMTPResponseException as err:
+            final = 500 <= err.code < 600
+            raise ApplicationError(
+                f"SMTP {err.code}: {err.message}",
+                type=EMAIL_REJECTED if final else "EmailUnavailable",
+                non_retryable=final,
+            ) from None
+        except (aiosmtplib.SMTPException, OSError) as err:
+            raise ApplicationError(
+                f"SMTP server {self.settings.smtp_host}:{self.settings.smtp_port} unavailable: "
+                f"{type(err).__name__}",
+                type="EmailUnavailable",
+            ) from None
+        return NotifyResult(channel="email", status="sent", detail=str(message["Message-ID"]))
+
+    @activity.defn(name="send_after_call_sms")
+    async def send_after_call_sms(self, request: NotifyRequest) -> NotifyResult:
+        """An SMS written from after_call_sms_prompt and the conversation, once the callee was reached."""
+        call = request.call
+        human = _last_human(call)
+        if "after_call_sms" not in due_channels(call) or human is None or call.assistant is None:
+            return NotifyResult(channel="after_call_sms", status="skipped", detail="not due")
+        text = await self.writer.write_sms(
+            SmsWriteRequest(
+                instructions=call.assistant.after_call_sms_prompt or "",
+                variables=call.prompt_variables or {},
+                transcript=human.transcript or [],
+                llm_model=call.assistant.llm_model,
+            )
+        )
+        return await self._send_sms(call, "after_call_sms", text, f"{call.id}:after-call-sms")
+
+    @activity.defn(name="send_voicemail_sms")
+    async def send_voicemail_sms(self, request: NotifyRequest) -> NotifyResult:
+        """voicemail_sms_prompt, variables filled in, once per order that only ever reached voicemail."""
+        call = request.call
+        if "voicemail_sms" not in due_channels(call) or call.assistant is None:
+            return NotifyResult(channel="voicemail_sms", status="skipped", detail="not due")
+        text = interpolate(call.assistant.voicemail_sms_prompt or "", call.prompt_variables or {}).strip()
+        return await self._send_sms(call, "voicemail_sms", text, f"{call.id}:voicemail-sms")
+
+    async def _send_sms(self, call: Call, channel: Channel, text: str, key: str) -> NotifyResult:
+        if not text:
+            return NotifyResult(channel=channel, status="skipped", detail="empty message")
+        sender = self.settings.sms_from_phone_number or call.from_phone_number
+        receipt = await self.sms.send(
+            SmsMessage(to=call.to_phone_number, from_=sender, body=text, idempotency_key=key)
+        )
+        detail = f"{receipt.provider} {receipt.id} {receipt.status}" + (
+            " (duplicate)" if receipt.duplicate else ""
+        )
+        return NotifyResult(channel=channel, status="sent", detail=detail)
+
+    def all(self) -> list[Any]:
+        """Every activity, for the worker."""
+        return [
+            self.deliver_webhook,
+            self.send_outcome_email,
+            self.send_after_call_sms,
+            self.send_voicemail_sms,
+        ]
+
+
+def outcome_email(call: Call, *, sender: str) -> EmailMessage:
+    """A plain-text email: outcome and summary first, then extracted data and the transcript."""
+    assistant = call.assistant
+    assert assistant is not None and assistant.email_notification_address
+    outcome = (call.outcome or "unknown").replace("_", " ")
+    human = _last_human(call)
+    lines = [
+        f"Call {call.id} to {call.to_phone_number} ended: {outcome}.",
+        "",
+        call.outcome_summary or "",
+        "",
+        f"Status: {call.status}; attempts: {len(call.call_attempts)}; caller id: {call.from_phone_number}",
+    ]
+    if human and human.structured_output:
+        lines += ["", "Extracted data:"] + [f"  {k}: {v}" for k, v in human.structured_output.items()]
+    if human and human.transcript:
+        lines += ["", "Transcript:"] + [
+            f"  {'Agent' if e.role == 'assistant' else 'Callee' if e.role == 'user' else 'Tool'}: {e.content}"
+            for e in human.transcript
+        ]
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = assistant.email_notification_address
+    message["Subject"] = f"[outdial] {outcome}: call to {call.to_phone_number}"
+    message["Message-ID"] = f"<{call.id}.outcome@outdial>"
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def notify_activities_from(settings: Settings) -> NotifyActivities:
+    """The SMS provider and writer the settings choose: the analyzer's LLM writes SMS when it is OpenAI."""
+    from activities.sms import TemplateSmsWriter, sms_provider_from
+
+    writer: SmsWriter = TemplateSmsWriter()
+    if settings.analyzer == "openai":
+        from activities.analysis import OpenAIAnalyzer
+
+        writer = OpenAIAnalyzer(settings)
+    return NotifyActivities(settings, sms_provider_from(settings), writer)

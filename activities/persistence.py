@@ -1,0 +1,290 @@
+"""Persistence: the order's state in the database, written by the workflow at each change.
+
+`persist_call` is the one activity; CallOrderWorkflow starts it (fire-and-forget, awaited before the
+workflow returns) whenever its state changes, with the full seed `Call` and a per-run sequence number.
+The upsert is idempotent and monotonic: a write lands only if it is newer by (`updated_at`, `seq`) than
+what the row holds, so retries and writes racing each other never move a call backwards. The API's
+placeholder row (`seq` 0, written when it accepts an order) is always superseded by the workflow.
+
+The read helpers below (assistants, caller ids) are shared by `prepare_order` and the HTTP API, so
+both resolve an order the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from temporalio import activity
+
+from activities.compliance import DoNotContactEntry
+from models import Assistant, Call, CallAssistant, call_assistant_from
+from models.settings import Settings
+from models.tables import (
+    AssistantRecord,
+    CallAttemptRecord,
+    CallOrderRecord,
+    Database,
+    DoNotContactRecord,
+    PhoneNumberRecord,
+)
+
+PERSIST_ACTIVITY = "persist_call"
+
+
+class CallSnapshot(BaseModel):
+    """What the workflow writes: its `call` query's answer and its write sequence number (1, 2, ...)."""
+
+    call: Call
+    seq: int = Field(ge=1)
+
+
+# --- writing a call order ----------------------------------------------------------------------------
+
+
+def _instant(value: object) -> datetime | None:
+    """Our timestamps are datetimes; a seed placeholder (`{}`) has no instant."""
+    return value if isinstance(value, datetime) else None
+
+
+def call_columns(call: Call, seq: int) -> dict[str, Any]:
+    """The row's values for `call` (everything but the API's own columns: params, idempotency)."""
+    last = call.call_attempts[0] if call.call_attempts else None
+    created_at = _instant(call.created_at) or _instant(call.updated_at)
+    return {
+        "organization_id": call.organization_id,
+        "status": call.status,
+        "to_phone_number": call.to_phone_number,
+        "from_phone_number": call.from_phone_number,
+        "assistant_id": call.assistant.id if call.assistant else None,
+        "direction": call.direction,
+        "outcome": call.outcome,
+        "last_result": last.result if last else None,
+        "calls_count": len(call.call_attempts),
+        "scheduled_at": _instant(call.scheduled_at),
+        "created_at": created_at,
+        "updated_at": _instant(call.updated_at) or created_at,
+        "seq": seq,
+        "call": call.model_dump(mode="json"),
+    }
+
+
+def attempt_columns(call: Call) -> list[dict[str, Any]]:
+    """One row per attempt, numbered oldest first (the Call lists them most recent first)."""
+    rows = []
+    total = len(call.call_attempts)
+    for index, attempt in enumerate(call.call_attempts):
+        latest = index == 0
+        rows.append(
+            {
+                "id": attempt.id,
+                "call_id": call.id,
+                "organization_id": call.organization_id,
+                "number": total - index,
+                "phone_number": attempt.phone_number,
+                "status": attempt.status,
+                "result": attempt.result,
+                "dial_error": attempt.dial_error,
+                "started_at": _instant(attempt.started_at),
+                "answered_at": _instant(attempt.answered_at),
+                "ended_at": _instant(attempt.ended_at),
+                "ended_by": attempt.ended_by,
+                "end_reason": attempt.end_reason,
+                "recording_url": attempt.recording_url,
+                "transcript": [entry.model_dump(mode="json") for entry in attempt.transcript]
+                if attempt.transcript is not None
+                else None,
+                "structured_output": attempt.model_dump(mode="json")["structured_output"],
+                # The order's outcome comes from its last conversation, so it belongs to that attempt.
+                "outcome": call.outcome if latest else None,
+                "outcome_summary": call.outcome_summary if latest else None,
+            }
+        )
+    return rows
+
+
+def _newer_than_stored(updated_at: datetime | None, seq: int) -> Any:
+    row = CallOrderRecord
+    return or_(
+        row.seq == 0,  # the API's placeholder
+        row.updated_at < updated_at,
+        and_(row.updated_at == updated_at, row.seq <= seq),
+    )
+
+
+def write_call(database: Database, call: Call, seq: int) -> bool:
+    """Upsert the order and its attempts if this state is not older than the stored one.
+
+    Returns False when a newer state was already stored (the write is then a no-op). The conditional
+    UPDATE locks the row (PostgreSQL) or the database (SQLite) until commit, so the attempts written
+    after it always belong to the newest state.
+    """
+    database.migrate()
+    values = call_columns(call, seq)
+    for _ in range(5):
+        try:
+            with database.engine.begin() as connection:
+                if not _upsert_order(connection, call.id, values):
+                    return False
+                _upsert_attempts(connection, attempt_columns(call))
+                return True
+        except IntegrityError:
+            continue  # another writer inserted the same row first: try again as an update
+    raise RuntimeError(f"could not persist call {call.id}: conflicting concurrent inserts")
+
+
+def _upsert_order(connection: Connection, call_id: str, values: dict[str, Any]) -> bool:
+    row = CallOrderRecord
+    updated = connection.execute(
+        update(row)
+        .where(row.id == call_id, _newer_than_stored(values["updated_at"], values["seq"]))
+        .values(**values)
+    )
+    if updated.rowcount:
+        return True
+    if connection.execute(select(row.id).where(row.id == call_id)).first():
+        return False  # stale: a newer state is stored
+    connection.execute(insert(row).values(id=call_id, **values))
+    return True
+
+
+def _upsert_attempts(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    table = CallAttemptRecord
+    for values in rows:
+        updated = connection.execute(update(table).where(table.id == values["id"]).values(**values))
+        if not updated.rowcount:
+            connection.execute(insert(table).values(**values))
+
+
+class PersistenceActivities:
+    """The persistence activity, bound to the worker's database (opened on first use)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def database(self) -> Database:
+        return Database.for_url(self.settings.database_url)
+
+    @activity.defn(name=PERSIST_ACTIVITY)
+    async def persist_call(self, snapshot: CallSnapshot) -> bool:
+        """Store the order's state; True if it was written, False if a newer one was already there."""
+        return await asyncio.to_thread(write_call, self.database, snapshot.call, snapshot.seq)
+
+
+# --- reading what orders refer to ------------------------------------------------------------------------
+
+
+def find_assistant(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord | None:
+    with database.session() as session:
+        record = session.get(AssistantRecord, assistant_id)
+        return record if record and record.organization_id == organization_id else None
+
+
+def phone_numbers_of(database: Database, organization_id: str) -> list[PhoneNumberRecord]:
+    """The organization's caller ids, oldest first (the first one is its default)."""
+    with database.session() as session:
+        query = (
+            select(PhoneNumberRecord)
+            .where(PhoneNumberRecord.organization_id == organization_id)
+            .order_by(PhoneNumberRecord.created_at, PhoneNumberRecord.id)
+        )
+        return list(session.scalars(query))
+
+
+def assistant_view(record: AssistantRecord) -> CallAssistant:
+    """A stored assistant as responses show it (the seed's assistant object), defaults filled in."""
+    assistant = call_assistant_from(
+        Assistant.model_validate(record.config),
+        id=record.id,
+        organization_id=record.organization_id,
+        now=record.created_at,
+        name=record.name,
+    )
+    return assistant.model_copy(update={"updated_at": record.updated_at})
+
+
+@dataclass(frozen=True)
+class CallerId:
+    phone_number: str
+    livekit_outbound_trunk_id: str | None
+
+
+class UnknownCallerId(ValueError):
+    """The order asks for a from_phone_number the organization does not own."""
+
+
+def resolve_caller_id(numbers: list[PhoneNumberRecord], requested: str | None, fallback: str) -> CallerId:
+    """The number (and trunk) an order dials from: the requested one if the organization owns it,
+    else its first number. An organization without numbers dials from the configured default trunk's
+    number (`fallback`, temporal-dev.yaml `organization.default_from_phone_number`)."""
+    owned = {n.phone_number: n.livekit_outbound_trunk_id for n in numbers} or {fallback: None}
+    if requested is None:
+        number = next(iter(owned))
+        return CallerId(number, owned[number])
+    if requested not in owned:
+        raise UnknownCallerId(
+            f"{requested} is not one of the organization's phone numbers ({', '.join(owned)})"
+        )
+    return CallerId(requested, owned[requested])
+
+
+def trunk_of(database: Database, phone_number: str) -> str | None:
+    """The LiveKit outbound trunk of a caller id (a number routes through one trunk), if recorded."""
+    with database.session() as session:
+        query = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
+            PhoneNumberRecord.phone_number == phone_number,
+            PhoneNumberRecord.livekit_outbound_trunk_id.is_not(None),  # type: ignore[union-attr]
+        )
+        return session.scalars(query.limit(1)).first()
+
+
+# --- do-not-contact registry ---------------------------------------------------------------------------
+
+
+class DatabaseDoNotContactRegistry:
+    """`activities.compliance.DoNotContactRegistry` on the `do_not_contact` table: shared by every
+    worker and the API, and kept across restarts. `add` is idempotent (the first entry wins)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def database(self) -> Database:
+        return Database.for_url(self.settings.database_url)
+
+    async def add(self, entry: DoNotContactEntry) -> None:
+        await asyncio.to_thread(self._add, entry)
+
+    def _add(self, entry: DoNotContactEntry) -> None:
+        try:
+            with self.database.session() as session:
+                if session.get(DoNotContactRecord, (entry.organization_id, entry.phone_number)) is None:
+                    session.add(DoNotContactRecord(**entry.model_dump()))
+                    session.commit()
+        except IntegrityError:
+            pass  # a concurrent add of the same number won: first entry wins
+
+    async def get(self, organization_id: str, phone_number: str) -> DoNotContactEntry | None:
+        return await asyncio.to_thread(self._get, organization_id, phone_number)
+
+    def _get(self, organization_id: str, phone_number: str) -> DoNotContactEntry | None:
+        with self.database.session() as session:
+            record = session.get(DoNotContactRecord, (organization_id, phone_number))
+            return DoNotContactEntry.model_validate(record.model_dump()) if record else None
+
+    async def remove(self, organization_id: str, phone_number: str) -> None:
+        await asyncio.to_thread(self._remove, organization_id, phone_number)
+
+    def _remove(self, organization_id: str, phone_number: str) -> None:
+        with self.database.session() as session:
+            record = session.get(DoNotContactRecord, (organization_id, phone_number))
+            if record is not None:
+                session.delete(record)
+                session.commit()

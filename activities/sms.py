@@ -1,0 +1,153 @@
+"""SMS after a call: who writes the text (`SmsWriter`) and who delivers it (`SmsProvider`).
+
+Providers: `TwilioSms` (Twilio's REST API through httpx) and `SimulatedSmsOutbox` (the default: keeps
+messages in memory and, when configured, appends them to a JSON-lines file the demo shows).
+Writers: the OpenAI analyzer (activities/analysis.py) writes from the transcript; `TemplateSmsWriter`
+(simulated) sends the prompt itself with its {{variables}} filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
+
+from agent.prompt import interpolate
+from models.assistant import LlmModelRecord
+from models.call import TranscriptEntry
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SMS_REJECTED = "SmsRejected"  # the provider refused the message for good (bad number, opted out, ...)
+MAX_SMS_CHARS = 480  # three concatenated segments
+
+
+class SmsMessage(BaseModel):
+    to: str
+    from_: str = Field(alias="from")
+    body: str = Field(min_length=1, max_length=1600)
+    idempotency_key: str  # one logical message; a retried activity must not send it twice where avoidable
+
+    model_config = {"populate_by_name": True}
+
+
+class SmsReceipt(BaseModel):
+    provider: str
+    id: str
+    status: str
+    duplicate: bool = False  # the provider had this idempotency key already; nothing was sent again
+
+
+class SmsProvider(Protocol):
+    name: str
+
+    async def send(self, message: SmsMessage) -> SmsReceipt: ...
+
+
+class SmsWriteRequest(BaseModel):
+    """What an SMS writer needs: the instructions (prompt variables not yet filled in), the conversation."""
+
+    instructions: str
+    variables: dict[str, str] = Field(default_factory=dict)
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    llm_model: LlmModelRecord | None = None  # the assistant's LLM: where an LLM writer sends it
+
+
+class SmsWriter(Protocol):
+    async def write_sms(self, request: SmsWriteRequest) -> str: ...
+
+
+class TemplateSmsWriter:
+    """Simulated writer: the instructions themselves, variables filled in. Deterministic, no LLM."""
+
+    async def write_sms(self, request: SmsWriteRequest) -> str:
+        return interpolate(request.instructions, request.variables).strip()[:MAX_SMS_CHARS]
+
+
+class SimulatedSmsOutbox:
+    """Records messages instead of sending them; the same idempotency key is recorded once."""
+
+    name = "simulated"
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.sent: dict[str, SmsMessage] = {}
+        self._path = Path(path) if path else None
+
+    async def send(self, message: SmsMessage) -> SmsReceipt:
+        duplicate = message.idempotency_key in self.sent
+        if not duplicate:
+            self.sent[message.idempotency_key] = message
+            if self._path:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                record = message.model_dump(by_alias=True) | {"at": datetime.now(UTC).isoformat()}
+                with self._path.open("a") as outbox:
+                    outbox.write(json.dumps(record) + "\n")
+        return SmsReceipt(
+            provider=self.name, id=f"sim-{message.idempotency_key}", status="delivered", duplicate=duplicate
+        )
+
+
+class TwilioSms:
+    """Twilio's Messages API: POST /2010-04-01/Accounts/{sid}/Messages.json, form-encoded, Basic auth.
+
+    Twilio has no idempotency key for sending, so delivery is at-least-once across activity retries;
+    only failures before Twilio accepted the message are retried (429 and 5xx), every 4xx is final.
+    """
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        base_url: str = "https://api.twilio.com",
+        timeout: float = 15,
+    ) -> None:
+        self._sid = account_sid
+        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+
+    async def send(self, message: SmsMessage) -> SmsReceipt:
+        url = f"{self._base_url}/2010-04-01/Accounts/{self._sid}/Messages.json"
+        form = {"To": message.to, "From": message.from_, "Body": message.body}
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client:
+                response = await client.post(url, data=form)
+        except httpx.HTTPError as err:
+            raise ApplicationError(
+                f"Twilio unreachable: {type(err).__name__}", type="SmsUnavailable"
+            ) from None
+        if response.status_code in (200, 201):
+            body = response.json()
+            return SmsReceipt(provider=self.name, id=str(body.get("sid")), status=str(body.get("status")))
+        detail = _twilio_error(response)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise ApplicationError(f"Twilio: {detail}", type="SmsUnavailable")
+        raise ApplicationError(f"Twilio refused the SMS: {detail}", type=SMS_REJECTED, non_retryable=True)
+
+
+def _twilio_error(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return f"HTTP {response.status_code}, code {body.get('code')}: {body.get('message')}"
+    except ValueError:
+        return f"HTTP {response.status_code}"
+
+
+def sms_provider_from(settings: Settings) -> SmsProvider:
+    if settings.sms_provider == "twilio":
+        if not (settings.twilio_account_sid and settings.twilio_auth_token):
+            raise RuntimeError("OUTDIAL_SMS=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        return TwilioSms(
+            settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_base_url
+        )
+    return SimulatedSmsOutbox(settings.sms_outbox)

@@ -1,0 +1,94 @@
+"""What one call's agent needs (CallSpec) and the agent process's own configuration (AgentConfig)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+from models import Call
+from models.assistant import CallAssistant
+
+
+class CallSpec(BaseModel):
+    """One attempt's call, as the agent holds it: read from the order, never from room metadata."""
+
+    call_id: str
+    attempt_id: str
+    assistant: CallAssistant
+    prompt_variables: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    to_phone_number: str
+    from_phone_number: str
+    timezone: str | None = None
+
+    @classmethod
+    def from_call(cls, call: Call, attempt_id: str) -> CallSpec:
+        if call.assistant is None:
+            raise RuntimeError(f"call {call.id} has no resolved assistant yet")
+        timezone = call.call_retry_config.timezone if call.call_retry_config else None
+        return cls(
+            call_id=call.id,
+            attempt_id=attempt_id,
+            assistant=call.assistant,
+            prompt_variables=call.prompt_variables or {},
+            metadata=call.metadata or {},
+            to_phone_number=call.to_phone_number,
+            from_phone_number=call.from_phone_number,
+            timezone=timezone,
+        )
+
+    def variables(self) -> dict[str, str]:
+        """Values for {{placeholders}}: the order's prompt_variables, plus the call's own numbers."""
+        return {
+            "call_id": self.call_id,
+            "to_phone_number": self.to_phone_number,
+            "from_phone_number": self.from_phone_number,
+            **self.prompt_variables,
+        }
+
+
+class AgentConfig(BaseModel):
+    """The voice-agent process's own knobs (environment variables; none is a per-call secret).
+
+    Provider keys are each plugin's usual variable (OPENAI_API_KEY, OPENROUTER_API_KEY, CARTESIA_API_KEY,
+    ELEVEN_API_KEY, GOOGLE_API_KEY); the rest is listed in README "Real telephony (LiveKit)".
+    """
+
+    stt_model: str = "gpt-4o-mini-transcribe"  # OpenAI speech-to-text for the callee's audio
+    stt_language: str = "en"
+    default_tts: str = "openai:gpt-4o-mini-tts:ash"  # when the assistant has no voice
+    # The seed's "dedicated-instance" models: gpt-4.1 is OpenAI's; ministral needs an OpenAI-compatible host.
+    dedicated_base_urls: dict[str, str] = Field(default_factory=dict)
+    dedicated_api_key: str | None = Field(default=None, repr=False)
+    calendly_api_url: str = "https://api.calendly.com"
+    calendly_tokens: dict[str, str] = Field(default_factory=dict, repr=False)  # connection_id -> token
+    calendly_default_token: str | None = Field(default=None, repr=False)
+    amd_enabled: bool = True
+    farewell_buffer_secs: float = 10.0  # max_duration_end_message starts this long before the limit
+    http_timeout_secs: float = 10.0  # custom tools, SMS, Calendly
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "stt_model": env.get("OUTDIAL_STT_MODEL"),
+            "stt_language": env.get("OUTDIAL_STT_LANGUAGE"),
+            "default_tts": env.get("OUTDIAL_DEFAULT_TTS"),
+            "dedicated_base_urls": json.loads(env["OUTDIAL_DEDICATED_BASE_URLS"])
+            if env.get("OUTDIAL_DEDICATED_BASE_URLS")
+            else None,
+            "dedicated_api_key": env.get("OUTDIAL_DEDICATED_API_KEY"),
+            "calendly_api_url": env.get("OUTDIAL_CALENDLY_API_URL"),
+            "calendly_tokens": json.loads(env["OUTDIAL_CALENDLY_TOKENS"])
+            if env.get("OUTDIAL_CALENDLY_TOKENS")
+            else None,
+            "calendly_default_token": env.get("CALENDLY_API_TOKEN"),
+            "amd_enabled": env.get("OUTDIAL_AMD", "1").lower() not in ("0", "false", "off", "no"),
+        }
+        return cls.model_validate({k: v for k, v in values.items() if v is not None})
+
+    def calendly_token(self, connection_id: str) -> str | None:
+        return self.calendly_tokens.get(connection_id) or self.calendly_default_token

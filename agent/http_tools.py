@@ -1,0 +1,134 @@
+"""The assistant's custom HTTP tools: input_schema -> tool parameters, templated requests, errors to the LLM.
+
+Templating (the seed: "{{variable}} placeholders"): the values are the order's prompt variables, the
+call's own (call_id, to_phone_number, from_phone_number) and the tool's arguments (which win).
+- url: each value is percent-encoded (`{{city}}` = "New York" -> `New%20York`);
+- query_params and headers: values as text;
+- body_template: JSON; a quoted placeholder `"{{n}}"` becomes the JSON value itself (number, boolean,
+  string, null when absent), a placeholder inside a longer string is inserted JSON-escaped. Without a
+  template, POST/PUT/PATCH send the arguments as a JSON object.
+A non-2xx answer, a timeout or a refused URL (activities/url_guard.py) is raised as ToolError, so the
+LLM hears what went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from livekit.agents import ToolError, function_tool
+from livekit.agents.llm import RawFunctionTool
+
+from activities.url_guard import UnsafeUrlError
+from models.assistant import CustomToolRecord, FieldSpecRecord
+
+MAX_OUTPUT_CHARS = 4000
+_QUOTED = re.compile(r'"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}"')
+_BARE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
+
+
+def parameters_schema(fields: list[FieldSpecRecord]) -> dict[str, Any]:
+    """JSON schema of a tool's parameters from the seed's input_schema items."""
+    properties: dict[str, Any] = {}
+    for spec in fields:
+        prop: dict[str, Any] = {
+            "string": {"type": "string"},
+            "number": {"type": "number"},
+            "boolean": {"type": "boolean"},
+            "enum": {"type": "string", "enum": list(spec.enum_options or [])},
+            "date": {"type": "string", "format": "date"},
+            "datetime": {"type": "string", "format": "date-time"},
+        }[spec.type]
+        hint = {"date": "a date as YYYY-MM-DD", "datetime": "an ISO 8601 date-time"}.get(spec.type)
+        description = " ".join(x for x in (spec.description, hint and f"({hint})") if x)
+        if description:
+            prop["description"] = description
+        properties[spec.name] = prop
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [spec.name for spec in fields if spec.required],
+        "additionalProperties": False,
+    }
+
+
+def render_url(template: str, values: Mapping[str, Any]) -> str:
+    return _BARE.sub(lambda m: quote(_text(values[m[1]]), safe="") if m[1] in values else "", template)
+
+
+def render_text(template: str, values: Mapping[str, Any]) -> str:
+    return _BARE.sub(lambda m: _text(values[m[1]]) if m[1] in values else "", template)
+
+
+def render_body(template: str, values: Mapping[str, Any]) -> Any:
+    """The JSON body: quoted placeholders become typed JSON values; raises ValueError if not JSON."""
+    body = _QUOTED.sub(lambda m: json.dumps(values.get(m[1])), template)
+    body = _BARE.sub(lambda m: json.dumps(_text(values[m[1]]))[1:-1] if m[1] in values else "", body)
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"body_template is not JSON once filled in: {err}") from None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+class CustomHttpTool:
+    """One seed custom tool, callable by the LLM. `http` is a guarded client (activities/url_guard.py):
+    URLs that resolve to loopback/private addresses are refused unless OUTDIAL_ALLOW_PRIVATE_URLS=1."""
+
+    def __init__(
+        self,
+        spec: CustomToolRecord,
+        variables: Mapping[str, str],
+        http: httpx.AsyncClient,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self.spec = spec
+        self.variables = dict(variables)
+        self.http = http
+        self.timeout = timeout
+
+    def tool(self) -> RawFunctionTool:
+        schema = {
+            "name": self.spec.name,
+            "description": self.spec.description,
+            "parameters": parameters_schema(self.spec.input_schema),
+        }
+        return function_tool(self._call, raw_schema=schema)
+
+    async def _call(self, raw_arguments: dict[str, object]) -> str:
+        values = {**self.variables, **raw_arguments}
+        spec = self.spec
+        url = render_url(spec.url, values)
+        params = {p.key: render_text(p.value, values) for p in spec.query_params}
+        headers = {h.key: render_text(h.value, values) for h in spec.headers}
+        body: Any = None
+        if spec.body_template:
+            try:
+                body = render_body(spec.body_template, values)
+            except ValueError as err:
+                raise ToolError(str(err)) from None
+        elif spec.method in ("POST", "PUT", "PATCH"):
+            body = raw_arguments
+        try:
+            response = await self.http.request(
+                spec.method, url, params=params or None, headers=headers, json=body, timeout=self.timeout
+            )
+        except UnsafeUrlError as err:
+            raise ToolError(f"{spec.name}: refused URL: {err}") from None
+        except httpx.TimeoutException:
+            raise ToolError(f"{spec.name}: the service did not answer within {self.timeout:g} s") from None
+        except httpx.HTTPError as err:
+            raise ToolError(f"{spec.name}: request failed: {type(err).__name__}: {err}") from None
+        if response.status_code >= 400:
+            raise ToolError(f"{spec.name}: HTTP {response.status_code}: {response.text[:500]}")
+        return response.text[:MAX_OUTPUT_CHARS] or f"HTTP {response.status_code}"

@@ -1,0 +1,167 @@
+"""The assistant's models and sounds as livekit-agents objects: LLM (or realtime model), TTS, STT,
+background and thinking sounds. Plugins are imported when a call needs them, so a missing plugin only
+fails the calls configured to use it (with the pip package to install)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from activities.url_guard import guarded_httpx2_client
+from agent.config import AgentConfig
+from models.assistant import (
+    CallAssistant,
+    CustomLlmModelRecord,
+    DedicatedInstanceModelRecord,
+    OpenRouterModelRecord,
+    RealtimeModelRecord,
+    VoiceRecord,
+)
+from models.settings import Settings
+
+PLUGINS = {
+    "openai": "livekit-plugins-openai",
+    "cartesia": "livekit-plugins-cartesia",
+    "elevenlabs": "livekit-plugins-elevenlabs",
+    "google": "livekit-plugins-google",
+    "silero": "livekit-plugins-silero",
+}
+# The seed's background sound is an office ambience; thinking sounds are livekit-agents' built-in clips.
+BACKGROUND_CLIPS = {"audio/office.ogg": "office-ambience.ogg"}
+
+
+def plugin(name: str) -> Any:
+    """`livekit.plugins.<name>`, or a RuntimeError naming the package to install."""
+    try:
+        return importlib.import_module(f"livekit.plugins.{name}")
+    except ImportError:
+        raise RuntimeError(f"this assistant needs `pip install {PLUGINS[name]}`") from None
+
+
+def preload_plugins() -> list[str]:
+    """Import every installed plugin (livekit-agents wants plugins registered on the main thread)."""
+    loaded = []
+    for name in PLUGINS:
+        try:
+            importlib.import_module(f"livekit.plugins.{name}")
+            loaded.append(name)
+        except ImportError:
+            continue
+    return loaded
+
+
+def build_llm(assistant: CallAssistant, settings: Settings, config: AgentConfig) -> Any:
+    """The assistant's llm_model: dedicated gpt-4.1 (OpenAI), OpenRouter with its provider pinned, a
+    custom OpenAI-compatible endpoint, or a realtime model (OpenAI / Google)."""
+    model = assistant.llm_model
+    if isinstance(model, DedicatedInstanceModelRecord):
+        openai = plugin("openai")
+        base_url = config.dedicated_base_urls.get(model.name)
+        if model.name == "gpt-4.1" and not base_url:
+            return openai.LLM(
+                model="gpt-4.1", **_given(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
+            )
+        if not base_url:
+            raise RuntimeError(f"dedicated model {model.name} needs its host in OUTDIAL_DEDICATED_BASE_URLS")
+        return openai.LLM(model=model.name, base_url=base_url, api_key=config.dedicated_api_key or "none")
+    if isinstance(model, OpenRouterModelRecord):
+        openai = plugin("openai")
+        return openai.LLM.with_openrouter(
+            model=model.openrouter_model_id,
+            api_key=settings.openrouter_api_key,
+            base_url=settings.openrouter_base_url,
+            provider={"order": [model.openrouter_provider], "allow_fallbacks": False},
+        )
+    if isinstance(model, CustomLlmModelRecord):
+        openai = plugin("openai")
+        import openai as openai_sdk
+
+        # The URL is the user's: requests go through the URL guard (no private addresses in production).
+        client = openai_sdk.AsyncClient(
+            api_key=model.api_key,
+            base_url=model.api_url,
+            http_client=guarded_httpx2_client(allow_private=settings.allow_private_urls),
+        )
+        return openai.LLM(model=model.model_name, client=client)
+    if isinstance(model, RealtimeModelRecord):
+        if model.provider == "openai":
+            openai = plugin("openai")
+            voice = {"voice": model.realtime_voice_id} if model.realtime_voice_id else {}
+            return openai.realtime.RealtimeModel(
+                model=model.realtime_model_id, **_given(api_key=settings.openai_api_key), **voice
+            )
+        google = plugin("google")
+        voice = {"voice": model.realtime_voice_id} if model.realtime_voice_id else {}
+        return google.realtime.RealtimeModel(model=model.realtime_model_id, **voice)
+    raise RuntimeError(f"unsupported llm_model {model!r}")
+
+
+def is_realtime(assistant: CallAssistant) -> bool:
+    return isinstance(assistant.llm_model, RealtimeModelRecord)
+
+
+def build_tts(voice: VoiceRecord | None, settings: Settings, config: AgentConfig) -> Any:
+    """Cartesia (voice id, speed, volume) or ElevenLabs (voice id, speed); else the configured default."""
+    if voice is None:
+        provider, model, name = (config.default_tts.split(":") + ["", ""])[:3]
+        if provider != "openai":
+            raise RuntimeError(f"OUTDIAL_DEFAULT_TTS={config.default_tts!r}: use openai:<model>:<voice>")
+        return plugin("openai").TTS(model=model, voice=name, **_given(api_key=settings.openai_api_key))
+    if voice.provider == "cartesia":
+        options: dict[str, Any] = {"voice": voice.id}
+        if voice.speed is not None:
+            options["speed"] = float(voice.speed)
+        if voice.volume is not None:
+            options["volume"] = float(voice.volume)
+        return plugin("cartesia").TTS(**options)
+    elevenlabs = plugin("elevenlabs")
+    options = {"voice_id": voice.id}
+    if voice.speed is not None:  # volume is Cartesia-only (seed)
+        options["voice_settings"] = elevenlabs.VoiceSettings(
+            stability=0.5, similarity_boost=0.75, speed=float(voice.speed)
+        )
+    return elevenlabs.TTS(**options)
+
+
+def build_stt(settings: Settings, config: AgentConfig) -> Any:
+    """The callee's speech to text: OpenAI's streaming transcription (its own server-side turn detection)."""
+    return plugin("openai").STT(
+        model=config.stt_model,
+        language=config.stt_language,
+        use_realtime=True,
+        **_given(api_key=settings.openai_api_key),
+    )
+
+
+def build_vad() -> Any | None:
+    """Silero VAD when installed (its model ships in the wheel); else turn detection comes from STT."""
+    try:
+        silero = importlib.import_module("livekit.plugins.silero")
+    except ImportError:
+        return None
+    return silero.VAD.load()
+
+
+def sound_options(assistant: CallAssistant) -> dict[str, Any]:
+    """BackgroundAudioPlayer options: ambient sound with its volume; thinking sound with its volume and
+    the probability it plays on a given turn."""
+    from livekit.agents import AudioConfig, BuiltinAudioClip
+
+    options: dict[str, Any] = {}
+    if assistant.background_sound:
+        clip = BuiltinAudioClip(BACKGROUND_CLIPS[assistant.background_sound])
+        options["ambient_sound"] = AudioConfig(clip, volume=float(assistant.background_sound_volume))
+    if assistant.thinking_sound:
+        options["thinking_sound"] = [
+            AudioConfig(
+                BuiltinAudioClip(assistant.thinking_sound),
+                volume=float(assistant.thinking_sound_volume),
+                probability=float(assistant.thinking_sound_probability),
+            )
+        ]
+    return options
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """Only the options that are set (the plugins take NOT_GIVEN, not None, for "use the default")."""
+    return {k: v for k, v in options.items() if v is not None}

@@ -1,0 +1,56 @@
+"""`create_app(settings)`: the FastAPI application of the Revox-compatible API.
+
+The official client works against it unchanged: `Revox(api_key=..., base_url="http://127.0.0.1:8000")`.
+OpenAPI at `/openapi.json`, interactive docs at `/docs`. The database is migrated at start (Alembic
+`upgrade head`), so a fresh machine just works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api import account, assistants, calls, phone_numbers, voices
+from api.context import ApiContext
+from api.errors import install_error_handlers
+from models.settings import Settings
+from models.tables import Database
+
+DESCRIPTION = """Outbound AI phone calls, Revox-compatible: every call order is a durable Temporal
+workflow. Authenticate with `Authorization: Bearer <key>` (`outdial apikey create`, or the key
+`outdial dev` prints). Errors are JSON: `{"error": {"type", "message", "details"?}}`."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    temporal_client: Client | None = None,
+    database: Database | None = None,
+) -> FastAPI:
+    """The API for `settings` (default: environment, then temporal-dev.yaml). Pass a connected
+    `temporal_client` to share one (the dev stack does); otherwise the API connects on first use."""
+    settings = settings or Settings.load()
+    database = database or Database.for_url(settings.database_url)
+    context = ApiContext(settings, database, temporal_client)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(database.migrate)
+        yield
+
+    app = FastAPI(
+        title="outdial",
+        version="0.1.0",
+        summary="Revox-compatible outbound AI phone calls on Temporal",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    for module in (calls, assistants, phone_numbers, voices, account):
+        app.include_router(module.router)
+    return app

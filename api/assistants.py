@@ -1,0 +1,161 @@
+"""Assistants: saved configurations an order refers to by `assistant_id`. Validated by the seed's
+`Assistant` model (plus a name); `from_phone_number` must be one of the organization's numbers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import JSONResponse
+
+from activities.persistence import UnknownCallerId, assistant_view, phone_numbers_of, resolve_caller_id
+from api import store
+from api.auth import Authenticated
+from api.calls import ERRORS
+from api.context import ApiContext, get_context
+from api.errors import not_found, unprocessable
+from api.schemas import (
+    AssistantCreateParams,
+    AssistantListResponse,
+    AssistantResponse,
+    AssistantView,
+    Success,
+)
+from models.settings import Settings
+from models.tables import AssistantRecord, Database, utcnow
+
+router = APIRouter(tags=["assistants"])
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def view(record: AssistantRecord) -> dict[str, Any]:
+    """The assistant object of every /assistants response (the seed's shape + stt_model and type)."""
+    return AssistantView.model_validate(assistant_view(record).model_dump()).model_dump(mode="json")
+
+
+def _check_caller_id(
+    database: Database, settings: Settings, organization_id: str, assistant: AssistantCreateParams
+) -> None:
+    """The same rule as for orders: one of the organization's numbers (or the default trunk's)."""
+    if assistant.from_phone_number is None:
+        return
+    try:
+        resolve_caller_id(
+            phone_numbers_of(database, organization_id),
+            assistant.from_phone_number,
+            settings.default_from_phone_number,
+        )
+    except UnknownCallerId as err:
+        raise unprocessable("from_phone_number", str(err)) from None
+
+
+def _config(assistant: AssistantCreateParams) -> dict[str, Any]:
+    return assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
+
+
+def _create(
+    database: Database, settings: Settings, organization_id: str, assistant: AssistantCreateParams
+) -> AssistantRecord:
+    _check_caller_id(database, settings, organization_id, assistant)
+    now = utcnow()
+    record = AssistantRecord(
+        id=store.new_id(),
+        organization_id=organization_id,
+        name=assistant.name,
+        config=_config(assistant),
+        created_at=now,
+        updated_at=now,
+    )
+    return store.save_assistant(database, record)
+
+
+def _owned(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord:
+    record = store.get_assistant(database, organization_id, assistant_id)
+    if record is None:
+        raise not_found("assistant", assistant_id)
+    return record
+
+
+@router.post("/assistants", response_model=AssistantResponse, responses=ERRORS, summary="Create an assistant")
+async def create_assistant(
+    assistant: AssistantCreateParams, context: Context, principal: Authenticated
+) -> JSONResponse:
+    record = await context.db(
+        _create, context.database, context.settings, principal.organization_id, assistant
+    )
+    return JSONResponse({"assistant": view(record)})
+
+
+@router.get("/assistants", response_model=AssistantListResponse, responses=ERRORS, summary="List assistants")
+async def list_assistants(context: Context, principal: Authenticated) -> JSONResponse:
+    records = await context.db(store.list_assistants, context.database, principal.organization_id)
+    return JSONResponse({"assistants": [view(record) for record in records]})
+
+
+@router.get("/assistants/{id}", response_model=AssistantView, responses=ERRORS, summary="Get an assistant")
+async def retrieve_assistant(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    """The assistant itself, unwrapped (as the official client expects)."""
+    record = await context.db(_owned, context.database, principal.organization_id, id)
+    return JSONResponse(view(record))
+
+
+def _update(
+    database: Database, settings: Settings, organization_id: str, assistant_id: str, changes: dict[str, Any]
+) -> AssistantRecord:
+    record = _owned(database, organization_id, assistant_id)
+    merged = {**record.config, "name": record.name, **changes}
+    assistant = AssistantCreateParams.model_validate(merged)  # a ValidationError answers 422
+    _check_caller_id(database, settings, organization_id, assistant)
+    record.name = assistant.name
+    record.config = _config(assistant)
+    record.updated_at = utcnow()
+    return store.save_assistant(database, record)
+
+
+@router.patch(
+    "/assistants/{id}", response_model=AssistantResponse, responses=ERRORS, summary="Update an assistant"
+)
+async def update_assistant(
+    id: str,
+    context: Context,
+    principal: Authenticated,
+    changes: Annotated[
+        dict[str, Any],
+        Body(description="Any fields of the assistant; given fields replace the stored ones (null clears)."),
+    ],
+) -> JSONResponse:
+    """Partial update: the result is validated as a whole, exactly like a create."""
+    record = await context.db(
+        _update, context.database, context.settings, principal.organization_id, id, changes
+    )
+    return JSONResponse({"assistant": view(record)})
+
+
+@router.delete("/assistants/{id}", response_model=Success, responses=ERRORS, summary="Delete an assistant")
+async def delete_assistant(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    """Orders already placed keep the copy of the assistant they resolved."""
+    if not await context.db(store.delete_assistant, context.database, principal.organization_id, id):
+        raise not_found("assistant", id)
+    return JSONResponse(Success().model_dump())
+
+
+def _clone(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord:
+    source = _owned(database, organization_id, assistant_id)
+    now = utcnow()
+    copy = AssistantRecord(
+        id=store.new_id(),
+        organization_id=organization_id,
+        name=f"{source.name} (copy)"[:200],
+        config=dict(source.config),
+        created_at=now,
+        updated_at=now,
+    )
+    return store.save_assistant(database, copy)
+
+
+@router.post(
+    "/assistants/{id}/clone", response_model=AssistantResponse, responses=ERRORS, summary="Clone an assistant"
+)
+async def clone_assistant(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    record = await context.db(_clone, context.database, principal.organization_id, id)
+    return JSONResponse({"assistant": view(record)})

@@ -1,0 +1,181 @@
+"""API keys: `Authorization: Bearer <key>`; a key belongs to an organization (and the user it was
+issued to), and every object the API shows is scoped to that organization.
+
+Keys are 32 random bytes (`odk_` + URL-safe base64); only their SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from api.context import ApiContext, get_context
+from api.errors import ApiError
+from models.settings import Settings
+from models.tables import ApiKey, Database, Organization, PhoneNumberRecord, User, hash_api_key
+
+KEY_PREFIX = "odk_"
+DEV_KEY_FILE = Path(".outdial/dev-api-key")
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An outdial API key: `outdial apikey create`, or the one `outdial dev` prints.",
+)
+
+
+class Principal(BaseModel):
+    """Who is calling: the key's organization and user."""
+
+    organization_id: str
+    user_id: str | None
+    api_key_id: str
+
+
+def lookup_key(database: Database, key: str) -> Principal | None:
+    with database.session() as session:
+        record = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first()
+        if record is None or record.revoked_at is not None:
+            return None
+        return Principal(organization_id=record.organization_id, user_id=record.user_id, api_key_id=record.id)
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "authentication_error", message)
+
+
+async def authenticate(
+    context: Annotated[ApiContext, Depends(get_context)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Principal:
+    """The caller's organization, from its bearer key; 401 if the key is missing, unknown or revoked."""
+    if credentials is None or not credentials.credentials:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    principal = await context.db(lookup_key, context.database, credentials.credentials)
+    if principal is None:
+        raise _unauthorized("invalid API key")
+    return principal
+
+
+Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
+# --- issuing keys ------------------------------------------------------------------------------------------
+
+
+def ensure_organization(session: Session, organization_id: str, name: str | None = None) -> Organization:
+    organization = session.get(Organization, organization_id)
+    if organization is None:
+        organization = Organization(id=organization_id, name=name or organization_id)
+        session.add(organization)
+        session.flush()
+    return organization
+
+
+def ensure_user(session: Session, organization_id: str, email: str) -> User:
+    user = session.scalars(
+        select(User).where(User.organization_id == organization_id, User.email == email)
+    ).first()
+    if user is None:
+        user = User(id=f"user_{uuid.uuid4().hex[:16]}", organization_id=organization_id, email=email)
+        session.add(user)
+        session.flush()
+    return user
+
+
+def issue_api_key(
+    database: Database,
+    organization_id: str,
+    *,
+    name: str = "default",
+    email: str = "dev@localhost",
+    key: str | None = None,
+) -> str:
+    """Create a key for the organization (created if new) and return it; only its hash is stored.
+    Passing `key` registers a chosen key (e.g. OUTDIAL_DEV_API_KEY); registering it again is a no-op."""
+    key = key or KEY_PREFIX + secrets.token_urlsafe(32)
+    for _ in range(2):
+        try:
+            with database.session() as session:
+                if session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first():
+                    return key
+                ensure_organization(session, organization_id)
+                user = ensure_user(session, organization_id, email)
+                session.add(
+                    ApiKey(
+                        id=f"key_{uuid.uuid4().hex[:16]}",
+                        organization_id=organization_id,
+                        user_id=user.id,
+                        name=name,
+                        key_hash=hash_api_key(key),
+                        prefix=key[:12],
+                    )
+                )
+                session.commit()
+                return key
+        except IntegrityError:
+            continue  # another process created the same organization or user: look again
+    raise RuntimeError(f"could not create an API key for {organization_id}")
+
+
+def ensure_phone_number(
+    database: Database, organization_id: str, phone_number: str, trunk: str | None, label: str | None = None
+) -> None:
+    """The organization owns `phone_number` (idempotent)."""
+    with database.session() as session:
+        ensure_organization(session, organization_id)
+        exists = session.scalars(
+            select(PhoneNumberRecord).where(
+                PhoneNumberRecord.organization_id == organization_id,
+                PhoneNumberRecord.phone_number == phone_number,
+            )
+        ).first()
+        if exists is None:
+            session.add(
+                PhoneNumberRecord(
+                    id=str(uuid.uuid4()),
+                    organization_id=organization_id,
+                    phone_number=phone_number,
+                    label=label,
+                    livekit_outbound_trunk_id=trunk,
+                )
+            )
+        session.commit()
+
+
+def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
+    """The local stack's organization: its caller id (temporal-dev.yaml's default_from_phone_number on
+    LIVEKIT_SIP_OUTBOUND_TRUNK_ID) and an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one
+    kept in .outdial/dev-api-key from the last run, else a new one (then kept there)."""
+    database = Database.for_url(settings.database_url)
+    ensure_phone_number(
+        database,
+        settings.organization_id,
+        settings.default_from_phone_number,
+        os.environ.get("LIVEKIT_SIP_OUTBOUND_TRUNK_ID") or None,
+        label="dev stack default",
+    )
+    key = key or os.environ.get("OUTDIAL_DEV_API_KEY") or _kept_dev_key()
+    key = issue_api_key(database, settings.organization_id, name="dev stack", key=key)
+    if not os.environ.get("OUTDIAL_DEV_API_KEY"):
+        DEV_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+        DEV_KEY_FILE.write_text(key + "\n")
+        DEV_KEY_FILE.chmod(0o600)
+    return key
+
+
+def _kept_dev_key() -> str | None:
+    try:
+        return DEV_KEY_FILE.read_text().strip() or None
+    except OSError:
+        return None

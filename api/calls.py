@@ -1,0 +1,449 @@
+"""Call orders: `POST /call` starts a CallOrderWorkflow; reads come live from the workflow while it
+runs and from the database after; search, export and phone history read the database only."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.persistence import (
+    CallerId,
+    UnknownCallerId,
+    assistant_view,
+    call_columns,
+    find_assistant,
+    phone_numbers_of,
+    resolve_caller_id,
+)
+from api import store
+from api.auth import Authenticated
+from api.context import ApiContext, get_context
+from api.errors import ApiError, ErrorBody, not_found, unprocessable
+from api.schemas import (
+    CallExportParams,
+    CallExportResponse,
+    CallFilters,
+    CallResponse,
+    CallSearchResponse,
+    PhoneHistory,
+    PhoneHistoryResponse,
+    Success,
+)
+from models import (
+    DEFAULT_ASSISTANT_PROMPT,
+    Assistant,
+    Call,
+    CallAssistant,
+    CallCreateParams,
+    CallRetryConfig,
+    RetryConfigRecord,
+    call_assistant_from,
+)
+from models.common import TERMINAL_STATUSES
+from models.settings import Settings
+from models.tables import CallAttemptRecord, CallOrderRecord, Database, utcnow
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["calls"])
+Context = Annotated[ApiContext, Depends(get_context)]
+
+WORKFLOW_TYPE = "CallOrderWorkflow"
+QUERY_TIMEOUT = timedelta(seconds=5)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {401: "Missing or invalid API key", 404: "Not found", 422: "Invalid request"}.items()
+}
+
+
+def workflow_id(call_id: str) -> str:
+    return f"call-{call_id}"
+
+
+def _canonical_id(call_id: str) -> str:
+    """Call ids are UUIDs; anything else names no call (404, not 422: it is a path, not input)."""
+    try:
+        return str(uuid.UUID(call_id))
+    except ValueError:
+        raise not_found("call", call_id) from None
+
+
+async def _owned_call(context: ApiContext, organization_id: str, call_id: str) -> CallOrderRecord:
+    record = await context.db(store.get_call, context.database, organization_id, _canonical_id(call_id))
+    if record is None:
+        raise not_found("call", call_id)
+    return record
+
+
+# --- placing an order ------------------------------------------------------------------------------------
+
+
+def resolve_order(
+    database: Database, settings: Settings, organization_id: str, call_id: str, params: CallCreateParams
+) -> tuple[CallAssistant, CallerId, CallRetryConfig]:
+    """What `prepare_order` will resolve, checked before the workflow starts so that an unknown
+    assistant_id or a caller id the organization does not own is a 422, not an errored order."""
+    if params.assistant_id is not None:
+        record = find_assistant(database, organization_id, params.assistant_id)
+        if record is None:
+            raise unprocessable("assistant_id", f"assistant {params.assistant_id} not found")
+        inline = Assistant.model_validate(record.config)
+        assistant = assistant_view(record)
+    else:
+        inline = params.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
+        assistant = call_assistant_from(
+            inline, id=f"inline-{call_id}", organization_id=organization_id, now=utcnow()
+        )
+    try:
+        caller = resolve_caller_id(
+            phone_numbers_of(database, organization_id),
+            params.from_phone_number or inline.from_phone_number,
+            settings.default_from_phone_number,
+        )
+    except UnknownCallerId as err:
+        field = "from_phone_number" if params.from_phone_number else "assistant.from_phone_number"
+        raise unprocessable(field, str(err)) from None
+    return assistant, caller, inline.call_retry_config or CallRetryConfig()
+
+
+def initial_call(
+    call_id: str,
+    organization_id: str,
+    params: CallCreateParams,
+    assistant: CallAssistant,
+    caller: CallerId,
+    retry: CallRetryConfig,
+    now: datetime,
+) -> Call:
+    """The Call as `POST /call` answers it, before the workflow's first state arrives."""
+    return Call(
+        id=call_id,
+        assistant=assistant,
+        call_attempts=[],
+        call_retry_config=RetryConfigRecord.model_validate(retry.model_dump()),
+        calls_count=0,
+        created_at=now,
+        direction="outbound",
+        first_sentence_delay_ms=assistant.first_sentence_delay_ms,
+        from_phone_number=caller.phone_number,
+        llm_model=assistant.llm_model,
+        metadata=params.metadata,
+        organization_id=organization_id,
+        prompt_variables=params.prompt_variables,
+        scheduled_at=params.scheduled_at or now,
+        status="initializing",
+        to_phone_number=params.phone_number,
+        updated_at=now,
+    )
+
+
+def request_hash(params: CallCreateParams) -> str:
+    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _start(context: ApiContext, record: CallOrderRecord, params: CallCreateParams) -> None:
+    """Start the order's workflow; already started (a retried request) counts as started.
+
+    REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
+    client: Client = await context.temporal()
+    try:
+        await client.start_workflow(
+            WORKFLOW_TYPE,
+            params,
+            id=workflow_id(record.id),
+            task_queue=context.settings.task_queue,
+            memo={"organization_id": record.organization_id},
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"call {params.phone_number}",
+        )
+    except WorkflowAlreadyStartedError:
+        return
+    except RPCError as err:
+        raise ApiError(503, "unavailable", f"could not start the call order: {err.message}") from err
+
+
+async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> JSONResponse:
+    """A retried `POST /call` with the same Idempotency-Key: the same call, never a second one."""
+    if record.request_hash != digest:
+        raise ApiError(409, "conflict", "this Idempotency-Key was already used with a different request body")
+    if record.seq == 0 and record.params is not None:  # the first request may have died before starting it
+        await _start(context, record, CallCreateParams.model_validate(record.params))
+    return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
+
+
+@router.post("/call", response_model=CallResponse, responses=ERRORS, summary="Place a call")
+async def create_call(
+    params: CallCreateParams,
+    context: Context,
+    principal: Authenticated,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Retrying a POST with the same key returns the same call instead of a second one.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Start a call order (a CallOrderWorkflow) and answer at once with its Call (`initializing`)."""
+    organization_id = principal.organization_id
+    digest = request_hash(params)
+    if idempotency_key:
+        existing = await context.db(store.get_call_by_key, context.database, organization_id, idempotency_key)
+        if existing is not None:
+            return await _replay(context, existing, digest)
+    call_id = str(uuid.uuid4())
+    assistant, caller, retry = await context.db(
+        resolve_order, context.database, context.settings, organization_id, call_id, params
+    )
+    call = initial_call(call_id, organization_id, params, assistant, caller, retry, utcnow())
+    record = CallOrderRecord(
+        id=call_id,
+        **call_columns(call, 0),
+        params=params.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    stored = await context.db(store.insert_call, context.database, record)
+    if stored.id != call_id:  # a concurrent request with the same key won
+        return await _replay(context, stored, digest)
+    try:
+        await _start(context, stored, params)
+    except Exception:
+        await context.db(store.delete_placeholder, context.database, call_id)
+        raise
+    return JSONResponse({"call": call.model_dump(mode="json")})
+
+
+# --- reading and steering one order -------------------------------------------------------------------------
+
+
+async def current_call(context: ApiContext, record: CallOrderRecord) -> Call:
+    """Live from the workflow's `call` query while the order runs, else (or if the query cannot be
+    answered: no worker, Temporal down) the stored state."""
+    if record.status not in TERMINAL_STATUSES:
+        try:
+            client = await context.temporal()
+            live = await client.get_workflow_handle(workflow_id(record.id)).query(
+                "call", result_type=Call, rpc_timeout=QUERY_TIMEOUT
+            )
+            if live.organization_id == record.organization_id:
+                return live
+        except Exception as err:  # noqa: BLE001 — any failure falls back to the database
+            log.debug("live query of call %s failed, answering from the database: %s", record.id, err)
+        fresher = await context.db(store.get_call, context.database, record.organization_id, record.id)
+        record = fresher or record
+    return Call.model_validate(record.call)
+
+
+@router.get("/call/{id}", response_model=CallResponse, responses=ERRORS, summary="Get a call")
+async def retrieve_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    record = await _owned_call(context, principal.organization_id, id)
+    return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
+
+
+async def _signal(context: ApiContext, organization_id: str, call_id: str, signal: str) -> JSONResponse:
+    record = await _owned_call(context, organization_id, call_id)
+    verb = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}[signal]
+    if record.status in TERMINAL_STATUSES:
+        raise ApiError(409, "conflict", f"call {record.id} is {record.status}; it can no longer be {verb}")
+    client = await context.temporal()
+    try:
+        await client.get_workflow_handle(workflow_id(record.id)).signal(signal)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(
+                409, "conflict", f"call {record.id} has ended; it can no longer be {verb}"
+            ) from err
+        raise ApiError(503, "unavailable", f"could not signal the call order: {err.message}") from err
+    return JSONResponse(Success().model_dump())
+
+
+@router.post("/call/{id}/cancel", response_model=Success, responses=ERRORS, summary="Cancel a call")
+async def cancel_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    """Cancel a scheduled or running order; a call in progress ends gracefully."""
+    return await _signal(context, principal.organization_id, id, "cancel")
+
+
+@router.post("/call/{id}/pause", response_model=Success, responses=ERRORS, summary="Pause a call")
+async def pause_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    """Hold the order before its next attempt; an attempt in progress finishes."""
+    return await _signal(context, principal.organization_id, id, "pause")
+
+
+@router.post("/call/{id}/resume", response_model=Success, responses=ERRORS, summary="Resume a call")
+async def resume_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
+    """Resume a paused order; its next attempt is scheduled afresh."""
+    return await _signal(context, principal.organization_id, id, "resume")
+
+
+# --- many orders ------------------------------------------------------------------------------------------
+
+
+@router.post("/call/search", response_model=CallSearchResponse, responses=ERRORS, summary="Search calls")
+async def search_calls(filters: CallFilters, context: Context, principal: Authenticated) -> JSONResponse:
+    """The organization's calls matching every given filter, a page at a time (pages count from 1)."""
+    records, total = await context.db(
+        store.search_calls, context.database, principal.organization_id, filters
+    )
+    return JSONResponse({"calls": [record.call for record in records], "total_count": total})
+
+
+EXPORT_COLUMNS = [
+    "call_id",
+    "attempt_id",
+    "attempt_number",
+    "to_phone_number",
+    "from_phone_number",
+    "call_status",
+    "attempt_status",
+    "result",
+    "dial_error",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_seconds",
+    "ended_by",
+    "end_reason",
+    "outcome",
+    "outcome_summary",
+    "assistant_id",
+    "created_at",
+    "scheduled_at",
+    "recording_url",
+    "transcript",
+]
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value else ""
+
+
+def _transcript_text(entries: list[dict[str, Any]] | None) -> str:
+    return "\n".join(f"{entry.get('role')}: {entry.get('content', '')}" for entry in entries or [])
+
+
+def render_csv(
+    rows: list[tuple[CallOrderRecord, list[CallAttemptRecord]]], *, metadata: bool, structured: bool
+) -> str:
+    """One line per attempt (a call without attempts gets one line), oldest attempt first."""
+    metadata_keys = (
+        sorted({k for call, _ in rows for k in (call.call.get("metadata") or {})}) if metadata else []
+    )
+    output_keys = (
+        sorted({k for _, attempts in rows for a in attempts for k in (a.structured_output or {})})
+        if structured
+        else []
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        EXPORT_COLUMNS
+        + [f"metadata.{k}" for k in metadata_keys]
+        + [f"structured_output.{k}" for k in output_keys]
+    )
+    for call, attempts in rows:
+        call_metadata = call.call.get("metadata") or {}
+        for attempt in attempts or [None]:
+            duration = ""
+            if attempt and attempt.answered_at and attempt.ended_at:
+                duration = f"{(attempt.ended_at - attempt.answered_at).total_seconds():g}"
+            output = (attempt.structured_output if attempt else None) or {}
+            writer.writerow(
+                [
+                    call.id,
+                    attempt.id if attempt else "",
+                    attempt.number if attempt else "",
+                    call.to_phone_number,
+                    call.from_phone_number,
+                    call.status,
+                    attempt.status if attempt else "",
+                    (attempt.result or "") if attempt else "",
+                    (attempt.dial_error or "") if attempt else "",
+                    _iso(attempt.started_at) if attempt else "",
+                    _iso(attempt.answered_at) if attempt else "",
+                    _iso(attempt.ended_at) if attempt else "",
+                    duration,
+                    (attempt.ended_by or "") if attempt else "",
+                    (attempt.end_reason or "") if attempt else "",
+                    call.outcome or "",
+                    call.call.get("outcome_summary") or "",
+                    call.assistant_id or "",
+                    _iso(call.created_at),
+                    _iso(call.scheduled_at),
+                    (attempt.recording_url or "") if attempt else "",
+                    _transcript_text(attempt.transcript) if attempt else "",
+                ]
+                + [call_metadata.get(k, "") for k in metadata_keys]
+                + [_cell(output.get(k)) for k in output_keys]
+            )
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@router.post("/call/export", response_model=CallExportResponse, responses=ERRORS, summary="Export calls")
+async def export_calls(params: CallExportParams, context: Context, principal: Authenticated) -> JSONResponse:
+    """Every attempt of the calls matching `filters` (all pages, not just `page`), as CSV text."""
+    rows = await context.db(store.export_calls, context.database, principal.organization_id, params.filters)
+    text = render_csv(
+        rows, metadata=params.include_metadata, structured=params.include_structured_output_fields
+    )
+    filename = f"calls-{utcnow().strftime('%Y%m%dT%H%M%SZ')}.csv"
+    return JSONResponse(CallExportResponse(csv=text, filename=filename).model_dump())
+
+
+@router.get(
+    "/calls/phone-history", response_model=PhoneHistoryResponse, responses=ERRORS, summary="Phone history"
+)
+async def phone_history(context: Context, principal: Authenticated) -> JSONResponse:
+    """Per number called: attempts made, whether a human was reached, the last outcome, do-not-contact."""
+    calls, attempts = await context.db(store.phone_history_rows, context.database, principal.organization_id)
+    history: dict[str, dict[str, Any]] = {}
+    for number, outcome, _updated in calls:  # oldest first: the last outcome seen is the latest
+        entry = history.setdefault(
+            number,
+            {
+                "campaigns": [],
+                "count": 0,
+                "do_not_contact": False,
+                "last_outcome": None,
+                "reached_human": False,
+            },
+        )
+        if outcome:
+            entry["last_outcome"] = outcome
+            entry["do_not_contact"] |= outcome == "do_not_contact"
+    last_called: dict[str, datetime] = {}
+    for number, result, started_at in attempts:
+        entry = history[number]
+        entry["count"] += 1
+        entry["reached_human"] |= result == "human"
+        if started_at and (number not in last_called or started_at > last_called[number]):
+            last_called[number] = started_at
+    body = {
+        number: PhoneHistory(
+            **entry,
+            hot=entry["last_outcome"] == "interested",
+            last_called_at=_iso(last_called.get(number)) or None,
+        )
+        for number, entry in history.items()
+    }
+    return JSONResponse(PhoneHistoryResponse(phone_history=body).model_dump(mode="json"))

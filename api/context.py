@@ -1,0 +1,54 @@
+"""What every request handler shares: settings, the database and the Temporal client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from fastapi import Request
+from temporalio.client import Client
+
+from api.errors import ApiError
+from models.settings import Settings
+from models.tables import Database
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ApiContext:
+    """The API's dependencies. The Temporal client connects on first use (and again after a failure),
+    so the API starts, and serves everything but call orders, while Temporal is still coming up."""
+
+    def __init__(self, settings: Settings, database: Database, temporal: Client | None = None) -> None:
+        self.settings = settings
+        self.database = database
+        self._temporal = temporal
+        self._connecting = asyncio.Lock()
+
+    async def temporal(self) -> Client:
+        if self._temporal is not None:
+            return self._temporal
+        async with self._connecting:
+            if self._temporal is None:
+                from workers.worker import connect
+
+                try:
+                    self._temporal = await connect(self.settings)
+                except Exception as err:  # noqa: BLE001 — any connection failure is "unavailable"
+                    log.warning("Temporal at %s unavailable: %s", self.settings.temporal_address, err)
+                    raise ApiError(
+                        503, "unavailable", f"Temporal at {self.settings.temporal_address} is unavailable"
+                    ) from err
+        return self._temporal
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking database function off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def get_context(request: Request) -> ApiContext:
+    return request.app.state.context

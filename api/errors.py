@@ -1,0 +1,141 @@
+"""Errors as JSON: `{"error": {"type", "message", "details"?}}` with 401/404/409/422/501/503.
+
+Bad input is never a 500: request validation, malformed JSON, database refusals of odd values (NUL
+bytes, out-of-range numbers) all answer 422 naming the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status, e.g. ApiError(404, "not_found", "call ... not found")."""
+
+    def __init__(
+        self, status: int, type: str, message: str, *, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.details = details
+
+
+def not_found(what: str, id: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {id!r} not found")
+
+
+def unprocessable(field: str, message: str) -> ApiError:
+    """A 422 for a cross-resource check (unknown assistant_id, foreign from_phone_number, ...)."""
+    return ApiError(
+        422,
+        "validation_error",
+        f"{field}: {message}",
+        details=[{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
+    )
+
+
+_STATUS_TYPES = {
+    400: "bad_request",
+    401: "authentication_error",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    501: "not_implemented",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    type: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(type=type, message=message, details=details))
+    headers = dict(headers or {})
+    if status == 409:
+        headers["x-should-retry"] = "false"  # the Revox client retries 409s unless told not to
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _validation_details(errors: Any) -> list[dict[str, Any]]:
+    details = []
+    for error in errors:
+        details.append(
+            {
+                "loc": list(error.get("loc", ())),
+                "msg": error.get("msg", ""),
+                "type": error.get("type", ""),
+            }
+        )
+    return jsonable_encoder(details)
+
+
+def _summary(details: list[dict[str, Any]]) -> str:
+    parts = []
+    for detail in details[:5]:
+        loc = ".".join(str(p) for p in detail["loc"] if p not in ("body", "query", "path", "header"))
+        parts.append(f"{loc}: {detail['msg']}" if loc else detail["msg"])
+    more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.type, err.message, details=err.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        details = _validation_details(err.errors())
+        return error_response(422, "validation_error", _summary(details), details=details)
+
+    @app.exception_handler(ValidationError)
+    async def _model_invalid(_: Request, err: ValidationError) -> JSONResponse:
+        details = _validation_details(err.errors(include_url=False))
+        return error_response(422, "validation_error", _summary(details), details=details)
+
+    @app.exception_handler(DataError)
+    async def _data_refused(_: Request, err: DataError) -> JSONResponse:
+        # The database refused a value our validation let through (e.g. a NUL byte for PostgreSQL).
+        log.info("database refused a value: %s", err.orig)
+        return error_response(422, "validation_error", "a value could not be stored (unsupported characters)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        kind = _STATUS_TYPES.get(err.status_code, "error")
+        message = err.detail if isinstance(err.detail, str) else kind.replace("_", " ")
+        return error_response(err.status_code, kind, message, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=err)
+        return error_response(500, "internal_error", "internal error; see the API's log")

@@ -1,0 +1,257 @@
+"""Request and response bodies of the HTTP API, in the official Revox client's shapes (revox 0.5.0:
+`types/*.py`). Call and assistant objects are the seed's models (`models.Call`, `models.CallAssistant`);
+this module adds the wrappers (`{call}`, `{assistant}`, lists) and the other resources."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from models import Assistant, Call, CallAssistant
+from models.common import E164, AttemptResult, CallStatus, Direction, Outcome
+
+MAX_FILTER_VALUES = 500
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+FilterValues = Annotated[
+    list[Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]], Field(max_length=MAX_FILTER_VALUES)
+]
+
+
+class Success(BaseModel):
+    success: bool = True
+
+
+# --- calls ---------------------------------------------------------------------------------------------
+
+
+class CallResponse(BaseModel):
+    """`POST /call` and `GET /call/{id}`: the seed's Call, wrapped."""
+
+    call: Call
+
+
+SortField = Literal[
+    "created_at", "updated_at", "scheduled_at", "status", "to_phone_number", "outcome", "calls_count"
+]
+
+
+class CallFilters(BaseModel):
+    """The filters of `POST /call/search` (and of export). An empty list filters nothing; "none" in
+    outcomes/results matches calls without one. Pages count from 1."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    assignee_ids: FilterValues = Field(default_factory=list)
+    assistant_ids: FilterValues = Field(default_factory=list)
+    campaign_ids: FilterValues = Field(default_factory=list)
+    directions: Annotated[list[Direction], Field(max_length=2)] = Field(default_factory=list)
+    from_phone_numbers: FilterValues = Field(default_factory=list)
+    outcomes: Annotated[list[Outcome | Literal["none"]], Field(max_length=20)] = Field(default_factory=list)
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    page_size: int = Field(default=20, ge=1, le=500)
+    results: Annotated[list[AttemptResult | Literal["none"]], Field(max_length=20)] = Field(
+        default_factory=list
+    )
+    statuses: Annotated[list[CallStatus | Literal["not_launched"]], Field(max_length=20)] = Field(
+        default_factory=list
+    )
+    call_ids: FilterValues | None = None
+    query: Annotated[Text, Field(max_length=200)] | None = None
+    sort_by: SortField | None = None
+    sort_direction: Literal["asc", "desc"] = "desc"
+    to_phone_number: Annotated[Text, Field(max_length=32)] | None = None
+
+
+class CallSearchResponse(BaseModel):
+    calls: list[Call]
+    total_count: int
+
+
+class CallExportParams(BaseModel):
+    """`POST /call/export`: every attempt of every call matching `filters` (paging ignored), as CSV."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    filters: CallFilters
+    include_metadata: bool = False
+    include_structured_output_fields: bool = False
+
+
+class CallExportResponse(BaseModel):
+    csv: str
+    filename: str
+
+
+class PhoneHistoryCampaign(BaseModel):
+    id: str
+    name: str
+
+
+class PhoneHistory(BaseModel):
+    campaigns: list[PhoneHistoryCampaign]
+    count: int  # attempts dialled to this number
+    do_not_contact: bool
+    hot: bool  # the last outcome was `interested`
+    last_called_at: str | None = None
+    last_outcome: Outcome | None = None
+    reached_human: bool
+
+
+class PhoneHistoryResponse(BaseModel):
+    phone_history: dict[str, PhoneHistory]
+
+
+# --- assistants ---------------------------------------------------------------------------------------------
+
+
+class AssistantCreateParams(Assistant):
+    """`POST /assistants`: the seed's assistant plus its name."""
+
+    name: Name
+
+
+class AssistantView(CallAssistant):
+    """An assistant as `/assistants` shows it: the seed's assistant object plus the newer client's
+    required `stt_model` and `type`."""
+
+    stt_model: Literal["stt-rt-v4", "stt-rt-v5"] = "stt-rt-v5"
+    type: Literal["standalone", "multi-step", "sub-assistant"] = "standalone"
+
+
+class AssistantResponse(BaseModel):
+    assistant: AssistantView
+
+
+class AssistantListResponse(BaseModel):
+    assistants: list[AssistantView]
+
+
+# --- phone numbers ----------------------------------------------------------------------------------------
+
+
+class PhoneNumberView(BaseModel):
+    id: str
+    created_at: Any
+    created_by: dict[str, Any] | None = None
+    inbound_assistant: AssistantView | None = None
+    inbound_sip_uri: str | None = None
+    label: str | None = None
+    livekit_outbound_trunk_id: str | None = None
+    phone_number: str
+    provider: Literal["twilio", "telnyx", "sip"] = "sip"
+    source: Literal["user_imported", "revox_provisioned", "revox_purchased"] = "user_imported"
+    type: Literal["owned_number", "verified_caller_id"] = "owned_number"
+
+
+class PhoneNumberListResponse(BaseModel):
+    phone_numbers: list[PhoneNumberView]
+
+
+class PhoneNumberResponse(BaseModel):
+    phone_number: PhoneNumberView
+
+
+class PhoneNumberCreateParams(BaseModel):
+    """`POST /phone-numbers` (outdial's addition: the client has no create): a caller id and its trunk."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone_number: E164
+    label: Annotated[Text, Field(max_length=200)] | None = None
+    livekit_outbound_trunk_id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+
+
+class PhoneNumberUpdateParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inbound_assistant_id: Annotated[Text, Field(max_length=64)] | None = None
+    label: Annotated[Text, Field(max_length=200)] | None = None
+    livekit_outbound_trunk_id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+
+
+# --- voices, account ----------------------------------------------------------------------------------------
+
+Language = Literal["en", "fr", "es", "de", "it", "pt", "ru", "zh"]
+VoiceProviderName = Literal["cartesia", "elevenlabs", "gradium"]
+
+
+class VoiceInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    description: str
+    language: Language
+    name: str
+    provider: VoiceProviderName
+    accent: str | None = None
+    gender: str | None = None
+    is_cloned: bool | None = Field(default=None, alias="isCloned")
+    model_compat: Literal["universal", "sonic-3", "sonic-3.5"] | None = Field(
+        default=None, alias="modelCompat"
+    )
+
+
+class VoiceListResponse(BaseModel):
+    voices: list[VoiceInfo]
+
+
+class VoiceSummary(BaseModel):
+    id: str
+    name: str
+    description: str | None = None
+
+
+class VoiceRetrieveResponse(BaseModel):
+    voice: VoiceSummary
+
+
+class VoicePreviewParams(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    provider: VoiceProviderName
+    voice_id: Annotated[Text, Field(min_length=1, max_length=200)] = Field(alias="voiceId")
+    model: Literal["sonic-3", "sonic-3.5"] | None = None
+    speed: float | None = Field(default=None, ge=0.6, le=1.5)
+    text: Annotated[Text, Field(max_length=500)] | None = None
+    volume: float | None = Field(default=None, ge=0.5, le=2.0)
+
+
+class VoiceCloneParams(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    audio: str
+    content_type: Literal["audio/webm", "audio/wav", "audio/mpeg", "audio/ogg", "audio/mp4", "video/webm"] = (
+        Field(alias="contentType")
+    )
+    language: Language
+    name: Name
+
+
+class UserView(BaseModel):
+    id: str
+    created_at: Any
+    email: str
+    first_name: str | None = None
+    has_completed_onboarding: bool = True
+    last_name: str | None = None
+    organization_id: str
+    updated_at: Any
+    organization_country: str | None = None
+
+
+class UserResponse(BaseModel):
+    user: UserView
+
+
+class AuthStatus(BaseModel):
+    authenticated: bool

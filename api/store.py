@@ -1,0 +1,303 @@
+"""The API's database operations (blocking; handlers run them with `ApiContext.db`). Every query is
+scoped to one organization."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import String, asc, cast, delete, desc, false, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from api.schemas import CallFilters
+from models.tables import (
+    AssistantRecord,
+    CallAttemptRecord,
+    CallOrderRecord,
+    Database,
+    Organization,
+    PhoneNumberRecord,
+    User,
+    utcnow,
+)
+
+# --- call orders ----------------------------------------------------------------------------------------
+
+
+def get_call(database: Database, organization_id: str, call_id: str) -> CallOrderRecord | None:
+    with database.session() as session:
+        record = session.get(CallOrderRecord, call_id)
+        return record if record and record.organization_id == organization_id else None
+
+
+def get_call_by_key(database: Database, organization_id: str, key: str) -> CallOrderRecord | None:
+    with database.session() as session:
+        query = select(CallOrderRecord).where(
+            CallOrderRecord.organization_id == organization_id, CallOrderRecord.idempotency_key == key
+        )
+        return session.scalars(query).first()
+
+
+def insert_call(database: Database, record: CallOrderRecord) -> CallOrderRecord:
+    """Insert the API's placeholder row; with an idempotency key already used, return that call's row."""
+    try:
+        with database.session() as session:
+            session.add(record)
+            session.commit()
+            return record
+    except IntegrityError:
+        if record.idempotency_key is None:
+            raise
+        existing = get_call_by_key(database, record.organization_id, record.idempotency_key)
+        if existing is None:
+            raise
+        return existing
+
+
+def delete_placeholder(database: Database, call_id: str) -> None:
+    """Forget an order whose workflow could not be started (only if no workflow wrote to it)."""
+    with database.session() as session:
+        session.execute(
+            delete(CallOrderRecord).where(CallOrderRecord.id == call_id, CallOrderRecord.seq == 0)
+        )
+        session.commit()
+
+
+_SORT_COLUMNS: dict[str, Any] = {
+    "created_at": CallOrderRecord.created_at,
+    "updated_at": CallOrderRecord.updated_at,
+    "scheduled_at": CallOrderRecord.scheduled_at,
+    "status": CallOrderRecord.status,
+    "to_phone_number": CallOrderRecord.to_phone_number,
+    "outcome": CallOrderRecord.outcome,
+    "calls_count": CallOrderRecord.calls_count,
+}
+
+
+def _in_or_none(column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values`, where the value "none" matches NULL."""
+    named = [v for v in values if v != "none"]
+    clauses = [column.in_(named)] if named else []
+    if "none" in values:
+        clauses.append(column.is_(None))
+    return or_(*clauses)
+
+
+def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[bool]]:
+    row = CallOrderRecord
+    where: list[ColumnElement[bool]] = [row.organization_id == organization_id]
+    if filters.assignee_ids or filters.campaign_ids:
+        where.append(false())  # outdial has neither assignees nor campaigns: nothing matches
+    if filters.assistant_ids:
+        where.append(row.assistant_id.in_(filters.assistant_ids))  # type: ignore[union-attr]
+    if filters.directions:
+        where.append(row.direction.in_(filters.directions))  # type: ignore[attr-defined]
+    if filters.from_phone_numbers:
+        where.append(row.from_phone_number.in_(filters.from_phone_numbers))  # type: ignore[attr-defined]
+    if filters.outcomes:
+        where.append(_in_or_none(row.outcome, filters.outcomes))
+    if filters.results:
+        where.append(_in_or_none(row.last_result, filters.results))
+    if filters.statuses:
+        where.append(row.status.in_(filters.statuses))  # type: ignore[attr-defined]
+    if filters.call_ids is not None:
+        where.append(row.id.in_(filters.call_ids))  # type: ignore[attr-defined]
+    if filters.to_phone_number:
+        where.append(row.to_phone_number == filters.to_phone_number)
+    if filters.query:
+        needle = filters.query.lower()
+        where.append(
+            or_(
+                func.lower(row.id).contains(needle, autoescape=True),
+                func.lower(row.to_phone_number).contains(needle, autoescape=True),
+                func.lower(cast(row.call, String)).contains(needle, autoescape=True),
+            )
+        )
+    return where
+
+
+def _order(filters: CallFilters) -> list[Any]:
+    column = _SORT_COLUMNS[filters.sort_by or "created_at"]
+    direction = asc if filters.sort_direction == "asc" else desc
+    return [direction(column), direction(CallOrderRecord.id)]
+
+
+def search_calls(
+    database: Database, organization_id: str, filters: CallFilters
+) -> tuple[list[CallOrderRecord], int]:
+    where = _filters(organization_id, filters)
+    with database.session() as session:
+        total = session.scalar(select(func.count()).select_from(CallOrderRecord).where(*where)) or 0
+        query = (
+            select(CallOrderRecord)
+            .where(*where)
+            .order_by(*_order(filters))
+            .offset((filters.page - 1) * filters.page_size)
+            .limit(filters.page_size)
+        )
+        return list(session.scalars(query)), total
+
+
+EXPORT_LIMIT = 100_000
+
+
+def export_calls(
+    database: Database, organization_id: str, filters: CallFilters
+) -> list[tuple[CallOrderRecord, list[CallAttemptRecord]]]:
+    """The matching calls (all pages, up to EXPORT_LIMIT) with their attempts, oldest attempt first."""
+    with database.session() as session:
+        calls = list(
+            session.scalars(
+                select(CallOrderRecord)
+                .where(*_filters(organization_id, filters))
+                .order_by(*_order(filters))
+                .limit(EXPORT_LIMIT)
+            )
+        )
+        attempts: dict[str, list[CallAttemptRecord]] = {call.id: [] for call in calls}
+        ids = list(attempts)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = session.scalars(
+                select(CallAttemptRecord)
+                .where(CallAttemptRecord.call_id.in_(chunk))  # type: ignore[attr-defined]
+                .order_by(CallAttemptRecord.call_id, CallAttemptRecord.number)
+            )
+            for row in rows:
+                attempts[row.call_id].append(row)
+        return [(call, attempts[call.id]) for call in calls]
+
+
+def phone_history_rows(
+    database: Database, organization_id: str
+) -> tuple[list[tuple[str, str | None, datetime]], list[tuple[str, str | None, datetime | None]]]:
+    """(to_phone_number, outcome, updated_at) per call; (to_phone_number, result, started_at) per attempt."""
+    with database.session() as session:
+        calls = session.execute(
+            select(CallOrderRecord.to_phone_number, CallOrderRecord.outcome, CallOrderRecord.updated_at)
+            .where(CallOrderRecord.organization_id == organization_id)
+            .order_by(CallOrderRecord.updated_at)
+        ).all()
+        attempts = session.execute(
+            select(CallOrderRecord.to_phone_number, CallAttemptRecord.result, CallAttemptRecord.started_at)
+            .join(CallOrderRecord, CallOrderRecord.id == CallAttemptRecord.call_id)
+            .where(CallAttemptRecord.organization_id == organization_id)
+        ).all()
+        return [tuple(row) for row in calls], [tuple(row) for row in attempts]  # type: ignore[misc]
+
+
+# --- assistants --------------------------------------------------------------------------------------------
+
+
+def get_assistant(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord | None:
+    with database.session() as session:
+        record = session.get(AssistantRecord, assistant_id)
+        return record if record and record.organization_id == organization_id else None
+
+
+def list_assistants(database: Database, organization_id: str) -> list[AssistantRecord]:
+    with database.session() as session:
+        query = (
+            select(AssistantRecord)
+            .where(AssistantRecord.organization_id == organization_id)
+            .order_by(AssistantRecord.created_at, AssistantRecord.id)
+        )
+        return list(session.scalars(query))
+
+
+def save_assistant(database: Database, record: AssistantRecord) -> AssistantRecord:
+    with database.session() as session:
+        if session.get(Organization, record.organization_id) is None:
+            session.add(Organization(id=record.organization_id, name=record.organization_id))
+            session.flush()
+        record = session.merge(record)
+        session.commit()
+        return record
+
+
+def delete_assistant(database: Database, organization_id: str, assistant_id: str) -> bool:
+    with database.session() as session:
+        deleted = session.execute(
+            delete(AssistantRecord).where(
+                AssistantRecord.id == assistant_id, AssistantRecord.organization_id == organization_id
+            )
+        )
+        session.execute(
+            update(PhoneNumberRecord)
+            .where(
+                PhoneNumberRecord.organization_id == organization_id,
+                PhoneNumberRecord.inbound_assistant_id == assistant_id,
+            )
+            .values(inbound_assistant_id=None)
+        )
+        session.commit()
+        return bool(deleted.rowcount)  # type: ignore[attr-defined]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- phone numbers ---------------------------------------------------------------------------------------
+
+
+def get_phone_number(database: Database, organization_id: str, number_id: str) -> PhoneNumberRecord | None:
+    with database.session() as session:
+        record = session.get(PhoneNumberRecord, number_id)
+        return record if record and record.organization_id == organization_id else None
+
+
+def add_phone_number(database: Database, record: PhoneNumberRecord) -> PhoneNumberRecord | None:
+    """Insert a caller id; None if the organization already has that number."""
+    try:
+        with database.session() as session:
+            if session.get(Organization, record.organization_id) is None:
+                session.add(Organization(id=record.organization_id, name=record.organization_id))
+                session.flush()
+            session.add(record)
+            session.commit()
+            return record
+    except IntegrityError:
+        return None
+
+
+def update_phone_number(
+    database: Database, record: PhoneNumberRecord, changes: dict[str, Any]
+) -> PhoneNumberRecord:
+    with database.session() as session:
+        stored = session.get(PhoneNumberRecord, record.id)
+        assert stored is not None
+        for name, value in changes.items():
+            setattr(stored, name, value)
+        stored.updated_at = utcnow()
+        session.commit()
+        return stored
+
+
+def delete_phone_number(database: Database, organization_id: str, number_id: str) -> bool:
+    with database.session() as session:
+        deleted = session.execute(
+            delete(PhoneNumberRecord).where(
+                PhoneNumberRecord.id == number_id, PhoneNumberRecord.organization_id == organization_id
+            )
+        )
+        session.commit()
+        return bool(deleted.rowcount)  # type: ignore[attr-defined]
+
+
+# --- account -----------------------------------------------------------------------------------------------
+
+
+def get_user(
+    database: Database, organization_id: str, user_id: str | None
+) -> tuple[User | None, Organization | None]:
+    with database.session() as session:
+        user = session.get(User, user_id) if user_id else None
+        return user, session.get(Organization, organization_id)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

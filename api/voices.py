@@ -1,0 +1,136 @@
+"""Voices: a catalog of Cartesia and ElevenLabs stock voices kept as data (`api/voices.json`), so an
+assistant's `voice.id` can be chosen without a provider account. Preview proxies the provider's TTS
+when its key is configured (CARTESIA_API_KEY / ELEVENLABS_API_KEY); otherwise it, like clone, answers
+501 saying what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from api.auth import Authenticated
+from api.calls import ERRORS
+from api.errors import ApiError, ErrorBody, not_found
+from api.schemas import (
+    VoiceCloneParams,
+    VoiceInfo,
+    VoiceListResponse,
+    VoicePreviewParams,
+    VoiceProviderName,
+    VoiceRetrieveResponse,
+    VoiceSummary,
+)
+
+router = APIRouter(tags=["voices"])
+CATALOG = Path(__file__).with_name("voices.json")
+PROVIDER_KEYS = {"cartesia": "CARTESIA_API_KEY", "elevenlabs": "ELEVENLABS_API_KEY"}
+PROVIDER_URLS = {"cartesia": "https://api.cartesia.ai", "elevenlabs": "https://api.elevenlabs.io"}
+CARTESIA_VERSION = "2025-04-16"
+DEFAULT_PREVIEW_TEXT = "Hello! This is a preview of my voice. How does it sound?"
+NOT_IMPLEMENTED = {501: {"model": ErrorBody, "description": "No key configured for the provider"}}
+
+
+@cache
+def catalog() -> tuple[VoiceInfo, ...]:
+    return tuple(VoiceInfo.model_validate(v) for v in json.loads(CATALOG.read_text())["voices"])
+
+
+@router.get("/voices", response_model=VoiceListResponse, responses=ERRORS, summary="List voices")
+async def list_voices(_: Authenticated) -> JSONResponse:
+    return JSONResponse({"voices": [v.model_dump(mode="json", by_alias=True) for v in catalog()]})
+
+
+@router.get("/voices/{id}", response_model=VoiceRetrieveResponse, responses=ERRORS, summary="Get a voice")
+async def retrieve_voice(
+    id: str,
+    provider: Annotated[VoiceProviderName, Query(description="The voice's provider")],
+    _: Authenticated,
+) -> JSONResponse:
+    for voice in catalog():
+        if voice.id == id and voice.provider == provider:
+            summary = VoiceSummary(id=voice.id, name=voice.name, description=voice.description)
+            return JSONResponse({"voice": summary.model_dump(mode="json")})
+    raise not_found(f"{provider} voice", id)
+
+
+@router.delete("/voices/{id}", responses=ERRORS, summary="Delete a cloned voice")
+async def delete_voice(id: str, _: Authenticated) -> JSONResponse:
+    """Only cloned voices can be deleted, and outdial has none (clone is not available)."""
+    raise not_found("cloned voice", id)
+
+
+def _provider_key(provider: str) -> str:
+    variable = PROVIDER_KEYS.get(provider)
+    key = os.environ.get(variable) if variable else None
+    if not key:
+        hint = f"set {variable} to enable it" if variable else "this provider is not supported by outdial"
+        raise ApiError(501, "not_implemented", f"voice preview needs a {provider} API key: {hint}")
+    return key
+
+
+def _base_url(provider: str) -> str:
+    return os.environ.get(f"{provider.upper()}_BASE_URL", PROVIDER_URLS[provider]).rstrip("/")
+
+
+@router.post(
+    "/voices/preview",
+    responses={**ERRORS, **NOT_IMPLEMENTED, 200: {"content": {"audio/mpeg": {}}}},
+    summary="Preview a voice",
+)
+async def preview_voice(params: VoicePreviewParams, _: Authenticated) -> Response:
+    """MP3 audio of `text` (or a short default) in the voice, from the provider's TTS."""
+    key = _provider_key(params.provider)
+    text = params.text or DEFAULT_PREVIEW_TEXT
+    if params.provider == "cartesia":
+        generation = {
+            k: v for k, v in {"speed": params.speed, "volume": params.volume}.items() if v is not None
+        }
+        request = {
+            "url": f"{_base_url('cartesia')}/tts/bytes",
+            "headers": {"X-API-Key": key, "Cartesia-Version": CARTESIA_VERSION},
+            "json": {
+                "model_id": params.model or "sonic-3",
+                "transcript": text,
+                "voice": {"mode": "id", "id": params.voice_id},
+                "output_format": {"container": "mp3", "sample_rate": 44100, "bit_rate": 128000},
+                **({"generation_config": generation} if generation else {}),
+            },
+        }
+    else:
+        request = {
+            "url": f"{_base_url('elevenlabs')}/v1/text-to-speech/{params.voice_id}",
+            "headers": {"xi-api-key": key},
+            "json": {
+                "text": text,
+                "model_id": "eleven_flash_v2_5",
+                **({"voice_settings": {"speed": params.speed}} if params.speed is not None else {}),
+            },
+        }
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(**request)
+    except httpx.HTTPError as err:
+        raise ApiError(503, "unavailable", f"{params.provider} did not answer: {err}") from err
+    if answer.status_code in (400, 404, 422):
+        raise ApiError(422, "validation_error", f"{params.provider} refused the preview: {answer.text[:300]}")
+    if answer.status_code >= 300:
+        raise ApiError(503, "unavailable", f"{params.provider} answered {answer.status_code}")
+    return Response(answer.content, media_type=answer.headers.get("content-type", "audio/mpeg"))
+
+
+@router.post("/voices/clone", responses={**ERRORS, **NOT_IMPLEMENTED}, summary="Clone a voice")
+async def clone_voice(params: VoiceCloneParams, _: Authenticated) -> JSONResponse:
+    """Not available: outdial keeps no cloned voices (clone in the provider's console, then use its id)."""
+    hint = (
+        "clone the voice in Cartesia's console and use its id in the assistant's voice"
+        if os.environ.get("CARTESIA_API_KEY")
+        else "it would need CARTESIA_API_KEY, and outdial does not store cloned voices yet"
+    )
+    raise ApiError(501, "not_implemented", f"voice cloning is not available: {hint}")

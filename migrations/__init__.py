@@ -1,0 +1,38 @@
+"""Alembic migrations of outdial's database (`models/tables.py`).
+
+`upgrade_head(engine)` is what `Database.migrate()` runs, so a fresh machine needs no manual step; the
+same migrations run from the command line with `alembic upgrade head` (alembic.ini at the repo root,
+database from OUTDIAL_DATABASE_URL or temporal-dev.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+SCRIPT_LOCATION = str(Path(__file__).parent)
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    return config
+
+
+def upgrade_head(engine: Engine) -> None:
+    """Apply every migration not yet applied. Two processes starting together on one SQLite file may
+    race to create the tables; the loser retries once the winner committed."""
+    for attempt in range(3):
+        try:
+            with engine.begin() as connection:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+            return
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise

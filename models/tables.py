@@ -1,0 +1,274 @@
+"""Storage: the SQLModel tables of the HTTP API and of the call orders' persisted state, and the
+`Database` that holds them (SQLite by default, PostgreSQL by URL; the schema is Alembic's, in
+`migrations/`, applied by `Database.migrate()` the first time a process touches a database).
+
+Why a database next to Temporal: search, export and phone history must work after a workflow closed
+and beyond the namespace's retention, and API keys, assistants and phone numbers are not workflows.
+Every object carries its `organization_id`; the API never reads across organizations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Engine, UniqueConstraint, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, Session, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, stored naive-UTC on every backend (SQLite has
+    no time zones), so comparisons such as the monotonic `updated_at` guard mean the same everywhere."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(**kwargs: Any) -> Any:
+    return Field(sa_type=UtcDateTime, **kwargs)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(JSON, **kwargs))
+
+
+# --- accounts ----------------------------------------------------------------------------------------
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    country: str | None = Field(default=None, max_length=2)
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    """Who an API key was issued to; `GET /users/me` shows it."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("organization_id", "email"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(foreign_key="organizations.id", index=True, max_length=64)
+    email: str = Field(max_length=320)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _when(default_factory=utcnow)
+    updated_at: datetime = _when(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """A bearer key, stored as its SHA-256 (keys are 32 random bytes, so a fast hash is enough)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(foreign_key="organizations.id", index=True, max_length=64)
+    user_id: str | None = Field(default=None, foreign_key="users.id", max_length=64)
+    name: str = Field(max_length=200)
+    key_hash: str = Field(unique=True, index=True, max_length=64)
+    prefix: str = Field(max_length=16)  # the key's first characters, to recognise it in a listing
+    created_at: datetime = _when(default_factory=utcnow)
+    revoked_at: datetime | None = _when(default=None, nullable=True)
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# --- the organization's configuration ------------------------------------------------------------------
+
+
+class PhoneNumberRecord(SQLModel, table=True):
+    """A caller id of the organization and the LiveKit outbound trunk that dials from it."""
+
+    __tablename__ = "phone_numbers"
+    __table_args__ = (UniqueConstraint("organization_id", "phone_number"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(foreign_key="organizations.id", index=True, max_length=64)
+    phone_number: str = Field(max_length=32)
+    label: str | None = Field(default=None, max_length=200)
+    livekit_outbound_trunk_id: str | None = Field(default=None, max_length=200)
+    inbound_assistant_id: str | None = Field(default=None, max_length=64)
+    provider: str = Field(default="sip", max_length=16)
+    source: str = Field(default="user_imported", max_length=32)
+    type: str = Field(default="owned_number", max_length=32)
+    created_at: datetime = _when(default_factory=utcnow)
+    updated_at: datetime = _when(default_factory=utcnow)
+
+
+class AssistantRecord(SQLModel, table=True):
+    """A saved assistant: `config` is the seed's request `Assistant`, as validated (nulls left out)."""
+
+    __tablename__ = "assistants"
+
+    id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(foreign_key="organizations.id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    config: dict[str, Any] = _json(nullable=False)
+    created_at: datetime = _when(default_factory=utcnow)
+    updated_at: datetime = _when(default_factory=utcnow)
+
+
+# --- call orders -----------------------------------------------------------------------------------------
+
+
+class CallOrderRecord(SQLModel, table=True):
+    """A call order's last known state. `call` is the seed's Call exactly as the API returns it; the
+    other columns are copies of its fields for filtering and sorting.
+
+    Rows are written by the API when it accepts an order (`seq` 0, a placeholder) and by the order's
+    workflow at every change (`seq` 1, 2, ...); a write only lands if it is newer by
+    (`updated_at`, `seq`), so racing or retried writes never move the state backwards.
+    """
+
+    __tablename__ = "call_orders"
+    __table_args__ = (UniqueConstraint("organization_id", "idempotency_key"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(index=True, max_length=64)  # no foreign key: CLI orders have no org row
+    status: str = Field(index=True, max_length=32)
+    to_phone_number: str = Field(index=True, max_length=32)
+    from_phone_number: str = Field(max_length=32)
+    assistant_id: str | None = Field(default=None, index=True, max_length=64)
+    direction: str = Field(default="outbound", max_length=16)
+    outcome: str | None = Field(default=None, max_length=64)
+    last_result: str | None = Field(default=None, max_length=64)
+    calls_count: int = 0
+    scheduled_at: datetime | None = _when(default=None, nullable=True)
+    created_at: datetime = _when(index=True)
+    updated_at: datetime = _when()
+    seq: int = 0
+    call: dict[str, Any] = _json(nullable=False)
+    params: dict[str, Any] | None = _json(nullable=True)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)
+
+
+class CallAttemptRecord(SQLModel, table=True):
+    """One dial of a call order, with what came out of it (transcript, structured output, outcome)."""
+
+    __tablename__ = "call_attempts"
+
+    id: str = Field(primary_key=True, max_length=64)
+    call_id: str = Field(foreign_key="call_orders.id", index=True, max_length=64)
+    organization_id: str = Field(index=True, max_length=64)
+    number: int
+    phone_number: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    result: str | None = Field(default=None, max_length=32)
+    dial_error: str | None = Field(default=None, max_length=64)
+    started_at: datetime | None = _when(default=None, nullable=True)
+    answered_at: datetime | None = _when(default=None, nullable=True)
+    ended_at: datetime | None = _when(default=None, nullable=True)
+    ended_by: str | None = Field(default=None, max_length=16)
+    end_reason: str | None = None
+    recording_url: str | None = None
+    transcript: list[dict[str, Any]] | None = _json(nullable=True)
+    structured_output: dict[str, Any] | None = _json(nullable=True)
+    outcome: str | None = Field(default=None, max_length=64)
+    outcome_summary: str | None = None
+
+
+class DoNotContactRecord(SQLModel, table=True):
+    """A number the organization must not call again (its callee asked); first entry wins."""
+
+    __tablename__ = "do_not_contact"
+
+    organization_id: str = Field(primary_key=True, max_length=64)
+    phone_number: str = Field(primary_key=True, max_length=32)
+    call_id: str = Field(max_length=64)
+    reason: str | None = None
+    recorded_at: datetime = _when()
+
+
+# --- the database --------------------------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3 (the driver we install), not psycopg2."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while the worker writes; NORMAL sync is durable enough in WAL mode.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """One engine per database URL per process (`Database.for_url`), migrated on first use."""
+
+    _instances: dict[str, Database] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(self.url, pool_pre_ping=True)
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    @classmethod
+    def for_url(cls, url: str) -> Database:
+        key = normalize_url(url)
+        with cls._instances_lock:
+            if key not in cls._instances:
+                cls._instances[key] = cls(key)
+            return cls._instances[key]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to Alembic's head (idempotent; once per process)."""
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            if not self._migrated:
+                from migrations import upgrade_head
+
+                upgrade_head(self.engine)
+                self._migrated = True
+
+    def session(self) -> Session:
+        self.migrate()
+        return Session(self.engine, expire_on_commit=False)

@@ -1,0 +1,138 @@
+"""Local servers speaking real protocols on 127.0.0.1, for tests of provider adapters (loopback only)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from models import Assistant, Call, CallAttempt, TranscriptEntry, call_assistant_from
+
+
+def serve(add_routes: Callable[[web.Application], None]) -> Any:
+    """An aiohttp app on a free loopback port; yields its base URL."""
+    app = web.Application()
+    add_routes(app)
+    return serve_app(app)
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+class FakeOpenAI:
+    """POST /v1/chat/completions, non-streaming. Replies are scripted per kind of request: the
+    json_schema name (`structured_output`, `call_outcome`) or `text`; the last reply of a script repeats.
+    A reply is JSON-able content (sent as the message text) or `Status(code)`.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.script: dict[str, list[Any]] = {}
+
+    def kind_of(self, body: dict[str, Any]) -> str:
+        schema = (body.get("response_format") or {}).get("json_schema") or {}
+        return str(schema.get("name", "text"))
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r["body"] for r in self.requests if self.kind_of(r["body"]) == kind]
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append({"body": body, "headers": dict(request.headers)})
+        script = self.script.get(self.kind_of(body)) or [Status(500)]
+        reply = script.pop(0) if len(script) > 1 else script[0]
+        if isinstance(reply, Status):
+            error = {"error": {"message": f"scripted {reply.code}", "type": "test", "code": None}}
+            return web.json_response(error, status=reply.code, headers=reply.headers)
+        content = reply if isinstance(reply, str) else json.dumps(reply)
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            }
+        )
+
+
+class Status:
+    def __init__(self, code: int, headers: dict[str, str] | None = None) -> None:
+        self.code = code
+        self.headers = headers or {}
+
+
+HUMAN_TRANSCRIPT = [
+    TranscriptEntry(role="assistant", content="Hello Claire, this is Alex from Acme about your demo."),
+    TranscriptEntry(role="user", content="Yes, I'm interested. My email is claire@example.com."),
+    TranscriptEntry(role="assistant", content="Great, I'll send the details. Goodbye."),
+]
+
+
+def final_call(
+    *,
+    status: str = "completed",
+    outcome: str | None = "interested",
+    results: tuple[str, ...] = ("human",),
+    call_id: str = "0b7d3c1e-8a51-4a8e-9a3e-1f2d3c4b5a69",
+    **assistant: Any,
+) -> Call:
+    """A Call as CallOrderWorkflow returns it at the end, attempts most recent first."""
+    spec = Assistant.model_validate({"prompt": "Offer {{name}} a demo.", **assistant})
+    resolved = call_assistant_from(spec, id=f"inline-{call_id}", organization_id="org_local", now=NOW)
+    attempts = [
+        CallAttempt(
+            id=f"attempt-{number}",
+            phone_number="+33612345678",
+            status="completed",
+            result=result,  # type: ignore[arg-type]
+            started_at=NOW,
+            ended_at=NOW,
+            transcript=HUMAN_TRANSCRIPT if result == "human" else None,
+        )
+        for number, result in enumerate(results, start=1)
+    ]
+    attempts.reverse()
+    return Call(
+        id=call_id,
+        assistant=resolved,
+        llm_model=resolved.llm_model,  # as CallOrderWorkflow fills it
+        call_attempts=attempts,
+        from_phone_number="+33159000000",
+        organization_id="org_local",
+        prompt_variables={"name": "Claire"},
+        status=status,  # type: ignore[arg-type]
+        to_phone_number="+33612345678",
+        created_at=NOW,
+        updated_at=NOW,
+        scheduled_at=NOW,
+        outcome=outcome,  # type: ignore[arg-type]
+        outcome_summary="She asked for the details." if outcome else None,
+    ).with_derived_fields()

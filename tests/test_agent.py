@@ -1,0 +1,854 @@
+"""The voice agent in livekit-agents' text-mode sessions, against a local OpenAI-compatible server.
+
+`FakeOpenAI` streams scripted chat completions (text, or tool calls) and records every request, so a
+test drives the LLM's decisions and checks what the agent sent it. Tools reach local servers only: a
+custom-tool endpoint, a Calendly look-alike, the FakeLiveKit Twirp server (cold transfer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from livekit import api
+from livekit.agents import AgentSession, llm
+from livekit.plugins import openai
+
+from activities.sms import SimulatedSmsOutbox
+from activities.url_guard import guarded_client
+from agent.call_agent import CallDeps, CallState, OutdialAgent, transcript_from
+from agent.config import AgentConfig, CallSpec
+from agent.control import LiveKitCallControl, TransferFailed
+from agent.http_tools import parameters_schema, render_body, render_url
+from agent.pipeline import build_llm, build_tts, sound_options
+from models.assistant import Assistant, call_assistant_from
+from models.settings import Settings
+from tests.test_livekit_dial import API_KEY, API_SECRET, running_livekit
+
+TO = "+33612345678"
+FROM = "+33159000000"
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+VARIABLES = {"name": "Ada", "product": "solar panels"}
+
+
+# -- a scripted OpenAI-compatible server ---------------------------------------------------------------
+
+
+@dataclass
+class FakeOpenAI:
+    """Answers /v1/chat/completions from `script` (one reply per request), streaming SSE chunks."""
+
+    script: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def say(self, text: str) -> None:
+        self.script.append({"text": text})
+
+    def call(self, tool: str, /, **arguments: Any) -> None:
+        self.script.append({"tool": tool, "arguments": arguments})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        reply = self.script.pop(0) if self.script else {"text": "Alright."}
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        if "tool" in reply:
+            call = {
+                "index": 0,
+                "id": f"call_{len(self.requests)}",
+                "type": "function",
+                "function": {"name": reply["tool"], "arguments": json.dumps(reply["arguments"])},
+            }
+            await send({"role": "assistant", "tool_calls": [call]})
+            await send({}, "tool_calls")
+        else:
+            await send({"role": "assistant", "content": reply["text"]})
+            await send({}, "stop")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    def system_prompt(self, index: int = 0) -> str:
+        return next(
+            m["content"] for m in self.requests[index]["messages"] if m["role"] in ("system", "developer")
+        )
+
+    def tool_names(self, index: int = -1) -> set[str]:
+        return {t["function"]["name"] for t in self.requests[index].get("tools", [])}
+
+
+@contextlib.asynccontextmanager
+async def serve(routes: list[web.RouteDef]) -> AsyncIterator[str]:
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def fake_llm() -> AsyncIterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": []})
+
+    async with serve(
+        [web.post("/v1/chat/completions", fake.completions), web.get("/v1/models", models)]
+    ) as url:
+        fake.url = url
+        yield fake
+
+
+# -- a call under test ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingControl:
+    """The phone line, recorded: hang-ups, transfers, DTMF."""
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    fail_transfer: str | None = None
+
+    async def hang_up(self) -> None:
+        self.events.append(("hang_up",))
+
+    async def transfer_cold(self, to_phone_number: str) -> None:
+        self.events.append(("cold", to_phone_number))
+        if self.fail_transfer:
+            raise TransferFailed(self.fail_transfer)
+
+    async def transfer_warm(
+        self, to_phone_number: str, *, summary_instructions: str | None, chat_ctx: Any
+    ) -> None:
+        self.events.append(
+            ("warm", to_phone_number, summary_instructions, [m.text_content for m in chat_ctx.messages()])
+        )
+        if self.fail_transfer:
+            raise TransferFailed(self.fail_transfer)
+
+    async def send_dtmf(self, digits: str) -> None:
+        self.events.append(("dtmf", digits))
+
+
+def make_spec(**fields: Any) -> CallSpec:
+    fields.setdefault("prompt", "You call {{name}} about {{product}}.")
+    assistant = call_assistant_from(Assistant.model_validate(fields), id="a1", organization_id="org", now=NOW)
+    return CallSpec(
+        call_id="c1",
+        attempt_id="att-1",
+        assistant=assistant,
+        prompt_variables=VARIABLES,
+        to_phone_number=TO,
+        from_phone_number=FROM,
+        timezone="Europe/Paris",
+    )
+
+
+@dataclass
+class Call:
+    session: AgentSession
+    agent: OutdialAgent
+    state: CallState
+    start: Any  # the RunResult of session start (on_enter)
+
+    def transcript(self) -> list[Any]:
+        return transcript_from(self.session.history.items)
+
+    async def ended(self, timeout: float = 10) -> CallState:
+        async with asyncio.timeout(timeout):
+            await self.state.ended.wait()
+        return self.state
+
+
+@contextlib.asynccontextmanager
+async def call(fake: FakeOpenAI, spec: CallSpec, deps: CallDeps | None = None) -> AsyncIterator[Call]:
+    """A text-only AgentSession (no STT/TTS/VAD) running the agent, as a LiveKit job would."""
+    deps = deps or CallDeps(control=RecordingControl(), now=lambda: NOW)
+    async with (
+        openai.LLM(model="fake-model", base_url=f"{fake.url}/v1", api_key="sk-test") as model,
+        AgentSession(llm=model) as session,
+    ):
+        state = CallState()
+        agent = OutdialAgent(spec, deps, state)
+        try:
+            started = await session.start(agent, capture_run=True)
+            yield Call(session, agent, state, started)
+        finally:
+            agent.close()
+
+
+def assistant_messages(events: Any) -> list[str]:
+    return [e.item.text_content for e in events if e.type == "message" and e.item.role == "assistant"]
+
+
+# -- prompt and first sentence -------------------------------------------------------------------------
+
+
+async def test_static_first_sentence_is_said_verbatim_with_variables(fake_llm: FakeOpenAI) -> None:
+    spec = make_spec(first_sentence="Hello {{name}}, it's about {{product}}.", first_sentence_mode="static")
+    async with call(fake_llm, spec) as c:
+        assert assistant_messages(c.start.events) == ["Hello Ada, it's about solar panels."]
+        assert fake_llm.requests == []  # static: the LLM is not asked
+
+
+async def test_generated_first_sentence_asks_the_llm_with_the_instruction(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("Hi Ada! Do you have a minute to talk about solar panels?")
+    spec = make_spec(first_sentence="Greet {{name}} and mention {{product}}", first_sentence_mode="generated")
+    async with call(fake_llm, spec) as c:
+        assert assistant_messages(c.start.events) == [
+            "Hi Ada! Do you have a minute to talk about solar panels?"
+        ]
+    sent = json.dumps(fake_llm.requests[0]["messages"])
+    assert "Greet Ada and mention solar panels" in sent
+
+
+async def test_no_first_sentence_waits_for_the_callee(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("Hello Ada, I'm calling about solar panels.")
+    spec = make_spec(first_sentence="Hello", first_sentence_mode="none")
+    async with call(fake_llm, spec) as c:
+        assert assistant_messages(c.start.events) == []
+        assert fake_llm.requests == []
+        run = await c.session.run(user_input="Hello?")
+        run.expect.next_event().is_message(role="assistant")
+
+
+async def test_first_sentence_delay_is_honoured(fake_llm: FakeOpenAI) -> None:
+    spec = make_spec(first_sentence="Hello there.", first_sentence_mode="static", first_sentence_delay_ms=300)
+    began = time.time()
+    async with call(fake_llm, spec) as c:
+        said = next(e.item for e in c.start.events if e.type == "message")
+        assert said.created_at - began >= 0.3
+
+
+async def test_prompt_variables_faq_and_tools_reach_the_llm(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("Hi.")
+    spec = make_spec(
+        faq_items=[{"question": "Price of {{product}}?", "answer": "From 99 euros."}],
+        transfer_phone_number="+33612345679",
+        ivr_navigation_enabled=True,
+        sms_enabled=True,
+    )
+    async with call(fake_llm, spec):
+        pass
+    system = fake_llm.system_prompt()
+    assert system.startswith("You call Ada about solar panels.")
+    assert "Q: Price of solar panels?\nA: From 99 euros." in system
+    assert "Tuesday 01 December 2026, 10:00" in system  # the callee's local time
+    assert fake_llm.tool_names() == {
+        "end_call",
+        "transfer_to_human",
+        "send_dtmf",
+        "skip_turn",
+        "human_reached",
+        "send_sms",
+    }
+
+
+async def test_only_enabled_tools_are_offered(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("Hi.")
+    async with call(fake_llm, make_spec()):
+        pass
+    assert fake_llm.tool_names() == {"end_call"}
+
+
+# -- ending the call -----------------------------------------------------------------------------------
+
+
+async def test_end_call_says_the_end_of_call_sentence_then_hangs_up(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("Hello Ada.")
+    fake_llm.call("end_call")
+    spec = make_spec(end_of_call_sentence="Goodbye {{name}}, have a nice day.")
+    async with call(fake_llm, spec) as c:
+        run = await c.session.run(user_input="No thanks, bye.")
+        run.expect.next_event().is_function_call(name="end_call")
+        state = await c.ended()
+        assert (state.ended_by, state.end_reason, state.hang_up) == ("agent", "tool_end_call", True)
+        transcript = c.transcript()
+    assert transcript[-1].role == "assistant" and transcript[-1].content == "Goodbye Ada, have a nice day."
+    assert any(t.role == "tool" and t.tool_name == "end_call" for t in transcript)
+    assert state.result(transcript) == "human"
+    assert len(fake_llm.requests) == 2  # no LLM reply after end_call
+
+
+async def test_cancelling_the_order_says_goodbye_and_ends(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("Hello Ada.")
+    async with call(fake_llm, make_spec(end_of_call_sentence="Sorry {{name}}, I must go.")) as c:
+        await c.agent.cancel()
+        state = await c.ended()
+        assert (state.ended_by, state.end_reason) == ("system", "order_cancelled")
+        assert c.transcript()[-1].content == "Sorry Ada, I must go."
+
+
+async def test_max_duration_says_its_message_and_ends(fake_llm: FakeOpenAI) -> None:
+    spec = make_spec(
+        first_sentence_mode="none",
+        max_call_duration_secs=0.5,
+        max_duration_end_message="Time is up, {{name}}. Bye!",
+    )
+    started = time.monotonic()
+    async with call(fake_llm, spec) as c:
+        state = await c.ended()
+        assert time.monotonic() - started >= 0.4  # 0.5 s minus the farewell buffer (20 %)
+        assert (state.ended_by, state.end_reason) == ("system", "max_duration")
+        last = [i for i in c.session.history.items if i.type == "message"][-1]
+        assert last.text_content == "Time is up, Ada. Bye!"
+
+
+# -- answering machines, IVR, screening ----------------------------------------------------------------
+
+
+async def test_voicemail_leaves_the_message_then_hangs_up(fake_llm: FakeOpenAI) -> None:
+    spec = make_spec(
+        first_sentence_mode="none", voicemail_message="Hi {{name}}, call us back about {{product}}."
+    )
+    async with call(fake_llm, spec) as c:
+        c.agent.on_answering_machine("machine-vm", "Leave a message after the tone.")
+        state = await c.ended()
+        transcript = c.transcript()
+    assert [t.content for t in transcript] == ["Hi Ada, call us back about solar panels."]
+    assert (state.ended_by, state.end_reason) == ("agent", "voicemail")
+    assert state.result(transcript) == "voicemail"
+
+
+async def test_voicemail_without_message_hangs_up_silently(fake_llm: FakeOpenAI) -> None:
+    async with call(fake_llm, make_spec(first_sentence_mode="none")) as c:
+        c.agent.on_answering_machine("machine-vm", "Leave a message.")
+        state = await c.ended()
+        assert c.transcript() == []
+    assert state.result([]) == "voicemail" and state.end_reason == "voicemail"
+
+
+async def test_ivr_without_navigation_hangs_up(fake_llm: FakeOpenAI) -> None:
+    async with call(fake_llm, make_spec(first_sentence_mode="none")) as c:
+        c.agent.on_answering_machine("machine-ivr", "For sales press 1.")
+        state = await c.ended()
+    assert state.end_reason == "ivr_no_navigate" and state.result([]) == "IVR"
+
+
+async def test_ivr_navigation_presses_keys_skips_turns_and_reaches_a_human(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("send_dtmf", digits="1")
+    fake_llm.say("")  # after the tool: nothing to say to a machine
+    fake_llm.call("skip_turn")
+    fake_llm.call("human_reached")
+    fake_llm.say("Hello, I'm calling about solar panels.")
+    pressed: list[tuple[int, str]] = []
+
+    class Participant:
+        async def publish_dtmf(self, *, code: int, digit: str) -> None:
+            pressed.append((code, digit))
+
+    class Room:
+        name = "outdial-att-1"
+        local_participant = Participant()
+
+    class Job:
+        room = Room()
+
+    control = LiveKitCallControl(Job(), trunk_id="ST_1", from_phone_number=FROM)  # type: ignore[arg-type]
+    spec = make_spec(first_sentence_mode="none", ivr_navigation_enabled=True)
+    async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+        navigation = c.agent.on_answering_machine("machine-ivr", "Welcome. For sales, press 1.")
+        assert navigation is not None
+        await navigation  # the agent navigates the menu it was greeted with
+        run = await c.session.run(user_input="Please hold while we connect you.")
+        run.expect.next_event().is_function_call(name="skip_turn")
+        assert not [e for e in run.events if e.type == "message"]  # stayed silent
+        run = await c.session.run(user_input="Sales, this is Bob speaking.")
+        run.expect.next_event().is_function_call(name="human_reached")
+        transcript = c.transcript()
+        assert c.state.result(transcript) == "human"
+    assert pressed == [(1, "1")]
+    dtmf = next(t for t in transcript if t.tool_name == "send_dtmf")
+    assert dtmf.tool_arguments == {"digits": "1"} and dtmf.tool_output == "pressed 1"
+
+
+async def test_call_screening_is_answered_and_recorded(fake_llm: FakeOpenAI) -> None:
+    fake_llm.say("This is Sam from Sunny Energy, calling Ada about solar panels.")
+    async with call(fake_llm, make_spec(first_sentence_mode="none")) as c:
+        c.agent.on_answering_machine("machine-ivr", "Hi, if you record your name and reason for calling...")
+        await c.session.run(
+            user_input="Hi, if you record your name and reason for calling, "
+            "I'll see if this person is available."
+        )
+        transcript = c.transcript()
+    assert "say who you are and why you are calling" in json.dumps(fake_llm.requests[0]["messages"])
+    assert c.state.result(transcript) == "ios-screening-filter"
+
+
+# -- transfer ------------------------------------------------------------------------------------------
+
+
+async def test_cold_transfer_refers_the_callee_through_livekit(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("transfer_to_human", reason="wants a human")
+    async with running_livekit() as lk, api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
+
+        class Job:
+            class room:  # noqa: N801 - mimics JobContext.room
+                name = "outdial-att-1"
+
+        Job.api = lkapi  # type: ignore[attr-defined]
+        control = LiveKitCallControl(Job(), trunk_id="ST_1", from_phone_number=FROM)  # type: ignore[arg-type]
+        spec = make_spec(
+            first_sentence_mode="none", transfer_phone_number="+33612345679", human_transfer_mode="cold"
+        )
+        async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+            await c.session.run(user_input="I want to talk to a person.")
+            state = await c.ended()
+        transfer = lk.calls("TransferSIPParticipant")[0]
+    assert (transfer.room_name, transfer.participant_identity, transfer.transfer_to) == (
+        "outdial-att-1",
+        "callee",
+        "tel:+33612345679",
+    )
+    assert (state.ended_by, state.end_reason, state.hang_up) == ("agent", "transferred_cold", True)
+
+
+async def test_failed_cold_transfer_returns_to_the_callee(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("transfer_to_human", reason="wants a human")
+    fake_llm.say("I'm sorry, nobody is available right now. Can I help you myself?")
+    async with running_livekit() as lk, api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
+        lk.transfer_error = (429, "resource_exhausted", 486)
+
+        class Job:
+            class room:  # noqa: N801
+                name = "outdial-att-1"
+
+        Job.api = lkapi  # type: ignore[attr-defined]
+        control = LiveKitCallControl(Job(), trunk_id="ST_1", from_phone_number=FROM)  # type: ignore[arg-type]
+        spec = make_spec(first_sentence_mode="none", transfer_phone_number="+33612345679")
+        async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+            run = await c.session.run(user_input="Put me through to someone.")
+            run.expect.next_event().is_function_call(name="transfer_to_human")
+            output = run.expect.next_event().is_function_call_output().event().item
+            run.expect.next_event().is_message(role="assistant")
+            assert not c.state.ended.is_set()
+    assert output.is_error and "486" in output.output and "nobody is available" in output.output
+
+
+async def test_warm_transfer_briefs_with_the_summary_instructions(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("transfer_to_human", reason="billing question")
+    control = RecordingControl()
+    spec = make_spec(
+        first_sentence="Hello Ada.",
+        first_sentence_mode="static",
+        transfer_phone_number="+33612345679",
+        human_transfer_mode="warm",
+        warm_transfer_summary_instructions="Mention {{name}}'s interest in {{product}}.",
+    )
+    async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+        await c.session.run(user_input="I have a billing question for a human.")
+        state = await c.ended()
+    kind, number, summary, history = control.events[0]
+    assert (kind, number, summary) == ("warm", "+33612345679", "Mention Ada's interest in solar panels.")
+    assert "I have a billing question for a human." in history  # the colleague is briefed on the call
+    assert (state.end_reason, state.hang_up) == ("transferred_warm", False)  # callee and human stay
+
+
+async def test_failed_warm_transfer_returns_to_the_callee(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("transfer_to_human", reason="x")
+    fake_llm.say("Nobody answered, sorry. Shall we continue?")
+    control = RecordingControl(fail_transfer="human agent declined")
+    spec = make_spec(
+        first_sentence_mode="none", transfer_phone_number="+33612345679", human_transfer_mode="warm"
+    )
+    async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+        run = await c.session.run(user_input="A human please.")
+        run.expect.skip_next(2)
+        run.expect.next_event().is_message(role="assistant")
+        assert not c.state.ended.is_set()
+
+
+# -- SMS -----------------------------------------------------------------------------------------------
+
+
+async def test_send_sms_with_the_template(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("send_sms")
+    fake_llm.say("Done, I've texted you.")
+    outbox = SimulatedSmsOutbox()
+    spec = make_spec(
+        first_sentence_mode="none", sms_enabled=True, sms_template="Hi {{name}}, info on {{product}}: x.y/z"
+    )
+    deps = CallDeps(control=RecordingControl(), sms=outbox, now=lambda: NOW)
+    async with call(fake_llm, spec, deps) as c:
+        await c.session.run(user_input="Text me the link.")
+    (message,) = outbox.sent.values()
+    assert (message.to, message.from_, message.body) == (TO, FROM, "Hi Ada, info on solar panels: x.y/z")
+    sms_tool = next(t for t in fake_llm.requests[0]["tools"] if t["function"]["name"] == "send_sms")
+    assert sms_tool["function"]["parameters"].get("properties", {}) == {}  # the LLM writes nothing
+
+
+async def test_send_sms_written_by_the_llm(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("send_sms", message="Our offer: 10% off.")
+    fake_llm.say("Sent.")
+    outbox = SimulatedSmsOutbox()
+    spec = make_spec(first_sentence_mode="none", sms_enabled=True)
+    async with call(fake_llm, spec, CallDeps(control=RecordingControl(), sms=outbox, now=lambda: NOW)) as c:
+        await c.session.run(user_input="Text me the offer.")
+    assert [m.body for m in outbox.sent.values()] == ["Our offer: 10% off."]
+
+
+# -- custom HTTP tools ---------------------------------------------------------------------------------
+
+
+def custom_tool(base: str) -> dict[str, Any]:
+    return CUSTOM_TOOL | {"url": base + "/stock/{{city}}"}
+
+
+CUSTOM_TOOL = {
+    "name": "check_stock",
+    "description": "Check stock for a product in a city.",
+    "method": "POST",
+    "url": "https://stock.example/stock/{{city}}",
+    "headers": [{"key": "Authorization", "value": "Bearer secret-{{name}}"}],
+    "query_params": [{"key": "customer", "value": "{{name}}"}],
+    "body_template": '{"product": "{{product}}", "quantity": "{{quantity}}", '
+    '"express": "{{express}}", "note": "for {{name}}"}',
+    "input_schema": [
+        {"name": "city", "type": "string", "required": True, "description": "The city"},
+        {"name": "quantity", "type": "number", "required": True},
+        {"name": "express", "type": "boolean", "required": False},
+    ],
+}
+
+
+async def test_custom_tool_templating_reaches_the_endpoint(fake_llm: FakeOpenAI) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def stock(request: web.Request) -> web.Response:
+        seen.append(
+            {
+                "path": request.raw_path,
+                "auth": request.headers.get("Authorization"),
+                "body": await request.json(),
+            }
+        )
+        return web.json_response({"in_stock": 12})
+
+    async with serve([web.post("/stock/{city}", stock)]) as base:
+        fake_llm.call("check_stock", city="New York", quantity=3, express=True)
+        fake_llm.say("We have 12 in stock.")
+        spec = make_spec(first_sentence_mode="none", custom_tools=[custom_tool(base)])
+        async with guarded_client(allow_private=True) as http:
+            deps = CallDeps(control=RecordingControl(), http=http, now=lambda: NOW)
+            async with call(fake_llm, spec, deps) as c:
+                run = await c.session.run(user_input="Do you have 3 in New York, express?")
+                run.expect.next_event().is_function_call(name="check_stock")
+                output = run.expect.next_event().is_function_call_output().event().item
+                transcript = c.transcript()
+    assert seen == [
+        {
+            "path": "/stock/New%20York?customer=Ada",
+            "auth": "Bearer secret-Ada",
+            "body": {"product": "solar panels", "quantity": 3, "express": True, "note": "for Ada"},
+        }
+    ]
+    assert output.output == '{"in_stock": 12}' and not output.is_error
+    tool = next(t for t in fake_llm.requests[0]["tools"] if t["function"]["name"] == "check_stock")
+    assert tool["function"]["parameters"]["required"] == ["city", "quantity"]
+    entry = next(t for t in transcript if t.role == "tool")
+    assert entry.tool_name == "check_stock" and entry.tool_arguments == {
+        "city": "New York",
+        "quantity": 3,
+        "express": True,
+    }
+    assert entry.tool_output == '{"in_stock": 12}' and entry.tool_is_error is False
+
+
+async def test_custom_tool_errors_go_back_to_the_llm(fake_llm: FakeOpenAI) -> None:
+    async def broken(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="warehouse offline")
+
+    async with serve([web.post("/stock/{city}", broken)]) as base:
+        fake_llm.call("check_stock", city="Paris", quantity=1)
+        fake_llm.say("Sorry, I can't check the stock right now.")
+        spec = make_spec(first_sentence_mode="none", custom_tools=[custom_tool(base)])
+        async with guarded_client(allow_private=True) as http:
+            async with call(
+                fake_llm, spec, CallDeps(control=RecordingControl(), http=http, now=lambda: NOW)
+            ) as c:
+                await c.session.run(user_input="Any in Paris?")
+                entry = next(t for t in c.transcript() if t.role == "tool")
+    assert entry.tool_is_error is True and "HTTP 503: warehouse offline" in (entry.tool_output or "")
+    tool_message = next(m for m in fake_llm.requests[1]["messages"] if m["role"] == "tool")
+    assert "warehouse offline" in tool_message["content"]
+
+
+async def test_custom_tool_refuses_private_addresses_in_production(fake_llm: FakeOpenAI) -> None:
+    fake_llm.call("check_stock", city="Paris", quantity=1)
+    fake_llm.say("Sorry.")
+    spec = make_spec(first_sentence_mode="none", custom_tools=[custom_tool("http://127.0.0.1:9")])
+    async with guarded_client(allow_private=False) as http:
+        async with call(
+            fake_llm, spec, CallDeps(control=RecordingControl(), http=http, now=lambda: NOW)
+        ) as c:
+            await c.session.run(user_input="Any in Paris?")
+            entry = next(t for t in c.transcript() if t.role == "tool")
+    assert entry.tool_is_error and "refused URL" in (entry.tool_output or "")
+
+
+def test_templating_rules() -> None:
+    values = {"q": 'a "b"', "n": 2, "flag": False}
+    assert render_url("https://x.io/s/{{q}}/{{missing}}", values) == "https://x.io/s/a%20%22b%22/"
+    assert render_body(
+        '{"q": "{{q}}", "n": "{{n}}", "f": "{{flag}}", "m": "{{missing}}", "s": "<{{n}}>"}', values
+    ) == {
+        "q": 'a "b"',
+        "n": 2,
+        "f": False,
+        "m": None,
+        "s": "<2>",
+    }
+    with pytest.raises(ValueError, match="not JSON"):
+        render_body("{{{q}}", values)
+    enum = Assistant.model_validate(
+        {
+            "prompt": "p",
+            "custom_tools": [
+                CUSTOM_TOOL
+                | {
+                    "input_schema": [
+                        {"name": "c", "type": "enum", "required": True, "enum_options": ["a", "b"]},
+                        {"name": "d", "type": "date", "required": False},
+                    ]
+                }
+            ],
+        }
+    )
+    schema = parameters_schema(
+        call_assistant_from(enum, id="a", organization_id="o", now=NOW).custom_tools[0].input_schema
+    )  # type: ignore[index]
+    assert schema["properties"]["c"] == {"type": "string", "enum": ["a", "b"]}
+    assert schema["properties"]["d"]["format"] == "date" and schema["required"] == ["c"]
+
+
+# -- Calendly ------------------------------------------------------------------------------------------
+
+
+async def test_calendly_availability_and_booking(fake_llm: FakeOpenAI) -> None:
+    seen: list[tuple[str, Any, str | None]] = []
+
+    async def available(request: web.Request) -> web.Response:
+        seen.append(("GET", dict(request.query), request.headers.get("Authorization")))
+        return web.json_response(
+            {
+                "collection": [
+                    {
+                        "status": "available",
+                        "start_time": "2026-12-02T09:00:00.000000Z",
+                        "invitees_remaining": 1,
+                    }
+                ]
+            }
+        )
+
+    async def invitees(request: web.Request) -> web.Response:
+        seen.append(("POST", await request.json(), request.headers.get("Authorization")))
+        return web.json_response(
+            {"resource": {"event": "https://api.calendly.com/scheduled_events/E1", "cancel_url": "c"}}
+        )
+
+    async with serve(
+        [web.get("/event_type_available_times", available), web.post("/invitees", invitees)]
+    ) as base:
+        fake_llm.call("check_availability", start_date="2026-12-02", end_date="2026-12-03")
+        fake_llm.say("I have Wednesday at 10:00.")
+        fake_llm.call(
+            "book_meeting",
+            start_time="2026-12-02T10:00:00+01:00",
+            name="Ada Lovelace",
+            email="ada@example.com",
+        )
+        fake_llm.say("Booked!")
+        spec = make_spec(
+            first_sentence_mode="none", calendly={"connection_id": "conn-1", "event_type_id": "ET123"}
+        )
+        config = AgentConfig(calendly_api_url=base, calendly_tokens={"conn-1": "tok-1"})
+        async with guarded_client(allow_private=True) as http:
+            deps = CallDeps(control=RecordingControl(), config=config, calendly_http=http, now=lambda: NOW)
+            async with call(fake_llm, spec, deps) as c:
+                run = await c.session.run(user_input="When are you free?")
+                availability = run.expect.skip_next(1).next_event().is_function_call_output().event().item
+                await c.session.run(user_input="Wednesday 10, Ada Lovelace, ada@example.com")
+    get, post = seen
+    assert get[1] == {
+        "event_type": f"{base}/event_types/ET123",
+        "start_time": "2026-12-01T23:00:00.000000Z",  # midnight in Paris
+        "end_time": "2026-12-03T22:59:00.000000Z",
+    }
+    assert get[2] == "Bearer tok-1"
+    assert json.loads(availability.output) == {
+        "timezone": "Europe/Paris",
+        "available_start_times": ["2026-12-02T10:00:00+01:00"],
+    }
+    assert post[1] == {
+        "event_type": f"{base}/event_types/ET123",
+        "start_time": "2026-12-02T09:00:00.000000Z",
+        "invitee": {
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "timezone": "Europe/Paris",
+            "text_reminder_number": TO,
+        },
+    }
+
+
+# -- transcript, models, voices, sounds ----------------------------------------------------------------
+
+
+def test_transcript_keeps_messages_and_tool_calls() -> None:
+    items = [
+        llm.ChatMessage(role="system", content=["instructions"]),
+        llm.ChatMessage(role="assistant", content=["Hello"]),
+        llm.ChatMessage(role="user", content=["Hi"]),
+        llm.FunctionCall(call_id="1", name="lookup", arguments='{"id": 7}'),
+        llm.FunctionCallOutput(call_id="1", name="lookup", output="not found", is_error=True),
+    ]
+    transcript = transcript_from(items)
+    assert [(t.role, t.content) for t in transcript] == [
+        ("assistant", "Hello"),
+        ("user", "Hi"),
+        ("tool", "not found"),
+    ]
+    tool = transcript[-1]
+    assert (tool.tool_name, tool.tool_arguments, tool.tool_output, tool.tool_is_error) == (
+        "lookup",
+        {"id": 7},
+        "not found",
+        True,
+    )
+
+
+def test_llm_model_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_API_KEY", "g-test")
+    settings = Settings(openai_api_key="sk-o", openrouter_api_key="sk-r")
+    config = AgentConfig(dedicated_base_urls={"ministral-3-8b-instruct": "https://llm.internal/v1"})
+
+    def built(model: dict[str, Any]) -> Any:
+        return build_llm(make_spec(llm_model=model).assistant, settings, config)
+
+    dedicated = built({"name": "gpt-4.1", "type": "dedicated-instance"})
+    assert dedicated.model == "gpt-4.1" and str(dedicated._client.base_url).startswith(
+        "https://api.openai.com"
+    )
+    ministral = built({"name": "ministral-3-8b-instruct", "type": "dedicated-instance"})
+    assert str(ministral._client.base_url) == "https://llm.internal/v1/"
+    routed = built(
+        {"type": "openrouter", "openrouter_model_id": "openai/gpt-4.1", "openrouter_provider": "nebius"}
+    )
+    assert (
+        routed.model == "openai/gpt-4.1" and str(routed._client.base_url) == "https://openrouter.ai/api/v1/"
+    )
+    assert routed._opts.extra_body == {"provider": {"order": ["nebius"], "allow_fallbacks": False}}
+    custom = built(
+        {
+            "type": "custom",
+            "api_url": "https://api.together.xyz/v1",
+            "api_key": "k-c",
+            "model_name": "meta-llama/x",
+        }
+    )
+    assert custom.model == "meta-llama/x" and custom._client.api_key == "k-c"
+    realtime = built(
+        {
+            "type": "realtime",
+            "provider": "openai",
+            "realtime_model_id": "gpt-realtime",
+            "realtime_voice_id": "marin",
+        }
+    )
+    assert realtime.model == "gpt-realtime" and realtime._opts.voice == "marin"
+    gemini = built(
+        {
+            "type": "realtime",
+            "provider": "google",
+            "realtime_model_id": "gemini-live",
+            "realtime_voice_id": "Puck",
+        }
+    )
+    assert gemini.model == "gemini-live" and gemini._opts.voice == "Puck"
+    with pytest.raises(RuntimeError, match="OUTDIAL_DEDICATED_BASE_URLS"):
+        build_llm(
+            make_spec(llm_model={"name": "ministral-3-8b-instruct", "type": "dedicated-instance"}).assistant,
+            settings,
+            AgentConfig(),
+        )
+
+
+def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARTESIA_API_KEY", "c-test")
+    monkeypatch.setenv("ELEVEN_API_KEY", "e-test")
+    settings, config = Settings(openai_api_key="sk-o"), AgentConfig()
+    cartesia = build_tts(
+        make_spec(voice={"id": "v-1", "provider": "cartesia", "speed": 1.2, "volume": 1.5}).assistant.voice,
+        settings,
+        config,
+    )
+    assert (cartesia._opts.voice, cartesia._opts.speed, cartesia._opts.volume) == ("v-1", 1.2, 1.5)
+    eleven = build_tts(
+        make_spec(voice={"id": "v-2", "provider": "elevenlabs", "speed": 1.1}).assistant.voice,
+        settings,
+        config,
+    )
+    assert eleven._opts.voice_id == "v-2" and eleven._opts.voice_settings.speed == 1.1
+
+
+def test_background_and_thinking_sounds() -> None:
+    from livekit.agents import BuiltinAudioClip
+
+    spec = make_spec(
+        background_sound="audio/office.ogg",
+        background_sound_volume=0.3,
+        thinking_sound="keyboard-typing.ogg",
+        thinking_sound_volume=0.6,
+        thinking_sound_probability=0.4,
+    )
+    options = sound_options(spec.assistant)
+    assert options["ambient_sound"].source == BuiltinAudioClip.OFFICE_AMBIENCE
+    assert options["ambient_sound"].volume == 0.3
+    (thinking,) = options["thinking_sound"]
+    assert (thinking.source, thinking.volume, thinking.probability) == (
+        BuiltinAudioClip.KEYBOARD_TYPING,
+        0.6,
+        0.4,
+    )
+    assert sound_options(make_spec().assistant) == {}
+
+
+def test_voice_agent_worker_registers_the_dispatch_name() -> None:
+    from workers.voice_agent import build_server
+
+    settings = Settings(
+        livekit_url="ws://127.0.0.1:7880",
+        livekit_api_key=API_KEY,
+        livekit_api_secret=API_SECRET,
+        livekit_agent_name="outdial-test",
+    )
+    server = build_server(settings)
+    assert server._agent_name == "outdial-test" and server._entrypoint_fnc is not None

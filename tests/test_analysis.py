@@ -1,0 +1,367 @@
+"""The OpenAI analyzer: the real `openai` client against a local OpenAI-compatible server (loopback)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.analysis import (
+    ANALYSIS_REJECTED,
+    OpenAIAnalyzer,
+    endpoint_for,
+    output_schema,
+    validate_output,
+)
+from activities.calls import CallActivities
+from activities.providers import analyzer_from
+from activities.simulated import SimulatedTelephony
+from activities.sms import SmsWriteRequest
+from models import Assistant, FieldSpecRecord, call_assistant_from
+from models.workflow_io import AnalysisResult, AnalyzeRequest
+from tests.helpers import settings_for_tests
+from tests.http_fakes import HUMAN_TRANSCRIPT, NOW, FakeOpenAI, Status, serve
+
+ALL_TYPES = [
+    {"name": "name", "type": "string", "required": True, "description": "the callee's full name"},
+    {"name": "budget", "type": "number", "required": False},
+    {"name": "consent", "type": "boolean", "required": True, "description": "agreed to be emailed"},
+    {"name": "plan", "type": "enum", "required": False, "enum_options": ["basic", "pro"]},
+    {"name": "demo_date", "type": "date", "required": True},
+    {"name": "callback_at", "type": "datetime", "required": False, "description": "when to call back"},
+]
+EXPECTED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "the callee's full name"},
+        "budget": {"type": ["number", "null"]},
+        "consent": {"type": "boolean", "description": "agreed to be emailed"},
+        "plan": {"type": ["string", "null"], "enum": ["basic", "pro", None]},
+        "demo_date": {"type": "string", "format": "date"},
+        "callback_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when to call back",
+        },
+    },
+    "required": ["name", "budget", "consent", "plan", "demo_date", "callback_at"],
+    "additionalProperties": False,
+}
+GOOD = {
+    "name": "Claire Martin",
+    "budget": 1200.5,
+    "consent": True,
+    "plan": None,
+    "demo_date": "2026-12-01",
+    "callback_at": "2026-12-01T10:00:00+01:00",
+}
+OUTCOME = {"outcome": "interested", "outcome_summary": "She asked for the details by email."}
+FIELDS = [FieldSpecRecord.model_validate(field) for field in ALL_TYPES]
+
+
+def request(**assistant: Any) -> AnalyzeRequest:
+    spec = Assistant.model_validate({"prompt": "Offer Claire a demo.", **assistant})
+    return AnalyzeRequest(
+        call_id="call-1",
+        attempt_id="attempt-1",
+        assistant=call_assistant_from(spec, id="a", organization_id="org_local", now=NOW),
+        transcript=HUMAN_TRANSCRIPT,
+        to_phone_number="+33612345678",
+        from_phone_number="+33159000000",
+    )
+
+
+@pytest.fixture
+async def fake() -> Any:
+    server = FakeOpenAI()
+    async with serve(server.routes) as base:
+        server.base = base  # type: ignore[attr-defined]
+        yield server
+
+
+def analyzer(fake: FakeOpenAI, **overrides: Any) -> OpenAIAnalyzer:
+    settings = settings_for_tests(
+        analyzer="openai",
+        openai_api_key="sk-test-default",
+        openai_base_url=f"{fake.base}/v1",  # type: ignore[attr-defined]
+        **overrides,
+    )
+    return OpenAIAnalyzer(settings)
+
+
+async def test_exact_json_schema_sent_for_all_six_types_and_good_reply_stored(fake: FakeOpenAI) -> None:
+    fake.script = {"structured_output": [GOOD], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+
+    assert result == AnalysisResult(
+        structured_output=GOOD, outcome="interested", outcome_summary=OUTCOME["outcome_summary"]
+    )
+    [sent] = fake.of_kind("structured_output")
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "structured_output", "strict": True, "schema": EXPECTED_SCHEMA},
+    }
+    assert sent["model"] == "gpt-4.1"  # the seed's dedicated gpt-4.1 goes to OpenAI as gpt-4.1
+    prompt = sent["messages"][-1]["content"]
+    assert "outbound phone call between our agent (+33159000000) and the callee (+33612345678)" in prompt
+    assert "Callee: Yes, I'm interested. My email is claire@example.com." in prompt
+    [outcome] = fake.of_kind("call_outcome")
+    assert outcome["response_format"]["json_schema"]["strict"] is True
+    assert outcome["response_format"]["json_schema"]["schema"]["properties"]["outcome"]["enum"] == [
+        "do_not_contact",
+        "requested_callback_new_number",
+        "requested_callback_later",
+        "completed",
+        "interested",
+        "not_interested",
+        None,
+    ]
+    headers = {r["headers"]["Authorization"] for r in fake.requests}
+    assert headers == {"Bearer sk-test-default"}
+
+
+async def test_structured_output_prompt_variables_are_filled_in(fake: FakeOpenAI) -> None:
+    fake.script = {"structured_output": [GOOD], "call_outcome": [OUTCOME]}
+    template = "{{call_direction}} call from {{agent_phone_number}} to {{user_phone_number}}:\n{{transcript}}"
+    await analyzer(fake).analyze(
+        request(structured_output_config=ALL_TYPES, structured_output_prompt=template)
+    )
+    [sent] = fake.of_kind("structured_output")
+    assert sent["messages"][-1]["content"] == (
+        "outbound call from +33159000000 to +33612345678:\n"
+        "Agent: Hello Claire, this is Alex from Acme about your demo.\n"
+        "Callee: Yes, I'm interested. My email is claire@example.com.\n"
+        "Agent: Great, I'll send the details. Goodbye."
+    )
+
+
+async def test_invalid_reply_is_asked_again_with_the_error_then_the_valid_one_is_stored(
+    fake: FakeOpenAI,
+) -> None:
+    fake.script = {
+        "structured_output": [{**GOOD, "demo_date": "next tuesday"}, GOOD],
+        "call_outcome": [OUTCOME],
+    }
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.structured_output == GOOD
+    first, second = fake.of_kind("structured_output")
+    assert len(second["messages"]) == len(first["messages"]) + 2
+    assert "demo_date: 'next tuesday' is not a date as YYYY-MM-DD" in second["messages"][-1]["content"]
+
+
+async def test_schema_invalid_replies_stop_at_the_bound_and_the_failure_is_recorded(fake: FakeOpenAI) -> None:
+    bad_replies = [{**GOOD, "consent": "yes"}, {"name": "Claire"}, "not json at all"]
+    fake.script = {"structured_output": bad_replies, "call_outcome": [OUTCOME]}
+    result = await analyzer(fake, analysis_max_invalid_replies=3).analyze(
+        request(structured_output_config=ALL_TYPES)
+    )
+    assert len(fake.of_kind("structured_output")) == 3  # the bound, not one more
+    assert result.structured_output is None
+    assert result.outcome == "interested"  # the outcome does not depend on the structured output
+    assert result.outcome_summary is not None
+    assert "structured output failed" in result.outcome_summary
+    assert "in 3 tries: not JSON" in result.outcome_summary
+
+
+async def test_an_invalid_outcome_is_recorded_in_the_summary_and_outcome_stays_null(fake: FakeOpenAI) -> None:
+    fake.script = {"call_outcome": [{"outcome": "maybe", "outcome_summary": "?"}]}
+    result = await analyzer(fake, analysis_max_invalid_replies=2).analyze(request())
+    assert len(fake.of_kind("call_outcome")) == 2
+    assert result.outcome is None and result.structured_output is None
+    assert result.outcome_summary is not None
+    assert result.outcome_summary.startswith("analysis failed: the model's call_outcome reply")
+
+
+async def test_no_transcript_means_no_outcome_and_no_request(fake: FakeOpenAI) -> None:
+    empty = request().model_copy(update={"transcript": []})
+    assert await analyzer(fake).analyze(empty) == AnalysisResult()
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({**GOOD, "budget": True}, "budget: expected a number"),
+        ({**GOOD, "budget": "12"}, "budget: expected a number"),
+        ({**GOOD, "consent": "yes"}, "consent: expected true or false"),
+        ({**GOOD, "plan": "enterprise"}, "plan: 'enterprise' is not one of"),
+        ({**GOOD, "demo_date": "2026-13-01"}, "demo_date: '2026-13-01' is not a date"),
+        ({**GOOD, "callback_at": "tomorrow 10am"}, "callback_at: 'tomorrow 10am' is not an ISO 8601"),
+        ({**GOOD, "name": None}, "name: is required and may not be null"),
+        ({**GOOD, "extra": 1}, "unexpected properties ['extra']"),
+        ({k: v for k, v in GOOD.items() if k != "plan"}, "missing properties ['plan']"),
+        ([GOOD], "expected a JSON object"),
+    ],
+)
+def test_validation_names_what_is_wrong(value: object, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("[", r"\[").replace("(", r"\(")):
+        validate_output(FIELDS, value)
+
+
+def test_validation_accepts_nulls_for_optional_fields_and_integers_as_numbers() -> None:
+    reply = {**GOOD, "budget": 3, "plan": None, "callback_at": None}
+    assert validate_output(FIELDS, reply) == reply
+    assert output_schema(FIELDS) == EXPECTED_SCHEMA
+
+
+async def test_custom_llm_endpoint_is_used_with_its_own_key(fake: FakeOpenAI) -> None:
+    fake.script = {"call_outcome": [OUTCOME]}
+    custom = {
+        "type": "custom",
+        "api_url": f"{fake.base}/v1",  # type: ignore[attr-defined]
+        "api_key": "sk-custom-0123456789",
+        "model_name": "acme/llama-70b",
+    }
+    await analyzer(fake, allow_private_urls=True).analyze(request(llm_model=custom))
+    [sent] = fake.requests
+    assert sent["body"]["model"] == "acme/llama-70b"
+    assert sent["headers"]["Authorization"] == "Bearer sk-custom-0123456789"
+
+
+async def test_custom_llm_endpoint_on_a_private_address_is_refused_without_a_request(
+    fake: FakeOpenAI,
+) -> None:
+    custom = {
+        "type": "custom",
+        "api_url": f"{fake.base}/v1",  # type: ignore[attr-defined]
+        "api_key": "sk-custom-0123456789",
+        "model_name": "acme/llama-70b",
+    }
+    with pytest.raises(ApplicationError) as refused:
+        await analyzer(fake, allow_private_urls=False).analyze(request(llm_model=custom))
+    assert refused.value.type == "UnsafeUrl" and refused.value.non_retryable
+    assert "loopback" in refused.value.message and "sk-custom" not in refused.value.message
+    assert fake.requests == []
+
+
+async def test_openrouter_model_goes_to_openrouter_with_provider_routing(fake: FakeOpenAI) -> None:
+    fake.script = {"call_outcome": [OUTCOME]}
+    openrouter = {
+        "type": "openrouter",
+        "openrouter_model_id": "openai/gpt-4.1",
+        "openrouter_provider": "azure",
+    }
+    subject = analyzer(
+        fake,
+        openrouter_api_key="sk-or-test",
+        openrouter_base_url=f"{fake.base}/v1",  # type: ignore[attr-defined]
+    )
+    await subject.analyze(request(llm_model=openrouter))
+    [sent] = fake.requests
+    assert sent["body"]["model"] == "openai/gpt-4.1"
+    assert sent["body"]["provider"] == {"order": ["azure"], "require_parameters": True}
+    assert sent["headers"]["Authorization"] == "Bearer sk-or-test"
+
+
+def test_models_that_are_not_openai_compatible_use_the_configured_default() -> None:
+    settings = settings_for_tests(openai_api_key="sk-x", analysis_model="gpt-4.1-mini")
+    realtime = request(
+        llm_model={"type": "realtime", "provider": "google", "realtime_model_id": "gemini-live"}
+    ).assistant.llm_model
+    ministral = request(
+        llm_model={"type": "dedicated-instance", "name": "ministral-3-8b-instruct"}
+    ).assistant.llm_model
+    for model in (realtime, ministral):
+        endpoint = endpoint_for(model, settings)
+        assert (endpoint.model, endpoint.base_url, endpoint.user_controlled) == ("gpt-4.1-mini", None, False)
+    assert "sk-x" not in repr(endpoint_for(realtime, settings))  # keys stay out of reprs and logs
+
+
+def test_analyzer_from_picks_openai_when_configured() -> None:
+    assert analyzer_from(settings_for_tests(analyzer="openai", openai_api_key="sk-x")).name == "openai"
+    assert analyzer_from(settings_for_tests()).name == "simulated"
+
+
+async def test_authentication_error_is_final_and_does_not_echo_the_key(fake: FakeOpenAI) -> None:
+    fake.script = {"call_outcome": [Status(401)]}
+    with pytest.raises(ApplicationError) as refused:
+        await analyzer(fake).analyze(request())
+    assert refused.value.type == ANALYSIS_REJECTED and refused.value.non_retryable
+    assert "sk-test-default" not in str(refused.value)
+
+
+async def test_after_call_sms_text_is_written_from_the_transcript(fake: FakeOpenAI) -> None:
+    fake.script = {"text": ["Thanks Claire! Details: https://acme.example/demo"]}
+    text = await analyzer(fake).write_sms(
+        SmsWriteRequest(
+            instructions="Thank {{name}} and send the demo link.",
+            variables={"name": "Claire"},
+            transcript=HUMAN_TRANSCRIPT,
+        )
+    )
+    assert text == "Thanks Claire! Details: https://acme.example/demo"
+    [sent] = fake.requests
+    assert "Thank Claire and send the demo link." in sent["body"]["messages"][-1]["content"]
+    assert "Callee: Yes, I'm interested." in sent["body"]["messages"][-1]["content"]
+
+
+# --- Temporal's retry policy does the backoff for transient errors -----------------------------------
+
+
+@workflow.defn(sandboxed=False)
+class AnalyzeOnce:
+    """What CallOrderWorkflow does: the analyze activity with a retry policy; the failure type if any."""
+
+    @workflow.run
+    async def run(self, analyze: AnalyzeRequest) -> str:
+        try:
+            result = await workflow.execute_activity(
+                "analyze",
+                analyze,
+                result_type=AnalysisResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=2),
+                    maximum_attempts=5,
+                    non_retryable_error_types=[ANALYSIS_REJECTED],
+                ),
+            )
+        except ActivityError as err:
+            assert isinstance(err.cause, ApplicationError)
+            return f"failed: {err.cause.type}"
+        return f"{result.outcome} at {workflow.now() - workflow.info().start_time}"
+
+
+async def test_transient_errors_retry_with_backoff_then_succeed(time_env, fake: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+    fake.script = {"call_outcome": [Status(503), Status(429, {"retry-after": "30"}), OUTCOME]}
+    subject = analyzer(fake)
+    activities = CallActivities(subject.settings, SimulatedTelephony(), subject)
+    queue = f"analysis-{uuid.uuid4()}"
+    async with Worker(
+        time_env.client,
+        task_queue=queue,
+        workflows=[AnalyzeOnce],
+        activities=[activities.analyze],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        outcome = await time_env.client.execute_workflow(
+            AnalyzeOnce.run, request(), id=f"analyze-{uuid.uuid4()}", task_queue=queue
+        )
+    assert len(fake.of_kind("call_outcome")) == 3
+    # 2 s of backoff after the 503, then the 30 s the 429's Retry-After asked for.
+    assert outcome.startswith("interested at 0:00:3")
+
+
+async def test_a_rejected_request_is_not_retried(time_env, fake: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+    fake.script = {"call_outcome": [Status(400)]}
+    subject = analyzer(fake)
+    activities = CallActivities(subject.settings, SimulatedTelephony(), subject)
+    queue = f"analysis-{uuid.uuid4()}"
+    async with Worker(
+        time_env.client,
+        task_queue=queue,
+        workflows=[AnalyzeOnce],
+        activities=[activities.analyze],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        outcome = await time_env.client.execute_workflow(
+            AnalyzeOnce.run, request(), id=f"analyze-{uuid.uuid4()}", task_queue=queue
+        )
+    assert outcome.endswith(f": {ANALYSIS_REJECTED}")
+    assert len(fake.requests) == 1

@@ -1,0 +1,578 @@
+"""The HTTP API driven by the official `revox` client (sync and async) over a real loopback socket,
+against the real Temporal dev server with a worker: calls, assistants, phone numbers, voices, search,
+export, phone history, errors, idempotency and organization scoping.
+
+The whole module runs once on SQLite and, when OUTDIAL_TEST_POSTGRES_URL is set (CI sets it), once
+more on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import revox
+from fastapi import FastAPI
+from revox import AsyncRevox, Revox
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from api import create_app
+from api.auth import ensure_phone_number, issue_api_key
+from api.server import ApiServer
+from models import Call
+from models.settings import Settings
+from models.tables import Database
+from tests.helpers import settings_for_tests
+from workers import create_worker
+
+T = TypeVar("T")
+POSTGRES_URL = os.environ.get("OUTDIAL_TEST_POSTGRES_URL")
+SEED_CALL_KEYS = list(json.loads(Path("tests/data/seed_call_example.json").read_text())["call"])
+ALWAYS_OPEN = {
+    "timezone": "UTC",
+    "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+    "calling_windows": [
+        {"calling_window_start_time": "00:00", "calling_window_end_time": "23:59", "retry_delay_seconds": 1}
+    ],
+}
+ORG_NUMBER = "+33159000001"
+ORG_TRUNK = "ST_test_trunk"
+
+
+# --- the stack: worker + API in their own thread and event loop, like `outdial dev` ------------------------
+
+
+class StackThread:
+    """A worker and the API (uvicorn on a free loopback port) sharing one Temporal client in a
+    background event loop, so sync clients in tests never block them."""
+
+    def __init__(self, settings: Settings, *, worker: bool = True) -> None:
+        self.settings, self.worker = settings, worker
+        self.url = ""
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="api-stack", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as err:  # noqa: BLE001 — reported to the test thread
+            self._error = err
+            self._ready.set()
+
+    async def _main(self) -> None:
+        if not self.worker:  # the API alone, connecting to Temporal by itself when it needs it
+            await self._serve(create_app(self.settings))
+            return
+        client = await Client.connect(
+            self.settings.temporal_address,
+            namespace=self.settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+        )
+        async with create_worker(client, task_queue=self.settings.task_queue, settings=self.settings):
+            await self._serve(create_app(self.settings, temporal_client=client))
+
+    async def _serve(self, app: FastAPI) -> None:
+        async with ApiServer(app, port=0) as server:
+            self.url = server.url
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> StackThread:
+        self._thread.start()
+        if not self._ready.wait(60) or self._error:
+            raise RuntimeError(f"the API stack did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+@dataclass
+class Stack:
+    url: str
+    settings: Settings
+    database: Database
+
+
+@dataclass
+class Org:
+    id: str
+    key: str
+    client: Revox
+    stack: Stack
+
+    def raw(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.stack.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("OUTDIAL_TEST_POSTGRES_URL is not set")
+        return POSTGRES_URL
+    return f"sqlite:///{tmp_path_factory.mktemp('api') / 'outdial.db'}"
+
+
+@pytest.fixture(scope="module")
+def stack(dev_env: Any, database_url: str) -> Iterator[Stack]:
+    settings = settings_for_tests(
+        database_url=database_url,
+        temporal_address=dev_env.client.service_client.config.target_host,
+        temporal_namespace=dev_env.client.namespace,
+        task_queue=f"api-{uuid.uuid4()}",
+    )
+    with StackThread(settings) as thread:
+        yield Stack(thread.url, settings, Database.for_url(database_url))
+
+
+def new_org(stack: Stack, *, with_number: bool = True) -> Org:
+    """A fresh organization (so tests never see each other's calls), its key and a client."""
+    org_id = f"org_{uuid.uuid4().hex[:10]}"
+    key = issue_api_key(stack.database, org_id, email=f"owner@{org_id}.test")
+    if with_number:
+        ensure_phone_number(stack.database, org_id, ORG_NUMBER, ORG_TRUNK, label="main line")
+    return Org(org_id, key, Revox(api_key=key, base_url=stack.url, max_retries=0), stack)
+
+
+@pytest.fixture
+def org(stack: Stack) -> Org:
+    return new_org(stack)
+
+
+def eventually_sync(probe: Callable[[], T], until: Callable[[T], bool], *, timeout: float = 30) -> T:
+    """Poll `probe` until `until(value)` holds (deadline-bound), for the sync client."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        time.sleep(0.05)
+
+
+async def eventually_async(
+    probe: Callable[[], Any], until: Callable[[Any], bool], *, timeout: float = 30
+) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+def quick_order(
+    simulation: str, *, to: str = "+33612345678", attempts: int = 1, **extra: Any
+) -> dict[str, Any]:
+    """An order that calls at once and finishes in well under a second."""
+    return {
+        "phone_number": to,
+        "assistant": {
+            "prompt": "Offer {{name}} a demo of outdial.",
+            "first_sentence": "Hi {{name}}, this is Camille from outdial.",
+            "first_sentence_mode": "static",
+            "structured_output_config": [{"name": "name", "type": "string", "required": True}],
+            "call_retry_config": {**ALWAYS_OPEN, "max_retry_attempts": attempts},
+        },
+        "prompt_variables": {"name": "Claire"},
+        "metadata": {"simulation": simulation, "crm_id": "c-42"},
+        "skip_calling_window": True,
+        **extra,
+    }
+
+
+def finished(client: Revox, call_id: str) -> Any:
+    return eventually_sync(
+        lambda: client.call.retrieve(call_id).call,
+        lambda c: c.status in ("completed", "errored", "cancelled"),
+    )
+
+
+# --- calls ---------------------------------------------------------------------------------------------
+
+
+def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) -> None:
+    created = org.client.call.with_raw_response.create(**quick_order("human:interested"))
+    body = created.json()["call"]
+    assert list(body) == SEED_CALL_KEYS  # the seed's keys, in the seed's order
+    assert Call.model_validate(body).model_dump(mode="json") == body
+    assert body["status"] == "initializing" and body["organization_id"] == org.id
+    assert body["from_phone_number"] == ORG_NUMBER  # the organization's (only) number is its default
+    assert str(uuid.UUID(body["id"])) == body["id"]
+
+    call = finished(org.client, body["id"])
+    assert call.status == "completed" and call.outcome == "interested"
+    assert call.calls_count == 1 and call.last_call_attempt.result == "human"
+    assert call.call_attempts[0].transcript[0].content == "Hi Claire, this is Camille from outdial."
+    assert call.call_attempts[0].structured_output == {"name": "Claire"}
+    assert call.metadata == {"simulation": "human:interested", "crm_id": "c-42"}
+
+    # The stored state (what the API answers once the workflow closed) is the workflow's final Call.
+    stored = org.client.call.search(**no_filters(call_ids=[call.id])).calls[0]
+    assert stored.model_dump() == call.model_dump()
+
+
+async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org) -> None:
+    async with AsyncRevox(api_key=org.key, base_url=org.stack.url, max_retries=0) as client:
+        created = await client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z")
+        call_id = created.call.id
+
+        async def status() -> str:
+            return (await client.call.retrieve(call_id)).call.status
+
+        await eventually_async(status, lambda s: s == "scheduled")
+        assert (await client.call.pause(call_id)).success
+        await eventually_async(status, lambda s: s == "paused")
+        assert (await client.call.resume(call_id)).success
+        await eventually_async(status, lambda s: s == "scheduled")
+        assert (await client.call.cancel(call_id)).success
+        await eventually_async(status, lambda s: s == "cancelled")
+        retrieved = (await client.call.retrieve(call_id)).call
+        assert retrieved.is_cancelled and retrieved.calls_count == 0
+        with pytest.raises(revox.ConflictError):  # an ended order cannot be cancelled again
+            await client.call.cancel(call_id)
+
+
+def test_idempotency_key_returns_the_same_call_and_never_a_second_one(org: Org) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    order = quick_order("human:completed", to="+33612345679")
+    first = org.client.call.create(**order, extra_headers=key).call
+    again = org.client.call.create(**order, extra_headers=key).call
+    assert again.id == first.id
+    finished(org.client, first.id)
+    replay = org.client.call.create(**order, extra_headers=key).call  # after the order ended, too
+    assert replay.id == first.id and replay.status == "completed"
+    assert org.client.call.search(**no_filters(to_phone_number="+33612345679")).total_count == 1
+    with pytest.raises(revox.ConflictError):
+        org.client.call.create(**{**order, "metadata": {"simulation": "busy"}}, extra_headers=key)
+
+
+def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Org) -> None:
+    with org.raw() as http:
+        added = http.post(
+            "/phone-numbers", json={"phone_number": "+33159000002", "livekit_outbound_trunk_id": "ST_2"}
+        )
+        assert added.status_code == 200, added.text
+    assistant = org.client.assistants.create(
+        name="Sales", prompt="Offer {{name}} a demo.", from_phone_number="+33159000002"
+    ).assistant
+    call = org.client.call.create(
+        phone_number="+33612345670",
+        assistant_id=assistant.id,
+        metadata={"simulation": "human:completed"},
+        skip_calling_window=True,
+    ).call
+    assert call.assistant.id == assistant.id and call.assistant.name == "Sales"
+    assert call.from_phone_number == "+33159000002"
+    done = finished(org.client, call.id)
+    assert done.status == "completed" and done.assistant.id == assistant.id
+    assert done.from_phone_number == "+33159000002"
+    found = org.client.call.search(
+        **no_filters(assistant_ids=[assistant.id], from_phone_numbers=["+33159000002"])
+    )
+    assert [c.id for c in found.calls] == [call.id]
+
+
+# --- errors and scoping ----------------------------------------------------------------------------------
+
+
+def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org: Org) -> None:
+    with pytest.raises(revox.AuthenticationError):
+        Revox(api_key="odk_not-a-key", base_url=stack.url, max_retries=0).call.retrieve(str(uuid.uuid4()))
+    with pytest.raises(revox.NotFoundError):
+        org.client.call.retrieve(str(uuid.uuid4()))
+    with pytest.raises(revox.NotFoundError):
+        org.client.call.retrieve("not-a-uuid")
+    with pytest.raises(revox.UnprocessableEntityError) as invalid:
+        org.client.call.create(phone_number="+1555")
+    assert invalid.value.body["error"]["type"] == "validation_error"
+    assert invalid.value.body["error"]["details"][0]["loc"] == ["body", "phone_number"]
+    with pytest.raises(revox.UnprocessableEntityError) as unknown:
+        org.client.call.create(phone_number="+33612345678", assistant_id=str(uuid.uuid4()))
+    assert "assistant_id" in unknown.value.body["error"]["message"]
+    with pytest.raises(revox.UnprocessableEntityError) as foreign:
+        org.client.call.create(phone_number="+33612345678", from_phone_number="+14155552671")
+    assert "from_phone_number" in foreign.value.body["error"]["message"]
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.call.create(
+            phone_number="+33612345678", assistant={"prompt": "Hi", "from_phone_number": "+14155552671"}
+        )
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.assistants.create(name="x", prompt="y", from_phone_number="+14155552671")
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.call.search(**no_filters(page=0))
+    with org.raw() as http:
+        not_json = http.post("/call", content=b"{not json", headers={"content-type": "application/json"})
+        assert not_json.status_code == 422 and not_json.json()["error"]["type"] == "validation_error"
+        missing_key = httpx.get(f"{stack.url}/assistants")
+        assert missing_key.status_code == 401 and "Bearer" in missing_key.json()["error"]["message"]
+
+
+def test_an_organization_never_sees_another_ones_objects(stack: Stack, org: Org) -> None:
+    other = new_org(stack)
+    call = other.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call
+    assistant = other.client.assistants.create(name="Theirs", prompt="Hi").assistant
+    with pytest.raises(revox.NotFoundError):
+        org.client.call.retrieve(call.id)
+    with pytest.raises(revox.NotFoundError):
+        org.client.call.cancel(call.id)
+    with pytest.raises(revox.NotFoundError):
+        org.client.assistants.retrieve(assistant.id)
+    with pytest.raises(revox.NotFoundError):
+        org.client.assistants.delete(assistant.id)
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.call.create(phone_number="+33612345678", assistant_id=assistant.id)
+    other_number = other.client.phone_numbers.list().phone_numbers[0].id
+    with pytest.raises(revox.NotFoundError):
+        org.client.phone_numbers.delete(other_number)
+    assert org.client.call.search(**no_filters()).total_count == 0
+    assert [a.id for a in org.client.assistants.list().assistants] == []
+    other.client.call.cancel(call.id)
+
+
+# --- assistants ------------------------------------------------------------------------------------------
+
+
+def test_assistants_crud_and_clone(org: Org) -> None:
+    created = org.client.assistants.create(
+        name="Receptionist",
+        prompt="Greet {{name}}.",
+        voice={"id": "a167e0f3-df7e-4d52-a9c3-f949145efdab", "provider": "cartesia", "speed": 1.1},
+        call_retry_config={**ALWAYS_OPEN, "max_retry_attempts": 2},
+        from_phone_number=ORG_NUMBER,
+    ).assistant
+    assert created.name == "Receptionist" and created.organization_id == org.id
+    assert created.voice.provider == "cartesia" and created.call_retry_config.max_retry_attempts == 2
+    assert created.first_sentence_delay_ms == 400 and created.type == "standalone"
+
+    retrieved = org.client.assistants.retrieve(created.id)  # unwrapped, as the client expects
+    assert retrieved.id == created.id and retrieved.prompt == "Greet {{name}}."
+
+    updated = org.client.assistants.update(created.id, name="Front desk", first_sentence="Hello!").assistant
+    assert (updated.name, updated.first_sentence, updated.prompt) == (
+        "Front desk",
+        "Hello!",
+        "Greet {{name}}.",
+    )
+    assert updated.voice.id == created.voice.id  # fields not given are kept
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.assistants.update(created.id, voice={"id": "x", "provider": "cartesia", "speed": 9})
+    assert org.client.assistants.retrieve(created.id).name == "Front desk"  # a refused update changes nothing
+
+    clone = org.client.assistants.clone(created.id).assistant
+    assert clone.id != created.id and clone.name == "Front desk (copy)" and clone.prompt == updated.prompt
+    assert {a.id for a in org.client.assistants.list().assistants} == {created.id, clone.id}
+
+    assert org.client.assistants.delete(created.id).success
+    with pytest.raises(revox.NotFoundError):
+        org.client.assistants.retrieve(created.id)
+    with pytest.raises(revox.NotFoundError):
+        org.client.assistants.delete(created.id)
+    assert [a.id for a in org.client.assistants.list().assistants] == [clone.id]
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.assistants.create(name="", prompt="x")
+
+
+# --- phone numbers, voices, account --------------------------------------------------------------------
+
+
+def test_phone_numbers_list_update_delete(org: Org) -> None:
+    numbers = org.client.phone_numbers.list().phone_numbers
+    assert [(n.phone_number, n.livekit_outbound_trunk_id, n.label) for n in numbers] == [
+        (ORG_NUMBER, ORG_TRUNK, "main line")
+    ]
+    assistant = org.client.assistants.create(name="Inbound", prompt="Answer.").assistant
+    updated = org.client.phone_numbers.update(numbers[0].id, label="HQ", inbound_assistant_id=assistant.id)
+    assert updated.phone_number.label == "HQ" and updated.phone_number.inbound_assistant.id == assistant.id
+    with pytest.raises(revox.UnprocessableEntityError):
+        org.client.phone_numbers.update(numbers[0].id, inbound_assistant_id=str(uuid.uuid4()))
+    with org.raw() as http:
+        assert http.post("/phone-numbers", json={"phone_number": ORG_NUMBER}).status_code == 409
+    assert org.client.phone_numbers.delete(numbers[0].id).success
+    with pytest.raises(revox.NotFoundError):
+        org.client.phone_numbers.delete(numbers[0].id)
+    assert org.client.phone_numbers.list().phone_numbers == []
+
+
+class _FakeTts(BaseHTTPRequestHandler):
+    requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 — http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeTts.requests.append((self.path, dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/mpeg")
+        self.end_headers()
+        self.wfile.write(b"ID3-fake-mp3")
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_voices_catalog_preview_and_clone(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    voices = org.client.voices.list().voices
+    assert {"cartesia", "elevenlabs"} <= {v.provider for v in voices} and len(voices) >= 20
+    sarah = org.client.voices.retrieve("694f9389-aac1-45b6-b726-9d9369183238", provider="cartesia").voice
+    assert sarah.name == "Sarah"
+    with pytest.raises(revox.NotFoundError):
+        org.client.voices.retrieve("694f9389-aac1-45b6-b726-9d9369183238", provider="elevenlabs")
+    monkeypatch.delenv("CARTESIA_API_KEY", raising=False)
+    with pytest.raises(revox.InternalServerError) as missing:  # 501: the client's >=500 class
+        org.client.voices.preview(provider="cartesia", voice_id=sarah.id)
+    assert missing.value.status_code == 501 and "CARTESIA_API_KEY" in missing.value.body["error"]["message"]
+    with pytest.raises(revox.InternalServerError) as clone:
+        org.client.voices.clone(audio="AAAA", content_type="audio/wav", language="en", name="Me")
+    assert clone.value.status_code == 501
+
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), _FakeTts)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CARTESIA_API_KEY", "sk_car_test")
+    monkeypatch.setenv("CARTESIA_BASE_URL", f"http://127.0.0.1:{fake.server_address[1]}")
+    try:
+        audio = org.client.voices.with_raw_response.preview(
+            provider="cartesia", voice_id=sarah.id, text="Bonjour"
+        )
+        assert audio.http_response.content == b"ID3-fake-mp3"
+        path, headers, body = _FakeTts.requests[-1]
+        assert path == "/tts/bytes" and headers["X-API-Key"] == "sk_car_test"
+        assert body["voice"] == {"mode": "id", "id": sarah.id} and body["transcript"] == "Bonjour"
+    finally:
+        fake.shutdown()
+
+
+def test_users_me_and_auth_status(stack: Stack, org: Org) -> None:
+    user = org.client.users.retrieve().user
+    assert user.organization_id == org.id and user.email == f"owner@{org.id}.test"
+    assert org.client.auth_status.retrieve().authenticated is True
+    stranger = Revox(api_key="odk_unknown", base_url=stack.url, max_retries=0)
+    assert stranger.auth_status.retrieve().authenticated is False
+    with pytest.raises(revox.AuthenticationError):
+        stranger.users.retrieve()
+    docs = httpx.get(f"{stack.url}/docs")
+    schema = httpx.get(f"{stack.url}/openapi.json").json()
+    assert docs.status_code == 200 and "/call/{id}/cancel" in schema["paths"]
+
+
+# --- search, export, phone history ------------------------------------------------------------------------
+
+
+def no_filters(**given: Any) -> dict[str, Any]:
+    """The client's search/export filters require every list; empty means "any"."""
+    base: dict[str, Any] = {
+        key: []
+        for key in (
+            "assignee_ids",
+            "assistant_ids",
+            "campaign_ids",
+            "directions",
+            "from_phone_numbers",
+            "outcomes",
+            "results",
+            "statuses",
+        )
+    }
+    return {**base, "page": 1, "page_size": 50, **given}
+
+
+def test_search_export_and_phone_history_work_after_the_workflows_are_gone(stack: Stack) -> None:
+    org = new_org(stack)
+    ids = {
+        "interested": org.client.call.create(**quick_order("human:interested", to="+33612340001")).call.id,
+        "no_answer": org.client.call.create(
+            **quick_order("no_answer", to="+33612340002", attempts=2)
+        ).call.id,
+        "dnc": org.client.call.create(
+            **quick_order("voicemail,human:do_not_contact", to="+33612340003", attempts=2)
+        ).call.id,
+    }
+    waiting = org.client.call.create(phone_number="+33612340004", scheduled_at="2099-01-05T09:00:00Z").call.id
+    for call_id in ids.values():
+        finished(org.client, call_id)
+    eventually_sync(lambda: org.client.call.retrieve(waiting).call.status, lambda s: s == "scheduled")
+
+    # Beyond Temporal's retention: an API whose Temporal has none of these workflows (none at all,
+    # here) still answers everything below from the database.
+    cut_off = stack.settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
+    with StackThread(cut_off, worker=False) as alone:
+        client = Revox(api_key=org.key, base_url=alone.url, max_retries=0)
+        assert client.call.retrieve(ids["interested"]).call.outcome == "interested"
+        assert client.call.retrieve(waiting).call.status == "scheduled"  # running: the stored state
+        check_search_export_history(client, ids, waiting)
+    org.client.call.cancel(waiting)
+
+
+def check_search_export_history(client: Revox, ids: dict[str, str], waiting: str) -> None:
+    search = client.call.search
+    assert search(**no_filters()).total_count == 4
+    assert {c.id for c in search(**no_filters(statuses=["completed"])).calls} == set(ids.values())
+    assert [c.id for c in search(**no_filters(outcomes=["interested"])).calls] == [ids["interested"]]
+    assert {c.id for c in search(**no_filters(outcomes=["none"])).calls} == {ids["no_answer"], waiting}
+    assert [c.id for c in search(**no_filters(results=["human"], outcomes=["do_not_contact"])).calls] == [
+        ids["dnc"]
+    ]
+    assert [c.id for c in search(**no_filters(to_phone_number="+33612340002")).calls] == [ids["no_answer"]]
+    assert [c.id for c in search(**no_filters(query="33612340004")).calls] == [waiting]
+    assert search(**no_filters(campaign_ids=["any"])).total_count == 0
+    pages = [
+        search(**no_filters(page=p, page_size=3, sort_by="to_phone_number", sort_direction="asc"))
+        for p in (1, 2)
+    ]
+    assert [c.to_phone_number for page in pages for c in page.calls] == [
+        f"+3361234000{i}" for i in (1, 2, 3, 4)
+    ]
+    assert pages[0].total_count == 4 and len(pages[1].calls) == 1
+
+    export = client.call.export(
+        filters=no_filters(statuses=["completed"]),
+        include_metadata=True,
+        include_structured_output_fields=True,
+    )
+    assert export.filename.endswith(".csv")
+    rows = list(csv.DictReader(io.StringIO(export.csv)))
+    assert sorted(
+        (r["to_phone_number"], r["attempt_number"], r["result"] or r["dial_error"]) for r in rows
+    ) == [
+        ("+33612340001", "1", "human"),
+        ("+33612340002", "1", "no_answer"),
+        ("+33612340002", "2", "no_answer"),
+        ("+33612340003", "1", "voicemail"),
+        ("+33612340003", "2", "human"),
+    ]
+    interested = next(r for r in rows if r["to_phone_number"] == "+33612340001")
+    assert interested["outcome"] == "interested" and interested["metadata.crm_id"] == "c-42"
+    assert interested["structured_output.name"] == "Claire" and interested["transcript"].startswith(
+        "assistant: Hi"
+    )
+
+    history = client.call.phone_history().phone_history
+    assert history["+33612340001"].hot and history["+33612340001"].reached_human
+    assert history["+33612340001"].last_outcome == "interested" and history["+33612340001"].count == 1
+    assert history["+33612340002"].count == 2 and not history["+33612340002"].reached_human
+    assert history["+33612340003"].do_not_contact and history["+33612340003"].last_called_at
+    assert history["+33612340004"].count == 0 and history["+33612340004"].last_called_at is None

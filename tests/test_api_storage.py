@@ -1,0 +1,192 @@
+"""Storage: the Alembic schema matches the tables; the persistence activity's upsert is idempotent and
+monotonic under concurrent writes; `prepare_order` and `dial` resolve assistants, caller ids and trunks
+from the organization's records. On SQLite, and on PostgreSQL when OUTDIAL_TEST_POSTGRES_URL is set."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel, select
+from temporalio.exceptions import ApplicationError
+
+from activities.calls import INVALID_ORDER, CallActivities
+from activities.compliance import DoNotContactEntry
+from activities.persistence import DatabaseDoNotContactRegistry, write_call
+from activities.simulated import SimulatedAnalyzer
+from api.auth import ensure_phone_number, issue_api_key
+from models import Assistant, Call, CallAttempt
+from models.tables import AssistantRecord, CallAttemptRecord, CallOrderRecord, Database
+from models.workflow_io import DialRequest, DialResult, PrepareRequest
+from tests.helpers import settings_for_tests
+
+POSTGRES_URL = os.environ.get("OUTDIAL_TEST_POSTGRES_URL")
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Database:
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("OUTDIAL_TEST_POSTGRES_URL is not set")
+        return Database.for_url(POSTGRES_URL)
+    return Database.for_url(f"sqlite:///{tmp_path_factory.mktemp('storage') / 'outdial.db'}")
+
+
+def test_the_migrations_create_exactly_the_tables(database: Database) -> None:
+    database.migrate()
+    with database.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
+
+
+def snapshot(call_id: str, organization_id: str, step: int) -> Call:
+    """The order after `step` changes: one more attempt every 2 steps, updated a minute later each time."""
+    attempts = [
+        CallAttempt(
+            id=f"{call_id}-a{n}",
+            phone_number="+33612345678",
+            status="completed" if n < step // 2 else "ringing",
+            result="voicemail" if n < step // 2 else None,
+            started_at=T0 + timedelta(minutes=n),
+        )
+        for n in range(step // 2 + 1)
+    ]
+    return Call(
+        id=call_id,
+        call_attempts=list(reversed(attempts)),
+        created_at=T0,
+        from_phone_number="+33159000000",
+        organization_id=organization_id,
+        status="calling" if step % 2 else "scheduled",
+        to_phone_number="+33612345678",
+        updated_at=T0 + timedelta(minutes=step),
+    ).with_derived_fields()
+
+
+def stored(database: Database, call_id: str) -> tuple[CallOrderRecord, list[CallAttemptRecord]]:
+    with database.session() as session:
+        order = session.get(CallOrderRecord, call_id)
+        assert order is not None
+        attempts = session.scalars(
+            select(CallAttemptRecord)
+            .where(CallAttemptRecord.call_id == call_id)
+            .order_by(CallAttemptRecord.number)
+        )
+        return order, list(attempts)
+
+
+def test_racing_and_retried_writes_never_move_a_call_backwards(database: Database) -> None:
+    call_id = str(uuid.uuid4())
+    writes = [(step, snapshot(call_id, "org_race", step)) for step in range(1, 31)]
+    writes += random.Random(7).sample(writes, 10)  # retries of some writes, late
+    random.Random(11).shuffle(writes)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda w: write_call(database, w[1], w[0]), writes))
+    assert any(results) and not all(results)  # some writes were stale and skipped
+
+    order, attempts = stored(database, call_id)
+    newest = snapshot(call_id, "org_race", 30)
+    assert (order.seq, order.updated_at, order.status) == (30, newest.updated_at, "scheduled")
+    assert order.call == newest.model_dump(mode="json")
+    assert [a.number for a in attempts] == list(range(1, 17))
+    assert [a.status for a in attempts] == ["completed"] * 15 + ["ringing"]
+
+    assert write_call(database, newest, 30)  # the same write again: idempotent
+    assert stored(database, call_id)[0].call == newest.model_dump(mode="json")
+    assert not write_call(database, snapshot(call_id, "org_race", 29), 29)
+
+
+def test_the_apis_placeholder_is_superseded_by_the_workflow_whatever_the_clocks(database: Database) -> None:
+    call_id = str(uuid.uuid4())
+    placeholder = snapshot(call_id, "org_clock", 0).model_copy(update={"updated_at": T0 + timedelta(hours=1)})
+    assert write_call(database, placeholder, 0)
+    assert write_call(database, snapshot(call_id, "org_clock", 1), 1)  # workflow time is earlier
+    assert stored(database, call_id)[0].seq == 1
+
+
+class RecordingTelephony:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.dialled: list[DialRequest] = []
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self.dialled.append(request)
+        return DialResult(answered=False, dial_error="no_answer")
+
+    async def converse(self, request: Any) -> Any:
+        raise NotImplementedError
+
+
+async def test_prepare_order_resolves_from_the_organizations_records(database: Database) -> None:
+    settings = settings_for_tests(database_url=database.url, default_from_phone_number="+33159000000")
+    telephony = RecordingTelephony()
+    activities = CallActivities(settings, telephony, SimulatedAnalyzer())  # type: ignore[arg-type]
+    ours, theirs, bare = (f"org_{uuid.uuid4().hex[:8]}" for _ in range(3))
+    for org in (ours, theirs, bare):
+        issue_api_key(database, org)
+    ensure_phone_number(database, ours, "+33159000010", "ST_ours")
+    ensure_phone_number(database, ours, "+33159000011", None)
+    assistant_id = str(uuid.uuid4())
+    with database.session() as session:
+        config = Assistant(prompt="Sell.", from_phone_number="+33159000011").model_dump(
+            mode="json", exclude_none=True
+        )
+        session.add(AssistantRecord(id=assistant_id, organization_id=ours, name="Seller", config=config))
+        session.commit()
+
+    def prepare(org: str, **fields: Any) -> Any:
+        return activities._prepare(
+            PrepareRequest(
+                call_id=str(uuid.uuid4()), organization_id=org, to_phone_number="+33612345678", **fields
+            )
+        )
+
+    stored_one = prepare(ours, assistant_id=assistant_id)
+    assert stored_one.assistant.id == assistant_id and stored_one.assistant.name == "Seller"
+    assert stored_one.assistant.prompt == "Sell." and stored_one.from_phone_number == "+33159000011"
+    default = prepare(ours)
+    assert (default.from_phone_number, default.livekit_outbound_trunk_id) == ("+33159000010", "ST_ours")
+    assert prepare(bare).from_phone_number == "+33159000000"  # no numbers: the default trunk's
+
+    for org, fields, field in [
+        (theirs, {"assistant_id": assistant_id}, "assistant_id"),  # another organization's assistant
+        (ours, {"from_phone_number": "+33159000099"}, "from_phone_number"),
+        (bare, {"from_phone_number": "+33159000010"}, "from_phone_number"),  # someone else's number
+    ]:
+        with pytest.raises(ApplicationError) as refused:
+            prepare(org, **fields)
+        assert refused.value.type == INVALID_ORDER and refused.value.non_retryable
+        assert refused.value.message.startswith(field)
+
+    request = DialRequest(
+        call_id="c",
+        attempt_id="a",
+        attempt_number=1,
+        to_phone_number="+33612345678",
+        from_phone_number="+33159000010",
+    )
+    await activities.dial(request)
+    await activities.dial(request.model_copy(update={"livekit_outbound_trunk_id": "ST_given"}))
+    assert [d.livekit_outbound_trunk_id for d in telephony.dialled] == ["ST_ours", "ST_given"]
+
+
+async def test_the_do_not_contact_registry_is_shared_through_the_database(database: Database) -> None:
+    settings = settings_for_tests(database_url=database.url)
+    first, second = DatabaseDoNotContactRegistry(settings), DatabaseDoNotContactRegistry(settings)
+    org = f"org_{uuid.uuid4().hex[:8]}"
+    entry = DoNotContactEntry(organization_id=org, phone_number="+33612345678", call_id="c1", recorded_at=T0)
+    await first.add(entry)
+    await first.add(entry.model_copy(update={"call_id": "c2", "recorded_at": T0 + timedelta(days=1)}))
+    assert await second.get(org, "+33612345678") == entry  # another worker sees it; the first one wins
+    assert await second.get("org_other", "+33612345678") is None
+    await second.remove(org, "+33612345678")
+    assert await first.get(org, "+33612345678") is None

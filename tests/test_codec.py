@@ -1,0 +1,252 @@
+"""Payload encryption: secrets of a call order never appear in clear in Temporal's history (checked with
+`temporal workflow show` on the real dev server), and the codec server lets key holders read it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.notify import verify_signature
+from models import Call, CallCreateParams
+from tests.helpers import settings_for_tests
+from tests.http_fakes import serve, serve_app
+from workers import create_worker
+from workers.codec import (
+    ENCODING,
+    CodecKeyError,
+    EncryptionCodec,
+    codec_app,
+    data_converter,
+    ensure_dev_codec_key,
+    generate_key,
+    parse_keys,
+)
+from workers.devserver import temporal_cli
+from workflows.call_order import CallOrderWorkflow
+from workflows.notify import NotificationsReport, notifications_workflow_id
+
+LLM_KEY = "sk-custom-llm-key-7f3a9c1e5b2d"
+TOOL_TOKEN = "Bearer tool-token-4e8b2a6c0d1f"
+WEBHOOK_SECRET = "whsec_history_test_9d7c5b3a1e"
+SECRETS = (LLM_KEY, TOOL_TOKEN, WEBHOOK_SECRET)
+
+
+def payload(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+
+
+async def test_codec_round_trip_hides_the_plaintext_and_passes_old_payloads_through() -> None:
+    codec = EncryptionCodec(parse_keys(generate_key()))
+    [sealed] = await codec.encode([payload(LLM_KEY)])
+    assert sealed.metadata["encoding"] == ENCODING
+    assert LLM_KEY.encode() not in sealed.data and LLM_KEY.encode() not in sealed.SerializeToString()
+    [opened] = await codec.decode([sealed])
+    assert opened == payload(LLM_KEY)
+    plain = payload("written before encryption was turned on")
+    assert await codec.decode([plain]) == [plain]
+    [again] = await codec.encode([payload(LLM_KEY)])
+    assert again.data != sealed.data  # a fresh nonce every time
+
+
+async def test_key_rotation_new_key_encrypts_old_keys_still_decrypt() -> None:
+    old, new = generate_key(), generate_key()
+    [sealed_with_old] = await EncryptionCodec(parse_keys(old)).encode([payload("x")])
+    rotated = EncryptionCodec(parse_keys(f"{new},{old}"))
+    assert await rotated.decode([sealed_with_old]) == [payload("x")]
+    [sealed_with_new] = await rotated.encode([payload("x")])
+    with pytest.raises(ValueError, match="unknown key id"):
+        await EncryptionCodec(parse_keys(old)).decode([sealed_with_new])
+    tampered = Payload()
+    tampered.CopyFrom(sealed_with_new)
+    tampered.data = sealed_with_new.data[:-1] + bytes([sealed_with_new.data[-1] ^ 1])
+    with pytest.raises(Exception):  # noqa: B017 - cryptography's InvalidTag: integrity, not just secrecy
+        await rotated.decode([tampered])
+
+
+def test_keys_are_32_bytes_in_base64_or_hex() -> None:
+    raw = bytes(range(32))
+    assert parse_keys(raw.hex()) == [raw]
+    assert parse_keys(base64.b64encode(raw).decode()) == [raw]
+    assert parse_keys(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == [raw]
+    for bad in ("", "short", base64.b64encode(bytes(16)).decode()):
+        with pytest.raises(CodecKeyError):
+            parse_keys(bad)
+
+
+def test_codec_is_opt_in_and_the_dev_stack_keeps_its_key(tmp_path: Path) -> None:
+    assert data_converter(settings_for_tests()) is pydantic_data_converter
+    converter = data_converter(settings_for_tests(codec_key=generate_key()))
+    assert isinstance(converter.payload_codec, EncryptionCodec)
+    assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+    first = ensure_dev_codec_key(settings_for_tests(), tmp_path / "codec.key")
+    second = ensure_dev_codec_key(settings_for_tests(), tmp_path / "codec.key")
+    assert first.codec_key and first.codec_key == second.codec_key
+    assert (tmp_path / "codec.key").stat().st_mode & 0o777 == 0o600
+    assert "codec_key" not in repr(first) or first.codec_key not in repr(first)
+
+
+async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth() -> None:
+    codec = EncryptionCodec(parse_keys(generate_key()))
+    [sealed] = await codec.encode([payload(LLM_KEY)])
+    body = json.dumps(
+        {
+            "payloads": [
+                {
+                    "metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
+                    "data": base64.b64encode(sealed.data).decode(),
+                }
+            ]
+        }
+    )
+    ui = "http://localhost:8233"
+    app = codec_app(codec, allowed_origins=[ui], auth="Bearer operator")
+    async with serve_app(app) as base, aiohttp.ClientSession() as http:
+        preflight = await http.options(f"{base}/decode", headers={"Origin": ui})
+        assert preflight.headers["Access-Control-Allow-Origin"] == ui
+        foreign = await http.options(f"{base}/decode", headers={"Origin": "http://evil.example"})
+        assert "Access-Control-Allow-Origin" not in foreign.headers
+        anonymous = await http.post(f"{base}/decode", data=body, headers={"Origin": ui})
+        assert anonymous.status == 401
+        decoded = await http.post(
+            f"{base}/decode", data=body, headers={"Origin": ui, "Authorization": "Bearer operator"}
+        )
+        assert decoded.status == 200
+        [item] = (await decoded.json())["payloads"]
+        assert json.loads(base64.b64decode(item["data"])) == LLM_KEY
+
+
+# --- the history on the real dev server -------------------------------------------------------------
+
+
+def secret_order(webhook_url: str) -> CallCreateParams:
+    """An order whose assistant carries every kind of user secret."""
+    return CallCreateParams.model_validate(
+        {
+            "phone_number": "+33612345678",
+            "force_now": True,
+            "metadata": {"simulation": "human:interested"},
+            "assistant": {
+                "prompt": "Offer a demo.",
+                "webhook_url": webhook_url,
+                "llm_model": {
+                    "type": "custom",
+                    "api_url": "https://llm.example.com/v1",
+                    "api_key": LLM_KEY,
+                    "model_name": "acme/llama",
+                },
+                "custom_tools": [
+                    {
+                        "name": "crm_lookup",
+                        "description": "Look the callee up in the CRM",
+                        "method": "GET",
+                        "url": "https://crm.example.com/contacts",
+                        "headers": [{"key": "Authorization", "value": TOOL_TOKEN}],
+                        "query_params": [],
+                        "input_schema": [],
+                    }
+                ],
+            },
+        }
+    )
+
+
+async def workflow_show(env: WorkflowEnvironment, workflow_id: str, *extra: str) -> str:
+    """`temporal workflow show` as an operator runs it, JSON and table output both."""
+    address = env.client.service_client.config.target_host
+    outputs = []
+    for output in (["--output", "json"], ["--detailed"]):
+        process = await asyncio.create_subprocess_exec(
+            temporal_cli(),
+            "workflow",
+            "show",
+            "--workflow-id",
+            workflow_id,
+            "--address",
+            address,
+            "--namespace",
+            env.client.namespace,
+            *output,
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 0, stderr.decode()
+        outputs.append(stdout.decode())
+    return "\n".join(outputs)
+
+
+def contains_secret(text: str) -> list[str]:
+    """Secrets in clear, or base64 of their JSON (what the CLI prints for payloads it cannot decode)."""
+    found = []
+    for secret in SECRETS:
+        encoded = [base64.b64encode(json.dumps(secret)[i:].encode()).decode()[4:20] for i in range(3)]
+        if secret in text or any(fragment in text for fragment in encoded):
+            found.append(secret)
+    return found
+
+
+async def run_order_and_notifications(
+    env: WorkflowEnvironment, client: Client, task_queue: str, base: str
+) -> tuple[str, Call, NotificationsReport]:
+    settings = settings_for_tests(webhook_secret=WEBHOOK_SECRET, allow_private_urls=True)
+    call_id = str(uuid.uuid4())
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        call = await client.execute_workflow(
+            CallOrderWorkflow.run, secret_order(f"{base}/hook"), id=f"call-{call_id}", task_queue=task_queue
+        )
+        # the order started its notifications as an abandoned child: wait for them (real dev server)
+        report = await client.get_workflow_handle(
+            notifications_workflow_id(call_id), result_type=NotificationsReport
+        ).result()
+    return call_id, call, report
+
+
+async def test_workflow_show_prints_no_secret_in_clear_with_the_codec(dev_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    received: list[tuple[str, bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((request.headers["Outdial-Signature"], await request.read()))
+        return web.Response(status=204)
+
+    key = generate_key()
+    encrypted = Client(
+        dev_env.client.service_client,
+        namespace=dev_env.client.namespace,
+        data_converter=data_converter(settings_for_tests(codec_key=key)),
+    )
+    codec = EncryptionCodec.from_config(key)
+    async with (
+        serve(lambda app: app.router.add_post("/hook", hook)) as base,
+        serve_app(codec_app(codec, allowed_origins=[])) as codec_url,
+    ):
+        # Control: without the codec the same history does show the secrets, so the check below can fail.
+        plain_id, _, _ = await run_order_and_notifications(dev_env, dev_env.client, task_queue, base)
+        assert set(contains_secret(await workflow_show(dev_env, f"call-{plain_id}"))) >= {LLM_KEY, TOOL_TOKEN}
+
+        call_id, call, report = await run_order_and_notifications(dev_env, encrypted, task_queue, base)
+        assert call.status == "completed"
+        assert [(r.channel, r.status) for r in report.results] == [("webhook", "sent")]
+        for workflow_id in (f"call-{call_id}", notifications_workflow_id(call_id)):
+            shown = await workflow_show(dev_env, workflow_id)
+            assert "binary/encrypted" in shown
+            assert contains_secret(shown) == [], workflow_id
+        # An operator holding the key reads the history through the codec server.
+        decoded = await workflow_show(dev_env, f"call-{call_id}", "--codec-endpoint", codec_url)
+        assert LLM_KEY in decoded
+
+    # The receiver got a signed event, and the webhook itself carries no secret of the assistant.
+    signature, body = received[-1]
+    assert verify_signature(WEBHOOK_SECRET, signature, body)
+    assert contains_secret(body.decode()) == []

@@ -1,0 +1,474 @@
+"""Notifications after the order: signed webhooks delivered once (to a deduplicating receiver), outcome
+emails through SMTP, SMS through Twilio's REST API or the simulated outbox, the URL guard, and the
+do-not-contact memory. Every server is local (127.0.0.1) and speaks the real protocol."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.compliance import (
+    DO_NOT_CONTACT,
+    ComplianceActivities,
+    ContactCheckRequest,
+    InMemoryDoNotContactRegistry,
+    RememberRequest,
+)
+from activities.notify import (
+    SIGNATURE_HEADER,
+    NotifyActivities,
+    NotifyRequest,
+    due_channels,
+    event_id,
+    sign,
+    verify_signature,
+)
+from activities.sms import SimulatedSmsOutbox, SmsMessage, TemplateSmsWriter, TwilioSms
+from activities.url_guard import UnsafeUrlError, check_url, guarded_client, unsafe_reason
+from models import CallCreateParams
+from tests.helpers import eventually, settings_for_tests
+from tests.http_fakes import final_call, serve
+from workers import create_worker
+from workers.mailsink import MailSink, start_mail_sink
+from workflows.call_order import CallOrderWorkflow
+from workflows.notify import NotificationsReport, notifications_workflow_id
+
+SECRET = "whsec_test_0123456789abcdef"
+TOOL_TOKEN = "Bearer tool-secret-0123456789"
+LLM_KEY = "sk-custom-secret-0123456789"
+
+
+def activities(**settings: Any) -> tuple[NotifyActivities, SimulatedSmsOutbox]:
+    outbox = SimulatedSmsOutbox()
+    config = settings_for_tests(**{"webhook_secret": SECRET, "allow_private_urls": True, **settings})
+    return NotifyActivities(config, outbox, TemplateSmsWriter()), outbox
+
+
+class Receiver:
+    """A webhook receiver that deduplicates by event id, as receivers should. The first `fail_first`
+    deliveries fail: the very first after it has stored the event (it crashed before answering)."""
+
+    def __init__(self, fail_first: int = 0, status: int = 503) -> None:
+        self.fail_first = fail_first
+        self.status = status
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.accepted: dict[str, dict[str, Any]] = {}
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/hooks/outdial", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.deliveries.append((dict(request.headers), body))
+        if not verify_signature(SECRET, request.headers.get(SIGNATURE_HEADER, ""), body):
+            return web.Response(status=400, text="bad signature")
+        event = json.loads(body)
+        if len(self.deliveries) == 1:
+            self.accepted.setdefault(event["id"], event)
+        if len(self.deliveries) <= self.fail_first:
+            return web.Response(status=self.status)
+        self.accepted.setdefault(event["id"], event)
+        return web.Response(status=204)
+
+
+# --- signing ----------------------------------------------------------------------------------------
+
+
+def test_signature_verifies_only_the_exact_body_secret_and_recent_timestamp() -> None:
+    body = b'{"event":"call.completed"}'
+    now = int(time.time())
+    header = sign(SECRET, body, now)
+    assert header.startswith(f"t={now},v1=") and len(header.split("v1=")[1]) == 64
+    assert verify_signature(SECRET, header, body)
+    assert not verify_signature(SECRET, header, body + b" ")
+    assert not verify_signature("whsec_other", header, body)
+    assert not verify_signature(SECRET, sign(SECRET, body, now - 301), body)  # replayed later
+    assert not verify_signature(SECRET, "v1=abc", body)
+
+
+# --- what is due ------------------------------------------------------------------------------------
+
+
+def test_due_channels_follow_the_assistant_and_the_outcome() -> None:
+    everything = {
+        "webhook_url": "https://hooks.example.com/x",
+        "email_notification_address": "sales@example.com",
+        "email_notification_outcomes": ["interested"],
+        "after_call_sms_prompt": "Thank them.",
+        "voicemail_sms_prompt": "Sorry we missed you.",
+    }
+    assert due_channels(final_call(**everything)) == ["webhook", "email", "after_call_sms"]
+    assert due_channels(final_call(outcome="completed", **everything)) == ["webhook", "after_call_sms"]
+    voicemails = final_call(outcome=None, results=("voicemail", "voicemail"), **everything)
+    assert due_channels(voicemails) == ["webhook", "voicemail_sms"]
+    # Never text someone who asked not to be contacted, nor after a cancelled order.
+    blocked = final_call(outcome="do_not_contact", **everything)
+    assert due_channels(blocked) == ["webhook"]
+    assert due_channels(final_call(status="cancelled", outcome=None, **everything)) == ["webhook"]
+    assert due_channels(final_call(status="calling", **everything)) == []  # not over yet
+    assert due_channels(final_call()) == []
+
+
+# --- webhooks ---------------------------------------------------------------------------------------
+
+
+def webhook_order(base: str) -> CallCreateParams:
+    return CallCreateParams.model_validate(
+        {
+            "phone_number": "+33612345678",
+            "assistant": {"prompt": "Offer a demo.", "webhook_url": f"{base}/hooks/outdial"},
+            "force_now": True,
+            "metadata": {"simulation": "human:interested"},
+        }
+    )
+
+
+async def test_receiver_failing_3_times_accepts_one_signed_event_after_backoff(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    receiver = Receiver(fail_first=3)
+    settings = settings_for_tests(webhook_secret=SECRET, allow_private_urls=True)
+    call_id = str(uuid.uuid4())
+    async with (
+        serve(receiver.routes) as base,
+        create_worker(time_env.client, task_queue=task_queue, settings=settings),
+    ):
+        call = await time_env.client.execute_workflow(
+            CallOrderWorkflow.run, webhook_order(base), id=f"call-{call_id}", task_queue=task_queue
+        )
+        # The order started its notifications as an abandoned child; a handle from get_workflow_handle
+        # does not skip time by itself, so jump the clock past the backoff (10 + 20 + 40 s) first.
+        await time_env.sleep(timedelta(seconds=80))
+        notify = time_env.client.get_workflow_handle(
+            notifications_workflow_id(call_id), result_type=NotificationsReport
+        )
+        report = await notify.result()
+        described = await notify.describe()
+
+    assert call.status == "completed" and call.outcome == "interested"
+    [result] = report.results
+    assert (result.channel, result.status, result.detail) == ("webhook", "sent", "HTTP 204 on attempt 4")
+    # Temporal's retry policy spaced the deliveries: 10 s + 20 s + 40 s of backoff, on workflow time.
+    assert described.close_time and described.close_time - described.start_time >= timedelta(seconds=70)
+    # At-least-once, deduplicated: 4 deliveries, one event, the same id and bytes every time, all signed.
+    assert len(receiver.deliveries) == 4
+    assert [h["Outdial-Delivery-Attempt"] for h, _ in receiver.deliveries] == ["1", "2", "3", "4"]
+    assert len({body for _, body in receiver.deliveries}) == 1
+    assert all(verify_signature(SECRET, h[SIGNATURE_HEADER], body) for h, body in receiver.deliveries)
+    [(id_, event)] = receiver.accepted.items()
+    assert id_ == f"{call_id}:call.completed" == event_id(call)
+    assert event["event"] == "call.completed"
+    assert event["call"] == call.model_dump(mode="json")  # the seed's Call, exactly as the order ended
+
+
+async def test_dead_receiver_never_holds_the_order(dev_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    """The real dev server: the order returns at once while its webhook keeps retrying elsewhere."""
+    receiver = Receiver(fail_first=1_000)
+    settings = settings_for_tests(webhook_secret=SECRET, allow_private_urls=True)
+    call_id = str(uuid.uuid4())
+    async with (
+        serve(receiver.routes) as base,
+        create_worker(dev_env.client, task_queue=task_queue, settings=settings),
+    ):
+        began = time.monotonic()
+        call = await dev_env.client.execute_workflow(
+            CallOrderWorkflow.run, webhook_order(base), id=f"call-{call_id}", task_queue=task_queue
+        )
+        took = time.monotonic() - began
+        notify = dev_env.client.get_workflow_handle(notifications_workflow_id(call_id))
+        await eventually(lambda: _count(receiver), lambda n: n >= 1)
+        running = (await notify.describe()).status
+        await notify.terminate("test over")
+    assert call.status == "completed" and took < 10
+    assert running == WorkflowExecutionStatus.RUNNING  # still retrying the dead receiver, on its own
+
+
+async def _count(receiver: Receiver) -> int:
+    return len(receiver.deliveries)
+
+
+async def test_webhook_masks_secrets_of_the_assistant_in_the_body() -> None:
+    receiver = Receiver()
+    async with serve(receiver.routes) as base:
+        call = final_call(
+            webhook_url=f"{base}/hooks/outdial",
+            llm_model={
+                "type": "custom",
+                "api_url": "https://llm.example.com/v1",
+                "api_key": LLM_KEY,
+                "model_name": "m",
+            },
+            custom_tools=[
+                {
+                    "name": "crm",
+                    "description": "CRM",
+                    "method": "GET",
+                    "url": "https://crm.example.com",
+                    "headers": [{"key": "Authorization", "value": TOOL_TOKEN}],
+                    "query_params": [],
+                    "input_schema": [],
+                }
+            ],
+        )
+        acts, _ = activities()
+        result = await ActivityEnvironment().run(acts.deliver_webhook, NotifyRequest(call=call))
+    assert result.status == "sent"
+    [(_, body)] = receiver.deliveries
+    assert LLM_KEY.encode() not in body and TOOL_TOKEN.encode() not in body
+    assert json.loads(body)["call"]["llm_model"]["api_key"] == "…6789"
+    sent = json.loads(body)["call"]["assistant"]
+    assert sent["llm_model"]["api_key"] == "…6789"
+    assert sent["custom_tools"][0]["headers"][0]["value"] == "…6789"
+
+
+async def test_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
+    receiver = Receiver()
+    async with serve(receiver.routes) as base:
+        acts, _ = activities(allow_private_urls=False)
+        call = final_call(webhook_url=f"{base}/hooks/outdial")
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(acts.deliver_webhook, NotifyRequest(call=call))
+    assert refused.value.type == "UnsafeUrl" and refused.value.non_retryable
+    assert receiver.deliveries == []
+
+
+async def test_webhook_gone_is_final_other_errors_retry_and_no_secret_is_final() -> None:
+    gone = Receiver(fail_first=1, status=410)
+    async with serve(gone.routes) as base:
+        acts, _ = activities()
+        request = NotifyRequest(call=final_call(webhook_url=f"{base}/hooks/outdial"))
+        with pytest.raises(ApplicationError) as final:
+            await ActivityEnvironment().run(acts.deliver_webhook, request)
+        assert (final.value.type, final.value.non_retryable) == ("WebhookGone", True)
+        gone.status = 500
+        gone.fail_first = 2
+        with pytest.raises(ApplicationError) as transient:
+            await ActivityEnvironment().run(acts.deliver_webhook, request)
+        assert (transient.value.type, transient.value.non_retryable) == ("WebhookUnavailable", False)
+        unsigned, _ = activities(webhook_secret=None)
+        with pytest.raises(ApplicationError) as unconfigured:
+            await ActivityEnvironment().run(unsigned.deliver_webhook, request)
+        assert (unconfigured.value.type, unconfigured.value.non_retryable) == ("WebhookNotConfigured", True)
+    assert len(gone.deliveries) == 2
+
+
+# --- email ------------------------------------------------------------------------------------------
+
+
+async def test_outcome_email_goes_through_smtp_when_the_outcome_matches() -> None:
+    sink = MailSink()
+    server = await start_mail_sink(sink, port=0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        acts, _ = activities(smtp_host="127.0.0.1", smtp_port=port)
+        subscribed = {
+            "email_notification_address": "sales@example.com",
+            "email_notification_outcomes": ["interested"],
+        }
+        sent = await ActivityEnvironment().run(
+            acts.send_outcome_email, NotifyRequest(call=final_call(**subscribed))
+        )
+        skipped = await ActivityEnvironment().run(
+            acts.send_outcome_email, NotifyRequest(call=final_call(outcome="not_interested", **subscribed))
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (sent.status, skipped.status) == ("sent", "skipped")
+    [message] = sink.messages
+    assert message["To"] == "sales@example.com"
+    assert message["Subject"] == "[outdial] interested: call to +33612345678"
+    assert message["Message-ID"] == "<0b7d3c1e-8a51-4a8e-9a3e-1f2d3c4b5a69.outcome@outdial>"
+    text = message.get_content()
+    assert "She asked for the details." in text
+    assert "Callee: Yes, I'm interested. My email is claire@example.com." in text
+
+
+async def test_email_to_an_unreachable_smtp_server_is_retried() -> None:
+    acts, _ = activities(smtp_host="127.0.0.1", smtp_port=1)  # nothing listens on port 1
+    call = final_call(email_notification_address="a@example.com", email_notification_outcomes=["interested"])
+    with pytest.raises(ApplicationError) as unavailable:
+        await ActivityEnvironment().run(acts.send_outcome_email, NotifyRequest(call=call))
+    assert (unavailable.value.type, unavailable.value.non_retryable) == ("EmailUnavailable", False)
+
+
+# --- SMS --------------------------------------------------------------------------------------------
+
+
+async def test_after_call_sms_is_sent_once_per_order_and_never_to_do_not_contact() -> None:
+    acts, outbox = activities()
+    call = final_call(after_call_sms_prompt="Thanks {{name}}, here is the demo link: https://acme.example/d")
+    first = await ActivityEnvironment().run(acts.send_after_call_sms, NotifyRequest(call=call))
+    again = await ActivityEnvironment().run(acts.send_after_call_sms, NotifyRequest(call=call))  # a retry
+    assert first.status == again.status == "sent" and again.detail and again.detail.endswith("(duplicate)")
+    [message] = outbox.sent.values()
+    assert (message.to, message.from_) == ("+33612345678", "+33159000000")
+    assert message.body == "Thanks Claire, here is the demo link: https://acme.example/d"
+    blocked = call.model_copy(update={"outcome": "do_not_contact"})
+    skipped = await ActivityEnvironment().run(acts.send_after_call_sms, NotifyRequest(call=blocked))
+    assert skipped.status == "skipped" and len(outbox.sent) == 1
+
+
+async def test_voicemail_sms_after_an_order_that_only_reached_voicemail() -> None:
+    acts, outbox = activities()
+    call = final_call(
+        outcome=None, results=("voicemail", "voicemail"), voicemail_sms_prompt="Hi {{name}}, call us back."
+    )
+    result = await ActivityEnvironment().run(acts.send_voicemail_sms, NotifyRequest(call=call))
+    assert result.status == "sent"
+    [message] = outbox.sent.values()
+    assert message.body == "Hi Claire, call us back." and message.idempotency_key.endswith(":voicemail-sms")
+
+
+class FakeTwilio:
+    def __init__(self, replies: list[tuple[int, dict[str, Any]]]) -> None:
+        self.replies = replies
+        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.requests.append((request.path, dict(request.headers), {k: str(v) for k, v in form.items()}))
+        status, body = self.replies.pop(0)
+        return web.json_response(body, status=status)
+
+
+async def test_twilio_adapter_speaks_the_messages_api() -> None:
+    twilio = FakeTwilio(
+        [
+            (201, {"sid": "SM0123", "status": "queued"}),
+            (400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
+            (503, {"code": 20503, "message": "Service unavailable", "status": 503}),
+        ]
+    )
+    message = SmsMessage(to="+33612345678", from_="+33159000000", body="Hello", idempotency_key="k")
+    async with serve(twilio.routes) as base:
+        sms = TwilioSms("AC0123456789", "auth-token-0123456789", base_url=base)
+        receipt = await sms.send(message)
+        with pytest.raises(ApplicationError) as rejected:
+            await sms.send(message)
+        with pytest.raises(ApplicationError) as unavailable:
+            await sms.send(message)
+    assert (receipt.id, receipt.status) == ("SM0123", "queued")
+    path, headers, form = twilio.requests[0]
+    assert path == "/2010-04-01/Accounts/AC0123456789/Messages.json"
+    assert headers["Authorization"].startswith("Basic ")
+    assert form == {"To": "+33612345678", "From": "+33159000000", "Body": "Hello"}
+    assert (rejected.value.type, rejected.value.non_retryable) == ("SmsRejected", True)
+    assert "code 21211" in rejected.value.message
+    assert (unavailable.value.type, unavailable.value.non_retryable) == ("SmsUnavailable", False)
+
+
+# --- the URL guard ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fd00:ec2::254", "private"),
+        ("100.100.100.200", "not globally routable"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("8.8.8.8", None),
+        ("2606:4700:4700::1111", None),
+    ],
+)
+def test_unsafe_addresses(address: str, reason: str | None) -> None:
+    found = unsafe_reason(address)
+    assert found is None if reason is None else found is not None and found.startswith(reason)
+
+
+async def test_url_guard_checks_scheme_and_resolved_addresses() -> None:
+    for url in ("http://localhost:8000/x", "http://169.254.169.254/latest/meta-data", "http://[::1]/"):
+        with pytest.raises(UnsafeUrlError):
+            await check_url(url, allow_private=False)
+    with pytest.raises(UnsafeUrlError, match="scheme"):
+        await check_url("file:///etc/passwd", allow_private=True)
+    await check_url("http://localhost:8000/x", allow_private=True)
+    await check_url("https://8.8.8.8/", allow_private=False)  # a literal: no DNS, no traffic
+
+
+async def test_guarded_client_pins_the_checked_address_and_keeps_the_host_header() -> None:
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers["Host"])
+        return web.Response(text="ok")
+
+    async with serve(lambda app: app.router.add_get("/", handle)) as base:
+        port = base.rsplit(":", 1)[1]
+        async with guarded_client(allow_private=True) as client:
+            response = await client.get(f"http://localhost:{port}/")
+        async with guarded_client(allow_private=False) as client:
+            with pytest.raises(UnsafeUrlError):
+                await client.get(f"http://localhost:{port}/")
+    assert response.text == "ok" and seen == [f"localhost:{port}"]
+
+
+# --- do not contact ---------------------------------------------------------------------------------
+
+
+async def test_do_not_contact_is_remembered_and_refuses_a_later_order_unless_overridden() -> None:
+    compliance = ComplianceActivities(InMemoryDoNotContactRegistry())
+    env = ActivityEnvironment()
+    remember = RememberRequest(organization_id="org_local", phone_number="+33612345678", call_id="c1")
+    assert not await env.run(
+        compliance.remember_do_not_contact, remember.model_copy(update={"outcome": "interested"})
+    )
+    await env.run(
+        compliance.check_contact_allowed,
+        ContactCheckRequest(organization_id="org_local", phone_number="+33612345678"),
+    )
+    assert await env.run(
+        compliance.remember_do_not_contact, remember.model_copy(update={"outcome": "do_not_contact"})
+    )
+    check = ContactCheckRequest(organization_id="org_local", phone_number="+33612345678")
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(compliance.check_contact_allowed, check)
+    assert refused.value.type == DO_NOT_CONTACT and refused.value.non_retryable
+    assert "asked not to be contacted again (call c1" in refused.value.message
+    overridden = check.model_copy(update={"metadata": {"do_not_contact_override": "true"}})
+    await env.run(compliance.check_contact_allowed, overridden)
+    other_org = check.model_copy(update={"organization_id": "org_other"})
+    await env.run(compliance.check_contact_allowed, other_org)
+
+
+def test_post_call_settings_come_from_the_environment() -> None:
+    from models.settings import Settings
+
+    env = {
+        "OUTDIAL_WEBHOOK_SECRET": SECRET,
+        "OUTDIAL_ALLOW_PRIVATE_URLS": "1",
+        "OUTDIAL_SMTP_HOST": "mail.internal",
+        "OUTDIAL_SMTP_PORT": "2525",
+        "OUTDIAL_SMS": "twilio",
+        "TWILIO_ACCOUNT_SID": "AC1",
+        "TWILIO_AUTH_TOKEN": "token-0123456789",
+        "OUTDIAL_CODEC_KEY": "k",
+        "OPENAI_API_KEY": "sk-env",
+    }
+    settings = Settings.load(config_file="/nonexistent", env=env)
+    assert (settings.webhook_secret, settings.allow_private_urls) == (SECRET, True)
+    assert (settings.smtp_host, settings.smtp_port, settings.sms_provider) == (
+        "mail.internal",
+        2525,
+        "twilio",
+    )
+    assert (settings.analyzer, settings.openai_api_key, settings.codec_key) == ("openai", "sk-env", "k")
+    for secret in (SECRET, "token-0123456789", "sk-env"):
+        assert secret not in repr(settings)  # never in logs
+    assert Settings.load(config_file="/nonexistent", env={}).allow_private_urls is False

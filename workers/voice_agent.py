@@ -1,0 +1,57 @@
+"""`outdial voice-agent`: the LiveKit Agents worker that holds the calls `dial` places.
+
+It registers with the LiveKit project under `livekit_agent_name` (explicit dispatch only: the dial
+activity dispatches it into each attempt's room) and runs agent/entrypoint.py in a job process per
+call. It needs the same Temporal address as the workers (it reads each order's assistant through the
+`call` query and completes the converse activity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from livekit.agents import AgentServer, JobProcess
+
+from activities.livekit import _secret
+from agent.entrypoint import entrypoint
+from agent.pipeline import preload_plugins
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _setup(_: JobProcess) -> None:
+    """Runs in each job process before its first call: plugins register on the main thread."""
+    preload_plugins()
+
+
+def build_server(settings: Settings, *, port: int = 8081) -> AgentServer:
+    if not (settings.livekit_url and settings.livekit_api_key and _secret(settings.livekit_api_secret)):
+        raise RuntimeError("outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+    preload_plugins()
+    server = AgentServer(
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=_secret(settings.livekit_api_secret),
+        setup_fnc=_setup,
+        port=port,
+    )
+    server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name)
+    return server
+
+
+def run_voice_agent(settings: Settings, *, dev: bool = False, port: int = 8081) -> None:
+    """Run until Ctrl-C / SIGTERM; running calls get the server's drain timeout to finish."""
+    logging.basicConfig(level=logging.DEBUG if dev else logging.INFO)
+    server = build_server(settings, port=port)
+
+    async def main() -> None:
+        try:
+            await server.run(devmode=dev)
+        finally:
+            await server.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

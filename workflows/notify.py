@@ -1,0 +1,119 @@
+"""CallNotificationsWorkflow: the notifications of one ended order, on their own clock.
+
+CallOrderWorkflow starts it as a child with ParentClosePolicy.ABANDON once the final status is known,
+then returns at once: a webhook receiver that is down for hours keeps only this workflow open, never
+the order. Each channel has its own retry policy (webhooks retry with backoff for a day); a channel
+that finally fails is reported here and changes nothing on the order.
+
+Workflow id: `notify-<call id>` (one per order; starting it twice fails with "already started", which
+the order may ignore: delivery is already under way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.analysis import ANALYSIS_REJECTED
+    from activities.notify import (
+        EMAIL_REJECTED,
+        UNSAFE_URL,
+        WEBHOOK_GONE,
+        WEBHOOK_NOT_CONFIGURED,
+        Channel,
+        NotifyActivities,
+        NotifyRequest,
+        NotifyResult,
+        due_channels,
+    )
+    from activities.sms import SMS_REJECTED
+
+
+@dataclass(frozen=True)
+class ChannelOptions:
+    """How long a channel keeps trying: `schedule_to_close` bounds all its retries together."""
+
+    start_to_close: timedelta
+    schedule_to_close: timedelta
+    retry: RetryPolicy
+
+
+WEBHOOK_OPTIONS = ChannelOptions(
+    start_to_close=timedelta(seconds=30),
+    schedule_to_close=timedelta(hours=24),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=10),
+        backoff_coefficient=2,
+        maximum_interval=timedelta(hours=1),
+        non_retryable_error_types=[UNSAFE_URL, WEBHOOK_GONE, WEBHOOK_NOT_CONFIGURED],
+    ),
+)
+EMAIL_OPTIONS = ChannelOptions(
+    start_to_close=timedelta(seconds=60),
+    schedule_to_close=timedelta(hours=6),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=30),
+        backoff_coefficient=2,
+        maximum_interval=timedelta(minutes=30),
+        non_retryable_error_types=[EMAIL_REJECTED],
+    ),
+)
+# A text that arrives hours after the call is worse than none: SMS give up after two hours.
+SMS_OPTIONS = ChannelOptions(
+    start_to_close=timedelta(seconds=90),  # includes writing the text with the LLM
+    schedule_to_close=timedelta(hours=2),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=10),
+        backoff_coefficient=2,
+        maximum_interval=timedelta(minutes=10),
+        non_retryable_error_types=[SMS_REJECTED, ANALYSIS_REJECTED, UNSAFE_URL],
+    ),
+)
+
+CHANNELS = {
+    "webhook": (NotifyActivities.deliver_webhook, WEBHOOK_OPTIONS),
+    "email": (NotifyActivities.send_outcome_email, EMAIL_OPTIONS),
+    "after_call_sms": (NotifyActivities.send_after_call_sms, SMS_OPTIONS),
+    "voicemail_sms": (NotifyActivities.send_voicemail_sms, SMS_OPTIONS),
+}
+
+
+class NotificationsReport(BaseModel):
+    results: list[NotifyResult] = Field(default_factory=list)
+
+
+def notifications_workflow_id(call_id: str) -> str:
+    return f"notify-{call_id}"
+
+
+@workflow.defn(name="CallNotificationsWorkflow")
+class CallNotificationsWorkflow:
+    @workflow.run
+    async def run(self, request: NotifyRequest) -> NotificationsReport:
+        channels = due_channels(request.call)
+        results = await asyncio.gather(*(self._deliver(channel, request) for channel in channels))
+        return NotificationsReport(results=list(results))
+
+    async def _deliver(self, channel: Channel, request: NotifyRequest) -> NotifyResult:
+        method, options = CHANNELS[channel]
+        try:
+            return await workflow.execute_activity_method(
+                method,
+                request,
+                start_to_close_timeout=options.start_to_close,
+                schedule_to_close_timeout=options.schedule_to_close,
+                retry_policy=options.retry,
+                summary=f"{channel.replace('_', ' ')} for call {request.call.id}",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            workflow.logger.warning("%s failed for good: %s", channel, reason)
+            return NotifyResult(channel=channel, status="failed", detail=reason)
