@@ -18,6 +18,7 @@ from activities.providers import analyzer_from, telephony_from
 from models.settings import Settings
 from workers.codec import data_converter
 from workflows import search_attributes as sa
+from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
 from workflows.concurrency import ConcurrencySemaphoreWorkflow
 from workflows.notify import CallNotificationsWorkflow
@@ -47,6 +48,7 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue,
+        workflow_runner=workflow_runner(),
         workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow],
         activities=[
             calls.prepare_order,
