@@ -12,6 +12,7 @@ from sqlalchemy import String, asc, cast, delete, desc, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from activities.persistence import find_assistant
 from api.schemas import CallFilters
 from models.tables import (
     AssistantRecord,
@@ -192,10 +193,7 @@ def phone_history_rows(
 # --- assistants --------------------------------------------------------------------------------------------
 
 
-def get_assistant(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord | None:
-    with database.session() as session:
-        record = session.get(AssistantRecord, assistant_id)
-        return record if record and record.organization_id == organization_id else None
+get_assistant = find_assistant  # one lookup, shared with the activities that resolve assistant_id
 
 
 def list_assistants(database: Database, organization_id: str) -> list[AssistantRecord]:

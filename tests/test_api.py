@@ -36,7 +36,7 @@ from api.server import ApiServer
 from models import Call
 from models.settings import Settings
 from models.tables import Database
-from tests.helpers import settings_for_tests
+from tests.helpers import eventually, settings_for_tests
 from workers import create_worker
 
 T = TypeVar("T")
@@ -174,19 +174,6 @@ def eventually_sync(probe: Callable[[], T], until: Callable[[T], bool], *, timeo
         time.sleep(0.05)
 
 
-async def eventually_async(
-    probe: Callable[[], Any], until: Callable[[Any], bool], *, timeout: float = 30
-) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if until(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
-
-
 def quick_order(
     simulation: str, *, to: str = "+33612345678", attempts: int = 1, **extra: Any
 ) -> dict[str, Any]:
@@ -246,13 +233,13 @@ async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org
         async def status() -> str:
             return (await client.call.retrieve(call_id)).call.status
 
-        await eventually_async(status, lambda s: s == "scheduled")
+        await eventually(status, lambda s: s == "scheduled")
         assert (await client.call.pause(call_id)).success
-        await eventually_async(status, lambda s: s == "paused")
+        await eventually(status, lambda s: s == "paused")
         assert (await client.call.resume(call_id)).success
-        await eventually_async(status, lambda s: s == "scheduled")
+        await eventually(status, lambda s: s == "scheduled")
         assert (await client.call.cancel(call_id)).success
-        await eventually_async(status, lambda s: s == "cancelled")
+        await eventually(status, lambda s: s == "cancelled")
         retrieved = (await client.call.retrieve(call_id)).call
         assert retrieved.is_cancelled and retrieved.calls_count == 0
         with pytest.raises(revox.ConflictError):  # an ended order cannot be cancelled again
