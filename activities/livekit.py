@@ -47,7 +47,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import aiohttp
@@ -276,6 +276,7 @@ class LiveKitTelephony:
                     log.info("attempt %s: dial failed: %s -> %s", request.attempt_id, err, dial_error)
                     await self._fail(lk, room, request, dial_error)
                     return DialResult(answered=False, dial_error=dial_error)
+                answered_at = datetime.now(UTC)  # wait_until_answered: the callee just picked up
                 await self._write_ledger(
                     lk, room, DialLedger(attempt_id=request.attempt_id, phase="answered")
                 )
@@ -286,7 +287,7 @@ class LiveKitTelephony:
         finally:
             keepalive.cancel()
         _heartbeat("answered")
-        return DialResult(answered=True, session=room)
+        return DialResult(answered=True, session=room, answered_at=answered_at)
 
     async def _outcome_of_earlier_ring(
         self, lk: api.LiveKitAPI, room: str, request: DialRequest

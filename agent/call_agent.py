@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import httpx
-from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool, llm
+from livekit.agents import AMD, Agent, RunContext, StopResponse, ToolError, function_tool, llm
 from livekit.agents.voice import SpeechHandle
 
 from activities.sms import SmsMessage, SmsProvider
@@ -50,21 +50,37 @@ def looks_like_screening(text: str) -> bool:
     return bool(_SCREENING.search(text))
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class CallState:
-    """How the call is going and how it ended; the first `end` wins."""
+    """How the call is going and how it ended; the first `end` wins. The times are the call's own:
+    when the SIP leg became active, when the call ended."""
 
     detection: Detection | None = None
     human_reached: bool = False
     ended_by: EndedBy | None = None
     end_reason: str | None = None
     hang_up: bool = True
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Callable[[], datetime] = _utc_now
+
+    def mark_answered(self) -> None:
+        """The callee picked up (`sip.callStatus` became `active`): the agent may speak."""
+        if not self.answered.is_set():
+            self.answered_at = self.clock()
+            self.answered.set()
 
     def end(self, ended_by: EndedBy, reason: str, *, hang_up: bool = True) -> None:
         if self.ended.is_set():
             return
         self.ended_by, self.end_reason, self.hang_up = ended_by, reason, hang_up
+        self.ended_at = self.clock()
         self.ended.set()
 
     def result(self, transcript: Sequence[TranscriptEntry]) -> AttemptResult:
@@ -87,6 +103,8 @@ class CallState:
             transcript=transcript,
             ended_by=self.ended_by or "user",
             end_reason=self.end_reason or "user_hangup",
+            answered_at=self.answered_at,
+            ended_at=self.ended_at,
         )
 
 
@@ -247,13 +265,17 @@ class OutdialAgent(Agent):
     # -- the call's life ----------------------------------------------------------------------------
 
     async def on_enter(self) -> None:
-        """The call is answered: arm the duration limit, then the first sentence (per its mode)."""
+        """Once the callee picks up (the session starts while it rings, so answering-machine detection
+        hears the greeting from its first word): arm the duration limit, then the first sentence."""
+        await self.state.answered.wait()
         self._arm_max_duration()
         a = self.spec.assistant
         if a.first_sentence_mode == "none":
             return
         if a.first_sentence_delay_ms:
             await asyncio.sleep(a.first_sentence_delay_ms / 1000)
+        if self.state.ended.is_set() or self.state.detection not in (None, "human", "uncertain"):
+            return  # a machine answered (its greeting was quick): no first sentence for it
         sentence = interpolate(a.first_sentence, self.variables) if a.first_sentence else None
         if a.first_sentence_mode == "static" and sentence:
             self.session.say(sentence)
@@ -293,6 +315,12 @@ class OutdialAgent(Agent):
     async def cancel(self) -> None:
         """The order was cancelled: say the end-of-call sentence and hang up."""
         self.say_then_end(self._end_sentence(), "system", "order_cancelled")
+
+    async def listen_for_answering_machine(self, amd: AMD) -> None:
+        """Wait for livekit-agents' AMD verdict on the greeting, then act on it."""
+        verdict = await amd.execute()
+        log.info("attempt %s: AMD %s (%s)", self.spec.attempt_id, verdict.category.value, verdict.reason)
+        self.on_answering_machine(verdict.category.value, verdict.transcript)
 
     def on_answering_machine(self, category: str, transcript: str = "") -> SpeechHandle | None:
         """Act on livekit-agents' AMD verdict (human / machine-vm / machine-unavailable / machine-ivr /

@@ -42,10 +42,18 @@ class CallControl(Protocol):
 class LiveKitCallControl:
     """The line of one LiveKit job: the callee is the SIP participant `callee` of the job's room."""
 
-    def __init__(self, ctx: JobContext, *, trunk_id: str | None, from_phone_number: str) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        *,
+        trunk_id: str | None,
+        from_phone_number: str,
+        hold_music: bool = True,
+    ) -> None:
         self.ctx = ctx
         self.trunk_id = trunk_id
         self.from_phone_number = from_phone_number
+        self.hold_music = hold_music  # during a warm transfer; False: the callee holds in silence
 
     async def hang_up(self) -> None:
         """Delete the room: the SIP leg and every participant are disconnected."""
@@ -84,6 +92,7 @@ class LiveKitCallControl:
                 sip_number=self.from_phone_number,
                 chat_ctx=chat_ctx,
                 **({"instructions": instructions} if instructions else {}),
+                **({} if self.hold_music else {"hold_audio": None}),
             )
         except ToolError as err:
             raise TransferFailed(str(err)) from None

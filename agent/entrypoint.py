@@ -1,10 +1,12 @@
 """The LiveKit job of one attempt: join its room, hold the conversation, report to Temporal.
 
 Order of events: the dial activity dispatches this agent into room `outdial-<attempt id>` before it
-rings, so the agent is listening (answering-machine detection included) when the callee picks up.
-The dispatch metadata holds only ids; the assistant comes from the order's `call` query. The converse
+rings; the session and answering-machine detection start while the phone rings (AMD listens from the
+moment `sip.callStatus` is `active`), and the agent speaks only once the callee picked up. The
+dispatch metadata holds only ids; the assistant comes from the order's `call` query. The converse
 activity is found and kept alive by `ConverseLink`; when the call ends (end_call, callee hangs up,
-voicemail, max duration, cancelled order, transfer) the agent hangs up and completes it.
+voicemail, max duration, cancelled order, transfer) the agent hangs up and completes it with the
+result, the transcript and the call's own answered/ended times.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from agent.call_agent import CallDeps, CallState, OutdialAgent, transcript_from
 from agent.config import AgentConfig
 from agent.control import LiveKitCallControl
 from agent.reporter import ConverseLink
+from models.assistant import CallAssistant
 from models.settings import Settings
+from models.workflow_io import ConverseResult
 from workers.worker import connect
 
 log = logging.getLogger(__name__)
@@ -45,18 +49,18 @@ async def entrypoint(ctx: JobContext) -> None:
         log.info("attempt %s: the callee never joined (dial failed); leaving", meta.attempt_id)
         ctx.shutdown(reason="no callee")
         return
-    answered = asyncio.Event()
+    state = CallState()
 
     def on_attributes(changed: dict[str, str], participant: object) -> None:
         if (
             getattr(participant, "identity", None) == CALLEE_IDENTITY
             and changed.get(SIP_CALL_STATUS) == "active"
         ):
-            answered.set()
+            state.mark_answered()
 
     ctx.room.on("participant_attributes_changed", on_attributes)
     if callee.attributes.get(SIP_CALL_STATUS) == "active":
-        answered.set()
+        state.mark_answered()
 
     import httpx
 
@@ -75,70 +79,72 @@ async def entrypoint(ctx: JobContext) -> None:
             sms_from_phone_number=settings.sms_from_phone_number,
             calendly_http=calendly_http,
         )
-        realtime = pipeline.is_realtime(assistant)
-        session: AgentSession = AgentSession(
-            llm=pipeline.build_llm(assistant, settings, config),
-            **(
-                {}
-                if realtime
-                else {
-                    "stt": pipeline.build_stt(settings, config),
-                    "tts": pipeline.build_tts(assistant.voice, settings, config),
-                }
-            ),
-            **({"vad": vad} if (vad := pipeline.build_vad()) else {}),
-            user_away_timeout=None,
-        )
-        state = CallState()
+        session = pipeline.build_session(assistant, settings, config)
         agent = OutdialAgent(spec, deps, state)
-
-        def on_close(_: object) -> None:
-            state.end("user", "user_hangup", hang_up=False)
-
-        session.on("close", on_close)
-        amd = (
-            AMD(session, llm=None, stt=None, ivr_detection=False, participant_identity=CALLEE_IDENTITY)
-            if (config.amd_enabled and not realtime)
-            else None
+        # The session starts while the phone rings; the agent speaks once the callee picks up.
+        await session.start(
+            agent,
+            room=ctx.room,
+            room_options=room_io.RoomOptions(participant_identity=CALLEE_IDENTITY, close_on_disconnect=True),
         )
         async with contextlib.AsyncExitStack() as stack:
-            if amd is not None:
-                await stack.enter_async_context(amd)
-            await session.start(
-                agent,
-                room=ctx.room,
-                room_options=room_io.RoomOptions(
-                    participant_identity=CALLEE_IDENTITY, close_on_disconnect=True
-                ),
-            )
             sounds = pipeline.sound_options(assistant)
             if sounds:
                 player = BackgroundAudioPlayer(**sounds)
                 await player.start(room=ctx.room, agent_session=session)
                 stack.push_async_callback(player.aclose)
-            link.start(on_cancel=agent.cancel)
+            result = await hold_the_call(session, agent, link, amd=build_amd(session, assistant, config))
+    ctx.shutdown(reason=result.end_reason or "call ended")
 
-            async def detect() -> None:
-                assert amd is not None
-                verdict = await amd.execute()
-                log.info("attempt %s: AMD %s (%s)", spec.attempt_id, verdict.category.value, verdict.reason)
-                agent.on_answering_machine(verdict.category.value, verdict.transcript)
 
-            detection = asyncio.create_task(detect()) if amd is not None else None
+def build_amd(session: AgentSession, assistant: CallAssistant, config: AgentConfig) -> AMD | None:
+    """livekit-agents' answering-machine detection on the callee's greeting, classified by the session's
+    own LLM and transcripts. Off for realtime models (no separate transcripts) or with OUTDIAL_AMD=0.
+    Built once the session started: AMD then holds the agent's speech until its verdict and listens
+    only from the moment the SIP leg is active (no ringback in the classification)."""
+    if not config.amd_enabled or pipeline.is_realtime(assistant):
+        return None
+    return AMD(
+        session,
+        llm=None,
+        stt=None,
+        ivr_detection=False,  # the agent's own send_dtmf / skip_turn tools navigate menus
+        participant_identity=CALLEE_IDENTITY,
+    )
+
+
+async def hold_the_call(
+    session: AgentSession, agent: OutdialAgent, link: ConverseLink, *, amd: AMD | None = None
+) -> ConverseResult:
+    """From the ring to the hang-up: answering-machine detection, the conversation, the end (end_call,
+    the callee hangs up, voicemail, max duration, a transfer, or the order's cancellation reported by
+    `link`), then the converse activity is completed with the call's result and its own times."""
+    state = agent.state
+
+    def on_close(_: object) -> None:
+        state.end("user", "user_hangup", hang_up=False)
+
+    session.on("close", on_close)
+    async with contextlib.AsyncExitStack() as stack:
+        if amd is not None:
+            await stack.enter_async_context(amd)
+        link.start(on_cancel=agent.cancel)
+        detection = asyncio.create_task(agent.listen_for_answering_machine(amd)) if amd else None
+        try:
             await state.ended.wait()
+        finally:
             if detection is not None:
                 detection.cancel()
-        agent.close()
-        transcript = transcript_from(session.history.items)
-        result = state.converse_result(transcript)
-        if state.hang_up:
-            with contextlib.suppress(Exception):
-                await deps.control.hang_up()
-        with contextlib.suppress(RuntimeError):
-            session.shutdown(drain=False)
-        if answered.is_set():  # an unanswered ring has no converse activity to report to
-            await link.finish(result)
-        log.info(
-            "attempt %s: %s (%s by %s)", spec.attempt_id, result.result, result.end_reason, result.ended_by
-        )
-    ctx.shutdown(reason=result.end_reason or "call ended")
+    agent.close()
+    result = state.converse_result(transcript_from(session.history.items))
+    if state.hang_up:
+        with contextlib.suppress(Exception):
+            await agent.deps.control.hang_up()
+    with contextlib.suppress(RuntimeError):
+        session.shutdown(drain=False)
+    if state.answered.is_set():  # an unanswered ring has no converse activity to report to
+        await link.finish(result)
+    log.info(
+        "attempt %s: %s (%s by %s)", agent.spec.attempt_id, result.result, result.end_reason, result.ended_by
+    )
+    return result

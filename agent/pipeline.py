@@ -96,6 +96,25 @@ def build_llm(assistant: CallAssistant, settings: Settings, config: AgentConfig)
     raise RuntimeError(f"unsupported llm_model {model!r}")
 
 
+def build_session(assistant: CallAssistant, settings: Settings, config: AgentConfig) -> Any:
+    """The call's AgentSession: the assistant's LLM, speech-to-text and voice (a realtime model hears
+    and speaks itself), Silero VAD when installed. Nothing connects before the session starts."""
+    from livekit.agents import AgentSession
+
+    speech = (
+        {}
+        if is_realtime(assistant)
+        else {"stt": build_stt(settings, config), "tts": build_tts(assistant.voice, settings, config)}
+    )
+    vad = build_vad()
+    return AgentSession(
+        llm=build_llm(assistant, settings, config),
+        **speech,
+        **({"vad": vad} if vad else {}),
+        user_away_timeout=None,
+    )
+
+
 def is_realtime(assistant: CallAssistant) -> bool:
     return isinstance(assistant.llm_model, RealtimeModelRecord)
 

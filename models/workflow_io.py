@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from models.assistant import Assistant, CallAssistant
 from models.call import TranscriptEntry
@@ -47,6 +47,7 @@ class DialResult(BaseModel):
     answered: bool
     dial_error: DialError | None = None
     session: str | None = None  # the provider's handle on the live call (e.g. a LiveKit room)
+    answered_at: AwareDatetime | None = None  # when the provider saw the callee pick up
 
 
 class ConverseRequest(BaseModel):
@@ -67,6 +68,10 @@ class ConverseResult(BaseModel):
     ended_by: EndedBy | None = None
     end_reason: str | None = None
     recording_url: str | None = None
+    # When the call itself says the callee picked up and the line closed (a real provider's clock);
+    # None for simulated calls, whose times are the workflow's.
+    answered_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
     # Simulated calls only: how long the call lasts on the workflow's clock (a durable timer), so
     # time-skipping tests run hour-long calls in milliseconds. A real call is over when converse returns.
     hold_seconds: float = 0

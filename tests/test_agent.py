@@ -20,19 +20,36 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from livekit import api
-from livekit.agents import AgentSession, llm
+from livekit.agents import AgentSession, ToolError, llm
+from livekit.agents.testing import fake_job_context
+from livekit.agents.voice.amd.classifier import AMD_PROMPT
 from livekit.plugins import openai
+from temporalio.testing import WorkflowEnvironment
 
+from activities.livekit import room_name
 from activities.sms import SimulatedSmsOutbox
 from activities.url_guard import guarded_client
 from agent.call_agent import CallDeps, CallState, OutdialAgent, transcript_from
 from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
+from agent.entrypoint import build_amd, hold_the_call
 from agent.http_tools import parameters_schema, render_body, render_url
 from agent.pipeline import build_llm, build_tts, sound_options
+from agent.reporter import ConverseLink
 from models.assistant import Assistant, call_assistant_from
 from models.settings import Settings
-from tests.test_livekit_dial import API_KEY, API_SECRET, running_livekit
+from models.workflow_io import ConverseResult
+from tests.helpers import eventually
+from tests.test_livekit_dial import (
+    API_KEY,
+    API_SECRET,
+    FakeLiveKit,
+    dispatched_attempt,
+    livekit_settings,
+    running_livekit,
+    start_livekit_order,
+)
+from workers import create_worker
 
 TO = "+33612345678"
 FROM = "+33159000000"
@@ -196,6 +213,7 @@ async def call(fake: FakeOpenAI, spec: CallSpec, deps: CallDeps | None = None) -
         AgentSession(llm=model) as session,
     ):
         state = CallState()
+        state.mark_answered()  # as the job does when the SIP leg becomes active
         agent = OutdialAgent(spec, deps, state)
         try:
             started = await session.start(agent, capture_run=True)
@@ -322,6 +340,62 @@ async def test_max_duration_says_its_message_and_ends(fake_llm: FakeOpenAI) -> N
 
 
 # -- answering machines, IVR, screening ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("greeting", "verdict", "said", "result"),
+    [
+        (
+            "Hi, you've reached Ada. Leave a message after the tone.",
+            "machine-vm",
+            "Hi Ada, call back.",
+            "voicemail",
+        ),
+        ("Hello? Ada speaking.", "human", "Hello Ada, it's Sam.", "human"),
+    ],
+)
+async def test_answering_machine_detection_drives_the_call(
+    fake_llm: FakeOpenAI, greeting: str, verdict: str, said: str, result: str
+) -> None:
+    """livekit-agents' AMD, built as the job builds it, hears the greeting through the hooks the audio
+    pipeline calls; its classifier asks the (fake) LLM, and the verdict decides what the agent says."""
+    fake_llm.call("save_prediction", label=verdict)
+    spec = make_spec(
+        first_sentence="Hello {{name}}, it's Sam.",
+        first_sentence_mode="static",
+        voicemail_message="Hi {{name}}, call back.",
+    )
+    async with (
+        openai.LLM(model="fake-model", base_url=f"{fake_llm.url}/v1", api_key="sk-test") as model,
+        AgentSession(llm=model) as session,
+    ):
+        agent = OutdialAgent(spec, CallDeps(control=RecordingControl(), now=lambda: NOW))
+        await session.start(agent)  # while the phone rings
+        amd = build_amd(session, spec.assistant, AgentConfig())
+        assert amd is not None
+        async with amd:
+
+            async def listening() -> bool:
+                return amd.started
+
+            await eventually(listening, bool, timeout=5)
+            agent.state.mark_answered()
+            amd._on_user_speech_started()
+            amd._on_transcript(greeting)
+            amd._on_user_speech_ended(3.0)  # the greeting ended; silence since
+            async with asyncio.timeout(10):
+                await agent.listen_for_answering_machine(amd)
+
+                async def spoken() -> list[Any]:
+                    return transcript_from(session.history.items)
+
+                transcript = await eventually(spoken, bool, timeout=10)
+    classify = fake_llm.requests[0]
+    assert classify["messages"][0]["content"] == AMD_PROMPT  # the library's own classifier
+    assert classify["messages"][1]["content"] == greeting
+    assert [t.content for t in transcript] == [said]  # the first sentence never reached a machine
+    assert agent.state.result(transcript) == result
+    assert agent.state.ended.is_set() == (result == "voicemail")
 
 
 async def test_voicemail_leaves_the_message_then_hangs_up(fake_llm: FakeOpenAI) -> None:
@@ -471,18 +545,44 @@ async def test_warm_transfer_briefs_with_the_summary_instructions(fake_llm: Fake
     assert (state.end_reason, state.hang_up) == ("transferred_warm", False)  # callee and human stay
 
 
-async def test_failed_warm_transfer_returns_to_the_callee(fake_llm: FakeOpenAI) -> None:
-    fake_llm.call("transfer_to_human", reason="x")
+async def test_failed_warm_transfer_returns_to_the_callee(
+    fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """livekit-agents' own WarmTransferTask, in a fake job whose room cannot reach the colleague: the
+    task fails to dial, the tool reports it and the agent is back with the callee."""
+    monkeypatch.setenv("LIVEKIT_API_KEY", API_KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", API_SECRET)
+    fake_llm.call("transfer_to_human", reason="billing")
     fake_llm.say("Nobody answered, sorry. Shall we continue?")
-    control = RecordingControl(fail_transfer="human agent declined")
     spec = make_spec(
-        first_sentence_mode="none", transfer_phone_number="+33612345679", human_transfer_mode="warm"
+        first_sentence="Hello Ada.",
+        first_sentence_mode="static",
+        transfer_phone_number="+33612345679",
+        human_transfer_mode="warm",
+        warm_transfer_summary_instructions="Mention {{name}}'s interest in {{product}}.",
     )
-    async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
-        run = await c.session.run(user_input="A human please.")
-        run.expect.skip_next(2)
-        run.expect.next_event().is_message(role="assistant")
-        assert not c.state.ended.is_set()
+    with fake_job_context() as job:
+        control = LiveKitCallControl(job, trunk_id="ST_1", from_phone_number=FROM, hold_music=False)
+        async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+            with contextlib.suppress(ToolError):  # a test run surfaces the task's own failure too
+                await c.session.run(user_input="A human please.")
+
+            async def said() -> list[Any]:
+                return c.transcript()
+
+            await eventually(said, lambda t: t[-1].role == "assistant", timeout=10)
+            assert not c.state.ended.is_set() and c.session.current_agent is c.agent
+            briefing = next(
+                i.instructions
+                for i in c.session.history.items
+                if i.type == "agent_config_update" and "connect_to_caller" in (i.tools_added or [])
+            )
+            transcript = c.transcript()
+    assert "Mention Ada's interest in solar panels." in briefing  # the colleague's briefing
+    assert "Caller: A human please." in briefing
+    tool = next(t for t in transcript if t.tool_name == "transfer_to_human")
+    assert tool.tool_is_error and "could not dial human agent" in (tool.tool_output or "")
+    assert transcript[-1].content == "Nobody answered, sorry. Shall we continue?"
 
 
 # -- SMS -----------------------------------------------------------------------------------------------
@@ -852,3 +952,78 @@ def test_voice_agent_worker_registers_the_dispatch_name() -> None:
     )
     server = build_server(settings)
     assert server._agent_name == "outdial-test" and server._entrypoint_fnc is not None
+
+
+# -- the job's call, reporting to a real CallOrderWorkflow ---------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def agent_on_a_livekit_order(
+    dev_env: WorkflowEnvironment, task_queue: str, fake_llm: FakeOpenAI
+) -> AsyncIterator[tuple[FakeLiveKit, Call, ConverseLink, Any, asyncio.Task[ConverseResult]]]:
+    """An order dialed through FakeLiveKit; the agent the dispatch names, in a text session, held by
+    the job's own `hold_the_call` (its line is the room: hang-up deletes it)."""
+    async with running_livekit() as livekit:
+        settings = livekit_settings(livekit)
+        async with (
+            create_worker(dev_env.client, task_queue=task_queue, settings=settings),
+            api.LiveKitAPI(livekit.url, API_KEY, API_SECRET) as lkapi,
+        ):
+            call_id, handle = await start_livekit_order(dev_env.client, livekit, task_queue)
+            attempt_id = await dispatched_attempt(livekit)
+            link = ConverseLink(
+                dev_env.client, call_id, attempt_id, poll_interval=0.05, heartbeat_interval=0.1
+            )
+            spec = await link.call()
+
+            class Job:
+                api = lkapi
+
+                class room:  # noqa: N801 - mimics JobContext.room
+                    name = room_name(attempt_id)
+
+            control = LiveKitCallControl(Job(), trunk_id="ST_1", from_phone_number=FROM)  # type: ignore[arg-type]
+            async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+                held = asyncio.create_task(hold_the_call(c.session, c.agent, link))
+                yield livekit, c, link, handle, held
+
+
+async def test_the_agent_reports_the_call_and_its_times_to_the_order(
+    dev_env: WorkflowEnvironment, task_queue: str, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.say("Hello, it's about solar panels.")  # the generated first sentence
+    fake_llm.call("end_call")
+    async with agent_on_a_livekit_order(dev_env, task_queue, fake_llm) as (livekit, c, link, handle, held):
+        await link.found()
+        await c.session.run(user_input="No thanks, not interested.")
+        result = await asyncio.wait_for(held, 20)
+        order = await handle.result()
+    assert order.status == "completed"
+    attempt = order.call_attempts[0]
+    assert (attempt.result, attempt.ended_by, attempt.end_reason) == ("human", "agent", "tool_end_call")
+    assert [t.content for t in attempt.transcript or [] if t.role != "tool"] == [
+        "Hello, it's about solar panels.",
+        "No thanks, not interested.",
+        "Bye now.",  # the order's end_of_call_sentence
+    ]
+    # The attempt's times are the call's own (the agent's clock), not the workflow's.
+    assert attempt.answered_at == c.state.answered_at == result.answered_at
+    assert attempt.ended_at == c.state.ended_at == result.ended_at
+    assert attempt.answered_at < attempt.ended_at  # type: ignore[operator]
+    assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(attempt.id)]  # hung up
+
+
+async def test_cancelling_the_order_makes_the_agent_say_goodbye_and_hang_up(
+    dev_env: WorkflowEnvironment, task_queue: str, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.say("Hello, it's about solar panels.")
+    async with agent_on_a_livekit_order(dev_env, task_queue, fake_llm) as (livekit, c, link, handle, held):
+        await link.found()
+        await handle.signal("cancel")
+        result = await asyncio.wait_for(held, 20)  # the next heartbeat tells the agent
+        order = await handle.result()
+    assert (result.ended_by, result.end_reason) == ("system", "order_cancelled")
+    assert result.transcript[-1].content == "Bye now."  # said before hanging up
+    assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(order.call_attempts[0].id)]
+    assert order.status == "cancelled" and link.cancelled
+    assert order.call_attempts[0].end_reason == "order_cancelled"

@@ -309,7 +309,7 @@ class CallOrderWorkflow:
             self._end_attempt(attempt, status="error", dial_error=dial.dial_error)
             return attempt
 
-        attempt.answered_at = workflow.now()
+        attempt.answered_at = dial.answered_at or workflow.now()  # the call's own time when known
         attempt.status = "ongoing"
         self._touch()
         talk = await self._until_cancelled(
@@ -339,6 +339,7 @@ class CallOrderWorkflow:
         attempt.result = talk.result
         attempt.transcript = talk.transcript
         attempt.recording_url = talk.recording_url
+        attempt.answered_at = talk.answered_at or attempt.answered_at
         if talk.hold_seconds > 0:  # a simulated call lasts on the workflow's clock
             try:
                 await workflow.wait_condition(
@@ -349,7 +350,13 @@ class CallOrderWorkflow:
                 return attempt  # cancelled mid-call: the agent says goodbye; run() closes the attempt
             except TimeoutError:
                 pass
-        self._end_attempt(attempt, status="completed", ended_by=talk.ended_by, end_reason=talk.end_reason)
+        self._end_attempt(
+            attempt,
+            status="completed",
+            ended_by=talk.ended_by,
+            end_reason=talk.end_reason,
+            ended_at=talk.ended_at,
+        )
         return attempt
 
     async def _analyze(self, order: PreparedOrder) -> None:
@@ -474,11 +481,13 @@ class CallOrderWorkflow:
             ignore_windows=self.force_now,
         )
 
-    def _end_attempt(self, attempt: CallAttempt, *, status: str, **fields: object) -> None:
+    def _end_attempt(
+        self, attempt: CallAttempt, *, status: str, ended_at: datetime | None = None, **fields: object
+    ) -> None:
         for name, value in fields.items():
             setattr(attempt, name, value)
         attempt.status = status  # type: ignore[assignment]
-        attempt.ended_at = workflow.now()
+        attempt.ended_at = ended_at or workflow.now()  # the call's own end time when the provider knows it
         self._touch()
 
     def _close_open_attempt(self, reason: str) -> None:
