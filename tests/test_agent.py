@@ -23,22 +23,23 @@ from livekit import api
 from livekit.agents import AgentSession, ToolError, llm
 from livekit.agents.testing import fake_job_context
 from livekit.agents.voice.amd.classifier import AMD_PROMPT
-from livekit.plugins import openai
+from livekit.plugins import cartesia, openai
 from temporalio.testing import WorkflowEnvironment
 
 from activities.livekit import room_name
-from activities.sms import SimulatedSmsOutbox
+from activities.sms import SimulatedSmsOutbox, TwilioSms
 from activities.url_guard import guarded_client
 from agent.call_agent import CallDeps, CallState, OutdialAgent, transcript_from
 from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
 from agent.http_tools import parameters_schema, render_body, render_url
-from agent.pipeline import build_llm, build_tts, sound_options
+from agent.pipeline import build_llm, build_session, build_tts, sound_options
 from agent.reporter import ConverseLink
 from models.assistant import Assistant, call_assistant_from
 from models.settings import Settings
 from models.workflow_io import ConverseResult
+from tests import http_fakes
 from tests.helpers import eventually
 from tests.test_livekit_dial import (
     API_KEY,
@@ -49,6 +50,7 @@ from tests.test_livekit_dial import (
     running_livekit,
     start_livekit_order,
 )
+from tests.test_notify import FakeTwilio
 from workers import create_worker
 
 TO = "+33612345678"
@@ -604,14 +606,34 @@ async def test_send_sms_with_the_template(fake_llm: FakeOpenAI) -> None:
     assert sms_tool["function"]["parameters"].get("properties", {}) == {}  # the LLM writes nothing
 
 
-async def test_send_sms_written_by_the_llm(fake_llm: FakeOpenAI) -> None:
+async def test_send_sms_written_by_the_llm_through_twilio(fake_llm: FakeOpenAI) -> None:
+    """The LLM's text goes through the Twilio adapter (a local Messages API); a refusal comes back to
+    the LLM as the tool's error, and the call goes on."""
+    twilio = FakeTwilio(
+        [
+            (201, {"sid": "SM1", "status": "queued"}),
+            (400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}),
+        ]
+    )
     fake_llm.call("send_sms", message="Our offer: 10% off.")
     fake_llm.say("Sent.")
-    outbox = SimulatedSmsOutbox()
+    fake_llm.call("send_sms", message="Reminder: 10% off.")
+    fake_llm.say("Sorry, I could not text you.")
     spec = make_spec(first_sentence_mode="none", sms_enabled=True)
-    async with call(fake_llm, spec, CallDeps(control=RecordingControl(), sms=outbox, now=lambda: NOW)) as c:
-        await c.session.run(user_input="Text me the offer.")
-    assert [m.body for m in outbox.sent.values()] == ["Our offer: 10% off."]
+    async with http_fakes.serve(twilio.routes) as base:
+        sms = TwilioSms("AC0123456789", "auth-token-0123456789", base_url=base)
+        deps = CallDeps(control=RecordingControl(), sms=sms, now=lambda: NOW)
+        async with call(fake_llm, spec, deps) as c:
+            await c.session.run(user_input="Text me the offer.")
+            await c.session.run(user_input="And a reminder please.")
+            tools = [t for t in c.transcript() if t.tool_name == "send_sms"]
+    assert [form for _, _, form in twilio.requests] == [
+        {"To": TO, "From": FROM, "Body": "Our offer: 10% off."},
+        {"To": TO, "From": FROM, "Body": "Reminder: 10% off."},
+    ]
+    assert (tools[0].tool_output, tools[0].tool_is_error) == ("Text sent (queued).", False)
+    assert tools[1].tool_is_error and "code 21610" in (tools[1].tool_output or "")
+    assert not c.state.ended.is_set()
 
 
 # -- custom HTTP tools ---------------------------------------------------------------------------------
@@ -917,6 +939,30 @@ def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:
         config,
     )
     assert eleven._opts.voice_id == "v-2" and eleven._opts.voice_settings.speed == 1.1
+
+
+async def test_the_session_hears_and_speaks_as_the_assistant_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_session (what the job starts): STT, voice and LLM per assistant, constructed, not connected."""
+    monkeypatch.setenv("CARTESIA_API_KEY", "c-test")
+    monkeypatch.setenv("GOOGLE_API_KEY", "g-test")
+    settings = Settings(openai_api_key="sk-o")
+    config = AgentConfig(stt_model="gpt-4o-transcribe", stt_language="fr")
+    voiced = make_spec(voice={"id": "v-1", "provider": "cartesia", "speed": 0.9}).assistant
+    session = build_session(voiced, settings, config)
+    assert isinstance(session.stt, openai.STT) and isinstance(session.tts, cartesia.TTS)
+    assert (session.stt._opts.model, session.stt._opts.languages) == ("gpt-4o-transcribe", ["fr"])
+    assert (session.tts._opts.voice, session.tts._opts.speed) == ("v-1", 0.9)
+    assert isinstance(session.llm, openai.LLM) and session.llm.model == "gpt-4.1"
+    default_voice = build_session(make_spec().assistant, settings, config).tts
+    assert isinstance(default_voice, openai.TTS)
+    assert (default_voice._opts.model, default_voice._opts.voice) == ("gpt-4o-mini-tts", "ash")
+    realtime = make_spec(
+        llm_model={"type": "realtime", "provider": "google", "realtime_model_id": "gemini-live"}
+    ).assistant
+    live = build_session(realtime, settings, config)  # hears and speaks itself
+    assert live.stt is None and live.tts is None and live.llm.model == "gemini-live"
+    assert build_amd(live, realtime, config) is None  # no transcripts of its own for AMD
+    assert build_amd(session, voiced, AgentConfig(amd_enabled=False)) is None
 
 
 def test_background_and_thinking_sounds() -> None:
