@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -965,8 +966,8 @@ async def test_the_session_hears_and_speaks_as_the_assistant_says(monkeypatch: p
     assert build_amd(session, voiced, AgentConfig(amd_enabled=False)) is None
 
 
-def test_background_and_thinking_sounds() -> None:
-    from livekit.agents import BuiltinAudioClip
+async def test_background_and_thinking_sounds() -> None:
+    from livekit.agents import BackgroundAudioPlayer, BuiltinAudioClip
 
     spec = make_spec(
         background_sound="audio/office.ogg",
@@ -985,6 +986,8 @@ def test_background_and_thinking_sounds() -> None:
         0.4,
     )
     assert sound_options(make_spec().assistant) == {}
+    await BackgroundAudioPlayer(**options).aclose()  # what the job starts in the room
+    assert all(Path(clip.path()).is_file() for clip in (options["ambient_sound"].source, thinking.source))
 
 
 def test_voice_agent_worker_registers_the_dispatch_name() -> None:
