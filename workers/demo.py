@@ -24,7 +24,7 @@ from models import Call, CallCreateParams
 from models.common import TERMINAL_STATUSES
 from workflows.notify import NotificationsReport, notifications_workflow_id
 
-DEMO_EMAIL = "sales@outdial.localhost"
+DEMO_EMAIL = "sales@example.com"  # the SMTP sink keeps it: nothing leaves the machine
 
 _QUICK_RETRIES = {"calling_windows": [{"retry_delay_seconds": 4}], "max_retry_attempts": 3}
 _ASSISTANT = {

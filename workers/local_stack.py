@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from temporalio.client import Client
 
 from activities.webhook_secrets import signing_secrets
@@ -142,7 +143,10 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
 
 
 def _announce_mail(console: Console, message: email.message.EmailMessage) -> None:
-    console.print(f"[bold green]mail received[/] by the SMTP sink: to {message['To']}: {message['Subject']}")
+    console.print(
+        f"[bold green]mail received[/] by the SMTP sink: to {escape(str(message['To']))}: "
+        f"{escape(str(message['Subject']))}"
+    )
 
 
 async def _close_server(server: asyncio.base_events.Server) -> None:
