@@ -266,6 +266,11 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
         key_file = tmp_path / ".outdial" / "codec.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
         assert stack.settings.codec_key == key_file.read_text().strip()
+        # Every outdial command run beside temporal-dev.yaml (status, call, a second worker) uses it too.
+        assert (
+            Settings.load(config_file=REPO / "temporal-dev.yaml", env={}).codec_key
+            == stack.settings.codec_key
+        )
         # The Web UI was started with the codec endpoint, and the codec server admits its origin.
         ui = f"http://localhost:{settings.dev_server.ui_port}"
 
