@@ -40,7 +40,7 @@ from tests.http_fakes import final_call, serve
 from workers import create_worker
 from workers.mailsink import MailSink, start_mail_sink
 from workflows.call_order import CallOrderWorkflow
-from workflows.notify import CallNotificationsWorkflow, NotificationsReport, notifications_workflow_id
+from workflows.notify import NotificationsReport, notifications_workflow_id
 
 SECRET = "whsec_test_0123456789abcdef"
 TOOL_TOKEN = "Bearer tool-secret-0123456789"
@@ -166,33 +166,6 @@ async def test_receiver_failing_3_times_accepts_one_signed_event_after_backoff(t
     assert id_ == f"{call_id}:call.completed" == event_id(call)
     assert event["event"] == "call.completed"
     assert event["call"] == call.model_dump(mode="json")  # the seed's Call, exactly as the order ended
-
-
-async def test_webhook_retries_for_24_hours_then_gives_up(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
-    """The retry bound: backoff from 10 s doubling to 1 h, for 24 h in all (schedule_to_close), then a
-    `failed` report (the order is never held meanwhile: test_dead_receiver_never_holds_the_order)."""
-    receiver = Receiver(fail_first=1_000)
-    settings = settings_for_tests(webhook_secret=SECRET, allow_private_urls=True)
-    async with (
-        serve(receiver.routes) as base,
-        create_worker(time_env.client, task_queue=task_queue, settings=settings),
-    ):
-        notify = await time_env.client.start_workflow(
-            CallNotificationsWorkflow.run,
-            NotifyRequest(call=final_call(webhook_url=f"{base}/hooks/outdial")),
-            id=notifications_workflow_id(str(uuid.uuid4())),
-            task_queue=task_queue,
-        )
-        report = await notify.result()
-        described = await notify.describe()
-
-    [result] = report.results
-    assert (result.channel, result.status) == ("webhook", "failed")
-    assert result.detail and result.detail.endswith("answered HTTP 503")
-    # 1 + 9 doubling retries (10 s ... 2560 s, 5110 s in all) + 22 hourly ones fit in 24 h: 32 deliveries.
-    assert len(receiver.deliveries) == 32
-    assert described.close_time is not None
-    assert timedelta(hours=23) < described.close_time - described.start_time <= timedelta(hours=24)
 
 
 async def test_dead_receiver_never_holds_the_order(dev_env, task_queue) -> None:  # type: ignore[no-untyped-def]

@@ -1,9 +1,14 @@
-"""Webhook secrets per organization: made with the organization (and by the migration for older ones),
-looked up at send time, rotated with a grace period, pinned by OUTDIAL_WEBHOOK_SECRET for the local
-organization, and readable through `outdial webhook-secret` and `GET /webhook-secret`."""
+"""Webhooks: the retry bound of delivery, and secrets per organization — made with the organization (and
+by the migration for older ones), looked up at send time, rotated with a grace period, pinned by
+OUTDIAL_WEBHOOK_SECRET for the local organization, readable through `outdial webhook-secret` and
+`GET /webhook-secret`.
+
+The retry-bound test lives here, in a module of its own time-skipping server: an order that starts its
+abandoned notifications child leaves the test server's time skipping slowed for later tests."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +36,10 @@ from models.settings import Settings
 from models.tables import Database, Organization
 from tests.helpers import settings_for_tests
 from tests.http_fakes import final_call, serve
+from tests.test_notify import SECRET, Receiver
+from workers import create_worker
 from workers.cli import app as cli
+from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
 
 
 async def deliver(settings: Settings, organization_id: str) -> tuple[str, bytes]:
@@ -49,6 +57,33 @@ async def deliver(settings: Settings, organization_id: str) -> tuple[str, bytes]
     assert result.status == "sent"
     [delivery] = received
     return delivery
+
+
+async def test_webhook_retries_for_24_hours_then_gives_up(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    """The retry bound: backoff from 10 s doubling to 1 h, for 24 h in all (schedule_to_close), then a
+    `failed` report (the order is never held meanwhile: test_notify's dead-receiver test)."""
+    receiver = Receiver(fail_first=1_000)
+    settings = settings_for_tests(webhook_secret=SECRET, allow_private_urls=True)
+    async with (
+        serve(receiver.routes) as base,
+        create_worker(time_env.client, task_queue=task_queue, settings=settings),
+    ):
+        notify = await time_env.client.start_workflow(
+            CallNotificationsWorkflow.run,
+            NotifyRequest(call=final_call(webhook_url=f"{base}/hooks/outdial")),
+            id=notifications_workflow_id(str(uuid.uuid4())),
+            task_queue=task_queue,
+        )
+        report = await notify.result()
+        described = await notify.describe()
+
+    [result] = report.results
+    assert (result.channel, result.status) == ("webhook", "failed")
+    assert result.detail and result.detail.endswith("answered HTTP 503")
+    # 1 + 9 doubling retries (10 s ... 2560 s, 5110 s in all) + 22 hourly ones fit in 24 h: 32 deliveries.
+    assert len(receiver.deliveries) == 32
+    assert described.close_time is not None
+    assert timedelta(hours=23) < described.close_time - described.start_time <= timedelta(hours=24)
 
 
 async def test_each_organization_signs_with_its_own_secret_looked_up_at_send_time() -> None:
