@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Sequence
 from email.message import EmailMessage
 from typing import Any, Literal, Protocol
 
@@ -27,6 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.sms import SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
 from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
+from activities.webhook_secrets import DatabaseWebhookSecrets
 from agent.prompt import interpolate
 from models.call import Call, CallAttempt
 from models.settings import Settings
@@ -106,10 +108,13 @@ def due_channels(call: Call) -> list[Channel]:
 # --- webhook signing (receivers use verify_signature) ------------------------------------------------
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The `Outdial-Signature` header value: the scheme Stripe uses."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+def sign(secrets: str | Sequence[str], body: bytes, timestamp: int) -> str:
+    """The `Outdial-Signature` header value: the scheme Stripe uses, one `v1=` per signing secret."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    macs = (
+        hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest() for key in keys
+    )
+    return ",".join([f"t={timestamp}", *(f"v1={mac}" for mac in macs)])
 
 
 def verify_signature(
@@ -158,19 +163,9 @@ def webhook_body(call: Call) -> bytes:
 
 
 class WebhookSecrets(Protocol):
-    """Per-organization signing secrets (the API's storage may implement this; None: not configured)."""
+    """Per-organization signing secrets, current first (empty: not configured); read at send time."""
 
-    async def secret_for(self, organization_id: str) -> str | None: ...
-
-
-class ConfiguredWebhookSecret:
-    """One secret for every organization: OUTDIAL_WEBHOOK_SECRET (the local stack has one organization)."""
-
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret
-
-    async def secret_for(self, organization_id: str) -> str | None:
-        return self._secret
+    async def signing_secrets(self, organization_id: str) -> list[str]: ...
 
 
 # --- the activities ---------------------------------------------------------------------------------
@@ -187,7 +182,7 @@ class NotifyActivities:
         self.settings = settings
         self.sms = sms
         self.writer = writer
-        self.secrets = secrets or ConfiguredWebhookSecret(settings.webhook_secret)
+        self.secrets = secrets or DatabaseWebhookSecrets(settings)
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, request: NotifyRequest) -> NotifyResult:
@@ -196,10 +191,11 @@ class NotifyActivities:
         url = call.assistant.webhook_url if call.assistant else None
         if not url or "webhook" not in due_channels(call):
             return NotifyResult(channel="webhook", status="skipped", detail="no webhook_url")
-        secret = await self.secrets.secret_for(call.organization_id)
-        if not secret:
+        # Looked up now, by organization: the secret never sits in workflow history.
+        secrets = await self.secrets.signing_secrets(call.organization_id)
+        if not secrets:
             raise ApplicationError(
-                "no webhook signing secret for this organization (OUTDIAL_WEBHOOK_SECRET)",
+                f"no webhook signing secret for organization {call.organization_id}",
                 type=WEBHOOK_NOT_CONFIGURED,
                 non_retryable=True,
             )
@@ -208,7 +204,7 @@ class NotifyActivities:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "outdial-webhooks/1",
-            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+            SIGNATURE_HEADER: sign(secrets, body, int(time.time())),
             "Outdial-Event-Id": event_id(call),
             "Outdial-Delivery-Attempt": str(attempt),
         }

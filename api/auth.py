@@ -19,10 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from activities.webhook_secrets import pin_webhook_secret
 from api.context import ApiContext, get_context
 from api.errors import ApiError
 from models.settings import Settings
-from models.tables import ApiKey, Database, Organization, PhoneNumberRecord, User, hash_api_key
+from models.tables import ApiKey, Database, PhoneNumberRecord, User, ensure_organization, hash_api_key
 
 KEY_PREFIX = "odk_"
 DEV_KEY_FILE = Path(".outdial/dev-api-key")
@@ -71,15 +72,6 @@ Authenticated = Annotated[Principal, Depends(authenticate)]
 
 
 # --- issuing keys ------------------------------------------------------------------------------------------
-
-
-def ensure_organization(session: Session, organization_id: str, name: str | None = None) -> Organization:
-    organization = session.get(Organization, organization_id)
-    if organization is None:
-        organization = Organization(id=organization_id, name=name or organization_id)
-        session.add(organization)
-        session.flush()
-    return organization
 
 
 def ensure_user(session: Session, organization_id: str, email: str) -> User:
@@ -155,7 +147,8 @@ def ensure_phone_number(
 
 def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
     """The local stack's organization: its caller id (temporal-dev.yaml's default_from_phone_number on
-    LIVEKIT_SIP_OUTBOUND_TRUNK_ID) and an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one
+    LIVEKIT_SIP_OUTBOUND_TRUNK_ID), its webhook secret (OUTDIAL_WEBHOOK_SECRET if set, else its own) and
+    an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one
     kept in .outdial/dev-api-key from the last run, else a new one (then kept there)."""
     database = Database.for_url(settings.database_url)
     ensure_phone_number(
@@ -165,6 +158,8 @@ def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
         os.environ.get("LIVEKIT_SIP_OUTBOUND_TRUNK_ID") or None,
         label="dev stack default",
     )
+    if settings.webhook_secret:  # OUTDIAL_WEBHOOK_SECRET signs the local organization's webhooks
+        pin_webhook_secret(database, settings.organization_id, settings.webhook_secret)
     key = key or os.environ.get("OUTDIAL_DEV_API_KEY") or _kept_dev_key()
     key = issue_api_key(database, settings.organization_id, name="dev stack", key=key)
     if not os.environ.get("OUTDIAL_DEV_API_KEY"):

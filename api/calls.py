@@ -16,11 +16,13 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.compliance import ContactCheckRequest, ensure_contact_allowed
 from activities.persistence import (
     CallerId,
+    DatabaseDoNotContactRegistry,
     UnknownCallerId,
     assistant_view,
     call_columns,
@@ -205,6 +207,7 @@ async def create_call(
         existing = await context.db(store.get_call_by_key, context.database, organization_id, idempotency_key)
         if existing is not None:
             return await _replay(context, existing, digest)
+    await _refuse_do_not_contact(context, organization_id, params)
     call_id = str(uuid.uuid4())
     assistant, caller, retry = await context.db(
         resolve_order, context.database, context.settings, organization_id, call_id, params
@@ -226,6 +229,18 @@ async def create_call(
         await context.db(store.delete_placeholder, context.database, call_id)
         raise
     return JSONResponse({"call": call.model_dump(mode="json")})
+
+
+async def _refuse_do_not_contact(context: ApiContext, organization_id: str, params: CallCreateParams) -> None:
+    """A number that asked not to be called again is refused before any order exists (422 naming
+    phone_number); the workflow checks again for orders started without the API."""
+    request = ContactCheckRequest(
+        organization_id=organization_id, phone_number=params.phone_number, metadata=params.metadata
+    )
+    try:
+        await ensure_contact_allowed(DatabaseDoNotContactRegistry(context.settings), request)
+    except ApplicationError as err:
+        raise unprocessable("phone_number", err.message.removeprefix("phone_number ")) from None
 
 
 # --- reading and steering one order -------------------------------------------------------------------------

@@ -20,11 +20,24 @@ class DevServerSettings(BaseModel):
     log_level: str = "error"
 
 
+class LocalStackSettings(BaseModel):
+    """What `outdial dev` / `make demo` run beside the dev server, on 127.0.0.1 (temporal-dev.yaml's
+    `local_stack`); never used by `outdial worker` or `outdial api`."""
+
+    api_port: int = 8000
+    smtp_sink_port: int = 1025  # outcome emails land here, unless OUTDIAL_SMTP_HOST names a real server
+    mail_dir: str = ".outdial/mail"
+    codec_server_port: int = 8234  # the Web UI decodes payloads through it (--ui-codec-endpoint)
+    codec_key_file: str = ".outdial/codec.key"  # made once (0600) unless OUTDIAL_CODEC_KEY is set
+    allow_private_urls: bool = True  # webhooks and tools may reach local receivers
+
+
 class Settings(BaseModel):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "call-orders"
     dev_server: DevServerSettings = Field(default_factory=DevServerSettings)
+    local_stack: LocalStackSettings = Field(default_factory=LocalStackSettings)
     search_attributes: dict[str, str] = Field(default_factory=dict)
     telephony: Literal["simulated", "livekit"] = "simulated"
     analyzer: Literal["simulated", "openai"] = "simulated"
@@ -79,6 +92,7 @@ class Settings(BaseModel):
             "temporal_namespace": env.get("TEMPORAL_NAMESPACE") or temporal.get("namespace"),
             "task_queue": env.get("OUTDIAL_TASK_QUEUE") or temporal.get("task_queue"),
             "dev_server": temporal.get("dev_server"),
+            "local_stack": raw.get("local_stack"),
             "search_attributes": raw.get("search_attributes"),
             "telephony": env.get("OUTDIAL_TELEPHONY") or providers.get("telephony"),
             "analyzer": env.get("OUTDIAL_ANALYZER")
@@ -127,8 +141,20 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "twilio_account_sid": env.get("TWILIO_ACCOUNT_SID"),
         "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
         "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
-        "codec_key": env.get("OUTDIAL_CODEC_KEY"),
+        "codec_key": env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
     }
+
+
+def _local_codec_key(raw: dict[str, Any]) -> str | None:
+    """The local stack's key file, once `outdial dev` made it: every outdial process started beside
+    temporal-dev.yaml (the CLI, a second worker) then reads and writes the same encrypted payloads."""
+    path = (raw.get("local_stack") or {}).get("codec_key_file")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _trunk_map(text: str | None) -> dict[str, str] | None:

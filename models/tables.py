@@ -10,6 +10,7 @@ Every object carries its `organization_id`; the API never reads across organizat
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,13 +55,37 @@ def _json(**kwargs: Any) -> Any:
 # --- accounts ----------------------------------------------------------------------------------------
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def new_webhook_secret() -> str:
+    """32 random bytes, URL-safe base64, prefixed so a leaked one is recognisable (as Stripe's are)."""
+    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
 class Organization(SQLModel, table=True):
+    """An account. Its webhook secret signs every webhook it receives (activities/webhook_secrets.py);
+    it is made with the organization, and after a rotation the previous one keeps signing for a while."""
+
     __tablename__ = "organizations"
 
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)
     country: str | None = Field(default=None, max_length=2)
     created_at: datetime = _when(default_factory=utcnow)
+    webhook_secret: str | None = Field(default_factory=new_webhook_secret, max_length=128, repr=False)
+    previous_webhook_secret: str | None = Field(default=None, max_length=128, repr=False)
+    webhook_secret_rotated_at: datetime | None = _when(default=None, nullable=True)
+
+
+def ensure_organization(session: Session, organization_id: str, name: str | None = None) -> Organization:
+    """The organization's row, created (with its webhook secret) if new."""
+    organization = session.get(Organization, organization_id)
+    if organization is None:
+        organization = Organization(id=organization_id, name=name or organization_id)
+        session.add(organization)
+        session.flush()
+    return organization
 
 
 class User(SQLModel, table=True):

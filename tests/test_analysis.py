@@ -23,10 +23,12 @@ from activities.calls import CallActivities
 from activities.providers import analyzer_from
 from activities.simulated import SimulatedTelephony
 from activities.sms import SmsWriteRequest
-from models import Assistant, FieldSpecRecord, call_assistant_from
+from models import Assistant, CallCreateParams, FieldSpecRecord, call_assistant_from
 from models.workflow_io import AnalysisResult, AnalyzeRequest
 from tests.helpers import settings_for_tests
 from tests.http_fakes import HUMAN_TRANSCRIPT, NOW, FakeOpenAI, Status, serve
+from workers import create_worker
+from workflows.call_order import ANALYZE_RETRY, CallOrderWorkflow
 
 ALL_TYPES = [
     {"name": "name", "type": "string", "required": True, "description": "the callee's full name"},
@@ -365,3 +367,47 @@ async def test_a_rejected_request_is_not_retried(time_env, fake: FakeOpenAI) -> 
         )
     assert outcome.endswith(f": {ANALYSIS_REJECTED}")
     assert len(fake.requests) == 1
+
+
+async def test_an_order_completes_with_the_analysis_failure_recorded(time_env, fake: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
+    """Through CallOrderWorkflow: a model that stays unavailable, or keeps replying off-schema, never
+    holds the order; it completes with the failure in outcome_summary after a bounded number of tries."""
+    settings = settings_for_tests(
+        analyzer="openai",
+        openai_api_key="sk-test-default",
+        openai_base_url=f"{fake.base}/v1",  # type: ignore[attr-defined]
+        analysis_max_invalid_replies=2,
+    )
+
+    def order(**assistant: Any) -> CallCreateParams:
+        return CallCreateParams.model_validate(
+            {
+                "phone_number": "+33612345678",
+                "assistant": {"prompt": "Offer a demo.", **assistant},
+                "force_now": True,
+                "metadata": {"simulation": "human:interested"},
+            }
+        )
+
+    queue = f"analysis-{uuid.uuid4()}"
+    async with create_worker(time_env.client, task_queue=queue, settings=settings):
+        fake.script = {"call_outcome": [Status(503)]}
+        unavailable = await time_env.client.execute_workflow(
+            CallOrderWorkflow.run, order(), id=f"call-{uuid.uuid4()}", task_queue=queue
+        )
+        outcome_requests = len(fake.of_kind("call_outcome"))
+        fake.script = {"call_outcome": [OUTCOME], "structured_output": [{"name": 42}]}
+        off_schema = await time_env.client.execute_workflow(
+            CallOrderWorkflow.run,
+            order(structured_output_config=ALL_TYPES),
+            id=f"call-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+
+    assert unavailable.status == "completed" and unavailable.outcome is None
+    assert unavailable.outcome_summary and unavailable.outcome_summary.startswith("analysis failed:")
+    assert outcome_requests == ANALYZE_RETRY.maximum_attempts  # Temporal's bound, not one more
+    assert off_schema.status == "completed" and off_schema.outcome == "interested"
+    assert off_schema.call_attempts[0].structured_output is None
+    assert len(fake.of_kind("structured_output")) == 2  # analysis_max_invalid_replies
+    assert "structured output failed" in (off_schema.outcome_summary or "")

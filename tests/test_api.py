@@ -35,7 +35,7 @@ from api.auth import ensure_phone_number, issue_api_key
 from api.server import ApiServer
 from models import Call
 from models.settings import Settings
-from models.tables import Database
+from models.tables import Database, DoNotContactRecord, utcnow
 from tests.helpers import eventually, settings_for_tests
 from workers import create_worker
 
@@ -464,6 +464,28 @@ def test_users_me_and_auth_status(stack: Stack, org: Org) -> None:
     docs = httpx.get(f"{stack.url}/docs")
     schema = httpx.get(f"{stack.url}/openapi.json").json()
     assert docs.status_code == 200 and "/call/{id}/cancel" in schema["paths"]
+
+
+def test_a_do_not_contact_number_is_refused_at_once_unless_overridden(stack: Stack, org: Org) -> None:
+    number = "+33698765400"
+    with stack.database.session() as session:
+        session.add(
+            DoNotContactRecord(
+                organization_id=org.id, phone_number=number, call_id="c-earlier", recorded_at=utcnow()
+            )
+        )
+        session.commit()
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.call.create(phone_number=number, metadata={"simulation": "human"})
+    error = refused.value.body["error"]
+    assert error["details"][0]["loc"] == ["body", "phone_number"]
+    assert "asked not to be contacted again (call c-earlier" in error["message"]
+    overridden = org.client.call.create(
+        phone_number=number, metadata={"simulation": "human", "do_not_contact_override": "true"}
+    ).call
+    assert overridden.to_phone_number == number
+    other = new_org(stack).client.call.create(phone_number=number, metadata={"simulation": "human"}).call
+    assert other.to_phone_number == number  # the registry is per organization
 
 
 # --- search, export, phone history ------------------------------------------------------------------------

@@ -6,20 +6,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from rich.console import Console
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import verify_signature
 from models import Call, CallCreateParams
-from tests.helpers import settings_for_tests
+from models.settings import Settings
+from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import serve, serve_app
 from workers import create_worker
 from workers.codec import (
@@ -33,12 +35,14 @@ from workers.codec import (
     parse_keys,
 )
 from workers.devserver import temporal_cli
+from workers.local_stack import local_stack
 from workflows.call_order import CallOrderWorkflow
 from workflows.notify import NotificationsReport, notifications_workflow_id
 
 LLM_KEY = "sk-custom-llm-key-7f3a9c1e5b2d"
 TOOL_TOKEN = "Bearer tool-token-4e8b2a6c0d1f"
 WEBHOOK_SECRET = "whsec_history_test_9d7c5b3a1e"
+REPO = Path(__file__).resolve().parent.parent
 SECRETS = (LLM_KEY, TOOL_TOKEN, WEBHOOK_SECRET)
 
 
@@ -139,6 +143,8 @@ def secret_order(webhook_url: str) -> CallCreateParams:
             "assistant": {
                 "prompt": "Offer a demo.",
                 "webhook_url": webhook_url,
+                "email_notification_address": "ops@example.com",
+                "email_notification_outcomes": ["interested"],
                 "llm_model": {
                     "type": "custom",
                     "api_url": "https://llm.example.com/v1",
@@ -161,9 +167,9 @@ def secret_order(webhook_url: str) -> CallCreateParams:
     )
 
 
-async def workflow_show(env: WorkflowEnvironment, workflow_id: str, *extra: str) -> str:
+async def workflow_show(client: Client, workflow_id: str, *extra: str) -> str:
     """`temporal workflow show` as an operator runs it, JSON and table output both."""
-    address = env.client.service_client.config.target_host
+    address = client.service_client.config.target_host
     outputs = []
     for output in (["--output", "json"], ["--detailed"]):
         process = await asyncio.create_subprocess_exec(
@@ -175,7 +181,7 @@ async def workflow_show(env: WorkflowEnvironment, workflow_id: str, *extra: str)
             "--address",
             address,
             "--namespace",
-            env.client.namespace,
+            client.namespace,
             *output,
             *extra,
             stdout=asyncio.subprocess.PIPE,
@@ -197,56 +203,127 @@ def contains_secret(text: str) -> list[str]:
     return found
 
 
-async def run_order_and_notifications(
-    env: WorkflowEnvironment, client: Client, task_queue: str, base: str
-) -> tuple[str, Call, NotificationsReport]:
-    settings = settings_for_tests(webhook_secret=WEBHOOK_SECRET, allow_private_urls=True)
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def like_the_local_stack(tmp_path: Path) -> Settings:
+    """temporal-dev.yaml as `outdial dev` reads it, OUTDIAL_WEBHOOK_SECRET set, on free ports."""
+    settings = Settings.load(
+        config_file=REPO / "temporal-dev.yaml", env={"OUTDIAL_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    )
+    port = free_port()
+    return settings.model_copy(
+        update={
+            "temporal_address": f"127.0.0.1:{port}",
+            "database_url": f"sqlite:///{tmp_path / 'outdial.db'}",
+            "dev_server": settings.dev_server.model_copy(update={"port": port, "ui_port": free_port()}),
+            "local_stack": settings.local_stack.model_copy(
+                update={
+                    "api_port": free_port(),
+                    "smtp_sink_port": free_port(),
+                    "codec_server_port": free_port(),
+                }
+            ),
+        }
+    )
+
+
+async def run_order(client: Client, task_queue: str, base: str) -> tuple[str, Call, NotificationsReport]:
+    """The secret order to completion, then its notifications (an abandoned child of the order)."""
     call_id = str(uuid.uuid4())
-    async with create_worker(client, task_queue=task_queue, settings=settings):
-        call = await client.execute_workflow(
-            CallOrderWorkflow.run, secret_order(f"{base}/hook"), id=f"call-{call_id}", task_queue=task_queue
-        )
-        # the order started its notifications as an abandoned child: wait for them (real dev server)
-        report = await client.get_workflow_handle(
-            notifications_workflow_id(call_id), result_type=NotificationsReport
-        ).result()
+    call = await client.execute_workflow(
+        CallOrderWorkflow.run, secret_order(f"{base}/hook"), id=f"call-{call_id}", task_queue=task_queue
+    )
+    report = await client.get_workflow_handle(
+        notifications_workflow_id(call_id), result_type=NotificationsReport
+    ).result()
     return call_id, call, report
 
 
-async def test_workflow_show_prints_no_secret_in_clear_with_the_codec(dev_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_the_codec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dev-stack default path: no OUTDIAL_CODEC_KEY, so `outdial dev` makes a key in .outdial/,
+    starts the codec server and tells the Web UI; `temporal workflow show` shows no secret in clear."""
+    monkeypatch.chdir(tmp_path)  # the stack keeps its files in ./.outdial
+    for name in ("OUTDIAL_CODEC_KEY", "OUTDIAL_DEV_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = like_the_local_stack(tmp_path)
     received: list[tuple[str, bytes]] = []
 
     async def hook(request: web.Request) -> web.Response:
         received.append((request.headers["Outdial-Signature"], await request.read()))
         return web.Response(status=204)
 
-    key = generate_key()
-    encrypted = Client(
-        dev_env.client.service_client,
-        namespace=dev_env.client.namespace,
-        data_converter=data_converter(settings_for_tests(codec_key=key)),
-    )
-    codec = EncryptionCodec.from_config(key)
     async with (
         serve(lambda app: app.router.add_post("/hook", hook)) as base,
-        serve_app(codec_app(codec, allowed_origins=[])) as codec_url,
+        local_stack(settings, Console(quiet=True)) as stack,
+        aiohttp.ClientSession() as http,
     ):
-        # Control: without the codec the same history does show the secrets, so the check below can fail.
-        plain_id, _, _ = await run_order_and_notifications(dev_env, dev_env.client, task_queue, base)
-        assert set(contains_secret(await workflow_show(dev_env, f"call-{plain_id}"))) >= {LLM_KEY, TOOL_TOKEN}
+        key_file = tmp_path / ".outdial" / "codec.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert stack.settings.codec_key == key_file.read_text().strip()
+        # Every outdial command run beside temporal-dev.yaml (status, call, a second worker) uses it too.
+        assert (
+            Settings.load(config_file=REPO / "temporal-dev.yaml", env={}).codec_key
+            == stack.settings.codec_key
+        )
+        # The Web UI was started with the codec endpoint, and the codec server admits its origin.
+        ui = f"http://localhost:{settings.dev_server.ui_port}"
 
-        call_id, call, report = await run_order_and_notifications(dev_env, encrypted, task_queue, base)
+        async def ui_settings() -> dict:
+            try:
+                async with http.get(f"{ui}/api/v1/settings") as response:
+                    return await response.json() if response.status == 200 else {}
+            except aiohttp.ClientError:
+                return {}
+
+        shown_to_ui = await eventually(ui_settings, lambda body: bool(body))
+        assert shown_to_ui["Codec"]["Endpoint"] == stack.codec_url
+        async with http.options(f"{stack.codec_url}/decode", headers={"Origin": ui}) as preflight:
+            assert preflight.headers["Access-Control-Allow-Origin"] == ui
+
+        # Control: a client and worker without the codec on the same server do show the secrets in
+        # history (so the check below can fail) — but never the webhook secret, looked up at send time.
+        plain = Client(
+            stack.client.service_client,
+            namespace=stack.client.namespace,
+            data_converter=pydantic_data_converter,
+        )
+        plain_settings = stack.settings.model_copy(update={"codec_key": None})
+        async with create_worker(plain, task_queue="plain", settings=plain_settings):
+            plain_id, _, _ = await run_order(plain, "plain", base)
+        shown_plain = await workflow_show(stack.client, f"call-{plain_id}")
+        assert set(contains_secret(shown_plain)) == {LLM_KEY, TOOL_TOKEN}
+
+        # The stack's own client and worker: ciphertext only, in the order and in its notifications.
+        call_id, call, report = await run_order(stack.client, stack.settings.task_queue, base)
         assert call.status == "completed"
-        assert [(r.channel, r.status) for r in report.results] == [("webhook", "sent")]
+        assert sorted((r.channel, r.status) for r in report.results) == [
+            ("email", "sent"),
+            ("webhook", "sent"),
+        ]
         for workflow_id in (f"call-{call_id}", notifications_workflow_id(call_id)):
-            shown = await workflow_show(dev_env, workflow_id)
+            shown = await workflow_show(stack.client, workflow_id)
             assert "binary/encrypted" in shown
             assert contains_secret(shown) == [], workflow_id
-        # An operator holding the key reads the history through the codec server.
-        decoded = await workflow_show(dev_env, f"call-{call_id}", "--codec-endpoint", codec_url)
+        # An operator holding the key reads the history through the stack's codec server.
+        decoded = await workflow_show(stack.client, f"call-{call_id}", "--codec-endpoint", stack.codec_url)
         assert LLM_KEY in decoded
+        # The outcome email reached the stack's SMTP sink.
+        assert stack.mail is not None
+        [*_, mail] = stack.mail.messages
+        assert (mail["To"], mail["Subject"]) == (
+            "ops@example.com",
+            "[outdial] interested: call to +33612345678",
+        )
 
-    # The receiver got a signed event, and the webhook itself carries no secret of the assistant.
+    # The receiver got a signed event (OUTDIAL_WEBHOOK_SECRET signs the local organization's webhooks),
+    # and the webhook itself carries no secret of the assistant.
+    assert stack.webhook_secret == WEBHOOK_SECRET
     signature, body = received[-1]
     assert verify_signature(WEBHOOK_SECRET, signature, body)
     assert contains_secret(body.decode()) == []

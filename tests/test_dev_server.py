@@ -4,6 +4,7 @@ and search attributes as `temporal workflow list` sees them."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import uuid
@@ -15,7 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 from models import Call, CallCreateParams
 from tests.helpers import eventually, settings_for_tests
 from workers import create_worker
-from workers.demo import run_demo
+from workers.demo import DEMO_EMAIL, await_notifications, run_demo, webhook_receiver
+from workers.mailsink import MailSink, start_mail_sink
 from workflows.call_order import CallOrderWorkflow
 
 
@@ -36,10 +38,26 @@ async def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
 
 
 async def test_demo_orders_end_as_the_readme_says(dev_env, task_queue):
-    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
-        calls = await run_demo(
-            dev_env.client, task_queue=task_queue, console=Console(quiet=True), timeout=120
-        )
+    sink = MailSink()
+    smtp = await start_mail_sink(sink, port=0)
+    settings = settings_for_tests(
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.sockets[0].getsockname()[1],
+        webhook_secret="whsec_demo_0123456789",
+        allow_private_urls=True,
+    )
+    console = Console(file=io.StringIO(), width=200)
+    try:
+        async with (
+            create_worker(dev_env.client, task_queue=task_queue, settings=settings),
+            webhook_receiver("whsec_demo_0123456789", console) as webhook_url,
+        ):
+            calls = await run_demo(
+                dev_env.client, task_queue=task_queue, console=console, timeout=120, webhook_url=webhook_url
+            )
+            reports = await await_notifications(dev_env.client, calls)
+    finally:
+        smtp.close()
 
     def summary(call: Call) -> tuple:
         return call.status, int(call.calls_count), call.outcome
@@ -53,6 +71,18 @@ async def test_demo_orders_end_as_the_readme_says(dev_env, task_queue):
     interested = calls["interested human"].model_dump(mode="json")
     assert interested["call_attempts"][0]["structured_output"] == {"name": "Claire", "team_size": 42}
     assert interested["call_attempts"][0]["transcript"][0]["content"].startswith("Hi Claire, this is Camille")
+    # After the calls: an email for the outcomes the demo subscribes to, a verified webhook for every order.
+    assert sorted((m["To"], m["Subject"]) for m in sink.messages) == [
+        (DEMO_EMAIL, "[outdial] interested: call to +33612345678"),
+        (DEMO_EMAIL, "[outdial] requested callback later: call to +4915123456789"),
+    ]
+    channels = {
+        name: {(r.channel, r.status) for r in report.results} for name, report in reports.items() if report
+    }
+    assert len(channels) == 6 and channels["interested human"] == {("webhook", "sent"), ("email", "sent")}
+    assert all(("webhook", "sent") in sent for sent in channels.values())
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert shown.count("signature verified") == 6 and "webhook received: call.cancelled" in shown
 
 
 async def test_waiting_orders_are_listed_by_call_status_and_steered_by_signals(dev_env, task_queue):

@@ -368,6 +368,53 @@ async def test_twilio_adapter_speaks_the_messages_api() -> None:
     assert (unavailable.value.type, unavailable.value.non_retryable) == ("SmsUnavailable", False)
 
 
+async def test_voicemail_sms_of_an_order_goes_out_through_twilio(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    """End to end: an order that only reached voicemail, OUTDIAL_SMS=twilio, the real httpx adapter
+    against a local Twilio-compatible server."""
+    twilio = FakeTwilio([(201, {"sid": "SM0a1b", "status": "queued"})])
+    call_id = str(uuid.uuid4())
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": "+33612345678",
+            "assistant": {
+                "prompt": "Offer a demo.",
+                "voicemail_sms_prompt": "Hi {{name}}, sorry we missed you. Call us back at +33159000000.",
+                "call_retry_config": {"max_retry_attempts": 1},
+            },
+            "prompt_variables": {"name": "Claire"},
+            "force_now": True,
+            "metadata": {"simulation": "voicemail"},
+        }
+    )
+    async with serve(twilio.routes) as base:
+        settings = settings_for_tests(
+            sms_provider="twilio",
+            twilio_account_sid="AC0123456789",
+            twilio_auth_token="auth-token-0123456789",
+            twilio_base_url=base,
+        )
+        async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+            call = await time_env.client.execute_workflow(
+                CallOrderWorkflow.run, params, id=f"call-{call_id}", task_queue=task_queue
+            )
+            report = await time_env.client.get_workflow_handle(
+                notifications_workflow_id(call_id), result_type=NotificationsReport
+            ).result()
+    assert (call.status, call.last_call_attempt.result) == ("completed", "voicemail")  # type: ignore[union-attr]
+    assert [(r.channel, r.status, r.detail) for r in report.results] == [
+        ("voicemail_sms", "sent", "twilio SM0a1b queued")
+    ]
+    [(path, headers, form)] = twilio.requests
+    assert path == "/2010-04-01/Accounts/AC0123456789/Messages.json" and headers["Authorization"].startswith(
+        "Basic "
+    )
+    assert form == {
+        "To": "+33612345678",
+        "From": call.from_phone_number,
+        "Body": "Hi Claire, sorry we missed you. Call us back at +33159000000.",
+    }
+
+
 # --- the URL guard ----------------------------------------------------------------------------------
 
 

@@ -15,71 +15,39 @@ from rich.console import Console
 from rich.json import JSON
 from temporalio.client import Client
 
+from activities.webhook_secrets import (
+    WebhookSecretInfo,
+    WebhookSecretPinned,
+    rotate_webhook_secret,
+    show_webhook_secret,
+)
 from api import create_app
-from api.auth import issue_api_key, seed_dev_organization
-from api.server import ApiServer
+from api.auth import issue_api_key
 from models import Call, CallCreateParams
 from models.settings import Settings
 from models.tables import Database
-from workers.demo import print_calls, run_demo
-from workers.devserver import start_dev_server, stop_dev_server
+from workers.demo import await_notifications, print_calls, print_notifications, run_demo, webhook_receiver
+from workers.local_stack import LocalStack, local_stack
 from workers.worker import connect, create_worker, register_search_attributes
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
 
 
-def _ui_url(settings: Settings) -> str:
-    return (
-        f"http://localhost:{settings.dev_server.ui_port}/namespaces/{settings.temporal_namespace}/workflows"
-    )
-
-
-@contextlib.asynccontextmanager
-async def _local_stack(settings: Settings, *, api_port: int = 8000):  # type: ignore[no-untyped-def]
-    """The dev server (unless one already answers at TEMPORAL_ADDRESS), a worker and the HTTP API on
-    127.0.0.1:`api_port` (with the dev organization's phone number and a printed API key), stopped on exit."""
-    server = None
-    try:
-        client = await connect(settings)
-    except RuntimeError:
-        console.print(f"[bold]starting Temporal dev server[/] (state in {settings.dev_server.db_filename})")
-        server = await start_dev_server(settings)
-        client = await connect(settings)
-    try:
-        await register_search_attributes(client)
-        worker = create_worker(client, task_queue=settings.task_queue, settings=settings)
-        async with worker:
-            console.print(
-                f"worker on task queue [bold]{settings.task_queue}[/] "
-                f"(telephony: {settings.telephony}, analyzer: {settings.analyzer})"
-            )
-            key = await asyncio.to_thread(seed_dev_organization, settings)
-            async with ApiServer(create_app(settings, temporal_client=client), port=api_port) as api_server:
-                console.print(
-                    f"HTTP API (Revox-compatible): [link]{api_server.url}[/] (docs: {api_server.url}/docs)\n"
-                    f'API key: [bold]{key}[/]  e.g. Revox(api_key=..., base_url="{api_server.url}")'
-                )
-                yield client
-    finally:
-        if server:
-            stop_dev_server(server)
-
-
-async def _until_interrupted(settings: Settings) -> None:
-    console.print(f"Temporal Web UI: [link]{_ui_url(settings)}[/] — press Ctrl-C to stop")
+async def _until_interrupted(stack: LocalStack) -> None:
+    console.print(f"Temporal Web UI: [link]{stack.ui_url()}[/] — press Ctrl-C to stop")
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
 
 
 @app.command()
 def dev() -> None:
-    """Run the local stack: Temporal dev server (temporal-dev.yaml) and the worker, until Ctrl-C."""
+    """Run the local stack (temporal-dev.yaml): dev server, codec, SMTP sink, worker, API; until Ctrl-C."""
     settings = Settings.load()
 
     async def main() -> None:
-        async with _local_stack(settings):
-            await _until_interrupted(settings)
+        async with local_stack(settings, console) as stack:
+            await _until_interrupted(stack)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
@@ -89,17 +57,23 @@ def dev() -> None:
 def demo(
     keep_running: Annotated[bool, typer.Option(help="Keep the stack up for the Web UI afterwards.")] = True,
 ) -> None:
-    """Run the local stack and six call orders against simulated callees, live."""
+    """Run the local stack and six call orders against simulated callees, live, then their notifications."""
     settings = Settings.load()
 
     async def main() -> None:
-        async with _local_stack(settings) as client:
-            calls = await run_demo(client, task_queue=settings.task_queue, console=console)
+        async with (
+            local_stack(settings, console) as stack,
+            webhook_receiver(stack.webhook_secret, console) as webhook_url,
+        ):
+            calls = await run_demo(
+                stack.client, task_queue=stack.settings.task_queue, console=console, webhook_url=webhook_url
+            )
             print_calls(console, calls)
+            print_notifications(console, await await_notifications(stack.client, calls))
             if keep_running:
-                await _until_interrupted(settings)
+                await _until_interrupted(stack)
             else:
-                console.print(f"Temporal Web UI: {_ui_url(settings)}")
+                console.print(f"Temporal Web UI: {stack.ui_url()}")
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
@@ -153,6 +127,47 @@ def apikey_create(
     key = issue_api_key(Database.for_url(settings.database_url), organization, name=name, email=email)
     Console(stderr=True).print(f"API key for organization [bold]{organization}[/] ({name}):")
     print(key)
+
+
+webhook_app = typer.Typer(
+    help="The organization's webhook signing secret (receivers verify Outdial-Signature with it).",
+    no_args_is_help=True,
+)
+app.add_typer(webhook_app, name="webhook-secret")
+OrganizationOption = Annotated[
+    str | None, typer.Option("--org", help="Organization id; default: temporal-dev.yaml's.")
+]
+
+
+def _print_secret(info: WebhookSecretInfo) -> None:
+    notes = Console(stderr=True)
+    notes.print(f"webhook signing secret of organization [bold]{info.organization_id}[/]:")
+    if info.pinned_by_environment:
+        notes.print("(pinned by OUTDIAL_WEBHOOK_SECRET)")
+    if info.previous_secret_valid_until:
+        notes.print(f"(the previous secret also signs until {info.previous_secret_valid_until.isoformat()})")
+    print(info.webhook_secret)
+
+
+@webhook_app.command("show")
+def webhook_secret_show(organization: OrganizationOption = None) -> None:
+    """Print the secret (the organization is created, with one, if new)."""
+    settings = Settings.load()
+    database = Database.for_url(settings.database_url)
+    _print_secret(show_webhook_secret(settings, database, organization or settings.organization_id))
+
+
+@webhook_app.command("rotate")
+def webhook_secret_rotate(organization: OrganizationOption = None) -> None:
+    """Replace the secret and print the new one; the previous one keeps signing for 24 hours."""
+    settings = Settings.load()
+    database = Database.for_url(settings.database_url)
+    try:
+        info = rotate_webhook_secret(settings, database, organization or settings.organization_id)
+    except WebhookSecretPinned as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+    _print_secret(info)
 
 
 @app.command()

@@ -1,11 +1,17 @@
-"""The demo: six call orders against simulated callees, followed live until each one ends."""
+"""The demo: six call orders against simulated callees, followed live until each one ends, then their
+notifications: the outcome emails the local SMTP sink received and the signed webhooks of a local
+receiver that verifies each signature as a user's endpoint would."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+from aiohttp import web
 from rich.console import Console
 from rich.json import JSON
 from rich.live import Live
@@ -13,8 +19,12 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
+from activities.notify import SIGNATURE_HEADER, due_channels, verify_signature
 from models import Call, CallCreateParams
 from models.common import TERMINAL_STATUSES
+from workflows.notify import NotificationsReport, notifications_workflow_id
+
+DEMO_EMAIL = "sales@example.com"  # the SMTP sink keeps it: nothing leaves the machine
 
 _QUICK_RETRIES = {"calling_windows": [{"retry_delay_seconds": 4}], "max_retry_attempts": 3}
 _ASSISTANT = {
@@ -26,11 +36,15 @@ _ASSISTANT = {
         {"name": "name", "type": "string", "required": True, "description": "The callee's name"},
         {"name": "team_size", "type": "number", "required": False},
     ],
+    # An email for the outcomes a sales team acts on; the local SMTP sink receives it.
+    "email_notification_address": DEMO_EMAIL,
+    "email_notification_outcomes": ["interested", "requested_callback_later"],
 }
 
 
-def demo_orders() -> dict[str, CallCreateParams]:
-    """The scenarios of the README, each an ordinary order with a simulated callee."""
+def demo_orders(webhook_url: str | None = None) -> dict[str, CallCreateParams]:
+    """The scenarios of the README, each an ordinary order with a simulated callee (and the webhook)."""
+    assistant = {**_ASSISTANT, **({"webhook_url": webhook_url} if webhook_url else {})}
 
     def order(
         to: str, name: str, simulation: str, *, retry: dict | None = None, **extra: object
@@ -38,7 +52,7 @@ def demo_orders() -> dict[str, CallCreateParams]:
         return CallCreateParams.model_validate(
             {
                 "phone_number": to,
-                "assistant": {**_ASSISTANT, "call_retry_config": retry or _QUICK_RETRIES},
+                "assistant": {**assistant, "call_retry_config": retry or _QUICK_RETRIES},
                 "prompt_variables": {"name": name},
                 "metadata": {"simulation": simulation, "simulation.call_seconds": "3", "demo": "true"},
                 "force_now": True,
@@ -65,11 +79,16 @@ def demo_orders() -> dict[str, CallCreateParams]:
 
 
 async def run_demo(
-    client: Client, *, task_queue: str, console: Console, timeout: float = 180
+    client: Client,
+    *,
+    task_queue: str,
+    console: Console,
+    timeout: float = 180,
+    webhook_url: str | None = None,
 ) -> dict[str, Call]:
     """Start the orders, show their live status, cancel the waiting one, return the final Calls."""
     handles: dict[str, WorkflowHandle] = {}
-    for name, params in demo_orders().items():
+    for name, params in demo_orders(webhook_url).items():
         handles[name] = await client.start_workflow(
             "CallOrderWorkflow", params, id=f"call-{uuid.uuid4()}", task_queue=task_queue, result_type=Call
         )
@@ -111,3 +130,69 @@ def print_calls(console: Console, calls: dict[str, Call]) -> None:
     for name, call in calls.items():
         console.rule(name)
         console.print(JSON(call.model_dump_json()))
+
+
+# --- after the calls: notifications -----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver(secret: str, console: Console) -> AsyncIterator[str]:
+    """A webhook endpoint on 127.0.0.1 (a free port) that checks `Outdial-Signature` as a user's
+    would and shows each event; yields its URL."""
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify_signature(secret, request.headers.get(SIGNATURE_HEADER, ""), body):
+            console.print("[red]webhook refused: bad signature[/]")
+            return web.Response(status=400, text="bad signature")
+        event = json.loads(body)
+        console.print(
+            f"[bold cyan]webhook received[/]: {event['event']} {event['id'][:8]}… "
+            f"(outcome {event['call'].get('outcome')}; signature verified)"
+        )
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/webhooks/outdial", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/webhooks/outdial"
+    finally:
+        await runner.cleanup()
+
+
+async def await_notifications(
+    client: Client, calls: dict[str, Call], *, timeout: float = 30
+) -> dict[str, NotificationsReport | None]:
+    """The report of each order's CallNotificationsWorkflow; None if still delivering at the deadline
+    (a receiver that is down is retried for hours, on its own)."""
+    reports: dict[str, NotificationsReport | None] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    for name, call in calls.items():
+        if not due_channels(call):
+            continue
+        handle = client.get_workflow_handle(
+            notifications_workflow_id(call.id), result_type=NotificationsReport
+        )
+        left = max(0.1, deadline - asyncio.get_running_loop().time())
+        try:
+            reports[name] = await asyncio.wait_for(handle.result(), timeout=left)
+        except TimeoutError:
+            reports[name] = None
+    return reports
+
+
+def print_notifications(console: Console, reports: dict[str, NotificationsReport | None]) -> None:
+    table = Table(title="notifications (CallNotificationsWorkflow notify-<call id>)")
+    for column in ("scenario", "channel", "status", "detail"):
+        table.add_column(column)
+    for name, report in reports.items():
+        if report is None:
+            table.add_row(name, "-", "still delivering", "retried in the background: see the Web UI")
+            continue
+        for result in report.results:
+            table.add_row(name, result.channel, result.status, result.detail or "")
+    console.print(table)

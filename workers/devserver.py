@@ -22,7 +22,9 @@ def temporal_cli() -> str:
     return found
 
 
-def dev_server_command(settings: Settings) -> list[str]:
+def dev_server_command(settings: Settings, *, codec_endpoint: str | None = None) -> list[str]:
+    """`temporal server start-dev` with temporal-dev.yaml's flags; the Web UI decodes payloads through
+    `codec_endpoint` when given (the local stack's codec server)."""
     server = settings.dev_server
     command = [
         temporal_cli(),
@@ -43,17 +45,24 @@ def dev_server_command(settings: Settings) -> list[str]:
         command += ["--namespace", settings.temporal_namespace]
     for name, kind in settings.search_attributes.items():
         command += ["--search-attribute", f"{name}={kind}"]
+    if codec_endpoint:
+        command += ["--ui-codec-endpoint", codec_endpoint]
     return command
 
 
-async def start_dev_server(settings: Settings, *, timeout: float = 60) -> subprocess.Popen[bytes]:
+async def start_dev_server(
+    settings: Settings, *, codec_endpoint: str | None = None, timeout: float = 60
+) -> subprocess.Popen[bytes]:
     """Start the dev server and return once it answers; its state lives in the SQLite file and its
     output goes to a log file beside it, so the terminal stays readable."""
     state = Path(settings.dev_server.db_filename).parent
     state.mkdir(parents=True, exist_ok=True)
     with (state / "temporal-server.log").open("ab") as log:
         process = subprocess.Popen(
-            dev_server_command(settings), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            dev_server_command(settings, codec_endpoint=codec_endpoint),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     address = f"{settings.dev_server.ip}:{settings.dev_server.port}"
     deadline = asyncio.get_running_loop().time() + timeout

@@ -1,0 +1,166 @@
+"""Webhooks: the retry bound of delivery, and secrets per organization — made with the organization (and
+by the migration for older ones), looked up at send time, rotated with a grace period, pinned by
+OUTDIAL_WEBHOOK_SECRET for the local organization, readable through `outdial webhook-secret` and
+`GET /webhook-secret`.
+
+The retry-bound test lives here, in a module of its own time-skipping server: an order that starts its
+abandoned notifications child leaves the test server's time skipping slowed for later tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+from alembic import command
+from fastapi.testclient import TestClient
+from temporalio.testing import ActivityEnvironment
+from typer.testing import CliRunner
+
+from activities.notify import SIGNATURE_HEADER, NotifyActivities, NotifyRequest, verify_signature
+from activities.sms import SimulatedSmsOutbox, TemplateSmsWriter
+from activities.webhook_secrets import (
+    ROTATION_GRACE,
+    WebhookSecretPinned,
+    rotate_webhook_secret,
+    show_webhook_secret,
+    signing_secrets,
+)
+from api import create_app
+from api.auth import issue_api_key, seed_dev_organization
+from migrations import alembic_config
+from models.settings import Settings
+from models.tables import Database, Organization
+from tests.helpers import settings_for_tests
+from tests.http_fakes import final_call, serve
+from tests.test_notify import SECRET, Receiver
+from workers import create_worker
+from workers.cli import app as cli
+from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
+
+
+async def deliver(settings: Settings, organization_id: str) -> tuple[str, bytes]:
+    """One webhook of `organization_id` through the real activity; what the receiver got."""
+    received: list[tuple[str, bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((request.headers[SIGNATURE_HEADER], await request.read()))
+        return web.Response(status=204)
+
+    async with serve(lambda app: app.router.add_post("/hook", hook)) as base:
+        call = final_call(webhook_url=f"{base}/hook").model_copy(update={"organization_id": organization_id})
+        acts = NotifyActivities(settings, SimulatedSmsOutbox(), TemplateSmsWriter())
+        result = await ActivityEnvironment().run(acts.deliver_webhook, NotifyRequest(call=call))
+    assert result.status == "sent"
+    [delivery] = received
+    return delivery
+
+
+async def test_webhook_retries_for_24_hours_then_gives_up(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    """The retry bound: backoff from 10 s doubling to 1 h, for 24 h in all (schedule_to_close), then a
+    `failed` report (the order is never held meanwhile: test_notify's dead-receiver test)."""
+    receiver = Receiver(fail_first=1_000)
+    settings = settings_for_tests(webhook_secret=SECRET, allow_private_urls=True)
+    async with (
+        serve(receiver.routes) as base,
+        create_worker(time_env.client, task_queue=task_queue, settings=settings),
+    ):
+        notify = await time_env.client.start_workflow(
+            CallNotificationsWorkflow.run,
+            NotifyRequest(call=final_call(webhook_url=f"{base}/hooks/outdial")),
+            id=notifications_workflow_id(str(uuid.uuid4())),
+            task_queue=task_queue,
+        )
+        report = await notify.result()
+        described = await notify.describe()
+
+    [result] = report.results
+    assert (result.channel, result.status) == ("webhook", "failed")
+    assert result.detail and result.detail.endswith("answered HTTP 503")
+    # 1 + 9 doubling retries (10 s ... 2560 s, 5110 s in all) + 22 hourly ones fit in 24 h: 32 deliveries.
+    assert len(receiver.deliveries) == 32
+    assert described.close_time is not None
+    assert timedelta(hours=23) < described.close_time - described.start_time <= timedelta(hours=24)
+
+
+async def test_each_organization_signs_with_its_own_secret_looked_up_at_send_time() -> None:
+    settings = settings_for_tests(allow_private_urls=True)  # no OUTDIAL_WEBHOOK_SECRET
+    database = Database.for_url(settings.database_url)
+    issue_api_key(database, "org_a")
+    issue_api_key(database, "org_b")
+    secret_a = show_webhook_secret(settings, database, "org_a").webhook_secret
+    secret_b = show_webhook_secret(settings, database, "org_b").webhook_secret
+    assert secret_a.startswith("whsec_") and secret_b.startswith("whsec_") and secret_a != secret_b
+
+    header, body = await deliver(settings, "org_a")
+    assert verify_signature(secret_a, header, body) and not verify_signature(secret_b, header, body)
+    # Rotated between two deliveries: the next one is signed with the new secret, and the old one too
+    # during the grace period, so a receiver still holding the old secret keeps accepting.
+    rotated = rotate_webhook_secret(settings, database, "org_a")
+    header, body = await deliver(settings, "org_a")
+    assert header.count("v1=") == 2
+    assert verify_signature(rotated.webhook_secret, header, body) and verify_signature(secret_a, header, body)
+    assert rotated.previous_secret_valid_until == rotated.rotated_at + ROTATION_GRACE  # type: ignore[operator]
+    with database.session() as session:  # the grace period is over
+        row = session.get(Organization, "org_a")
+        assert row is not None and row.webhook_secret_rotated_at is not None
+        row.webhook_secret_rotated_at -= ROTATION_GRACE + timedelta(seconds=1)
+        session.commit()
+    assert signing_secrets(settings, database, "org_a") == [rotated.webhook_secret]
+    assert signing_secrets(settings, database, "org_unknown") == []
+
+
+def test_the_local_organization_takes_outdial_webhook_secret(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # seed_dev_organization keeps the dev API key in ./.outdial
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    settings = settings_for_tests(webhook_secret="whsec_from_environment")
+    database = Database.for_url(settings.database_url)
+    seed_dev_organization(settings)
+    info = show_webhook_secret(settings, database, "org_local")
+    assert (info.webhook_secret, info.pinned_by_environment) == ("whsec_from_environment", True)
+    with database.session() as session:  # stored too, so the row agrees if the variable goes away
+        assert session.get(Organization, "org_local").webhook_secret == "whsec_from_environment"  # type: ignore[union-attr]
+    with pytest.raises(WebhookSecretPinned):
+        rotate_webhook_secret(settings, database, "org_local")
+    assert signing_secrets(settings, database, "org_other") == []  # the variable is not everyone's
+
+
+def test_migration_0004_gives_existing_organizations_a_secret(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        connection.execute(
+            sa.text("INSERT INTO organizations (id, name, created_at) VALUES ('org_old', 'old', :t)"),
+            {"t": "2026-01-01 00:00:00"},
+        )
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        [secret] = connection.execute(sa.text("SELECT webhook_secret FROM organizations")).scalars()
+    assert secret.startswith("whsec_") and len(secret) > 40
+
+
+def test_the_secret_is_shown_and_rotated_by_the_cli_and_the_api(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'outdial.db'}"
+    env = {"OUTDIAL_CONFIG": "/nonexistent", "OUTDIAL_DATABASE_URL": database_url}
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["webhook-secret", "show", "--org", "org_cli"], env=env)
+    assert shown.exit_code == 0, shown.output
+    secret = shown.stdout.strip().splitlines()[-1]
+    assert secret.startswith("whsec_")
+
+    settings = Settings.load(config_file="/nonexistent", env=env)
+    key = issue_api_key(Database.for_url(database_url), "org_cli")
+    with TestClient(create_app(settings)) as api:
+        assert api.get("/webhook-secret").status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        assert api.get("/webhook-secret", headers=auth).json()["webhook_secret"] == secret
+        rotated = api.post("/webhook-secret/rotate", headers=auth).json()
+    assert rotated["webhook_secret"] != secret and rotated["previous_secret_valid_until"]
+    again = runner.invoke(cli, ["webhook-secret", "rotate", "--org", "org_cli"], env=env)
+    assert again.exit_code == 0 and rotated["webhook_secret"] not in again.stdout

@@ -1,0 +1,154 @@
+"""The local stack of `outdial dev` and `make demo`, all on 127.0.0.1: the Temporal dev server (unless one
+already answers at TEMPORAL_ADDRESS), the payload codec server the Web UI decodes through, an SMTP sink
+for outcome emails, a worker, and the HTTP API. Ports and files come from temporal-dev.yaml's
+`local_stack`; everything stops when the block ends.
+
+Payloads are encrypted by default here: the key is OUTDIAL_CODEC_KEY, else `.outdial/codec.key` (made
+once, mode 0600), so the Web UI and `temporal workflow show` show ciphertext unless they go through
+the codec server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.message
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.markup import escape
+from temporalio.client import Client
+
+from activities.webhook_secrets import signing_secrets
+from api import create_app
+from api.auth import seed_dev_organization
+from api.server import ApiServer
+from models.settings import Settings
+from models.tables import Database
+from workers.codec import ensure_dev_codec_key, start_codec_server
+from workers.devserver import start_dev_server, stop_dev_server
+from workers.mailsink import MailSink, start_mail_sink
+from workers.worker import connect, create_worker, register_search_attributes
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class LocalStack:
+    """What a running local stack offers: its client, the settings it runs with, and its services."""
+
+    client: Client
+    settings: Settings
+    api_url: str
+    api_key: str
+    codec_url: str
+    mail: MailSink | None  # None when OUTDIAL_SMTP_HOST names a real server
+    webhook_secret: str  # the local organization's (OUTDIAL_WEBHOOK_SECRET if set)
+
+    def ui_url(self) -> str:
+        return (
+            f"http://localhost:{self.settings.dev_server.ui_port}"
+            f"/namespaces/{self.settings.temporal_namespace}/workflows"
+        )
+
+
+def local_settings(settings: Settings) -> Settings:
+    """The stack's own defaults on top of `settings`: an encryption key, local URLs allowed."""
+    local = settings.local_stack
+    settings = ensure_dev_codec_key(settings, local.codec_key_file)
+    return settings.model_copy(
+        update={"allow_private_urls": settings.allow_private_urls or local.allow_private_urls}
+    )
+
+
+def _taken(what: str, port: int, key: str) -> RuntimeError:
+    return RuntimeError(
+        f"{what}: port {port} on {LOOPBACK} is in use; set local_stack.{key} in temporal-dev.yaml"
+    )
+
+
+@contextlib.asynccontextmanager
+async def local_stack(settings: Settings, console: Console) -> AsyncIterator[LocalStack]:
+    settings = local_settings(settings)
+    local = settings.local_stack
+    async with contextlib.AsyncExitStack() as stack:
+        mail = None
+        if not settings.smtp_host:
+            mail = MailSink(local.mail_dir, on_message=lambda m: _announce_mail(console, m))
+            try:
+                server = await start_mail_sink(mail, host=LOOPBACK, port=local.smtp_sink_port)
+            except OSError:
+                raise _taken("SMTP sink", local.smtp_sink_port, "smtp_sink_port") from None
+            stack.push_async_callback(_close_server, server)
+            port = server.sockets[0].getsockname()[1]
+            settings = settings.model_copy(
+                update={"smtp_host": LOOPBACK, "smtp_port": port, "smtp_tls": "none"}
+            )
+            console.print(
+                f"SMTP sink on {LOOPBACK}:{port} (mail kept in {local.mail_dir}; "
+                f"OUTDIAL_SMTP_HOST={LOOPBACK} OUTDIAL_SMTP_PORT={port} for other processes)"
+            )
+        try:
+            codec = await start_codec_server(settings, host=LOOPBACK, port=local.codec_server_port)
+        except OSError:
+            raise _taken("codec server", local.codec_server_port, "codec_server_port") from None
+        stack.push_async_callback(codec.cleanup)
+        codec_url = "http://{}:{}".format(*codec.addresses[0][:2])
+
+        try:
+            client = await connect(settings)
+            console.print(
+                f"Temporal already runs at {settings.temporal_address}: for its Web UI to decode payloads, "
+                f"set its codec endpoint to {codec_url} (Web UI settings, or --ui-codec-endpoint)"
+            )
+        except RuntimeError:
+            console.print(
+                f"[bold]starting Temporal dev server[/] (state in {settings.dev_server.db_filename})"
+            )
+            server_process = await start_dev_server(settings, codec_endpoint=codec_url)
+            stack.callback(stop_dev_server, server_process)
+            client = await connect(settings)
+        console.print(
+            f"payloads encrypted (AES-256-GCM); codec server {codec_url} for the Web UI and "
+            f"`temporal workflow show --codec-endpoint {codec_url}`"
+        )
+        await register_search_attributes(client)
+        await stack.enter_async_context(
+            create_worker(client, task_queue=settings.task_queue, settings=settings)
+        )
+        console.print(
+            f"worker on task queue [bold]{settings.task_queue}[/] "
+            f"(telephony: {settings.telephony}, analyzer: {settings.analyzer})"
+        )
+        key = await asyncio.to_thread(seed_dev_organization, settings)
+        database = Database.for_url(settings.database_url)
+        [secret, *_] = await asyncio.to_thread(signing_secrets, settings, database, settings.organization_id)
+        app = create_app(settings, temporal_client=client)
+        api_server = await stack.enter_async_context(ApiServer(app, port=local.api_port))
+        console.print(
+            f"HTTP API (Revox-compatible): [link]{api_server.url}[/] (docs: {api_server.url}/docs)\n"
+            f'API key: [bold]{key}[/]  e.g. Revox(api_key=..., base_url="{api_server.url}")\n'
+            "webhook signing secret: `outdial webhook-secret show`"
+        )
+        yield LocalStack(
+            client=client,
+            settings=settings,
+            api_url=api_server.url,
+            api_key=key,
+            codec_url=codec_url,
+            mail=mail,
+            webhook_secret=secret,
+        )
+
+
+def _announce_mail(console: Console, message: email.message.EmailMessage) -> None:
+    console.print(
+        f"[bold green]mail received[/] by the SMTP sink: to {escape(str(message['To']))}: "
+        f"{escape(str(message['Subject']))}"
+    )
+
+
+async def _close_server(server: asyncio.base_events.Server) -> None:
+    server.close()
+    await server.wait_closed()
