@@ -49,6 +49,8 @@ DEFAULT_ORGANIZATION = "org_local"
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
 DIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
+# The dial heartbeats while it rings, so a worker that dies mid-ring is replaced within this time.
+DIAL_HEARTBEAT = timedelta(seconds=10)
 CONVERSE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
 ANALYZE_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
 # Writes are idempotent and monotonic, so retrying one late never overwrites a newer state.
@@ -299,6 +301,7 @@ class CallOrderWorkflow:
                     metadata=metadata,
                 ),
                 start_to_close_timeout=timedelta(seconds=120),
+                heartbeat_timeout=DIAL_HEARTBEAT,
                 retry_policy=DIAL_RETRY,
                 summary=f"{label}: dial {self.params.phone_number}",
             )
