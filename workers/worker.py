@@ -25,6 +25,8 @@ from workflows.concurrency import ConcurrencySemaphoreWorkflow
 from workflows.notify import CallNotificationsWorkflow
 
 log = logging.getLogger(__name__)
+# Every workflow type a worker runs (and tests/test_replay.py replays: each needs a recorded history).
+WORKFLOWS = [CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow]
 
 
 async def connect(settings: Settings | None = None) -> Client:
@@ -58,7 +60,7 @@ def create_worker(
         client,
         task_queue=task_queue,
         workflow_runner=workflow_runner(),
-        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow],
+        workflows=WORKFLOWS,
         activities=[
             calls.prepare_order,
             calls.dial,
