@@ -52,7 +52,10 @@ DIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["Invalid
 # The dial heartbeats while it rings, so a worker that dies mid-ring is replaced within this time.
 DIAL_HEARTBEAT = timedelta(seconds=10)
 CONVERSE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
-ANALYZE_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
+# An LLM endpoint that is down is waited out (status post_processing) for up to ANALYZE_PATIENCE; after
+# that, or at once for a refused request, the order completes without an outcome.
+ANALYZE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+ANALYZE_PATIENCE = timedelta(hours=1)
 # Writes are idempotent and monotonic, so retrying one late never overwrites a newer state.
 PERSIST_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
@@ -373,6 +376,7 @@ class CallOrderWorkflow:
                     from_phone_number=order.from_phone_number,
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=ANALYZE_PATIENCE,
                 retry_policy=ANALYZE_RETRY,
                 summary="analyze the conversation",
             )
