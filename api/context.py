@@ -51,5 +51,5 @@ class ApiContext:
 
 
 async def get_context(request: Request) -> ApiContext:
-    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request."""
+    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool (a thread hop)."""
     return request.app.state.context

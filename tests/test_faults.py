@@ -163,7 +163,7 @@ async def test_worker_killed_mid_ring_and_mid_call_every_order_finishes_once(sta
     key = f"faults-{uuid.uuid4().hex[:8]}"
     first = await stack.start_worker()
     handles = await place(
-        client, stack.task_queue, [order(ring_seconds=2, call_seconds=3, key=key, max=2) for _ in range(3)]
+        client, stack.task_queue, [order(ring_seconds=2, call_seconds=4, key=key, max=2) for _ in range(3)]
     )
     ledger = SimulatedRingLedger(stack.ring_ledger)
 
