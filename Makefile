@@ -22,5 +22,14 @@ dev: setup
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
+# Benchmarks against a baseline measured in the same run (README, Performance). The 10,000 waiting
+# orders take a while on a small machine.
+bench: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/orchestration.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/placement.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/windows.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/semaphore.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/waiting.py
+
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -34,6 +36,24 @@ from models.workflow_io import (
 from workflows.schedule import resolve_timezones
 
 INVALID_ORDER = "InvalidCallOrder"
+T = TypeVar("T")
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating meanwhile when the activity has a heartbeat timeout: a worker that
+    dies mid-ring is then noticed within that timeout (not the whole start-to-close), and a cancelled
+    order's dial is cancelled."""
+    timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
+    task = asyncio.ensure_future(work)
+    try:
+        while timeout:
+            done, _ = await asyncio.wait({task}, timeout=timeout.total_seconds() / 3)
+            if done:
+                break
+            activity.heartbeat()
+        return await task
+    finally:
+        task.cancel()
 
 
 class CallActivities:
@@ -96,7 +116,7 @@ class CallActivities:
                 trunk_of, Database.for_url(self.settings.database_url), request.from_phone_number
             )
             request = request.model_copy(update={"livekit_outbound_trunk_id": trunk})
-        return await self.telephony.dial(request)
+        return await heartbeating(self.telephony.dial(request))
 
     @activity.defn(name="converse")
     async def converse(self, request: ConverseRequest) -> ConverseResult:

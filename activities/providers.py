@@ -35,9 +35,12 @@ class Analyzer(Protocol):
 
 def telephony_from(settings: Settings) -> Telephony:
     if settings.telephony == "simulated":
+        from pathlib import Path
+
         from activities.simulated import SimulatedTelephony
 
-        return SimulatedTelephony()
+        ledger = settings.simulated_ring_ledger
+        return SimulatedTelephony(Path(ledger) if ledger else None)
     if settings.telephony == "livekit":
         from activities.livekit import LiveKitTelephony
 

@@ -6,10 +6,14 @@ comma-separated tokens, one per attempt, the last one repeating; absent means `h
 
 from __future__ import annotations
 
-import json
+import asyncio
+import fcntl
+import os
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
 from agent.prompt import interpolate
@@ -39,6 +43,7 @@ HUMAN_INTENTS = {
 }
 SIMULATION_KEY = "simulation"
 CALL_SECONDS_KEY = "simulation.call_seconds"
+RING_SECONDS_KEY = "simulation.ring_seconds"
 
 
 def simulation_token(metadata: dict[str, str], attempt_number: int) -> str:
@@ -57,31 +62,85 @@ def simulation_token(metadata: dict[str, str], attempt_number: int) -> str:
     return token
 
 
+class SimulatedRing(BaseModel):
+    """One ring of the simulated trunk, as its ledger records it."""
+
+    attempt_id: str
+    call_id: str
+    attempt_number: int
+    to: str
+    rang_at: datetime
+
+
+class SimulatedRingLedger:
+    """The simulated trunk's durable record of every ring: a JSON-lines file, shared by every worker
+    process (`OUTDIAL_SIMULATED_RING_LEDGER`), appended under an exclusive lock.
+
+    It is what makes a simulated dial idempotent across crashes (a worker killed mid-ring leaves the
+    ring on record; the retried dial finds it and waits for the same callee), and what fault tests read
+    to prove that no attempt rang the phone twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def ring_once(self, request: DialRequest) -> SimulatedRing:
+        """The attempt's ring: the recorded one if it rang before, else a new one, recorded now."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+") as ledger:
+            fcntl.flock(ledger, fcntl.LOCK_EX)  # released when the file closes
+            ledger.seek(0)
+            for line in ledger:
+                ring = SimulatedRing.model_validate_json(line)
+                if ring.attempt_id == request.attempt_id:
+                    return ring
+            ring = SimulatedRing(
+                attempt_id=request.attempt_id,
+                call_id=request.call_id,
+                attempt_number=request.attempt_number,
+                to=request.to_phone_number,
+                rang_at=datetime.now(UTC),
+            )
+            ledger.write(ring.model_dump_json() + "\n")
+            ledger.flush()
+            os.fsync(ledger.fileno())
+            return ring
+
+    def rings(self) -> list[SimulatedRing]:
+        if not self.path.exists():
+            return []
+        return [SimulatedRing.model_validate_json(line) for line in self.path.read_text().splitlines()]
+
+
 class SimulatedTelephony:
-    """A simulated trunk and callee. Every ring is recorded once per attempt id (see `rings`)."""
+    """A simulated trunk and callee. Every attempt rings once (see `rings` and the optional ledger).
+
+    `metadata["simulation.ring_seconds"]` (default 0) is how long the phone rings before the callee
+    answers or the dial fails, spent inside the dial like a real trunk's wait for an answer (wall clock,
+    not the workflow's: it is what a worker crash can interrupt)."""
 
     name = "simulated"
 
     def __init__(self, ledger: Path | None = None) -> None:
-        self.rings: dict[str, DialResult] = {}
-        self._ledger = ledger  # optional JSON-lines record of every ring, shared across processes
+        self.rings: dict[str, datetime] = {}  # attempt id -> when it rang (this process)
+        self.ledger = SimulatedRingLedger(ledger) if ledger else None
 
     async def dial(self, request: DialRequest) -> DialResult:
-        if request.attempt_id in self.rings:  # a retried dial activity never rings twice
-            return self.rings[request.attempt_id]
         kind = simulation_token(request.metadata, request.attempt_number).partition(":")[0]
-        result = (
-            DialResult(answered=False, dial_error=kind)  # type: ignore[arg-type]
-            if kind in DIAL_ERRORS
-            else DialResult(answered=True, session=f"simulated-{request.attempt_id}")
-        )
-        self.rings[request.attempt_id] = result
-        if self._ledger:
-            with self._ledger.open("a") as ledger:
-                ledger.write(
-                    json.dumps({"attempt_id": request.attempt_id, "to": request.to_phone_number}) + "\n"
-                )
-        return result
+        rang_at = self.rings.get(request.attempt_id)
+        if rang_at is None:  # a retried dial never rings twice: it waits for the same ring's callee
+            rang_at = (
+                (await asyncio.to_thread(self.ledger.ring_once, request)).rang_at
+                if self.ledger
+                else datetime.now(UTC)
+            )
+            self.rings[request.attempt_id] = rang_at
+        ring_seconds = float(request.metadata.get(RING_SECONDS_KEY, "0") or 0)
+        remaining = (rang_at + timedelta(seconds=ring_seconds) - datetime.now(UTC)).total_seconds()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        if kind in DIAL_ERRORS:
+            return DialResult(answered=False, dial_error=kind)  # type: ignore[arg-type]
+        return DialResult(answered=True, session=f"simulated-{request.attempt_id}")
 
     async def converse(self, request: ConverseRequest) -> ConverseResult:
         token = simulation_token(request.metadata, request.attempt_number)

@@ -209,18 +209,23 @@ async def create_call(
             return await _replay(context, existing, digest)
     await _refuse_do_not_contact(context, organization_id, params)
     call_id = str(uuid.uuid4())
-    assistant, caller, retry = await context.db(
-        resolve_order, context.database, context.settings, organization_id, call_id, params
-    )
-    call = initial_call(call_id, organization_id, params, assistant, caller, retry, utcnow())
-    record = CallOrderRecord(
-        id=call_id,
-        **call_columns(call, 0),
-        params=params.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-    )
-    stored = await context.db(store.insert_call, context.database, record)
+
+    def admit() -> tuple[Call, CallOrderRecord]:
+        """Resolve the order and store its placeholder row: one trip to the database thread."""
+        assistant, caller, retry = resolve_order(
+            context.database, context.settings, organization_id, call_id, params
+        )
+        call = initial_call(call_id, organization_id, params, assistant, caller, retry, utcnow())
+        record = CallOrderRecord(
+            id=call_id,
+            **call_columns(call, 0),
+            params=params.model_dump(mode="json"),
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+        return call, store.insert_call(context.database, record)
+
+    call, stored = await context.db(admit)
     if stored.id != call_id:  # a concurrent request with the same key won
         return await _replay(context, stored, digest)
     try:

@@ -50,5 +50,6 @@ class ApiContext:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
+    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool (a thread hop)."""
     return request.app.state.context

@@ -18,6 +18,7 @@ class DevServerSettings(BaseModel):
     port: int = 7233
     ui_port: int = 8233
     log_level: str = "error"
+    headless: bool = False  # no Web UI (tests, benchmarks)
 
 
 class LocalStackSettings(BaseModel):
@@ -76,6 +77,10 @@ class Settings(BaseModel):
     twilio_auth_token: str | None = Field(default=None, repr=False)
     twilio_base_url: str = "https://api.twilio.com"
     codec_key: str | None = Field(default=None, repr=False)  # payload encryption; None: off
+    # The simulated trunk's ring ledger: a JSON-lines file of every ring, shared by worker processes.
+    simulated_ring_ledger: str | None = None
+    # The worker's workflow cache (None: the SDK's default, 1000); bounds memory with many open orders.
+    max_cached_workflows: int | None = Field(default=None, ge=0)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -110,6 +115,9 @@ class Settings(BaseModel):
             "livekit_agent_name": env.get("OUTDIAL_LIVEKIT_AGENT_NAME") or livekit.get("agent_name"),
             "livekit_ringing_timeout_secs": env.get("OUTDIAL_LIVEKIT_RINGING_TIMEOUT_SECS")
             or livekit.get("ringing_timeout_secs"),
+            "simulated_ring_ledger": env.get("OUTDIAL_SIMULATED_RING_LEDGER"),
+            "max_cached_workflows": env.get("OUTDIAL_MAX_CACHED_WORKFLOWS")
+            or temporal.get("max_cached_workflows"),
             **_post_call_values(env, raw),
         }
         return cls.model_validate({k: v for k, v in values.items() if v is not None})

@@ -1,8 +1,9 @@
-"""Record CallOrderWorkflow histories for the replay test: `python -m tests.record_histories`.
+"""Record workflow histories for the replay test: `python -m tests.record_histories`.
 
-Run it when the workflow changes shape on purpose, and commit the new files next to the old ones:
-the old ones must keep replaying (or be retired with a versioning decision), which is the point.
-Workflow ids are fixed (`call-<file stem>`): the replay must see the id the history was made with.
+Every file under tests/histories/ is one workflow run's history, named `<workflow id>.json` (the replay
+must see the id it was recorded with). Only missing files are written: old recordings stay, since the
+point is that histories made by older code keep replaying (delete a file to re-record it, or retire it
+with a versioning decision). Run this when a workflow changes shape on purpose and commit the new files.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+from aiohttp import web
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from models import CallCreateParams
+from models.concurrency import SemaphoreInput
 from tests.helpers import eventually, settings_for_tests
+from tests.http_fakes import serve
 from workers import create_worker, register_search_attributes
 from workflows.call_order import CallOrderWorkflow
+from workflows.concurrency import ConcurrencySemaphoreWorkflow, semaphore_workflow_id
 
 HISTORIES = Path(__file__).parent / "histories"
 OPEN = {
@@ -27,7 +33,9 @@ OPEN = {
 }
 
 
-def scenario(simulation: str, **extra: object) -> CallCreateParams:
+def scenario(
+    simulation: str, *, assistant: dict[str, object] | None = None, **extra: object
+) -> CallCreateParams:
     return CallCreateParams.model_validate(
         {
             "phone_number": "+33612345678",
@@ -35,6 +43,7 @@ def scenario(simulation: str, **extra: object) -> CallCreateParams:
                 "prompt": "Offer {{name}} a demo.",
                 "call_retry_config": OPEN,
                 "structured_output_config": [{"name": "name", "type": "string", "required": True}],
+                **(assistant or {}),
             },
             "prompt_variables": {"name": "Claire"},
             "metadata": {"simulation": simulation, "simulation.call_seconds": "30"},
@@ -43,31 +52,96 @@ def scenario(simulation: str, **extra: object) -> CallCreateParams:
     )
 
 
-async def main() -> None:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=shutil.which("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(env.client)
+async def save(handle: WorkflowHandle) -> None:  # type: ignore[type-arg]
+    """Write the run's history as `<workflow id>.json`, unless that recording exists already."""
+    await handle.result()
+    path = HISTORIES / f"{handle.id}.json"
+    if path.exists():
+        return
+    history = await handle.fetch_history()
+    path.write_text(history.to_json())  # noqa: ASYNC240 - a small local file
+    print(f"recorded {path.name}")
+
+
+async def call_orders(client: Client, task_queue: str) -> None:
+    """The CallOrderWorkflow scenarios, and the semaphore one of them starts."""
     orders = {
         "voicemail_then_human": scenario("voicemail,human:interested"),
         "no_answer_exhausted": scenario("no_answer"),
         "with_concurrency_key": scenario("busy,human:completed", concurrency={"key": "replay", "max": 2}),
         "cancelled_while_waiting": scenario("human", scheduled_at="2099-01-05T09:00:00Z"),
     }
-    async with create_worker(env.client, task_queue="record", settings=settings_for_tests()):
-        for name, params in orders.items():
-            handle = await env.client.start_workflow(
-                CallOrderWorkflow.run, params, id=f"call-call_order_{name}", task_queue="record"
-            )
-            if name == "cancelled_while_waiting":
-                await eventually(
-                    lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "scheduled"
-                )
-                await handle.signal(CallOrderWorkflow.cancel)
-            await handle.result()
-            history = await handle.fetch_history()
-            (HISTORIES / f"call_order_{name}.json").write_text(history.to_json())
-        await env.sleep(timedelta(minutes=6))  # let the semaphore end while the worker runs
+    for name, params in orders.items():
+        handle = await client.start_workflow(
+            CallOrderWorkflow.run, params, id=f"call-call_order_{name}", task_queue=task_queue
+        )
+        if name == "cancelled_while_waiting":
+            await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+            await handle.signal(CallOrderWorkflow.cancel)
+        await handle.result()
+        await save(handle)
+
+
+async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
+    """A semaphore whose history outgrows its threshold: its first run ends in continue-as-new."""
+    key = "replay-continue-as-new"
+    semaphore = await client.start_workflow(
+        ConcurrencySemaphoreWorkflow.run,
+        SemaphoreInput(key=key, max=1, continue_as_new_after_events=50, idle_timeout_seconds=60),
+        id=semaphore_workflow_id(key),
+        task_queue=task_queue,
+    )
+    orders = [
+        await client.start_workflow(
+            CallOrderWorkflow.run,
+            scenario("human:interested", concurrency={"key": key, "max": 1}, force_now=True),
+            id=f"call-replay_semaphore_holder_{n}",
+            task_queue=task_queue,
+        )
+        for n in range(4)
+    ]
+    for order in orders:
+        await order.result()
+    first_run = client.get_workflow_handle(semaphore.id, run_id=semaphore.result_run_id)
+    history = await first_run.fetch_history()
+    path = HISTORIES / f"{semaphore.id}.json"
+    if not path.exists():
+        path.write_text(history.to_json())  # noqa: ASYNC240 - a small local file
+        print(f"recorded {path.name} (its first run, ended by continue-as-new)")
+
+
+async def notifications(client: Client, task_queue: str, receiver: str) -> None:
+    """An order with a webhook: its CallNotificationsWorkflow child delivers after one refusal."""
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("human:interested", assistant={"webhook_url": f"{receiver}/hook"}),
+        id="call-call_order_with_webhook",
+        task_queue=task_queue,
+    )
+    await save(handle)
+    await save(client.get_workflow_handle("notify-call_order_with_webhook"))
+
+
+async def main() -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=shutil.which("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(env.client)
+    refusals = [web.json_response({"error": "busy"}, status=503)]
+
+    async def hook(request: web.Request) -> web.Response:
+        return refusals.pop() if refusals else web.json_response({"ok": True})
+
+    settings = settings_for_tests(allow_private_urls=True, webhook_secret="whsec_replay")
+    async with serve(lambda app: app.router.add_post("/hook", hook)) as base:
+        async with create_worker(env.client, task_queue="record", settings=settings):
+            await call_orders(env.client, "record")
+            await semaphore_continued_as_new(env.client, "record")
+            await notifications(env.client, "record", base)
+            semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
+            while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await env.sleep(timedelta(minutes=1))  # the semaphore ends after 5 idle minutes
+            await save(semaphore)
     await env.shutdown()
 
 

@@ -41,6 +41,8 @@ def dev_server_command(settings: Settings, *, codec_endpoint: str | None = None)
         "--log-level",
         server.log_level,
     ]
+    if server.headless:
+        command.append("--headless")
     if settings.temporal_namespace != "default":  # `default` always exists
         command += ["--namespace", settings.temporal_namespace]
     for name, kind in settings.search_attributes.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -24,6 +25,8 @@ from workflows.concurrency import ConcurrencySemaphoreWorkflow
 from workflows.notify import CallNotificationsWorkflow
 
 log = logging.getLogger(__name__)
+# Every workflow type a worker runs (and tests/test_replay.py replays: each needs a recorded history).
+WORKFLOWS = [CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow]
 
 
 async def connect(settings: Settings | None = None) -> Client:
@@ -37,19 +40,27 @@ async def connect(settings: Settings | None = None) -> Client:
 
 
 def create_worker(
-    client: Client, *, task_queue: str = "call-orders", settings: Settings | None = None
+    client: Client,
+    *,
+    task_queue: str = "call-orders",
+    settings: Settings | None = None,
+    **worker_options: Any,
 ) -> Worker:
-    """All workflows and activities, with providers chosen by `settings` (read now, not at import)."""
+    """All workflows and activities, with providers chosen by `settings` (read now, not at import).
+
+    `worker_options` go to `temporalio.worker.Worker` (e.g. `max_cached_workflows` bounds memory)."""
     settings = settings or Settings.load()
     calls = CallActivities(settings, telephony_from(settings), analyzer_from(settings))
     persistence = PersistenceActivities(settings)
     notify = notify_activities_from(settings)
     compliance = ComplianceActivities(DatabaseDoNotContactRegistry(settings))
+    if settings.max_cached_workflows is not None:
+        worker_options.setdefault("max_cached_workflows", settings.max_cached_workflows)
     return Worker(
         client,
         task_queue=task_queue,
         workflow_runner=workflow_runner(),
-        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow],
+        workflows=WORKFLOWS,
         activities=[
             calls.prepare_order,
             calls.dial,
@@ -61,6 +72,7 @@ def create_worker(
             compliance.check_contact_allowed,
             *ConcurrencyActivities(client).all(),
         ],
+        **worker_options,
     )
 
 

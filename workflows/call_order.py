@@ -49,8 +49,13 @@ DEFAULT_ORGANIZATION = "org_local"
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
 DIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
+# The dial heartbeats while it rings, so a worker that dies mid-ring is replaced within this time.
+DIAL_HEARTBEAT = timedelta(seconds=10)
 CONVERSE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
-ANALYZE_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
+# An LLM endpoint that is down is waited out (status post_processing) for up to ANALYZE_PATIENCE; after
+# that, or at once for a refused request, the order completes without an outcome.
+ANALYZE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+ANALYZE_PATIENCE = timedelta(hours=1)
 # Writes are idempotent and monotonic, so retrying one late never overwrites a newer state.
 PERSIST_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
@@ -299,6 +304,7 @@ class CallOrderWorkflow:
                     metadata=metadata,
                 ),
                 start_to_close_timeout=timedelta(seconds=120),
+                heartbeat_timeout=DIAL_HEARTBEAT,
                 retry_policy=DIAL_RETRY,
                 summary=f"{label}: dial {self.params.phone_number}",
             )
@@ -377,6 +383,7 @@ class CallOrderWorkflow:
                     from_phone_number=order.from_phone_number,
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=ANALYZE_PATIENCE,
                 retry_policy=ANALYZE_RETRY,
                 summary="analyze the conversation",
             )
