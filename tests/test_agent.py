@@ -987,7 +987,8 @@ async def test_background_and_thinking_sounds() -> None:
     )
     assert sound_options(make_spec().assistant) == {}
     await BackgroundAudioPlayer(**options).aclose()  # what the job starts in the room
-    assert all(Path(clip.path()).is_file() for clip in (options["ambient_sound"].source, thinking.source))
+    clips = (options["ambient_sound"].source, thinking.source)
+    assert all(await asyncio.to_thread(lambda: [Path(clip.path()).is_file() for clip in clips]))
 
 
 def test_voice_agent_worker_registers_the_dispatch_name() -> None:
