@@ -63,6 +63,9 @@ class Settings(BaseModel):
     twilio_auth_token: str | None = Field(default=None, repr=False)
     twilio_base_url: str = "https://api.twilio.com"
     codec_key: str | None = Field(default=None, repr=False)  # payload encryption; None: off
+    # Campaigns: how fast a launch starts its rows' orders (token bucket, workflows/pacing.py).
+    campaign_rows_per_second: float = Field(default=20.0, gt=0)
+    campaign_burst: int = Field(default=50, ge=1)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -128,6 +131,8 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
         "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
         "codec_key": env.get("OUTDIAL_CODEC_KEY"),
+        "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
+        "campaign_burst": env.get("OUTDIAL_CAMPAIGN_BURST"),
     }
 
 

@@ -10,6 +10,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
+from activities.campaigns import CampaignActivities
 from activities.compliance import ComplianceActivities
 from activities.concurrency import ConcurrencyActivities
 from activities.notify import notify_activities_from
@@ -20,6 +21,7 @@ from workers.codec import data_converter
 from workflows import search_attributes as sa
 from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
+from workflows.campaign import CampaignWorkflow
 from workflows.concurrency import ConcurrencySemaphoreWorkflow
 from workflows.notify import CallNotificationsWorkflow
 
@@ -49,7 +51,12 @@ def create_worker(
         client,
         task_queue=task_queue,
         workflow_runner=workflow_runner(),
-        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow],
+        workflows=[
+            CallOrderWorkflow,
+            ConcurrencySemaphoreWorkflow,
+            CallNotificationsWorkflow,
+            CampaignWorkflow,
+        ],
         activities=[
             calls.prepare_order,
             calls.dial,
@@ -60,6 +67,7 @@ def create_worker(
             compliance.remember_do_not_contact,
             compliance.check_contact_allowed,
             *ConcurrencyActivities(client).all(),
+            *CampaignActivities(settings, client).all(),
         ],
     )
 
