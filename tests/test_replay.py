@@ -11,6 +11,7 @@ from temporalio.worker import Replayer
 
 from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
+from workflows.campaign import CampaignWorkflow
 from workflows.concurrency import ConcurrencySemaphoreWorkflow
 from workflows.notify import CallNotificationsWorkflow
 
@@ -21,7 +22,12 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 async def test_recorded_history_replays(path: Path) -> None:
     assert len(HISTORIES) >= 4
     replayer = Replayer(
-        workflows=[CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow],
+        workflows=[
+            CallOrderWorkflow,
+            ConcurrencySemaphoreWorkflow,
+            CallNotificationsWorkflow,
+            CampaignWorkflow,
+        ],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )
