@@ -8,6 +8,7 @@ a campaign whose workflow has ended (everything launched) is reached the same wa
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -199,25 +200,49 @@ async def launch_calls(
 ) -> JSONResponse:
     """The selected rows not launched yet start (paced) as call orders at `scheduled_at` (or now),
     each then waiting for its own calling window; a row is never launched twice."""
-    response = await context.db(
-        store.select_for_launch, context.database, principal.organization_id, id, params
-    )
-    record = await context.db(store.get_campaign, context.database, principal.organization_id, id)
-    await signal_campaign(
-        await context.temporal(), context.settings, record, "launch", orders_paused=record.paused
+    await context.db(store.get_campaign, context.database, principal.organization_id, id)  # 404 first
+    response = await launch_campaign(
+        await context.temporal(), context.settings, context.database, principal.organization_id, id, params
     )
     return JSONResponse(response.model_dump())
 
 
-async def _steer(context: ApiContext, organization_id: str, campaign_id: str, signal: str) -> JSONResponse:
-    record = await context.db(store.get_campaign, context.database, organization_id, campaign_id)
+async def steer_campaign(
+    client: Client,
+    settings: Settings,
+    database: Database,
+    organization_id: str,
+    campaign_id: str,
+    signal: str,
+) -> None:
+    """Record the request (paused / cancelled), then signal the campaign's workflow (starting it if
+    it ended): it tells the orders. Shared by the API and the CLI."""
+    record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
     if record.is_cancelled:
         raise ApiError(409, "conflict", f"campaign {campaign_id} is cancelled")
-    if signal == "cancel":
-        record = await context.db(store.set_flags, context.database, record, cancelled=True)
-    else:
-        record = await context.db(store.set_flags, context.database, record, paused=signal == "pause")
-    await signal_campaign(await context.temporal(), context.settings, record, signal, orders_paused=None)
+    flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
+    record = await asyncio.to_thread(store.set_flags, database, record, **flags)
+    await signal_campaign(client, settings, record, signal, orders_paused=None)
+
+
+async def launch_campaign(
+    client: Client, settings: Settings, database: Database, organization_id: str, campaign_id: str,
+    params: CampaignLaunchParams,
+) -> CampaignLaunchResponse:  # fmt: skip
+    """Mark the selected rows pending, then signal `launch` (starting the workflow if needed)."""
+    response = await asyncio.to_thread(
+        store.select_for_launch, database, organization_id, campaign_id, params
+    )
+    record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
+    await signal_campaign(client, settings, record, "launch", orders_paused=record.paused)
+    return response
+
+
+async def _steer(context: ApiContext, organization_id: str, campaign_id: str, signal: str) -> JSONResponse:
+    await context.db(store.get_campaign, context.database, organization_id, campaign_id)  # 404 first
+    await steer_campaign(
+        await context.temporal(), context.settings, context.database, organization_id, campaign_id, signal
+    )
     return JSONResponse(Success().model_dump())
 
 
