@@ -72,6 +72,7 @@ def call_columns(call: Call, seq: int) -> dict[str, Any]:
         "updated_at": _instant(call.updated_at) or created_at,
         "seq": seq,
         "call": call.model_dump(mode="json"),
+        "campaign_id": call.campaign.id if call.campaign else None,
     }
 
 

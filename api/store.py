@@ -90,8 +90,10 @@ def _in_or_none(column: Any, values: Sequence[str]) -> ColumnElement[bool]:
 def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[bool]]:
     row = CallOrderRecord
     where: list[ColumnElement[bool]] = [row.organization_id == organization_id]
-    if filters.assignee_ids or filters.campaign_ids:
-        where.append(false())  # outdial has neither assignees nor campaigns: nothing matches
+    if filters.assignee_ids:
+        where.append(false())  # outdial has no assignees: nothing matches
+    if filters.campaign_ids:
+        where.append(row.campaign_id.in_(filters.campaign_ids))  # type: ignore[union-attr]
     if filters.assistant_ids:
         where.append(row.assistant_id.in_(filters.assistant_ids))  # type: ignore[union-attr]
     if filters.directions:

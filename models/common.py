@@ -26,6 +26,7 @@ WEEKDAYS: tuple[Weekday, ...] = (
 )
 
 CallStatus = Literal[
+    "not_launched",  # a campaign row's call, materialized at creation, before its launch (no workflow yet)
     "initializing",
     "scheduled",
     "queued_for_calling",

@@ -81,6 +81,9 @@ class Settings(BaseModel):
     simulated_ring_ledger: str | None = None
     # The worker's workflow cache (None: the SDK's default, 1000); bounds memory with many open orders.
     max_cached_workflows: int | None = Field(default=None, ge=0)
+    # Campaigns: how fast a launch starts its rows' orders (token bucket, workflows/pacing.py).
+    campaign_rows_per_second: float = Field(default=20.0, gt=0)
+    campaign_burst: int = Field(default=50, ge=1)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -150,6 +153,8 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
         "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
         "codec_key": env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
+        "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
+        "campaign_burst": env.get("OUTDIAL_CAMPAIGN_BURST"),
     }
 
 

@@ -190,6 +190,7 @@ class CallOrderRecord(SQLModel, table=True):
     params: dict[str, Any] | None = _json(nullable=True)
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str | None = Field(default=None, max_length=64)
+    campaign_id: str | None = Field(default=None, index=True, max_length=64)
 
 
 class CallAttemptRecord(SQLModel, table=True):
@@ -227,6 +228,53 @@ class DoNotContactRecord(SQLModel, table=True):
     call_id: str = Field(max_length=64)
     reason: str | None = None
     recorded_at: datetime = _when()
+
+
+# --- campaigns ---------------------------------------------------------------------------------------------
+
+
+class CampaignRecord(SQLModel, table=True):
+    """A list of contacts called with one assistant; each row becomes a call order of its own.
+    `paused` / `is_cancelled` are what the API was last asked; the CampaignWorkflow carries them out."""
+
+    __tablename__ = "campaigns"
+
+    id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(index=True, max_length=64)
+    name: str = Field(max_length=200)
+    assistant_id: str = Field(max_length=64)
+    from_phone_number: str | None = Field(default=None, max_length=32)
+    call_retry_config: dict[str, Any] | None = _json(nullable=True)
+    max_concurrent_calls: int
+    paused: bool = False
+    is_cancelled: bool = False
+    metadata_keys: list[str] = _json(nullable=False)
+    row_count: int = 0
+    scheduled_at: datetime | None = _when(default=None, nullable=True)  # of the last launch
+    launched_at: datetime | None = _when(default=None, nullable=True)
+    deleted_at: datetime | None = _when(default=None, nullable=True)
+    created_at: datetime = _when(default_factory=utcnow)
+    updated_at: datetime = _when(default_factory=utcnow)
+
+
+class CampaignRowRecord(SQLModel, table=True):
+    """One contact of a campaign and the call order it became (`call_id`; None for a skipped row)."""
+
+    __tablename__ = "campaign_rows"
+    __table_args__ = (UniqueConstraint("campaign_id", "row_index"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    campaign_id: str = Field(foreign_key="campaigns.id", index=True, max_length=64)
+    organization_id: str = Field(max_length=64)
+    row_index: int
+    phone_number: str = Field(max_length=64)
+    input_data: dict[str, Any] = _json(nullable=False)  # the contact's prompt_variables
+    row_metadata: dict[str, Any] | None = _json(nullable=True)  # the order's metadata (outdial's addition)
+    state: str = Field(default="not_launched", index=True, max_length=16)
+    skip_reason: str | None = Field(default=None, max_length=32)
+    skip_message: str | None = None
+    call_id: str | None = Field(default=None, max_length=64)
+    scheduled_at: datetime | None = _when(default=None, nullable=True)
 
 
 # --- the database --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ class PrepareRequest(BaseModel):
     assistant_id: str | None = None
     assistant: Assistant | None = None
     from_phone_number: str | None = None
+    call_retry_config: CallRetryConfig | None = None  # a campaign's, over the assistant's
 
 
 class PreparedOrder(BaseModel):

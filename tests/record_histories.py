@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from models import CallCreateParams
 from models.concurrency import SemaphoreInput
+from models.tables import Database
 from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import serve
 from workers import create_worker, register_search_attributes
@@ -122,6 +123,44 @@ async def notifications(client: Client, task_queue: str, receiver: str) -> None:
     await save(client.get_workflow_handle("notify-call_order_with_webhook"))
 
 
+async def campaign(env: WorkflowEnvironment) -> None:
+    """A 6-row campaign launched two rows at a time, paused, resumed, then cancelled mid-launch."""
+    from api import campaign_store
+    from models.campaign import CampaignInput, CampaignLaunchParams, CampaignPace
+    from tests.test_campaign import ORG, create
+    from workflows.campaign import CampaignWorkflow
+
+    settings = settings_for_tests(task_queue="record-campaign")
+    database = Database.for_url(settings.database_url)
+    rows = [
+        {"to_phone_number": f"+3361234560{i}", "prompt_variables": {"name": f"Contact {i}"}} for i in range(6)
+    ]
+    created, _ = create(database, settings, rows)
+    launch = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    campaign_store.select_for_launch(database, ORG, created.id, launch)
+    async with create_worker(env.client, task_queue="record-campaign", settings=settings):
+        handle = await env.client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(
+                campaign_id=created.id,
+                organization_id=ORG,
+                pace=CampaignPace(rows_per_second=0.01, burst=2),
+                batch_size=2,
+            ),
+            id="campaign-replay_launch_pause_resume_cancel",
+            task_queue="record-campaign",
+            start_signal="launch",
+        )
+        progress = lambda: handle.query(CampaignWorkflow.get_progress)  # noqa: E731
+        await eventually(progress, lambda p: p.started == 2)
+        await handle.signal(CampaignWorkflow.pause)
+        await eventually(progress, lambda p: p.orders_paused is True)
+        await handle.signal(CampaignWorkflow.resume)
+        await eventually(progress, lambda p: p.orders_paused is False)
+        await handle.signal(CampaignWorkflow.cancel)
+        await save(handle)
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=shutil.which("temporal-test-server"), data_converter=pydantic_data_converter
@@ -142,6 +181,7 @@ async def main() -> None:
             while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:
                 await env.sleep(timedelta(minutes=1))  # the semaphore ends after 5 idle minutes
             await save(semaphore)
+    await campaign(env)
     await env.shutdown()
 
 

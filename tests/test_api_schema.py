@@ -20,7 +20,7 @@ from tests.test_api import ORG_NUMBER, Stack, database_url, new_org, no_filters,
 
 NOT_IMPLEMENTED_BY_DESIGN = {("POST", "/voices/preview"), ("POST", "/voices/clone")}
 VALID_NUMBERS = ["+33612345678", "+14155552671", "+442071838750", "+4915123456789"]
-EXAMPLES = 500
+EXAMPLES = 800  # ~30 operations (campaigns included), each reached
 
 
 def _with_valid_phone(case: schemathesis.Case) -> schemathesis.Case:
@@ -35,9 +35,20 @@ def test_no_generated_request_causes_a_server_error(stack: Stack) -> None:  # no
     waiting = org.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call.id
     assistant = org.client.assistants.create(name="Fuzzed", prompt="Hi").assistant.id
     number = org.client.phone_numbers.list().phone_numbers[0].id
+    campaign = org.client.campaigns.create(
+        name="Fuzzed",
+        assistant_id=assistant,
+        contacts=[{"to_phone_number": "+33612345679", "prompt_variables": {}}],
+    ).campaign.id
     schema = schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
     paths: dict[str, Any] = schema.raw_schema["paths"]
-    real_ids = {"/assistants/": assistant, "/phone-numbers/": number, "/call/": waiting, "/voices/": "x"}
+    real_ids = {
+        "/assistants/": assistant,
+        "/phone-numbers/": number,
+        "/call/": waiting,
+        "/voices/": "x",
+        "/campaigns/": campaign,
+    }
 
     strategies = [schema.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
     for path, operations in paths.items():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -26,7 +28,14 @@ from api.auth import issue_api_key
 from models import Call, CallCreateParams
 from models.settings import Settings
 from models.tables import Database
-from workers.demo import await_notifications, print_calls, print_notifications, run_demo, webhook_receiver
+from workers.demo import (
+    await_notifications,
+    print_calls,
+    print_notifications,
+    run_campaign_demo,
+    run_demo,
+    webhook_receiver,
+)
 from workers.local_stack import LocalStack, local_stack
 from workers.worker import connect, create_worker, register_search_attributes
 
@@ -70,6 +79,7 @@ def demo(
             )
             print_calls(console, calls)
             print_notifications(console, await await_notifications(stack.client, calls))
+            await run_campaign_demo(stack.client, stack.settings, console)
             if keep_running:
                 await _until_interrupted(stack)
             else:
@@ -257,3 +267,160 @@ def voice_agent(
     from workers.voice_agent import run_voice_agent
 
     run_voice_agent(Settings.load(), dev=dev, port=port)
+
+
+campaign_app = typer.Typer(help="Campaigns: a CSV of contacts, one call order per row.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+
+
+def read_contacts(path: Path) -> list[dict]:
+    """CSV with a `to_phone_number` column; `metadata.<key>` columns go to the order's metadata (e.g.
+    `metadata.simulation`), every other column is a prompt variable."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        contacts = []
+        for line in csv.DictReader(handle):
+            number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
+            metadata = {k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")}
+            variables = {k: v for k, v in line.items() if k and not k.startswith("metadata.")}
+            contacts.append(
+                {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
+            )
+        return contacts
+
+
+def _api_errors(fn):  # type: ignore[no-untyped-def]
+    """An ApiError (404, 409, 422) is a message and exit code 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        from api.errors import ApiError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ApiError, ValidationError) as err:
+            console.print(f"[red]{getattr(err, 'message', err)}[/]")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@campaign_app.command("create")
+@_api_errors
+def campaign_create(
+    file: Annotated[Path, typer.Argument(help="CSV: to_phone_number, prompt variables, metadata.<key>.")],
+    name: Annotated[str, typer.Option(help="The campaign's name.")],
+    assistant_id: Annotated[
+        str | None, typer.Option(help="A saved assistant (else one from --prompt).")
+    ] = None,
+    prompt: Annotated[str, typer.Option(help="The prompt of a new assistant.")] = "Offer {{name}} a demo.",
+    max_concurrent_calls: Annotated[int, typer.Option(help="Calls in progress at once, at most.")] = 10,
+    retry_json: Annotated[Path | None, typer.Option("--retry", help="A call_retry_config JSON file.")] = None,
+) -> None:
+    """Create a campaign from a CSV (nothing is dialed until `outdial campaign launch`)."""
+    from api import campaign_store
+    from api.store import new_id, save_assistant
+    from models.campaign import CampaignCreateParams
+    from models.tables import AssistantRecord
+
+    settings = Settings.load()
+    database = Database.for_url(settings.database_url)
+    org = settings.organization_id
+    if assistant_id is None:
+        assistant_id = new_id()
+        save_assistant(
+            database,
+            AssistantRecord(id=assistant_id, organization_id=org, name=name, config={"prompt": prompt}),
+        )
+    params = CampaignCreateParams.model_validate(
+        {
+            "name": name,
+            "assistant_id": assistant_id,
+            "contacts": read_contacts(file),
+            "max_concurrent_calls": max_concurrent_calls,
+            "call_retry_config": json.loads(retry_json.read_text()) if retry_json else None,
+        }
+    )
+    campaign, skipped = campaign_store.create_campaign(database, settings, org, params)
+    console.print(
+        f"campaign [bold]{campaign.id}[/] created: {campaign.row_count} rows, {len(skipped)} skipped"
+    )
+    for skip in skipped:
+        console.print(f"  row {skip.row_index} ({skip.phone_number}): {skip.reason}: {skip.message}")
+
+
+@campaign_app.command("launch")
+@_api_errors
+def campaign_launch(
+    campaign_id: str,
+    scheduled_at: Annotated[str | None, typer.Option(help="ISO 8601; default: now.")] = None,
+) -> None:
+    """Launch every row not launched yet (paced; each then waits for its own calling window)."""
+    from api.campaigns import launch_campaign
+    from models.campaign import CampaignLaunchParams
+
+    settings = Settings.load()
+    params = CampaignLaunchParams.model_validate({"mode": "ai_first", "scheduled_at": scheduled_at})
+
+    async def main() -> None:
+        database = Database.for_url(settings.database_url)
+        client = await connect(settings)
+        result = await launch_campaign(
+            client, settings, database, settings.organization_id, campaign_id, params
+        )
+        console.print(JSON(result.model_dump_json()))
+
+    asyncio.run(main())
+
+
+@campaign_app.command("status")
+@_api_errors
+def campaign_status(campaign_id: str) -> None:
+    """Rows by status and outcome, attempts, reached-human rate; and the launch's progress."""
+    from api import campaign_stats, campaign_store
+    from models.campaign import campaign_workflow_id
+
+    settings = Settings.load()
+    database = Database.for_url(settings.database_url)
+    record = campaign_store.get_campaign(database, settings.organization_id, campaign_id)
+    summary = campaign_stats.summarize(campaign_stats.row_facts(database, record.id))
+    rate = summary.reached_human_rate
+    console.print(
+        f"[bold]{record.name}[/] ({campaign_stats.campaign_status(record, summary)}): {summary.rows} rows, "
+        f"{summary.attempts} attempts, reached a human: {summary.reached_human}"
+        + (f" ({rate:.0%} of those called)" if rate is not None else "")
+    )
+    console.print(f"rows: {summary.row_stats.model_dump()}")
+    console.print(f"by status: {dict(summary.by_status)}  by outcome: {dict(summary.by_outcome)}")
+
+    async def progress() -> None:
+        with contextlib.suppress(Exception):  # the workflow may have ended long ago
+            client = await connect(settings)
+            live = await client.get_workflow_handle(campaign_workflow_id(record.id)).query("progress")
+            console.print(f"launch: {live}")
+
+    asyncio.run(progress())
+
+
+def _campaign_signal(signal: str, doc: str) -> None:
+    def command(campaign_id: str) -> None:
+        from api.campaigns import steer_campaign
+
+        settings = Settings.load()
+
+        async def main() -> None:
+            database = Database.for_url(settings.database_url)
+            client = await connect(settings)
+            await steer_campaign(client, settings, database, settings.organization_id, campaign_id, signal)
+            console.print(f"{signal} sent to campaign {campaign_id}")
+
+        asyncio.run(main())
+
+    command.__doc__ = doc
+    campaign_app.command(name=signal)(_api_errors(command))
+
+
+_campaign_signal("pause", "Pause a campaign: calls in progress finish, then their orders wait.")
+_campaign_signal("resume", "Resume a paused campaign.")
+_campaign_signal(
+    "cancel", "Cancel a campaign: rows not started and waiting orders; calls in progress finish."
+)

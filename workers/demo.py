@@ -21,7 +21,8 @@ from temporalio.service import RPCError
 
 from activities.notify import SIGNATURE_HEADER, due_channels, verify_signature
 from models import Call, CallCreateParams
-from models.common import TERMINAL_STATUSES
+from models.common import TERMINAL_STATUSES, WEEKDAYS
+from models.settings import Settings
 from workflows.notify import NotificationsReport, notifications_workflow_id
 
 DEMO_EMAIL = "sales@example.com"  # the SMTP sink keeps it: nothing leaves the machine
@@ -196,3 +197,76 @@ def print_notifications(console: Console, reports: dict[str, NotificationsReport
         for result in report.results:
             table.add_row(name, result.channel, result.status, result.detail or "")
     console.print(table)
+
+
+CAMPAIGN_CONTACTS = [
+    ("+33612345601", "Léa", "human:interested"),
+    ("+442071838751", "Harry", "voicemail,human:completed"),
+    ("+4915123456780", "Lena", "busy,human:not_interested"),
+    ("+14158586274", "Ava", "no_answer"),
+    ("+1555", "Typo", "human"),  # an invalid number: reported and skipped
+]
+
+
+async def run_campaign_demo(
+    client: Client, settings: Settings, console: Console, timeout: float = 120
+) -> None:
+    """A small campaign: five rows (one bad), each its own order in its own timezone, max 2 at once."""
+    from api import campaign_stats, campaign_store
+    from api.campaigns import launch_campaign
+    from api.store import new_id, save_assistant
+    from models.campaign import CampaignCreateParams, CampaignLaunchParams
+    from models.tables import AssistantRecord, Database
+
+    database = Database.for_url(settings.database_url)
+    org = settings.organization_id
+    assistant = save_assistant(
+        database,
+        AssistantRecord(
+            id=new_id(), organization_id=org, name="Demo campaign", config={"prompt": _ASSISTANT["prompt"]}
+        ),
+    )
+    retry = {**_QUICK_RETRIES, "allowed_days": list(WEEKDAYS), "timezone": None}
+    retry["calling_windows"] = [
+        {"calling_window_start_time": "00:00", "calling_window_end_time": "23:59", "retry_delay_seconds": 4}
+    ]
+    params = CampaignCreateParams.model_validate(
+        {
+            "name": "Demo campaign",
+            "assistant_id": assistant.id,
+            "max_concurrent_calls": 2,
+            "call_retry_config": retry,
+            "contacts": [
+                {
+                    "to_phone_number": number,
+                    "prompt_variables": {"name": name},
+                    "metadata": {"simulation": simulation, "simulation.call_seconds": "2", "demo": "true"},
+                }
+                for number, name, simulation in CAMPAIGN_CONTACTS
+            ],
+        }
+    )
+    campaign, skipped = await asyncio.to_thread(
+        campaign_store.create_campaign, database, settings, org, params
+    )
+    for skip in skipped:
+        console.print(f"campaign row {skip.row_index} skipped: {skip.reason} ({skip.phone_number})")
+    await launch_campaign(client, settings, database, org, campaign.id, CampaignLaunchParams(mode="ai_first"))
+    deadline = asyncio.get_running_loop().time() + timeout
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            summary = campaign_stats.summarize(
+                await asyncio.to_thread(campaign_stats.row_facts, database, campaign.id)
+            )
+            live.update(f"campaign {campaign.id[:8]}: rows {summary.row_stats.model_dump()}")
+            if summary.finished:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the demo campaign did not finish in time")
+            await asyncio.sleep(0.5)  # a display refresh, not synchronisation
+    rate = summary.reached_human_rate or 0
+    console.print(
+        f"campaign done: {summary.attempts} attempts, outcomes {dict(summary.by_outcome)}, "
+        f"reached a human {summary.reached_human}/{summary.called} ({rate:.0%})"
+    )
+    return summary

@@ -11,6 +11,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
+from activities.campaigns import CampaignActivities
 from activities.compliance import ComplianceActivities
 from activities.concurrency import ConcurrencyActivities
 from activities.notify import notify_activities_from
@@ -21,12 +22,13 @@ from workers.codec import data_converter
 from workflows import search_attributes as sa
 from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
+from workflows.campaign import CampaignWorkflow
 from workflows.concurrency import ConcurrencySemaphoreWorkflow
 from workflows.notify import CallNotificationsWorkflow
 
 log = logging.getLogger(__name__)
 # Every workflow type a worker runs (and tests/test_replay.py replays: each needs a recorded history).
-WORKFLOWS = [CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow]
+WORKFLOWS = [CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsWorkflow, CampaignWorkflow]
 
 
 async def connect(settings: Settings | None = None) -> Client:
@@ -71,6 +73,7 @@ def create_worker(
             compliance.remember_do_not_contact,
             compliance.check_contact_allowed,
             *ConcurrencyActivities(client).all(),
+            *CampaignActivities(settings, client).all(),
         ],
         **worker_options,
     )

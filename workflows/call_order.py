@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.notify import NotifyRequest, due_channels
     from activities.persistence import CallSnapshot, PersistenceActivities
-    from models import Call, CallAttempt, CallCreateParams, RetryConfigRecord
+    from models import Call, CallAttempt, CallCampaign, CallCreateParams, CallRetryConfig, RetryConfigRecord
     from models.common import TERMINAL_STATUSES, CallStatus
     from models.concurrency import PermitGrant
     from models.workflow_io import (
@@ -71,6 +71,9 @@ class CallOrderWorkflow:
         self.params = params
         self.call_id = workflow.info().workflow_id.removeprefix("call-")
         self.organization_id = str(workflow.memo_value("organization_id", DEFAULT_ORGANIZATION))
+        # A campaign's order: its campaign, and the campaign's call_retry_config (over the assistant's).
+        self.campaign = workflow.memo_value("campaign", None, type_hint=CallCampaign)
+        self.retry_override = workflow.memo_value("call_retry_config", None, type_hint=CallRetryConfig)
         self.status: CallStatus = "initializing"
         self.order: PreparedOrder | None = None
         self.attempts: list[CallAttempt] = []  # oldest first; the Call shows them most recent first
@@ -160,6 +163,7 @@ class CallOrderWorkflow:
             assistant_id=self.params.assistant_id,
             assistant=self.params.assistant,
             from_phone_number=self.params.from_phone_number,
+            call_retry_config=self.retry_override,
         )
         try:
             await workflow.execute_activity_method(
@@ -442,7 +446,7 @@ class CallOrderWorkflow:
             call_attempts=list(reversed(self.attempts)),
             call_retry_config=RetryConfigRecord.model_validate(retry.model_dump()) if retry else None,
             calls_count=len(self.attempts),
-            campaign=None,
+            campaign=self.campaign,
             created_at=self.created_at,
             direction="outbound",
             first_sentence_delay_ms=assistant.first_sentence_delay_ms if assistant else 400,

@@ -1,0 +1,356 @@
+"""Campaigns in the database (blocking; the API runs these with `ApiContext.db`, the CLI directly).
+
+Creating a campaign materializes every good row as a call in the `not_launched` status (the official
+client's model), with its call id fixed there: that id is the order's workflow id once launched, so a
+row can never become two orders. Bad rows are stored too, `skipped` with their reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from activities.campaigns import do_not_contact_numbers, live_campaign
+from activities.compliance import is_overridden
+from activities.persistence import (
+    UnknownCallerId,
+    assistant_view,
+    call_columns,
+    find_assistant,
+    phone_numbers_of,
+    resolve_caller_id,
+)
+from api.errors import ApiError, not_found, unprocessable
+from models import Assistant, Call, CallAssistant, CallCampaign, CallRetryConfig, RetryConfigRecord
+from models.campaign import (
+    DEFAULT_MAX_CONCURRENT_CALLS,
+    CampaignCreateParams,
+    CampaignLaunchParams,
+    CampaignLaunchResponse,
+    CampaignUpdateParams,
+    LaunchSkipped,
+    RowSkip,
+    SelectionFilters,
+)
+from models.common import TERMINAL_STATUSES, check_e164
+from models.settings import Settings
+from models.tables import CallOrderRecord, CampaignRecord, CampaignRowRecord, Database, utcnow
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Resolved:
+    assistant: CallAssistant
+    from_phone_number: str
+    retry: CallRetryConfig
+
+
+def resolve(
+    database: Database,
+    settings: Settings,
+    organization_id: str,
+    assistant_id: str,
+    from_phone_number: str | None,
+    retry: CallRetryConfig | None,
+) -> Resolved:
+    """The campaign's assistant and caller id, checked as for a single order (422 naming the field)."""
+    record = find_assistant(database, organization_id, assistant_id)
+    if record is None:
+        raise unprocessable("assistant_id", f"assistant {assistant_id} not found")
+    inline = Assistant.model_validate(record.config)
+    try:
+        caller = resolve_caller_id(
+            phone_numbers_of(database, organization_id),
+            from_phone_number or inline.from_phone_number,
+            settings.default_from_phone_number,
+        )
+    except UnknownCallerId as err:
+        raise unprocessable("from_phone_number", str(err)) from None
+    return Resolved(
+        assistant_view(record), caller.phone_number, retry or inline.call_retry_config or CallRetryConfig()
+    )
+
+
+def _row_check(
+    number: str, seen: dict[str, int], blocked: set[str], metadata: dict[str, str] | None
+) -> RowSkip | None:
+    try:
+        check_e164(number)
+    except ValueError as err:
+        return RowSkip(row_index=0, phone_number=number, reason="invalid_phone_number", message=str(err))
+    if number in seen:
+        return RowSkip(
+            row_index=0,
+            phone_number=number,
+            reason="duplicate_phone_number",
+            message=f"the same number as row {seen[number]}",
+        )
+    if number in blocked and not is_overridden(metadata):
+        return RowSkip(
+            row_index=0,
+            phone_number=number,
+            reason="do_not_contact",
+            message="the number asked not to be contacted again",
+        )
+    return None
+
+
+def placeholder_call(
+    call_id: str, campaign: CampaignRecord, resolved: Resolved, row: dict[str, Any], now: datetime
+) -> Call:
+    """The row's call before its launch (status `not_launched`): what the rows and call search show."""
+    return Call(
+        id=call_id,
+        assistant=resolved.assistant,
+        call_retry_config=RetryConfigRecord.model_validate(resolved.retry.model_dump()),
+        campaign=CallCampaign(id=campaign.id, name=campaign.name),
+        created_at=now,
+        first_sentence_delay_ms=resolved.assistant.first_sentence_delay_ms,
+        from_phone_number=resolved.from_phone_number,
+        llm_model=resolved.assistant.llm_model,
+        metadata=row["row_metadata"],
+        organization_id=campaign.organization_id,
+        prompt_variables=row["input_data"] or None,
+        scheduled_at=now,
+        status="not_launched",
+        to_phone_number=row["phone_number"],
+        updated_at=now,
+    )
+
+
+def create_campaign(
+    database: Database, settings: Settings, organization_id: str, params: CampaignCreateParams
+) -> tuple[CampaignRecord, list[RowSkip]]:
+    resolved = resolve(
+        database,
+        settings,
+        organization_id,
+        params.assistant_id,
+        params.from_phone_number,
+        params.call_retry_config,
+    )
+    now = utcnow()
+    campaign = CampaignRecord(
+        id=str(uuid.uuid4()),
+        organization_id=organization_id,
+        name=params.name,
+        assistant_id=params.assistant_id,
+        from_phone_number=params.from_phone_number,
+        call_retry_config=params.call_retry_config.model_dump(mode="json")
+        if params.call_retry_config
+        else None,
+        max_concurrent_calls=params.max_concurrent_calls or DEFAULT_MAX_CONCURRENT_CALLS,
+        metadata_keys=sorted({key for contact in params.contacts for key in contact.prompt_variables}),
+        row_count=len(params.contacts),
+        created_at=now,
+        updated_at=now,
+    )
+    numbers = [contact.to_phone_number for contact in params.contacts]
+    with database.session() as session:
+        blocked: set[str] = set()
+        for start in range(0, len(numbers), CHUNK):
+            blocked |= do_not_contact_numbers(session, organization_id, numbers[start : start + CHUNK])
+        rows: list[dict[str, Any]] = []
+        calls: list[dict[str, Any]] = []
+        skips: list[RowSkip] = []
+        seen: dict[str, int] = {}
+        for index, contact in enumerate(params.contacts):
+            row: dict[str, Any] = {
+                "id": str(uuid.uuid4()),
+                "campaign_id": campaign.id,
+                "organization_id": organization_id,
+                "row_index": index,
+                "phone_number": contact.to_phone_number,
+                "input_data": contact.prompt_variables,
+                "row_metadata": contact.metadata,
+                "state": "not_launched",
+                "skip_reason": None,
+                "skip_message": None,
+                "call_id": None,
+                "scheduled_at": None,
+            }
+            skip = _row_check(contact.to_phone_number, seen, blocked, contact.metadata)
+            if skip is not None:
+                skip = skip.model_copy(update={"row_index": index})
+                skips.append(skip)
+                row.update(state="skipped", skip_reason=skip.reason, skip_message=skip.message)
+            else:
+                seen[contact.to_phone_number] = index
+                row["call_id"] = str(uuid.uuid4())
+                call = placeholder_call(row["call_id"], campaign, resolved, row, now)
+                calls.append({"id": call.id, **call_columns(call, 0)})
+            rows.append(row)
+        session.add(campaign)
+        session.flush()
+        for start in range(0, len(rows), CHUNK):
+            session.execute(insert(CampaignRowRecord), rows[start : start + CHUNK])
+        for start in range(0, len(calls), CHUNK):
+            session.execute(insert(CallOrderRecord), calls[start : start + CHUNK])
+        session.commit()
+    return campaign, skips
+
+
+def get_campaign(database: Database, organization_id: str, campaign_id: str) -> CampaignRecord:
+    with database.session() as session:
+        record = live_campaign(session, organization_id, campaign_id)
+    if record is None:
+        raise not_found("campaign", campaign_id)
+    return record
+
+
+def list_campaigns(database: Database, organization_id: str) -> list[CampaignRecord]:
+    with database.session() as session:
+        query = (
+            select(CampaignRecord)
+            .where(CampaignRecord.organization_id == organization_id, CampaignRecord.deleted_at.is_(None))  # type: ignore[union-attr]
+            .order_by(CampaignRecord.created_at, CampaignRecord.id)  # type: ignore[arg-type]
+        )
+        return list(session.scalars(query))
+
+
+def update_campaign(
+    database: Database, settings: Settings, organization_id: str, campaign_id: str, changes: dict[str, Any]
+) -> CampaignRecord:
+    """Partial update, validated as a whole (null clears; a null max falls back to the default)."""
+    record = get_campaign(database, organization_id, campaign_id)
+    current = {
+        "name": record.name,
+        "call_retry_config": record.call_retry_config,
+        "from_phone_number": record.from_phone_number,
+        "max_concurrent_calls": record.max_concurrent_calls,
+    }
+    merged = CampaignUpdateParams.model_validate({**current, **changes})
+    resolve(database, settings, organization_id, record.assistant_id, merged.from_phone_number, None)
+    with database.session() as session:
+        stored = session.get(CampaignRecord, record.id)
+        assert stored is not None
+        stored.name = merged.name or record.name
+        stored.call_retry_config = (
+            merged.call_retry_config.model_dump(mode="json") if merged.call_retry_config else None
+        )
+        stored.from_phone_number = merged.from_phone_number
+        stored.max_concurrent_calls = merged.max_concurrent_calls or DEFAULT_MAX_CONCURRENT_CALLS
+        stored.updated_at = utcnow()
+        session.commit()
+        return stored
+
+
+def set_flags(
+    database: Database, record: CampaignRecord, *, paused: bool | None = None, cancelled: bool | None = None
+) -> CampaignRecord:
+    with database.session() as session:
+        stored = session.get(CampaignRecord, record.id)
+        assert stored is not None
+        if paused is not None:
+            stored.paused = paused
+        if cancelled is not None:
+            stored.is_cancelled = cancelled
+        stored.updated_at = utcnow()
+        session.commit()
+        return stored
+
+
+def delete_campaign(database: Database, record: CampaignRecord) -> None:
+    """Hidden from then on; its calls never launched go away, the others stay in the call history."""
+    with database.session() as session:
+        stored = session.get(CampaignRecord, record.id)
+        assert stored is not None
+        stored.deleted_at = stored.updated_at = utcnow()
+        never = select(CampaignRowRecord.call_id).where(
+            CampaignRowRecord.campaign_id == record.id, CampaignRowRecord.state == "not_launched"
+        )
+        session.execute(
+            delete(CallOrderRecord).where(CallOrderRecord.id.in_(never), CallOrderRecord.seq == 0)  # type: ignore[union-attr]
+        )
+        session.commit()
+
+
+# --- rows and their calls ----------------------------------------------------------------------------
+
+
+def rows_with_calls(
+    database: Database, campaign_id: str, *, offset: int = 0, limit: int | None = None
+) -> list[tuple[CampaignRowRecord, CallOrderRecord | None]]:
+    with database.session() as session:
+        query = (
+            select(CampaignRowRecord, CallOrderRecord)
+            .outerjoin(CallOrderRecord, CallOrderRecord.id == CampaignRowRecord.call_id)
+            .where(CampaignRowRecord.campaign_id == campaign_id)
+            .order_by(CampaignRowRecord.row_index)  # type: ignore[arg-type]
+            .offset(offset)
+            .limit(limit)
+        )
+        return [(row, call) for row, call in session.execute(query)]
+
+
+def _matches(filters: SelectionFilters, row: CampaignRowRecord, call: CallOrderRecord) -> bool:
+    def among(values: list[str], value: str | None) -> bool:
+        return not values or (value or "none") in values
+
+    if filters.assignee_ids:
+        return False  # outdial has no assignees
+    if filters.directions and call.direction not in filters.directions:
+        return False
+    if not (
+        among(list(filters.outcomes), call.outcome)
+        and among(list(filters.results), call.last_result)
+        and among(list(filters.statuses), call.status)
+    ):
+        return False
+    if filters.query:
+        needle = filters.query.lower()
+        haystack = " ".join([row.phone_number, call.id, *map(str, (row.input_data or {}).values())]).lower()
+        return needle in haystack
+    return True
+
+
+def select_for_launch(
+    database: Database, organization_id: str, campaign_id: str, params: CampaignLaunchParams
+) -> CampaignLaunchResponse:
+    """Mark the selected rows `pending` (the campaign workflow starts them); a row is launched once:
+    one already on its way is `active`, one whose order ended is `attempts_exhausted` or `cancelled`."""
+    if params.mode != "ai_first":
+        raise unprocessable(
+            "mode", "only ai_first is supported (outdial has no operator speed-dial sessions)"
+        )
+    campaign = get_campaign(database, organization_id, campaign_id)
+    if campaign.is_cancelled:
+        raise ApiError(409, "conflict", f"campaign {campaign_id} is cancelled; it can no longer be launched")
+    chosen = set(params.selection.rows.call_ids)
+    only = params.selection.rows.mode == "only"
+    response = CampaignLaunchResponse(launched=0, skipped=LaunchSkipped())
+    launch: list[str] = []
+    for row, call in rows_with_calls(database, campaign.id):
+        if call is None or (call.id in chosen) != only or not _matches(params.selection.filters, row, call):
+            continue
+        if row.state == "not_launched":
+            launch.append(row.id)
+        elif row.state == "cancelled" or call.status == "cancelled":
+            response.skipped.cancelled += 1
+        elif call.status in TERMINAL_STATUSES:
+            response.skipped.attempts_exhausted += 1
+        else:
+            response.skipped.active += 1
+    with database.session() as session:
+        for start in range(0, len(launch), CHUNK):
+            marked = session.execute(
+                update(CampaignRowRecord)
+                .where(
+                    CampaignRowRecord.id.in_(launch[start : start + CHUNK]),  # type: ignore[union-attr]
+                    CampaignRowRecord.state == "not_launched",  # a concurrent launch took it: not twice
+                )
+                .values(state="pending", scheduled_at=params.scheduled_at)
+            )
+            response.launched += marked.rowcount  # type: ignore[attr-defined]
+        stored = session.get(CampaignRecord, campaign.id)
+        assert stored is not None
+        stored.launched_at = stored.launched_at or utcnow()
+        stored.scheduled_at = params.scheduled_at or stored.scheduled_at
+        stored.updated_at = utcnow()
+        session.commit()
+    return response

@@ -1,0 +1,103 @@
+"""The official `revox` client's campaign methods against the API and a worker on the real dev server."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import revox
+
+from tests.test_api import ALWAYS_OPEN, Org, database_url, eventually_sync, new_org, no_filters, stack  # noqa: F401
+
+
+@pytest.fixture
+def org(stack) -> Org:  # noqa: F811
+    return new_org(stack)
+
+
+def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
+    client = org.client
+    assistant = client.assistants.create(name="Campaigner", prompt="Offer {{name}} a demo.").assistant
+    contacts = [
+        {"to_phone_number": "+33612345601", "prompt_variables": {"name": "Claire"}},
+        {"to_phone_number": "+33612345602", "prompt_variables": {"name": "Oliver", "rank": 2}},
+        {"to_phone_number": "+1555", "prompt_variables": {"name": "Bad"}},
+    ]
+    created = client.campaigns.with_raw_response.create(
+        name="Pilot",
+        assistant_id=assistant.id,
+        contacts=contacts,
+        call_retry_config={**ALWAYS_OPEN, "max_retry_attempts": 1},
+        max_concurrent_calls=2,
+    ).json()
+    campaign = created["campaign"]
+    assert created["skipped_rows"][0]["row_index"] == 2
+    assert created["skipped_rows"][0]["reason"] == "invalid_phone_number"
+    assert campaign["row_stats"] == {
+        "calling": 0, "completed": 0, "failed": 0, "not_launched": 2,
+        "pending": 0, "retry": 0, "skipped": 1, "total": 3,
+    }  # fmt: skip
+    assert campaign["status"] == "running" and campaign["max_concurrent_calls"] == 2
+    campaign_id = campaign["id"]
+
+    retrieved = client.campaigns.retrieve(campaign_id).campaign
+    assert retrieved.name == "Pilot" and retrieved.assistant.id == assistant.id
+    assert [c.id for c in client.campaigns.list().campaigns] == [campaign_id]
+    assert client.campaigns.update(campaign_id, name="Pilot 2").campaign.name == "Pilot 2"
+    with pytest.raises(revox.UnprocessableEntityError):
+        client.campaigns.update(campaign_id, max_concurrent_calls=0)
+
+    rows = client.campaigns.get_rows(campaign_id).rows
+    assert [r.phone_number for r in rows] == ["+33612345601", "+33612345602", "+1555"]
+    assert rows[0].call.status == "not_launched" and rows[2].call is None
+    assert rows[1].input_data == {"name": "Oliver", "rank": "2"}
+    not_launched = client.call.search(**no_filters(campaign_ids=[campaign_id], statuses=["not_launched"]))
+    assert not_launched.total_count == 2
+
+    with pytest.raises(revox.UnprocessableEntityError):
+        client.campaigns.launch(campaign_id, mode="speed_dial", selection={})
+    launched = client.campaigns.launch(
+        campaign_id,
+        mode="ai_first",
+        selection={"filters": {}, "rows": {"mode": "only", "call_ids": [rows[0].call.id]}},
+    )
+    assert launched.launched == 1 and launched.skipped.active == 0
+    everything = client.campaigns.launch(campaign_id, mode="ai_first", selection={})
+    assert everything.launched == 1  # the first row is on its way (or done): never launched twice
+    assert everything.skipped.active + everything.skipped.attempts_exhausted == 1
+
+    done = eventually_sync(
+        lambda: client.campaigns.retrieve(campaign_id).campaign,
+        lambda c: c.row_stats.completed == 2,
+        timeout=60,
+    )
+    assert done.status == "completed" and done.funnel_stats.talked_to_human == 2
+    calls = client.call.search(**no_filters(campaign_ids=[campaign_id])).calls
+    assert {c.campaign.name for c in calls} == {"Pilot 2"} and {c.status for c in calls} == {"completed"}
+
+    statistics = client.campaigns.statistics(campaign_id).statistics
+    assert statistics.funnel.called.count == 2 and statistics.funnel.reached.pct_of_called == 100.0
+    assert statistics.campaign.name == "Pilot 2" and statistics.effort.outbound_attempts == 2
+    assert {lead.phone for lead in statistics.leads.interested} == {"+33612345601", "+33612345602"}
+    extra = client.campaigns.with_raw_response.statistics(campaign_id).json()["statistics"]["rows"]
+    assert extra["by_status"] == {"completed": 2, "skipped": 1} and extra["reached_human_rate"] == 1.0
+
+    exported = client.campaigns.export_rows(campaign_id)
+    lines = list(csv.DictReader(io.StringIO(exported.csv)))
+    assert [line["call_status"] for line in lines] == ["completed", "completed", ""]
+    assert lines[2]["skip_reason"] == "invalid_phone_number" and lines[1]["name"] == "Oliver"
+
+    assert client.campaigns.pause(campaign_id).success
+    assert client.campaigns.retrieve(campaign_id).campaign.status == "paused"
+    assert client.campaigns.resume(campaign_id).success
+    assert client.campaigns.cancel(campaign_id).success
+    assert client.campaigns.retrieve(campaign_id).campaign.is_cancelled
+    with pytest.raises(revox.ConflictError):
+        client.campaigns.launch(campaign_id, mode="ai_first", selection={})
+    assert client.campaigns.delete(campaign_id).success
+    with pytest.raises(revox.NotFoundError):
+        client.campaigns.retrieve(campaign_id)
+    other = new_org(org.stack)
+    with pytest.raises(revox.NotFoundError):
+        other.client.campaigns.statistics(campaign_id)

@@ -1,0 +1,220 @@
+"""Campaigns on real call orders (time-skipping): a 300-row list across three timezones, max 5 at once.
+
+One launch is followed from start to end: every attempt falls inside its own row's calling window,
+never more than 5 calls at once (and 5 are reached), a pause in the middle holds every new dial until
+the resume, a forced continue-as-new every few pages loses and duplicates no row, bad rows are
+skipped and reported, and the statistics (from the database) match the orders' final Calls.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from api import campaign_stats
+from api import campaign_store as store
+from api.store import save_assistant
+from models import Call, CallCampaign
+from models.campaign import (
+    CampaignCreateParams,
+    CampaignInput,
+    CampaignLaunchParams,
+    CampaignPace,
+    CampaignProgress,
+)
+from models.retry import CallRetryConfig
+from models.tables import AssistantRecord, CampaignRowRecord, Database, DoNotContactRecord, utcnow
+from tests.helpers import eventually, settings_for_tests
+from tests.test_call_order_concurrency import peak_overlap
+from workers import create_worker
+from workflows import schedule
+from workflows.campaign import CampaignWorkflow
+
+ORG = "org_campaign_test"
+RETRY = CallRetryConfig.model_validate(
+    {
+        "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+        "calling_windows": [
+            {
+                "calling_window_start_time": "09:00",
+                "calling_window_end_time": "12:00",
+                "retry_delay_seconds": 1800,
+            },
+            {
+                "calling_window_start_time": "14:00",
+                "calling_window_end_time": "17:00",
+                "retry_delay_seconds": 3600,
+            },
+        ],
+        "max_retry_attempts": 3,
+    }
+)
+CALLEES = ["human:interested", "voicemail,human:completed", "human", "busy,human:not_interested", "no_answer"]
+BLOCKED = "+33612340999"
+
+
+def contacts(count: int) -> list[dict[str, Any]]:
+    """A third each in Paris, New York and Tokyo (zones from the numbers), then three bad rows."""
+    prefixes = ["+3361234", "+1212734", "+8131234"]  # + 4 digits: valid numbers of each zone
+    rows = []
+    for i in range(count):
+        number = f"{prefixes[i % 3]}{i:04d}"
+        rows.append(
+            {
+                "to_phone_number": number,
+                "prompt_variables": {"name": f"Contact {i}", "rank": i},
+                "metadata": {"simulation": CALLEES[i % len(CALLEES)], "simulation.call_seconds": "20"},
+            }
+        )
+    rows += [
+        {"to_phone_number": "+1555", "prompt_variables": {"name": "Invalid"}},
+        {"to_phone_number": rows[0]["to_phone_number"], "prompt_variables": {"name": "Duplicate"}},
+        {"to_phone_number": BLOCKED, "prompt_variables": {"name": "Asked not to be called"}},
+    ]
+    return rows
+
+
+def create(database: Database, settings: Any, rows: list[dict[str, Any]]):
+    assistant = save_assistant(
+        database,
+        AssistantRecord(
+            id=str(uuid.uuid4()),
+            organization_id=ORG,
+            name="Campaigner",
+            config={"prompt": "Offer {{name}} a demo.", "structured_output_config": []},
+        ),
+    )
+    with database.session() as session:
+        session.add(
+            DoNotContactRecord(organization_id=ORG, phone_number=BLOCKED, call_id="c-0", recorded_at=utcnow())
+        )
+        session.commit()
+    params = CampaignCreateParams.model_validate(
+        {
+            "name": "Spring outreach",
+            "assistant_id": assistant.id,
+            "contacts": rows,
+            "call_retry_config": RETRY.model_dump(),
+            "max_concurrent_calls": 5,
+        }
+    )
+    return store.create_campaign(database, settings, ORG, params)
+
+
+async def test_a_300_row_campaign_across_three_timezones(time_env, task_queue) -> None:
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign, skipped = create(database, settings, contacts(300))
+    assert [(s.row_index, s.reason) for s in skipped] == [
+        (300, "invalid_phone_number"),
+        (301, "duplicate_phone_number"),
+        (302, "do_not_contact"),
+    ]
+    launch = store.select_for_launch(database, ORG, campaign.id, CampaignLaunchParams(mode="ai_first"))
+    assert launch.launched == 300
+
+    client = time_env.client
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        handle = await client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(
+                campaign_id=campaign.id,
+                organization_id=ORG,
+                pace=CampaignPace(rows_per_second=50, burst=50),
+                batch_size=25,
+                continue_as_new_after_events=30,  # forced: a new run every few batches
+            ),
+            id=f"campaign-{campaign.id}",
+            task_queue=task_queue,
+            start_signal="launch",
+        )
+        progress = await handle.result()  # every row started
+        launched_at = await time_env.get_current_time()
+
+        # Mid-way (a good share of the calls made), pause: calls in progress finish, no new dial
+        # until the resume. Short sleeps: the test server skips time only when it is idle.
+        for _ in range(600):
+            await time_env.sleep(timedelta(minutes=5))
+            if campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id)).attempts >= 100:
+                break
+        paused = await client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(campaign_id=campaign.id, organization_id=ORG, orders_paused=None),
+            id=f"campaign-{campaign.id}",
+            task_queue=task_queue,
+            start_signal="pause",
+        )
+        await eventually(
+            lambda: paused.query(CampaignWorkflow.get_progress), lambda p: p.orders_paused is True
+        )
+        paused_at = await time_env.get_current_time()
+        midway = campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id))
+        for _ in range(10):
+            await time_env.sleep(timedelta(hours=1))
+        await paused.signal(CampaignWorkflow.resume)
+        resumed_at = await time_env.get_current_time()
+        assert (await paused.result()).orders_paused is False
+
+        for _ in range(3000):  # short sleeps again (each RPC must end within 60 s), until all ended
+            await time_env.sleep(timedelta(minutes=5))
+            if campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id)).finished:
+                break
+        calls: list[Call] = [
+            await client.get_workflow_handle(f"call-{row.call_id}", result_type=Call).result()
+            for row, _ in store.rows_with_calls(database, campaign.id)
+            if row.call_id
+        ]
+        await time_env.sleep(timedelta(minutes=6))  # the semaphore ends while the worker runs
+
+    # Launched in several runs, each row started exactly once.
+    assert isinstance(progress, CampaignProgress)
+    assert progress.runs >= 3 and progress.started == 300 and progress.already_started == 0
+    assert progress.skipped == {}  # bad rows were caught at creation already
+    assert len({call.id for call in calls}) == 300
+    with database.session() as session:
+        query = select(CampaignRowRecord.state).where(CampaignRowRecord.campaign_id == campaign.id)
+        states = Counter(session.scalars(query))
+    assert states == {"launched": 300, "skipped": 3}
+
+    # Each order is the row's own: its campaign, its number's zone, its window, its retries.
+    attempts = [(call, attempt) for call in calls for attempt in call.call_attempts]
+    assert all(call.campaign == CallCampaign(id=campaign.id, name="Spring outreach") for call in calls)
+    for call, attempt in attempts:
+        zones = schedule.resolve_timezones(call.to_phone_number)
+        assert schedule.is_allowed(attempt.started_at, RETRY, zones), (
+            call.to_phone_number,
+            attempt.started_at,
+        )
+    zones_called = Counter(schedule.resolve_timezones(call.to_phone_number)[0] for call in calls)
+    assert zones_called == {"Europe/Paris": 100, "America/New_York": 100, "Asia/Tokyo": 100}
+    assert peak_overlap([(a.started_at, a.ended_at) for _, a in attempts]) == 5
+
+    # The pause held every new dial; the campaign was really mid-way.
+    assert 0 < midway.attempts and not midway.finished and paused_at > launched_at
+    assert not [a for _, a in attempts if paused_at < a.started_at < resumed_at]
+    assert [a for _, a in attempts if a.started_at > resumed_at]
+
+    # Statistics (from the database) match the final Calls.
+    summary = campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id))
+    assert summary.by_status == Counter(call.status for call in calls) + Counter(skipped=3)
+    assert summary.by_outcome == Counter(call.outcome for call in calls if call.outcome)
+    assert summary.attempts == len(attempts) == sum(call.calls_count for call in calls)
+    humans = sum(any(a.result == "human" for a in call.call_attempts) for call in calls)
+    assert summary.reached_human == humans == 240  # 4 callees in 5 reach a human
+    assert summary.reached_human_rate == pytest.approx(240 / 300)
+    assert summary.row_stats.model_dump() == {
+        "calling": 0,
+        "completed": 300,
+        "failed": 0,
+        "not_launched": 0,
+        "pending": 0,
+        "retry": 0,
+        "skipped": 3,
+        "total": 303,
+    }
+    assert summary.finished

@@ -1,0 +1,42 @@
+"""`outdial campaign create FILE.csv` and `status`: columns become prompt variables or metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api import campaign_store
+from models.settings import Settings
+from models.tables import Database
+from workers.cli import app
+
+
+def test_create_from_csv_then_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'outdial.db'}"
+    monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")  # status shows the launch only if Temporal answers
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text(
+        "to_phone_number,name,company,metadata.simulation\n"
+        "+33612345678,Claire,Acme,human:interested\n"
+        "not-a-number,Bad,Nope,human\n"
+    )
+    runner = CliRunner()
+    created = runner.invoke(app, ["campaign", "create", str(csv_file), "--name", "CSV pilot"])
+    assert created.exit_code == 0, created.output
+    assert "2 rows, 1 skipped" in created.output and "invalid_phone_number" in created.output
+
+    settings = Settings.load()
+    (campaign,) = campaign_store.list_campaigns(Database.for_url(url), settings.organization_id)
+    (row, call), _ = campaign_store.rows_with_calls(Database.for_url(url), campaign.id)
+    assert row.input_data == {"name": "Claire", "company": "Acme"}
+    assert row.row_metadata == {"simulation": "human:interested"} and call.status == "not_launched"
+
+    status = runner.invoke(app, ["campaign", "status", campaign.id])
+    assert status.exit_code == 0, status.output
+    assert "CSV pilot" in status.output and "'not_launched': 1" in status.output
+    missing = runner.invoke(app, ["campaign", "status", "nope"])
+    assert missing.exit_code == 2 and "not found" in missing.output

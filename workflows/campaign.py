@@ -1,0 +1,197 @@
+"""CampaignWorkflow: start one CallOrderWorkflow per row of a campaign, paced, pausable, cancellable.
+
+The story of a launch: take as many rows as the pacing bucket allows now; have an activity start
+their orders (reading the pending rows from the database, in row order after the cursor); repeat
+until no row is pending; continue-as-new when the history grows long, carrying the cursor, the counts
+and the bucket. Each order is its own durable call order (own timezone, windows, retries, outcome);
+all share the campaign's concurrency key, so the semaphore keeps at most `max_concurrent_calls` of
+them in a call.
+
+No row is started twice: its order's id `call-<call id>` is the row's (fixed when the campaign was
+created) and is started with REJECT_DUPLICATE, so a retry, a replay, a continue-as-new or a second
+launch that meets it again counts it `already_started`. The orders are independent workflows (started
+by the activity; activities/campaigns.py says why not children): they outlive this workflow and its
+runs, and the campaign reaches them by id (the rows' call ids, in the database) to steer them.
+
+Signals: `launch` (rows were marked pending: read again from the start), `pause` (start nothing more;
+the started orders are told to pause: those in a call finish it, then wait), `resume`, `cancel`
+(rows not started are cancelled, waiting orders are cancelled, orders in a call finish it first).
+Query `progress`. The rows' call statistics are read from the database, not from here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.campaigns import CampaignActivities
+    from models.campaign import (
+        CampaignInput,
+        CampaignProgress,
+        CampaignState,
+        LaunchRowsRequest,
+        SteerAction,
+        SteerRequest,
+        SteerResult,
+    )
+    from workflows import pacing
+
+DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+
+
+@workflow.defn(name="CampaignWorkflow")
+class CampaignWorkflow:
+    @workflow.init
+    def __init__(self, input: CampaignInput) -> None:
+        self.input = input
+        self.campaign_id = input.campaign_id
+        self.state = input.state or CampaignState()
+        if input.state is None:  # a fresh run: the orders are as the API last told them
+            self.state.progress.paused = input.paused
+            self.state.progress.orders_paused = input.orders_paused
+        self.progress = self.state.progress
+
+    # -- the story ---------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: CampaignInput) -> CampaignProgress:
+        while True:
+            if self.progress.cancelled:
+                await self._cancel_everything()
+                break
+            if self.progress.paused != self.progress.orders_paused:
+                await self._tell_orders("pause" if self.progress.paused else "resume")
+                continue
+            if self.progress.paused:
+                self._phase("paused")
+                await workflow.wait_condition(lambda: self._steering_due())
+                continue
+            if await self._launch_paced_batch():
+                if self._continue_as_new_due():
+                    await self._continue_as_new()
+                continue
+            if self.state.rescan or self._steering_due():  # a signal arrived meanwhile
+                continue
+            break  # no row is pending: the orders run on by themselves
+        self._phase("done")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress
+
+    async def _launch_paced_batch(self) -> bool:
+        """Start as many rows as the bucket allows now; False when no row is pending any more."""
+        if self.state.rescan:
+            self.state.rescan = False
+            self.progress.cursor = -1
+        granted, self.state.pace, wait = pacing.take(
+            self.state.pace, workflow.now(), self.input.pace, self.input.batch_size
+        )
+        if granted == 0:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._steering_due(), timeout=timedelta(seconds=wait), timeout_summary="pacing"
+                )
+            except TimeoutError:
+                pass
+            return True
+        self._phase("launching")
+        result = await workflow.execute_activity_method(
+            CampaignActivities.campaign_launch_rows,
+            LaunchRowsRequest(
+                campaign_id=self.campaign_id,
+                organization_id=self.input.organization_id,
+                after_row_index=self.progress.cursor,
+                limit=granted,
+                task_queue=workflow.info().task_queue,
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=DB_RETRY,
+            summary=f"start up to {granted} orders after row #{self.progress.cursor}",
+        )
+        if not result.found:  # deleted: start nothing more
+            self.progress.cancelled = True
+            return False
+        self.progress.started += result.started
+        self.progress.already_started += result.already_started
+        for skip in result.skipped:
+            self.progress.skipped[skip.reason] = self.progress.skipped.get(skip.reason, 0) + 1
+        if result.cursor is None:
+            return False
+        self.progress.cursor = result.cursor
+        return True
+
+    # -- steering the started orders ---------------------------------------------------------------
+
+    async def _tell_orders(self, action: SteerAction) -> SteerResult:
+        result = await workflow.execute_activity_method(
+            CampaignActivities.campaign_steer_orders,
+            SteerRequest(
+                campaign_id=self.campaign_id, organization_id=self.input.organization_id, action=action
+            ),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=DB_RETRY,
+            summary=f"{action} the campaign's orders",
+        )
+        self.progress.orders_paused = action != "resume"
+        return result
+
+    async def _cancel_everything(self) -> None:
+        """Cancel the rows not started and the waiting orders; orders in a call finish it (they are
+        paused meanwhile) and are cancelled on a later round, until none is left."""
+        self._phase("cancelling")
+        while (await self._tell_orders("cancel")).in_call:
+            await workflow.sleep(
+                timedelta(seconds=self.input.cancel_recheck_seconds),
+                summary="waiting for the calls in progress to end",
+            )
+
+    # -- signals and queries -----------------------------------------------------------------------
+
+    @workflow.signal
+    def launch(self) -> None:
+        self.state.rescan = True
+
+    @workflow.signal
+    def pause(self) -> None:
+        self.progress.paused = True
+
+    @workflow.signal
+    def resume(self) -> None:
+        self.progress.paused = False
+
+    @workflow.signal
+    def cancel(self) -> None:
+        self.progress.cancelled = True
+
+    @workflow.query(name="progress")
+    def get_progress(self) -> CampaignProgress:
+        return self.progress
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def _steering_due(self) -> bool:
+        return self.progress.cancelled or self.progress.paused != self.progress.orders_paused
+
+    def _phase(self, phase: str) -> None:
+        if self.progress.phase != phase:
+            self.progress.phase = phase  # type: ignore[assignment]
+            workflow.set_current_details(
+                f"**{phase}**: {self.progress.started} orders started, cursor at row #{self.progress.cursor}"
+            )
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.input.continue_as_new_after_events
+        )
+
+    async def _continue_as_new(self) -> None:
+        """Carry the cursor, the counts and the pacing bucket; pending rows stay in the database (and
+        are marked launched once started), so nothing is lost and nothing is started twice."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self.progress.runs += 1
+        workflow.continue_as_new(self.input.model_copy(update={"state": self.state}))
