@@ -32,6 +32,7 @@ if __name__ == "__main__":  # run as a script from anywhere: the repo root is th
 
 with workflow.unsafe.imports_passed_through():
     from benchmarks.common import orders, percentile
+    from models.common import WEEKDAYS
     from workflows import workflow_runner
 
 ZONES = [
@@ -107,15 +108,7 @@ async def main(n: int) -> None:
                         "prompt": "Offer a demo.",
                         "call_retry_config": {
                             "timezone": zone,
-                            "allowed_days": [
-                                "monday",
-                                "tuesday",
-                                "wednesday",
-                                "thursday",
-                                "friday",
-                                "saturday",
-                                "sunday",
-                            ],  # fmt: skip
+                            "allowed_days": list(WEEKDAYS),
                             "calling_windows": [
                                 {"calling_window_start_time": start, "calling_window_end_time": END}
                             ],
