@@ -200,7 +200,7 @@ async def test_server_killed_and_restarted_with_100_waiting_orders_loses_none(st
     key = f"restart-{uuid.uuid4().hex[:8]}"
     worker = await stack.start_worker()
     # Far enough ahead for 100 orders to settle on a loaded 2-core machine before the crash.
-    later = datetime.now(UTC) + timedelta(seconds=60)
+    later = datetime.now(UTC) + timedelta(seconds=45)
     # Cheap orders (one unanswered attempt): the point is the waiting, not the call.
     holders = await place(client, stack.task_queue, [order(call_seconds=3600, key=key, max=2)] * 2)
     in_timers = await place(
@@ -212,8 +212,8 @@ async def test_server_killed_and_restarted_with_100_waiting_orders_loses_none(st
 
     await eventually(lambda: count("CallStatus='calling'"), lambda n: n == 2, timeout=30)
     queued = await place(client, stack.task_queue, [order("no_answer", max_attempts=1, key=key, max=2)] * 20)
-    await eventually(lambda: count("CallStatus='scheduled'"), lambda n: n == 80, timeout=55)
-    await eventually(lambda: count("CallStatus='queued_for_calling'"), lambda n: n == 20, timeout=55)
+    await eventually(lambda: count("CallStatus='scheduled'"), lambda n: n == 80, timeout=40)
+    await eventually(lambda: count("CallStatus='queued_for_calling'"), lambda n: n == 20, timeout=40)
     assert datetime.now(UTC) < later  # every timer is still pending at the crash
     stack.kill_server()
     await stack.start_server()  # the same SQLite file and port; the worker and client reconnect
