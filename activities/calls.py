@@ -13,8 +13,8 @@ from temporalio.exceptions import ApplicationError
 from activities.persistence import (
     UnknownCallerId,
     assistant_view,
+    caller_ids,
     find_assistant,
-    phone_numbers_of,
     resolve_caller_id,
     trunk_of,
 )
@@ -92,7 +92,7 @@ class CallActivities:
             )
         try:
             caller = resolve_caller_id(
-                phone_numbers_of(database, request.organization_id),
+                caller_ids(database, request.organization_id),
                 request.from_phone_number or inline.from_phone_number,
                 self.settings.default_from_phone_number,
             )

@@ -104,8 +104,12 @@ async def ensure_contact_allowed(registry: DoNotContactRegistry, request: Contac
     """The check itself, for the API to run before it even starts an order (a 409/422 to the caller)."""
     if is_overridden(request.metadata):
         return
-    entry = await registry.get(request.organization_id, request.phone_number)
-    if entry is not None:
+    refuse_listed(await registry.get(request.organization_id, request.phone_number), request)
+
+
+def refuse_listed(entry: DoNotContactEntry | None, request: ContactCheckRequest) -> None:
+    """Raise the non-retryable `DoNotContact` error when `entry` (the number's listing) forbids the call."""
+    if entry is not None and not is_overridden(request.metadata):
         raise ApplicationError(
             f"phone_number {request.phone_number} asked not to be contacted again (call {entry.call_id}, "
             f'{entry.recorded_at:%Y-%m-%d}); set metadata.{OVERRIDE_METADATA_KEY}="true" only if the '

@@ -13,12 +13,13 @@ both resolve an order the same way.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
@@ -199,6 +200,22 @@ def phone_numbers_of(database: Database, organization_id: str) -> list[PhoneNumb
         return list(session.scalars(query))
 
 
+# Prebuilt: building a statement costs more than running it, and these run on every POST /call.
+_CALLER_IDS = (
+    select(PhoneNumberRecord.phone_number, PhoneNumberRecord.livekit_outbound_trunk_id)
+    .where(PhoneNumberRecord.organization_id == bindparam("organization_id"))
+    .order_by(PhoneNumberRecord.created_at, PhoneNumberRecord.id)
+)
+
+
+def caller_ids(database: Database, organization_id: str) -> dict[str, str | None]:
+    """The organization's caller ids and their trunks, oldest first (the first one is its default)."""
+    database.migrate()
+    with database.engine.connect() as connection:
+        rows = connection.execute(_CALLER_IDS, {"organization_id": organization_id})
+        return {number: trunk for number, trunk in rows}
+
+
 def assistant_view(record: AssistantRecord) -> CallAssistant:
     """A stored assistant as responses show it (the seed's assistant object), defaults filled in."""
     assistant = call_assistant_from(
@@ -221,11 +238,12 @@ class UnknownCallerId(ValueError):
     """The order asks for a from_phone_number the organization does not own."""
 
 
-def resolve_caller_id(numbers: list[PhoneNumberRecord], requested: str | None, fallback: str) -> CallerId:
-    """The number (and trunk) an order dials from: the requested one if the organization owns it,
-    else its first number. An organization without numbers dials from the configured default trunk's
-    number (`fallback`, temporal-dev.yaml `organization.default_from_phone_number`)."""
-    owned = {n.phone_number: n.livekit_outbound_trunk_id for n in numbers} or {fallback: None}
+def resolve_caller_id(owned: Mapping[str, str | None], requested: str | None, fallback: str) -> CallerId:
+    """The number (and trunk) an order dials from, among the organization's caller ids (`caller_ids`):
+    the requested one if the organization owns it, else its first number. An organization without
+    numbers dials from the configured default trunk's number (`fallback`, temporal-dev.yaml
+    `organization.default_from_phone_number`)."""
+    owned = owned or {fallback: None}
     if requested is None:
         number = next(iter(owned))
         return CallerId(number, owned[number])
@@ -247,6 +265,34 @@ def trunk_of(database: Database, phone_number: str) -> str | None:
 
 
 # --- do-not-contact registry ---------------------------------------------------------------------------
+
+
+_LISTING = select(
+    DoNotContactRecord.call_id, DoNotContactRecord.reason, DoNotContactRecord.recorded_at
+).where(
+    DoNotContactRecord.organization_id == bindparam("organization_id"),
+    DoNotContactRecord.phone_number == bindparam("phone_number"),
+)
+
+
+def do_not_contact_entry(
+    database: Database, organization_id: str, phone_number: str
+) -> DoNotContactEntry | None:
+    """The number's do-not-contact listing for the organization, if any."""
+    database.migrate()
+    with database.engine.connect() as connection:
+        row = connection.execute(
+            _LISTING, {"organization_id": organization_id, "phone_number": phone_number}
+        ).first()
+    if row is None:
+        return None
+    return DoNotContactEntry(
+        organization_id=organization_id,
+        phone_number=phone_number,
+        call_id=row.call_id,
+        reason=row.reason,
+        recorded_at=row.recorded_at,
+    )
 
 
 class DatabaseDoNotContactRegistry:
@@ -276,9 +322,7 @@ class DatabaseDoNotContactRegistry:
         return await asyncio.to_thread(self._get, organization_id, phone_number)
 
     def _get(self, organization_id: str, phone_number: str) -> DoNotContactEntry | None:
-        with self.database.session() as session:
-            record = session.get(DoNotContactRecord, (organization_id, phone_number))
-            return DoNotContactEntry.model_validate(record.model_dump()) if record else None
+        return do_not_contact_entry(self.database, organization_id, phone_number)
 
     async def remove(self, organization_id: str, phone_number: str) -> None:
         await asyncio.to_thread(self._remove, organization_id, phone_number)

@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api import store
-from api.auth import Authenticated, bearer, lookup_key
+from api.auth import Authenticated, bearer
 from api.calls import ERRORS
 from api.context import ApiContext, get_context
+from api.keys import lookup_key
 from api.schemas import AuthStatus, UserResponse, UserView
 
 router = APIRouter(tags=["account"])

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
 
-from activities.persistence import UnknownCallerId, assistant_view, phone_numbers_of, resolve_caller_id
+from activities.persistence import UnknownCallerId, assistant_view, caller_ids, resolve_caller_id
 from api import store
 from api.auth import Authenticated
 from api.calls import ERRORS
@@ -41,7 +41,7 @@ def _check_caller_id(
         return
     try:
         resolve_caller_id(
-            phone_numbers_of(database, organization_id),
+            caller_ids(database, organization_id),
             assistant.from_phone_number,
             settings.default_from_phone_number,
         )

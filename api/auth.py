@@ -14,7 +14,6 @@ from typing import Annotated
 
 from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -22,8 +21,17 @@ from sqlmodel import Session
 from activities.webhook_secrets import pin_webhook_secret
 from api.context import ApiContext, get_context
 from api.errors import ApiError
+from api.keys import Principal, lookup_key
 from models.settings import Settings
-from models.tables import ApiKey, Database, PhoneNumberRecord, User, ensure_organization, hash_api_key
+from models.tables import (
+    ApiKey,
+    Database,
+    PhoneNumberRecord,
+    User,
+    ensure_organization,
+    hash_api_key,
+    utcnow,
+)
 
 KEY_PREFIX = "odk_"
 DEV_KEY_FILE = Path(".outdial/dev-api-key")
@@ -33,22 +41,6 @@ bearer = HTTPBearer(
     scheme_name="ApiKey",
     description="An outdial API key: `outdial apikey create`, or the one `outdial dev` prints.",
 )
-
-
-class Principal(BaseModel):
-    """Who is calling: the key's organization and user."""
-
-    organization_id: str
-    user_id: str | None
-    api_key_id: str
-
-
-def lookup_key(database: Database, key: str) -> Principal | None:
-    with database.session() as session:
-        record = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first()
-        if record is None or record.revoked_at is not None:
-            return None
-        return Principal(organization_id=record.organization_id, user_id=record.user_id, api_key_id=record.id)
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -62,9 +54,13 @@ async def authenticate(
     """The caller's organization, from its bearer key; 401 if the key is missing, unknown or revoked."""
     if credentials is None or not credentials.credentials:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    principal = await context.db(lookup_key, context.database, credentials.credentials)
+    key = credentials.credentials
+    principal = context.verified_keys.get(key)
     if principal is None:
-        raise _unauthorized("invalid API key")
+        principal = await context.db(lookup_key, context.database, key)
+        if principal is None:
+            raise _unauthorized("invalid API key")
+        context.verified_keys.put(key, principal)
     return principal
 
 
@@ -118,6 +114,26 @@ def issue_api_key(
         except IntegrityError:
             continue  # another process created the same organization or user: look again
     raise RuntimeError(f"could not create an API key for {organization_id}")
+
+
+def api_keys_of(database: Database, organization_id: str) -> list[ApiKey]:
+    """The organization's keys, oldest first (hashes and prefixes only: keys are never stored)."""
+    with database.session() as session:
+        query = select(ApiKey).where(ApiKey.organization_id == organization_id)
+        return list(session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke_api_key(database: Database, organization_id: str, key_id: str) -> ApiKey | None:
+    """Revoke one of the organization's keys by id (idempotent); None if it has no such key. An API
+    process that verified the key recently accepts it for up to `VerifiedKeys.ttl` seconds more."""
+    with database.session() as session:
+        record = session.get(ApiKey, key_id)
+        if record is None or record.organization_id != organization_id:
+            return None
+        if record.revoked_at is None:
+            record.revoked_at = utcnow()
+            session.commit()
+        return record
 
 
 def ensure_phone_number(

@@ -3,6 +3,7 @@ runs and from the database after; search, export and phone history read the data
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -19,15 +20,15 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.compliance import ContactCheckRequest, ensure_contact_allowed
+from activities.compliance import ContactCheckRequest, is_overridden, refuse_listed
 from activities.persistence import (
     CallerId,
-    DatabaseDoNotContactRegistry,
     UnknownCallerId,
     assistant_view,
     call_columns,
+    caller_ids,
+    do_not_contact_entry,
     find_assistant,
-    phone_numbers_of,
     resolve_caller_id,
 )
 from api import store
@@ -110,7 +111,7 @@ def resolve_order(
         )
     try:
         caller = resolve_caller_id(
-            phone_numbers_of(database, organization_id),
+            caller_ids(database, organization_id),
             params.from_phone_number or inline.from_phone_number,
             settings.default_from_phone_number,
         )
@@ -156,7 +157,7 @@ def request_hash(params: CallCreateParams) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _start(context: ApiContext, record: CallOrderRecord, params: CallCreateParams) -> None:
+async def _start(context: ApiContext, call_id: str, organization_id: str, params: CallCreateParams) -> None:
     """Start the order's workflow; already started (a retried request) counts as started.
 
     REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
@@ -165,9 +166,9 @@ async def _start(context: ApiContext, record: CallOrderRecord, params: CallCreat
         await client.start_workflow(
             WORKFLOW_TYPE,
             params,
-            id=workflow_id(record.id),
+            id=workflow_id(call_id),
             task_queue=context.settings.task_queue,
-            memo={"organization_id": record.organization_id},
+            memo={"organization_id": organization_id},
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"call {params.phone_number}",
         )
@@ -182,7 +183,9 @@ async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> 
     if record.request_hash != digest:
         raise ApiError(409, "conflict", "this Idempotency-Key was already used with a different request body")
     if record.seq == 0 and record.params is not None:  # the first request may have died before starting it
-        await _start(context, record, CallCreateParams.model_validate(record.params))
+        await _start(
+            context, record.id, record.organization_id, CallCreateParams.model_validate(record.params)
+        )
     return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
 
 
@@ -207,43 +210,69 @@ async def create_call(
         existing = await context.db(store.get_call_by_key, context.database, organization_id, idempotency_key)
         if existing is not None:
             return await _replay(context, existing, digest)
-    await _refuse_do_not_contact(context, organization_id, params)
     call_id = str(uuid.uuid4())
 
-    def admit() -> tuple[Call, CallOrderRecord]:
-        """Resolve the order and store its placeholder row: one trip to the database thread."""
+    def admit() -> dict[str, Any]:
+        """Check and resolve the order into its placeholder row: reads only, well under a millisecond."""
+        _refuse_do_not_contact(context.database, organization_id, params)
         assistant, caller, retry = resolve_order(
             context.database, context.settings, organization_id, call_id, params
         )
         call = initial_call(call_id, organization_id, params, assistant, caller, retry, utcnow())
-        record = CallOrderRecord(
-            id=call_id,
+        return {
+            "id": call_id,
             **call_columns(call, 0),
-            params=params.model_dump(mode="json"),
-            idempotency_key=idempotency_key,
-            request_hash=digest,
-        )
-        return call, store.insert_call(context.database, record)
+            "params": params.model_dump(mode="json"),
+            "idempotency_key": idempotency_key,
+            "request_hash": digest,
+        }
 
-    call, stored = await context.db(admit)
-    if stored.id != call_id:  # a concurrent request with the same key won
-        return await _replay(context, stored, digest)
-    try:
-        await _start(context, stored, params)
-    except Exception:
-        await context.db(store.delete_placeholder, context.database, call_id)
-        raise
-    return JSONResponse({"call": call.model_dump(mode="json")})
+    placeholder = await context.read(admit)
+    if idempotency_key:  # the key is claimed by the placeholder row before anything starts
+        winner = await context.db(store.insert_call, context.database, placeholder)
+        if winner is not None:  # a concurrent request with the same key won
+            return await _replay(context, winner, digest)
+        try:
+            await _start(context, call_id, organization_id, params)
+        except Exception:
+            await context.db(store.delete_placeholder, context.database, call_id)
+            raise
+    else:  # nothing to claim: the placeholder is written while the workflow starts
+        await _start_with_placeholder(context, placeholder, params)
+    return JSONResponse({"call": placeholder["call"]})  # the Call as stored, dumped once
 
 
-async def _refuse_do_not_contact(context: ApiContext, organization_id: str, params: CallCreateParams) -> None:
+async def _start_with_placeholder(
+    context: ApiContext, placeholder: dict[str, Any], params: CallCreateParams
+) -> None:
+    """Write the placeholder row and start the workflow at the same time (the latency of the slower).
+
+    A started order whose placeholder could not be written is still answered: the workflow stores the
+    order itself at its first step. An order that could not start leaves no row behind."""
+    call_id = placeholder["id"]
+    started, stored = await asyncio.gather(  # the start first: its request is on the wire sooner
+        _start(context, call_id, placeholder["organization_id"], params),
+        context.db(store.insert_call, context.database, placeholder),
+        return_exceptions=True,
+    )
+    if isinstance(started, BaseException):
+        if not isinstance(stored, BaseException):
+            await context.db(store.delete_placeholder, context.database, call_id)
+        raise started
+    if isinstance(stored, BaseException):
+        log.warning("call %s started; its placeholder row was not written (%s)", call_id, stored)
+
+
+def _refuse_do_not_contact(database: Database, organization_id: str, params: CallCreateParams) -> None:
     """A number that asked not to be called again is refused before any order exists (422 naming
     phone_number); the workflow checks again for orders started without the API."""
     request = ContactCheckRequest(
         organization_id=organization_id, phone_number=params.phone_number, metadata=params.metadata
     )
+    if is_overridden(params.metadata):
+        return
     try:
-        await ensure_contact_allowed(DatabaseDoNotContactRegistry(context.settings), request)
+        refuse_listed(do_not_contact_entry(database, organization_id, params.phone_number), request)
     except ApplicationError as err:
         raise unprocessable("phone_number", err.message.removeprefix("phone_number ")) from None
 

@@ -20,8 +20,8 @@ from activities.persistence import (
     UnknownCallerId,
     assistant_view,
     call_columns,
+    caller_ids,
     find_assistant,
-    phone_numbers_of,
     resolve_caller_id,
 )
 from api.errors import ApiError, not_found, unprocessable
@@ -65,7 +65,7 @@ def resolve(
     inline = Assistant.model_validate(record.config)
     try:
         caller = resolve_caller_id(
-            phone_numbers_of(database, organization_id),
+            caller_ids(database, organization_id),
             from_phone_number or inline.from_phone_number,
             settings.default_from_phone_number,
         )

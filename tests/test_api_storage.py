@@ -19,9 +19,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.calls import INVALID_ORDER, CallActivities
 from activities.compliance import DoNotContactEntry
-from activities.persistence import DatabaseDoNotContactRegistry, write_call
+from activities.persistence import DatabaseDoNotContactRegistry, call_columns, write_call
 from activities.simulated import SimulatedAnalyzer
 from api.auth import ensure_phone_number, issue_api_key
+from api.store import insert_call
 from models import Assistant, Call, CallAttempt
 from models.tables import AssistantRecord, CallAttemptRecord, CallOrderRecord, Database
 from models.workflow_io import DialRequest, DialResult, PrepareRequest
@@ -110,6 +111,21 @@ def test_the_apis_placeholder_is_superseded_by_the_workflow_whatever_the_clocks(
     assert write_call(database, placeholder, 0)
     assert write_call(database, snapshot(call_id, "org_clock", 1), 1)  # workflow time is earlier
     assert stored(database, call_id)[0].seq == 1
+
+
+def test_a_placeholder_written_after_the_workflows_first_state_changes_nothing(database: Database) -> None:
+    """The API writes its placeholder while the workflow starts: the workflow may store the order first."""
+    call_id = str(uuid.uuid4())
+    issue_api_key(database, "org_late")
+    assert write_call(database, snapshot(call_id, "org_late", 1), 1)
+    late = {"id": call_id, **call_columns(snapshot(call_id, "org_late", 0), 0)}
+    late |= {"params": None, "idempotency_key": None, "request_hash": None}
+    existing = insert_call(database, late)
+    assert existing is not None and existing.seq == 1
+    assert stored(database, call_id)[0].seq == 1
+    fresh_id = str(uuid.uuid4())
+    assert insert_call(database, late | {"id": fresh_id}) is None  # no row yet: inserted
+    assert stored(database, fresh_id)[0].seq == 0
 
 
 class RecordingTelephony:

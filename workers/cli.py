@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.json import JSON
+from rich.table import Table
 from temporalio.client import Client
 
 from activities.webhook_secrets import (
@@ -24,7 +25,7 @@ from activities.webhook_secrets import (
     show_webhook_secret,
 )
 from api import create_app
-from api.auth import issue_api_key
+from api.auth import api_keys_of, issue_api_key, revoke_api_key
 from models import Call, CallCreateParams
 from models.settings import Settings
 from models.tables import Database
@@ -137,6 +138,42 @@ def apikey_create(
     key = issue_api_key(Database.for_url(settings.database_url), organization, name=name, email=email)
     Console(stderr=True).print(f"API key for organization [bold]{organization}[/] ({name}):")
     print(key)
+
+
+@apikey_app.command("list")
+def apikey_list(
+    organization: Annotated[
+        str | None, typer.Option("--org", help="Organization id; default: temporal-dev.yaml's.")
+    ] = None,
+) -> None:
+    """List the organization's keys: id, name, prefix, created, revoked (keys themselves are not stored)."""
+    settings = Settings.load()
+    organization = organization or settings.organization_id
+    table = Table("id", "name", "prefix", "created", "revoked", title=f"API keys of {organization}")
+    for key in api_keys_of(Database.for_url(settings.database_url), organization):
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        table.add_row(
+            key.id, key.name, key.prefix + "…", key.created_at.isoformat(timespec="seconds"), revoked
+        )
+    Console().print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as `outdial apikey list` shows it.")],
+    organization: Annotated[
+        str | None, typer.Option("--org", help="Organization id; default: temporal-dev.yaml's.")
+    ] = None,
+) -> None:
+    """Revoke a key: refused from then on (an API process that verified it in the last 30 s may accept
+    it until that time is up)."""
+    settings = Settings.load()
+    organization = organization or settings.organization_id
+    record = revoke_api_key(Database.for_url(settings.database_url), organization, key_id)
+    if record is None:
+        Console(stderr=True).print(f"[red]no key {key_id} in organization {organization}[/]")
+        raise typer.Exit(1)
+    Console(stderr=True).print(f"revoked {record.id} ({record.name}, {record.prefix}…)")
 
 
 webhook_app = typer.Typer(
