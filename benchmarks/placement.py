@@ -61,7 +61,11 @@ async def api_process(settings: Settings, workdir: str) -> AsyncIterator[str]:
         "OUTDIAL_DATABASE_URL": settings.database_url,
     }
     process = subprocess.Popen(
-        [command, "api", "--port", str(port)], cwd=workdir, env=env, stderr=subprocess.DEVNULL
+        [command, "api", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -156,12 +160,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument(
-        "--server-file",
-        action="store_true",
-        help="the dev server keeps its state in a file, as in `outdial dev`",
+        "--server",
+        choices=["file", "memory", "both"],
+        default="both",
+        help="the dev server's state: in a SQLite file (as `outdial dev`), in memory, or one run of each",
     )
     parser.add_argument(
         "--api-in-process", action="store_true", help="serve the API from this process (for profiling)"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.orders, args.server_file, args.api_in_process))
+    asyncio.run(main(args.orders, args.server, args.api_in_process))
