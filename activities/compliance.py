@@ -108,8 +108,9 @@ async def ensure_contact_allowed(registry: DoNotContactRegistry, request: Contac
 
 
 def refuse_listed(entry: DoNotContactEntry | None, request: ContactCheckRequest) -> None:
-    """Raise the non-retryable `DoNotContact` error when `entry` (the number's listing) forbids the call."""
-    if entry is not None and not is_overridden(request.metadata):
+    """Raise the non-retryable `DoNotContact` error when the number is listed (`entry`); callers check
+    the override first, so an overridden order costs no lookup."""
+    if entry is not None:
         raise ApplicationError(
             f"phone_number {request.phone_number} asked not to be contacted again (call {entry.call_id}, "
             f'{entry.recorded_at:%Y-%m-%d}); set metadata.{OVERRIDE_METADATA_KEY}="true" only if the '

@@ -266,11 +266,11 @@ async def _start_with_placeholder(
 def _refuse_do_not_contact(database: Database, organization_id: str, params: CallCreateParams) -> None:
     """A number that asked not to be called again is refused before any order exists (422 naming
     phone_number); the workflow checks again for orders started without the API."""
+    if is_overridden(params.metadata):
+        return
     request = ContactCheckRequest(
         organization_id=organization_id, phone_number=params.phone_number, metadata=params.metadata
     )
-    if is_overridden(params.metadata):
-        return
     try:
         refuse_listed(do_not_contact_entry(database, organization_id, params.phone_number), request)
     except ApplicationError as err:
