@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client
@@ -35,6 +35,7 @@ from activities.compliance import is_overridden
 from activities.persistence import call_columns
 from models import Call, CallCreateParams
 from models.campaign import (
+    InFlightRequest,
     LaunchRowsRequest,
     LaunchRowsResult,
     RowSkip,
@@ -189,6 +190,23 @@ def _cancel_pending(session: Session, campaign_id: str) -> None:
         session.add(row)
 
 
+def orders_in_flight(database: Database, campaign_id: str, organization_id: str) -> int:
+    """How many of the campaign's started orders have not ended (as last persisted)."""
+    with database.session() as session:
+        query = (
+            select(func.count())
+            .select_from(CampaignRowRecord)
+            .join(CallOrderRecord, CallOrderRecord.id == CampaignRowRecord.call_id)
+            .where(
+                CampaignRowRecord.campaign_id == campaign_id,
+                CampaignRowRecord.organization_id == organization_id,
+                CampaignRowRecord.state == "launched",
+                CallOrderRecord.status.not_in(TERMINAL_STATUSES),  # type: ignore[attr-defined]
+            )
+        )
+        return int(session.scalar(query) or 0)
+
+
 class CampaignActivities:
     def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
@@ -199,7 +217,7 @@ class CampaignActivities:
         return Database.for_url(self.settings.database_url)
 
     def all(self) -> list[Callable]:
-        return [self.campaign_launch_rows, self.campaign_steer_orders]
+        return [self.campaign_launch_rows, self.campaign_steer_orders, self.campaign_orders_in_flight]
 
     @activity.defn(name="campaign_launch_rows")
     async def campaign_launch_rows(self, request: LaunchRowsRequest) -> LaunchRowsResult:
@@ -232,7 +250,17 @@ class CampaignActivities:
         result.skipped = [item for _, item in batch if isinstance(item, RowSkip)]
         if orders:
             await asyncio.to_thread(mark_launched, self.database, [row.id for row, _ in orders])
+        result.in_flight = await asyncio.to_thread(
+            orders_in_flight, self.database, request.campaign_id, request.organization_id
+        )
         return result
+
+    @activity.defn(name="campaign_orders_in_flight")
+    async def campaign_orders_in_flight(self, request: InFlightRequest) -> int:
+        """How many of the campaign's orders run (started, not ended): read-only."""
+        return await asyncio.to_thread(
+            orders_in_flight, self.database, request.campaign_id, request.organization_id
+        )
 
     @activity.defn(name="campaign_steer_orders")
     async def campaign_steer_orders(self, request: SteerRequest) -> SteerResult:

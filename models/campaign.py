@@ -207,6 +207,12 @@ class LaunchRowsResult(BaseModel):
     started: int = 0
     already_started: int = 0  # its order's id was taken already (a retried activity): not twice
     skipped: list[RowSkip] = Field(default_factory=list)  # found do-not-contact at launch
+    in_flight: int = 0  # the campaign's orders started and not ended, after this batch (database)
+
+
+class InFlightRequest(BaseModel):
+    campaign_id: str
+    organization_id: str
 
 
 SteerAction = Literal["pause", "resume", "cancel"]
@@ -235,7 +241,7 @@ class CampaignProgress(BaseModel):
     paused: bool = False
     cancelled: bool = False
     orders_paused: bool | None = False  # what the orders were last told (None: unknown, tell them again)
-    phase: Literal["launching", "paused", "cancelling", "done"] = "launching"
+    phase: Literal["launching", "waiting", "paused", "cancelling", "done"] = "launching"
 
 
 class CampaignState(BaseModel):
@@ -244,6 +250,7 @@ class CampaignState(BaseModel):
     progress: CampaignProgress = Field(default_factory=CampaignProgress)
     pace: PaceState = Field(default_factory=PaceState)
     rescan: bool = True
+    in_flight: int = 0  # as last counted (LaunchRowsResult.in_flight)
 
 
 class CampaignInput(BaseModel):
@@ -258,6 +265,11 @@ class CampaignInput(BaseModel):
     batch_size: int = Field(default=50, ge=1, le=1000)  # rows per launch activity, at most
     continue_as_new_after_events: int = Field(default=5_000, ge=20)
     cancel_recheck_seconds: float = Field(default=30.0, gt=0)
+    # At most this many of its orders started and not ended: the campaign waits for some to end before
+    # starting more. All share one concurrency key, whose semaphore carries its queue in one payload
+    # (about 29,000 waiters fit; see models.concurrency.SemaphoreState.pack).
+    max_in_flight: int = Field(default=10_000, ge=1)
+    in_flight_recheck_seconds: float = Field(default=60.0, gt=0)
     state: CampaignState | None = None
 
 

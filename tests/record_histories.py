@@ -161,6 +161,35 @@ async def campaign(env: WorkflowEnvironment) -> None:
         await save(handle)
 
 
+async def campaign_in_flight(env: WorkflowEnvironment) -> None:
+    """A 3-row campaign that may run one order at a time: it waits for each to end (max_in_flight)."""
+    from api import campaign_store
+    from models.campaign import CampaignInput, CampaignLaunchParams
+    from tests.test_campaign_in_flight import ORG, create
+    from workflows.campaign import CampaignWorkflow
+
+    settings = settings_for_tests(task_queue="record-campaign-in-flight")
+    database = Database.for_url(settings.database_url)
+    created = create(database, settings, 3)
+    campaign_store.select_for_launch(database, ORG, created.id, CampaignLaunchParams(mode="ai_first"))
+    async with create_worker(env.client, task_queue="record-campaign-in-flight", settings=settings):
+        handle = await env.client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(
+                campaign_id=created.id,
+                organization_id=ORG,
+                batch_size=1,
+                max_in_flight=1,
+                in_flight_recheck_seconds=30,
+            ),
+            id="campaign-replay_in_flight_bound",
+            task_queue="record-campaign-in-flight",
+            start_signal="launch",
+        )
+        await handle.result()
+        await save(handle)
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=shutil.which("temporal-test-server"), data_converter=pydantic_data_converter
@@ -182,6 +211,7 @@ async def main() -> None:
                 await env.sleep(timedelta(minutes=1))  # the semaphore ends after 5 idle minutes
             await save(semaphore)
     await campaign(env)
+    await campaign_in_flight(env)
     await env.shutdown()
 
 

@@ -17,6 +17,9 @@ Signals: `launch` (rows were marked pending: read again from the start), `pause`
 the started orders are told to pause: those in a call finish it, then wait), `resume`, `cancel`
 (rows not started are cancelled, waiting orders are cancelled, orders in a call finish it first).
 Query `progress`. The rows' call statistics are read from the database, not from here.
+
+At most `max_in_flight` of its orders run at once (started, not ended): past that the campaign waits
+for some to end, so the shared key's semaphore never queues more than its payload can carry.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         CampaignInput,
         CampaignProgress,
         CampaignState,
+        InFlightRequest,
         LaunchRowsRequest,
         SteerAction,
         SteerRequest,
@@ -85,8 +89,12 @@ class CampaignWorkflow:
         if self.state.rescan:
             self.state.rescan = False
             self.progress.cursor = -1
+        room = self.input.max_in_flight - self.state.in_flight
+        if room <= 0:
+            await self._wait_for_orders_to_end()
+            return True
         granted, self.state.pace, wait = pacing.take(
-            self.state.pace, workflow.now(), self.input.pace, self.input.batch_size
+            self.state.pace, workflow.now(), self.input.pace, min(self.input.batch_size, room)
         )
         if granted == 0:
             try:
@@ -115,12 +123,31 @@ class CampaignWorkflow:
             return False
         self.progress.started += result.started
         self.progress.already_started += result.already_started
+        self.state.in_flight = result.in_flight
         for skip in result.skipped:
             self.progress.skipped[skip.reason] = self.progress.skipped.get(skip.reason, 0) + 1
         if result.cursor is None:
             return False
         self.progress.cursor = result.cursor
         return True
+
+    async def _wait_for_orders_to_end(self) -> None:
+        """`max_in_flight` orders run: start nothing until some end (or a signal steers)."""
+        self._phase("waiting")
+        try:
+            await workflow.wait_condition(
+                lambda: self._steering_due(),
+                timeout=timedelta(seconds=self.input.in_flight_recheck_seconds),
+                timeout_summary=f"{self.state.in_flight} orders running: waiting for some to end",
+            )
+        except TimeoutError:
+            self.state.in_flight = await workflow.execute_activity_method(
+                CampaignActivities.campaign_orders_in_flight,
+                InFlightRequest(campaign_id=self.campaign_id, organization_id=self.input.organization_id),
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=DB_RETRY,
+                summary="count the orders still running",
+            )
 
     # -- steering the started orders ---------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""A campaign never has more than `max_in_flight` of its orders running (time-skipping, real orders).
+
+Past the bound it waits for orders to end before starting more, so a long list due at once does not
+queue every row at its concurrency key's semaphore (whose queue travels in one payload).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from api import campaign_stats
+from api import campaign_store as store
+from api.store import save_assistant
+from models import Call
+from models.campaign import CampaignCreateParams, CampaignInput, CampaignLaunchParams, CampaignPace
+from models.tables import AssistantRecord, Database
+from tests.helpers import settings_for_tests
+from tests.test_call_order_concurrency import peak_overlap
+from workers import create_worker
+from workflows.campaign import CampaignWorkflow
+
+ORG = "org_campaign_in_flight"
+ALWAYS_OPEN = {
+    "timezone": "UTC",
+    "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+    "calling_windows": [
+        {"calling_window_start_time": "00:00", "calling_window_end_time": "23:59", "retry_delay_seconds": 60}
+    ],
+    "max_retry_attempts": 1,
+}
+
+
+def create(database: Database, settings: Any, rows: int) -> Any:
+    assistant = save_assistant(
+        database,
+        AssistantRecord(
+            id=str(uuid.uuid4()),
+            organization_id=ORG,
+            name="Bounded",
+            config={"prompt": "Offer {{name}} a demo.", "structured_output_config": []},
+        ),
+    )
+    contacts = [
+        {
+            "to_phone_number": f"+3361299{i:04d}",
+            "prompt_variables": {"name": f"Contact {i}"},
+            "metadata": {"simulation": "human:interested", "simulation.call_seconds": "20"},
+        }
+        for i in range(rows)
+    ]
+    params = CampaignCreateParams.model_validate(
+        {
+            "name": "Bounded outreach",
+            "assistant_id": assistant.id,
+            "contacts": contacts,
+            "call_retry_config": ALWAYS_OPEN,
+            "max_concurrent_calls": 2,
+        }
+    )
+    campaign, skipped = store.create_campaign(database, settings, ORG, params)
+    assert skipped == []
+    return campaign
+
+
+async def test_a_campaign_waits_for_orders_to_end_past_max_in_flight(time_env, task_queue) -> None:
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, 12)
+    assert (
+        store.select_for_launch(database, ORG, campaign.id, CampaignLaunchParams(mode="ai_first")).launched
+        == 12
+    )
+
+    client = time_env.client
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        handle = await client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(
+                campaign_id=campaign.id,
+                organization_id=ORG,
+                pace=CampaignPace(rows_per_second=100, burst=100),
+                batch_size=3,
+                max_in_flight=4,
+                in_flight_recheck_seconds=30,
+            ),
+            id=f"campaign-{campaign.id}",
+            task_queue=task_queue,
+            start_signal="launch",
+        )
+        progress = await handle.result()
+        for _ in range(200):  # short sleeps: the test server skips time only while it is idle
+            if campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id)).finished:
+                break
+            await time_env.sleep(timedelta(minutes=1))
+        lifetimes: list[tuple[datetime, datetime]] = []
+        calls: list[Call] = []
+        for row, _ in store.rows_with_calls(database, campaign.id):
+            order = client.get_workflow_handle(f"call-{row.call_id}", result_type=Call)
+            calls.append(await order.result())
+            started = (await order.fetch_history()).events[0].event_time.ToDatetime(tzinfo=UTC)
+            lifetimes.append((started, calls[-1].updated_at))  # until its final state was stored
+        history = await handle.fetch_history()
+
+    assert progress.started == 12 and progress.already_started == 0
+    assert all(call.status == "completed" for call in calls)
+    assert peak_overlap(lifetimes) == 4  # the bound is reached and never passed
+    counts = [
+        e
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "campaign_orders_in_flight"
+    ]
+    assert counts  # it waited and looked again
