@@ -109,6 +109,14 @@ async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
     if not path.exists():
         path.write_text(history.to_json())  # noqa: ASYNC240 - a small local file
         print(f"recorded {path.name} (its first run, ended by continue-as-new)")
+    # The run it continued as: started with the packed state (SemaphoreState.pack).
+    continued = history.events[-1].workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    await client.get_workflow_handle(semaphore.id).result()  # it completes after its idle timeout
+    second = await client.get_workflow_handle(semaphore.id, run_id=continued).fetch_history()
+    path = HISTORIES / f"{semaphore.id}-continued.json"
+    if not path.exists():
+        path.write_text(second.to_json())  # noqa: ASYNC240 - a small local file
+        print(f"recorded {path.name} (the run it continued as, from packed state)")
 
 
 async def notifications(client: Client, task_queue: str, receiver: str) -> None:

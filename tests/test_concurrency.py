@@ -544,6 +544,11 @@ async def test_forced_continue_as_new_loses_nothing(env: WorkflowEnvironment) ->
     state = await sem_state(client, key)
     assert state.stats.continued_as_new >= 1 and len(state.holders) == 3 and len(state.waiters) == 21
     assert (await semaphore(client, key).describe()).run_id != first.result_run_id
+    started = (await semaphore(client, key).fetch_history()).events[0]
+    [carried] = await pydantic_data_converter.decode(
+        started.workflow_execution_started_event_attributes.input.payloads, [SemaphoreInput]
+    )
+    assert carried.state is None and carried.carried_state().waiters  # carried packed
 
     results = await results_one_by_one(handles)
     intervals = [(r.granted_at, r.released_at) for res in results for r in res.records]
@@ -555,6 +560,30 @@ async def test_forced_continue_as_new_loses_nothing(env: WorkflowEnvironment) ->
     assert state.stats.continued_as_new >= 5, state.stats
     assert (state.stats.grants, state.stats.releases, state.stats.reclaimed) == (30, 30, 0)
     await assert_replays(semaphore(client, key))
+
+
+def test_the_carried_state_of_10000_waiters_fits_well_within_a_payload() -> None:
+    """Temporal refuses payloads over 2 MB: as plain JSON, 10,000 waiters on one key are 3 MB."""
+    now = datetime(2026, 3, 2, 9, 0)
+    waiters = [
+        HolderInfo(
+            holder_workflow_id=f"call-{uuid.uuid4()}",
+            ticket=f"attempt-{uuid.uuid4()}#1",
+            max=5,
+            holder_run_id=str(uuid.uuid4()),
+            request_seq=n,
+            queued_at=now + timedelta(milliseconds=n),
+            requested_at=now + timedelta(milliseconds=n),
+        )
+        for n in range(10_000)
+    ]
+    state = SemaphoreState(key="campaign-big", max=5, holders=waiters[:5], waiters=waiters[5:])
+    assert len(state.model_dump_json()) > 2_000_000
+    carried = SemaphoreInput(key="campaign-big", max=5, packed_state=state.pack())
+    [payload] = pydantic_data_converter.payload_converter.to_payloads([carried])
+    assert len(payload.data) < 1_500_000
+    [back] = pydantic_data_converter.payload_converter.from_payloads([payload], [SemaphoreInput])
+    assert back.carried_state() == state
 
 
 async def test_idle_semaphore_completes_and_restarts(env: WorkflowEnvironment) -> None:

@@ -121,7 +121,7 @@ class ConcurrencySemaphoreWorkflow:
     @workflow.init
     def __init__(self, input: SemaphoreInput) -> None:
         self._input = input
-        state = input.state or SemaphoreState(key=input.key, max=input.max)
+        state = input.carried_state()
         self._key = state.key
         self._max = state.max
         # Both dicts keep insertion order: holders by grant, waiters by arrival (FIFO).
@@ -349,7 +349,8 @@ class ConcurrencySemaphoreWorkflow:
         liveness.cancel()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._stats.continued_as_new += 1
-        workflow.continue_as_new(self._input.model_copy(update={"state": self._state()}))
+        carried = {"state": None, "packed_state": self._state().pack()}  # packed: see SemaphoreState.pack
+        workflow.continue_as_new(self._input.model_copy(update=carried))
 
     # ---- state ---------------------------------------------------------------------------------
 
