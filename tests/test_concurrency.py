@@ -275,9 +275,13 @@ async def sem_state(client: Client, key: str) -> SemaphoreState:
     return await query(client, key, STATE_QUERY, SemaphoreState)
 
 
-async def queued_ids(client: Client, key: str) -> set[str]:
-    state = await sem_state(client, key)
-    return {h.holder_workflow_id for h in [*state.holders, *state.waiters]}
+async def request_delivered(handle: WorkflowHandle) -> bool:
+    """The holder's first request reached its semaphore: the request activity (a signal-with-start)
+    completed. Read from the holder's history, not by querying the semaphore: the time-skipping server
+    can lose a query that races the semaphore's continue-as-new, and with it its count of who holds
+    time still (time then stops skipping for good: the test stalls)."""
+    history = await handle.fetch_history()
+    return any(e.HasField("activity_task_completed_event_attributes") for e in history.events)
 
 
 async def start_holder(
@@ -286,7 +290,7 @@ async def start_holder(
     handle = await client.start_workflow(PermitTestHolderWorkflow.run, input, id=wid, task_queue=TASK_QUEUE)
     if wait:
         # Until the semaphore has the request, so arrival order is start order (time is frozen).
-        await eventually(lambda: queued_ids(client, key), lambda ids: wid in ids)
+        await eventually(lambda: request_delivered(handle), bool)
     return handle
 
 
@@ -354,7 +358,8 @@ async def test_sixty_holders_max_three(env: WorkflowEnvironment) -> None:
         calls = [3 + i % 4, 2] if i % 5 == 0 else [3 + i % 4]
         input = HolderInput(key=key, max=3, calls_minutes=calls)
         handles.append(await start_holder(client, key, f"{key}-h{i:02d}", input, wait=i < 4))
-    await eventually(lambda: queued_ids(client, key), lambda ids: len(ids) == 60)
+    for handle in handles:
+        await eventually(lambda h=handle: request_delivered(h), bool)
     held, waiting = await sem_holders(client, key), await sem_waiters(client, key)
     assert [h.holder_workflow_id for h in held] == [f"{key}-h{i:02d}" for i in range(3)]
     assert len(waiting) == 57 and all(w.granted_at is None for w in waiting)
@@ -613,7 +618,7 @@ async def test_holder_continue_as_new_keeps_its_place_and_permit(env: WorkflowEn
                 ContinuingHolderWorkflow.run, input, id=f"{key}-{name}", task_queue=TASK_QUEUE
             )
         )
-        await eventually(lambda n=name: queued_ids(client, key), lambda ids, n=name: f"{key}-{n}" in ids)
+        await eventually(lambda h=handles[-1]: request_delivered(h), bool)
     d = await start_holder(client, key, f"{key}-d", HolderInput(key=key, max=1, calls_minutes=[5]))
     a_res = await a.result()
     b_res, c_res = [await h.result() for h in handles]
@@ -650,3 +655,12 @@ async def test_permit_given_back_requeues_same_ticket(env: WorkflowEnvironment) 
     assert c_res.records[0].released_at <= b_res.records[0].granted_at
     state = await sem_state(client, key)
     assert (state.stats.grants, state.stats.releases, state.stats.reclaimed) == (4, 4, 0)
+
+
+async def test_a_release_outside_any_workflow_sends_nothing_and_leaves_no_task() -> None:
+    """A holder's cleanup path may run while the worker discards the workflow (a garbage-collected
+    coroutine closed on whatever loop runs then): it must not start a task there, which would fail."""
+    holder = PermitHolder("stray", 1, "call-stray")
+    before = asyncio.all_tasks()
+    assert holder._spawn_release("attempt-1#1", "released") is None  # this test's loop is running
+    assert asyncio.all_tasks() == before and holder._tasks == set()

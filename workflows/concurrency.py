@@ -537,11 +537,9 @@ class PermitHolder:
         if wire not in self._released:
             self._released.append(wire)
             del self._released[:-RELEASED_MEMORY]
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            # A cleanup path run while the worker discards this workflow from memory (not a real
-            # end of the workflow): no command can be sent then, and none is needed.
+        if not workflow.in_workflow():
+            # A cleanup path run while the worker discards this workflow from memory (not a real end
+            # of the workflow; it may run on any loop, or none): no command can be sent, none is needed.
             return None
         task = asyncio.create_task(self._signal_release(wire, reason))
         self._tasks.add(task)
