@@ -205,7 +205,7 @@ async def create_call(
 ) -> JSONResponse:
     """Start a call order (a CallOrderWorkflow) and answer at once with its Call (`initializing`)."""
     organization_id = principal.organization_id
-    digest = request_hash(params)
+    digest = request_hash(params) if idempotency_key else ""  # only a keyed request is ever replayed
     if idempotency_key:
         existing = await context.db(store.get_call_by_key, context.database, organization_id, idempotency_key)
         if existing is not None:
@@ -222,9 +222,9 @@ async def create_call(
         return {
             "id": call_id,
             **call_columns(call, 0),
-            "params": params.model_dump(mode="json"),
+            "params": params.model_dump(mode="json") if idempotency_key else None,  # to start a replay
             "idempotency_key": idempotency_key,
-            "request_hash": digest,
+            "request_hash": digest or None,
         }
 
     placeholder = await context.read(admit)
