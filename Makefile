@@ -19,8 +19,9 @@ demo: setup
 dev: setup
 	$(BIN)/outdial dev
 
+# Two pytest workers, whole files each (a file's test servers and fixtures are per module).
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 --dist loadfile
 
 # Benchmarks against a baseline measured in the same run (README, Performance). The 10,000 waiting
 # orders take a while on a small machine.
