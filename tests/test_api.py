@@ -196,10 +196,17 @@ def quick_order(
 
 
 def finished(client: Revox, call_id: str) -> Any:
-    return eventually_sync(
+    """The order's final Call, once it is stored too: the live query can show the final state a moment
+    before the workflow's last write lands (searches read the database)."""
+    call = eventually_sync(
         lambda: client.call.retrieve(call_id).call,
         lambda c: c.status in ("completed", "errored", "cancelled"),
     )
+    eventually_sync(
+        lambda: client.call.search(**no_filters(call_ids=[call_id])).calls,
+        lambda stored: [c.status for c in stored] == [call.status],
+    )
+    return call
 
 
 # --- calls ---------------------------------------------------------------------------------------------
