@@ -275,12 +275,14 @@ async def sem_state(client: Client, key: str) -> SemaphoreState:
     return await query(client, key, STATE_QUERY, SemaphoreState)
 
 
-async def request_delivered(handle: WorkflowHandle) -> bool:
+async def request_delivered(client: Client, handle: WorkflowHandle) -> bool:
     """The holder's first request reached its semaphore: the request activity (a signal-with-start)
     completed. Read from the holder's history, not by querying the semaphore: the time-skipping server
     can lose a query that races the semaphore's continue-as-new, and with it its count of who holds
-    time still (time then stops skipping for good: the test stalls)."""
-    history = await handle.fetch_history()
+    time still (time then stops skipping for good: the test stalls). The first run's history: a holder
+    that continued-as-new made its request there."""
+    first_run = client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+    history = await first_run.fetch_history()
     return any(e.HasField("activity_task_completed_event_attributes") for e in history.events)
 
 
@@ -290,7 +292,7 @@ async def start_holder(
     handle = await client.start_workflow(PermitTestHolderWorkflow.run, input, id=wid, task_queue=TASK_QUEUE)
     if wait:
         # Until the semaphore has the request, so arrival order is start order (time is frozen).
-        await eventually(lambda: request_delivered(handle), bool)
+        await eventually(lambda: request_delivered(client, handle), bool)
     return handle
 
 
@@ -359,7 +361,7 @@ async def test_sixty_holders_max_three(env: WorkflowEnvironment) -> None:
         input = HolderInput(key=key, max=3, calls_minutes=calls)
         handles.append(await start_holder(client, key, f"{key}-h{i:02d}", input, wait=i < 4))
     for handle in handles:
-        await eventually(lambda h=handle: request_delivered(h), bool)
+        await eventually(lambda h=handle: request_delivered(client, h), bool)
     held, waiting = await sem_holders(client, key), await sem_waiters(client, key)
     assert [h.holder_workflow_id for h in held] == [f"{key}-h{i:02d}" for i in range(3)]
     assert len(waiting) == 57 and all(w.granted_at is None for w in waiting)
@@ -618,7 +620,7 @@ async def test_holder_continue_as_new_keeps_its_place_and_permit(env: WorkflowEn
                 ContinuingHolderWorkflow.run, input, id=f"{key}-{name}", task_queue=TASK_QUEUE
             )
         )
-        await eventually(lambda h=handles[-1]: request_delivered(h), bool)
+        await eventually(lambda h=handles[-1]: request_delivered(client, h), bool)
     d = await start_holder(client, key, f"{key}-d", HolderInput(key=key, max=1, calls_minutes=[5]))
     a_res = await a.result()
     b_res, c_res = [await h.result() for h in handles]
