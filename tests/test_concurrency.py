@@ -250,9 +250,18 @@ def semaphore(client: Client, key: str) -> WorkflowHandle[ConcurrencySemaphoreWo
     return client.get_workflow_handle_for(ConcurrencySemaphoreWorkflow.run, semaphore_workflow_id(key))
 
 
+async def at_rest(client: Client, key: str) -> bool:
+    """No workflow task of the semaphore's current run is in flight (its last event is not one)."""
+    last = (await semaphore(client, key).fetch_history()).events[-1]
+    in_flight = ("workflow_task_scheduled_event_attributes", "workflow_task_started_event_attributes")
+    return last.WhichOneof("attributes") not in in_flight
+
+
 async def query(client: Client, key: str, name: str, result_type: type):
-    # The time-skipping test server can time out a query racing the semaphore's continue-as-new
-    # (it hands it to the closing run); ask again.
+    # The time-skipping test server can lose a query racing the semaphore's continue-as-new (it hands
+    # it to the closing run) and with it its count of who holds time still (see request_delivered):
+    # ask while no workflow task is in flight, and again if it timed out all the same.
+    await eventually(lambda: at_rest(client, key), bool)
     for attempt in range(3):
         try:
             return await semaphore(client, key).query(
