@@ -95,13 +95,16 @@ def do_not_contact_numbers(session: Session, organization_id: str, numbers: list
     return set(session.scalars(query))
 
 
-def pending_rows(database: Database, request: LaunchRowsRequest) -> tuple[CampaignRecord | None, list[Any]]:
-    """(the campaign, [(row, its order's params or its RowSkip)]) for the next pending rows; rows
-    found do-not-contact (or whose order no longer validates) are skipped and reported here."""
+def pending_rows(
+    database: Database, request: LaunchRowsRequest
+) -> tuple[CampaignRecord | None, list[Any], bool]:
+    """(the campaign, [(row, its order's params or its RowSkip)], whether pending rows remain after
+    them) for the next pending rows; rows found do-not-contact (or whose order no longer validates)
+    are skipped and reported here."""
     with database.session() as session:
         campaign = live_campaign(session, request.organization_id, request.campaign_id)
         if campaign is None:
-            return None, []
+            return None, [], False
         rows = list(
             session.scalars(
                 select(CampaignRowRecord)
@@ -111,9 +114,11 @@ def pending_rows(database: Database, request: LaunchRowsRequest) -> tuple[Campai
                     CampaignRowRecord.row_index > request.after_row_index,
                 )
                 .order_by(CampaignRowRecord.row_index)  # type: ignore[arg-type]
-                .limit(request.limit)
+                .limit(request.limit + 1)  # one more: does any row remain after this batch?
             )
         )
+        rows_left = len(rows) > request.limit
+        rows = rows[: request.limit]
         blocked = do_not_contact_numbers(session, campaign.organization_id, [r.phone_number for r in rows])
         batch: list[Any] = []
         for row in rows:
@@ -126,7 +131,7 @@ def pending_rows(database: Database, request: LaunchRowsRequest) -> tuple[Campai
             except ValidationError as err:  # e.g. a caller id the organization no longer owns
                 batch.append((row, skip_row(session, row, "invalid_phone_number", str(err)[:500])))
         session.commit()
-        return campaign, batch
+        return campaign, batch, rows_left
 
 
 def mark_launched(database: Database, row_ids: list[str]) -> None:
@@ -222,10 +227,12 @@ class CampaignActivities:
     @activity.defn(name="campaign_launch_rows")
     async def campaign_launch_rows(self, request: LaunchRowsRequest) -> LaunchRowsResult:
         """Start the next pending rows' orders, then mark them launched (idempotent, see module)."""
-        campaign, batch = await asyncio.to_thread(pending_rows, self.database, request)
+        campaign, batch, rows_left = await asyncio.to_thread(pending_rows, self.database, request)
         if campaign is None:
             return LaunchRowsResult(found=False)
-        result = LaunchRowsResult(cursor=max((row.row_index for row, _ in batch), default=None))
+        result = LaunchRowsResult(
+            cursor=max((row.row_index for row, _ in batch), default=None), rows_left=rows_left
+        )
         memo = order_memo(campaign)
         limit = asyncio.Semaphore(SIGNAL_PARALLELISM)
 

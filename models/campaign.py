@@ -204,6 +204,9 @@ class LaunchRowsRequest(BaseModel):
 class LaunchRowsResult(BaseModel):
     found: bool = True  # False: the campaign was deleted
     cursor: int | None = None  # row_index of the last row handled; None: no pending row is left
+    # a pending row remains after `cursor`: False ends the launch with this batch, even when
+    # max_in_flight orders run (nothing is left to wait for). Results recorded before it read True.
+    rows_left: bool = True
     started: int = 0
     already_started: int = 0  # its order's id was taken already (a retried activity): not twice
     skipped: list[RowSkip] = Field(default_factory=list)  # found do-not-contact at launch

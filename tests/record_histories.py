@@ -198,6 +198,31 @@ async def campaign_in_flight(env: WorkflowEnvironment) -> None:
         await save(handle)
 
 
+async def campaign_last_batch(env: WorkflowEnvironment) -> None:
+    """A 2-row campaign whose one batch fills its bound (orders due in 2099): done, no waiting."""
+    from api import campaign_store
+    from models.campaign import CampaignInput, CampaignLaunchParams
+    from tests.test_campaign_in_flight import ORG, create
+    from workflows.campaign import CampaignWorkflow
+
+    settings = settings_for_tests(task_queue="record-campaign-last-batch")
+    database = Database.for_url(settings.database_url)
+    created = create(database, settings, 2)
+    later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    campaign_store.select_for_launch(database, ORG, created.id, later)
+    async with create_worker(env.client, task_queue="record-campaign-last-batch", settings=settings):
+        handle = await env.client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(campaign_id=created.id, organization_id=ORG, batch_size=2, max_in_flight=2),
+            id="campaign-replay_last_batch_fills_the_bound",
+            task_queue="record-campaign-last-batch",
+            start_signal="launch",
+        )
+        await save(handle)
+        for row, _ in campaign_store.rows_with_calls(database, created.id):
+            await env.client.get_workflow_handle(f"call-{row.call_id}").terminate("recorded")
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=shutil.which("temporal-test-server"), data_converter=pydantic_data_converter
@@ -220,6 +245,7 @@ async def main() -> None:
             await save(semaphore)
     await campaign(env)
     await campaign_in_flight(env)
+    await campaign_last_batch(env)
     await env.shutdown()
 
 

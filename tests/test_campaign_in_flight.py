@@ -6,6 +6,7 @@ queue every row at its concurrency key's semaphore (whose queue travels in one p
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,3 +114,48 @@ async def test_a_campaign_waits_for_orders_to_end_past_max_in_flight(time_env, t
         and e.activity_task_scheduled_event_attributes.activity_type.name == "campaign_orders_in_flight"
     ]
     assert counts  # it waited and looked again
+
+
+async def test_a_campaign_whose_last_batch_reaches_max_in_flight_is_done_without_waiting(
+    time_env, task_queue
+) -> None:
+    """Nothing is left to start: the campaign ends its launch at once, though its orders (due in 2099)
+    still run and fill the bound. (It used to wait, phase "waiting", until some of them ended.)"""
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, 4)
+    later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    assert store.select_for_launch(database, ORG, campaign.id, later).launched == 4
+
+    client = time_env.client
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        handle = await client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(
+                campaign_id=campaign.id,
+                organization_id=ORG,
+                pace=CampaignPace(rows_per_second=100, burst=100),
+                batch_size=2,
+                max_in_flight=4,
+                in_flight_recheck_seconds=30,
+            ),
+            id=f"campaign-{campaign.id}",
+            task_queue=task_queue,
+            start_signal="launch",
+        )
+        progress = await asyncio.wait_for(handle.result(), timeout=60)
+        history = await handle.fetch_history()
+        orders = [
+            client.get_workflow_handle(f"call-{row.call_id}")
+            for row, _ in store.rows_with_calls(database, campaign.id)
+        ]
+        for order in orders:  # leave no 2099 timer behind on this module's server
+            await order.terminate("test over")
+
+    assert progress.started == 4 and progress.phase == "done"
+    activities = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert activities == ["campaign_launch_rows", "campaign_launch_rows"]  # two batches, no empty third

@@ -129,7 +129,7 @@ class CampaignWorkflow:
         if result.cursor is None:
             return False
         self.progress.cursor = result.cursor
-        return True
+        return result.rows_left
 
     async def _wait_for_orders_to_end(self) -> None:
         """`max_in_flight` orders run: start nothing until some end (or a signal steers)."""
