@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from temporalio.client import Client, WorkflowHandle
 
 from models.settings import Settings
 
@@ -32,3 +34,27 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
         await asyncio.sleep(0.05)
+
+
+async def start_campaign(
+    client: Client,
+    campaign_id: str,
+    organization_id: str,
+    task_queue: str,
+    *,
+    workflow_id: str | None = None,
+    signal: str = "launch",
+    **campaign_input: Any,
+) -> WorkflowHandle[Any, Any]:
+    """Signal-with-start a CampaignWorkflow as the API does, with the CampaignInput fields the API leaves
+    at their defaults (batch size, pace, bounds) set by the test."""
+    from models.campaign import CampaignInput
+    from workflows.campaign import CampaignWorkflow
+
+    return await client.start_workflow(
+        CampaignWorkflow.run,
+        CampaignInput(campaign_id=campaign_id, organization_id=organization_id, **campaign_input),
+        id=workflow_id or f"campaign-{campaign_id}",
+        task_queue=task_queue,
+        start_signal=signal,
+    )

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from models import CallCreateParams
 from models.concurrency import SemaphoreInput
 from models.tables import Database
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import eventually, settings_for_tests, start_campaign
 from tests.http_fakes import serve
 from workers import create_worker, register_search_attributes
 from workflows.call_order import CallOrderWorkflow
@@ -134,7 +134,7 @@ async def notifications(client: Client, task_queue: str, receiver: str) -> None:
 async def campaign(env: WorkflowEnvironment) -> None:
     """A 6-row campaign launched two rows at a time, paused, resumed, then cancelled mid-launch."""
     from api import campaign_store
-    from models.campaign import CampaignInput, CampaignLaunchParams, CampaignPace
+    from models.campaign import CampaignLaunchParams, CampaignPace
     from tests.test_campaign import ORG, create
     from workflows.campaign import CampaignWorkflow
 
@@ -147,17 +147,14 @@ async def campaign(env: WorkflowEnvironment) -> None:
     launch = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
     campaign_store.select_for_launch(database, ORG, created.id, launch)
     async with create_worker(env.client, task_queue="record-campaign", settings=settings):
-        handle = await env.client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(
-                campaign_id=created.id,
-                organization_id=ORG,
-                pace=CampaignPace(rows_per_second=0.01, burst=2),
-                batch_size=2,
-            ),
-            id="campaign-replay_launch_pause_resume_cancel",
-            task_queue="record-campaign",
-            start_signal="launch",
+        handle = await start_campaign(
+            env.client,
+            created.id,
+            ORG,
+            "record-campaign",
+            workflow_id="campaign-replay_launch_pause_resume_cancel",
+            pace=CampaignPace(rows_per_second=0.01, burst=2),
+            batch_size=2,
         )
         progress = lambda: handle.query(CampaignWorkflow.get_progress)  # noqa: E731
         await eventually(progress, lambda p: p.started == 2)
@@ -172,27 +169,23 @@ async def campaign(env: WorkflowEnvironment) -> None:
 async def campaign_in_flight(env: WorkflowEnvironment) -> None:
     """A 3-row campaign that may run one order at a time: it waits for each to end (max_in_flight)."""
     from api import campaign_store
-    from models.campaign import CampaignInput, CampaignLaunchParams
+    from models.campaign import CampaignLaunchParams
     from tests.test_campaign_in_flight import ORG, create
-    from workflows.campaign import CampaignWorkflow
 
     settings = settings_for_tests(task_queue="record-campaign-in-flight")
     database = Database.for_url(settings.database_url)
     created = create(database, settings, 3)
     campaign_store.select_for_launch(database, ORG, created.id, CampaignLaunchParams(mode="ai_first"))
     async with create_worker(env.client, task_queue="record-campaign-in-flight", settings=settings):
-        handle = await env.client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(
-                campaign_id=created.id,
-                organization_id=ORG,
-                batch_size=1,
-                max_in_flight=1,
-                in_flight_recheck_seconds=30,
-            ),
-            id="campaign-replay_in_flight_bound",
-            task_queue="record-campaign-in-flight",
-            start_signal="launch",
+        handle = await start_campaign(
+            env.client,
+            created.id,
+            ORG,
+            "record-campaign-in-flight",
+            workflow_id="campaign-replay_in_flight_bound",
+            batch_size=1,
+            max_in_flight=1,
+            in_flight_recheck_seconds=30,
         )
         await handle.result()
         await save(handle)
@@ -201,9 +194,8 @@ async def campaign_in_flight(env: WorkflowEnvironment) -> None:
 async def campaign_last_batch(env: WorkflowEnvironment) -> None:
     """A 2-row campaign whose one batch fills its bound (orders due in 2099): done, no waiting."""
     from api import campaign_store
-    from models.campaign import CampaignInput, CampaignLaunchParams
+    from models.campaign import CampaignLaunchParams
     from tests.test_campaign_in_flight import ORG, create
-    from workflows.campaign import CampaignWorkflow
 
     settings = settings_for_tests(task_queue="record-campaign-last-batch")
     database = Database.for_url(settings.database_url)
@@ -211,12 +203,14 @@ async def campaign_last_batch(env: WorkflowEnvironment) -> None:
     later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
     campaign_store.select_for_launch(database, ORG, created.id, later)
     async with create_worker(env.client, task_queue="record-campaign-last-batch", settings=settings):
-        handle = await env.client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(campaign_id=created.id, organization_id=ORG, batch_size=2, max_in_flight=2),
-            id="campaign-replay_last_batch_fills_the_bound",
-            task_queue="record-campaign-last-batch",
-            start_signal="launch",
+        handle = await start_campaign(
+            env.client,
+            created.id,
+            ORG,
+            "record-campaign-last-batch",
+            workflow_id="campaign-replay_last_batch_fills_the_bound",
+            batch_size=2,
+            max_in_flight=2,
         )
         await save(handle)
         for row, _ in campaign_store.rows_with_calls(database, created.id):

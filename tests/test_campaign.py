@@ -22,14 +22,13 @@ from api.store import save_assistant
 from models import Call, CallCampaign
 from models.campaign import (
     CampaignCreateParams,
-    CampaignInput,
     CampaignLaunchParams,
     CampaignPace,
     CampaignProgress,
 )
 from models.retry import CallRetryConfig
 from models.tables import AssistantRecord, CampaignRowRecord, Database, DoNotContactRecord, utcnow
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
 from workflows import schedule
@@ -120,18 +119,14 @@ async def test_a_300_row_campaign_across_three_timezones(time_env, task_queue) -
 
     client = time_env.client
     async with create_worker(client, task_queue=task_queue, settings=settings):
-        handle = await client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(
-                campaign_id=campaign.id,
-                organization_id=ORG,
-                pace=CampaignPace(rows_per_second=50, burst=50),
-                batch_size=25,
-                continue_as_new_after_events=30,  # forced: a new run every few batches
-            ),
-            id=f"campaign-{campaign.id}",
-            task_queue=task_queue,
-            start_signal="launch",
+        handle = await start_campaign(
+            client,
+            campaign.id,
+            ORG,
+            task_queue,
+            pace=CampaignPace(rows_per_second=50, burst=50),
+            batch_size=25,
+            continue_as_new_after_events=30,  # forced: a new run every few batches
         )
         progress = await handle.result()  # every row started
         launched_at = await time_env.get_current_time()
@@ -142,12 +137,8 @@ async def test_a_300_row_campaign_across_three_timezones(time_env, task_queue) -
             await time_env.sleep(timedelta(minutes=5))
             if campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id)).attempts >= 100:
                 break
-        paused = await client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(campaign_id=campaign.id, organization_id=ORG, orders_paused=None),
-            id=f"campaign-{campaign.id}",
-            task_queue=task_queue,
-            start_signal="pause",
+        paused = await start_campaign(
+            client, campaign.id, ORG, task_queue, signal="pause", orders_paused=None
         )
         await eventually(
             lambda: paused.query(CampaignWorkflow.get_progress), lambda p: p.orders_paused is True

@@ -15,12 +15,11 @@ from api import campaign_stats
 from api import campaign_store as store
 from api.store import save_assistant
 from models import Call
-from models.campaign import CampaignCreateParams, CampaignInput, CampaignLaunchParams, CampaignPace
+from models.campaign import CampaignCreateParams, CampaignLaunchParams, CampaignPace
 from models.tables import AssistantRecord, Database
-from tests.helpers import settings_for_tests
+from tests.helpers import settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
-from workflows.campaign import CampaignWorkflow
 
 ORG = "org_campaign_in_flight"
 ALWAYS_OPEN = {
@@ -65,6 +64,20 @@ def create(database: Database, settings: Any, rows: int) -> Any:
     return campaign
 
 
+async def start_bounded(client: Any, campaign_id: str, task_queue: str, *, batch_size: int) -> Any:
+    """The campaign with at most 4 orders in flight, recounted every 30 s, paced fast."""
+    return await start_campaign(
+        client,
+        campaign_id,
+        ORG,
+        task_queue,
+        pace=CampaignPace(rows_per_second=100, burst=100),
+        batch_size=batch_size,
+        max_in_flight=4,
+        in_flight_recheck_seconds=30,
+    )
+
+
 async def test_a_campaign_waits_for_orders_to_end_past_max_in_flight(time_env, task_queue) -> None:
     settings = settings_for_tests(task_queue=task_queue)
     database = Database.for_url(settings.database_url)
@@ -76,20 +89,7 @@ async def test_a_campaign_waits_for_orders_to_end_past_max_in_flight(time_env, t
 
     client = time_env.client
     async with create_worker(client, task_queue=task_queue, settings=settings):
-        handle = await client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(
-                campaign_id=campaign.id,
-                organization_id=ORG,
-                pace=CampaignPace(rows_per_second=100, burst=100),
-                batch_size=3,
-                max_in_flight=4,
-                in_flight_recheck_seconds=30,
-            ),
-            id=f"campaign-{campaign.id}",
-            task_queue=task_queue,
-            start_signal="launch",
-        )
+        handle = await start_bounded(client, campaign.id, task_queue, batch_size=3)
         progress = await handle.result()
         for _ in range(200):  # short sleeps: the test server skips time only while it is idle
             if campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id)).finished:
@@ -129,20 +129,7 @@ async def test_a_campaign_whose_last_batch_reaches_max_in_flight_is_done_without
 
     client = time_env.client
     async with create_worker(client, task_queue=task_queue, settings=settings):
-        handle = await client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(
-                campaign_id=campaign.id,
-                organization_id=ORG,
-                pace=CampaignPace(rows_per_second=100, burst=100),
-                batch_size=2,
-                max_in_flight=4,
-                in_flight_recheck_seconds=30,
-            ),
-            id=f"campaign-{campaign.id}",
-            task_queue=task_queue,
-            start_signal="launch",
-        )
+        handle = await start_bounded(client, campaign.id, task_queue, batch_size=2)
         progress = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()
         orders = [
