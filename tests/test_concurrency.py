@@ -231,8 +231,9 @@ def new_key(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def eventually(probe, until, *, within: float = 15):
-    """Poll `probe` (real time) until `until(value)` holds."""
+async def eventually(probe, until, *, within: float = 60):
+    """Poll `probe` (real time) until `until(value)` holds. A generous deadline: on a starved machine
+    (workflow tasks of 5-8 s were seen once, with the whole suite 75% slower) 15 s was too short."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
