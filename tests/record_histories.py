@@ -67,6 +67,8 @@ async def save(handle: WorkflowHandle) -> None:  # type: ignore[type-arg]
 async def call_orders(client: Client, task_queue: str) -> None:
     """The CallOrderWorkflow scenarios, and the semaphore one of them starts."""
     orders = {
+        # First, while the test server's clock is still near today (later scenarios skip years).
+        "resumed_before_scheduled_at": scenario("human", scheduled_at="2099-01-05T09:00:00Z"),
         "voicemail_then_human": scenario("voicemail,human:interested"),
         "no_answer_exhausted": scenario("no_answer"),
         "with_concurrency_key": scenario("busy,human:completed", concurrency={"key": "replay", "max": 2}),
@@ -76,11 +78,22 @@ async def call_orders(client: Client, task_queue: str) -> None:
         handle = await client.start_workflow(
             CallOrderWorkflow.run, params, id=f"call-call_order_{name}", task_queue=task_queue
         )
-        if name == "cancelled_while_waiting":
+        if name == "resumed_before_scheduled_at":
+            await pause_and_resume(handle)
+        if name in ("cancelled_while_waiting", "resumed_before_scheduled_at"):
             await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
             await handle.signal(CallOrderWorkflow.cancel)
         await handle.result()
         await save(handle)
+
+
+async def pause_and_resume(handle: WorkflowHandle) -> None:  # type: ignore[type-arg]
+    """Pause a waiting order and resume it (the resume-keeps-scheduled-at patch decides what follows)."""
+    status = lambda: handle.query(CallOrderWorkflow.status)  # noqa: E731
+    await eventually(status, lambda s: s == "scheduled")
+    await handle.signal(CallOrderWorkflow.pause)
+    await eventually(status, lambda s: s == "paused")
+    await handle.signal(CallOrderWorkflow.resume)
 
 
 async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:

@@ -222,6 +222,21 @@ async def test_pause_holds_the_order_and_resume_schedules_afresh(time_env, task_
     assert started(call.call_attempts[0]) - resumed_at < timedelta(minutes=1)
 
 
+async def test_resume_before_scheduled_at_still_waits_for_it(time_env, task_queue):
+    """Pausing and resuming an order that has not dialed yet never moves its call earlier."""
+    tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", scheduled_at=tomorrow.isoformat()))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        await handle.signal(CallOrderWorkflow.pause)
+        await eventually(lambda: status_of(handle), lambda s: s == "paused")
+        await handle.signal(CallOrderWorkflow.resume)
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        call = await handle.result()
+    assert call.status == "completed"
+    assert timedelta(0) <= started(call.call_attempts[0]) - tomorrow < timedelta(minutes=1)
+
+
 async def test_force_now_signal_calls_a_waiting_order_now(time_env, task_queue):
     next_week = (await time_env.get_current_time()) + timedelta(days=7)
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):

@@ -45,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
 # Dial errors that no retry can fix; every other unanswered attempt is worth another try.
 PERMANENT_DIAL_ERRORS = frozenset({"number_non_attributed", "no_international_permission"})
 DEFAULT_ORGANIZATION = "org_local"
+# Patch id: orders paused and resumed before it resumed at once, whatever their scheduled_at.
+RESUME_KEEPS_SCHEDULED_AT = "resume-keeps-scheduled-at"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -484,9 +486,18 @@ class CallOrderWorkflow:
         return None
 
     def _afresh(self, order: PreparedOrder) -> datetime | None:
+        """The next attempt's time from now (after resume, or a permit that came too late); an order
+        that has not dialed yet still waits for its scheduled_at, so resuming never calls early."""
+        now, scheduled_at = workflow.now(), self.params.scheduled_at
+        keep = (
+            not self.attempts
+            and scheduled_at is not None
+            and scheduled_at > now
+            and workflow.patched(RESUME_KEEPS_SCHEDULED_AT)
+        )
         return schedule.first_attempt_at(
-            now=workflow.now(),
-            scheduled_at=None,
+            now=now,
+            scheduled_at=scheduled_at if keep else None,
             config=order.retry,
             zones=order.zones,
             ignore_windows=self.force_now,
