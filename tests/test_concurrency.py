@@ -1,7 +1,6 @@
 """ConcurrencySemaphoreWorkflow and PermitHolder, on the time-skipping test server.
 
-Test holders stand in for CallOrderWorkflow: they request a permit per attempt, record
-[granted_at, released_at] in workflow time, "call" with a durable timer, and release.
+The test holders (tests/permit_holders.py) stand in for CallOrderWorkflow.
 Only one `handle.result()` is awaited at a time (see FIELD-NOTES); time is frozen otherwise.
 """
 
@@ -13,193 +12,43 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from temporalio import workflow
+import pytest
+import pytest_asyncio
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-# The sandbox re-imports this module for every workflow run: pass everything heavy through.
-with workflow.unsafe.imports_passed_through():
-    import pytest
-    import pytest_asyncio
-    from pydantic import BaseModel
-
-    from activities.concurrency import ConcurrencyActivities
-    from models.concurrency import (
-        HolderInfo,
-        PermitGrant,
-        PermitHolderState,
-        PermitRelease,
-        PermitRequest,
-        SemaphoreInput,
-        SemaphoreState,
-    )
-    from workflows.concurrency import (
-        ACQUIRE_SIGNAL,
-        GRANT_SIGNAL,
-        HOLDERS_QUERY,
-        RELEASE_SIGNAL,
-        STATE_QUERY,
-        WAITERS_QUERY,
-        ConcurrencySemaphoreWorkflow,
-        PermitHolder,
-        semaphore_workflow_id,
-    )
+from activities.concurrency import ConcurrencyActivities
+from models.concurrency import (
+    HolderInfo,
+    PermitRelease,
+    PermitRequest,
+    SemaphoreInput,
+    SemaphoreState,
+)
+from tests.permit_holders import (
+    CanHolderInput,
+    ContinuingHolderWorkflow,
+    HolderInput,
+    HolderResult,
+    PassiveHolderWorkflow,
+    PermitTestHolderWorkflow,
+)
+from workflows.concurrency import (
+    ACQUIRE_SIGNAL,
+    HOLDERS_QUERY,
+    RELEASE_SIGNAL,
+    STATE_QUERY,
+    WAITERS_QUERY,
+    ConcurrencySemaphoreWorkflow,
+    PermitHolder,
+    semaphore_workflow_id,
+)
 
 TASK_QUEUE = "concurrency-tests"
 LIVENESS_BOUND = timedelta(seconds=30)  # SemaphoreInput.liveness_check_interval_seconds default
-
-
-# ---- test workflows ---------------------------------------------------------------------------
-
-
-class HolderInput(BaseModel):
-    key: str
-    max: int
-    calls_minutes: list[float]  # one call per attempt; an attempt is a new ticket
-    gap_minutes: float = 10  # "retry delay" between attempts (permit released meanwhile)
-    duplicate_requests: bool = False
-    # Hand the first grant back and queue again with the same ticket (the calling window closed).
-    give_back_first_grant: bool = False
-
-
-class HolderRecord(BaseModel):
-    ticket: str
-    granted_at: datetime
-    released_at: datetime
-    grant: PermitGrant
-
-
-class HolderResult(BaseModel):
-    records: list[HolderRecord]
-    grants_received: list[PermitGrant]
-
-
-@workflow.defn
-class PermitTestHolderWorkflow:
-    @workflow.init
-    def __init__(self, input: HolderInput) -> None:
-        self._permits = PermitHolder(input.key, input.max, workflow.info().workflow_id)
-        self._grants: list[PermitGrant] = []
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def concurrency_granted(self, grant: PermitGrant) -> None:
-        self._grants.append(grant)
-        self._permits.on_grant(grant)
-
-    @workflow.query
-    def held(self) -> list[str]:
-        return self._permits.held_tickets
-
-    @workflow.run
-    async def run(self, input: HolderInput) -> HolderResult:
-        records = []
-        for i, minutes in enumerate(input.calls_minutes):
-            ticket = f"attempt-{i + 1}"
-            try:
-                await self._permits.request(ticket)
-                if input.duplicate_requests:
-                    await self._permits.request(ticket)
-                await workflow.wait_condition(lambda t=ticket: self._permits.granted(t))
-                if i == 0 and input.give_back_first_grant:
-                    await self._permits.release(ticket)
-                    await self._permits.request(ticket)
-                    await workflow.wait_condition(lambda t=ticket: self._permits.granted(t))
-                grant = self._permits.snapshot().held[ticket]
-                granted_at = workflow.now()
-                await workflow.sleep(timedelta(minutes=minutes), summary="call")
-                released_at = workflow.now()
-            finally:
-                await self._permits.release(ticket)
-                if input.duplicate_requests:
-                    await self._permits.release(ticket)
-            records.append(
-                HolderRecord(ticket=ticket, granted_at=granted_at, released_at=released_at, grant=grant)
-            )
-            if i + 1 < len(input.calls_minutes):
-                await workflow.sleep(timedelta(minutes=input.gap_minutes), summary="retry delay")
-        await self._permits.settle()
-        return HolderResult(records=records, grants_received=self._grants)
-
-
-@workflow.defn
-class PassiveHolderWorkflow:
-    """A running workflow that only records grants; the test drives the semaphore's signals itself."""
-
-    def __init__(self) -> None:
-        self._grants: list[PermitGrant] = []
-        self._done = False
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def concurrency_granted(self, grant: PermitGrant) -> None:
-        self._grants.append(grant)
-
-    @workflow.signal
-    def finish(self) -> None:
-        self._done = True
-
-    @workflow.query
-    def grants(self) -> list[PermitGrant]:
-        return self._grants
-
-    @workflow.run
-    async def run(self) -> list[PermitGrant]:
-        await workflow.wait_condition(lambda: self._done)
-        return self._grants
-
-
-class CanHolderInput(BaseModel):
-    key: str
-    max: int
-    call_minutes: float
-    continue_as_new_when: str  # "waiting" (queued, not granted yet) or "holding"
-    permits: PermitHolderState | None = None
-    runs: int = 1
-
-
-class CanHolderResult(BaseModel):
-    runs: int
-    granted_at: datetime
-    released_at: datetime
-
-
-@workflow.defn
-class ContinuingHolderWorkflow:
-    """A holder that continues-as-new once, carrying its PermitHolder across (as an order would)."""
-
-    @workflow.init
-    def __init__(self, input: CanHolderInput) -> None:
-        if input.permits:
-            self._permits = PermitHolder.restore(input.permits)
-        else:
-            self._permits = PermitHolder(input.key, input.max, workflow.info().workflow_id)
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def concurrency_granted(self, grant: PermitGrant) -> None:
-        self._permits.on_grant(grant)
-
-    @workflow.run
-    async def run(self, input: CanHolderInput) -> CanHolderResult:
-        async def carry_over() -> None:
-            await self._permits.settle()
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(
-                input.model_copy(update={"permits": self._permits.snapshot(), "runs": 2})
-            )
-
-        await self._permits.request("attempt-1")  # a no-op in the second run: already waiting or held
-        if input.runs == 1 and input.continue_as_new_when == "waiting":
-            await carry_over()
-        await workflow.wait_condition(lambda: self._permits.granted("attempt-1"))
-        granted_at = self._permits.snapshot().held["attempt-1"].granted_at
-        if input.runs == 1 and input.continue_as_new_when == "holding":
-            await carry_over()
-        await workflow.sleep(timedelta(minutes=input.call_minutes))
-        released_at = workflow.now()
-        await self._permits.release("attempt-1")
-        return CanHolderResult(runs=input.runs, granted_at=granted_at, released_at=released_at)
 
 
 # ---- fixtures and helpers ---------------------------------------------------------------------
