@@ -179,8 +179,12 @@ async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
     params = order("human", metadata={"simulation.call_seconds": "3600"})
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, params)
+        # Cancel once the conversation holds the line (its result known), not while the converse
+        # activity completes: the test server fails a workflow task that cancels an activity it has
+        # just completed (ACTIVITY_UNKNOWN), and the order then stalled in two CI runs.
         attempts = await eventually(
-            lambda: handle.query(CallOrderWorkflow.attempts), lambda a: bool(a) and a[0].status == "ongoing"
+            lambda: handle.query(CallOrderWorkflow.attempts),
+            lambda a: bool(a) and a[0].status == "ongoing" and a[0].result is not None,
         )
         assert attempts[0].answered_at is not None
         await handle.signal(CallOrderWorkflow.cancel)
