@@ -49,6 +49,12 @@ async def status_of(handle: WorkflowHandle[Any, Call]) -> str:
     return await handle.query(CallOrderWorkflow.status)
 
 
+async def signal_until(handle: WorkflowHandle[Any, Call], signal: Any, status: str) -> None:
+    """Send a signal and wait until the order shows the status it leads to."""
+    await handle.signal(signal)
+    await eventually(lambda: status_of(handle), lambda s: s == status)
+
+
 def started(attempt: CallAttempt) -> datetime:
     assert isinstance(attempt.started_at, datetime)
     return attempt.started_at
@@ -214,8 +220,7 @@ async def test_pause_holds_the_order_and_resume_schedules_afresh(time_env, task_
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, order("human", scheduled_at=soon.isoformat()))
         await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
-        await handle.signal(CallOrderWorkflow.pause)
-        await eventually(lambda: status_of(handle), lambda s: s == "paused")
+        await signal_until(handle, CallOrderWorkflow.pause, "paused")
         await time_env.sleep(timedelta(hours=3))
         assert await handle.query(CallOrderWorkflow.attempts) == []
         assert await status_of(handle) == "paused"
@@ -232,10 +237,8 @@ async def test_resume_before_scheduled_at_still_waits_for_it(time_env, task_queu
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, order("human", scheduled_at=tomorrow.isoformat()))
         await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
-        await handle.signal(CallOrderWorkflow.pause)
-        await eventually(lambda: status_of(handle), lambda s: s == "paused")
-        await handle.signal(CallOrderWorkflow.resume)
-        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        await signal_until(handle, CallOrderWorkflow.pause, "paused")
+        await signal_until(handle, CallOrderWorkflow.resume, "scheduled")
         call = await handle.result()
     assert call.status == "completed"
     assert timedelta(0) <= started(call.call_attempts[0]) - tomorrow < timedelta(minutes=1)
