@@ -9,9 +9,12 @@ client (the lightest at hand: httpx adds ~2 ms a request) posts the seed's reque
 time with an API key: authentication, the order's checks and resolution, the placeholder row in SQLite
 written while `start_workflow` runs. The baseline starts the same workflow with the API's options
 (REJECT_DUPLICATE included) directly from this process. Requests alternate between the two so both see
-the same machine load. Reported: p50/p99 of each and their ratios (goal <= 1.5). No worker runs: the
-orders stay queued, which is what "started" means here. --api-in-process serves the API from this
-process's event loop instead (client, API and baseline then share one loop: for profiling).
+the same machine load. Each round also posts the same body with an invalid phone number: the 422
+it gets is the floor any request pays (HTTP, middleware, routing, the API key, body validation).
+Reported: p50/p99 of each, their ratios (goal <= 1.5) and the floor's share of a bare start. No
+worker runs: the orders stay queued, which is what "started" means here. --api-in-process serves the
+API from this process's event loop instead (client, API and baseline then share one loop: for
+profiling).
 """
 
 from __future__ import annotations
@@ -114,8 +117,10 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
         key = issue_api_key(database, settings.organization_id)
         ensure_phone_number(database, settings.organization_id, settings.default_from_phone_number, None)
         api = api_in_process(settings, client) if in_process else api_process(settings, workdir)
+        refused_body = {**body, "phone_number": "not a phone number"}
         api_ms: list[float] = []
         bare_ms: list[float] = []
+        floor_ms: list[float] = []
         async with (
             api as url,
             aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http,
@@ -138,17 +143,26 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                     static_summary="call +33612345678",
                 )
                 bare = (time.perf_counter() - started) * 1000
+                started = time.perf_counter()  # the floor: the same request, refused at validation
+                async with http.post("/call", json=refused_body) as response:
+                    assert response.status == 422, await response.text()
+                    await response.read()
+                floor = (time.perf_counter() - started) * 1000
                 if i >= 10:
                     api_ms.append(placed)
                     bare_ms.append(bare)
+                    floor_ms.append(floor)
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
+    f50, f99 = percentile(floor_ms, 50), percentile(floor_ms, 99)
     server = "on a SQLite file" if server_file else "in memory"
     where = "in this process" if in_process else "as its own process"
     print(f"orders={n} each way, one at a time; dev server {server}; API {where}")
     print(f"POST /call -> started   p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
     print(f"bare start_workflow     p50 {b50:6.1f} ms  p99 {b99:6.1f} ms")
     print(f"ratio                   p50 {p50 / b50:.2f}  p99 {p99 / b99:.2f}  (goal <= 1.5)")
+    print(f"refused at validation   p50 {f50:6.1f} ms  p99 {f99:6.1f} ms  (HTTP, routing, key, body: 422)")
+    print(f"floor / bare start      p50 {f50 / b50:.2f}  (what any HTTP API in front of the start adds)")
 
 
 async def main(n: int, server: str = "both", in_process: bool = False) -> None:
