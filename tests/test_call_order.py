@@ -187,7 +187,8 @@ async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
         handle = await start(time_env, task_queue, params)
         # Cancel once the conversation holds the line (its result known), not while the converse
         # activity completes: the test server fails a workflow task that cancels an activity it has
-        # just completed (ACTIVITY_UNKNOWN), and the order then stalled in two CI runs.
+        # just completed (ACTIVITY_UNKNOWN), and the order then stalled in two CI runs. A real server
+        # records such a cancel request and takes no action (its handleCommandRequestCancelActivity).
         attempts = await eventually(
             lambda: handle.query(CallOrderWorkflow.attempts),
             lambda a: bool(a) and a[0].status == "ongoing" and a[0].result is not None,
