@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,23 @@ def simulation_token(metadata: dict[str, str], attempt_number: int) -> str:
             f"metadata.simulation: unknown token {token!r}", type="InvalidSimulation", non_retryable=True
         )
     return token
+
+
+def simulated_seconds(metadata: dict[str, str], key: str) -> float:
+    """A simulated length (`simulation.call_seconds`, `simulation.ring_seconds`): a finite number of
+    seconds, at most a year; anything else is a non-retryable error, so the order ends errored."""
+    raw = metadata.get(key, "0") or "0"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 366 * 86400:
+        raise ApplicationError(
+            f"metadata.{key}: {raw!r} is not a number of seconds from 0 to a year",
+            type="InvalidSimulation",
+            non_retryable=True,
+        )
+    return seconds
 
 
 class SimulatedRing(BaseModel):
@@ -134,7 +152,7 @@ class SimulatedTelephony:
                 else datetime.now(UTC)
             )
             self.rings[request.attempt_id] = rang_at
-        ring_seconds = float(request.metadata.get(RING_SECONDS_KEY, "0") or 0)
+        ring_seconds = simulated_seconds(request.metadata, RING_SECONDS_KEY)
         remaining = (rang_at + timedelta(seconds=ring_seconds) - datetime.now(UTC)).total_seconds()
         if remaining > 0:
             await asyncio.sleep(remaining)
@@ -145,7 +163,7 @@ class SimulatedTelephony:
     async def converse(self, request: ConverseRequest) -> ConverseResult:
         token = simulation_token(request.metadata, request.attempt_number)
         kind, _, intent = token.partition(":")
-        hold = float(request.metadata.get(CALL_SECONDS_KEY, "0") or 0)
+        hold = simulated_seconds(request.metadata, CALL_SECONDS_KEY)
         assistant = request.assistant
         if kind == "voicemail":
             turns = [

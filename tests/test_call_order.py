@@ -157,6 +157,34 @@ async def test_bad_simulation_token_errors_the_order_without_retrying(time_env, 
     )
 
 
+async def test_values_the_seed_allows_past_the_calendar_end_the_order_never_stall_it(time_env, task_queue):
+    """The seed bounds retry_delay_seconds by 2**53 and sets no maximum for scheduled_at or
+    max_call_duration_secs: an order using them ends (errored when it cannot be carried out), instead
+    of failing its workflow task forever."""
+    slow = {
+        **ALWAYS_OPEN,
+        "calling_windows": [{**ALWAYS_OPEN["calling_windows"][0], "retry_delay_seconds": 10**12}],
+    }
+    orders = {
+        "retry in 31,700 years": order("busy", retry=slow),
+        "scheduled for 9999": order("human", scheduled_at="9999-12-30T10:00:00Z"),
+        "endless call allowed": order(
+            "human",
+            assistant={"prompt": "Hi", "max_call_duration_secs": 1e15, "call_retry_config": ALWAYS_OPEN},
+        ),
+        "endless simulated call": order("human", metadata={"simulation.call_seconds": "inf"}),
+    }
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handles = {name: await start(time_env, task_queue, params) for name, params in orders.items()}
+        ends = {name: await handle.result() for name, handle in handles.items()}
+    assert {name: (call.status, call.calls_count) for name, call in ends.items()} == {
+        "retry in 31,700 years": ("errored", 1),
+        "scheduled for 9999": ("errored", 0),
+        "endless call allowed": ("completed", 1),
+        "endless simulated call": ("errored", 1),
+    }
+
+
 async def test_unknown_assistant_id_errors_with_the_reason(time_env, task_queue):
     params = CallCreateParams(phone_number="+33612345678", assistant_id=str(uuid.uuid4()))
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):

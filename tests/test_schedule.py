@@ -444,3 +444,45 @@ def test_first_attempt_is_allowed_and_not_early(config, zones, now, ahead):
     assert first == next_allowed_instant(max(now, scheduled_at), config, zones)
     if first is not None:
         assert first >= max(now, scheduled_at) and is_allowed(first, config, zones)
+
+
+# --- The end of the calendar -------------------------------------------------------------------------
+
+SAFE_MAX_DELAY = 9007199254740991  # the seed's maximum for retry_delay_seconds
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    config=configs(),
+    zones=zone_lists,
+    scheduled_at=st.datetimes(min_value=datetime(9990, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)),
+)
+def test_a_scheduled_at_at_the_end_of_the_calendar_is_out_of_reach_not_a_crash(config, zones, scheduled_at):
+    """An order for the year 9999 ends errored ("no window within reach"); it never crashes the workflow."""
+    at = scheduled_at.replace(tzinfo=UTC)
+    first = first_attempt_at(
+        now=utc(2026, 3, 2, 9), scheduled_at=at, config=config, zones=zones, ignore_windows=False
+    )
+    assert first is None or (first >= at and is_allowed(first, config, zones))
+    assert next_allowed_instant(utc(9999, 12, 31, 23, 59), config, zones) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(config=configs(), zones=zone_lists, delay=st.integers(10**9, SAFE_MAX_DELAY), ended=instants())
+def test_a_retry_delay_past_the_end_of_the_calendar_leaves_no_retry(config, zones, delay, ended):
+    """Every retry_delay_seconds the seed allows is scheduled or refused, never an OverflowError."""
+    slow = config.model_copy(
+        update={
+            "calling_windows": [
+                w.model_copy(update={"retry_delay_seconds": delay}) for w in config.calling_windows
+            ]
+        }
+    )
+    after = next_attempt_at(
+        attempt_number=1, ended_at=ended, started_at=ended, config=slow, zones=zones, ignore_windows=True
+    )
+    room = (datetime(9999, 12, 1, tzinfo=UTC) - ended).total_seconds()  # the calendar ends in 9999
+    if delay < room:
+        assert after == ended + timedelta(seconds=delay)
+    elif delay > room + 31 * 86400:
+        assert after is None

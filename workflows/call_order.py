@@ -62,6 +62,16 @@ ANALYZE_PATIENCE = timedelta(hours=1)
 PERSIST_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 
+# The longest conversation the order lets the provider hold (the seed sets no maximum, and Temporal's
+# and the telephony's durations have one).
+LONGEST_CALL_SECS = 7 * 86400
+
+
+def _call_limit(order: PreparedOrder) -> float | None:
+    limit = order.assistant.max_call_duration_secs
+    return min(float(limit), LONGEST_CALL_SECS) if limit else None
+
+
 class OrderFailed(Exception):
     """The order cannot be carried out (bad assistant, bad simulation, ...): it ends `errored`."""
 
@@ -306,7 +316,7 @@ class CallOrderWorkflow:
                     attempt_number=number,
                     to_phone_number=self.params.phone_number,
                     from_phone_number=order.from_phone_number,
-                    max_call_duration_secs=order.assistant.max_call_duration_secs,
+                    max_call_duration_secs=_call_limit(order),
                     metadata=metadata,
                 ),
                 start_to_close_timeout=timedelta(seconds=120),
@@ -338,9 +348,7 @@ class CallOrderWorkflow:
                     prompt_variables=self.params.prompt_variables or {},
                     metadata=metadata,
                 ),
-                start_to_close_timeout=timedelta(
-                    seconds=(order.assistant.max_call_duration_secs or 3600) + 120
-                ),
+                start_to_close_timeout=timedelta(seconds=(_call_limit(order) or 3600) + 120),
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=CONVERSE_RETRY,
                 summary=f"{label}: conversation",

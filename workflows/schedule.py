@@ -25,6 +25,10 @@ _FALLBACK_ZONE = "UTC"
 _HORIZON = timedelta(days=371)
 _CHUNK = timedelta(days=7)
 _DAY = timedelta(days=1)
+# The last instant a search may reach (naive UTC): datetime's range ends in year 9999, and a search
+# looks a chunk and a day past its limit. Beyond it nothing is "within reach": an order asking for
+# it (scheduled_at in 9999, a retry delay of a million years) ends errored instead of crashing.
+_LAST = datetime.max - 2 * _CHUNK
 
 _Run = tuple[datetime, datetime]  # a half-open [start, end) range of naive UTC datetimes
 
@@ -104,7 +108,9 @@ def next_allowed_instant(
     """
     tzs = [pytz.timezone(zone) for zone in _checked(zones)]
     start = _to_utc(earliest).replace(tzinfo=None)
-    limit = start + _HORIZON
+    if start >= _LAST:
+        return None
+    limit = start + min(_HORIZON, _LAST - start)
     low = start
     while low < limit:
         high = min(low + _CHUNK, limit)
@@ -211,14 +217,18 @@ def next_attempt_at(
     zones: Sequence[str],
     ignore_windows: bool,
 ) -> datetime | None:
-    """When the attempt after `attempt_number` (1-based, just finished) may start; None if none is left."""
+    """When the attempt after `attempt_number` (1-based, just finished) may start; None if none is left
+    or none is within reach."""
     if attempt_number >= config.max_retry_attempts:
         return None
     if config.call_twice_in_a_row and attempt_number == 1:
         delay = 0
     else:
         delay = retry_delay_seconds(started_at, config, zones)
-    candidate = _to_utc(ended_at) + timedelta(seconds=delay)
+    ended = _to_utc(ended_at)
+    if delay >= (_LAST.replace(tzinfo=pytz.utc) - ended).total_seconds():
+        return None  # a retry past the end of the calendar: none within reach
+    candidate = ended + timedelta(seconds=delay)
     return candidate if ignore_windows else next_allowed_instant(candidate, config, zones)
 
 
