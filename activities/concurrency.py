@@ -34,8 +34,9 @@ def semaphore_workflow_id(key: str) -> str:
 
 
 class ConcurrencyActivities:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, default_max: int = 1) -> None:
         self._client = client
+        self._default_max = default_max  # the limit a key starts with when its first order gives none
 
     def all(self) -> list[Callable]:
         """The activity callables to register with a worker."""
@@ -49,7 +50,7 @@ class ConcurrencyActivities:
         task_queue = request.semaphore_task_queue or activity.info().task_queue
         await self._client.start_workflow(
             SEMAPHORE_WORKFLOW,
-            SemaphoreInput(key=request.key, max=request.max),
+            SemaphoreInput(key=request.key, max=request.max or self._default_max),
             id=semaphore_workflow_id(request.key),
             task_queue=task_queue,
             start_signal=ACQUIRE_SIGNAL,

@@ -86,12 +86,15 @@ UtcDateTime = Annotated[datetime, BeforeValidator(_parse_instant), AfterValidato
 
 
 class Concurrency(BaseModel):
-    """At most `max` of the calls sharing `key` run at once; `max` is a whole number (3 or 3.0)."""
+    """At most `max` of the calls sharing `key` run at once; `max` is a whole number (3 or 3.0).
+
+    Without `max` (the newer client sends only the key: "the limit itself is set server-side") the
+    key's current limit applies: the last max an order gave it, else OUTDIAL_CONCURRENCY_DEFAULT_MAX."""
 
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1)
-    max: int = Field(ge=1, le=MAX_SAFE_INT)
+    max: int | None = Field(default=None, ge=1, le=MAX_SAFE_INT)
 
 
 class CallCreateParams(BaseModel):

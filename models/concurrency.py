@@ -20,7 +20,8 @@ class PermitRequest(BaseModel):
     ticket: str = Field(min_length=1)
     holder_workflow_id: str = Field(min_length=1)
     # The max this order was placed with; the most recent *new* request's max is the one that applies.
-    max: int = Field(ge=1)
+    # None: the key's current limit (a semaphore that is not running starts with the default).
+    max: int | None = Field(default=None, ge=1)
     # When the holder asked (holder's workflow time); informational, shown in queries.
     requested_at: datetime | None = None
     # Task queue to start the semaphore on, if it is not running yet (default: the activity's own).
@@ -160,7 +161,7 @@ class PermitHolderState(BaseModel):
     """Order-side state (`PermitHolder.snapshot()`), carried across the holder's continue-as-new."""
 
     key: str
-    max: int = Field(ge=1)
+    max: int | None = Field(default=None, ge=1)
     holder_workflow_id: str
     # Requests made so far; the n-th request for ticket T goes on the wire as "T#n".
     seq: int = 0

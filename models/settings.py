@@ -84,6 +84,8 @@ class Settings(BaseModel):
     # Campaigns: how fast a launch starts its rows' orders (token bucket, workflows/pacing.py).
     campaign_rows_per_second: float = Field(default=20.0, gt=0)
     campaign_burst: int = Field(default=50, ge=1)
+    # The limit of a concurrency key no order gave a `max` for (the newer client sends only the key).
+    concurrency_default_max: int = Field(default=1, ge=1)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -155,6 +157,7 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "codec_key": env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
         "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
         "campaign_burst": env.get("OUTDIAL_CAMPAIGN_BURST"),
+        "concurrency_default_max": env.get("OUTDIAL_CONCURRENCY_DEFAULT_MAX"),
     }
 
 

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
 
 class HolderInput(BaseModel):
     key: str
-    max: int
+    max: int | None  # None: the key's current limit (as `concurrency: {key}` without max)
     calls_minutes: list[float]  # one call per attempt; an attempt is a new ticket
     gap_minutes: float = 10  # "retry delay" between attempts (permit released meanwhile)
     duplicate_requests: bool = False
@@ -115,7 +115,7 @@ class PassiveHolderWorkflow:
 
 class CanHolderInput(BaseModel):
     key: str
-    max: int
+    max: int | None  # None: the key's current limit (as `concurrency: {key}` without max)
     call_minutes: float
     continue_as_new_when: str  # "waiting" (queued, not granted yet) or "holding"
     permits: PermitHolderState | None = None

@@ -233,6 +233,14 @@ def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) ->
     assert stored.model_dump() == call.model_dump()
 
 
+def test_the_newer_clients_concurrency_key_without_max_places_the_call(org: Org) -> None:
+    """The client's `Concurrency` has only `key` ("the limit itself is set server-side")."""
+    created = org.client.call.create(
+        **quick_order("human:interested"), concurrency={"key": f"k-{uuid.uuid4()}"}
+    )
+    assert finished(org.client, created.call.id).status == "completed"
+
+
 async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org) -> None:
     async with AsyncRevox(api_key=org.key, base_url=org.stack.url, max_retries=0) as client:
         created = await client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z")

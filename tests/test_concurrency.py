@@ -210,6 +210,35 @@ def check_grants(results: list[HolderResult], expected_grants: int) -> None:
 # ---- tests ------------------------------------------------------------------------------------
 
 
+async def test_a_request_without_max_keeps_the_keys_limit_or_starts_with_the_default(
+    env: WorkflowEnvironment,
+) -> None:
+    """The newer client sends `concurrency: {key}` only ("the limit itself is set server-side")."""
+    client = env.client
+    limited, fresh = new_key("keeps"), new_key("default")
+    handles = [
+        await start_holder(
+            client, limited, f"{limited}-h0", HolderInput(key=limited, max=2, calls_minutes=[5])
+        )
+    ]
+    for i in range(1, 5):
+        input = HolderInput(key=limited, max=None, calls_minutes=[5])
+        handles.append(await start_holder(client, limited, f"{limited}-h{i}", input))
+    assert (await sem_state(client, limited)).max == 2
+    defaults = [
+        await start_holder(
+            client, fresh, f"{fresh}-h{i}", HolderInput(key=fresh, max=None, calls_minutes=[5])
+        )
+        for i in range(3)
+    ]
+    assert (await sem_state(client, fresh)).max == 1  # the worker's default (OUTDIAL_CONCURRENCY_DEFAULT_MAX)
+    for key, group, limit in ((limited, handles, 2), (fresh, defaults, 1)):
+        results = await results_one_by_one(group)
+        assert (
+            max_overlap([(r.granted_at, r.released_at) for res in results for r in res.records]) == limit
+        ), key
+
+
 async def test_sixty_holders_max_three(env: WorkflowEnvironment) -> None:
     client, key = env.client, new_key("sixty")
     # The first three queue one by one; the other 57 arrive at once, in whatever order.

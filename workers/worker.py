@@ -72,7 +72,7 @@ def create_worker(
             *notify.all(),
             compliance.remember_do_not_contact,
             compliance.check_contact_allowed,
-            *ConcurrencyActivities(client).all(),
+            *ConcurrencyActivities(client, default_max=settings.concurrency_default_max).all(),
             *CampaignActivities(settings, client).all(),
         ],
         **worker_options,

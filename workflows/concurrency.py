@@ -166,14 +166,15 @@ class ConcurrencySemaphoreWorkflow:
             self._dirty = True
             return
         self._stats.requests += 1
-        self._max = request.max
+        if request.max is not None:  # without one, the key keeps its limit
+            self._max = request.max
         previous = self._current.get(request.holder_workflow_id)
         if previous is not None:
             self._finish(previous, "superseded")
         self._waiters[ref] = HolderInfo(
             holder_workflow_id=request.holder_workflow_id,
             ticket=request.ticket,
-            max=request.max,
+            max=self._max,
             holder_run_id=request.holder_run_id,
             request_seq=self._next_request_seq,
             queued_at=workflow.now(),
@@ -421,7 +422,7 @@ class PermitHolder:
     def __init__(
         self,
         key: str,
-        max: int,
+        max: int | None,
         holder_workflow_id: str,
         *,
         semaphore_task_queue: str | None = None,
