@@ -284,6 +284,18 @@ async def test_force_now_signal_calls_a_waiting_order_now(time_env, task_queue):
     assert started(call.call_attempts[0]) - signalled_at < timedelta(minutes=1)
 
 
+async def test_force_now_signal_during_a_call_does_not_skip_the_retry_delay_after_it(time_env, task_queue):
+    """ "Call now" is spent by the attempt under way: the retry still waits retry_delay_seconds."""
+    params = order("voicemail,human", metadata={"simulation.call_seconds": "60"})
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        await eventually(lambda: status_of(handle), lambda s: s == "calling")
+        await handle.signal(CallOrderWorkflow.force_now)  # while attempt 1 talks
+        call = await handle.result()
+    first, second = reversed(call.call_attempts)
+    assert first.result == "voicemail" and started(second) - ended(first) >= timedelta(seconds=600)
+
+
 async def test_call_query_has_the_seed_shape_while_waiting(time_env, task_queue):
     tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
     params = order("human", scheduled_at=tomorrow.isoformat(), concurrency={"key": "team-a", "max": 2})

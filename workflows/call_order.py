@@ -47,6 +47,9 @@ PERMANENT_DIAL_ERRORS = frozenset({"number_non_attributed", "no_international_pe
 DEFAULT_ORGANIZATION = "org_local"
 # Patch id: orders paused and resumed before it resumed at once, whatever their scheduled_at.
 RESUME_KEEPS_SCHEDULED_AT = "resume-keeps-scheduled-at"
+# The force_now signal's "call now" is spent by the attempt it led to or that was under way: sent while
+# queued or during a call, it no longer skips the retry delay after that attempt.
+FORCE_NOW_SPENT_BY_THE_ATTEMPT = "force-now-spent-by-the-attempt"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -219,6 +222,8 @@ class CallOrderWorkflow:
                 attempt = await self._run_attempt(order)
             finally:
                 await self._give_back_permit()
+            if workflow.patched(FORCE_NOW_SPENT_BY_THE_ATTEMPT):
+                self.call_now = False  # a force_now sent while queued or calling: this attempt answered it
             if self.cancel_requested or not _deserves_retry(attempt):
                 return
             due = schedule.next_attempt_at(
