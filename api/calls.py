@@ -466,7 +466,7 @@ async def phone_history(context: Context, principal: Authenticated) -> JSONRespo
     """Per number called: attempts made, whether a human was reached, the last outcome, do-not-contact."""
     calls, attempts = await context.db(store.phone_history_rows, context.database, principal.organization_id)
     history: dict[str, dict[str, Any]] = {}
-    for number, outcome, _updated in calls:  # oldest first: the last outcome seen is the latest
+    for number, outcome, campaign_id, campaign_name in calls:  # oldest first: the last outcome is the latest
         entry = history.setdefault(
             number,
             {
@@ -477,6 +477,9 @@ async def phone_history(context: Context, principal: Authenticated) -> JSONRespo
                 "reached_human": False,
             },
         )
+        campaign = {"id": campaign_id, "name": campaign_name}
+        if campaign_id and campaign not in entry["campaigns"]:  # each campaign once, first called first
+            entry["campaigns"].append(campaign)
         if outcome:
             entry["last_outcome"] = outcome
             entry["do_not_contact"] |= outcome == "do_not_contact"

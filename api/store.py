@@ -18,6 +18,7 @@ from models.tables import (
     AssistantRecord,
     CallAttemptRecord,
     CallOrderRecord,
+    CampaignRecord,
     Database,
     Organization,
     PhoneNumberRecord,
@@ -183,11 +184,20 @@ def export_calls(
 
 def phone_history_rows(
     database: Database, organization_id: str
-) -> tuple[list[tuple[str, str | None, datetime]], list[tuple[str, str | None, datetime | None]]]:
-    """(to_phone_number, outcome, updated_at) per call; (to_phone_number, result, started_at) per attempt."""
+) -> tuple[
+    list[tuple[str, str | None, str | None, str | None]], list[tuple[str, str | None, datetime | None]]
+]:
+    """(to_phone_number, outcome, campaign id, campaign name) per call, oldest update first;
+    (to_phone_number, result, started_at) per attempt."""
     with database.session() as session:
         calls = session.execute(
-            select(CallOrderRecord.to_phone_number, CallOrderRecord.outcome, CallOrderRecord.updated_at)
+            select(
+                CallOrderRecord.to_phone_number,
+                CallOrderRecord.outcome,
+                CampaignRecord.id,
+                CampaignRecord.name,
+            )
+            .outerjoin(CampaignRecord, CampaignRecord.id == CallOrderRecord.campaign_id)
             .where(CallOrderRecord.organization_id == organization_id)
             .order_by(CallOrderRecord.updated_at)
         ).all()

@@ -75,6 +75,8 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     assert done.status == "completed" and done.funnel_stats.talked_to_human == 2
     calls = client.call.search(**no_filters(campaign_ids=[campaign_id])).calls
     assert {c.campaign.name for c in calls} == {"Pilot 2"} and {c.status for c in calls} == {"completed"}
+    history = client.call.phone_history().phone_history
+    assert [(c.id, c.name) for c in history["+33612345601"].campaigns] == [(campaign_id, "Pilot 2")]
 
     statistics = client.campaigns.statistics(campaign_id).statistics
     assert statistics.funnel.called.count == 2 and statistics.funnel.reached.pct_of_called == 100.0
