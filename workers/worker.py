@@ -50,7 +50,9 @@ def create_worker(
 ) -> Worker:
     """All workflows and activities, with providers chosen by `settings` (read now, not at import).
 
-    `worker_options` go to `temporalio.worker.Worker` (e.g. `max_cached_workflows` bounds memory)."""
+    `worker_options` go to `temporalio.worker.Worker` (e.g. `max_cached_workflows` bounds memory).
+    The namespace must know outdial's search attributes: `await register_search_attributes(client)`
+    once (a sync constructor cannot), else every workflow task fails."""
     settings = settings or Settings.load()
     calls = CallActivities(settings, telephony_from(settings), analyzer_from(settings))
     persistence = PersistenceActivities(settings)
