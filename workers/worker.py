@@ -7,6 +7,7 @@ from typing import Any
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.envconfig import ClientConfigProfile
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -32,11 +33,17 @@ WORKFLOWS = [CallOrderWorkflow, ConcurrencySemaphoreWorkflow, CallNotificationsW
 
 
 async def connect(settings: Settings | None = None) -> Client:
-    """A client with outdial's data converter, at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE."""
+    """A client with outdial's data converter, at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE.
+
+    TLS and the API key come from Temporal's own client configuration (`temporalio.envconfig`):
+    TEMPORAL_API_KEY (TLS then defaults on, as Temporal Cloud needs), TEMPORAL_TLS,
+    TEMPORAL_TLS_CLIENT_CERT_PATH / _KEY_PATH (mTLS), TEMPORAL_TLS_SERVER_CA_CERT_PATH, or a profile
+    of the Temporal CLI's config file (TEMPORAL_PROFILE)."""
     settings = settings or Settings.load()
+    options = ClientConfigProfile.load().to_client_connect_config()
+    options.update(target_host=settings.temporal_address, namespace=settings.temporal_namespace)
     return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
+        **options,
         data_converter=data_converter(settings),  # encrypted payloads when OUTDIAL_CODEC_KEY is set
     )
 
