@@ -88,7 +88,7 @@ class CallActivities:
                 inline,
                 id=f"inline-{request.call_id}",
                 organization_id=request.organization_id,
-                now=datetime.now(UTC),
+                now=request.created_at or datetime.now(UTC),
             )
         try:
             caller = resolve_caller_id(

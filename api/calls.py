@@ -94,7 +94,12 @@ async def _owned_call(context: ApiContext, organization_id: str, call_id: str) -
 
 
 def resolve_order(
-    database: Database, settings: Settings, organization_id: str, call_id: str, params: CallCreateParams
+    database: Database,
+    settings: Settings,
+    organization_id: str,
+    call_id: str,
+    params: CallCreateParams,
+    now: datetime,
 ) -> tuple[CallAssistant, CallerId, CallRetryConfig]:
     """What `prepare_order` will resolve, checked before the workflow starts so that an unknown
     assistant_id or a caller id the organization does not own is a 422, not an errored order."""
@@ -107,7 +112,7 @@ def resolve_order(
     else:
         inline = params.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
         assistant = call_assistant_from(
-            inline, id=f"inline-{call_id}", organization_id=organization_id, now=utcnow()
+            inline, id=f"inline-{call_id}", organization_id=organization_id, now=now
         )
     try:
         caller = resolve_caller_id(
@@ -157,7 +162,13 @@ def request_hash(params: CallCreateParams) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _start(context: ApiContext, call_id: str, organization_id: str, params: CallCreateParams) -> None:
+async def _start(
+    context: ApiContext,
+    call_id: str,
+    organization_id: str,
+    params: CallCreateParams,
+    created_at: str | None = None,
+) -> None:
     """Start the order's workflow; already started (a retried request) counts as started.
 
     REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
@@ -168,7 +179,8 @@ async def _start(context: ApiContext, call_id: str, organization_id: str, params
             params,
             id=workflow_id(call_id),
             task_queue=context.settings.task_queue,
-            memo={"organization_id": organization_id},
+            # created_at: the order's own clock reads what this answer said (not the worker's a moment later)
+            memo={"organization_id": organization_id} | ({"created_at": created_at} if created_at else {}),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"call {params.phone_number}",
         )
@@ -184,7 +196,11 @@ async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> 
         raise ApiError(409, "conflict", "this Idempotency-Key was already used with a different request body")
     if record.seq == 0 and record.params is not None:  # the first request may have died before starting it
         await _start(
-            context, record.id, record.organization_id, CallCreateParams.model_validate(record.params)
+            context,
+            record.id,
+            record.organization_id,
+            CallCreateParams.model_validate(record.params),
+            (record.call or {}).get("created_at"),
         )
     return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
 
@@ -215,10 +231,11 @@ async def create_call(
     def admit() -> dict[str, Any]:
         """Check and resolve the order into its placeholder row: reads only, well under a millisecond."""
         _refuse_do_not_contact(context.database, organization_id, params)
+        now = utcnow()  # one instant: the order's created_at, and its inline assistant's
         assistant, caller, retry = resolve_order(
-            context.database, context.settings, organization_id, call_id, params
+            context.database, context.settings, organization_id, call_id, params, now
         )
-        call = initial_call(call_id, organization_id, params, assistant, caller, retry, utcnow())
+        call = initial_call(call_id, organization_id, params, assistant, caller, retry, now)
         return {
             "id": call_id,
             **call_columns(call, 0),
@@ -233,7 +250,7 @@ async def create_call(
         if winner is not None:  # a concurrent request with the same key won
             return await _replay(context, winner, digest)
         try:
-            await _start(context, call_id, organization_id, params)
+            await _start(context, call_id, organization_id, params, placeholder["call"]["created_at"])
         except Exception:
             await context.db(store.delete_placeholder, context.database, call_id)
             raise
@@ -251,7 +268,7 @@ async def _start_with_placeholder(
     order itself at its first step. An order that could not start leaves no row behind."""
     call_id = placeholder["id"]
     started, stored = await asyncio.gather(  # the start first: its request is on the wire sooner
-        _start(context, call_id, placeholder["organization_id"], params),
+        _start(context, call_id, placeholder["organization_id"], params, placeholder["call"]["created_at"]),
         context.db(store.insert_call, context.database, placeholder),
         return_exceptions=True,
     )

@@ -20,6 +20,7 @@ class PrepareRequest(BaseModel):
     assistant: Assistant | None = None
     from_phone_number: str | None = None
     call_retry_config: CallRetryConfig | None = None  # a campaign's, over the assistant's
+    created_at: AwareDatetime | None = None  # when the order was placed: the inline assistant's timestamps
 
 
 class PreparedOrder(BaseModel):

@@ -74,6 +74,8 @@ async def call_orders(client: Client, task_queue: str) -> None:
         "with_concurrency_key": scenario("busy,human:completed", concurrency={"key": "replay", "max": 2}),
         "cancelled_while_waiting": scenario("human", scheduled_at="2099-01-05T09:00:00Z"),
         "force_now_during_a_call": scenario("voicemail,human", force_now=True),
+        # Errors while initializing (a caller id nobody owns): the inline assistant shows all along.
+        "errored_before_prepare": scenario("human", from_phone_number="+33100000099"),
     }
     for name, params in orders.items():
         if (HISTORIES / f"call-call_order_{name}.json").exists():

@@ -83,3 +83,30 @@ async def test_webhook_receives_the_final_call_once_and_signed(time_env, task_qu
     assert event["call"]["id"] == call.id and event["call"]["outcome"] == "interested"
     assert verify_signature("whsec_test", signature, body)
     assert not verify_signature("whsec_other", signature, body)
+
+
+async def test_an_order_that_errors_before_it_is_prepared_still_sends_call_errored(time_env, task_queue):
+    """A caller id the organization does not own: the order errors while initializing, yet its Call
+    shows the inline assistant (as POST /call answered it) and its webhook is told."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        return web.json_response({"ok": True})
+
+    settings = settings_for_tests(allow_private_urls=True, webhook_secret="whsec_test")
+    async with serve(lambda app: app.router.add_post("/hook", hook)) as base:
+        async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+            params = order("human", webhook_url=f"{base}/hook", from_phone_number="+33100000099")
+            _, call = await run(time_env, task_queue, params)
+
+            async def deliveries() -> int:
+                return len(received)
+
+            await eventually(deliveries, lambda n: n >= 1)
+
+    assert call.status == "errored" and call.calls_count == 0
+    assert call.assistant is not None and call.assistant.id == f"inline-{call.id}"
+    assert call.from_phone_number == "+33100000099"  # what the order asked for
+    [event] = received
+    assert event["event"] == "call.errored" and event["call"]["id"] == call.id

@@ -233,6 +233,18 @@ def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) ->
     assert stored.model_dump() == call.model_dump()
 
 
+def test_what_post_answers_stays_true_in_every_later_read(org: Org) -> None:
+    """created_at, scheduled_at and the assistant read back as POST /call answered them, live (the
+    workflow's query, from the first moment) and stored."""
+    placed = org.client.call.create(**quick_order("human:interested")).call
+    live = org.client.call.retrieve(placed.id).call  # most often still initializing
+    done = finished(org.client, placed.id)
+    for call in (live, done):
+        assert (call.created_at, call.scheduled_at) == (placed.created_at, placed.scheduled_at)
+        assert call.assistant.id == placed.assistant.id == f"inline-{placed.id}"
+        assert call.assistant.created_at == placed.assistant.created_at
+
+
 def test_the_newer_clients_concurrency_key_without_max_places_the_call(org: Org) -> None:
     """The client's `Concurrency` has only `key` ("the limit itself is set server-side")."""
     created = org.client.call.create(

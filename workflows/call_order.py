@@ -27,7 +27,18 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.notify import NotifyRequest, due_channels
     from activities.persistence import CallSnapshot, PersistenceActivities
-    from models import Call, CallAttempt, CallCampaign, CallCreateParams, CallRetryConfig, RetryConfigRecord
+    from models import (
+        DEFAULT_ASSISTANT_PROMPT,
+        Assistant,
+        Call,
+        CallAssistant,
+        CallAttempt,
+        CallCampaign,
+        CallCreateParams,
+        CallRetryConfig,
+        RetryConfigRecord,
+        call_assistant_from,
+    )
     from models.common import TERMINAL_STATUSES, CallStatus
     from models.concurrency import PermitGrant
     from models.workflow_io import (
@@ -47,6 +58,9 @@ PERMANENT_DIAL_ERRORS = frozenset({"number_non_attributed", "no_international_pe
 DEFAULT_ORGANIZATION = "org_local"
 # Patch id: orders paused and resumed before it resumed at once, whatever their scheduled_at.
 RESUME_KEEPS_SCHEDULED_AT = "resume-keeps-scheduled-at"
+# Until prepare_order resolves it, the Call shows the order's inline assistant (as POST /call answered
+# it); an order that errors before then has it too, so its call.errored webhook is sent.
+INLINE_ASSISTANT_BEFORE_PREPARE = "inline-assistant-before-prepare"
 # The force_now signal's "call now" is spent by the attempt it led to or that was under way: sent while
 # queued or during a call, it no longer skips the retry delay after that attempt.
 FORCE_NOW_SPENT_BY_THE_ATTEMPT = "force-now-spent-by-the-attempt"
@@ -68,6 +82,12 @@ PERSIST_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # The longest conversation the order lets the provider hold (the seed sets no maximum, and Temporal's
 # and the telephony's durations have one).
 LONGEST_CALL_SECS = 7 * 86400
+
+
+def _retry_of(assistant: CallAssistant | None) -> CallRetryConfig | None:
+    if assistant is None or assistant.call_retry_config is None:
+        return None
+    return CallRetryConfig.model_validate(assistant.call_retry_config.model_dump())
 
 
 def _call_limit(order: PreparedOrder) -> float | None:
@@ -95,7 +115,11 @@ class CallOrderWorkflow:
         self.outcome: str | None = None
         self.outcome_summary: str | None = None
         self.error: str | None = None
-        self.created_at = workflow.now()
+        # When the order was placed: the API's clock, which POST /call answered (memo), else now.
+        self.created_at: datetime = (
+            workflow.memo_value("created_at", None, type_hint=datetime) or workflow.now()
+        )
+        self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
         self.cancel_requested = False
@@ -118,6 +142,13 @@ class CallOrderWorkflow:
             [sa.TO_PHONE_NUMBER.value_set(params.phone_number)]
             + ([sa.CONCURRENCY_KEY.value_set(params.concurrency.key)] if params.concurrency else [])
         )
+        if params.assistant_id is None and workflow.patched(INLINE_ASSISTANT_BEFORE_PREPARE):
+            self.unprepared = call_assistant_from(
+                params.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT),
+                id=f"inline-{self.call_id}",
+                organization_id=self.organization_id,
+                now=self.created_at,
+            )
         self._set_status("initializing")
         try:
             self.order = await self._prepare()
@@ -179,6 +210,7 @@ class CallOrderWorkflow:
             assistant=self.params.assistant,
             from_phone_number=self.params.from_phone_number,
             call_retry_config=self.retry_override,
+            created_at=self.created_at,
         )
         try:
             await workflow.execute_activity_method(
@@ -453,8 +485,8 @@ class CallOrderWorkflow:
     @workflow.query(name="call")
     def call(self) -> Call:
         order = self.order
-        assistant = order.assistant if order else None
-        retry = order.retry if order else None
+        assistant = order.assistant if order else self.unprepared
+        retry = order.retry if order else (self.retry_override or _retry_of(self.unprepared))
         return Call(
             id=self.call_id,
             assistant=assistant,
@@ -465,7 +497,7 @@ class CallOrderWorkflow:
             created_at=self.created_at,
             direction="outbound",
             first_sentence_delay_ms=assistant.first_sentence_delay_ms if assistant else 400,
-            from_phone_number=order.from_phone_number if order else (self.params.from_phone_number or ""),
+            from_phone_number=order.from_phone_number if order else self._requested_caller_id(),
             is_cancelled=self.status == "cancelled",
             is_completed=self.status == "completed",
             last_call_attempt=self.attempts[-1] if self.attempts else None,
@@ -480,6 +512,10 @@ class CallOrderWorkflow:
             outcome=self.outcome,
             outcome_summary=self.outcome_summary,
         )
+
+    def _requested_caller_id(self) -> str:
+        inline = self.params.assistant
+        return self.params.from_phone_number or (inline.from_phone_number if inline else None) or ""
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
