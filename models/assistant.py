@@ -426,6 +426,14 @@ def call_assistant_from(
     clock, no random ids), so workflow code may call it."""
     given = assistant.model_dump(exclude_none=True)
     given["call_retry_config"] = (assistant.call_retry_config or CallRetryConfig()).model_dump()
+    # The transfer as it will happen: no number, no transfer (mode null); a number without a mode is a
+    # cold transfer (SIP REFER, what the agent does); the handoff summary belongs to a warm one only.
+    if not given.get("transfer_phone_number"):
+        given.pop("human_transfer_mode", None)
+    else:
+        given.setdefault("human_transfer_mode", "cold")
+    if given.get("human_transfer_mode") != "warm":
+        given.pop("warm_transfer_summary_instructions", None)
     for item in given.get("faq_items", []):
         item.update(needs_human_answer=False, source="human")
     return CallAssistant.model_validate(

@@ -483,3 +483,28 @@ def test_temporal_pydantic_converter_round_trips() -> None:
     )
     assert call_back == call and params_back == params
     assert call_back.model_dump(mode="json") == load_example()["call"]
+
+
+TRANSFER_TO = {"transfer_phone_number": "+33612345678"}
+BRIEF = {"warm_transfer_summary_instructions": "brief"}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "shown"),
+    [
+        ({"human_transfer_mode": "warm", **BRIEF}, (None, None)),
+        (TRANSFER_TO, ("cold", None)),
+        ({**TRANSFER_TO, **BRIEF}, ("cold", None)),
+        ({**TRANSFER_TO, "human_transfer_mode": "warm", **BRIEF}, ("warm", "brief")),
+    ],
+)
+def test_the_assistant_shows_the_transfer_as_it_will_happen(request_fields, shown) -> None:
+    """Seed: human_transfer_mode is "null when transfer is not configured"; the summary instructions
+    are "null when not configured or cold transfer"; the agent transfers cold unless told warm."""
+    view = call_assistant_from(
+        Assistant(prompt="Hi", **request_fields),
+        id="a",
+        organization_id="o",
+        now=datetime(2026, 3, 2, tzinfo=UTC),
+    )
+    assert (view.human_transfer_mode, view.warm_transfer_summary_instructions) == shown
