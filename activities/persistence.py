@@ -120,6 +120,20 @@ def _newer_than_stored(updated_at: datetime | None, seq: int) -> Any:
     )
 
 
+# What POST /call resolved into its placeholder (assistant_id's assistant, the caller id, ...), which an
+# order started with an assistant_id does not know until prepare_order has run.
+_RESOLVED = ("assistant", "call_retry_config", "from_phone_number", "llm_model", "first_sentence_delay_ms")
+
+
+def keep_resolution(call: Call, stored: dict[str, Any] | None) -> Call:
+    """`call` with the stored Call's resolution when it has none of its own yet (an order still
+    initializing, or one that errored then): a later read never loses what POST /call answered."""
+    if call.assistant is not None or not stored or not stored.get("assistant"):
+        return call
+    known = Call.model_validate(stored)
+    return call.model_copy(update={field: getattr(known, field) for field in _RESOLVED})
+
+
 def write_call(database: Database, call: Call, seq: int) -> bool:
     """Upsert the order and its attempts if this state is not older than the stored one.
 
@@ -128,10 +142,15 @@ def write_call(database: Database, call: Call, seq: int) -> bool:
     after it always belong to the newest state.
     """
     database.migrate()
-    values = call_columns(call, seq)
     for _ in range(5):
         try:
             with database.engine.begin() as connection:
+                if call.assistant is None:
+                    stored = connection.execute(
+                        select(CallOrderRecord.call).where(CallOrderRecord.id == call.id)
+                    ).scalar()
+                    call = keep_resolution(call, stored)
+                values = call_columns(call, seq)
                 if not _upsert_order(connection, call.id, values):
                     return False
                 _upsert_attempts(connection, attempt_columns(call))

@@ -29,6 +29,7 @@ from activities.persistence import (
     caller_ids,
     do_not_contact_entry,
     find_assistant,
+    keep_resolution,
     resolve_caller_id,
 )
 from api import store
@@ -307,7 +308,7 @@ async def current_call(context: ApiContext, record: CallOrderRecord) -> Call:
                 "call", result_type=Call, rpc_timeout=QUERY_TIMEOUT
             )
             if live.organization_id == record.organization_id:
-                return live
+                return keep_resolution(live, record.call)
         except Exception as err:  # noqa: BLE001 — any failure falls back to the database
             log.debug("live query of call %s failed, answering from the database: %s", record.id, err)
         fresher = await context.db(store.get_call, context.database, record.organization_id, record.id)

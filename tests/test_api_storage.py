@@ -23,7 +23,7 @@ from activities.persistence import DatabaseDoNotContactRegistry, call_columns, w
 from activities.simulated import SimulatedAnalyzer
 from api.auth import ensure_phone_number, issue_api_key
 from api.store import insert_call
-from models import Assistant, Call, CallAttempt
+from models import Assistant, Call, CallAttempt, call_assistant_from
 from models.tables import AssistantRecord, CallAttemptRecord, CallOrderRecord, Database
 from models.workflow_io import DialRequest, DialResult, PrepareRequest
 from tests.helpers import settings_for_tests
@@ -206,3 +206,26 @@ async def test_the_do_not_contact_registry_is_shared_through_the_database(databa
     assert await second.get("org_other", "+33612345678") is None
     await second.remove(org, "+33612345678")
     assert await first.get(org, "+33612345678") is None
+
+
+def test_an_unprepared_state_keeps_what_the_placeholder_resolved(database: Database) -> None:
+    """An assistant_id order knows its assistant only once prepared: its first states (and a failure
+    while initializing) must not blank the assistant and caller id POST /call answered with."""
+    call_id = str(uuid.uuid4())
+    resolved = snapshot(call_id, "org_resolved", 0).model_copy(
+        update={
+            "assistant": call_assistant_from(
+                Assistant(prompt="Hi"), id="asst-1", organization_id="org_resolved", now=T0
+            ),
+            "from_phone_number": "+33159000001",
+        }
+    )
+    assert write_call(database, resolved, 0)
+    unprepared = snapshot(call_id, "org_resolved", 1).model_copy(
+        update={"status": "errored", "from_phone_number": ""}
+    )
+    assert write_call(database, unprepared, 1)
+    order, _ = stored(database, call_id)
+    kept = Call.model_validate(order.call)
+    assert (order.seq, kept.status, kept.from_phone_number) == (1, "errored", "+33159000001")
+    assert kept.assistant is not None and kept.assistant.id == "asst-1"
