@@ -82,6 +82,16 @@ _FORCE_NOW_KEYS = ("force_now", "skip_calling_window")
 
 UuidStr = Annotated[str, AfterValidator(_check_uuid)]
 UtcDateTime = Annotated[datetime, BeforeValidator(_parse_instant), AfterValidator(_to_utc)]
+
+
+def _a_number(value: Any) -> Any:
+    """The seed types it as a number: JSON true or "3" is not one (pydantic's lax int would take both)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_a_number)]
 """An instant: ISO 8601 text or datetime in, aware UTC datetime out (naive input is taken as UTC)."""
 
 
@@ -94,7 +104,7 @@ class Concurrency(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1)
-    max: int | None = Field(default=None, ge=1, le=MAX_SAFE_INT)
+    max: Count | None = Field(default=None, ge=1, le=MAX_SAFE_INT)
 
 
 class CallCreateParams(BaseModel):

@@ -250,6 +250,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("concurrency-max-zero", {"phone_number": PHONE, "concurrency": {"key": "k", "max": 0}}, "max"),
     ("concurrency-max-fraction", {"phone_number": PHONE, "concurrency": {"key": "k", "max": 2.5}}, "max"),
+    ("concurrency-max-bool", {"phone_number": PHONE, "concurrency": {"key": "k", "max": True}}, "max"),
+    ("concurrency-max-string", {"phone_number": PHONE, "concurrency": {"key": "k", "max": "3"}}, "max"),
     ("concurrency-empty-key", {"phone_number": PHONE, "concurrency": {"key": "", "max": 1}}, "key"),
     ("bad-scheduled-at", {"phone_number": PHONE, "scheduled_at": "next tuesday"}, "scheduled_at"),
     ("scheduled-at-number", {"phone_number": PHONE, "scheduled_at": 1700000000}, "scheduled_at"),
