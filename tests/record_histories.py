@@ -85,7 +85,7 @@ async def call_orders(client: Client, task_queue: str) -> None:
         )
         if name == "resumed_before_scheduled_at":
             await pause_and_resume(handle)
-        if name.startswith("force_now_during_a_call"):
+        if name == "force_now_during_a_call":
             await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "calling")
             await handle.signal(CallOrderWorkflow.force_now)
         if name in ("cancelled_while_waiting", "resumed_before_scheduled_at"):

@@ -84,12 +84,6 @@ PERSIST_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 LONGEST_CALL_SECS = 7 * 86400
 
 
-def _retry_of(assistant: CallAssistant | None) -> CallRetryConfig | None:
-    if assistant is None or assistant.call_retry_config is None:
-        return None
-    return CallRetryConfig.model_validate(assistant.call_retry_config.model_dump())
-
-
 def _call_limit(order: PreparedOrder) -> float | None:
     limit = order.assistant.max_call_duration_secs
     return min(float(limit), LONGEST_CALL_SECS) if limit else None
@@ -486,12 +480,14 @@ class CallOrderWorkflow:
     def call(self) -> Call:
         order = self.order
         assistant = order.assistant if order else self.unprepared
-        retry = order.retry if order else (self.retry_override or _retry_of(self.unprepared))
+        retry = order.retry if order else self.retry_override
         return Call(
             id=self.call_id,
             assistant=assistant,
             call_attempts=list(reversed(self.attempts)),
-            call_retry_config=RetryConfigRecord.model_validate(retry.model_dump()) if retry else None,
+            call_retry_config=RetryConfigRecord.model_validate(retry.model_dump())
+            if retry
+            else (assistant.call_retry_config if assistant else None),  # the unprepared inline assistant's
             calls_count=len(self.attempts),
             campaign=self.campaign,
             created_at=self.created_at,
