@@ -46,6 +46,7 @@ from api.schemas import (
     PhoneHistoryResponse,
     Success,
 )
+from api.server_timing import ServerTiming
 from models import (
     DEFAULT_ASSISTANT_PROMPT,
     Assistant,
@@ -245,19 +246,25 @@ async def create_call(
             "request_hash": digest or None,
         }
 
-    placeholder = await context.read(admit)
+    timing = ServerTiming()
+    with timing.phase("checks"):
+        placeholder = await context.read(admit)
     if idempotency_key:  # the key is claimed by the placeholder row before anything starts
-        winner = await context.db(store.insert_call, context.database, placeholder)
+        with timing.phase("claim"):
+            winner = await context.db(store.insert_call, context.database, placeholder)
         if winner is not None:  # a concurrent request with the same key won
             return await _replay(context, winner, digest)
         try:
-            await _start(context, call_id, organization_id, params, placeholder["call"]["created_at"])
+            with timing.phase("start"):
+                await _start(context, call_id, organization_id, params, placeholder["call"]["created_at"])
         except Exception:
             await context.db(store.delete_placeholder, context.database, call_id)
             raise
     else:  # nothing to claim: the placeholder is written while the workflow starts
-        await _start_with_placeholder(context, placeholder, params)
-    return JSONResponse({"call": placeholder["call"]})  # the Call as stored, dumped once
+        with timing.phase("start"):
+            await _start_with_placeholder(context, placeholder, params)
+    # the Call as stored, dumped once
+    return JSONResponse({"call": placeholder["call"]}, headers=timing.header())
 
 
 async def _start_with_placeholder(

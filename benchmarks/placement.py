@@ -11,7 +11,8 @@ written while `start_workflow` runs. The baseline starts the same workflow with 
 (REJECT_DUPLICATE included) directly from this process. Requests alternate between the two so both see
 the same machine load. Each round also posts the same body with an invalid phone number: the 422
 it gets is the floor any request pays (HTTP, middleware, routing, the API key, body validation).
-Reported: p50/p99 of each, their ratios (goal <= 1.5) and the floor's share of a bare start. No
+Reported: p50/p99 of each, their ratios (goal <= 1.5), the floor's share of a bare start, and from the
+API's `Server-Timing` header the time its checks and its start took inside it. No
 worker runs: the orders stay queued, which is what "started" means here. --api-in-process serves the
 API from this process's event loop instead (client, API and baseline then share one loop: for
 profiling).
@@ -39,6 +40,7 @@ from temporalio.common import WorkflowIDReusePolicy
 if __name__ == "__main__":  # run as a script from anywhere: the repo root is the import root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from api.server_timing import parse_server_timing
 from benchmarks.common import dev_server, orders, percentile
 from models.settings import Settings
 
@@ -119,6 +121,7 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
         api = api_in_process(settings, client) if in_process else api_process(settings, workdir)
         refused_body = {**body, "phone_number": "not a phone number"}
         api_ms: list[float] = []
+        phases: dict[str, list[float]] = {"checks": [], "start": []}  # inside the API: Server-Timing
         bare_ms: list[float] = []
         floor_ms: list[float] = []
         async with (
@@ -131,6 +134,7 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                     assert response.status == 200, await response.text()
                     await response.read()
                 placed = (time.perf_counter() - started) * 1000
+                timing = parse_server_timing(response.headers.get("Server-Timing", ""))
                 order = orders.now()  # the API validates its body within its timing; this is not timed
                 started = time.perf_counter()
                 await client.start_workflow(
@@ -152,6 +156,8 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                     api_ms.append(placed)
                     bare_ms.append(bare)
                     floor_ms.append(floor)
+                    for name, values in phases.items():
+                        values.append(timing[name])
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
     f50, f99 = percentile(floor_ms, 50), percentile(floor_ms, 99)
@@ -163,6 +169,10 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
     print(f"ratio                   p50 {p50 / b50:.2f}  p99 {p99 / b99:.2f}  (goal <= 1.5)")
     print(f"refused at validation   p50 {f50:6.1f} ms  p99 {f99:6.1f} ms  (HTTP, routing, key, body: 422)")
     print(f"floor / bare start      p50 {f50 / b50:.2f}  (what any HTTP API in front of the start adds)")
+    c50, s50 = percentile(phases["checks"], 50), percentile(phases["start"], 50)
+    print(f"inside the API, p50     checks {c50:.2f} ms, start {s50:.2f} ms (placeholder written meanwhile)")
+    print(f"start inside / bare     p50 {s50 / b50:.2f}")
+    print(f"the rest                p50 {p50 - c50 - s50:.2f} ms  (HTTP, key, body, the answer)")
 
 
 async def main(n: int, server: str = "both", in_process: bool = False) -> None:

@@ -34,6 +34,7 @@ from api import calls, create_app, store
 from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
 from api.errors import ApiError
 from api.server import ApiServer
+from api.server_timing import ServerTiming, parse_server_timing
 from models import Call
 from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
@@ -212,6 +213,19 @@ def finished(client: Revox, call_id: str) -> Any:
 # --- calls ---------------------------------------------------------------------------------------------
 
 
+def test_server_timing_header_round_trips() -> None:
+    timing = ServerTiming()
+    with timing.phase("checks"):
+        pass
+    header = timing.header()["Server-Timing"]
+    assert header.startswith("checks;dur=")
+    assert parse_server_timing(header) == {"checks": float(header.removeprefix("checks;dur="))}
+    assert parse_server_timing('db;dur=53, cache;desc="Cache Read";dur=23.2, miss') == {
+        "db": 53.0,
+        "cache": 23.2,
+    }
+
+
 def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) -> None:
     created = org.client.call.with_raw_response.create(**quick_order("human:interested"))
     body = created.json()["call"]
@@ -220,6 +234,8 @@ def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) ->
     assert body["status"] == "initializing" and body["organization_id"] == org.id
     assert body["from_phone_number"] == ORG_NUMBER  # the organization's (only) number is its default
     assert str(uuid.UUID(body["id"])) == body["id"]
+    timing = parse_server_timing(created.headers["Server-Timing"])  # where the answer's time went
+    assert list(timing) == ["checks", "start"] and all(ms > 0 for ms in timing.values())
 
     call = finished(org.client, body["id"])
     assert call.status == "completed" and call.outcome == "interested"
@@ -277,7 +293,9 @@ async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org
 def test_idempotency_key_returns_the_same_call_and_never_a_second_one(org: Org) -> None:
     key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
     order = quick_order("human:completed", to="+33612345679")
-    first = org.client.call.create(**order, extra_headers=key).call
+    placed = org.client.call.with_raw_response.create(**order, extra_headers=key)
+    assert list(parse_server_timing(placed.headers["Server-Timing"])) == ["checks", "claim", "start"]
+    first = placed.parse().call
     again = org.client.call.create(**order, extra_headers=key).call
     assert again.id == first.id
     finished(org.client, first.id)
