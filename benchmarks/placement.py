@@ -8,14 +8,14 @@ in memory, where a start costs least and the API's own costs weigh most. An aioh
 client (the lightest at hand: httpx adds ~2 ms a request) posts the seed's request body one order at a
 time with an API key: authentication, the order's checks and resolution, the placeholder row in SQLite
 written while `start_workflow` runs. The baseline starts the same workflow with the API's options
-(REJECT_DUPLICATE included) directly from this process. Requests alternate between the two so both see
-the same machine load. Each round also posts the same body with an invalid phone number: the 422
-it gets is the floor any request pays (HTTP, middleware, routing, the API key, body validation).
-Reported: p50/p99 of each, their ratios (goal <= 1.5), the floor's share of a bare start, and from the
-API's `Server-Timing` header the time its checks and its start took inside it. No
-worker runs: the orders stay queued, which is what "started" means here. --api-in-process serves the
-API from this process's event loop instead (client, API and baseline then share one loop: for
-profiling).
+(REJECT_DUPLICATE included) directly from this process. Each round also posts the same body with an
+invalid phone number: the 422 it gets is the floor any request pays (HTTP, middleware, routing, the API
+key, body validation). The three take turns going first in a round, so all see the same machine load
+and none is always the one that wakes an idle server. Reported: p50/p99 of each, their ratios (goal
+<= 1.5), the floor's share of a bare start, and from the API's `Server-Timing` header the time its
+checks and its start took inside it. No worker runs: the orders stay queued, which is what "started"
+means here. --api-in-process serves the API from this process's event loop instead (client, API and
+baseline then share one loop: for profiling).
 """
 
 from __future__ import annotations
@@ -128,13 +128,18 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
             api as url,
             aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http,
         ):
-            for i in range(n + 10):  # the first 10 of each warm up connections and caches
+
+            async def place() -> None:
                 started = time.perf_counter()
                 async with http.post("/call", json=body) as response:
                     assert response.status == 200, await response.text()
                     await response.read()
-                placed = (time.perf_counter() - started) * 1000
+                api_ms.append((time.perf_counter() - started) * 1000)
                 timing = parse_server_timing(response.headers.get("Server-Timing", ""))
+                for name, values in phases.items():
+                    values.append(timing[name])
+
+            async def start_bare() -> None:
                 order = orders.now()  # the API validates its body within its timing; this is not timed
                 started = time.perf_counter()
                 await client.start_workflow(
@@ -146,18 +151,22 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     static_summary="call +33612345678",
                 )
-                bare = (time.perf_counter() - started) * 1000
-                started = time.perf_counter()  # the floor: the same request, refused at validation
+                bare_ms.append((time.perf_counter() - started) * 1000)
+
+            async def refuse() -> None:  # the floor: the same request, refused at validation
+                started = time.perf_counter()
                 async with http.post("/call", json=refused_body) as response:
                     assert response.status == 422, await response.text()
                     await response.read()
-                floor = (time.perf_counter() - started) * 1000
-                if i >= 10:
-                    api_ms.append(placed)
-                    bare_ms.append(bare)
-                    floor_ms.append(floor)
-                    for name, values in phases.items():
-                        values.append(timing[name])
+                floor_ms.append((time.perf_counter() - started) * 1000)
+
+            steps = [place, start_bare, refuse]
+            for i in range(n + 10):  # the first 10 rounds warm up connections and caches
+                for step in steps[i % 3 :] + steps[: i % 3]:  # each goes first, second and third in turn
+                    await step()
+                if i == 9:
+                    for samples in (api_ms, bare_ms, floor_ms, *phases.values()):
+                        samples.clear()
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
     f50, f99 = percentile(floor_ms, 50), percentile(floor_ms, 99)
