@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel, select
 from temporalio.exceptions import ApplicationError
 
@@ -82,6 +84,14 @@ def stored(database: Database, call_id: str) -> tuple[CallOrderRecord, list[Call
             .order_by(CallAttemptRecord.number)
         )
         return order, list(attempts)
+
+
+def test_a_failed_statement_never_shows_its_values(database: Database) -> None:
+    """Database errors reach logs (the API's catch-all logs them): the values bound, such as an
+    assistant's tool headers or a webhook secret, must not be in them."""
+    with pytest.raises(DBAPIError) as failure, database.session() as session:
+        session.connection().execute(text("INSERT INTO no_such_table VALUES (:v)"), {"v": "sk-live-123"})
+    assert "no_such_table" in str(failure.value) and "sk-live-123" not in str(failure.value)
 
 
 def test_racing_and_retried_writes_never_move_a_call_backwards(database: Database) -> None:
