@@ -18,9 +18,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
 from models import CallCreateParams
 from models.concurrency import SemaphoreInput
 from models.tables import Database
+from models.workflow_io import AnalysisResult, AnalyzeRequest, DialRequest, DialResult
 from tests.helpers import eventually, settings_for_tests, start_campaign
 from tests.http_fakes import serve
 from workers import create_worker, register_search_attributes
@@ -31,6 +33,14 @@ HISTORIES = Path(__file__).parent / "histories"
 OPEN = {
     "timezone": "Europe/Paris",
     "calling_windows": [{"calling_window_start_time": "10:00", "calling_window_end_time": "18:00"}],
+}
+
+ALWAYS = {  # for scenarios steered while they run: the test server's clock only moves during result()
+    "timezone": "UTC",
+    "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+    "calling_windows": [
+        {"calling_window_start_time": "00:00", "calling_window_end_time": "23:59", "retry_delay_seconds": 600}
+    ],
 }
 
 
@@ -76,6 +86,20 @@ async def call_orders(client: Client, task_queue: str) -> None:
         "force_now_during_a_call": scenario("voicemail,human", force_now=True),
         # Errors while initializing (a caller id nobody owns): the inline assistant shows all along.
         "errored_before_prepare": scenario("human", from_phone_number="+33100000099"),
+        # The trunk down for attempt 1 (every dial retry fails): that attempt errs, attempt 2 talks.
+        "dial_failed_then_retried": scenario("human"),
+        # Paused and resumed during the retry delay after a voicemail: the delay is kept.
+        "paused_during_a_retry_delay": scenario(
+            "voicemail,human",
+            assistant={"call_retry_config": ALWAYS},
+            metadata={"simulation": "voicemail,human"},
+        ),
+        # The cancel signal while the conversation is analyzed (held until it arrives): ignored.
+        "cancelled_during_the_analysis": scenario(
+            "human:interested",
+            assistant={"call_retry_config": ALWAYS},
+            metadata={"simulation": "human:interested"},
+        ),
     }
     for name, params in orders.items():
         if (HISTORIES / f"call-call_order_{name}.json").exists():
@@ -88,11 +112,41 @@ async def call_orders(client: Client, task_queue: str) -> None:
         if name == "force_now_during_a_call":
             await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "calling")
             await handle.signal(CallOrderWorkflow.force_now)
+        if name == "paused_during_a_retry_delay":
+            await eventually(lambda h=handle: h.query(CallOrderWorkflow.attempts), lambda a: len(a) == 1)
+            await pause_and_resume(handle)
+        if name == "cancelled_during_the_analysis":
+            await eventually(
+                lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "post_processing"
+            )
+            await handle.signal(CallOrderWorkflow.cancel)
+            ANALYSIS_HELD.set()
         if name in ("cancelled_while_waiting", "resumed_before_scheduled_at"):
             await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
             await handle.signal(CallOrderWorkflow.cancel)
         await handle.result()
         await save(handle)
+
+
+ANALYSIS_HELD = asyncio.Event()  # released once the scenario's signal was sent
+
+
+def hold_the_providers() -> None:
+    """The simulated providers, made to fail or wait where a scenario needs it (this process only)."""
+    real_dial, real_analyze = SimulatedTelephony.dial, SimulatedAnalyzer.analyze
+
+    async def dial(self: SimulatedTelephony, request: DialRequest) -> DialResult:
+        if request.call_id == "call_order_dial_failed_then_retried" and request.attempt_number == 1:
+            raise ConnectionError("SIP trunk unreachable")
+        return await real_dial(self, request)
+
+    async def analyze(self: SimulatedAnalyzer, request: AnalyzeRequest) -> AnalysisResult:
+        if request.call_id == "call_order_cancelled_during_the_analysis":
+            await ANALYSIS_HELD.wait()
+        return await real_analyze(self, request)
+
+    SimulatedTelephony.dial = dial  # type: ignore[method-assign]
+    SimulatedAnalyzer.analyze = analyze  # type: ignore[method-assign]
 
 
 async def pause_and_resume(handle: WorkflowHandle) -> None:  # type: ignore[type-arg]
@@ -250,6 +304,7 @@ async def main() -> None:
     async def hook(request: web.Request) -> web.Response:
         return refusals.pop() if refusals else web.json_response({"ok": True})
 
+    hold_the_providers()
     settings = settings_for_tests(allow_private_urls=True, webhook_secret="whsec_replay")
     async with serve(lambda app: app.router.add_post("/hook", hook)) as base:
         async with create_worker(env.client, task_queue="record", settings=settings):

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError as TemporalCancelled
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         RetryConfigRecord,
         call_assistant_from,
     )
-    from models.common import TERMINAL_STATUSES, CallStatus
+    from models.common import CallStatus
     from models.concurrency import PermitGrant
     from models.workflow_io import (
         AnalyzeRequest,
@@ -64,6 +65,17 @@ INLINE_ASSISTANT_BEFORE_PREPARE = "inline-assistant-before-prepare"
 # The force_now signal's "call now" is spent by the attempt it led to or that was under way: sent while
 # queued or during a call, it no longer skips the retry delay after that attempt.
 FORCE_NOW_SPENT_BY_THE_ATTEMPT = "force-now-spent-by-the-attempt"
+# Temporal's cancellation, wherever it finds the order (checking the number, queueing for a permit),
+# ends it `cancelled` like the cancel signal; before, it could end it `errored` or CANCELED unrecorded.
+CANCELLATION_IN_EVERY_PHASE = "cancellation-in-every-phase"
+# A dial or conversation whose retries are spent ends that attempt in error and the order tries again
+# per its retry config; before, it ended the whole order `errored`.
+PROVIDER_FAILURE_ENDS_THE_ATTEMPT = "provider-failure-ends-the-attempt"
+# Pause and resume keep the time of the attempt they interrupted when it is still ahead (a retry
+# delay is kept); before, a resumed order redialed at once.
+RESUME_KEEPS_THE_NEXT_ATTEMPT_TIME = "resume-keeps-the-next-attempt-time"
+# Once the calls are over (the analysis under way), the cancel signal has nothing left to cancel.
+CANCEL_AFTER_THE_CALLS_CHANGES_NOTHING = "cancel-after-the-calls-changes-nothing"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -116,6 +128,7 @@ class CallOrderWorkflow:
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
+        self._shows_next_attempt = False  # NextAttemptAt is set (search attribute)
         self.cancel_requested = False
         self.paused = False
         self.force_now = bool(params.force_now)
@@ -151,11 +164,15 @@ class CallOrderWorkflow:
                 await self._analyze(self.order)
         except asyncio.CancelledError:  # Temporal cancellation means the same as the cancel signal
             self.cancel_requested = True
+        except ActivityError as err:  # ... also when it cancelled the activity the order awaited
+            if not (_cancelled(err) and workflow.patched(CANCELLATION_IN_EVERY_PHASE)):
+                raise
+            self.cancel_requested = True
         except OrderFailed as failure:
             self.error = str(failure)
             workflow.logger.warning("call order errored: %s", failure)
             workflow.set_current_details(f"**errored**: {failure}")
-        self._close_open_attempt("order_cancelled")
+        self._close_open_attempt("order_cancelled" if self.cancel_requested else "order_errored")
         await self._give_back_permit()
         self._set_status(self._final_status())
         final = self.call()
@@ -226,6 +243,8 @@ class CallOrderWorkflow:
                 summary="resolve assistant, caller id and timezone",
             )
         except ActivityError as err:
+            if _cancelled(err) and workflow.patched(CANCELLATION_IN_EVERY_PHASE):
+                raise
             raise OrderFailed(_reason(err)) from err
 
     async def _place_attempts(self, order: PreparedOrder) -> None:
@@ -269,7 +288,7 @@ class CallOrderWorkflow:
             if self.paused:
                 self._set_status("paused")
                 await workflow.wait_condition(lambda: not self.paused or self.cancel_requested)
-                due = self._afresh(order)  # resume schedules the next attempt afresh
+                due = self._afresh(order, kept=due)  # the attempt's time if still ahead, else afresh
                 continue
             if self.call_now:
                 self.call_now = False
@@ -308,7 +327,7 @@ class CallOrderWorkflow:
             await workflow.wait_condition(
                 lambda: permits.granted(ticket) or self.cancel_requested or self.paused
             )
-        except asyncio.CancelledError:  # a waiter that is cancelled leaves the queue
+        except (asyncio.CancelledError, ActivityError):  # a waiter that is cancelled leaves the queue
             await permits.release(ticket)
             raise
         window_open = self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
@@ -339,6 +358,7 @@ class CallOrderWorkflow:
         metadata = self.params.metadata or {}
 
         dial = await self._until_cancelled(
+            attempt,
             workflow.start_activity_method(
                 CallActivities.dial,
                 DialRequest(
@@ -354,10 +374,10 @@ class CallOrderWorkflow:
                 heartbeat_timeout=DIAL_HEARTBEAT,
                 retry_policy=DIAL_RETRY,
                 summary=f"{label}: dial {self.params.phone_number}",
-            )
+            ),
         )
         if dial is None:
-            return attempt  # cancelled while ringing; closed by run()
+            return attempt  # cancelled while ringing (closed by run()), or the dial failed
         if not dial.answered:
             self._end_attempt(attempt, status="error", dial_error=dial.dial_error)
             return attempt
@@ -366,6 +386,7 @@ class CallOrderWorkflow:
         attempt.status = "ongoing"
         self._touch()
         talk = await self._until_cancelled(
+            attempt,
             workflow.start_activity_method(
                 CallActivities.converse,
                 ConverseRequest(
@@ -383,7 +404,7 @@ class CallOrderWorkflow:
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=CONVERSE_RETRY,
                 summary=f"{label}: conversation",
-            )
+            ),
         )
         if talk is None:
             return attempt
@@ -433,7 +454,8 @@ class CallOrderWorkflow:
                 summary="analyze the conversation",
             )
         except ActivityError as err:  # analysis never keeps an order from completing
-            self.outcome_summary = f"analysis failed: {_reason(err)}"
+            cancelled = _cancelled(err)
+            self.outcome_summary = "analysis cancelled" if cancelled else f"analysis failed: {_reason(err)}"
             return
         last.structured_output = analysis.structured_output
         self.outcome = analysis.outcome
@@ -446,6 +468,10 @@ class CallOrderWorkflow:
 
     @workflow.signal
     def cancel(self) -> None:
+        """Stop calling: a waiting order ends at once, a call in progress ends gracefully."""
+        if self.status == "post_processing" and workflow.patched(CANCEL_AFTER_THE_CALLS_CHANGES_NOTHING):
+            workflow.logger.info("cancel ignored: the calls are over, the analysis is under way")
+            return
         self.cancel_requested = True
 
     @workflow.signal
@@ -515,25 +541,41 @@ class CallOrderWorkflow:
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
-    async def _until_cancelled(self, handle: workflow.ActivityHandle):  # type: ignore[type-arg]
-        """Await an activity unless the order is cancelled first; then cancel it and return None."""
+    async def _until_cancelled(self, attempt: CallAttempt, handle: workflow.ActivityHandle):  # type: ignore[type-arg]
+        """Await one step of `attempt` (dial, conversation) unless the order is cancelled first: then
+        cancel it and return None. A step whose retries are spent ends the attempt in error (None
+        too), so the order tries again later; one refused for good (bad configuration) ends the order."""
         try:
             await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
         except asyncio.CancelledError:
             handle.cancel()
             raise
-        if handle.done():
-            try:
-                return handle.result()
-            except ActivityError as err:
+        if not handle.done():
+            handle.cancel()
+            return None
+        try:
+            return handle.result()
+        except ActivityError as err:
+            if _refused(err) or not workflow.patched(PROVIDER_FAILURE_ENDS_THE_ATTEMPT):
                 raise OrderFailed(_reason(err)) from err
-        handle.cancel()
-        return None
+            step = "dial" if attempt.status == "ringing" else "conversation"
+            workflow.logger.warning("attempt %s: %s failed: %s", attempt.id, step, _reason(err))
+            self._end_attempt(
+                attempt,
+                status="error",
+                ended_by="system",
+                end_reason=f"{step} failed: {_reason(err)}",
+                **({"dial_error": "non_classified_error"} if step == "dial" else {}),
+            )
+            return None
 
-    def _afresh(self, order: PreparedOrder) -> datetime | None:
-        """The next attempt's time from now (after resume, or a permit that came too late); an order
-        that has not dialed yet still waits for its scheduled_at, so resuming never calls early."""
+    def _afresh(self, order: PreparedOrder, kept: datetime | None = None) -> datetime | None:
+        """The next attempt's time from now (after resume, or a permit that came too late): `kept`,
+        the time the order was waiting for, while it is still ahead (resuming never skips a retry
+        delay); an order that has not dialed yet still waits for its scheduled_at."""
         now, scheduled_at = workflow.now(), self.params.scheduled_at
+        if kept is not None and kept > now and workflow.patched(RESUME_KEEPS_THE_NEXT_ATTEMPT_TIME):
+            return kept
         keep = (
             not self.attempts
             and scheduled_at is not None
@@ -579,8 +621,10 @@ class CallOrderWorkflow:
         attributes = [sa.CALL_STATUS.value_set(status), sa.ATTEMPT_COUNT.value_set(len(self.attempts))]
         if status == "scheduled" and self.next_attempt_at:
             attributes.append(sa.NEXT_ATTEMPT_AT.value_set(self.next_attempt_at))
-        elif status in TERMINAL_STATUSES or status == "calling":
+            self._shows_next_attempt = True
+        elif self._shows_next_attempt:  # paused, queued, calling or over: no attempt waits for a time
             attributes.append(sa.NEXT_ATTEMPT_AT.value_unset())
+            self._shows_next_attempt = False
         workflow.upsert_search_attributes(attributes)
 
     def _touch(self) -> None:
@@ -616,6 +660,16 @@ class CallOrderWorkflow:
 def _deserves_retry(attempt: CallAttempt) -> bool:
     """Retry unless a human was reached or the number can never be reached."""
     return attempt.result != "human" and attempt.dial_error not in PERMANENT_DIAL_ERRORS
+
+
+def _cancelled(err: BaseException) -> bool:
+    """Temporal's cancellation reaches an awaited activity as that activity's cancelled error."""
+    return isinstance(err, ActivityError) and isinstance(err.cause, TemporalCancelled)
+
+
+def _refused(err: ActivityError) -> bool:
+    """Refused for good (bad configuration or simulation), not merely failing for now."""
+    return isinstance(err.cause, ApplicationError) and err.cause.non_retryable
 
 
 def _reason(err: ActivityError) -> str:

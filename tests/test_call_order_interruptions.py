@@ -1,0 +1,194 @@
+"""An order interrupted in every phase (time-skipping): Temporal's cancellation while it queues for a
+permit or while its call is analyzed, the cancel signal after the calls, a dial that keeps failing,
+pause and resume during a retry delay. Each ends with a truthful status, stored, and nothing leaked."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowHandle
+
+from activities.concurrency import ConcurrencyActivities
+from activities.simulated import SimulatedTelephony
+from api.store import get_call
+from models import Call
+from models.concurrency import PermitRequest
+from models.settings import Settings
+from models.tables import Database
+from models.workflow_io import DialRequest, DialResult
+from tests.helpers import eventually, settings_for_tests
+from tests.http_fakes import FakeOpenAI, Status, serve
+from tests.test_call_order import ended, order, start, started, status_of
+from tests.test_call_order_concurrency import semaphore_ended
+from workers import create_worker
+from workflows.call_order import CallOrderWorkflow
+
+OUTCOME = {"outcome": "interested", "outcome_summary": "She asked for the details by email."}
+
+
+def stored(settings: Settings, call: Call) -> Call:
+    record = get_call(Database.for_url(settings.database_url), call.organization_id, call.id)
+    assert record is not None
+    return Call.model_validate(record.call)
+
+
+async def attributes_of(client: Client, handle: WorkflowHandle[Any, Call]) -> dict[str, bytes]:
+    """The search attributes set (raw: the time-skipping server keeps an unset one as null)."""
+    description = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecution(workflow_id=handle.id)
+        )
+    )
+    fields = description.workflow_execution_info.search_attributes.indexed_fields
+    return {
+        name: payload.data for name, payload in fields.items() if payload.data not in (b"", b"null", b"[]")
+    }
+
+
+async def test_temporal_cancellation_while_queued_for_a_permit_ends_it_cancelled(time_env, task_queue):
+    settings = settings_for_tests()
+    key = f"team-{task_queue}"
+    holding = order("human", metadata={"simulation.call_seconds": "3600"}, concurrency={"key": key, "max": 1})
+    queued = order("human", concurrency={"key": key, "max": 1})
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        first = await start(time_env, task_queue, holding)
+        await eventually(lambda: status_of(first), lambda s: s == "calling")
+        second = await start(time_env, task_queue, queued)
+        await eventually(lambda: status_of(second), lambda s: s == "queued_for_calling")
+        await second.cancel()
+        call = await second.result()
+        await first.signal(CallOrderWorkflow.cancel)
+        await first.result()
+        await semaphore_ended(time_env, key)  # the cancelled waiter left the queue: nothing held
+    assert (call.status, call.calls_count, call.is_cancelled) == ("cancelled", 0, True)
+    assert stored(settings, call).status == "cancelled"
+
+
+async def test_temporal_cancellation_while_joining_the_queue_ends_it_cancelled(
+    dev_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """Cancelled while its request for a permit is under way (the activity Temporal then cancels). On
+    the real dev server: the time-skipping one stalls now and then on an activity that completes after
+    its cancellation (ACTIVITY_UNKNOWN)."""
+    settings = settings_for_tests()
+    key = f"team-{task_queue}"
+    real_request = ConcurrencyActivities.concurrency_request_permit
+    requested, proceed, first_id = asyncio.Event(), asyncio.Event(), f"call-{uuid.uuid4()}"
+
+    @activity.defn(name="concurrency_request_permit")
+    async def slow_request(self, request: PermitRequest) -> None:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if request.holder_workflow_id != first_id:
+            requested.set()
+            await proceed.wait()
+        await real_request(self, request)
+
+    monkeypatch.setattr(ConcurrencyActivities, "concurrency_request_permit", slow_request)
+    holding = order("human", metadata={"simulation.call_seconds": "3600"}, concurrency={"key": key, "max": 1})
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
+        first = await dev_env.client.start_workflow(
+            CallOrderWorkflow.run, holding, id=first_id, task_queue=task_queue
+        )
+        second = await start(dev_env, task_queue, order("human", concurrency={"key": key, "max": 1}))
+        await asyncio.wait_for(requested.wait(), timeout=20)
+        await second.cancel()
+        call = await second.result()
+        proceed.set()
+        await first.signal(CallOrderWorkflow.cancel)
+        await first.result()
+        semaphore = dev_env.client.get_workflow_handle(f"concurrency-{key}")
+        state = await semaphore.query("state")
+    # The late request (after the order was gone) was recognised as one already released.
+    assert state["holders"] == [] and state["waiters"] == [] and state["stats"]["duplicate_requests"] == 1
+    assert (call.status, call.calls_count) == ("cancelled", 0)
+    assert stored(settings, call).status == "cancelled"
+
+
+async def test_temporal_cancellation_during_the_analysis_completes_the_order(time_env, task_queue):
+    llm = FakeOpenAI()
+    llm.script = {"call_outcome": [Status(503)]}  # down for good: the analysis waits
+    async with serve(llm.routes) as base:
+        settings = settings_for_tests(
+            analyzer="openai", openai_api_key="sk-test", openai_base_url=f"{base}/v1"
+        )
+        async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+            handle = await start(time_env, task_queue, order("human:interested"))
+            await eventually(lambda: status_of(handle), lambda s: s == "post_processing")
+            await handle.cancel()
+            call = await handle.result()
+    assert (call.status, call.outcome, call.outcome_summary) == ("completed", None, "analysis cancelled")
+    assert call.call_attempts[0].result == "human" and stored(settings, call).status == "completed"
+
+
+async def test_the_cancel_signal_after_the_calls_changes_nothing(time_env, task_queue):
+    llm = FakeOpenAI()
+    llm.script = {"call_outcome": [Status(503)] * 4 + [OUTCOME]}
+    async with serve(llm.routes) as base:
+        settings = settings_for_tests(
+            analyzer="openai", openai_api_key="sk-test", openai_base_url=f"{base}/v1"
+        )
+        async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+            handle = await start(time_env, task_queue, order("human:interested"))
+            await eventually(lambda: status_of(handle), lambda s: s == "post_processing")
+            await handle.signal(CallOrderWorkflow.cancel)
+            call = await handle.result()
+    assert (call.status, call.outcome, call.is_cancelled) == ("completed", "interested", False)
+
+
+async def test_a_dial_that_keeps_failing_ends_the_attempt_and_the_order_tries_again(
+    time_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """A trunk that is down for the first attempt (every activity retry fails): that attempt ends in
+    error, and the retry config's next attempt reaches the human."""
+    real_dial = SimulatedTelephony.dial
+    tries: list[int] = []
+
+    async def flaky_dial(self: SimulatedTelephony, request: DialRequest) -> DialResult:
+        tries.append(request.attempt_number)
+        if request.attempt_number == 1:
+            raise ConnectionError("SIP trunk unreachable")
+        return await real_dial(self, request)
+
+    monkeypatch.setattr(SimulatedTelephony, "dial", flaky_dial)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human"))
+        call = await handle.result()
+    first, second = reversed(call.call_attempts)
+    assert call.status == "completed" and tries == [1, 1, 1, 2]
+    assert (first.status, first.dial_error, first.ended_by) == ("error", "non_classified_error", "system")
+    assert first.end_reason == "dial failed: SIP trunk unreachable"
+    assert second.result == "human" and started(second) - ended(first) >= timedelta(seconds=600)
+
+
+async def test_a_bad_simulation_still_ends_the_order_errored(time_env, task_queue):
+    """A refusal no retry can fix is the order's error, not one attempt's."""
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, order("sneeze"))).result()
+    assert call.status == "errored" and call.calls_count == 1
+    assert call.call_attempts[0].end_reason == "order_errored"
+
+
+async def test_pause_and_resume_during_a_retry_delay_keep_the_delay(time_env, task_queue):
+    params = order("voicemail,human")  # a retry delay of 600 s
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        await eventually(
+            lambda: handle.query(CallOrderWorkflow.attempts), lambda a: len(a) == 1 and a[0].ended_at
+        )
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        assert "NextAttemptAt" in await attributes_of(time_env.client, handle)
+        await handle.signal(CallOrderWorkflow.pause)
+        await eventually(lambda: status_of(handle), lambda s: s == "paused")
+        paused = await attributes_of(time_env.client, handle)
+        await handle.signal(CallOrderWorkflow.resume)
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        call = await handle.result()
+    first, second = reversed(call.call_attempts)
+    assert "NextAttemptAt" not in paused  # no attempt waits for a time while paused
+    assert first.result == "voicemail" and started(second) - ended(first) >= timedelta(seconds=600)
