@@ -64,6 +64,7 @@ async def api_process(settings: Settings, workdir: str) -> AsyncIterator[str]:
         "TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "OUTDIAL_TASK_QUEUE": settings.task_queue,
         "OUTDIAL_DATABASE_URL": settings.database_url,
+        "OUTDIAL_CODEC_KEY": "plaintext",  # as the bare start_workflow it is compared with
     }
     process = subprocess.Popen(
         [command, "api", "--port", str(port)],

@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field, SecretStr
 
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
+# The value of OUTDIAL_CODEC_KEY that turns encryption off on purpose.
+PLAINTEXT_HISTORY = "plaintext"
+
 
 class DevServerSettings(BaseModel):
     db_filename: str = ".outdial/temporal.db"
@@ -77,6 +80,8 @@ class Settings(BaseModel):
     twilio_auth_token: str | None = Field(default=None, repr=False)
     twilio_base_url: str = "https://api.twilio.com"
     codec_key: str | None = Field(default=None, repr=False)  # payload encryption; None: off
+    # OUTDIAL_CODEC_KEY=plaintext: the operator's explicit choice to run `outdial worker`/`api` unencrypted.
+    plaintext_history: bool = False
     # The simulated trunk's ring ledger: a JSON-lines file of every ring, shared by worker processes.
     simulated_ring_ledger: str | None = None
     # The worker's workflow cache (None: the SDK's default, 1000); bounds memory with many open orders.
@@ -154,11 +159,16 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "twilio_account_sid": env.get("TWILIO_ACCOUNT_SID"),
         "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
         "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
-        "codec_key": env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
+        "codec_key": None if _plaintext(env) else env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
+        "plaintext_history": _plaintext(env),
         "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
         "campaign_burst": env.get("OUTDIAL_CAMPAIGN_BURST"),
         "concurrency_default_max": env.get("OUTDIAL_CONCURRENCY_DEFAULT_MAX"),
     }
+
+
+def _plaintext(env: dict[str, str]) -> bool:
+    return env.get("OUTDIAL_CODEC_KEY", "").strip().lower() == PLAINTEXT_HISTORY
 
 
 def _local_codec_key(raw: dict[str, Any]) -> str | None:

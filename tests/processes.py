@@ -74,6 +74,7 @@ class Stack:
             "OUTDIAL_TASK_QUEUE": self.task_queue,
             "OUTDIAL_DATABASE_URL": self.database_url,
             "OUTDIAL_SIMULATED_RING_LEDGER": str(self.ring_ledger),
+            "OUTDIAL_CODEC_KEY": "plaintext",  # as the test's own client reads them (no secrets here)
             "COLUMNS": "200",
             **self.worker_env,
             **env,

@@ -17,13 +17,15 @@ from rich.console import Console
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from typer.testing import CliRunner
 
 from activities.notify import verify_signature
 from models import Call, CallCreateParams
-from models.settings import Settings
+from models.settings import PLAINTEXT_HISTORY, Settings
 from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import serve, serve_app
 from workers import create_worker
+from workers.cli import app
 from workers.codec import (
     ENCODING,
     CodecKeyError,
@@ -327,3 +329,22 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
     signature, body = received[-1]
     assert verify_signature(WEBHOOK_SECRET, signature, body)
     assert contains_secret(body.decode()) == []
+
+
+@pytest.mark.parametrize("command", ["worker", "api"])
+def test_a_worker_or_api_without_a_key_refuses_to_write_secrets_in_clear(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")  # no local stack key beside it
+    monkeypatch.delenv("OUTDIAL_CODEC_KEY", raising=False)
+    refused = CliRunner().invoke(app, [command])
+    assert refused.exit_code == 2 and "OUTDIAL_CODEC_KEY is not set" in refused.output
+    assert f"OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY}" in refused.output
+
+
+def test_plaintext_history_is_an_explicit_choice() -> None:
+    chosen = Settings.load(config_file="/nonexistent", env={"OUTDIAL_CODEC_KEY": "plaintext"})
+    assert (chosen.codec_key, chosen.plaintext_history) == (None, True)
+    assert data_converter(chosen).payload_codec is None
+    keyed = Settings.load(config_file="/nonexistent", env={"OUTDIAL_CODEC_KEY": generate_key()})
+    assert keyed.codec_key and not keyed.plaintext_history

@@ -27,7 +27,7 @@ from activities.webhook_secrets import (
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
 from models import Call, CallCreateParams
-from models.settings import Settings
+from models.settings import PLAINTEXT_HISTORY, Settings
 from models.tables import Database
 from workers.demo import (
     await_notifications,
@@ -90,10 +90,23 @@ def demo(
         asyncio.run(main())
 
 
+def _encrypted(settings: Settings) -> Settings:
+    """A worker or API outside the local stack writes assistants' secrets (an LLM's api_key, tool
+    headers) into Temporal's history: it refuses to, in clear text, unless the operator chose so."""
+    if not settings.codec_key and not settings.plaintext_history:
+        console.print(
+            "[red]OUTDIAL_CODEC_KEY is not set[/]: secrets would be stored in clear text in Temporal's "
+            "history. Set it to a key (python -m workers.codec keygen), the same for every worker, API "
+            f"and client; or set OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY} to run unencrypted on purpose."
+        )
+        raise typer.Exit(2)
+    return settings
+
+
 @app.command()
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (no dev server)."""
-    settings = Settings.load()
+    settings = _encrypted(Settings.load())
 
     async def main() -> None:
         client = await connect(settings)
@@ -114,7 +127,7 @@ def serve_api(
     """Serve the HTTP API (Revox-compatible) against TEMPORAL_ADDRESS; run workers with `outdial worker`."""
     import uvicorn
 
-    uvicorn.run(create_app(Settings.load()), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(_encrypted(Settings.load())), host=host, port=port, log_level="info")
 
 
 apikey_app = typer.Typer(help="API keys of the HTTP API.", no_args_is_help=True)
