@@ -14,15 +14,24 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
+from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.calls import CallActivities
 from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
 from models import CallCreateParams
 from models.concurrency import SemaphoreInput
 from models.tables import Database
-from models.workflow_io import AnalysisResult, AnalyzeRequest, DialRequest, DialResult
+from models.workflow_io import (
+    AnalysisResult,
+    AnalyzeRequest,
+    DialRequest,
+    DialResult,
+    PreparedOrder,
+    PrepareRequest,
+)
 from tests.helpers import eventually, settings_for_tests, start_campaign
 from tests.http_fakes import serve
 from workers import create_worker, register_search_attributes
@@ -100,6 +109,8 @@ async def call_orders(client: Client, task_queue: str) -> None:
             assistant={"call_retry_config": ALWAYS},
             metadata={"simulation": "human:interested"},
         ),
+        # Temporal's cancellation while the order is prepared (held until it is cancelled): cancelled.
+        "cancelled_while_preparing": scenario("human"),
     }
     for name, params in orders.items():
         if (HISTORIES / f"call-call_order_{name}.json").exists():
@@ -121,6 +132,9 @@ async def call_orders(client: Client, task_queue: str) -> None:
             )
             await handle.signal(CallOrderWorkflow.cancel)
             ANALYSIS_HELD.set()
+        if name == "cancelled_while_preparing":
+            await asyncio.wait_for(PREPARING.wait(), timeout=30)
+            await handle.cancel()
         if name in ("cancelled_while_waiting", "resumed_before_scheduled_at"):
             await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
             await handle.signal(CallOrderWorkflow.cancel)
@@ -129,6 +143,7 @@ async def call_orders(client: Client, task_queue: str) -> None:
 
 
 ANALYSIS_HELD = asyncio.Event()  # released once the scenario's signal was sent
+PREPARING = asyncio.Event()  # the held preparation has begun
 
 
 def hold_the_providers() -> None:
@@ -145,6 +160,18 @@ def hold_the_providers() -> None:
             await ANALYSIS_HELD.wait()
         return await real_analyze(self, request)
 
+    real_prepare = CallActivities.prepare_order
+
+    @activity.defn(name="prepare_order")
+    async def prepare_order(self, request: PrepareRequest) -> PreparedOrder:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if request.call_id == "call_order_cancelled_while_preparing":
+            PREPARING.set()
+            while True:  # until Temporal cancels it: the cancellation comes with a heartbeat's answer
+                activity.heartbeat()
+                await asyncio.sleep(0.1)
+        return await real_prepare(self, request)
+
+    CallActivities.prepare_order = prepare_order  # type: ignore[method-assign]
     SimulatedTelephony.dial = dial  # type: ignore[method-assign]
     SimulatedAnalyzer.analyze = analyze  # type: ignore[method-assign]
 
