@@ -30,6 +30,7 @@ from revox import AsyncRevox, Revox
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from activities.simulated import SimulatedAnalyzer
 from api import calls, create_app, store
 from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
 from api.errors import ApiError
@@ -38,6 +39,7 @@ from api.server_timing import ServerTiming, parse_server_timing
 from models import Call
 from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
+from models.workflow_io import AnalysisResult, AnalyzeRequest
 from tests.helpers import eventually, settings_for_tests
 from workers import create_worker
 
@@ -288,6 +290,33 @@ async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org
         assert retrieved.is_cancelled and retrieved.calls_count == 0
         with pytest.raises(revox.ConflictError):  # an ended order cannot be cancelled again
             await client.call.cancel(call_id)
+
+
+def test_cancel_once_the_calls_are_over_is_a_conflict_and_the_order_completes(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While its conversation is analyzed (post_processing) there is no call left to cancel: the API
+    says so (409) instead of answering a success the workflow would ignore."""
+    analyzing, release = threading.Event(), threading.Event()
+    real_analyze = SimulatedAnalyzer.analyze
+
+    async def held(self: SimulatedAnalyzer, request: AnalyzeRequest) -> AnalysisResult:
+        analyzing.set()
+        await asyncio.to_thread(release.wait, 30)  # the worker's loop runs in the stack's own thread
+        return await real_analyze(self, request)
+
+    monkeypatch.setattr(SimulatedAnalyzer, "analyze", held)
+    try:
+        call_id = org.client.call.create(**quick_order("human:interested")).call.id
+        assert analyzing.wait(30)
+        status = lambda: org.client.call.retrieve(call_id).call.status  # noqa: E731
+        eventually_sync(status, lambda s: s == "post_processing")
+        with pytest.raises(revox.ConflictError, match="post_processing"):
+            org.client.call.cancel(call_id)
+    finally:
+        release.set()
+    call = finished(org.client, call_id)
+    assert (call.status, call.is_cancelled, call.outcome) == ("completed", False, "interested")
 
 
 def test_idempotency_key_returns_the_same_call_and_never_a_second_one(org: Org) -> None:
