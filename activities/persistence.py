@@ -54,6 +54,27 @@ def _instant(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
+def search_text(call: Mapping[str, Any]) -> str:
+    """What a search's free-text `query` reads, from the Call as stored: the values a person looks for
+    (ids, numbers, metadata, variables, what was said, the outcome, the extracted data), lowercased;
+    never the JSON's key names, which every call has."""
+    attempts = call.get("call_attempts") or []
+    campaign = call.get("campaign") or {}
+    values = [
+        call.get("id"),
+        call.get("to_phone_number"),
+        call.get("from_phone_number"),
+        call.get("outcome"),
+        call.get("outcome_summary"),
+        campaign.get("name"),
+        *(call.get("metadata") or {}).values(),
+        *(call.get("prompt_variables") or {}).values(),
+        *(entry.get("content") for attempt in attempts for entry in attempt.get("transcript") or []),
+        *(value for attempt in attempts for value in (attempt.get("structured_output") or {}).values()),
+    ]
+    return "\n".join(str(value) for value in values if value not in (None, "")).lower()
+
+
 def call_columns(call: Call, seq: int) -> dict[str, Any]:
     """The row's values for `call` (everything but the API's own columns: params, idempotency)."""
     last = call.call_attempts[0] if call.call_attempts else None
@@ -72,7 +93,8 @@ def call_columns(call: Call, seq: int) -> dict[str, Any]:
         "created_at": created_at,
         "updated_at": _instant(call.updated_at) or created_at,
         "seq": seq,
-        "call": call.model_dump(mode="json"),
+        "call": (stored := call.model_dump(mode="json")),
+        "search_text": search_text(stored),
         "campaign_id": call.campaign.id if call.campaign else None,
     }
 

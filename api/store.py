@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, asc, cast, delete, desc, false, func, insert, or_, select, update
+from sqlalchemy import asc, delete, desc, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -120,13 +120,7 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
         where.append(row.to_phone_number == filters.to_phone_number)
     if filters.query:
         needle = filters.query.lower()
-        where.append(
-            or_(
-                func.lower(row.id).contains(needle, autoescape=True),
-                func.lower(row.to_phone_number).contains(needle, autoescape=True),
-                func.lower(cast(row.call, String)).contains(needle, autoescape=True),
-            )
-        )
+        where.append(row.search_text.contains(needle, autoescape=True))  # type: ignore[attr-defined]
     return where
 
 

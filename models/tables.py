@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Engine, UniqueConstraint, create_engine, event
+from sqlalchemy import JSON, Column, DateTime, Engine, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel
@@ -191,6 +191,7 @@ class CallOrderRecord(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str | None = Field(default=None, max_length=64)
     campaign_id: str | None = Field(default=None, index=True, max_length=64)
+    search_text: str = Field(default="", sa_type=Text)  # what a free-text `query` matches
 
 
 class CallAttemptRecord(SQLModel, table=True):

@@ -671,6 +671,12 @@ def check_search_export_history(client: Revox, ids: dict[str, str], waiting: str
     ]
     assert [c.id for c in search(**no_filters(to_phone_number="+33612340002")).calls] == [ids["no_answer"]]
     assert [c.id for c in search(**no_filters(query="33612340004")).calls] == [waiting]
+    # The free-text query reads the calls' values: variables, metadata, what was said; no key names.
+    assert {c.id for c in search(**no_filters(query="CLAIRE")).calls} == set(ids.values())
+    assert {c.id for c in search(**no_filters(query="c-42")).calls} == set(ids.values())
+    assert [c.id for c in search(**no_filters(query="send me the details")).calls] == [ids["interested"]]
+    assert search(**no_filters(query="prompt_variables")).total_count == 0
+    assert search(**no_filters(query="100%_")).total_count == 0  # LIKE's wildcards are plain text
     assert search(**no_filters(campaign_ids=["any"])).total_count == 0
     pages = [
         search(**no_filters(page=p, page_size=3, sort_by="to_phone_number", sort_direction="asc"))

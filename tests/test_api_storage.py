@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import MetaData, Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel, select
 from temporalio.exceptions import ApplicationError
@@ -48,6 +48,31 @@ def test_the_migrations_create_exactly_the_tables(database: Database) -> None:
     with database.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert differences == []
+
+
+def test_calls_stored_before_the_search_text_column_are_searchable_after_the_migration(
+    tmp_path: Any,
+) -> None:
+    from alembic import command
+
+    from migrations import alembic_config
+
+    database = Database.for_url(f"sqlite:///{tmp_path / 'old.db'}")
+    call = snapshot("call-old", "org-old", 1).model_copy(update={"metadata": {"crm_id": "C-77"}})
+    with database.engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")  # the schema before the column
+        before = Table(  # the table as 0004 left it
+            "call_orders",
+            MetaData(),
+            *(c._copy() for c in CallOrderRecord.__table__.columns if c.name != "search_text"),  # type: ignore[attr-defined]
+        )
+        values = {k: v for k, v in call_columns(call, 1).items() if k != "search_text"}
+        connection.execute(before.insert().values(id=call.id, **values))
+    database.migrate()
+    order, _ = stored(database, call.id)
+    assert "c-77" in order.search_text.split("\n") and "crm_id" not in order.search_text
 
 
 def snapshot(call_id: str, organization_id: str, step: int) -> Call:
