@@ -31,6 +31,7 @@ from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
 from activities.webhook_secrets import DatabaseWebhookSecrets
 from agent.prompt import interpolate
 from models.call import Call, CallAttempt
+from models.secrets import masked
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,22 +141,9 @@ def verify_signature(
     return any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", []))
 
 
-def _mask(value: object) -> str:
-    text = str(value or "")
-    return f"…{text[-4:]}" if len(text) >= 16 else "…"
-
-
 def webhook_payload(call: Call) -> dict[str, Any]:
     """`{"event", "id", "call"}` with the seed's Call; the assistant's secrets are masked (last 4 kept)."""
-    dumped = call.model_dump(mode="json")
-    assistant = dumped.get("assistant") or {}
-    for llm in (dumped.get("llm_model") or {}, assistant.get("llm_model") or {}):
-        if llm.get("type") == "custom" and "api_key" in llm:
-            llm["api_key"] = _mask(llm["api_key"])
-    for tool in assistant.get("custom_tools") or []:
-        for header in tool.get("headers") or []:
-            header["value"] = _mask(header.get("value"))
-    return {"event": webhook_event(call), "id": event_id(call), "call": dumped}
+    return {"event": webhook_event(call), "id": event_id(call), "call": masked(call.model_dump(mode="json"))}
 
 
 def webhook_body(call: Call) -> bytes:

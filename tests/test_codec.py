@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 SECRETS = (LLM_KEY, TOOL_TOKEN, WEBHOOK_SECRET)
 
 
-def payload(text: str) -> Payload:
-    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+def payload(value: object) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode())
 
 
 async def test_codec_round_trip_hides_the_plaintext_and_passes_old_payloads_through() -> None:
@@ -102,9 +102,16 @@ def test_codec_is_opt_in_and_the_dev_stack_keeps_its_key(tmp_path: Path) -> None
     assert "codec_key" not in repr(first) or first.codec_key not in repr(first)
 
 
-async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth() -> None:
+async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth_and_masks_secrets() -> None:
     codec = EncryptionCodec(parse_keys(generate_key()))
-    [sealed] = await codec.encode([payload(LLM_KEY)])
+    order = {
+        "phone_number": "+33612345678",
+        "assistant": {
+            "llm_model": {"type": "custom", "api_key": LLM_KEY},
+            "custom_tools": [{"name": "crm", "headers": [{"key": "Authorization", "value": TOOL_TOKEN}]}],
+        },
+    }
+    [sealed] = await codec.encode([payload(order)])
     body = json.dumps(
         {
             "payloads": [
@@ -129,7 +136,14 @@ async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth() -> No
         )
         assert decoded.status == 200
         [item] = (await decoded.json())["payloads"]
-        assert json.loads(base64.b64decode(item["data"])) == LLM_KEY
+    shown = json.loads(base64.b64decode(item["data"]))
+    assert contains_secret(json.dumps(shown)) == []
+    assert shown["phone_number"] == "+33612345678"  # the rest reads as it was
+    assert shown["assistant"]["llm_model"] == {"type": "custom", "api_key": f"…{LLM_KEY[-4:]}"}
+    [header] = shown["assistant"]["custom_tools"][0]["headers"]
+    assert header == {"key": "Authorization", "value": f"…{TOOL_TOKEN[-4:]}"}
+    [opened] = await codec.decode([sealed])  # a worker's own codec decodes in full
+    assert json.loads(opened.data) == order
 
 
 # --- the history on the real dev server -------------------------------------------------------------
@@ -313,8 +327,10 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
             assert "binary/encrypted" in shown
             assert contains_secret(shown) == [], workflow_id
         # An operator holding the key reads the history through the stack's codec server.
+        # Its secrets stay masked there too: the Web UI shows what this shows.
         decoded = await workflow_show(stack.client, f"call-{call_id}", "--codec-endpoint", stack.codec_url)
-        assert LLM_KEY in decoded
+        assert "+33612345678" in decoded and f"…{LLM_KEY[-4:]}" in decoded
+        assert contains_secret(decoded) == []
         # The outcome email reached the stack's SMTP sink.
         assert stack.mail is not None
         [*_, mail] = stack.mail.messages

@@ -8,7 +8,8 @@ come from OUTDIAL_CODEC_KEY: comma-separated 32-byte keys (base64 or hex), the f
 decrypt (rotation: put the new key first, keep the old ones until their histories are gone). Payloads
 that are not encrypted pass through, so turning encryption on keeps older histories readable.
 
-Operators who hold the key read histories through the codec server (`serve_codec`): the Web UI
+Operators who hold the key read histories through the codec server (`codec_app`), with every secret
+masked (`models.secrets`: the history is for reading, and nothing shown holds a secret): the Web UI
 (`temporal server start-dev --ui-codec-endpoint http://127.0.0.1:8234`) and the CLI
 (`temporal workflow show --codec-endpoint http://127.0.0.1:8234 ...`) post payloads to /decode.
 Without it they see only `binary/encrypted`.
@@ -26,6 +27,7 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -38,6 +40,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
+from models.secrets import masked
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +187,10 @@ def codec_app(
                 return cors(request, web.json_response({"error": "unauthorized"}, status=401))
             try:
                 payloads = json_format.Parse(await request.text(), Payloads())
-                items = await (codec.encode if encode else codec.decode)(payloads.payloads)
+                if encode:
+                    items = await codec.encode(payloads.payloads)
+                else:
+                    items = shown(await codec.decode(payloads.payloads))
             except Exception as err:  # a bad request or a foreign key: say so, never crash
                 log.warning("codec %s failed: %s", "encode" if encode else "decode", type(err).__name__)
                 return cors(request, web.json_response({"error": type(err).__name__}, status=400))
@@ -198,6 +204,21 @@ def codec_app(
         app.router.add_post(path, handler(encode))
         app.router.add_route("OPTIONS", path, preflight)
     return app
+
+
+def shown(payloads: Sequence[Payload]) -> list[Payload]:
+    """Decoded payloads as the Web UI and CLI may show them: JSON with every secret masked
+    (models/secrets.py), so reading a history never reveals an api_key or a tool header."""
+    result = []
+    for payload in payloads:
+        if payload.metadata.get("encoding") == b"json/plain":
+            try:
+                data = json.dumps(masked(json.loads(payload.data)), separators=(",", ":")).encode()
+            except ValueError:
+                data = payload.data
+            payload = Payload(metadata=dict(payload.metadata), data=data)
+        result.append(payload)
+    return result
 
 
 def web_ui_origins(settings: Settings) -> list[str]:

@@ -1,0 +1,36 @@
+"""Masking the secrets a call order carries (a custom LLM's `api_key`, custom tool header values)
+wherever its JSON is shown rather than used: webhooks, and the codec server the Web UI and CLI read
+histories through. Workers decode in full; nothing shown ever holds a secret in clear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECRET_KEYS = frozenset({"api_key"})  # a value under this key is a secret, wherever it sits
+SECRET_LISTS = frozenset({"headers"})  # each `{"key", "value"}` item's value is a secret
+
+
+def mask(value: object) -> str:
+    """`…6789`: the last 4 characters of a long secret, to tell keys apart; nothing of a short one."""
+    text = str(value or "")
+    return f"…{text[-4:]}" if len(text) >= 16 else "…"
+
+
+def masked(value: Any) -> Any:
+    """A copy of JSON `value` with every secret masked (the rest as it was)."""
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    shown: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in SECRET_KEYS and isinstance(item, str):
+            shown[key] = mask(item)
+        elif key in SECRET_LISTS and isinstance(item, list):
+            shown[key] = [
+                {**entry, "value": mask(entry.get("value"))} if isinstance(entry, dict) else entry
+                for entry in item
+            ]
+        else:
+            shown[key] = masked(item)
+    return shown
