@@ -1,10 +1,14 @@
 """Masking the secrets a call order carries (a custom LLM's `api_key`, custom tool header values)
-wherever its JSON is shown rather than used: webhooks, and the codec server the Web UI and CLI read
-histories through. Workers decode in full; nothing shown ever holds a secret in clear."""
+wherever its JSON is shown rather than used: webhooks, the codec server the Web UI and CLI read
+histories through, and the `outdial` command's printouts. Workers decode in full; nothing shown
+ever holds a secret in clear."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from pydantic import BaseModel
 
 SECRET_KEYS = frozenset({"api_key"})  # a value under this key is a secret, wherever it sits
 SECRET_LISTS = frozenset({"headers"})  # each `{"key", "value"}` item's value is a secret
@@ -34,3 +38,8 @@ def masked(value: Any) -> Any:
         else:
             shown[key] = masked(item)
     return shown
+
+
+def masked_json(model: BaseModel) -> str:
+    """`model` as JSON to show (the CLI's and the demo's printouts), its secrets masked."""
+    return json.dumps(masked(model.model_dump(mode="json")), ensure_ascii=False)

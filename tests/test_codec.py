@@ -331,6 +331,15 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
         decoded = await workflow_show(stack.client, f"call-{call_id}", "--codec-endpoint", stack.codec_url)
         assert "+33612345678" in decoded and f"…{LLM_KEY[-4:]}" in decoded
         assert contains_secret(decoded) == []
+        # And so does `outdial status`, which decodes with the key itself.
+        env = {
+            "TEMPORAL_ADDRESS": stack.settings.temporal_address,
+            "OUTDIAL_CODEC_KEY": stack.settings.codec_key,
+            "COLUMNS": "200",
+        }
+        printed = await asyncio.to_thread(CliRunner().invoke, app, ["status", call_id], env=env)
+        assert printed.exit_code == 0, printed.output
+        assert f"…{TOOL_TOKEN[-4:]}" in printed.output and contains_secret(printed.output) == []
         # The outcome email reached the stack's SMTP sink.
         assert stack.mail is not None
         [*_, mail] = stack.mail.messages

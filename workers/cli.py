@@ -27,6 +27,7 @@ from activities.webhook_secrets import (
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
 from models import Call, CallCreateParams
+from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, Settings
 from models.tables import Database
 from workers.demo import (
@@ -270,7 +271,7 @@ def call(
         )
         console.print(f"call order [bold]{call_id}[/] started")
         if wait:
-            console.print(JSON((await handle.result()).model_dump_json()))
+            console.print(JSON(masked_json(await handle.result())))
 
     asyncio.run(main())
 
@@ -285,7 +286,7 @@ def status(call_id: str) -> None:
 
     async def main() -> None:
         call = await _handle(await connect(), call_id).query("call", result_type=Call)
-        console.print(JSON(call.model_dump_json()))
+        console.print(JSON(masked_json(call)))
 
     asyncio.run(main())
 

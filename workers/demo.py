@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 from activities.notify import SIGNATURE_HEADER, due_channels, verify_signature
 from models import Call, CallCreateParams
 from models.common import TERMINAL_STATUSES, WEEKDAYS
+from models.secrets import masked_json
 from models.settings import Settings
 from workflows.notify import NotificationsReport, notifications_workflow_id
 
@@ -130,7 +131,7 @@ def _table(calls: dict[str, Call]) -> Table:
 def print_calls(console: Console, calls: dict[str, Call]) -> None:
     for name, call in calls.items():
         console.rule(name)
-        console.print(JSON(call.model_dump_json()))
+        console.print(JSON(masked_json(call)))
 
 
 # --- after the calls: notifications -----------------------------------------------------------------
