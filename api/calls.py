@@ -60,6 +60,7 @@ from models import (
 from models.common import TERMINAL_STATUSES
 from models.settings import Settings
 from models.tables import CallAttemptRecord, CallOrderRecord, Database, utcnow
+from workflows import schedule
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["calls"])
@@ -125,7 +126,23 @@ def resolve_order(
     except UnknownCallerId as err:
         field = "from_phone_number" if params.from_phone_number else "assistant.from_phone_number"
         raise unprocessable(field, str(err)) from None
-    return assistant, caller, inline.call_retry_config or CallRetryConfig()
+    retry = inline.call_retry_config or CallRetryConfig()
+    if not params.force_now:
+        _refuse_no_common_window(params.phone_number, retry, now)
+    return assistant, caller, retry
+
+
+def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime) -> None:
+    """A number that may be in zones sharing no calling window (a Russian mobile: Kaliningrad to
+    Kamchatka) could never be called: a 422 asking for the timezone, not an order that errs later.
+    One zone always has a window, so only the rare number with several pays for the search."""
+    zones = schedule.resolve_timezones(phone_number, retry.timezone)
+    if len(zones) > 1 and schedule.next_allowed_instant(now, retry, zones) is None:
+        raise unprocessable(
+            "call_retry_config.timezone",
+            f"{phone_number} may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no "
+            "calling window; set call_retry_config.timezone to the recipient's",
+        )
 
 
 def initial_call(

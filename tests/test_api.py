@@ -375,6 +375,15 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
         org.client.call.create(phone_number="+1555")
     assert invalid.value.body["error"]["type"] == "validation_error"
     assert invalid.value.body["error"]["details"][0]["loc"] == ["body", "phone_number"]
+    with pytest.raises(revox.UnprocessableEntityError) as zoneless:  # Kaliningrad to Kamchatka
+        org.client.call.create(phone_number="+79161234567", scheduled_at="2099-01-05T09:00:00Z")
+    assert "call_retry_config.timezone" in zoneless.value.body["error"]["message"]
+    placed = org.client.call.create(
+        phone_number="+79161234567",
+        scheduled_at="2099-01-05T09:00:00Z",
+        assistant={"prompt": "Hi", "call_retry_config": {"timezone": "Europe/Moscow"}},
+    )
+    org.client.call.cancel(placed.call.id)
     with pytest.raises(revox.UnprocessableEntityError) as unknown:
         org.client.call.create(phone_number="+33612345678", assistant_id=str(uuid.uuid4()))
     assert "assistant_id" in unknown.value.body["error"]["message"]

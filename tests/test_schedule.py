@@ -60,6 +60,12 @@ def test_number_spanning_several_zones_returns_them_all_sorted():
     assert {"America/New_York", "America/Los_Angeles"} <= set(zones)
 
 
+def test_a_number_phonenumbers_knows_only_by_calling_code_is_placed_in_its_country():
+    assert resolve_timezones("+18762101234") == ["America/Jamaica"]  # a Jamaican mobile, not the NANP's 42
+    russian = resolve_timezones("+79161234567")
+    assert len(russian) > 1 and set(russian) <= set(pytz.country_timezones["RU"])
+
+
 def test_override_wins():
     assert resolve_timezones("+33612345678", "America/New_York") == ["America/New_York"]
 

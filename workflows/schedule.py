@@ -42,7 +42,9 @@ for _zone in pytz.all_timezones:
 
 
 def resolve_timezones(phone_number: str, override: str | None = None) -> list[str]:
-    """The zones the recipient may be in: the override, else every zone the number maps to."""
+    """The zones the recipient may be in: the override, else every zone the number maps to, within
+    its country. Where phonenumbers knows only the calling code (mobiles of the Caribbean's +1
+    countries get all 42 zones of the NANP, Guam to Newfoundland), the country narrows it down."""
     if override:
         return [override]
     try:
@@ -54,7 +56,9 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
         for zone in phonenumbers_timezone.time_zones_for_number(parsed)
         if zone != _UNKNOWN_ZONE and zone in pytz.all_timezones_set
     }
-    return sorted(zones) or [_FALLBACK_ZONE]
+    region = phonenumbers.region_code_for_number(parsed)
+    in_country = zones & set(pytz.country_timezones.get(region, []) if region else [])
+    return sorted(in_country or zones) or [_FALLBACK_ZONE]
 
 
 # --- The predicate ---------------------------------------------------------------------------------
