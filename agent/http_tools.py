@@ -128,7 +128,8 @@ class CustomHttpTool:
         except httpx.TimeoutException:
             raise ToolError(f"{spec.name}: the service did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as err:
-            raise ToolError(f"{spec.name}: request failed: {type(err).__name__}: {err}") from None
+            # the type only: httpx's message can quote the request, headers included (a secret)
+            raise ToolError(f"{spec.name}: request failed: {type(err).__name__}") from None
         if response.status_code >= 400:
             raise ToolError(f"{spec.name}: HTTP {response.status_code}: {response.text[:500]}")
         return response.text[:MAX_OUTPUT_CHARS] or f"HTTP {response.status_code}"

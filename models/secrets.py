@@ -1,7 +1,7 @@
-"""Masking the secrets a call order carries (a custom LLM's `api_key`, custom tool header values)
-wherever its JSON is shown rather than used: webhooks, the codec server the Web UI and CLI read
-histories through, and the `outdial` command's printouts. Workers decode in full; nothing shown
-ever holds a secret in clear."""
+"""Masking the secrets a call order carries (a custom LLM's `api_key`, custom tool headers and query
+parameters) wherever its JSON is shown rather than used: webhooks, the codec server the Web UI and
+CLI read histories through, and the `outdial` command's printouts. Workers decode in full; nothing
+shown ever holds a secret in clear."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 SECRET_KEYS = frozenset({"api_key"})  # a value under this key is a secret, wherever it sits
-SECRET_LISTS = frozenset({"headers"})  # each `{"key", "value"}` item's value is a secret
+# each `{"key", "value"}` item's value is a secret (tool headers; query parameters often carry a key)
+SECRET_LISTS = frozenset({"headers", "query_params"})
 
 
 def mask(value: object) -> str:

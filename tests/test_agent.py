@@ -34,10 +34,10 @@ from agent.call_agent import CallDeps, CallState, OutdialAgent, transcript_from
 from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
-from agent.http_tools import parameters_schema, render_body, render_url
+from agent.http_tools import CustomHttpTool, parameters_schema, render_body, render_url
 from agent.pipeline import build_llm, build_session, build_tts, sound_options
 from agent.reporter import ConverseLink
-from models.assistant import Assistant, call_assistant_from
+from models.assistant import Assistant, CustomToolRecord, KeyValueRecord, call_assistant_from
 from models.settings import Settings
 from models.workflow_io import ConverseResult
 from tests import http_fakes
@@ -734,6 +734,24 @@ async def test_custom_tool_refuses_private_addresses_in_production(fake_llm: Fak
             await c.session.run(user_input="Any in Paris?")
             entry = next(t for t in c.transcript() if t.role == "tool")
     assert entry.tool_is_error and "refused URL" in (entry.tool_output or "")
+
+
+async def test_a_tool_request_httpx_refuses_never_quotes_its_headers() -> None:
+    """A header value with a stray newline (pasted, or a variable) is refused by httpx with a message
+    quoting the header: the LLM hears the error and the transcript keeps it, so only its type goes."""
+    secret = "Bearer sk-live-SECRET-0123456789"
+    async with serve([web.get("/x", lambda _: web.Response(text="ok"))]) as base:
+        spec = CustomToolRecord(
+            description="d",
+            method="GET",
+            name="lookup",
+            url=f"{base}/x",
+            headers=[KeyValueRecord(key="Authorization", value=secret + "\n")],
+        )
+        async with guarded_client(allow_private=True) as http:
+            with pytest.raises(ToolError) as refused:
+                await CustomHttpTool(spec, {}, http)._call({})
+    assert "request failed" in refused.value.message and secret not in refused.value.message
 
 
 def test_templating_rules() -> None:

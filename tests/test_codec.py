@@ -108,7 +108,13 @@ async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth_and_mas
         "phone_number": "+33612345678",
         "assistant": {
             "llm_model": {"type": "custom", "api_key": LLM_KEY},
-            "custom_tools": [{"name": "crm", "headers": [{"key": "Authorization", "value": TOOL_TOKEN}]}],
+            "custom_tools": [
+                {
+                    "name": "crm",
+                    "headers": [{"key": "Authorization", "value": TOOL_TOKEN}],
+                    "query_params": [{"key": "token", "value": TOOL_TOKEN}],
+                }
+            ],
         },
     }
     [sealed] = await codec.encode([payload(order)])
@@ -142,6 +148,8 @@ async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth_and_mas
     assert shown["assistant"]["llm_model"] == {"type": "custom", "api_key": f"…{LLM_KEY[-4:]}"}
     [header] = shown["assistant"]["custom_tools"][0]["headers"]
     assert header == {"key": "Authorization", "value": f"…{TOOL_TOKEN[-4:]}"}
+    [param] = shown["assistant"]["custom_tools"][0]["query_params"]
+    assert param == {"key": "token", "value": f"…{TOOL_TOKEN[-4:]}"}
     [opened] = await codec.decode([sealed])  # a worker's own codec decodes in full
     assert json.loads(opened.data) == order
 
@@ -356,13 +364,13 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
     assert contains_secret(body.decode()) == []
 
 
-@pytest.mark.parametrize("command", ["worker", "api"])
-def test_a_worker_or_api_without_a_key_refuses_to_write_secrets_in_clear(
-    command: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("command", [["worker"], ["api"], ["call", "--to", "+33612345678"]])
+def test_a_worker_api_or_order_without_a_key_refuses_to_write_secrets_in_clear(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")  # no local stack key beside it
     monkeypatch.delenv("OUTDIAL_CODEC_KEY", raising=False)
-    refused = CliRunner().invoke(app, [command])
+    refused = CliRunner().invoke(app, command)
     assert refused.exit_code == 2 and "OUTDIAL_CODEC_KEY is not set" in refused.output
     assert f"OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY}" in refused.output
 

@@ -257,7 +257,7 @@ def call(
     except ValidationError as err:
         console.print(f"[red]invalid call order[/]\n{err}")
         raise typer.Exit(2) from None
-    settings = Settings.load()
+    settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
     async def main() -> None:
         client = await connect(settings)

@@ -45,6 +45,8 @@ def build_server(settings: Settings, *, port: int = 8081) -> AgentServer:
 def run_voice_agent(settings: Settings, *, dev: bool = False, port: int = 8081) -> None:
     """Run until Ctrl-C / SIGTERM; running calls get the server's drain timeout to finish."""
     logging.basicConfig(level=logging.DEBUG if dev else logging.INFO)
+    for chatty in ("httpx", "httpcore"):  # they log every request's full URL: a tool's query token
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     server = build_server(settings, port=port)
 
     async def main() -> None:
