@@ -165,6 +165,8 @@ class SimulatedTelephony:
         kind, _, intent = token.partition(":")
         hold = simulated_seconds(request.metadata, CALL_SECONDS_KEY)
         assistant = request.assistant
+        limit = float(assistant.max_call_duration_secs or 0)  # no call outlasts it, simulated or not
+        capped = min(hold, limit) if limit > 0 else hold
         if kind == "voicemail":
             turns = [
                 TranscriptEntry(role="user", content="You've reached my voicemail, please leave a message.")
@@ -177,7 +179,7 @@ class SimulatedTelephony:
                 transcript=turns,
                 ended_by="agent",
                 end_reason="voicemail",
-                hold_seconds=hold,
+                hold_seconds=capped,
             )
         if kind == "ivr":
             menu = "Welcome. For sales, press 1. For support, press 2. To repeat this menu, press 9."
@@ -186,7 +188,7 @@ class SimulatedTelephony:
                 transcript=[TranscriptEntry(role="user", content=menu)],
                 ended_by="agent",
                 end_reason="ivr_no_navigate",
-                hold_seconds=hold,
+                hold_seconds=capped,
             )
         if kind == "ios-screening-filter":
             screening = (
@@ -197,11 +199,26 @@ class SimulatedTelephony:
                 transcript=[TranscriptEntry(role="user", content=screening)],
                 ended_by="agent",
                 end_reason="screening",
-                hold_seconds=hold,
+                hold_seconds=capped,
+            )
+        transcript = _human_conversation(assistant, request.prompt_variables, intent or "interested")
+        if capped < hold:  # the call is cut at the assistant's limit, as the voice agent does
+            message = assistant.max_duration_end_message
+            transcript[-1:] = (
+                [TranscriptEntry(role="assistant", content=interpolate(message, request.prompt_variables))]
+                if message
+                else []
+            )
+            return ConverseResult(
+                result="human",
+                transcript=transcript,
+                ended_by="system",
+                end_reason="max_duration",
+                hold_seconds=capped,
             )
         return ConverseResult(
             result="human",
-            transcript=_human_conversation(assistant, request.prompt_variables, intent or "interested"),
+            transcript=transcript,
             ended_by="agent",
             end_reason="tool_end_call",
             hold_seconds=hold,

@@ -209,6 +209,21 @@ async def test_cancel_while_waiting_for_window_ends_at_once(time_env, task_queue
     assert call.status == "cancelled" and call.calls_count == 0 and call.is_cancelled
 
 
+async def test_a_call_longer_than_max_call_duration_is_cut_by_the_system(time_env, task_queue):
+    params = order("human", metadata={"simulation.call_seconds": "3600"})
+    assert params.assistant is not None
+    params.assistant = params.assistant.model_copy(
+        update={"max_call_duration_secs": 60, "max_duration_end_message": "Out of time, {{name}}, goodbye."}
+    )
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, params)).result()
+    [attempt] = call.call_attempts
+    assert isinstance(attempt.answered_at, datetime)
+    assert ended(attempt) - attempt.answered_at <= timedelta(seconds=61)
+    assert (attempt.ended_by, attempt.end_reason) == ("system", "max_duration")
+    assert attempt.transcript and attempt.transcript[-1].content == "Out of time, Claire, goodbye."
+
+
 async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
     params = order("human", metadata={"simulation.call_seconds": "3600"})
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
