@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 if TYPE_CHECKING:
     from models.assistant import CallAssistant
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")  # any name the request's prompt_variables may use
 
 
 def interpolate(template: str, variables: Mapping[str, str]) -> str:

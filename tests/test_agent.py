@@ -36,6 +36,7 @@ from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
 from agent.http_tools import CustomHttpTool, parameters_schema, render_body, render_url
 from agent.pipeline import build_llm, build_session, build_tts, sound_options
+from agent.prompt import interpolate
 from agent.reporter import ConverseLink
 from models.assistant import Assistant, CustomToolRecord, KeyValueRecord, call_assistant_from
 from models.settings import Settings
@@ -752,6 +753,13 @@ async def test_a_tool_request_httpx_refuses_never_quotes_its_headers() -> None:
             with pytest.raises(ToolError) as refused:
                 await CustomHttpTool(spec, {}, http)._call({})
     assert "request failed" in refused.value.message and secret not in refused.value.message
+
+
+def test_prompt_variables_of_any_name_are_filled_in() -> None:
+    """The seed's prompt_variables are any Dict[str, str]: accents and spaces too."""
+    variables = {"prénom": "Élise", "first name": "Ada", "name": "Claire"}
+    template = '{{prénom}}, {{ first name }}, {{name}}, {{missing}}, {{"json": 1}}'
+    assert interpolate(template, variables) == 'Élise, Ada, Claire, {{missing}}, {{"json": 1}}'
 
 
 def test_templating_rules() -> None:
