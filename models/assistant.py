@@ -19,6 +19,7 @@ from pydantic import (
     EmailStr,
     Field,
     HttpUrl,
+    Strict,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -197,7 +198,7 @@ LlmModel = Annotated[
     DedicatedInstanceModel | OpenRouterModel | CustomLlmModel | RealtimeModel, Field(discriminator="type")
 ]
 
-Volume = Annotated[float, Field(ge=0, le=1)]
+Volume = Annotated[float, Strict(), Field(ge=0, le=1)]  # Strict: JSON true or "0.5" is a 422
 
 
 class Assistant(BaseModel):
@@ -217,13 +218,13 @@ class Assistant(BaseModel):
     end_of_call_sentence: str | None = None
     faq_items: list[FaqItem] | None = None
     first_sentence: str | None = None
-    first_sentence_delay_ms: int | None = Field(default=None, ge=0, le=MAX_SAFE_INT)
+    first_sentence_delay_ms: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=MAX_SAFE_INT)
     first_sentence_mode: FirstSentenceMode | None = None
     from_phone_number: E164 | None = None
     human_transfer_mode: TransferMode | None = None
     ivr_navigation_enabled: bool | None = None
     llm_model: LlmModel | None = None
-    max_call_duration_secs: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_call_duration_secs: Annotated[float, Strict()] | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_duration_end_message: str | None = Field(default=None, max_length=150)
     sms_enabled: bool | None = None
     sms_template: str | None = None

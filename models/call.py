@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     model_validator,
 )
 
@@ -116,7 +117,9 @@ class CallCreateParams(BaseModel):
     assistant: Assistant | None = None
     assistant_id: UuidStr | None = None
     concurrency: Concurrency | None = None
-    force_now: bool = Field(default=False, validation_alias=AliasChoices("force_now", "skip_calling_window"))
+    force_now: Annotated[bool, Strict()] = Field(
+        default=False, validation_alias=AliasChoices("force_now", "skip_calling_window")
+    )
     from_phone_number: E164 | None = None
     metadata: dict[str, str] | None = None
     prompt_variables: dict[str, str] | None = None

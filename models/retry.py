@@ -6,7 +6,9 @@ These are the strict request models; defaults are the seed's (Monday-Friday, 10:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from models.common import MAX_SAFE_INT, WEEKDAYS, ClockTime, Timezone, Weekday, parse_clock
 
@@ -16,7 +18,7 @@ class CallingWindow(BaseModel):
 
     calling_window_start_time: ClockTime = "10:00"
     calling_window_end_time: ClockTime = "18:00"
-    retry_delay_seconds: int = Field(default=7200, gt=0, le=MAX_SAFE_INT)
+    retry_delay_seconds: Annotated[int, Strict()] = Field(default=7200, gt=0, le=MAX_SAFE_INT)
 
     @model_validator(mode="after")
     def _start_before_end(self) -> CallingWindow:
@@ -30,7 +32,7 @@ class CallRetryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allowed_days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
-    call_twice_in_a_row: bool = False
+    call_twice_in_a_row: Annotated[bool, Strict()] = False
     calling_windows: list[CallingWindow] = Field(default_factory=lambda: [CallingWindow()], min_length=1)
-    max_retry_attempts: int = Field(default=3, gt=0, le=MAX_SAFE_INT)
+    max_retry_attempts: Annotated[int, Strict()] = Field(default=3, gt=0, le=MAX_SAFE_INT)
     timezone: Timezone | None = None

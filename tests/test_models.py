@@ -253,6 +253,38 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("concurrency-max-bool", {"phone_number": PHONE, "concurrency": {"key": "k", "max": True}}, "max"),
     ("concurrency-max-string", {"phone_number": PHONE, "concurrency": {"key": "k", "max": "3"}}, "max"),
     ("concurrency-empty-key", {"phone_number": PHONE, "concurrency": {"key": "", "max": 1}}, "key"),
+    # The seed's numbers and booleans are JSON's: true is not 1, "60" is not 60, 1 is not true.
+    (
+        "retry-attempts-bool",
+        {
+            "phone_number": PHONE,
+            "assistant": {"prompt": "p", "call_retry_config": {"max_retry_attempts": True}},
+        },
+        "max_retry_attempts",
+    ),
+    (
+        "retry-delay-string",
+        {
+            "phone_number": PHONE,
+            "assistant": {
+                "prompt": "p",
+                "call_retry_config": {"calling_windows": [{"retry_delay_seconds": "60"}]},
+            },
+        },
+        "retry_delay_seconds",
+    ),
+    (
+        "first-sentence-delay-bool",
+        {"phone_number": PHONE, "assistant": {"prompt": "p", "first_sentence_delay_ms": True}},
+        "first_sentence_delay_ms",
+    ),
+    (
+        "volume-bool",
+        {"phone_number": PHONE, "assistant": {"prompt": "p", "background_sound_volume": True}},
+        "background_sound_volume",
+    ),
+    ("force-now-string", {"phone_number": PHONE, "force_now": "yes"}, "force_now"),
+    ("force-now-number", {"phone_number": PHONE, "force_now": 1}, "force_now"),
     ("bad-scheduled-at", {"phone_number": PHONE, "scheduled_at": "next tuesday"}, "scheduled_at"),
     ("scheduled-at-number", {"phone_number": PHONE, "scheduled_at": 1700000000}, "scheduled_at"),
     ("metadata-not-str", {"phone_number": PHONE, "metadata": {"n": 1}}, "metadata"),
