@@ -127,7 +127,8 @@ def build_tts(voice: VoiceRecord | None, settings: Settings, config: AgentConfig
             raise RuntimeError(f"OUTDIAL_DEFAULT_TTS={config.default_tts!r}: use openai:<model>:<voice>")
         return plugin("openai").TTS(model=model, voice=name, **_given(api_key=settings.openai_api_key))
     if voice.provider == "cartesia":
-        options: dict[str, Any] = {"voice": voice.id}
+        model = (voice.model_extra or {}).get("model")  # sonic-3 (the plugin's default) unless given
+        options: dict[str, Any] = {"voice": voice.id, **({"model": model} if model else {})}
         if voice.speed is not None:
             options["speed"] = float(voice.speed)
         if voice.volume is not None:

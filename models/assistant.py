@@ -156,9 +156,13 @@ class FaqItem(_Strict):
     question: str
 
 
+CartesiaModel = Literal["sonic-3", "sonic-3.5"]
+
+
 class Voice(_Strict):
     id: str = Field(min_length=1)
     provider: VoiceProvider
+    model: CartesiaModel | None = None  # the official client's: Cartesia's TTS model (sonic-3 if omitted)
     speed: float | None = Field(default=None, ge=0.6, le=1.5)
     volume: float | None = Field(default=None, ge=0.5, le=2)
 
@@ -311,6 +315,8 @@ class FaqItemRecord(Record):
 
 
 class VoiceRecord(Record):
+    """`model` (Cartesia's, the official client's) is kept, as an extra, only when the order gave one."""
+
     id: str
     provider: VoiceProvider
     speed: Number | None = None

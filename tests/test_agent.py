@@ -955,11 +955,14 @@ def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELEVEN_API_KEY", "e-test")
     settings, config = Settings(openai_api_key="sk-o"), AgentConfig()
     cartesia = build_tts(
-        make_spec(voice={"id": "v-1", "provider": "cartesia", "speed": 1.2, "volume": 1.5}).assistant.voice,
+        make_spec(
+            voice={"id": "v-1", "provider": "cartesia", "model": "sonic-3.5", "speed": 1.2, "volume": 1.5}
+        ).assistant.voice,
         settings,
         config,
     )
     assert (cartesia._opts.voice, cartesia._opts.speed, cartesia._opts.volume) == ("v-1", 1.2, 1.5)
+    assert cartesia._opts.model == "sonic-3.5"  # the official client's voice.model
     eleven = build_tts(
         make_spec(voice={"id": "v-2", "provider": "elevenlabs", "speed": 1.1}).assistant.voice,
         settings,
