@@ -741,7 +741,11 @@ async def test_a_tool_request_httpx_refuses_never_quotes_its_headers() -> None:
     """A header value with a stray newline (pasted, or a variable) is refused by httpx with a message
     quoting the header: the LLM hears the error and the transcript keeps it, so only its type goes."""
     secret = "Bearer sk-live-SECRET-0123456789"
-    async with serve([web.get("/x", lambda _: web.Response(text="ok"))]) as base:
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async with serve([web.get("/x", ok)]) as base:
         spec = CustomToolRecord(
             description="d",
             method="GET",

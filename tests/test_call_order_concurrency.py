@@ -26,6 +26,7 @@ def order(
             "phone_number": "+33612345678",
             "assistant": {
                 "prompt": "Hello",
+                "max_call_duration_secs": 86400,  # the calls last as long as the test says
                 "call_retry_config": {
                     "timezone": "UTC",
                     "allowed_days": ALL_DAYS,
