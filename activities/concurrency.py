@@ -20,12 +20,15 @@ from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.concurrency import HolderCheck, HolderCheckResult, PermitRequest, SemaphoreInput
 
 SEMAPHORE_WORKFLOW = "ConcurrencySemaphoreWorkflow"
 ACQUIRE_SIGNAL = "acquire"
+# The server refused the request itself (a key it cannot name a workflow by): no retry can help.
+INVALID_PERMIT_REQUEST = "InvalidPermitRequest"
 DESCRIBE_PARALLELISM = 16
 
 
@@ -48,15 +51,24 @@ class ConcurrencyActivities:
 
         Safe to retry: the semaphore ignores a second `acquire` for the same (holder, ticket)."""
         task_queue = request.semaphore_task_queue or activity.info().task_queue
-        await self._client.start_workflow(
-            SEMAPHORE_WORKFLOW,
-            SemaphoreInput(key=request.key, max=request.max or self._default_max),
-            id=semaphore_workflow_id(request.key),
-            task_queue=task_queue,
-            start_signal=ACQUIRE_SIGNAL,
-            start_signal_args=[request],
-            static_summary=f"Concurrency semaphore for key {request.key!r}",
-        )
+        try:
+            await self._client.start_workflow(
+                SEMAPHORE_WORKFLOW,
+                SemaphoreInput(key=request.key, max=request.max or self._default_max),
+                id=semaphore_workflow_id(request.key),
+                task_queue=task_queue,
+                start_signal=ACQUIRE_SIGNAL,
+                start_signal_args=[request],
+                static_summary=f"Concurrency semaphore for key {request.key!r}",
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise ApplicationError(
+                    f"concurrency key refused by Temporal: {err.message}",
+                    type=INVALID_PERMIT_REQUEST,
+                    non_retryable=True,
+                ) from None
+            raise
 
     @activity.defn(name="concurrency_check_holders")
     async def concurrency_check_holders(self, check: HolderCheck) -> HolderCheckResult:

@@ -96,6 +96,17 @@ Count = Annotated[int, BeforeValidator(_a_number)]
 """An instant: ISO 8601 text or datetime in, aware UTC datetime out (naive input is taken as UTC)."""
 
 
+# A key names its semaphore workflow (`concurrency-<key>`, within Temporal's 1,000-byte workflow ids) and
+# is a Keyword search attribute (2 KB): a longer one could never take a permit.
+CONCURRENCY_KEY_MAX_BYTES = 255
+
+
+def _short_key(key: str) -> str:
+    if len(key.encode()) > CONCURRENCY_KEY_MAX_BYTES:
+        raise ValueError(f"at most {CONCURRENCY_KEY_MAX_BYTES} bytes (UTF-8)")
+    return key
+
+
 class Concurrency(BaseModel):
     """At most `max` of the calls sharing `key` run at once; `max` is a whole number (3 or 3.0).
 
@@ -104,7 +115,7 @@ class Concurrency(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(min_length=1)
+    key: Annotated[str, AfterValidator(_short_key)] = Field(min_length=1)
     max: Count | None = Field(default=None, ge=1, le=MAX_SAFE_INT)
 
 

@@ -271,6 +271,16 @@ def test_the_newer_clients_concurrency_key_without_max_places_the_call(org: Org)
     assert finished(org.client, created.call.id).status == "completed"
 
 
+def test_a_concurrency_key_too_long_to_name_a_semaphore_is_a_422(org: Org) -> None:
+    """A key names its semaphore's workflow id (1,000 bytes at most): one of 256 bytes is refused at
+    once, where it would have queued for a permit forever."""
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.call.create(**quick_order("human:interested"), concurrency={"key": "k" * 256, "max": 1})
+    assert "concurrency" in str(refused.value.body) and "255 bytes" in str(refused.value.body)
+    created = org.client.call.create(**quick_order("human:interested"), concurrency={"key": "k" * 255})
+    assert finished(org.client, created.call.id).status == "completed"
+
+
 async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org) -> None:
     async with AsyncRevox(api_key=org.key, base_url=org.stack.url, max_retries=0) as client:
         created = await client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z")

@@ -14,8 +14,9 @@ from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
-from activities.concurrency import ConcurrencyActivities
+from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from activities.simulated import SimulatedTelephony
 from api.store import get_call
 from models import Call
@@ -124,6 +125,29 @@ async def test_temporal_cancellation_during_the_analysis_completes_the_order(tim
             call = await handle.result()
     assert (call.status, call.outcome, call.outcome_summary) == ("completed", None, "analysis cancelled")
     assert call.call_attempts[0].result == "human" and stored(settings, call).status == "completed"
+
+
+async def test_a_concurrency_key_the_server_refuses_ends_the_order_errored(
+    time_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """A permit request Temporal refuses for good (a key it cannot name a semaphore by) ends the order
+    `errored` with the server's reason, instead of queueing it for ever."""
+
+    @activity.defn(name="concurrency_request_permit")
+    async def refused(self, request: PermitRequest) -> None:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        raise ApplicationError(
+            "concurrency key refused by Temporal: WorkflowId exceeds maximum allowed length",
+            type=INVALID_PERMIT_REQUEST,
+            non_retryable=True,
+        )
+
+    monkeypatch.setattr(ConcurrencyActivities, "concurrency_request_permit", refused)
+    settings = settings_for_tests()
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(time_env, task_queue, order("human", concurrency={"key": "k", "max": 1}))
+        call = await handle.result()
+    assert (call.status, call.calls_count) == ("errored", 0)
+    assert stored(settings, call).status == "errored"
 
 
 async def test_the_cancel_signal_after_the_calls_changes_nothing(time_env, task_queue):

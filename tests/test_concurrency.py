@@ -16,11 +16,12 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.concurrency import ConcurrencyActivities
+from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from models.concurrency import (
     HolderInfo,
     PermitRelease,
@@ -556,3 +557,15 @@ async def test_a_release_outside_any_workflow_sends_nothing_and_leaves_no_task()
     before = asyncio.all_tasks()
     assert holder._spawn_release("attempt-1#1", "released") is None  # this test's loop is running
     assert asyncio.all_tasks() == before and holder._tasks == set()
+
+
+async def test_a_key_the_server_cannot_name_a_semaphore_by_is_refused_for_good(dev_env) -> None:  # type: ignore[no-untyped-def]
+    """The real server's 1,000-byte workflow id limit: the request fails once, non-retryable, where its
+    retries would have kept the order queued forever (the API refuses such a key first)."""
+    request = PermitRequest(
+        key="k" * 1000, ticket="attempt-1#1", holder_workflow_id="call-x", semaphore_task_queue="nowhere"
+    )
+    activities = ConcurrencyActivities(dev_env.client)
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.concurrency_request_permit, request)
+    assert refused.value.non_retryable and refused.value.type == INVALID_PERMIT_REQUEST

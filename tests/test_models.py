@@ -253,6 +253,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("concurrency-max-bool", {"phone_number": PHONE, "concurrency": {"key": "k", "max": True}}, "max"),
     ("concurrency-max-string", {"phone_number": PHONE, "concurrency": {"key": "k", "max": "3"}}, "max"),
     ("concurrency-empty-key", {"phone_number": PHONE, "concurrency": {"key": "", "max": 1}}, "key"),
+    ("concurrency-long-key", {"phone_number": PHONE, "concurrency": {"key": "é" * 128, "max": 1}}, "key"),
     # The seed's numbers and booleans are JSON's: true is not 1, "60" is not 60, 1 is not true.
     (
         "retry-attempts-bool",

@@ -327,8 +327,10 @@ class CallOrderWorkflow:
             await workflow.wait_condition(
                 lambda: permits.granted(ticket) or self.cancel_requested or self.paused
             )
-        except (asyncio.CancelledError, ActivityError):  # a waiter that is cancelled leaves the queue
+        except (asyncio.CancelledError, ActivityError) as err:  # a waiter that is cancelled leaves the queue
             await permits.release(ticket)
+            if isinstance(err, ActivityError) and _refused(err):  # its key refused by Temporal
+                raise OrderFailed(_reason(err)) from err
             raise
         window_open = self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
         if permits.granted(ticket) and not self.cancel_requested and not self.paused and window_open:
