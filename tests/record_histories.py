@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.calls import CallActivities
+from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
 from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
 from models import CallCreateParams
 from models.concurrency import SemaphoreInput
@@ -111,6 +112,8 @@ async def call_orders(client: Client, task_queue: str) -> None:
         ),
         # Temporal's cancellation while the order is prepared (held until it is cancelled): cancelled.
         "cancelled_while_preparing": scenario("human"),
+        # Temporal's cancellation while the final state is written (held until it arrives): completed.
+        "cancelled_while_closing": scenario("human:interested"),
     }
     for name, params in orders.items():
         if (HISTORIES / f"call-call_order_{name}.json").exists():
@@ -135,6 +138,10 @@ async def call_orders(client: Client, task_queue: str) -> None:
         if name == "cancelled_while_preparing":
             await asyncio.wait_for(PREPARING.wait(), timeout=30)
             await handle.cancel()
+        if name == "cancelled_while_closing":
+            await asyncio.wait_for(CLOSING.wait(), timeout=60)
+            await handle.cancel()
+            CLOSING_HELD.set()
         if name in ("cancelled_while_waiting", "resumed_before_scheduled_at"):
             await eventually(lambda h=handle: h.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
             await handle.signal(CallOrderWorkflow.cancel)
@@ -144,6 +151,7 @@ async def call_orders(client: Client, task_queue: str) -> None:
 
 ANALYSIS_HELD = asyncio.Event()  # released once the scenario's signal was sent
 PREPARING = asyncio.Event()  # the held preparation has begun
+CLOSING, CLOSING_HELD = asyncio.Event(), asyncio.Event()  # the final write has begun; it may go on
 
 
 def hold_the_providers() -> None:
@@ -171,6 +179,16 @@ def hold_the_providers() -> None:
                 await asyncio.sleep(0.1)
         return await real_prepare(self, request)
 
+    real_persist = PersistenceActivities.persist_call
+
+    @activity.defn(name=PERSIST_ACTIVITY)
+    async def persist_call(self, snapshot: CallSnapshot) -> bool:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if snapshot.call.id == "call_order_cancelled_while_closing" and snapshot.call.status == "completed":
+            CLOSING.set()
+            await CLOSING_HELD.wait()
+        return await real_persist(self, snapshot)
+
+    PersistenceActivities.persist_call = persist_call  # type: ignore[method-assign]
     CallActivities.prepare_order = prepare_order  # type: ignore[method-assign]
     SimulatedTelephony.dial = dial  # type: ignore[method-assign]
     SimulatedAnalyzer.analyze = analyze  # type: ignore[method-assign]

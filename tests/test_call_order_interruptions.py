@@ -13,10 +13,11 @@ import pytest
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
+from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
 from activities.simulated import SimulatedTelephony
 from api.store import get_call
 from models import Call
@@ -125,6 +126,35 @@ async def test_temporal_cancellation_during_the_analysis_completes_the_order(tim
             call = await handle.result()
     assert (call.status, call.outcome, call.outcome_summary) == ("completed", None, "analysis cancelled")
     assert call.call_attempts[0].result == "human" and stored(settings, call).status == "completed"
+
+
+async def test_temporal_cancellation_while_the_order_closes_lets_it_finish(
+    time_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """Cancelled (Web UI, `temporal workflow cancel`) while its final state is being written: the run
+    still completes with its Call, and the database holds that final state."""
+    real_persist = PersistenceActivities.persist_call
+    writing, proceed = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name=PERSIST_ACTIVITY)
+    async def slow_final_write(self, snapshot: CallSnapshot) -> bool:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if snapshot.call.status == "completed":
+            writing.set()
+            await proceed.wait()
+        return await real_persist(self, snapshot)
+
+    monkeypatch.setattr(PersistenceActivities, "persist_call", slow_final_write)
+    settings = settings_for_tests()
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(time_env, task_queue, order("human:interested"))
+        await asyncio.wait_for(writing.wait(), timeout=60)
+        await handle.cancel()
+        proceed.set()
+        call = await handle.result()
+        description = await handle.describe()
+    assert (call.status, call.is_cancelled) == ("completed", False)
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+    assert stored(settings, call).status == "completed"
 
 
 async def test_a_concurrency_key_the_server_refuses_ends_the_order_errored(

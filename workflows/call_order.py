@@ -10,6 +10,7 @@ pause, resume or force it to call now; queries show its live state. Scheduling m
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -76,6 +77,10 @@ PROVIDER_FAILURE_ENDS_THE_ATTEMPT = "provider-failure-ends-the-attempt"
 RESUME_KEEPS_THE_NEXT_ATTEMPT_TIME = "resume-keeps-the-next-attempt-time"
 # Once the calls are over (the analysis under way), the cancel signal has nothing left to cancel.
 CANCEL_AFTER_THE_CALLS_CHANGES_NOTHING = "cancel-after-the-calls-changes-nothing"
+
+# Temporal's cancellation that reaches an order while it closes (gives back its permit, writes its final
+# state) lets it finish; before, the run ended CANCELED and a final write still queued never ran.
+CLOSING_OUTLIVES_CANCELLATION = "closing-outlives-cancellation"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -172,6 +177,10 @@ class CallOrderWorkflow:
             self.error = str(failure)
             workflow.logger.warning("call order errored: %s", failure)
             workflow.set_current_details(f"**errored**: {failure}")
+        return await self._beyond_cancellation(self._close())
+
+    async def _close(self) -> Call:
+        """The permit goes back, the final state is set, remembered and announced, and written."""
         self._close_open_attempt("order_cancelled" if self.cancel_requested else "order_errored")
         await self._give_back_permit()
         self._set_status(self._final_status())
@@ -179,6 +188,20 @@ class CallOrderWorkflow:
         await self._after_the_call(final)
         await self._flush_writes()
         return final
+
+    async def _beyond_cancellation(self, closing: Coroutine[object, object, Call]) -> Call:
+        """Temporal's cancellation that arrives while the order closes has nothing left to stop: the
+        order finishes closing (its final writes are not cancelled) and returns its Call."""
+        task = asyncio.ensure_future(closing)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not workflow.patched(CLOSING_OUTLIVES_CANCELLATION):
+                    task.cancel()  # as before the patch: the closing steps are cancelled, then the run
+                    await workflow.wait([task])
+                    raise
+                workflow.logger.info("cancellation ignored: the order is closing")
 
     async def _after_the_call(self, final: Call) -> None:
         """Remember a do_not_contact outcome, then hand notifications (webhook, email, SMS) to a child
