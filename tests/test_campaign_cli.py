@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,18 @@ def test_create_from_csv_then_status(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "CSV pilot" in status.output and "'not_launched': 1" in status.output
     missing = runner.invoke(app, ["campaign", "status", "nope"])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_apikey_list_shows_whole_ids_that_revoke_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a narrow terminal too: the id column is never cut, so it can be copied into `revoke`."""
+    monkeypatch.setenv("OUTDIAL_DATABASE_URL", f"sqlite:///{tmp_path / 'outdial.db'}")
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    runner = CliRunner()
+    assert runner.invoke(app, ["apikey", "create", "--name", "a-rather-long-key-name-for-ci"]).exit_code == 0
+    listed = runner.invoke(app, ["apikey", "list"], env={"COLUMNS": "60"})
+    assert listed.exit_code == 0, listed.output
+    (key_id,) = re.findall(r"key_[0-9a-f]+", listed.output)
+    revoked = runner.invoke(app, ["apikey", "revoke", key_id])
+    assert revoked.exit_code == 0 and f"revoked {key_id}" in revoked.output, revoked.output

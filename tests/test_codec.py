@@ -343,11 +343,15 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
         env = {
             "TEMPORAL_ADDRESS": stack.settings.temporal_address,
             "OUTDIAL_CODEC_KEY": stack.settings.codec_key,
-            "COLUMNS": "200",
         }
         printed = await asyncio.to_thread(CliRunner().invoke, app, ["status", call_id], env=env)
         assert printed.exit_code == 0, printed.output
         assert f"…{TOOL_TOKEN[-4:]}" in printed.output and contains_secret(printed.output) == []
+        shown_call = Call.model_validate_json(printed.output)  # piped: plain JSON, long lines unwrapped
+        assert shown_call.call_attempts[0].transcript == call.call_attempts[0].transcript
+        for command in (["status", "no-such-call"], ["cancel", "no-such-call"]):
+            unknown = await asyncio.to_thread(CliRunner().invoke, app, command, env=env)
+            assert unknown.exit_code == 2 and "no call order no-such-call" in unknown.output, unknown.output
         # The outcome email reached the stack's SMTP sink.
         assert stack.mail is not None
         [*_, mail] = stack.mail.messages
@@ -373,6 +377,28 @@ def test_a_worker_api_or_order_without_a_key_refuses_to_write_secrets_in_clear(
     refused = CliRunner().invoke(app, command)
     assert refused.exit_code == 2 and "OUTDIAL_CODEC_KEY is not set" in refused.output
     assert f"OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY}" in refused.output
+
+
+@pytest.mark.parametrize(("content", "says"), [(None, "does not exist"), ("{not json", "is not JSON")])
+def test_an_order_file_missing_or_not_json_is_a_one_line_refusal(
+    content: str | None, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("OUTDIAL_CODEC_KEY", PLAINTEXT_HISTORY)
+    order = tmp_path / "order.json"
+    if content is not None:
+        order.write_text(content)
+    refused = CliRunner().invoke(app, ["call", "--json", str(order)])
+    assert refused.exit_code == 2 and says in " ".join(refused.output.split()), refused.output
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+
+
+def test_outdial_codec_keygen_prints_a_key_the_settings_take() -> None:
+    printed = CliRunner().invoke(app, ["codec", "keygen"])
+    assert printed.exit_code == 0, printed.output
+    key = printed.output.strip()
+    settings = Settings.load(config_file="/nonexistent", env={"OUTDIAL_CODEC_KEY": key})
+    assert settings.codec_key == key and data_converter(settings).payload_codec is not None
 
 
 def test_plaintext_history_is_an_explicit_choice() -> None:

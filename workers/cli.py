@@ -7,7 +7,9 @@ import contextlib
 import csv
 import functools
 import json
+import os
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.json import JSON
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.webhook_secrets import (
     WebhookSecretInfo,
@@ -30,6 +33,7 @@ from models import Call, CallCreateParams
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, Settings
 from models.tables import Database
+from workers.codec import DEFAULT_CODEC_PORT, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
     await_notifications,
     print_calls,
@@ -97,7 +101,7 @@ def _encrypted(settings: Settings) -> Settings:
     if not settings.codec_key and not settings.plaintext_history:
         console.print(
             "[red]OUTDIAL_CODEC_KEY is not set[/]: secrets would be stored in clear text in Temporal's "
-            "history. Set it to a key (python -m workers.codec keygen), the same for every worker, API "
+            "history. Set it to a key (outdial codec keygen), the same for every worker, API "
             f"and client; or set OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY} to run unencrypted on purpose."
         )
         raise typer.Exit(2)
@@ -163,8 +167,13 @@ def apikey_list(
     """List the organization's keys: id, name, prefix, created, revoked (keys themselves are not stored)."""
     settings = Settings.load()
     organization = organization or settings.organization_id
-    table = Table("id", "name", "prefix", "created", "revoked", title=f"API keys of {organization}")
-    for key in api_keys_of(Database.for_url(settings.database_url), organization):
+    keys = api_keys_of(Database.for_url(settings.database_url), organization)
+    table = Table(title=f"API keys of {organization}")
+    # whole on any terminal: `outdial apikey revoke` takes the id as shown
+    table.add_column("id", no_wrap=True, min_width=max((len(key.id) for key in keys), default=2))
+    for column in ("name", "prefix", "created", "revoked"):
+        table.add_column(column)
+    for key in keys:
         revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
         table.add_row(
             key.id, key.name, key.prefix + "…", key.created_at.isoformat(timespec="seconds"), revoked
@@ -188,6 +197,44 @@ def apikey_revoke(
         Console(stderr=True).print(f"[red]no key {key_id} in organization {organization}[/]")
         raise typer.Exit(1)
     Console(stderr=True).print(f"revoked {record.id} ({record.name}, {record.prefix}…)")
+
+
+codec_app = typer.Typer(
+    help="Payload encryption (OUTDIAL_CODEC_KEY): make a key, serve the codec to the Web UI and CLI.",
+    no_args_is_help=True,
+)
+app.add_typer(codec_app, name="codec")
+
+
+@codec_app.command("keygen")
+def codec_keygen() -> None:
+    """Print a new key for OUTDIAL_CODEC_KEY (the same for every worker, API and client)."""
+    print(generate_key())
+
+
+@codec_app.command("serve")
+def codec_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_CODEC_PORT,
+) -> None:
+    """Run the codec server for operators who hold the key.
+
+    Secrets stay masked; only the Web UI's origin is admitted; OUTDIAL_CODEC_AUTH requires that
+    Authorization header."""
+    settings = Settings.load()
+
+    async def main() -> None:
+        runner = await start_codec_server(
+            settings, host=host, port=port, auth=os.environ.get("OUTDIAL_CODEC_AUTH")
+        )
+        console.print(f"codec server on http://{host}:{port} (Web UI origins {web_ui_origins(settings)})")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 webhook_app = typer.Typer(
@@ -239,11 +286,18 @@ def call(
     force_now: Annotated[
         bool, typer.Option(help="Call now, ignoring scheduled_at and calling windows.")
     ] = False,
-    file: Annotated[Path | None, typer.Option("--json", help="A CallCreateParams JSON file.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--json", help="A CallCreateParams JSON file.", exists=True, dir_okay=False),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the order to end and print the Call.")] = False,
 ) -> None:
     """Place one call order (from flags or a JSON file of the seed's request body)."""
-    body: dict = json.loads(file.read_text()) if file else {}
+    try:
+        body: dict = json.loads(file.read_text()) if file else {}
+    except ValueError as err:
+        console.print(f"[red]invalid call order[/]: {file} is not JSON ({err})")
+        raise typer.Exit(2) from None
     if to:
         body["phone_number"] = to
     if prompt:
@@ -269,35 +323,57 @@ def call(
             task_queue=settings.task_queue,
             result_type=Call,
         )
-        console.print(f"call order [bold]{call_id}[/] started")
+        Console(stderr=True).print(f"call order [bold]{call_id}[/] started")  # stdout: the Call alone
         if wait:
-            console.print(JSON(masked_json(await handle.result())))
+            _print_call(await handle.result())
 
     asyncio.run(main())
+
+
+def _print_call(call: Call) -> None:
+    """Coloured on a terminal; piped, plain JSON (rich would wrap long strings with raw newlines)."""
+    if console.is_terminal:
+        console.print(JSON(masked_json(call)))
+    else:
+        print(masked_json(call))
 
 
 def _handle(client: Client, call_id: str):  # type: ignore[no-untyped-def]
     return client.get_workflow_handle(call_id if call_id.startswith("call-") else f"call-{call_id}")
 
 
-@app.command()
-def status(call_id: str) -> None:
-    """Print a call order's live Call (the `call` query)."""
+def _on_the_order(call_id: str, action: Callable[[Client], Awaitable[None]]) -> None:
+    """Run `action` against Temporal; an unknown call id is a one-line error (exit 2), as in the API."""
 
     async def main() -> None:
-        call = await _handle(await connect(), call_id).query("call", result_type=Call)
-        console.print(JSON(masked_json(call)))
+        try:
+            await action(await connect())
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            Console(stderr=True).print(f"[red]no call order {call_id}[/]")
+            raise typer.Exit(2) from None
 
     asyncio.run(main())
 
 
+@app.command()
+def status(call_id: str) -> None:
+    """Print a call order's live Call (the `call` query)."""
+
+    async def show(client: Client) -> None:
+        _print_call(await _handle(client, call_id).query("call", result_type=Call))
+
+    _on_the_order(call_id, show)
+
+
 def _signal_command(signal: str, doc: str) -> None:
     def command(call_id: str) -> None:
-        async def main() -> None:
-            await _handle(await connect(), call_id).signal(signal)
+        async def send(client: Client) -> None:
+            await _handle(client, call_id).signal(signal)
             console.print(f"{signal.replace('_', '-')} sent to {call_id}")
 
-        asyncio.run(main())
+        _on_the_order(call_id, send)
 
     command.__doc__ = doc
     app.command(name=signal.replace("_", "-"))(command)

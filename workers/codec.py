@@ -14,14 +14,12 @@ masked (`models.secrets`: the history is for reading, and nothing shown holds a 
 (`temporal workflow show --codec-endpoint http://127.0.0.1:8234 ...`) post payloads to /decode.
 Without it they see only `binary/encrypted`.
 
-    python -m workers.codec keygen          # print a new key
-    python -m workers.codec serve [--port]  # run the codec server with OUTDIAL_CODEC_KEY
+    outdial codec keygen          # print a new key
+    outdial codec serve [--port]  # run the codec server with OUTDIAL_CODEC_KEY
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import binascii
 import dataclasses
@@ -80,7 +78,7 @@ def parse_keys(value: str) -> list[bytes]:
         if key is None or len(key) != 32:
             raise CodecKeyError(
                 "OUTDIAL_CODEC_KEY: each key must be 32 bytes, base64 or hex "
-                "(make one with `python -m workers.codec keygen`)"
+                "(make one with `outdial codec keygen`)"
             )
         keys.append(key)
     if not keys:
@@ -239,36 +237,3 @@ async def start_codec_server(
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workers.codec", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("keygen", help="print a new key for OUTDIAL_CODEC_KEY")
-    serve = commands.add_parser("serve", help="run the codec server for the Web UI and CLI")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=DEFAULT_CODEC_PORT)
-    args = parser.parse_args(argv)
-    if args.command == "keygen":
-        print(generate_key())
-        return
-
-    async def run() -> None:
-        settings = Settings.load()
-        runner = await start_codec_server(
-            settings, host=args.host, port=args.port, auth=os.environ.get("OUTDIAL_CODEC_AUTH")
-        )
-        print(f"codec server on http://{args.host}:{args.port} (Web UI origins {web_ui_origins(settings)})")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()
