@@ -351,9 +351,9 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
     verb = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}[signal]
     if record.status in TERMINAL_STATUSES:
         raise ApiError(409, "conflict", f"call {record.id} is {record.status}; it can no longer be {verb}")
-    if signal == "cancel" and (await current_call(context, record)).status == "post_processing":
+    if signal != "resume" and (await current_call(context, record)).status == "post_processing":
         raise ApiError(  # the workflow ignores it then: say so rather than answer a success
-            409, "conflict", f"call {record.id} is post_processing: its calls are over, nothing to cancel"
+            409, "conflict", f"call {record.id} is post_processing: its calls are over, nothing to {signal}"
         )
     client = await context.temporal()
     try:

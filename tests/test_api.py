@@ -302,11 +302,11 @@ async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org
             await client.call.cancel(call_id)
 
 
-def test_cancel_once_the_calls_are_over_is_a_conflict_and_the_order_completes(
+def test_cancel_or_pause_once_the_calls_are_over_is_a_conflict_and_the_order_completes(
     org: Org, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While its conversation is analyzed (post_processing) there is no call left to cancel: the API
-    says so (409) instead of answering a success the workflow would ignore."""
+    """While its conversation is analyzed (post_processing) there is no call left to cancel or pause:
+    the API says so (409) instead of answering a success the workflow would ignore."""
     analyzing, release = threading.Event(), threading.Event()
     real_analyze = SimulatedAnalyzer.analyze
 
@@ -323,6 +323,8 @@ def test_cancel_once_the_calls_are_over_is_a_conflict_and_the_order_completes(
         eventually_sync(status, lambda s: s == "post_processing")
         with pytest.raises(revox.ConflictError, match="post_processing"):
             org.client.call.cancel(call_id)
+        with pytest.raises(revox.ConflictError, match="nothing to pause"):
+            org.client.call.pause(call_id)
     finally:
         release.set()
     call = finished(org.client, call_id)
