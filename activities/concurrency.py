@@ -1,8 +1,8 @@
 """Activities of the concurrency semaphore: the parts that need the Temporal client.
 
 - `concurrency_request_permit` (run by an order, through `PermitHolder.request`): signal-with-start
-  of `ConcurrencySemaphoreWorkflow` (id `concurrency-<key>`) with the `acquire` signal, so the first
-  order that needs a key starts its semaphore and every later one just signals it.
+  of `ConcurrencySemaphoreWorkflow` (id `concurrency-<organization id>:<key>`) with the `acquire`
+  signal, so the first order that needs a key starts its semaphore and every later one signals it.
 - `concurrency_check_holders` (run by the semaphore, every liveness interval while it has holders):
   describes the holder workflows by workflow id (so the latest run: a holder that continued-as-new
   or was reset is still RUNNING) and reports those that no longer run (terminated, timed out,
@@ -34,6 +34,12 @@ DESCRIBE_PARALLELISM = 16
 
 def semaphore_workflow_id(key: str) -> str:
     return f"concurrency-{key}"
+
+
+def organization_key(organization_id: str, key: str) -> str:
+    """The semaphore key of an organization's concurrency key: two organizations that both say "trunk"
+    have two limits, and neither can set or exhaust the other's (organization ids hold no ':')."""
+    return f"{organization_id}:{key}"
 
 
 class ConcurrencyActivities:

@@ -96,8 +96,8 @@ Count = Annotated[int, BeforeValidator(_a_number)]
 """An instant: ISO 8601 text or datetime in, aware UTC datetime out (naive input is taken as UTC)."""
 
 
-# A key names its semaphore workflow (`concurrency-<key>`, within Temporal's 1,000-byte workflow ids) and
-# is a Keyword search attribute (2 KB): a longer one could never take a permit.
+# A key names its semaphore workflow (`concurrency-<organization id>:<key>`, within Temporal's 1,000-byte
+# workflow ids) and is a Keyword search attribute (2 KB): a longer one could never take a permit.
 CONCURRENCY_KEY_MAX_BYTES = 255
 
 

@@ -92,6 +92,10 @@ async def call_orders(client: Client, task_queue: str) -> None:
         "voicemail_then_human": scenario("voicemail,human:interested"),
         "no_answer_exhausted": scenario("no_answer"),
         "with_concurrency_key": scenario("busy,human:completed", concurrency={"key": "replay", "max": 2}),
+        # The same since the key is the organization's own (semaphore `concurrency-org_local:replay`).
+        "with_an_organizations_concurrency_key": scenario(
+            "busy,human:completed", concurrency={"key": "replay", "max": 2}
+        ),
         "cancelled_while_waiting": scenario("human", scheduled_at="2099-01-05T09:00:00Z"),
         "force_now_during_a_call": scenario("voicemail,human", force_now=True),
         # Errors while initializing (a caller id nobody owns): the inline assistant shows all along.

@@ -281,6 +281,22 @@ def test_a_concurrency_key_too_long_to_name_a_semaphore_is_a_422(org: Org) -> No
     assert finished(org.client, created.call.id).status == "completed"
 
 
+def test_two_organizations_saying_the_same_concurrency_key_have_a_limit_each(stack: Stack) -> None:
+    """A key is the organization's own: another's call holding "trunk" (max 1) holds nothing of ours,
+    and our max cannot change theirs."""
+    key = f"trunk-{uuid.uuid4()}"
+    theirs, ours = new_org(stack), new_org(stack)
+    long_call = quick_order("human", concurrency={"key": key, "max": 1})
+    long_call["metadata"] |= {"simulation.call_seconds": "600"}
+    holding = theirs.client.call.create(**long_call).call
+    eventually_sync(lambda: theirs.client.call.retrieve(holding.id).call.status, lambda s: s == "calling")
+    created = ours.client.call.create(**quick_order("human:interested"), concurrency={"key": key, "max": 1})
+    assert finished(ours.client, created.call.id).status == "completed"
+    assert theirs.client.call.retrieve(holding.id).call.status == "calling"
+    theirs.client.call.cancel(holding.id)
+    assert finished(theirs.client, holding.id).status == "cancelled"
+
+
 async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org) -> None:
     async with AsyncRevox(api_key=org.key, base_url=org.stack.url, max_retries=0) as client:
         created = await client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z")

@@ -12,8 +12,8 @@ from temporalio.client import WorkflowHandle
 from models import Call, CallCreateParams
 from tests.helpers import eventually, settings_for_tests
 from workers import create_worker
-from workflows.call_order import CallOrderWorkflow
-from workflows.concurrency import ConcurrencySemaphoreWorkflow
+from workflows.call_order import DEFAULT_ORGANIZATION, CallOrderWorkflow
+from workflows.concurrency import ConcurrencySemaphoreWorkflow, organization_key, semaphore_workflow_id
 
 ALL_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
@@ -51,11 +51,16 @@ async def start(client, task_queue: str, params: CallCreateParams) -> WorkflowHa
     )
 
 
+def semaphore_of(key: str) -> str:
+    """The semaphore of an order started without an organization (memo): the local one's."""
+    return semaphore_workflow_id(organization_key(DEFAULT_ORGANIZATION, key))
+
+
 async def semaphore_ended(env, key: str) -> None:
     """An idle semaphore ends itself after its idle timeout (300 s); waiting for it also keeps its
     timers out of the next test. A handle from get_workflow_handle does not skip time by itself."""
     await env.sleep(timedelta(minutes=6))
-    state = await env.client.get_workflow_handle(f"concurrency-{key}").result()
+    state = await env.client.get_workflow_handle(semaphore_of(key)).result()
     assert state["holders"] == [] and state["waiters"] == []
 
 
@@ -125,7 +130,7 @@ async def test_terminated_holder_loses_its_permit_within_the_liveness_bound(time
         await holder.terminate("simulated crash")
         terminated_at = await time_env.get_current_time()
         call = await waiter.result()
-        semaphore = time_env.client.get_workflow_handle(f"concurrency-{key}")
+        semaphore = time_env.client.get_workflow_handle(semaphore_of(key))
         holders = await semaphore.query(ConcurrencySemaphoreWorkflow.holders)
         await semaphore_ended(time_env, key)
 

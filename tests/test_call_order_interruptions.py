@@ -28,7 +28,7 @@ from models.workflow_io import DialRequest, DialResult
 from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
 from tests.test_call_order import ended, order, start, started, status_of
-from tests.test_call_order_concurrency import semaphore_ended
+from tests.test_call_order_concurrency import semaphore_ended, semaphore_of
 from workers import create_worker
 from workflows.call_order import CallOrderWorkflow
 
@@ -104,7 +104,7 @@ async def test_temporal_cancellation_while_joining_the_queue_ends_it_cancelled(
         proceed.set()
         await first.signal(CallOrderWorkflow.cancel)
         await first.result()
-        semaphore = dev_env.client.get_workflow_handle(f"concurrency-{key}")
+        semaphore = dev_env.client.get_workflow_handle(semaphore_of(key))
         state = await semaphore.query("state")
     # The late request (after the order was gone) was recognised as one already released.
     assert state["holders"] == [] and state["waiters"] == [] and state["stats"]["duplicate_requests"] == 1

@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import schedule
     from workflows import search_attributes as sa
-    from workflows.concurrency import GRANT_SIGNAL, PermitHolder
+    from workflows.concurrency import GRANT_SIGNAL, PermitHolder, organization_key
     from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
 
 # Dial errors that no retry can fix; every other unanswered attempt is worth another try.
@@ -81,6 +81,9 @@ CANCEL_AFTER_THE_CALLS_CHANGES_NOTHING = "cancel-after-the-calls-changes-nothing
 # Temporal's cancellation that reaches an order while it closes (gives back its permit, writes its final
 # state) lets it finish; before, the run ended CANCELED and a final write still queued never ran.
 CLOSING_OUTLIVES_CANCELLATION = "closing-outlives-cancellation"
+# A concurrency key is the organization's own: its semaphore is `concurrency-<organization id>:<key>`;
+# before, every organization saying "trunk" shared one limit (and could set or exhaust another's).
+CONCURRENCY_PER_ORGANIZATION = "concurrency-per-organization"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -139,7 +142,11 @@ class CallOrderWorkflow:
         self.force_now = bool(params.force_now)
         self.call_now = False  # one-shot: the force_now signal ends the current wait
         self.permits = (
-            PermitHolder(params.concurrency.key, params.concurrency.max, workflow.info().workflow_id)
+            PermitHolder(
+                self._semaphore_key(params.concurrency.key),
+                params.concurrency.max,
+                workflow.info().workflow_id,
+            )
             if params.concurrency
             else None
         )
@@ -565,6 +572,13 @@ class CallOrderWorkflow:
         return self.params.from_phone_number or (inline.from_phone_number if inline else None) or ""
 
     # -- bookkeeping ---------------------------------------------------------------------------------
+
+    def _semaphore_key(self, key: str) -> str:
+        """The key of this order's semaphore: the organization's own (orders placed before the patch
+        keep the semaphore they queued on)."""
+        if workflow.patched(CONCURRENCY_PER_ORGANIZATION):
+            return organization_key(self.organization_id, key)
+        return key
 
     async def _until_cancelled(self, attempt: CallAttempt, handle: workflow.ActivityHandle):  # type: ignore[type-arg]
         """Await one step of `attempt` (dial, conversation) unless the order is cancelled first: then

@@ -1,8 +1,9 @@
 """Concurrency keys: one `ConcurrencySemaphoreWorkflow` per key, and the order-side `PermitHolder`.
 
-The seed's `concurrency: {key, max}` caps how many calls sharing `key` are *in a call* at once. Each key
-has one semaphore workflow, id `concurrency-<key>`, started by the first order that needs it with
-signal-with-start (activity `concurrency_request_permit`); it completes by itself once idle.
+The seed's `concurrency: {key, max}` caps how many of an organization's calls sharing `key` are *in a
+call* at once. Each key has one semaphore workflow, id `concurrency-<organization id>:<key>` (see
+`organization_key`), started by the first order that needs it with signal-with-start (activity
+`concurrency_request_permit`); it completes by itself once idle.
 
 Protocol (all payloads in `models.concurrency`)
 -----------------------------------------------
@@ -82,7 +83,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.concurrency import ACQUIRE_SIGNAL, ConcurrencyActivities, semaphore_workflow_id
+    from activities.concurrency import (
+        ACQUIRE_SIGNAL,
+        ConcurrencyActivities,
+        organization_key,
+        semaphore_workflow_id,
+    )
     from models.concurrency import (
         HolderCheck,
         HolderInfo,
@@ -104,6 +110,7 @@ __all__ = [
     "WAITERS_QUERY",
     "ConcurrencySemaphoreWorkflow",
     "PermitHolder",
+    "organization_key",
     "semaphore_workflow_id",
 ]
 
