@@ -24,8 +24,9 @@ from models.concurrency import SemaphoreState
 from models.workflow_io import DialRequest
 from tests.helpers import eventually
 from tests.processes import Stack
-from workflows.call_order import DEFAULT_ORGANIZATION, CallOrderWorkflow
-from workflows.concurrency import STATE_QUERY, organization_key, semaphore_workflow_id
+from tests.test_call_order_concurrency import semaphore_of
+from workflows.call_order import CallOrderWorkflow
+from workflows.concurrency import STATE_QUERY
 
 
 def calling_hours_now(max_attempts: int = 3) -> dict[str, object]:
@@ -136,7 +137,7 @@ async def results(handles: list[WorkflowHandle], *, timeout: float) -> list[Call
 
 
 async def semaphore_state(client: Client, key: str) -> SemaphoreState:
-    handle = client.get_workflow_handle(semaphore_workflow_id(organization_key(DEFAULT_ORGANIZATION, key)))
+    handle = client.get_workflow_handle(semaphore_of(key))
     return await handle.query(STATE_QUERY, result_type=SemaphoreState)
 
 
