@@ -10,12 +10,14 @@ time with an API key: authentication, the order's checks and resolution, the pla
 written while `start_workflow` runs. The baseline starts the same workflow with the API's options
 (REJECT_DUPLICATE included) directly from this process. Each round also posts the same body with an
 invalid phone number: the 422 it gets is the floor any request pays (HTTP, middleware, routing, the API
-key, body validation). The three take turns going first in a round, so all see the same machine load
-and none is always the one that wakes an idle server. Reported: p50/p99 of each, their ratios (goal
-<= 1.5), the floor's share of a bare start, and from the API's `Server-Timing` header the time its
-checks and its start took inside it. No worker runs: the orders stay queued, which is what "started"
-means here. --api-in-process serves the API from this process's event loop instead (client, API and
-baseline then share one loop: for profiling).
+key, body validation), and the same body to `benchmarks/thin_front.py`, which starts the same workflow
+behind the thinnest HTTP front there is (a raw ASGI app, also in its own process): what any API in its
+own process pays, so what is outdial's own shows. The four take turns going first in a round, so all
+see the same machine load and none is always the one that wakes an idle server. Reported: p50/p99 of
+each, their ratios (goal <= 1.5), the floor's share of a bare start, and from the API's `Server-Timing`
+header the time its checks and its start took inside it. No worker runs: the orders stay queued,
+which is what "started" means here. --api-in-process serves the API from this process's event loop
+instead (client, API and baseline then share one loop: for profiling; the thinnest front stays a process).
 """
 
 from __future__ import annotations
@@ -52,26 +54,10 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def api_process(settings: Settings, workdir: str) -> AsyncIterator[str]:
-    """`outdial api` for `settings`, run from `workdir` (no temporal-dev.yaml, no codec key there)."""
-    command = shutil.which("outdial")
-    assert command, "the outdial command is not on PATH (make setup)"
-    port = free_port()
-    env = {
-        **os.environ,
-        "OUTDIAL_CONFIG": "/nonexistent",
-        "TEMPORAL_ADDRESS": settings.temporal_address,
-        "TEMPORAL_NAMESPACE": settings.temporal_namespace,
-        "OUTDIAL_TASK_QUEUE": settings.task_queue,
-        "OUTDIAL_DATABASE_URL": settings.database_url,
-        "OUTDIAL_CODEC_KEY": "plaintext",  # as the bare start_workflow it is compared with
-    }
+async def served(argv: list[str], port: int, workdir: str, env: dict[str, str]) -> AsyncIterator[str]:
+    """An HTTP server process (`argv`, listening on `port`), from the moment it answers a GET."""
     process = subprocess.Popen(
-        [command, "api", "--port", str(port)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        argv, cwd=workdir, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -79,16 +65,40 @@ async def api_process(settings: Settings, workdir: str) -> AsyncIterator[str]:
             deadline = time.monotonic() + 60
             while True:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get("/openapi.json") as response:
-                        if response.status == 200:
-                            break
-                assert process.poll() is None, "outdial api exited"
-                assert time.monotonic() < deadline, "outdial api did not answer within 60 s"
+                    async with http.get("/openapi.json"):
+                        break  # any answer: it serves
+                assert process.poll() is None, f"{argv[0]} exited"
+                assert time.monotonic() < deadline, f"{argv[0]} did not answer within 60 s"
                 await asyncio.sleep(0.1)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def api_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[str]:
+    """`outdial api` for `settings`, run from `workdir` (no temporal-dev.yaml, no codec key there)."""
+    command = shutil.which("outdial")
+    assert command, "the outdial command is not on PATH (make setup)"
+    port = free_port()
+    env = {
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "OUTDIAL_TASK_QUEUE": settings.task_queue,
+        "OUTDIAL_DATABASE_URL": settings.database_url,
+        "OUTDIAL_CODEC_KEY": "plaintext",  # as the bare start_workflow it is compared with
+    }
+    return served([command, "api", "--port", str(port)], port, workdir, env)
+
+
+def thin_front_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[str]:
+    """`benchmarks/thin_front.py`: the same start behind the thinnest HTTP front, in its own process."""
+    port = free_port()
+    script = str(Path(__file__).resolve().parent / "thin_front.py")
+    options = ["--address", settings.temporal_address, "--namespace", settings.temporal_namespace]
+    argv = [sys.executable, script, "--port", str(port), *options, "--task-queue", settings.task_queue]
+    return served(argv, port, workdir, {})
 
 
 @contextlib.asynccontextmanager
@@ -120,14 +130,18 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
         key = issue_api_key(database, settings.organization_id)
         ensure_phone_number(database, settings.organization_id, settings.default_from_phone_number, None)
         api = api_in_process(settings, client) if in_process else api_process(settings, workdir)
+        thin = thin_front_process(settings, workdir)
         refused_body = {**body, "phone_number": "not a phone number"}
         api_ms: list[float] = []
         phases: dict[str, list[float]] = {"checks": [], "start": []}  # inside the API: Server-Timing
         bare_ms: list[float] = []
         floor_ms: list[float] = []
+        thin_ms: list[float] = []
         async with (
             api as url,
+            thin as thin_url,
             aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http,
+            aiohttp.ClientSession(thin_url) as thin_http,
         ):
 
             async def place() -> None:
@@ -161,16 +175,25 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                     await response.read()
                 floor_ms.append((time.perf_counter() - started) * 1000)
 
-            steps = [place, start_bare, refuse]
+            async def place_thin() -> None:  # the same start behind the thinnest HTTP front
+                started = time.perf_counter()
+                async with thin_http.post("/", json=body) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
+                thin_ms.append((time.perf_counter() - started) * 1000)
+
+            steps = [place, start_bare, refuse, place_thin]
             for i in range(n + 10):  # the first 10 rounds warm up connections and caches
-                for step in steps[i % 3 :] + steps[: i % 3]:  # each goes first, second and third in turn
+                turn = i % len(steps)  # each goes first, second, third and last in turn
+                for step in steps[turn:] + steps[:turn]:
                     await step()
                 if i == 9:
-                    for samples in (api_ms, bare_ms, floor_ms, *phases.values()):
+                    for samples in (api_ms, bare_ms, floor_ms, thin_ms, *phases.values()):
                         samples.clear()
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
     f50, f99 = percentile(floor_ms, 50), percentile(floor_ms, 99)
+    t50, t99 = percentile(thin_ms, 50), percentile(thin_ms, 99)
     server = "on a SQLite file" if server_file else "in memory"
     where = "in this process" if in_process else "as its own process"
     print(f"orders={n} each way, one at a time; dev server {server}; API {where}")
@@ -178,7 +201,10 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
     print(f"bare start_workflow     p50 {b50:6.1f} ms  p99 {b99:6.1f} ms")
     print(f"ratio                   p50 {p50 / b50:.2f}  p99 {p99 / b99:.2f}  (goal <= 1.5)")
     print(f"refused at validation   p50 {f50:6.1f} ms  p99 {f99:6.1f} ms  (HTTP, routing, key, body: 422)")
-    print(f"floor / bare start      p50 {f50 / b50:.2f}  (what any HTTP API in front of the start adds)")
+    print(f"floor / bare start      p50 {f50 / b50:.2f}")
+    print(f"thinnest HTTP front     p50 {t50:6.1f} ms  p99 {t99:6.1f} ms  (raw ASGI, the start only)")
+    print(f"thinnest front / bare   p50 {t50 / b50:.2f}  p99 {t99 / b99:.2f}  (any API in its own process)")
+    print(f"POST /call / thinnest   p50 {p50 / t50:.2f}  (what outdial's API adds to that)")
     c50, s50 = percentile(phases["checks"], 50), percentile(phases["start"], 50)
     print(f"inside the API, p50     checks {c50:.2f} ms, start {s50:.2f} ms (placeholder written meanwhile)")
     print(f"start inside / bare     p50 {s50 / b50:.2f}")
