@@ -89,16 +89,16 @@ def due_channels(call: Call) -> list[Channel]:
     due: list[Channel] = []
     if assistant.webhook_url:
         due.append("webhook")
-    if (
-        assistant.email_notification_address
-        and call.outcome
-        and call.outcome in (assistant.email_notification_outcomes or [])
-    ):
+    outcome = call.outcome or "none"  # the official client's name for a call without an outcome
+    if assistant.email_notification_address and outcome in (assistant.email_notification_outcomes or []):
         due.append("email")
     # Never text someone who asked not to be contacted, nor after a cancelled or failed order.
     textable = call.status == "completed" and call.outcome != "do_not_contact"
     reached = _last_human(call) is not None
-    if textable and assistant.after_call_sms_prompt and reached:
+    # after_call_sms_outcomes (the official client's) narrows the after-call SMS; left out, any outcome
+    sms_outcomes = assistant.after_call_sms_outcomes
+    wanted = sms_outcomes is None or outcome in sms_outcomes
+    if textable and assistant.after_call_sms_prompt and reached and wanted:
         due.append("after_call_sms")
     voicemail = any(a.result == "voicemail" for a in call.call_attempts)
     if textable and assistant.voicemail_sms_prompt and voicemail and not reached:

@@ -101,6 +101,9 @@ def _check_unique_names(items: list[Any] | None) -> list[Any] | None:
 # --- request: the strict inline assistant -------------------------------------------------------------
 
 
+StrictBool = Annotated[bool, Strict()]  # JSON true or false only: 1 or "yes" is a 422
+
+
 class _Strict(BaseModel):
     """Nested request parts reject unknown keys, so a typo ("sped") is an error instead of ignored."""
 
@@ -126,7 +129,7 @@ class FieldSpec(_Strict):
     """One field the LLM extracts: a custom tool's input_schema item or a structured_output_config item."""
 
     name: str = Field(min_length=1)
-    required: bool
+    required: StrictBool
     type: FieldType
     description: str | None = None
     enum_options: list[str] | None = None
@@ -204,6 +207,31 @@ LlmModel = Annotated[
 
 Volume = Annotated[float, Strict(), Field(ge=0, le=1)]  # Strict: JSON true or "0.5" is a 422
 
+NotifyOutcome = Outcome | Literal["none"]
+"""An outcome a notification waits for; the official client's "none" stands for a call without one."""
+
+
+def _check_email_list(value: str) -> str:
+    """One address or several, comma-separated (the official client documents "alice@x.com,bob@y.com")."""
+    addresses = [part.strip() for part in value.split(",")]
+    for address in addresses:
+        try:
+            _EMAIL.validate_python(address)
+        except ValidationError:
+            raise ValueError(f"{address!r} is not an email address") from None
+    return ", ".join(addresses)
+
+
+_EMAIL: TypeAdapter[EmailStr] = TypeAdapter(EmailStr)
+EmailList = Annotated[str, AfterValidator(_check_email_list)]
+
+
+class TransferDestination(_Strict):
+    """The official client's transfer target: who (its label, for the prompt) and where."""
+
+    label: str = Field(min_length=1)
+    phone_number: E164
+
 
 class Assistant(BaseModel):
     """The request's inline assistant. Unset options stay None; `call_assistant_from` fills defaults."""
@@ -211,14 +239,15 @@ class Assistant(BaseModel):
     model_config = ConfigDict(extra="ignore")  # newer clients' fields must not break us
 
     prompt: str
+    after_call_sms_outcomes: list[NotifyOutcome] | None = None
     after_call_sms_prompt: str | None = None
     background_sound: BackgroundSound | None = None
     background_sound_volume: Volume | None = None
     calendly: Calendly | None = None
     call_retry_config: CallRetryConfig | None = None
     custom_tools: list[CustomTool] | None = None
-    email_notification_address: EmailStr | None = None
-    email_notification_outcomes: list[Outcome] | None = None
+    email_notification_address: EmailList | None = None
+    email_notification_outcomes: list[NotifyOutcome] | None = None
     end_of_call_sentence: str | None = None
     faq_items: list[FaqItem] | None = None
     first_sentence: str | None = None
@@ -226,17 +255,18 @@ class Assistant(BaseModel):
     first_sentence_mode: FirstSentenceMode | None = None
     from_phone_number: E164 | None = None
     human_transfer_mode: TransferMode | None = None
-    ivr_navigation_enabled: bool | None = None
+    ivr_navigation_enabled: StrictBool | None = None
     llm_model: LlmModel | None = None
     max_call_duration_secs: Annotated[float, Strict()] | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_duration_end_message: str | None = Field(default=None, max_length=150)
-    sms_enabled: bool | None = None
+    sms_enabled: StrictBool | None = None
     sms_template: str | None = None
     structured_output_config: list[FieldSpec] | None = None
     structured_output_prompt: str | None = None
     thinking_sound: ThinkingSound | None = None
     thinking_sound_probability: Volume | None = None
     thinking_sound_volume: Volume | None = None
+    transfer_destinations: list[TransferDestination] | None = None
     transfer_phone_number: E164 | None = None
     voice: Voice | None = None
     voicemail_message: str | None = None
@@ -246,6 +276,21 @@ class Assistant(BaseModel):
 
     _unique_fields = field_validator("structured_output_config")(_check_unique_names)
     _unique_tools = field_validator("custom_tools")(_check_unique_names)
+
+    @model_validator(mode="after")
+    def _one_transfer_number(self) -> Assistant:
+        """The client's `transfer_destinations` names the transfer number: the agent transfers to one."""
+        destinations = self.transfer_destinations or []
+        if len(destinations) > 1:
+            message = "one destination is supported (the agent transfers to a single number)"
+            raise located_error(("transfer_destinations",), message, len(destinations))
+        if destinations:
+            number = destinations[0].phone_number
+            if self.transfer_phone_number not in (None, number):
+                message = f"names {number}, transfer_phone_number {self.transfer_phone_number}: give one"
+                raise located_error(("transfer_destinations", 0, "phone_number"), message, number)
+            self.transfer_phone_number = number
+        return self
 
 
 # --- response: lenient records, in the seed's key order ------------------------------------------------
@@ -388,7 +433,7 @@ class CallAssistant(Record):
     created_at: Timestamp = None
     custom_tools: list[CustomToolRecord] | None = None
     email_notification_address: str | None = None
-    email_notification_outcomes: list[Outcome] | None = None
+    email_notification_outcomes: list[NotifyOutcome] | None = None
     end_of_call_sentence: str | None = None
     first_sentence: str | None = None
     first_sentence_delay_ms: int = DEFAULT_FIRST_SENTENCE_DELAY_MS
@@ -418,6 +463,11 @@ class CallAssistant(Record):
     webhook_url: str | None = None
     faq_items: list[FaqItemRecord] | None = None
     pending_faq_count: Number | None = None
+
+    @property
+    def after_call_sms_outcomes(self) -> list[str] | None:
+        """The official client's option: not in the seed's Call, so an extra key, there when given."""
+        return (self.model_extra or {}).get("after_call_sms_outcomes")
 
 
 def call_assistant_from(

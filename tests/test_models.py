@@ -290,6 +290,37 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("scheduled-at-number", {"phone_number": PHONE, "scheduled_at": 1700000000}, "scheduled_at"),
     ("metadata-not-str", {"phone_number": PHONE, "metadata": {"n": 1}}, "metadata"),
     ("prompt-variables-not-dict", {"phone_number": PHONE, "prompt_variables": ["a"]}, "prompt_variables"),
+    ("sms-enabled-one", with_assistant(sms_enabled=1), "sms_enabled"),
+    ("ivr-enabled-yes", with_assistant(ivr_navigation_enabled="yes"), "ivr_navigation_enabled"),
+    (
+        "field-required-string",
+        with_assistant(structured_output_config=[{"name": "n", "type": "string", "required": "false"}]),
+        "required",
+    ),
+    (
+        "email-list-with-a-non-address",
+        with_assistant(email_notification_address="a@x.com,nope"),
+        "email_notification_address",
+    ),
+    ("sms-outcome-unknown", with_assistant(after_call_sms_outcomes=["happy"]), "after_call_sms_outcomes"),
+    (
+        "two-transfer-destinations",
+        with_assistant(
+            transfer_destinations=[
+                {"label": "Sales", "phone_number": "+33612345679"},
+                {"label": "Support", "phone_number": "+33612345670"},
+            ]
+        ),
+        "transfer_destinations",
+    ),
+    (
+        "transfer-destination-and-another-number",
+        with_assistant(
+            transfer_phone_number="+33612345670",
+            transfer_destinations=[{"label": "Sales", "phone_number": "+33612345679"}],
+        ),
+        "transfer_destinations",
+    ),
 ]
 
 
@@ -543,3 +574,25 @@ def test_the_assistant_shows_the_transfer_as_it_will_happen(request_fields, show
         now=datetime(2026, 3, 2, tzinfo=UTC),
     )
     assert (view.human_transfer_mode, view.warm_transfer_summary_instructions) == shown
+
+
+def test_the_official_clients_notification_and_transfer_options_are_understood() -> None:
+    """revox 0.5.0 documents a comma-separated email list, "none" for a call without an outcome,
+    after_call_sms_outcomes and transfer_destinations: each is taken, not dropped or refused."""
+    params = CallCreateParams.model_validate(
+        with_assistant(
+            email_notification_address="alice@x.com,bob@y.com",
+            email_notification_outcomes=["interested", "none"],
+            after_call_sms_outcomes=["interested"],
+            transfer_destinations=[{"label": "Sales", "phone_number": "+33612345679"}],
+            human_transfer_mode="warm",
+        )
+    )
+    assistant = params.assistant
+    assert assistant is not None
+    assert assistant.email_notification_address == "alice@x.com, bob@y.com"
+    assert assistant.transfer_phone_number == "+33612345679"  # the one the agent transfers to
+    shown = call_assistant_from(assistant, id="a", organization_id="o", now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert shown.human_transfer_mode == "warm"
+    assert shown.after_call_sms_outcomes == ["interested"]
+    assert shown.email_notification_outcomes == ["interested", "none"]

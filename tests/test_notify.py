@@ -118,6 +118,25 @@ def test_due_channels_follow_the_assistant_and_the_outcome() -> None:
     assert due_channels(final_call()) == []
 
 
+def test_the_official_clients_outcome_lists_narrow_the_email_and_the_after_call_sms() -> None:
+    """after_call_sms_outcomes (revox 0.5.0): the SMS only for those outcomes, "none" for a call
+    without one; left out, any outcome (the seed's behaviour). "none" in email_notification_outcomes
+    likewise mails a call that ended without an outcome."""
+    texts = {"after_call_sms_prompt": "Thank them.", "after_call_sms_outcomes": ["interested"]}
+    assert due_channels(final_call(outcome="interested", **texts)) == ["after_call_sms"]
+    assert due_channels(final_call(outcome="not_interested", **texts)) == []
+    assert due_channels(final_call(outcome="not_interested", after_call_sms_prompt="Thank them.")) == [
+        "after_call_sms"
+    ]
+    unknown = {"after_call_sms_prompt": "Thank them.", "after_call_sms_outcomes": ["none"]}
+    assert due_channels(final_call(outcome=None, **unknown)) == ["after_call_sms"]
+    assert due_channels(final_call(outcome="interested", **unknown)) == []
+    assert due_channels(final_call(after_call_sms_prompt="Thank them.", after_call_sms_outcomes=[])) == []
+    mail = {"email_notification_address": "a@x.com,b@y.com", "email_notification_outcomes": ["none"]}
+    assert due_channels(final_call(outcome=None, **mail)) == ["email"]
+    assert due_channels(final_call(outcome="interested", **mail)) == []
+
+
 # --- webhooks ---------------------------------------------------------------------------------------
 
 
@@ -269,7 +288,7 @@ async def test_outcome_email_goes_through_smtp_when_the_outcome_matches() -> Non
     try:
         acts, _ = activities(smtp_host="127.0.0.1", smtp_port=port)
         subscribed = {
-            "email_notification_address": "sales@example.com",
+            "email_notification_address": "sales@example.com,boss@example.com",  # the client's list form
             "email_notification_outcomes": ["interested"],
         }
         sent = await ActivityEnvironment().run(
@@ -283,7 +302,8 @@ async def test_outcome_email_goes_through_smtp_when_the_outcome_matches() -> Non
         await server.wait_closed()
     assert (sent.status, skipped.status) == ("sent", "skipped")
     [message] = sink.messages
-    assert message["To"] == "sales@example.com"
+    assert message["To"] == "sales@example.com, boss@example.com"
+    assert sink.recipients == [["sales@example.com", "boss@example.com"]]
     assert message["Subject"] == "[outdial] interested: call to +33612345678"
     assert message["Message-ID"] == "<0b7d3c1e-8a51-4a8e-9a3e-1f2d3c4b5a69.outcome@outdial>"
     text = message.get_content()

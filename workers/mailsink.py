@@ -34,6 +34,7 @@ class MailSink:
     ) -> None:
         self.maildir = Path(maildir) if maildir else None
         self.messages: list[email.message.EmailMessage] = []
+        self.recipients: list[list[str]] = []  # each message's envelope (RCPT TO), in order
         self.on_message = on_message
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
@@ -41,6 +42,7 @@ class MailSink:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, email.message.EmailMessage)
         self.messages.append(message)
+        self.recipients.append(list(envelope.rcpt_tos))
         if self.maildir:
             self.maildir.mkdir(parents=True, exist_ok=True)
             name = (
