@@ -14,8 +14,9 @@ from api.calls import ERRORS
 from api.context import ApiContext, get_context
 from api.keys import lookup_key
 from api.schemas import AuthStatus, UserResponse, UserView
+from api.unicode import UnicodeRoute
 
-router = APIRouter(tags=["account"])
+router = APIRouter(route_class=UnicodeRoute, tags=["account"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 

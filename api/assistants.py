@@ -21,10 +21,11 @@ from api.schemas import (
     AssistantView,
     Success,
 )
+from api.unicode import UnicodeRoute
 from models.settings import Settings
 from models.tables import AssistantRecord, Database, utcnow
 
-router = APIRouter(tags=["assistants"])
+router = APIRouter(route_class=UnicodeRoute, tags=["assistants"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 

@@ -47,6 +47,7 @@ from api.schemas import (
     Success,
 )
 from api.server_timing import ServerTiming
+from api.unicode import UnicodeRoute
 from models import (
     DEFAULT_ASSISTANT_PROMPT,
     Assistant,
@@ -63,7 +64,7 @@ from models.tables import CallAttemptRecord, CallOrderRecord, Database, utcnow
 from workflows import schedule
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["calls"])
+router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 WORKFLOW_TYPE = "CallOrderWorkflow"
@@ -126,10 +127,21 @@ def resolve_order(
     except UnknownCallerId as err:
         field = "from_phone_number" if params.from_phone_number else "assistant.from_phone_number"
         raise unprocessable(field, str(err)) from None
+    refuse_far_future("scheduled_at", params.scheduled_at, now)
     retry = inline.call_retry_config or CallRetryConfig()
     if not params.force_now:
         _refuse_no_common_window(params.phone_number, retry, now)
     return assistant, caller, retry
+
+
+SCHEDULING_HORIZON = timedelta(days=36525)
+
+
+def refuse_far_future(field: str, value: datetime | None, now: datetime) -> None:
+    """A start more than a century ahead is a 422: a longer timer overflows the server's durations
+    (Go's, about 292 years) long before datetime's year 9999, and is never what was meant."""
+    if value is not None and value - now > SCHEDULING_HORIZON:
+        raise unprocessable(field, f"{value.isoformat()} is more than 100 years ahead")
 
 
 def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime) -> None:
@@ -206,6 +218,11 @@ async def _start(
     except WorkflowAlreadyStartedError:
         return
     except RPCError as err:
+        if err.status == RPCStatusCode.INVALID_ARGUMENT and "size" in err.message.lower():
+            # over Temporal's payload limit (2 MB by default): retrying cannot help, unlike a 503
+            raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
         raise ApiError(503, "unavailable", f"could not start the call order: {err.message}") from err
 
 

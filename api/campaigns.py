@@ -23,10 +23,11 @@ from api import campaign_stats
 from api import campaign_store as store
 from api.assistants import view as assistant_view
 from api.auth import Authenticated
-from api.calls import ERRORS
+from api.calls import ERRORS, refuse_far_future
 from api.context import ApiContext, get_context
 from api.errors import ApiError
 from api.schemas import Success
+from api.unicode import UnicodeRoute
 from models import RetryConfigRecord, Timestamp
 from models.campaign import (
     CampaignCreateParams,
@@ -42,7 +43,7 @@ from models.campaign import (
 from models.settings import Settings
 from models.tables import CampaignRecord, Database, utcnow
 
-router = APIRouter(tags=["campaigns"])
+router = APIRouter(route_class=UnicodeRoute, tags=["campaigns"])
 Context = Annotated[ApiContext, Depends(get_context)]
 WORKFLOW_TYPE = "CampaignWorkflow"
 
@@ -201,6 +202,7 @@ async def launch_calls(
     """The selected rows not launched yet start (paced) as call orders at `scheduled_at` (or now),
     each then waiting for its own calling window; a row is never launched twice."""
     await context.db(store.get_campaign, context.database, principal.organization_id, id)  # 404 first
+    refuse_far_future("scheduled_at", params.scheduled_at, utcnow())
     response = await launch_campaign(
         await context.temporal(), context.settings, context.database, principal.organization_id, id, params
     )

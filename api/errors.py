@@ -1,4 +1,4 @@
-"""Errors as JSON: `{"error": {"type", "message", "details"?}}` with 401/404/409/422/501/503.
+"""Errors as JSON: `{"error": {"type", "message", "details"?}}` with 401/404/409/413/422/501/503.
 
 Bad input is never a 500: request validation, malformed JSON, database refusals of odd values (NUL
 bytes, out-of-range numbers) all answer 422 naming the problem.
@@ -64,6 +64,7 @@ _STATUS_TYPES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "request_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
     501: "not_implemented",

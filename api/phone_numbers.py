@@ -23,9 +23,10 @@ from api.schemas import (
     PhoneNumberView,
     Success,
 )
+from api.unicode import UnicodeRoute
 from models.tables import Database, PhoneNumberRecord, utcnow
 
-router = APIRouter(tags=["phone numbers"])
+router = APIRouter(route_class=UnicodeRoute, tags=["phone numbers"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 

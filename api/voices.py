@@ -27,8 +27,9 @@ from api.schemas import (
     VoiceRetrieveResponse,
     VoiceSummary,
 )
+from api.unicode import UnicodeRoute
 
-router = APIRouter(tags=["voices"])
+router = APIRouter(route_class=UnicodeRoute, tags=["voices"])
 CATALOG = Path(__file__).with_name("voices.json")
 PROVIDER_KEYS = {"cartesia": "CARTESIA_API_KEY", "elevenlabs": "ELEVENLABS_API_KEY"}
 PROVIDER_URLS = {"cartesia": "https://api.cartesia.ai", "elevenlabs": "https://api.elevenlabs.io"}

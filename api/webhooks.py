@@ -18,8 +18,9 @@ from api.auth import Authenticated
 from api.calls import ERRORS
 from api.context import ApiContext, get_context
 from api.errors import ApiError, ErrorBody
+from api.unicode import UnicodeRoute
 
-router = APIRouter(tags=["webhooks (outdial)"])
+router = APIRouter(route_class=UnicodeRoute, tags=["webhooks (outdial)"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 

@@ -76,7 +76,10 @@ def _parse_instant(value: Any) -> Any:
 def _to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:30:00-01:00 is after the last instant a datetime holds
+        raise ValueError("is out of range once in UTC") from None
 
 
 _FORCE_NOW_KEYS = ("force_now", "skip_calling_window")

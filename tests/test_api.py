@@ -433,6 +433,33 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
         assert missing_key.status_code == 401 and "Bearer" in missing_key.json()["error"]["message"]
 
 
+def test_bodies_that_could_not_be_stored_or_started_are_refused_and_leave_nothing(org: Org) -> None:
+    """A lone surrogate (half an emoji, as JavaScript escapes it), an instant datetime cannot hold in
+    UTC, a start beyond the server's timers, an order over Temporal's payload limit: each is a 4xx
+    naming the problem (not a 500 or a retried 503) and no call or assistant is left behind."""
+    half_emoji = b'"Hi \\ud83d"'
+    with org.raw() as http:
+        for path, body, loc in (
+            ("/call", b'{"phone_number": "+33612345678", "metadata": {"k": %s}}', ["body", "metadata", "k"]),
+            ("/assistants", b'{"name": "A", "prompt": %s}', ["body", "prompt"]),
+            ("/call/search", b'{"page": 1, "page_size": 10, "query": %s}', ["body", "query"]),
+        ):
+            answer = http.post(path, content=body % half_emoji, headers={"content-type": "application/json"})
+            assert answer.status_code == 422, (path, answer.text)
+            assert answer.json()["error"]["details"][0]["loc"] == loc
+        assert http.post(
+            "/call", json={"phone_number": "+33612345678", "metadata": {"e": "\U0001f600"}}
+        ).is_success
+        for scheduled_at in ("9999-12-31T23:30:00-01:00", "2200-01-05T09:00:00Z"):
+            late = http.post("/call", json={"phone_number": "+33612345678", "scheduled_at": scheduled_at})
+            assert late.status_code == 422 and "scheduled_at" in late.json()["error"]["message"], late.text
+        huge = http.post("/call", json={"phone_number": "+33612345678", "metadata": {"k": "x" * 2_500_000}})
+        assert huge.status_code == 413, huge.text
+        assert huge.json()["error"]["type"] == "request_too_large"
+    assert org.client.assistants.list().assistants == []
+    assert org.client.call.search(**no_filters()).total_count == 1  # the emoji's order only
+
+
 def test_an_organization_never_sees_another_ones_objects(stack: Stack, org: Org) -> None:
     other = new_org(stack)
     call = other.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call

@@ -290,6 +290,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("scheduled-at-number", {"phone_number": PHONE, "scheduled_at": 1700000000}, "scheduled_at"),
     ("metadata-not-str", {"phone_number": PHONE, "metadata": {"n": 1}}, "metadata"),
     ("prompt-variables-not-dict", {"phone_number": PHONE, "prompt_variables": ["a"]}, "prompt_variables"),
+    (
+        "scheduled-at-past-year-9999",
+        {"phone_number": PHONE, "scheduled_at": "9999-12-31T23:30:00-01:00"},
+        "scheduled_at",
+    ),
+    (
+        "scheduled-at-before-year-1",
+        {"phone_number": PHONE, "scheduled_at": "0001-01-01T00:00:00+01:00"},
+        "scheduled_at",
+    ),
     ("sms-enabled-one", with_assistant(sms_enabled=1), "sms_enabled"),
     ("ivr-enabled-yes", with_assistant(ivr_navigation_enabled="yes"), "ivr_navigation_enabled"),
     (

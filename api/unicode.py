@@ -1,0 +1,65 @@
+"""Request bodies must be Unicode: JSON's `\\ud83d` escape alone (a cut-off emoji, as JavaScript's
+`JSON.stringify` writes it) parses to a lone surrogate that UTF-8 cannot encode, so it would fail later,
+as a 500, in the database, in Temporal or in a response. Such a body is a 422 naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins a valid pair into one character
+
+
+def lone_surrogates(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """Where in a parsed JSON document a string (or an object key) holds a lone surrogate."""
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _LONE_SURROGATE.search(key):
+                yield (*loc, key.encode("utf-8", "backslashreplace").decode())
+            yield from lone_surrogates(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from lone_surrogates(item, (*loc, index))
+
+
+def check_unicode(body: bytes) -> None:
+    """Raise a 422 (RequestValidationError) at the first field holding a lone surrogate."""
+    if b"\\ud" not in body and b"\\uD" not in body:  # a surrogate can only come in as an escape
+        return
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return  # FastAPI answers malformed JSON itself
+    for loc in lone_surrogates(document):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_unicode",
+                    "loc": ("body", *loc),
+                    "msg": "must be valid Unicode (a lone UTF-16 surrogate escape, e.g. half an emoji)",
+                }
+            ]
+        )
+
+
+class UnicodeRoute(APIRoute):
+    """An APIRoute whose JSON bodies are checked by `check_unicode` before FastAPI parses them."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH"):
+                check_unicode(await request.body())  # cached: FastAPI reads the same bytes after
+            return await handler(request)
+
+        return checked
