@@ -41,10 +41,12 @@ def build_instructions(
         "yourself: the tool does).",
     ]
     if assistant.transfer_phone_number:
+        destinations = (assistant.model_extra or {}).get("transfer_destinations") or []
+        whom = f" to {destinations[0]['label']}" if destinations else ""  # the client's label: "Sales"
         lines.append(
             "If the person asks for a human, or you cannot help them, tell them you are transferring "
-            "them and call `transfer_to_human`. If the transfer fails, say nobody is available right "
-            "now and carry on."
+            f"them{whom} and call `transfer_to_human`. If the transfer fails, say nobody is available "
+            "right now and carry on."
         )
     if assistant.ivr_navigation_enabled:
         lines.append(

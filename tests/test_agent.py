@@ -293,6 +293,17 @@ async def test_prompt_variables_faq_and_tools_reach_the_llm(fake_llm: FakeOpenAI
     }
 
 
+async def test_the_official_clients_transfer_destination_is_the_transfer_and_its_label_is_told(
+    fake_llm: FakeOpenAI,
+) -> None:
+    fake_llm.say("Hi.")
+    spec = make_spec(transfer_destinations=[{"label": "Sales", "phone_number": "+33612345679"}])
+    async with call(fake_llm, spec):
+        pass
+    assert "transfer_to_human" in fake_llm.tool_names()
+    assert "tell them you are transferring them to Sales" in fake_llm.system_prompt()
+
+
 async def test_only_enabled_tools_are_offered(fake_llm: FakeOpenAI) -> None:
     fake_llm.say("Hi.")
     async with call(fake_llm, make_spec()):
