@@ -97,6 +97,8 @@ async def test_temporal_cancellation_while_joining_the_queue_ends_it_cancelled(
         first = await dev_env.client.start_workflow(
             CallOrderWorkflow.run, holding, id=first_id, task_queue=task_queue
         )
+        # The first holds the permit (so the key's semaphore runs and hears the second's release).
+        await eventually(lambda: status_of(first), lambda s: s == "calling")
         second = await start(dev_env, task_queue, order("human", concurrency={"key": key, "max": 1}))
         await asyncio.wait_for(requested.wait(), timeout=20)
         await second.cancel()
