@@ -185,9 +185,10 @@ class OutdialAgent(Agent):
             )
         ]
         if a.transfer_phone_number:
+            several = len(a.transfer_destinations) > 1  # then the LLM names one, by the prompt's rules
             tools.append(
                 function_tool(
-                    self._transfer_to_human,
+                    self._transfer_to_destination if several else self._transfer_to_human,
                     name="transfer_to_human",
                     description="Transfer the person to a human colleague.",
                 )
@@ -376,9 +377,28 @@ class OutdialAgent(Agent):
         Args:
             reason: Why the person needs a human, in one sentence (the colleague hears it).
         """
-        a = self.spec.assistant
-        number = a.transfer_phone_number
+        number = self.spec.assistant.transfer_phone_number
         assert number is not None
+        await self._transfer(number)
+
+    async def _transfer_to_destination(self, context: RunContext, reason: str, destination: str) -> None:
+        """Transfer to the human colleagues at one of the transfer destinations.
+
+        Args:
+            reason: Why the person needs a human, in one sentence (the colleague hears it).
+            destination: The label of the destination the rules call for, as the instructions list them.
+        """
+        destinations = self.spec.assistant.transfer_destinations
+        wanted = destination.strip().casefold()
+        chosen = next((d for d in destinations if d.label.strip().casefold() == wanted), None)
+        if chosen is None:
+            labels = ", ".join(d.label for d in destinations)
+            raise ToolError(f"Unknown destination {destination!r}: choose one of {labels}.")
+        await self._transfer(chosen.phone_number)
+
+    async def _transfer(self, number: str) -> None:
+        """Cold (SIP REFER) or warm (the AI briefs the human, then bridges); a failure: back to the callee."""
+        a = self.spec.assistant
         try:
             if a.human_transfer_mode == "warm":
                 await self.deps.control.transfer_warm(

@@ -41,13 +41,21 @@ def build_instructions(
         "yourself: the tool does).",
     ]
     if assistant.transfer_phone_number:
-        destinations = (assistant.model_extra or {}).get("transfer_destinations") or []
-        whom = f" to {destinations[0]['label']}" if destinations else ""  # the client's label: "Sales"
-        lines.append(
-            "If the person asks for a human, or you cannot help them, tell them you are transferring "
-            f"them{whom} and call `transfer_to_human`. If the transfer fails, say nobody is available "
-            "right now and carry on."
-        )
+        labels = [d.label for d in assistant.transfer_destinations]
+        if len(labels) > 1:  # the client's routing: the prompt's own rules refer to these labels
+            lines.append(
+                "If the person asks for a human, or you cannot help them, choose where to transfer them "
+                f"by the rules above, among: {', '.join(labels)}. Tell them whom you are transferring "
+                "them to and call `transfer_to_human` with that label as `destination`. If the "
+                "transfer fails, say nobody is available right now and carry on."
+            )
+        else:
+            whom = f" to {labels[0]}" if labels else ""  # the client's label: "Sales"
+            lines.append(
+                "If the person asks for a human, or you cannot help them, tell them you are transferring "
+                f"them{whom} and call `transfer_to_human`. If the transfer fails, say nobody is available "
+                "right now and carry on."
+            )
     if assistant.ivr_navigation_enabled:
         lines.append(
             "If an automated phone menu answers, navigate it towards a person with `send_dtmf` (digits "

@@ -278,18 +278,24 @@ class Assistant(BaseModel):
     _unique_tools = field_validator("custom_tools")(_check_unique_names)
 
     @model_validator(mode="after")
-    def _one_transfer_number(self) -> Assistant:
-        """The client's `transfer_destinations` names the transfer number: the agent transfers to one."""
+    def _transfer_destinations(self) -> Assistant:
+        """The client's `transfer_destinations`: the agent picks one by its label, so labels are unique;
+        the first is the transfer number the response shows, unless transfer_phone_number names another
+        of them (a number outside the list would be a second, unlabelled destination)."""
         destinations = self.transfer_destinations or []
-        if len(destinations) > 1:
-            message = "one destination is supported (the agent transfers to a single number)"
-            raise located_error(("transfer_destinations",), message, len(destinations))
+        seen: set[str] = set()
+        for index, destination in enumerate(destinations):
+            label = destination.label.strip().casefold()
+            if label in seen:
+                message = "labels must be unique: the agent chooses a destination by its label"
+                raise located_error(("transfer_destinations", index, "label"), message, destination.label)
+            seen.add(label)
         if destinations:
-            number = destinations[0].phone_number
-            if self.transfer_phone_number not in (None, number):
-                message = f"names {number}, transfer_phone_number {self.transfer_phone_number}: give one"
-                raise located_error(("transfer_destinations", 0, "phone_number"), message, number)
-            self.transfer_phone_number = number
+            numbers = [d.phone_number for d in destinations]
+            if self.transfer_phone_number not in (None, *numbers):
+                message = f"transfer_phone_number {self.transfer_phone_number} is not one of them: give one"
+                raise located_error(("transfer_destinations",), message, self.transfer_phone_number)
+            self.transfer_phone_number = self.transfer_phone_number or numbers[0]
         return self
 
 
@@ -463,6 +469,13 @@ class CallAssistant(Record):
     webhook_url: str | None = None
     faq_items: list[FaqItemRecord] | None = None
     pending_faq_count: Number | None = None
+
+    @property
+    def transfer_destinations(self) -> list[TransferDestination]:
+        """The official client's labelled destinations (an extra key); with none, the transfer number
+        alone is an unlabelled one."""
+        given = (self.model_extra or {}).get("transfer_destinations") or []
+        return [TransferDestination.model_validate(d) for d in given]
 
     @property
     def after_call_sms_outcomes(self) -> list[str] | None:

@@ -304,6 +304,48 @@ async def test_the_official_clients_transfer_destination_is_the_transfer_and_its
     assert "tell them you are transferring them to Sales" in fake_llm.system_prompt()
 
 
+TWO_DESTINATIONS = [
+    {"label": "Sales", "phone_number": "+33612345679"},
+    {"label": "Support", "phone_number": "+33612345670"},
+]
+
+
+async def test_with_several_destinations_the_agent_transfers_to_the_one_it_names(
+    fake_llm: FakeOpenAI,
+) -> None:
+    """The official client's routing: the prompt's rules refer to the labels, the LLM names one."""
+    fake_llm.call("transfer_to_human", reason="a broken panel", destination="support")
+    control = RecordingControl()
+    spec = make_spec(
+        prompt="Route questions about a broken panel to Support, prices to Sales.",
+        first_sentence_mode="none",
+        transfer_destinations=TWO_DESTINATIONS,
+    )
+    async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+        await c.session.run(user_input="My panel is broken, put me through to someone.")
+        state = await c.ended()
+    assert "among: Sales, Support" in fake_llm.system_prompt()
+    assert control.events == [("cold", "+33612345670")]  # Support's number, not the first one
+    assert (state.end_reason, state.hang_up) == ("transferred_cold", True)
+
+
+async def test_a_destination_that_is_not_listed_is_refused_and_the_call_goes_on(
+    fake_llm: FakeOpenAI,
+) -> None:
+    fake_llm.call("transfer_to_human", reason="legal question", destination="Legal")
+    fake_llm.say("Let me help you myself.")
+    control = RecordingControl()
+    spec = make_spec(first_sentence_mode="none", transfer_destinations=TWO_DESTINATIONS)
+    async with call(fake_llm, spec, CallDeps(control=control, now=lambda: NOW)) as c:
+        run = await c.session.run(user_input="I need a lawyer.")
+        run.expect.next_event().is_function_call(name="transfer_to_human")
+        output = run.expect.next_event().is_function_call_output().event().item
+        run.expect.next_event().is_message(role="assistant")
+        assert not c.state.ended.is_set()
+    assert output.is_error and "choose one of Sales, Support" in output.output
+    assert control.events == []
+
+
 async def test_only_enabled_tools_are_offered(fake_llm: FakeOpenAI) -> None:
     fake_llm.say("Hi.")
     async with call(fake_llm, make_spec()):

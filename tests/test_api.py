@@ -271,6 +271,26 @@ def test_the_newer_clients_concurrency_key_without_max_places_the_call(org: Org)
     assert finished(org.client, created.call.id).status == "completed"
 
 
+def test_the_clients_transfer_destinations_reach_the_call_and_bad_ones_are_a_422(org: Org) -> None:
+    """Several labelled destinations are the agent's to choose from (the call shows them); a label
+    given twice could not be chosen between, so it is refused with the field named."""
+    order = quick_order("human:interested")
+    destinations = [
+        {"label": "Sales", "phone_number": "+33612345679"},
+        {"label": "Support", "phone_number": "+33612345670"},
+    ]
+    order["assistant"] |= {"transfer_destinations": destinations}
+    placed = org.client.call.create(**order).call
+    done = org.client.call.retrieve(placed.id).call
+    for call in (placed, done):
+        assert call.assistant.transfer_phone_number == "+33612345679"
+        assert [d["label"] for d in call.assistant.to_dict()["transfer_destinations"]] == ["Sales", "Support"]
+    order["assistant"]["transfer_destinations"] = [destinations[0], {**destinations[1], "label": "sales"}]
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.call.create(**order)
+    assert "transfer_destinations" in str(refused.value.body) and "unique" in str(refused.value.body)
+
+
 def test_a_concurrency_key_too_long_to_name_a_semaphore_is_a_422(org: Org) -> None:
     """A key names its semaphore's workflow id (1,000 bytes at most): one of 256 bytes is refused at
     once, where it would have queued for a permit forever."""

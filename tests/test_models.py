@@ -314,14 +314,14 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("sms-outcome-unknown", with_assistant(after_call_sms_outcomes=["happy"]), "after_call_sms_outcomes"),
     (
-        "two-transfer-destinations",
+        "transfer-destinations-with-one-label-twice",
         with_assistant(
             transfer_destinations=[
                 {"label": "Sales", "phone_number": "+33612345679"},
-                {"label": "Support", "phone_number": "+33612345670"},
+                {"label": " sales", "phone_number": "+33612345670"},
             ]
         ),
-        "transfer_destinations",
+        "label",
     ),
     (
         "transfer-destination-and-another-number",
@@ -330,6 +330,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
             transfer_destinations=[{"label": "Sales", "phone_number": "+33612345679"}],
         ),
         "transfer_destinations",
+    ),
+    (
+        "transfer-destination-not-e164",
+        with_assistant(transfer_destinations=[{"label": "Sales", "phone_number": "0612345679"}]),
+        "phone_number",
     ),
 ]
 
@@ -606,3 +611,25 @@ def test_the_official_clients_notification_and_transfer_options_are_understood()
     assert shown.human_transfer_mode == "warm"
     assert shown.after_call_sms_outcomes == ["interested"]
     assert shown.email_notification_outcomes == ["interested", "none"]
+
+
+def test_several_transfer_destinations_are_kept_for_the_agent_to_choose_from() -> None:
+    """With several destinations the agent picks one by label; the first is the number shown, unless
+    transfer_phone_number names another of them."""
+    destinations = [
+        {"label": "Sales", "phone_number": "+33612345679"},
+        {"label": "Support", "phone_number": "+33612345670"},
+    ]
+    for given, shown_number in ((None, "+33612345679"), ("+33612345670", "+33612345670")):
+        params = CallCreateParams.model_validate(
+            with_assistant(transfer_destinations=destinations, transfer_phone_number=given)
+        )
+        assert params.assistant is not None
+        shown = call_assistant_from(
+            params.assistant, id="a", organization_id="o", now=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        assert shown.transfer_phone_number == shown_number
+        assert [(d.label, d.phone_number) for d in shown.transfer_destinations] == [
+            ("Sales", "+33612345679"),
+            ("Support", "+33612345670"),
+        ]
