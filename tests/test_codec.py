@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import uuid
@@ -227,10 +228,14 @@ def contains_secret(text: str) -> list[str]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: each probe stays bound until all are picked, so the OS cannot hand the
+    same port out twice (it did: the codec server once took the dev server's)."""
+    with contextlib.ExitStack() as probes:
+        sockets = [probes.enter_context(socket.socket()) for _ in range(count)]
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
 
 
 def like_the_local_stack(tmp_path: Path) -> Settings:
@@ -238,18 +243,14 @@ def like_the_local_stack(tmp_path: Path) -> Settings:
     settings = Settings.load(
         config_file=REPO / "temporal-dev.yaml", env={"OUTDIAL_WEBHOOK_SECRET": WEBHOOK_SECRET}
     )
-    port = free_port()
+    port, ui_port, api_port, smtp_port, codec_port = free_ports(5)
     return settings.model_copy(
         update={
             "temporal_address": f"127.0.0.1:{port}",
             "database_url": f"sqlite:///{tmp_path / 'outdial.db'}",
-            "dev_server": settings.dev_server.model_copy(update={"port": port, "ui_port": free_port()}),
+            "dev_server": settings.dev_server.model_copy(update={"port": port, "ui_port": ui_port}),
             "local_stack": settings.local_stack.model_copy(
-                update={
-                    "api_port": free_port(),
-                    "smtp_sink_port": free_port(),
-                    "codec_server_port": free_port(),
-                }
+                update={"api_port": api_port, "smtp_sink_port": smtp_port, "codec_server_port": codec_port}
             ),
         }
     )
