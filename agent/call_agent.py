@@ -390,7 +390,7 @@ class OutdialAgent(Agent):
         """
         destinations = self.spec.assistant.transfer_destinations
         wanted = destination.strip().casefold()
-        chosen = next((d for d in destinations if d.label.strip().casefold() == wanted), None)
+        chosen = next((d for d in destinations if d.key == wanted), None)
         if chosen is None:
             labels = ", ".join(d.label for d in destinations)
             raise ToolError(f"Unknown destination {destination!r}: choose one of {labels}.")

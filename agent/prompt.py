@@ -43,19 +43,18 @@ def build_instructions(
     if assistant.transfer_phone_number:
         labels = [d.label for d in assistant.transfer_destinations]
         if len(labels) > 1:  # the client's routing: the prompt's own rules refer to these labels
-            lines.append(
-                "If the person asks for a human, or you cannot help them, choose where to transfer them "
-                f"by the rules above, among: {', '.join(labels)}. Tell them whom you are transferring "
-                "them to and call `transfer_to_human` with that label as `destination`. If the "
-                "transfer fails, say nobody is available right now and carry on."
+            how = (
+                f"choose where to transfer them by the rules above, among: {', '.join(labels)}. Tell them "
+                "whom you are transferring them to and call `transfer_to_human` with that label as "
+                "`destination`."
             )
         else:
             whom = f" to {labels[0]}" if labels else ""  # the client's label: "Sales"
-            lines.append(
-                "If the person asks for a human, or you cannot help them, tell them you are transferring "
-                f"them{whom} and call `transfer_to_human`. If the transfer fails, say nobody is available "
-                "right now and carry on."
-            )
+            how = f"tell them you are transferring them{whom} and call `transfer_to_human`."
+        lines.append(
+            f"If the person asks for a human, or you cannot help them, {how} If the transfer fails, say "
+            "nobody is available right now and carry on."
+        )
     if assistant.ivr_navigation_enabled:
         lines.append(
             "If an automated phone menu answers, navigate it towards a person with `send_dtmf` (digits "

@@ -232,6 +232,11 @@ class TransferDestination(_Strict):
     label: str = Field(min_length=1)
     phone_number: E164
 
+    @property
+    def key(self) -> str:
+        """The label as the agent names it: without regard to case or surrounding spaces."""
+        return self.label.strip().casefold()
+
 
 class Assistant(BaseModel):
     """The request's inline assistant. Unset options stay None; `call_assistant_from` fills defaults."""
@@ -285,11 +290,10 @@ class Assistant(BaseModel):
         destinations = self.transfer_destinations or []
         seen: set[str] = set()
         for index, destination in enumerate(destinations):
-            label = destination.label.strip().casefold()
-            if label in seen:
+            if destination.key in seen:
                 message = "labels must be unique: the agent chooses a destination by its label"
                 raise located_error(("transfer_destinations", index, "label"), message, destination.label)
-            seen.add(label)
+            seen.add(destination.key)
         if destinations:
             numbers = [d.phone_number for d in destinations]
             if self.transfer_phone_number not in (None, *numbers):
