@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,6 +22,16 @@ def settings_for_tests(**overrides: object) -> Settings:
     return Settings.load(config_file="/nonexistent", env={}).model_copy(
         update={"database_url": database, **overrides}
     )
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: each probe stays bound until all are picked, so the OS cannot hand the
+    same port out twice (it did: the codec server once took the dev server's)."""
+    with contextlib.ExitStack() as probes:
+        sockets = [probes.enter_context(socket.socket()) for _ in range(count)]
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
 
 
 async def eventually(

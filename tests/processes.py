@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -16,15 +15,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from models.settings import DevServerSettings, Settings
-from tests.helpers import eventually
+from tests.helpers import eventually, free_ports
 from workers import register_search_attributes
 from workers.devserver import start_dev_server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -38,11 +31,11 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        port = free_port()
+        port, ui_port = free_ports(2)
         self.settings = Settings(
             temporal_address=f"127.0.0.1:{port}",
             dev_server=DevServerSettings(
-                db_filename=str(self.root / "temporal.db"), port=port, ui_port=free_port(), headless=True
+                db_filename=str(self.root / "temporal.db"), port=port, ui_port=ui_port, headless=True
             ),
         )
         self.ring_ledger = self.root / "rings.jsonl"

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import socket
 import uuid
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from typer.testing import CliRunner
 from activities.notify import verify_signature
 from models import Call, CallCreateParams
 from models.settings import PLAINTEXT_HISTORY, Settings
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import eventually, free_ports, settings_for_tests
 from tests.http_fakes import serve, serve_app
 from workers import create_worker
 from workers.cli import app
@@ -226,16 +224,6 @@ def contains_secret(text: str) -> list[str]:
         if secret in text or any(fragment in text for fragment in encoded):
             found.append(secret)
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: each probe stays bound until all are picked, so the OS cannot hand the
-    same port out twice (it did: the codec server once took the dev server's)."""
-    with contextlib.ExitStack() as probes:
-        sockets = [probes.enter_context(socket.socket()) for _ in range(count)]
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
 
 
 def like_the_local_stack(tmp_path: Path) -> Settings:
