@@ -41,6 +41,7 @@ HUMAN_INTENTS = {
     "callback_later": "I'm in a meeting right now, can you call me back later?",
     "new_number": "Please call me on my other number instead, this one is for work.",
     "do_not_contact": "Please do not contact me again.",
+    "transfer": "Could I speak to a real person, please?",
 }
 SIMULATION_KEY = "simulation"
 CALL_SECONDS_KEY = "simulation.call_seconds"
@@ -216,6 +217,15 @@ class SimulatedTelephony:
                 end_reason="max_duration",
                 hold_seconds=capped,
             )
+        if intent == "transfer" and assistant.transfer_phone_number:  # as the agent's transfer_to_human
+            mode = assistant.human_transfer_mode or "cold"
+            return ConverseResult(
+                result="human",
+                transcript=transcript,
+                ended_by="agent",
+                end_reason=f"transferred_{mode}",
+                hold_seconds=hold,
+            )
         return ConverseResult(
             result="human",
             transcript=transcript,
@@ -252,6 +262,16 @@ def _human_conversation(
             TranscriptEntry(role="assistant", content="Could I confirm a few details with you?"),
             TranscriptEntry(role="user", content=details),
         ]
+    if intent == "transfer":  # the agent transfers; with no number to transfer to, nobody is available
+        number = assistant.transfer_phone_number
+        labels = [d.label for d in assistant.transfer_destinations if d.phone_number == number]
+        if number:
+            whom = labels[0] if labels else "a colleague"
+            return [
+                *turns,
+                TranscriptEntry(role="assistant", content=f"Of course, I'm transferring you to {whom}."),
+            ]
+        turns.append(TranscriptEntry(role="assistant", content="I'm sorry, nobody is available right now."))
     goodbye = interpolate(assistant.end_of_call_sentence or "Thank you for your time, goodbye.", variables)
     turns.append(TranscriptEntry(role="assistant", content=goodbye))
     return turns

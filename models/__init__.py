@@ -49,6 +49,7 @@ from models.call import (  # noqa: F401
     Call,
     CallAttempt,
     CallCampaign,
+    CallContact,
     CallCreateParams,
     CallCreateResponse,
     Concurrency,

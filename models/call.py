@@ -3,6 +3,8 @@
 How to dump a Call (API responses, webhooks, the workflow's `call` query): `call.model_dump(mode="json")`
 with no `exclude_none`/`exclude_unset`. Every key the seed lists is then present, in the seed's order,
 with null for unset nullable fields; `{}` timestamps stay `{}` and ours are ISO 8601 UTC ('...Z').
+The official client's newer keys follow the seed's: a Call's `contact`, an attempt's `handled_by_ai` and
+`handled_by_human` (derived when a stored Call predates them).
 `Call.model_validate(dumped)` gives the same Call back.
 """
 
@@ -196,6 +198,51 @@ class CallAttempt(Record):
     ended_by: EndedBy | None = None
     structured_output: dict[str, Any] | None = None
     transcript: list[TranscriptEntry] | None = None
+    handled_by_ai: bool = False
+    handled_by_human: bool = False
+
+    @model_validator(mode="after")
+    def _handled_by(self) -> CallAttempt:
+        """The client's `handled_by_*`, derived when a stored attempt predates them: the agent talks
+        to whoever answers; a human colleague takes part only after a transfer."""
+        if "handled_by_ai" not in self.model_fields_set:
+            self.handled_by_ai = bool(self.answered_at)
+        if "handled_by_human" not in self.model_fields_set:
+            self.handled_by_human = (self.end_reason or "").startswith(TRANSFERRED)
+        return self
+
+
+TRANSFERRED = "transferred"  # the end_reason prefix of an attempt the agent handed to a human
+
+
+CONTACT_FIELDS = ("company", "email", "first_name", "job_title", "last_name")
+
+
+class CallContact(Record):
+    """The client's "magic contact variables": who the prospect is (`contact_of`)."""
+
+    company: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    job_title: str | None = None
+    last_name: str | None = None
+
+
+def contact_of(
+    prompt_variables: dict[str, str] | None,
+    metadata: dict[str, str] | None,
+    attempts: list[CallAttempt],
+) -> CallContact:
+    """Each contact field from the latest extraction that found it (what the callee said on the
+    phone, e.g. a corrected email, wins), else the order's prompt_variables, else its metadata."""
+    sources = [a.structured_output or {} for a in attempts] + [prompt_variables or {}, metadata or {}]
+    found: dict[str, str] = {}
+    for name in CONTACT_FIELDS:
+        values = (source.get(name) for source in sources)
+        value = next((v.strip() for v in values if isinstance(v, str) and v.strip()), None)
+        if value is not None:
+            found[name] = value
+    return CallContact(**found)
 
 
 class CallCampaign(Record):
@@ -234,6 +281,14 @@ class Call(Record):
     updated_at: Timestamp = None
     outcome: Outcome | None = None
     outcome_summary: str | None = None
+    contact: CallContact = Field(default_factory=CallContact)  # the official client's, newer than the seed
+
+    @model_validator(mode="after")
+    def _contact(self) -> Call:
+        """Derived when not given: a new Call, or a stored one that predates the field."""
+        if "contact" not in self.model_fields_set:
+            self.contact = contact_of(self.prompt_variables, self.metadata, self.call_attempts)
+        return self
 
     def with_derived_fields(self) -> Call:
         """A copy whose deprecated flags, count and last attempt agree with status and attempts."""
@@ -243,6 +298,7 @@ class Call(Record):
                 "is_completed": self.status == "completed",
                 "calls_count": len(self.call_attempts),
                 "last_call_attempt": self.call_attempts[0] if self.call_attempts else None,
+                "contact": contact_of(self.prompt_variables, self.metadata, self.call_attempts),
             }
         )
 

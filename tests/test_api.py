@@ -46,6 +46,7 @@ from workers import create_worker
 T = TypeVar("T")
 POSTGRES_URL = os.environ.get("OUTDIAL_TEST_POSTGRES_URL")
 SEED_CALL_KEYS = list(json.loads(Path("tests/data/seed_call_example.json").read_text())["call"])
+CALL_KEYS = [*SEED_CALL_KEYS, "contact"]  # then the official client's newer ones
 ALWAYS_OPEN = {
     "timezone": "UTC",
     "allowed_days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
@@ -231,7 +232,7 @@ def test_server_timing_header_round_trips() -> None:
 def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) -> None:
     created = org.client.call.with_raw_response.create(**quick_order("human:interested"))
     body = created.json()["call"]
-    assert list(body) == SEED_CALL_KEYS  # the seed's keys, in the seed's order
+    assert list(body) == CALL_KEYS  # the seed's keys, in the seed's order, then the client's
     assert Call.model_validate(body).model_dump(mode="json") == body
     assert body["status"] == "initializing" and body["organization_id"] == org.id
     assert body["from_phone_number"] == ORG_NUMBER  # the organization's (only) number is its default
@@ -289,6 +290,27 @@ def test_the_clients_transfer_destinations_reach_the_call_and_bad_ones_are_a_422
     with pytest.raises(revox.UnprocessableEntityError) as refused:
         org.client.call.create(**order)
     assert "transfer_destinations" in str(refused.value.body) and "unique" in str(refused.value.body)
+
+
+def test_the_clients_newer_fields_say_who_handled_the_call_and_who_the_contact_is(org: Org) -> None:
+    """The client reads `contact` and each attempt's `handled_by_ai`/`handled_by_human` as always
+    there: a callee who asks for a person is transferred (handled by both), the contact comes from
+    the order's variables, and a voicemail before it was handled by the agent alone."""
+    order = quick_order("voicemail,human:transfer", attempts=2)
+    order["assistant"] |= {"transfer_destinations": [{"label": "Sales", "phone_number": "+33612345679"}]}
+    order["prompt_variables"] |= {"first_name": "Claire", "company": "Acme"}
+    placed = org.client.call.create(**order).call
+    assert placed.contact.first_name == "Claire" and placed.contact.email is None
+    call = finished(org.client, placed.id)
+    transferred, voicemail = call.call_attempts
+    assert (transferred.handled_by_ai, transferred.handled_by_human) == (True, True)
+    assert transferred.end_reason == "transferred_cold"
+    assert transferred.transcript[-1].content == "Of course, I'm transferring you to Sales."
+    assert (voicemail.handled_by_ai, voicemail.handled_by_human) == (True, False)
+    assert (call.contact.first_name, call.contact.company, call.contact.last_name) == ("Claire", "Acme", None)
+    stored = org.client.call.search(**no_filters(call_ids=[call.id])).calls[0]
+    assert stored.contact.to_dict() == call.contact.to_dict()
+    assert stored.last_call_attempt.handled_by_human is True
 
 
 def test_a_concurrency_key_too_long_to_name_a_semaphore_is_a_422(org: Org) -> None:

@@ -145,6 +145,25 @@ async def test_human_reached_ends_retries_with_analysis(time_env, task_queue):
     assert call.calls_count == 2 and call.outcome == "do_not_contact" and call.is_completed
 
 
+async def test_a_callee_asking_for_a_person_is_transferred_only_where_there_is_a_number(time_env, task_queue):
+    """The simulated agent transfers as the real one does (warm here): the attempt was handled by the
+    AI and a human. With no transfer number, nobody is available and the AI alone handled it."""
+    warm = order("human:transfer")
+    assert warm.assistant is not None
+    warm.assistant.transfer_phone_number = "+33612345679"
+    warm.assistant.human_transfer_mode = "warm"
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        transferred = await (await start(time_env, task_queue, warm)).result()
+        alone = await (await start(time_env, task_queue, order("human:transfer"))).result()
+    first = transferred.call_attempts[0]
+    assert (first.end_reason, first.handled_by_ai, first.handled_by_human) == ("transferred_warm", True, True)
+    assert transferred.calls_count == 1 and transferred.status == "completed"
+    last = alone.call_attempts[0]
+    assert (last.end_reason, last.handled_by_ai, last.handled_by_human) == ("tool_end_call", True, False)
+    assert last.transcript and "nobody is available" in last.transcript[-2].content
+    assert alone.contact.first_name is None  # prompt_variables has only {{name}}
+
+
 async def test_bad_simulation_token_errors_the_order_without_retrying(time_env, task_queue):
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, order("dragons"))

@@ -22,14 +22,25 @@ from models import (
     CustomToolHeader,
     call_assistant_from,
 )
+from models.call import CONTACT_FIELDS, contact_of
 
 EXAMPLE_PATH = Path(__file__).parent / "data" / "seed_call_example.json"
 PHONE = "+33612345678"
 ASSISTANT_ID = "123e4567-e89b-12d3-a456-426614174000"
 
 
-def load_example() -> dict[str, Any]:
+def seed_example() -> dict[str, Any]:
     return json.loads(EXAMPLE_PATH.read_text())
+
+
+def load_example() -> dict[str, Any]:
+    """The seed's example, then the official client's newer fields as its values derive them."""
+    example = seed_example()
+    call = example["call"]
+    for attempt in [*call["call_attempts"], call["last_call_attempt"]]:
+        attempt.update(handled_by_ai=False, handled_by_human=False)  # answered_at is {}: not answered
+    call["contact"] = dict.fromkeys(CONTACT_FIELDS)  # prompt_variables has no contact variable
+    return example
 
 
 def error_fields(err: ValidationError) -> set[str]:
@@ -46,6 +57,11 @@ def test_seed_example_round_trips_exactly() -> None:
     assert dumped == example
     # same keys in the same order, ints stay ints: the JSON text is identical
     assert json.dumps(dumped, indent=2) == json.dumps(example, indent=2)
+
+
+def test_seed_example_gains_only_the_clients_newer_fields() -> None:
+    """A Call stored before the client's newer fields existed reads back with them derived."""
+    assert CallCreateResponse.model_validate(seed_example()).model_dump(mode="json") == load_example()
 
 
 def test_seed_call_round_trips_and_json_reparses() -> None:
@@ -73,6 +89,47 @@ def test_call_dump_keeps_nulls_and_writes_utc_iso() -> None:
     assert dumped["calls_count"] == 1 and dumped["last_call_attempt"]["id"] == "a1"
     assert list(dumped["last_call_attempt"]) == list(load_example()["call"]["last_call_attempt"])
     assert Call.model_validate(dumped) == call
+
+
+def test_contact_takes_what_the_call_found_out_over_the_orders_variables() -> None:
+    """Each field from the latest attempt whose structured output has it (the callee corrected
+    their email on the phone), else prompt_variables, else metadata; blanks and non-strings skip."""
+    attempts = [
+        CallAttempt(id="2", phone_number=PHONE, structured_output={"email": " new@acme.test ", "company": 7}),
+        CallAttempt(
+            id="1", phone_number=PHONE, structured_output={"email": "old@acme.test", "job_title": ""}
+        ),
+    ]
+    contact = contact_of(
+        {"email": "crm@acme.test", "first_name": "Claire", "job_title": "CTO"},
+        {"last_name": "Dubois", "company": "Acme", "first_name": "Other"},
+        attempts,
+    )
+    assert contact.model_dump() == {
+        "company": "Acme",
+        "email": "new@acme.test",
+        "first_name": "Claire",
+        "job_title": "CTO",
+        "last_name": "Dubois",
+    }
+    call = Call(
+        id="c", from_phone_number=PHONE, organization_id="o", to_phone_number=PHONE, call_attempts=attempts
+    )
+    assert call.contact.email == "new@acme.test"  # derived when a Call is made without one
+    given = Call.model_validate({**call.model_dump(mode="json"), "contact": {"email": "kept@acme.test"}})
+    assert given.contact.email == "kept@acme.test"  # a Call read back keeps the contact it had
+
+
+def test_an_attempt_stored_before_handled_by_existed_reads_back_with_them_derived() -> None:
+    def attempt(**fields: Any) -> CallAttempt:
+        return CallAttempt.model_validate({"id": "a", "phone_number": PHONE, **fields})
+
+    assert (attempt().handled_by_ai, attempt().handled_by_human) == (False, False)
+    answered = attempt(answered_at="2025-06-02T09:30:00Z", end_reason="tool_end_call")
+    assert (answered.handled_by_ai, answered.handled_by_human) == (True, False)
+    transferred = attempt(answered_at="2025-06-02T09:30:00Z", end_reason="transferred_warm")
+    assert (transferred.handled_by_ai, transferred.handled_by_human) == (True, True)
+    assert attempt(answered_at="2025-06-02T09:30:00Z", handled_by_ai=False).handled_by_ai is False
 
 
 def test_response_keeps_unknown_keys() -> None:

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         RetryConfigRecord,
         call_assistant_from,
     )
+    from models.call import TRANSFERRED
     from models.common import CallStatus
     from models.concurrency import PermitGrant
     from models.workflow_io import (
@@ -416,6 +417,7 @@ class CallOrderWorkflow:
 
         attempt.answered_at = dial.answered_at or workflow.now()  # the call's own time when known
         attempt.status = "ongoing"
+        attempt.handled_by_ai = True  # the agent talks to whoever answered
         self._touch()
         talk = await self._until_cancelled(
             attempt,
@@ -634,6 +636,7 @@ class CallOrderWorkflow:
     ) -> None:
         for name, value in fields.items():
             setattr(attempt, name, value)
+        attempt.handled_by_human = (attempt.end_reason or "").startswith(TRANSFERRED)
         attempt.status = status  # type: ignore[assignment]
         attempt.ended_at = ended_at or workflow.now()  # the call's own end time when the provider knows it
         self._touch()
