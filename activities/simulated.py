@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from agent.prompt import interpolate
 from models import TranscriptEntry
 from models.assistant import CallAssistant
+from models.call import TRANSFERRED
 from models.common import DialError
 from models.workflow_io import (
     AnalysisResult,
@@ -223,7 +224,7 @@ class SimulatedTelephony:
                 result="human",
                 transcript=transcript,
                 ended_by="agent",
-                end_reason=f"transferred_{mode}",
+                end_reason=f"{TRANSFERRED}_{mode}",
                 hold_seconds=hold,
             )
         return ConverseResult(
@@ -264,9 +265,9 @@ def _human_conversation(
         ]
     if intent == "transfer":  # the agent transfers; with no number to transfer to, nobody is available
         number = assistant.transfer_phone_number
-        labels = [d.label for d in assistant.transfer_destinations if d.phone_number == number]
         if number:
-            whom = labels[0] if labels else "a colleague"
+            labels = (d.label for d in assistant.transfer_destinations if d.phone_number == number)
+            whom = next(labels, "a colleague")
             return [
                 *turns,
                 TranscriptEntry(role="assistant", content=f"Of course, I'm transferring you to {whom}."),

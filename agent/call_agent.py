@@ -29,7 +29,7 @@ from agent.config import AgentConfig, CallSpec
 from agent.control import CallControl, TransferFailed
 from agent.http_tools import CustomHttpTool
 from agent.prompt import build_instructions, interpolate
-from models.call import TranscriptEntry
+from models.call import TRANSFERRED, TranscriptEntry
 from models.common import AttemptResult, EndedBy
 from models.workflow_io import ConverseResult
 
@@ -417,7 +417,7 @@ class OutdialAgent(Agent):
         self.state.human_reached = True
         mode = a.human_transfer_mode or "cold"
         # After a warm transfer the callee and the colleague share the room: leave it, don't close it.
-        self.state.end("agent", f"transferred_{mode}", hang_up=mode == "cold")
+        self.state.end("agent", f"{TRANSFERRED}_{mode}", hang_up=mode == "cold")
         raise StopResponse()
 
     async def _send_dtmf(self, context: RunContext, digits: str) -> str:

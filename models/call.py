@@ -208,8 +208,13 @@ class CallAttempt(Record):
         if "handled_by_ai" not in self.model_fields_set:
             self.handled_by_ai = bool(self.answered_at)
         if "handled_by_human" not in self.model_fields_set:
-            self.handled_by_human = (self.end_reason or "").startswith(TRANSFERRED)
+            self.handled_by_human = self.transferred
         return self
+
+    @property
+    def transferred(self) -> bool:
+        """The agent handed the callee to a human (its end_reason says how: `transferred_cold|warm`)."""
+        return (self.end_reason or "").startswith(TRANSFERRED)
 
 
 TRANSFERRED = "transferred"  # the end_reason prefix of an attempt the agent handed to a human

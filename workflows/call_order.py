@@ -41,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         RetryConfigRecord,
         call_assistant_from,
     )
-    from models.call import TRANSFERRED
     from models.common import CallStatus
     from models.concurrency import PermitGrant
     from models.workflow_io import (
@@ -636,7 +635,7 @@ class CallOrderWorkflow:
     ) -> None:
         for name, value in fields.items():
             setattr(attempt, name, value)
-        attempt.handled_by_human = (attempt.end_reason or "").startswith(TRANSFERRED)
+        attempt.handled_by_human = attempt.transferred
         attempt.status = status  # type: ignore[assignment]
         attempt.ended_at = ended_at or workflow.now()  # the call's own end time when the provider knows it
         self._touch()
