@@ -4,6 +4,7 @@ fails the calls configured to use it (with the pip package to install)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -15,6 +16,7 @@ from models.assistant import (
     DedicatedInstanceModelRecord,
     OpenRouterModelRecord,
     RealtimeModelRecord,
+    SttContext,
     VoiceRecord,
 )
 from models.settings import Settings
@@ -104,7 +106,10 @@ def build_session(assistant: CallAssistant, settings: Settings, config: AgentCon
     speech = (
         {}
         if is_realtime(assistant)
-        else {"stt": build_stt(settings, config), "tts": build_tts(assistant.voice, settings, config)}
+        else {
+            "stt": build_stt(settings, config, assistant.stt_context),
+            "tts": build_tts(assistant.voice, settings, config),
+        }
     )
     vad = build_vad()
     return AgentSession(
@@ -143,14 +148,33 @@ def build_tts(voice: VoiceRecord | None, settings: Settings, config: AgentConfig
     return elevenlabs.TTS(**options)
 
 
-def build_stt(settings: Settings, config: AgentConfig) -> Any:
-    """The callee's speech to text: OpenAI's streaming transcription (its own server-side turn detection)."""
-    return plugin("openai").STT(
-        model=config.stt_model,
-        language=config.stt_language,
-        use_realtime=True,
-        **_given(api_key=settings.openai_api_key),
-    )
+def build_stt(settings: Settings, config: AgentConfig, context: SttContext | None = None) -> Any:
+    """The callee's speech to text: OpenAI's streaming transcription (its own server-side turn detection),
+    told what to expect by the assistant's `stt_context`: in its prompt, and as keywords where the
+    model takes them (the plugin refuses them for the others, which then have the prompt alone)."""
+    stt = plugin("openai").STT
+    options: dict[str, Any] = {
+        "model": config.stt_model,
+        "language": config.stt_language,
+        "use_realtime": True,
+        **_given(
+            api_key=settings.openai_api_key, base_url=settings.openai_base_url, prompt=stt_prompt(context)
+        ),
+    }
+    if context is not None and context.terms:
+        with contextlib.suppress(ValueError):  # "keywords are only supported by ..."
+            return stt(**options, keywords=list(context.terms))
+    return stt(**options)
+
+
+def stt_prompt(context: SttContext | None) -> str | None:
+    """The transcription's prompt: one `key: value` line per fact about the call, then the terms."""
+    if context is None:
+        return None
+    lines = [f"{entry.key}: {entry.value}" for entry in context.general]
+    if context.terms:
+        lines.append("Terms: " + ", ".join(context.terms))
+    return "\n".join(lines) or None
 
 
 def build_vad() -> Any | None:

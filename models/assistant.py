@@ -238,6 +238,20 @@ class TransferDestination(_Strict):
         return self.label.strip().casefold()
 
 
+class SttContextEntry(_Strict):
+    key: str = Field(min_length=1)
+    value: str
+
+
+class SttContext(_Strict):
+    """The official client's speech-to-text context: facts about the call (`general`: who is called,
+    from which company) and the domain `terms` to expect (names, products, acronyms), so that the
+    callee's words are transcribed as spelled."""
+
+    general: list[SttContextEntry] = Field(default_factory=list)
+    terms: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+
 class Assistant(BaseModel):
     """The request's inline assistant. Unset options stay None; `call_assistant_from` fills defaults."""
 
@@ -268,6 +282,7 @@ class Assistant(BaseModel):
     sms_template: str | None = None
     structured_output_config: list[FieldSpec] | None = None
     structured_output_prompt: str | None = None
+    stt_context: SttContext | None = None
     thinking_sound: ThinkingSound | None = None
     thinking_sound_probability: Volume | None = None
     thinking_sound_volume: Volume | None = None
@@ -480,6 +495,12 @@ class CallAssistant(Record):
         alone is an unlabelled one."""
         given = (self.model_extra or {}).get("transfer_destinations") or []
         return [TransferDestination.model_validate(d) for d in given]
+
+    @property
+    def stt_context(self) -> SttContext | None:
+        """The official client's speech-to-text context (an extra key), there when given."""
+        given = (self.model_extra or {}).get("stt_context")
+        return None if given is None else SttContext.model_validate(given)
 
     @property
     def after_call_sms_outcomes(self) -> list[str] | None:

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from livekit import api
+from livekit import api, rtc
 from livekit.agents import AgentSession, ToolError, llm
 from livekit.agents.testing import fake_job_context
+from livekit.agents.utils import http_context, is_given
 from livekit.agents.voice.amd.classifier import AMD_PROMPT
 from livekit.plugins import cartesia, openai
 from temporalio.testing import WorkflowEnvironment
@@ -35,7 +36,7 @@ from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
 from agent.http_tools import CustomHttpTool, parameters_schema, render_body, render_url
-from agent.pipeline import build_llm, build_session, build_tts, sound_options
+from agent.pipeline import build_llm, build_session, build_stt, build_tts, sound_options
 from agent.prompt import interpolate
 from agent.reporter import ConverseLink
 from models.assistant import Assistant, CustomToolRecord, KeyValueRecord, call_assistant_from
@@ -1050,6 +1051,46 @@ async def test_the_session_hears_and_speaks_as_the_assistant_says(monkeypatch: p
     assert live.stt is None and live.tts is None and live.llm.model == "gemini-live"
     assert build_amd(live, realtime, config) is None  # no transcripts of its own for AMD
     assert build_amd(session, voiced, AgentConfig(amd_enabled=False)) is None
+
+
+async def test_the_transcription_is_told_the_assistants_stt_context() -> None:
+    """The assistant's stt_context reaches OpenAI's realtime transcription as the real plugin sends it
+    (its `session.update`): as the prompt for every model, and as keywords for the models that take them."""
+    updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            event = json.loads(message.data)
+            if event["type"] == "session.update":
+                updates.put_nowait(event["session"]["audio"]["input"]["transcription"])
+        return ws
+
+    context = Assistant.model_validate(
+        {
+            "prompt": "p",
+            "stt_context": {"general": [{"key": "company", "value": "Sunny Energy"}], "terms": ["Enphase"]},
+        }
+    ).stt_context
+    sent = []
+    async with serve([web.get("/v1/realtime", realtime)]) as url, http_context.open():
+        settings = Settings(openai_api_key="sk-o", openai_base_url=f"{url}/v1")
+        for model in ("gpt-4o-mini-transcribe", "gpt-transcribe"):  # the second takes keywords
+            stt = build_stt(settings, AgentConfig(stt_model=model, stt_language="fr"), context)
+            stream = stt.stream()
+            stream.push_frame(rtc.AudioFrame(b"\0\0" * 480, 24000, 1, 480))
+            sent.append(await asyncio.wait_for(updates.get(), timeout=10))
+            await stream.aclose()
+            await stt.aclose()
+    plain, hinted = sent
+    assert (plain["model"], plain["prompt"]) == (
+        "gpt-4o-mini-transcribe",
+        "company: Sunny Energy\nTerms: Enphase",
+    )
+    assert not plain.get("keywords")
+    assert (hinted["prompt"], hinted["keywords"]) == (plain["prompt"], ["Enphase"])
+    assert not is_given(build_stt(settings, AgentConfig(), None)._opts.prompt)  # no context, no prompt
 
 
 async def test_background_and_thinking_sounds() -> None:

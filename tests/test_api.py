@@ -292,6 +292,24 @@ def test_the_clients_transfer_destinations_reach_the_call_and_bad_ones_are_a_422
     assert "transfer_destinations" in str(refused.value.body) and "unique" in str(refused.value.body)
 
 
+def test_the_clients_stt_context_reaches_the_call_and_a_bad_one_is_a_422(org: Org) -> None:
+    """The speech-to-text context the client sends is the call's (the agent hands it to the
+    transcription); a typo in it, or an empty term, is refused with the field named."""
+    order = quick_order("human:interested")
+    context = {"general": [{"key": "company", "value": "Sunny Energy"}], "terms": ["Enphase", "kWc"]}
+    order["assistant"] |= {"stt_context": context}
+    placed = org.client.call.create(**order).call
+    done = finished(org.client, placed.id)
+    for call in (placed, done):
+        assert call.assistant.stt_context is not None
+        assert call.assistant.stt_context.to_dict() == context
+    for bad, field in (({"terms": [""]}, "terms"), ({"general": [{"key": "k", "valeu": "v"}]}, "valeu")):
+        order["assistant"]["stt_context"] = bad
+        with pytest.raises(revox.UnprocessableEntityError) as refused:
+            org.client.call.create(**order)
+        assert "stt_context" in str(refused.value.body) and field in str(refused.value.body)
+
+
 def test_the_clients_newer_fields_say_who_handled_the_call_and_who_the_contact_is(org: Org) -> None:
     """The client reads `contact` and each attempt's `handled_by_ai`/`handled_by_human` as always
     there: a callee who asks for a person is transferred (handled by both), the contact comes from
@@ -411,9 +429,14 @@ def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Or
             "/phone-numbers", json={"phone_number": "+33159000002", "livekit_outbound_trunk_id": "ST_2"}
         )
         assert added.status_code == 200, added.text
+    stt_context = {"general": [{"key": "product", "value": "Sunny demo"}], "terms": ["Enphase"]}
     assistant = org.client.assistants.create(
-        name="Sales", prompt="Offer {{name}} a demo.", from_phone_number="+33159000002"
+        name="Sales",
+        prompt="Offer {{name}} a demo.",
+        from_phone_number="+33159000002",
+        stt_context=stt_context,
     ).assistant
+    assert assistant.stt_context is not None and assistant.stt_context.to_dict() == stt_context
     call = org.client.call.create(
         phone_number="+33612345670",
         assistant_id=assistant.id,
@@ -421,6 +444,7 @@ def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Or
         skip_calling_window=True,
     ).call
     assert call.assistant.id == assistant.id and call.assistant.name == "Sales"
+    assert call.assistant.stt_context is not None and call.assistant.stt_context.terms == ["Enphase"]
     assert call.from_phone_number == "+33159000002"
     done = finished(org.client, call.id)
     assert done.status == "completed" and done.assistant.id == assistant.id
