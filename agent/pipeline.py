@@ -108,7 +108,9 @@ def build_session(assistant: CallAssistant, settings: Settings, config: AgentCon
         if is_realtime(assistant)
         else {
             "stt": build_stt(settings, config, assistant.stt_context),
-            "tts": build_tts(assistant.voice, settings, config),
+            "tts": build_tts(
+                assistant.voice, settings, config, assistant.cartesia_dictionary_pronunciation_id
+            ),
         }
     )
     vad = build_vad()
@@ -124,8 +126,14 @@ def is_realtime(assistant: CallAssistant) -> bool:
     return isinstance(assistant.llm_model, RealtimeModelRecord)
 
 
-def build_tts(voice: VoiceRecord | None, settings: Settings, config: AgentConfig) -> Any:
-    """Cartesia (voice id, speed, volume) or ElevenLabs (voice id, speed); else the configured default."""
+def build_tts(
+    voice: VoiceRecord | None,
+    settings: Settings,
+    config: AgentConfig,
+    pronunciation_dict_id: str | None = None,
+) -> Any:
+    """Cartesia (voice id, speed, volume, the assistant's pronunciation dictionary) or ElevenLabs (voice
+    id, speed); else the configured default. A Cartesia dictionary means nothing to the others."""
     if voice is None:
         provider, model, name = (config.default_tts.split(":") + ["", ""])[:3]
         if provider != "openai":
@@ -138,6 +146,8 @@ def build_tts(voice: VoiceRecord | None, settings: Settings, config: AgentConfig
             options["speed"] = float(voice.speed)
         if voice.volume is not None:
             options["volume"] = float(voice.volume)
+        if pronunciation_dict_id:
+            options["pronunciation_dict_id"] = pronunciation_dict_id
         return plugin("cartesia").TTS(**options)
     elevenlabs = plugin("elevenlabs")
     options = {"voice_id": voice.id}

@@ -264,6 +264,7 @@ class Assistant(BaseModel):
     background_sound_volume: Volume | None = None
     calendly: Calendly | None = None
     call_retry_config: CallRetryConfig | None = None
+    cartesia_dictionary_pronunciation_id: str | None = Field(default=None, min_length=1)
     custom_tools: list[CustomTool] | None = None
     email_notification_address: EmailList | None = None
     email_notification_outcomes: list[NotifyOutcome] | None = None
@@ -495,6 +496,11 @@ class CallAssistant(Record):
         alone is an unlabelled one."""
         given = (self.model_extra or {}).get("transfer_destinations") or []
         return [TransferDestination.model_validate(d) for d in given]
+
+    @property
+    def cartesia_dictionary_pronunciation_id(self) -> str | None:
+        """The official client's Cartesia pronunciation dictionary (an extra key), there when given."""
+        return (self.model_extra or {}).get("cartesia_dictionary_pronunciation_id")
 
     @property
     def stt_context(self) -> SttContext | None:

@@ -1021,6 +1021,11 @@ def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert (cartesia._opts.voice, cartesia._opts.speed, cartesia._opts.volume) == ("v-1", 1.2, 1.5)
     assert cartesia._opts.model == "sonic-3.5"  # the official client's voice.model
+    assert cartesia._opts.pronunciation_dict_id is None
+    spoken = make_spec(
+        voice={"id": "v-1", "provider": "cartesia"}, cartesia_dictionary_pronunciation_id="pdict_1"
+    ).assistant
+    assert build_session(spoken, settings, config).tts._opts.pronunciation_dict_id == "pdict_1"
     eleven = build_tts(
         make_spec(voice={"id": "v-2", "provider": "elevenlabs", "speed": 1.1}).assistant.voice,
         settings,

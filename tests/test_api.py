@@ -292,17 +292,19 @@ def test_the_clients_transfer_destinations_reach_the_call_and_bad_ones_are_a_422
     assert "transfer_destinations" in str(refused.value.body) and "unique" in str(refused.value.body)
 
 
-def test_the_clients_stt_context_reaches_the_call_and_a_bad_one_is_a_422(org: Org) -> None:
-    """The speech-to-text context the client sends is the call's (the agent hands it to the
-    transcription); a typo in it, or an empty term, is refused with the field named."""
+def test_the_clients_speech_options_reach_the_call_and_bad_ones_are_a_422(org: Org) -> None:
+    """The speech-to-text context and the Cartesia pronunciation dictionary the client sends are the
+    call's (the agent hands them to the transcription and the voice); a typo in the context, or an
+    empty term, is refused with the field named."""
     order = quick_order("human:interested")
     context = {"general": [{"key": "company", "value": "Sunny Energy"}], "terms": ["Enphase", "kWc"]}
-    order["assistant"] |= {"stt_context": context}
+    order["assistant"] |= {"stt_context": context, "cartesia_dictionary_pronunciation_id": "pdict_1"}
     placed = org.client.call.create(**order).call
     done = finished(org.client, placed.id)
     for call in (placed, done):
         assert call.assistant.stt_context is not None
         assert call.assistant.stt_context.to_dict() == context
+        assert call.assistant.cartesia_dictionary_pronunciation_id == "pdict_1"
     for bad, field in (({"terms": [""]}, "terms"), ({"general": [{"key": "k", "valeu": "v"}]}, "valeu")):
         order["assistant"]["stt_context"] = bad
         with pytest.raises(revox.UnprocessableEntityError) as refused:
