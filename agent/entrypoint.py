@@ -79,7 +79,7 @@ async def entrypoint(ctx: JobContext) -> None:
             sms_from_phone_number=settings.sms_from_phone_number,
             calendly_http=calendly_http,
         )
-        session = pipeline.build_session(assistant, settings, config)
+        session = pipeline.build_session(assistant, settings, config, spec.prompt_variables)
         agent = OutdialAgent(spec, deps, state)
         # The session starts while the phone rings; the agent speaks once the callee picks up.
         await session.start(

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from activities.url_guard import guarded_httpx2_client
 from agent.config import AgentConfig
+from agent.prompt import placeholders
 from models.assistant import (
     CallAssistant,
     CustomLlmModelRecord,
@@ -17,6 +19,7 @@ from models.assistant import (
     OpenRouterModelRecord,
     RealtimeModelRecord,
     SttContext,
+    SttContextEntry,
     VoiceRecord,
 )
 from models.settings import Settings
@@ -98,16 +101,22 @@ def build_llm(assistant: CallAssistant, settings: Settings, config: AgentConfig)
     raise RuntimeError(f"unsupported llm_model {model!r}")
 
 
-def build_session(assistant: CallAssistant, settings: Settings, config: AgentConfig) -> Any:
-    """The call's AgentSession: the assistant's LLM, speech-to-text and voice (a realtime model hears
-    and speaks itself), Silero VAD when installed. Nothing connects before the session starts."""
+def build_session(
+    assistant: CallAssistant,
+    settings: Settings,
+    config: AgentConfig,
+    prompt_variables: Mapping[str, str] | None = None,
+) -> Any:
+    """The call's AgentSession: the assistant's LLM, speech-to-text (told what the call is about) and
+    voice (a realtime model hears and speaks itself), Silero VAD when installed. Nothing connects
+    before the session starts."""
     from livekit.agents import AgentSession
 
     speech = (
         {}
         if is_realtime(assistant)
         else {
-            "stt": build_stt(settings, config, assistant.stt_context),
+            "stt": build_stt(settings, config, stt_context_for(assistant, prompt_variables or {})),
             "tts": build_tts(
                 assistant.voice, settings, config, assistant.cartesia_dictionary_pronunciation_id
             ),
@@ -175,6 +184,22 @@ def build_stt(settings: Settings, config: AgentConfig, context: SttContext | Non
         with contextlib.suppress(ValueError):  # "keywords are only supported by ..."
             return stt(**options, keywords=list(context.terms))
     return stt(**options)
+
+
+def stt_context_for(assistant: CallAssistant, prompt_variables: Mapping[str, str]) -> SttContext | None:
+    """The assistant's stt_context with what its prompt says about this call merged in (as Revox does):
+    each prompt variable the prompt uses ("Ada", "Sunny Energy": names to spell right), unless the
+    context has an entry of that key already."""
+    given = assistant.stt_context or SttContext()
+    keys = {entry.key for entry in given.general}
+    derived = [
+        SttContextEntry(key=name, value=prompt_variables[name])
+        for name in placeholders(assistant.prompt)
+        if prompt_variables.get(name) and name not in keys
+    ]
+    if not (given.general or given.terms or derived):
+        return None
+    return given.model_copy(update={"general": [*given.general, *derived]})
 
 
 def stt_prompt(context: SttContext | None) -> str | None:

@@ -19,6 +19,11 @@ def interpolate(template: str, variables: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: variables.get(m[1], m[0]), template)
 
 
+def placeholders(template: str) -> list[str]:
+    """The variable names a template uses, each once, in order."""
+    return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+
+
 def build_instructions(
     assistant: CallAssistant,
     variables: Mapping[str, str],

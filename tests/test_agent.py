@@ -1098,6 +1098,24 @@ async def test_the_transcription_is_told_the_assistants_stt_context() -> None:
     assert not is_given(build_stt(settings, AgentConfig(), None)._opts.prompt)  # no context, no prompt
 
 
+def test_the_transcription_also_hears_what_the_prompt_says_about_the_call() -> None:
+    """As Revox merges prompt-derived context in: each variable the prompt uses becomes an entry,
+    unless the stt_context has one of that key (its own value stays)."""
+    settings = Settings(openai_api_key="sk-o")
+    context = {"general": [{"key": "product", "value": "PV panels"}], "terms": ["kWc"]}
+    spec = make_spec(prompt="Call {{name}} about {{ product }}, {{name}}; {{unknown}}.", stt_context=context)
+    session = build_session(spec.assistant, settings, AgentConfig(), spec.prompt_variables)
+    assert session.stt._opts.prompt == "product: PV panels\nname: Ada\nTerms: kWc"
+    bare = make_spec(prompt="Call {{name}}.")
+    assert (
+        build_session(bare.assistant, settings, AgentConfig(), bare.prompt_variables).stt._opts.prompt
+        == "name: Ada"
+    )
+    assert not is_given(
+        build_session(make_spec(prompt="Hi.").assistant, settings, AgentConfig(), VARIABLES).stt._opts.prompt
+    )
+
+
 async def test_background_and_thinking_sounds() -> None:
     from livekit.agents import BackgroundAudioPlayer, BuiltinAudioClip
 
