@@ -238,6 +238,37 @@ class TransferDestination(_Strict):
         return self.label.strip().casefold()
 
 
+class CanvasPosition(_Strict):
+    x: float = Field(allow_inf_nan=False)
+    y: float = Field(allow_inf_nan=False)
+
+
+class PromptFlowEdge(_Strict):
+    id: str
+    source: str
+    target: str
+
+
+class PromptBlock(_Strict):
+    body: str
+    title: str
+
+
+class PromptFlowNode(_Strict):
+    id: str
+    data: PromptBlock
+    position: CanvasPosition
+    type: Literal["promptBlock"]
+
+
+class PromptFlow(_Strict):
+    """Revox's visual prompt editor (nodes, edges, positions): kept and shown back for the editor to
+    reopen, never read by a call. The flattened `prompt` is what the agent follows."""
+
+    edges: list[PromptFlowEdge]
+    nodes: list[PromptFlowNode]
+
+
 class SttContextEntry(_Strict):
     key: str = Field(min_length=1)
     value: str
@@ -277,8 +308,11 @@ class Assistant(BaseModel):
     human_transfer_mode: TransferMode | None = None
     ivr_navigation_enabled: StrictBool | None = None
     llm_model: LlmModel | None = None
+    logo_url: HttpUrlStr | None = None  # the editor's: shown back, as position and prompt_flow
     max_call_duration_secs: Annotated[float, Strict()] | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_duration_end_message: str | None = Field(default=None, max_length=150)
+    position: CanvasPosition | None = None
+    prompt_flow: PromptFlow | None = None
     sms_enabled: StrictBool | None = None
     sms_template: str | None = None
     structured_output_config: list[FieldSpec] | None = None

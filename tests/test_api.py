@@ -457,6 +457,42 @@ def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Or
     assert [c.id for c in found.calls] == [call.id]
 
 
+def test_the_editors_fields_of_an_assistant_are_kept_and_shown_back(org: Org) -> None:
+    """Revox's editor keeps its logo, canvas position and visual prompt flow on the assistant: stored
+    and shown back as given (a call never reads them), updated and cleared like any field."""
+    flow = {
+        "edges": [{"id": "e1", "source": "n1", "target": "n2"}],
+        "nodes": [
+            {
+                "id": f"n{i}",
+                "data": {"body": f"Step {i}", "title": f"T{i}"},
+                "position": {"x": i * 10.0, "y": 0.5},
+                "type": "promptBlock",
+            }
+            for i in (1, 2)
+        ],
+    }
+    created = org.client.assistants.create(
+        name="Editor",
+        prompt="Step 1. Step 2.",
+        logo_url="https://example.com/logo.png",
+        position={"x": 1.5, "y": -2.0},
+        prompt_flow=flow,
+    ).assistant
+    read = org.client.assistants.retrieve(created.id)  # unwrapped, as the client expects
+    for assistant in (created, read):
+        assert assistant.logo_url == "https://example.com/logo.png"
+        assert assistant.position is not None and (assistant.position.x, assistant.position.y) == (1.5, -2.0)
+        assert assistant.prompt_flow is not None and assistant.prompt_flow.to_dict() == flow
+    cleared = org.client.assistants.update(created.id, prompt_flow=None, position={"x": 0, "y": 0}).assistant
+    assert cleared.prompt_flow is None and cleared.logo_url == "https://example.com/logo.png"
+    assert cleared.position is not None and (cleared.position.x, cleared.position.y) == (0, 0)
+    bad = {**flow, "nodes": [{**flow["nodes"][0], "type": "codeBlock"}]}
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.assistants.create(name="Bad", prompt="x", prompt_flow=bad)
+    assert "prompt_flow" in str(refused.value.body)
+
+
 # --- errors and scoping ----------------------------------------------------------------------------------
 
 
