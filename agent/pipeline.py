@@ -186,16 +186,22 @@ def build_stt(settings: Settings, config: AgentConfig, context: SttContext | Non
     return stt(**options)
 
 
+DERIVED_STT_VALUE_CHARS = 80
+"""Longer prompt variables (notes, a history) are no names to spell, and would only bloat the prompt."""
+
+
 def stt_context_for(assistant: CallAssistant, prompt_variables: Mapping[str, str]) -> SttContext | None:
     """The assistant's stt_context with what its prompt says about this call merged in (as Revox does):
-    each prompt variable the prompt uses ("Ada", "Sunny Energy": names to spell right), unless the
-    context has an entry of that key already."""
+    each short prompt variable the prompt uses ("Ada", "Sunny Energy": names to spell right), unless
+    the context has an entry of that key already."""
     given = assistant.stt_context or SttContext()
     keys = {entry.key for entry in given.general}
     derived = [
-        SttContextEntry(key=name, value=prompt_variables[name])
+        SttContextEntry(key=name, value=value)
         for name in placeholders(assistant.prompt)
-        if prompt_variables.get(name) and name not in keys
+        if (value := prompt_variables.get(name, "").strip())
+        and len(value) <= DERIVED_STT_VALUE_CHARS
+        and name not in keys
     ]
     if not (given.general or given.terms or derived):
         return None

@@ -1106,6 +1106,10 @@ def test_the_transcription_also_hears_what_the_prompt_says_about_the_call() -> N
     spec = make_spec(prompt="Call {{name}} about {{ product }}, {{name}}; {{unknown}}.", stt_context=context)
     session = build_session(spec.assistant, settings, AgentConfig(), spec.prompt_variables)
     assert session.stt._opts.prompt == "product: PV panels\nname: Ada\nTerms: kWc"
+    noted = {**VARIABLES, "name": "x" * 81}  # a note, not a name
+    assert build_session(spec.assistant, settings, AgentConfig(), noted).stt._opts.prompt == (
+        "product: PV panels\nTerms: kWc"
+    )
     bare = make_spec(prompt="Call {{name}}.")
     assert (
         build_session(bare.assistant, settings, AgentConfig(), bare.prompt_variables).stt._opts.prompt
