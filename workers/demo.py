@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -96,7 +96,7 @@ async def run_demo(
         )
     calls: dict[str, Call] = {}
     deadline = asyncio.get_running_loop().time() + timeout
-    with Live(console=console, refresh_per_second=4) as live:
+    with live_view(console) as live:
         while True:
             for name, handle in handles.items():
                 try:
@@ -113,6 +113,16 @@ async def run_demo(
                 raise TimeoutError("demo orders did not finish in time")
             await asyncio.sleep(0.5)  # a display refresh, not synchronisation
     return {name: await handle.result() for name, handle in handles.items()}
+
+
+@contextlib.contextmanager
+def live_view(console: Console) -> Iterator[Live]:
+    """rich's Live display, its last render ending its line off a terminal too (as `make demo | tee`
+    shows it): Live ends the line on a terminal only."""
+    with Live(console=console, refresh_per_second=4) as live:
+        yield live
+    if not console.is_terminal:
+        console.line()
 
 
 def _table(calls: dict[str, Call]) -> Table:
@@ -254,7 +264,7 @@ async def run_campaign_demo(
         console.print(f"campaign row {skip.row_index} skipped: {skip.reason} ({skip.phone_number})")
     await launch_campaign(client, settings, database, org, campaign.id, CampaignLaunchParams(mode="ai_first"))
     deadline = asyncio.get_running_loop().time() + timeout
-    with Live(console=console, refresh_per_second=4) as live:
+    with live_view(console) as live:
         while True:
             summary = campaign_stats.summarize(
                 await asyncio.to_thread(campaign_stats.row_facts, database, campaign.id)
