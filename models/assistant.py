@@ -238,30 +238,37 @@ class TransferDestination(_Strict):
         return self.label.strip().casefold()
 
 
-class CanvasPosition(_Strict):
+class _EditorData(BaseModel):
+    """The Revox editor's own data: its declared fields are checked, anything else it keeps is kept too
+    (a node's size or selection), since only the editor reads it."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CanvasPosition(_EditorData):
     x: float = Field(allow_inf_nan=False)
     y: float = Field(allow_inf_nan=False)
 
 
-class PromptFlowEdge(_Strict):
+class PromptFlowEdge(_EditorData):
     id: str
     source: str
     target: str
 
 
-class PromptBlock(_Strict):
+class PromptBlock(_EditorData):
     body: str
     title: str
 
 
-class PromptFlowNode(_Strict):
+class PromptFlowNode(_EditorData):
     id: str
     data: PromptBlock
     position: CanvasPosition
     type: Literal["promptBlock"]
 
 
-class PromptFlow(_Strict):
+class PromptFlow(_EditorData):
     """Revox's visual prompt editor (nodes, edges, positions): kept and shown back for the editor to
     reopen, never read by a call. The flattened `prompt` is what the agent follows."""
 

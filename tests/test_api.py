@@ -459,9 +459,10 @@ def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Or
 
 def test_the_editors_fields_of_an_assistant_are_kept_and_shown_back(org: Org) -> None:
     """Revox's editor keeps its logo, canvas position and visual prompt flow on the assistant: stored
-    and shown back as given (a call never reads them), updated and cleared like any field."""
+    and shown back as given, with whatever else the editor put there (a call never reads them),
+    updated and cleared like any field."""
     flow = {
-        "edges": [{"id": "e1", "source": "n1", "target": "n2"}],
+        "edges": [{"id": "e1", "source": "n1", "target": "n2", "animated": True}],
         "nodes": [
             {
                 "id": f"n{i}",
