@@ -1,10 +1,11 @@
-"""After the order ends: the signed webhook, the outcome email, the after-call and voicemail SMS.
+"""After the order ends: the signed webhook, the outcome email, Slack, the after-call and voicemail SMS.
 
 Every activity takes the order's final `Call` (`NotifyRequest`) and decides itself whether it applies
 (the same pure `*_due` functions let workflow code skip what does not). They are safe to retry:
 - webhook: at-least-once, with a stable event id `<call id>:<event>` in the body for receivers to
   deduplicate, signed per delivery as `Outdial-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>`;
 - email: a stable Message-ID `<<call id>.outcome@outdial>` lets mail clients collapse a resend;
+- Slack: one activity per channel (`<call id>:slack:<channel>`), so a retry reposts only what failed;
 - SMS: a stable idempotency key per message (`<call id>:after-call-sms`, `<call id>:voicemail-sms`).
 Retry policies live with the caller (workflows/notify.py): hours for webhooks, less for email and SMS.
 """
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.slack import SimulatedSlack, SlackMessage, SlackPoster, slack_text
 from activities.sms import SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
 from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
 from activities.webhook_secrets import DatabaseWebhookSecrets
@@ -37,7 +39,7 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 WebhookEvent = Literal["call.completed", "call.errored", "call.cancelled"]
-Channel = Literal["webhook", "email", "after_call_sms", "voicemail_sms"]
+Channel = Literal["webhook", "email", "slack", "after_call_sms", "voicemail_sms"]
 EVENTS: dict[str, WebhookEvent] = {
     "completed": "call.completed",
     "errored": "call.errored",
@@ -57,6 +59,12 @@ class NotifyRequest(BaseModel):
     """The order's final Call: everything a notification needs."""
 
     call: Call
+
+
+class SlackRequest(NotifyRequest):
+    """One Slack channel's post of the order's final Call."""
+
+    slack_channel: str
 
 
 class NotifyResult(BaseModel):
@@ -92,6 +100,8 @@ def due_channels(call: Call) -> list[Channel]:
     outcome = call.outcome or "none"  # the official client's name for a call without an outcome
     if assistant.email_notification_address and outcome in (assistant.email_notification_outcomes or []):
         due.append("email")
+    if assistant.slack and outcome in assistant.slack.outcomes:
+        due.append("slack")
     # Never text someone who asked not to be contacted, nor after a cancelled or failed order.
     textable = call.status == "completed" and call.outcome != "do_not_contact"
     reached = _last_human(call) is not None
@@ -166,11 +176,13 @@ class NotifyActivities:
         sms: SmsProvider,
         writer: SmsWriter,
         secrets: WebhookSecrets | None = None,
+        slack: SlackPoster | None = None,
     ) -> None:
         self.settings = settings
         self.sms = sms
         self.writer = writer
         self.secrets = secrets or DatabaseWebhookSecrets(settings)
+        self.slack = slack or SimulatedSlack()
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, request: NotifyRequest) -> NotifyResult:
@@ -264,6 +276,37 @@ class NotifyActivities:
             ) from None
         return NotifyResult(channel="email", status="sent", detail=str(message["Message-ID"]))
 
+    @activity.defn(name="post_to_slack")
+    async def post_to_slack(self, request: SlackRequest) -> NotifyResult:
+        """The assistant's Slack message (its template, else the default) to one of its channels."""
+        call = request.call
+        slack = call.assistant.slack if call.assistant else None
+        if "slack" not in due_channels(call) or slack is None:
+            return NotifyResult(channel="slack", status="skipped", detail="outcome not subscribed")
+        text = slack_text(call, slack.template, self.call_url(call))
+        if not text:
+            return NotifyResult(channel="slack", status="skipped", detail="empty message")
+        channel = request.slack_channel
+        receipt = await self.slack.post(
+            SlackMessage(
+                connection_id=slack.connection_id,
+                channel=channel,
+                text=text,
+                idempotency_key=f"{call.id}:slack:{channel}",
+            )
+        )
+        detail = f"{receipt.poster} {receipt.channel} {receipt.ts}" + (
+            " (duplicate)" if receipt.duplicate else ""
+        )
+        return NotifyResult(channel="slack", status="sent", detail=detail)
+
+    def call_url(self, call: Call) -> str | None:
+        """The order's workflow in the Temporal Web UI, when its address is configured."""
+        base = self.settings.temporal_ui_url
+        if not base:
+            return None
+        return f"{base.rstrip('/')}/namespaces/{self.settings.temporal_namespace}/workflows/call-{call.id}"
+
     @activity.defn(name="send_after_call_sms")
     async def send_after_call_sms(self, request: NotifyRequest) -> NotifyResult:
         """An SMS written from after_call_sms_prompt and the conversation, once the callee was reached."""
@@ -307,6 +350,7 @@ class NotifyActivities:
         return [
             self.deliver_webhook,
             self.send_outcome_email,
+            self.post_to_slack,
             self.send_after_call_sms,
             self.send_voicemail_sms,
         ]
@@ -342,7 +386,9 @@ def outcome_email(call: Call, *, sender: str) -> EmailMessage:
 
 
 def notify_activities_from(settings: Settings) -> NotifyActivities:
-    """The SMS provider and writer the settings choose: the analyzer's LLM writes SMS when it is OpenAI."""
+    """The SMS provider and writer and the Slack poster the settings choose: the analyzer's LLM writes
+    SMS when it is OpenAI."""
+    from activities.slack import slack_poster_from
     from activities.sms import TemplateSmsWriter, sms_provider_from
 
     writer: SmsWriter = TemplateSmsWriter()
@@ -350,4 +396,4 @@ def notify_activities_from(settings: Settings) -> NotifyActivities:
         from activities.analysis import OpenAIAnalyzer
 
         writer = OpenAIAnalyzer(settings)
-    return NotifyActivities(settings, sms_provider_from(settings), writer)
+    return NotifyActivities(settings, sms_provider_from(settings), writer, slack=slack_poster_from(settings))

@@ -276,6 +276,21 @@ class PromptFlow(_EditorData):
     nodes: list[PromptFlowNode]
 
 
+class SlackChannel(_Strict):
+    id: str = Field(min_length=1)  # e.g. C01234567
+    name: str | None = None
+
+
+class Slack(_Strict):
+    """The official client's Slack notification: after a call that ends with one of `outcomes`, a
+    message to each channel, through the bot token the operator configured for `connection_id`."""
+
+    channels: list[SlackChannel] = Field(min_length=1)
+    connection_id: str = Field(min_length=1)
+    outcomes: list[NotifyOutcome] = Field(min_length=1)
+    template: str | None = None
+
+
 class SttContextEntry(_Strict):
     key: str = Field(min_length=1)
     value: str
@@ -320,6 +335,7 @@ class Assistant(BaseModel):
     max_duration_end_message: str | None = Field(default=None, max_length=150)
     position: CanvasPosition | None = None
     prompt_flow: PromptFlow | None = None
+    slack: Slack | None = None
     sms_enabled: StrictBool | None = None
     sms_template: str | None = None
     structured_output_config: list[FieldSpec] | None = None
@@ -537,6 +553,12 @@ class CallAssistant(Record):
         alone is an unlabelled one."""
         given = (self.model_extra or {}).get("transfer_destinations") or []
         return [TransferDestination.model_validate(d) for d in given]
+
+    @property
+    def slack(self) -> Slack | None:
+        """The official client's Slack notification (an extra key), there when given."""
+        given = (self.model_extra or {}).get("slack")
+        return None if given is None else Slack.model_validate(given)
 
     @property
     def cartesia_dictionary_pronunciation_id(self) -> str | None:

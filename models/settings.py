@@ -79,6 +79,13 @@ class Settings(BaseModel):
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = Field(default=None, repr=False)
     twilio_base_url: str = "https://api.twilio.com"
+    slack_provider: Literal["simulated", "slack"] = "simulated"
+    slack_bot_token: str | None = Field(default=None, repr=False)  # for any connection_id not in slack_tokens
+    slack_tokens: dict[str, str] = Field(default_factory=dict, repr=False)  # connection_id -> bot token
+    slack_base_url: str = "https://slack.com/api/"
+    slack_outbox: str | None = None  # simulated Slack: a JSON-lines file to append to (None: memory only)
+    # Where a notification links a call (Slack's {{call_url}}): its workflow in this Temporal Web UI.
+    temporal_ui_url: str | None = None
     codec_key: str | None = Field(default=None, repr=False)  # payload encryption; None: off
     # OUTDIAL_CODEC_KEY=plaintext: the operator's explicit choice to run `outdial worker`/`api` unencrypted.
     plaintext_history: bool = False
@@ -121,7 +128,7 @@ class Settings(BaseModel):
             "livekit_api_secret": env.get("LIVEKIT_API_SECRET") or livekit.get("api_secret"),
             "livekit_sip_outbound_trunk_id": env.get("LIVEKIT_SIP_OUTBOUND_TRUNK_ID")
             or livekit.get("sip_outbound_trunk_id"),
-            "livekit_sip_trunks": _trunk_map(env.get("LIVEKIT_SIP_TRUNKS")) or livekit.get("sip_trunks"),
+            "livekit_sip_trunks": _pairs(env.get("LIVEKIT_SIP_TRUNKS")) or livekit.get("sip_trunks"),
             "livekit_agent_name": env.get("OUTDIAL_LIVEKIT_AGENT_NAME") or livekit.get("agent_name"),
             "livekit_ringing_timeout_secs": env.get("OUTDIAL_LIVEKIT_RINGING_TIMEOUT_SECS")
             or livekit.get("ringing_timeout_secs"),
@@ -159,6 +166,12 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "twilio_account_sid": env.get("TWILIO_ACCOUNT_SID"),
         "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
         "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
+        "slack_provider": env.get("OUTDIAL_SLACK") or notifications.get("slack_provider"),
+        "slack_bot_token": env.get("SLACK_BOT_TOKEN"),
+        "slack_tokens": _pairs(env.get("OUTDIAL_SLACK_TOKENS")),  # conn_a=xoxb-...,conn_b=xoxb-...
+        "slack_base_url": env.get("OUTDIAL_SLACK_BASE_URL"),
+        "slack_outbox": env.get("OUTDIAL_SLACK_OUTBOX") or notifications.get("slack_outbox"),
+        "temporal_ui_url": env.get("OUTDIAL_TEMPORAL_UI_URL") or (raw.get("temporal") or {}).get("ui_url"),
         "codec_key": None if _plaintext(env) else env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
         "plaintext_history": _plaintext(env),
         "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
@@ -183,8 +196,9 @@ def _local_codec_key(raw: dict[str, Any]) -> str | None:
         return None
 
 
-def _trunk_map(text: str | None) -> dict[str, str] | None:
-    """`+33159000000=ST_abc,+14155550100=ST_def` -> {from-number: outbound trunk id}."""
+def _pairs(text: str | None) -> dict[str, str] | None:
+    """`a=x,b=y` -> {a: x, b: y}: LIVEKIT_SIP_TRUNKS (`+33159000000=ST_abc,...`: from-number -> outbound
+    trunk id) and OUTDIAL_SLACK_TOKENS (connection_id -> bot token)."""
     if not text:
         return None
     pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)

@@ -255,6 +255,15 @@ async def notifications(client: Client, task_queue: str, receiver: str) -> None:
     )
     await save(handle)
     await save(client.get_workflow_handle("notify-call_order_with_webhook"))
+    slack = {"channels": [{"id": "C0A"}, {"id": "C0B"}], "connection_id": "conn", "outcomes": ["interested"]}
+    handle = await client.start_workflow(  # and one posting to two Slack channels (the simulated Slack)
+        CallOrderWorkflow.run,
+        scenario("human:interested", assistant={"webhook_url": f"{receiver}/hook", "slack": slack}),
+        id="call-call_order_with_slack",
+        task_queue=task_queue,
+    )
+    await save(handle)
+    await save(client.get_workflow_handle("notify-call_order_with_slack"))
 
 
 async def campaign(env: WorkflowEnvironment) -> None:

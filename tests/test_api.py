@@ -312,6 +312,29 @@ def test_the_clients_speech_options_reach_the_call_and_bad_ones_are_a_422(org: O
         assert "stt_context" in str(refused.value.body) and field in str(refused.value.body)
 
 
+def test_the_clients_slack_notification_reaches_the_call_and_a_bad_one_is_a_422(org: Org) -> None:
+    """The client's `slack` config is the call's (its notifications post it, tests/test_notify.py); one
+    without channels, or with an outcome that does not exist, is refused with the field named."""
+    order = quick_order("human:interested")
+    slack = {
+        "channels": [{"id": "C0SALES", "name": "sales"}],
+        "connection_id": "conn_1",
+        "outcomes": ["interested"],
+    }
+    order["assistant"] |= {"slack": slack}
+    placed = org.client.call.create(**order).call
+    assert placed.assistant.slack is not None
+    assert placed.assistant.slack.to_dict() == slack
+    for bad, field in (
+        ({**slack, "channels": []}, "channels"),
+        ({**slack, "outcomes": ["happy"]}, "outcomes"),
+    ):
+        order["assistant"]["slack"] = bad
+        with pytest.raises(revox.UnprocessableEntityError) as refused:
+            org.client.call.create(**order)
+        assert "slack" in str(refused.value.body) and field in str(refused.value.body)
+
+
 def test_the_clients_newer_fields_say_who_handled_the_call_and_who_the_contact_is(org: Org) -> None:
     """The client reads `contact` and each attempt's `handled_by_ai`/`handled_by_human` as always
     there: a callee who asks for a person is transferred (handled by both), the contact comes from

@@ -32,6 +32,7 @@ from activities.notify import (
     sign,
     verify_signature,
 )
+from activities.slack import SlackMessage, SlackWebApi, slack_text
 from activities.sms import SimulatedSmsOutbox, SmsMessage, TemplateSmsWriter, TwilioSms
 from activities.url_guard import UnsafeUrlError, check_url, guarded_client, unsafe_reason
 from models import CallCreateParams
@@ -388,6 +389,20 @@ async def test_twilio_adapter_speaks_the_messages_api() -> None:
     assert (unavailable.value.type, unavailable.value.non_retryable) == ("SmsUnavailable", False)
 
 
+async def order_and_notifications(
+    env: Any, task_queue: str, settings: Any, params: CallCreateParams, call_id: str
+) -> tuple[Any, NotificationsReport]:
+    """Run an order to its end on a worker with `settings`, then its notifications."""
+    async with create_worker(env.client, task_queue=task_queue, settings=settings):
+        call = await env.client.execute_workflow(
+            CallOrderWorkflow.run, params, id=f"call-{call_id}", task_queue=task_queue
+        )
+        report = await env.client.get_workflow_handle(
+            notifications_workflow_id(call_id), result_type=NotificationsReport
+        ).result()
+    return call, report
+
+
 async def test_voicemail_sms_of_an_order_goes_out_through_twilio(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
     """End to end: an order that only reached voicemail, OUTDIAL_SMS=twilio, the real httpx adapter
     against a local Twilio-compatible server."""
@@ -413,13 +428,7 @@ async def test_voicemail_sms_of_an_order_goes_out_through_twilio(time_env, task_
             twilio_auth_token="auth-token-0123456789",
             twilio_base_url=base,
         )
-        async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
-            call = await time_env.client.execute_workflow(
-                CallOrderWorkflow.run, params, id=f"call-{call_id}", task_queue=task_queue
-            )
-            report = await time_env.client.get_workflow_handle(
-                notifications_workflow_id(call_id), result_type=NotificationsReport
-            ).result()
+        call, report = await order_and_notifications(time_env, task_queue, settings, params, call_id)
     assert (call.status, call.last_call_attempt.result) == ("completed", "voicemail")  # type: ignore[union-attr]
     assert [(r.channel, r.status, r.detail) for r in report.results] == [
         ("voicemail_sms", "sent", "twilio SM0a1b queued")
@@ -433,6 +442,130 @@ async def test_voicemail_sms_of_an_order_goes_out_through_twilio(time_env, task_
         "From": call.from_phone_number,
         "Body": "Hi Claire, sorry we missed you. Call us back at +33159000000.",
     }
+
+
+# --- Slack ------------------------------------------------------------------------------------------------
+
+SLACK = {"channels": [{"id": "C0SALES"}, {"id": "C0OPS", "name": "ops"}], "connection_id": "conn_1"}
+
+
+def test_slack_is_due_for_the_outcomes_it_names() -> None:
+    slack = {"slack": {**SLACK, "outcomes": ["interested", "none"]}}
+    assert due_channels(final_call(**slack)) == ["slack"]
+    assert due_channels(final_call(outcome="completed", **slack)) == []
+    assert due_channels(final_call(outcome=None, results=("voicemail",), **slack)) == ["slack"]
+    assert due_channels(final_call(status="calling", **slack)) == []
+
+
+def test_the_slack_message_fills_the_placeholders_the_client_documents() -> None:
+    """The template's names win over the order's prompt_variables and what the call found out
+    (structured_output, the latest attempt's), which are there too; an unknown name stays visible."""
+    call = final_call(results=("human", "human"))
+    call.call_attempts[0].structured_output = {"first_name": "Claire", "company": "Acme", "budget": 1200}
+    call.call_attempts[1].structured_output = {"budget": 900}
+    call.prompt_variables = {"name": "Claire", "budget": "?", "phone": "not this one"}
+    call = call.with_derived_fields()  # the contact, from what the call found out
+    template = "{{contact_name}} ({{company}}): {{outcome}}, budget {{budget}}, {{phone}} {{call_url}} {{x}}"
+    assert slack_text(call, template, "http://ui/c") == (
+        "Claire (Acme): interested, budget 1200, +33612345678 http://ui/c {{x}}"
+    )
+    assert slack_text(call, None, None) == (  # the default, its empty lines (no call_url) dropped
+        "*interested*: call to +33612345678\nClaire, Acme\nShe asked for the details."
+    )
+
+
+class FakeSlack:
+    """Slack's Web API `chat.postMessage`: answers `ok` with a ts, or the error scripted for a channel
+    (every time, or with `once` the first time only)."""
+
+    def __init__(self, errors: dict[str, tuple[int, str]] | None = None, *, once: bool = False) -> None:
+        self.errors = errors or {}
+        self.once = once
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/chat.postMessage", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = (
+            dict(await request.post()) if request.content_type != "application/json" else await request.json()
+        )
+        self.posts.append((request.headers.get("Authorization", ""), body))
+        scripted = self.errors.pop if self.once else self.errors.get
+        status, error = scripted(str(body["channel"]), (200, ""))
+        if error:
+            return web.json_response({"ok": False, "error": error}, status=status)
+        return web.json_response(
+            {"ok": True, "channel": body["channel"], "ts": f"1700000000.{len(self.posts):06d}"}
+        )
+
+
+async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
+    fake = FakeSlack({"C0GONE": (200, "channel_not_found"), "C0BUSY": (429, "ratelimited")})
+    message = SlackMessage(
+        connection_id="conn_1", channel="C0SALES", text="*interested*", idempotency_key="k"
+    )
+    async with serve(fake.routes) as base:
+        slack = SlackWebApi({"conn_1": "xoxb-conn-1"}, "xoxb-default", base_url=f"{base}/api/")
+        receipt = await slack.post(message)
+        await slack.post(message.model_copy(update={"connection_id": "conn_other"}))
+        with pytest.raises(ApplicationError) as gone:
+            await slack.post(message.model_copy(update={"channel": "C0GONE"}))
+        with pytest.raises(ApplicationError) as busy:
+            await slack.post(message.model_copy(update={"channel": "C0BUSY"}))
+        with pytest.raises(ApplicationError) as unconfigured:
+            await SlackWebApi({}, base_url=f"{base}/api/").post(message)
+    assert (receipt.poster, receipt.channel, receipt.ts) == ("slack", "C0SALES", "1700000000.000001")
+    (auth, body), (other_auth, _) = fake.posts[:2]
+    assert (auth, other_auth) == ("Bearer xoxb-conn-1", "Bearer xoxb-default")
+    assert (body["channel"], body["text"]) == ("C0SALES", "*interested*")
+    assert (gone.value.type, gone.value.non_retryable) == ("SlackRejected", True)
+    assert "channel_not_found" in gone.value.message
+    assert (busy.value.type, busy.value.non_retryable) == ("SlackUnavailable", False)
+    assert (unconfigured.value.type, unconfigured.value.non_retryable) == ("SlackNotConfigured", True)
+    assert len(fake.posts) == 4  # no token, no request; and the client itself never retried
+
+
+async def test_an_orders_slack_message_goes_to_each_channel_and_only_a_failure_is_retried(
+    time_env, task_queue
+) -> None:  # type: ignore[no-untyped-def]
+    """End to end: OUTDIAL_SLACK=slack, the real slack_sdk against a local Slack-compatible server.
+    One channel is rate limited once: it alone is posted again; the other got one message."""
+    fake = FakeSlack({"C0OPS": (429, "ratelimited")}, once=True)
+    call_id = str(uuid.uuid4())
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": "+33612345678",
+            "assistant": {
+                "prompt": "Offer {{name}} a demo.",
+                "slack": {
+                    **SLACK,
+                    "outcomes": ["interested"],
+                    "template": "{{name}}: {{outcome}} {{call_url}}",
+                },
+            },
+            "prompt_variables": {"name": "Claire"},
+            "force_now": True,
+            "metadata": {"simulation": "human:interested"},
+        }
+    )
+    async with serve(fake.routes) as base:
+        settings = settings_for_tests(
+            slack_provider="slack",
+            slack_tokens={"conn_1": "xoxb-conn-1"},
+            slack_base_url=f"{base}/api/",
+            temporal_ui_url="http://localhost:8233",
+        )
+        call, report = await order_and_notifications(time_env, task_queue, settings, params, call_id)
+    assert call.outcome == "interested"
+    assert sorted((r.channel, r.status, r.detail.split()[1]) for r in report.results if r.detail) == [
+        ("slack", "sent", "C0OPS"),
+        ("slack", "sent", "C0SALES"),
+    ]
+    channels = [body["channel"] for _, body in fake.posts]
+    assert sorted(channels) == ["C0OPS", "C0OPS", "C0SALES"]  # the rate-limited one twice, the other once
+    url = f"http://localhost:8233/namespaces/default/workflows/call-{call_id}"
+    assert {body["text"] for _, body in fake.posts} == {f"Claire: interested {url}"}
 
 
 # --- the URL guard ----------------------------------------------------------------------------------
@@ -527,8 +660,18 @@ def test_post_call_settings_come_from_the_environment() -> None:
         "TWILIO_AUTH_TOKEN": "token-0123456789",
         "OUTDIAL_CODEC_KEY": "k",
         "OPENAI_API_KEY": "sk-env",
+        "OUTDIAL_SLACK": "slack",
+        "SLACK_BOT_TOKEN": "xoxb-default-0123",
+        "OUTDIAL_SLACK_TOKENS": "conn_1=xoxb-conn-1-0123, conn_2=xoxb-conn-2-0123",
+        "OUTDIAL_TEMPORAL_UI_URL": "https://temporal.internal",
     }
     settings = Settings.load(config_file="/nonexistent", env=env)
+    assert (settings.slack_provider, settings.slack_bot_token, settings.temporal_ui_url) == (
+        "slack",
+        "xoxb-default-0123",
+        "https://temporal.internal",
+    )
+    assert settings.slack_tokens == {"conn_1": "xoxb-conn-1-0123", "conn_2": "xoxb-conn-2-0123"}
     assert (settings.webhook_secret, settings.allow_private_urls) == (SECRET, True)
     assert (settings.smtp_host, settings.smtp_port, settings.sms_provider) == (
         "mail.internal",
@@ -536,6 +679,6 @@ def test_post_call_settings_come_from_the_environment() -> None:
         "twilio",
     )
     assert (settings.analyzer, settings.openai_api_key, settings.codec_key) == ("openai", "sk-env", "k")
-    for secret in (SECRET, "token-0123456789", "sk-env"):
+    for secret in (SECRET, "token-0123456789", "sk-env", "xoxb-default-0123", "xoxb-conn-1-0123"):
         assert secret not in repr(settings)  # never in logs
     assert Settings.load(config_file="/nonexistent", env={}).allow_private_urls is False

@@ -41,6 +41,12 @@ _ASSISTANT = {
     # An email for the outcomes a sales team acts on; the local SMTP sink receives it.
     "email_notification_address": DEMO_EMAIL,
     "email_notification_outcomes": ["interested", "requested_callback_later"],
+    # And a Slack message for an interested callee: the simulated Slack (OUTDIAL_SLACK) records it.
+    "slack": {
+        "channels": [{"id": "C0DEMO", "name": "sales"}],
+        "connection_id": "demo",
+        "outcomes": ["interested"],
+    },
 }
 
 

@@ -58,7 +58,11 @@ def local_settings(settings: Settings) -> Settings:
     local = settings.local_stack
     settings = ensure_dev_codec_key(settings, local.codec_key_file)
     return settings.model_copy(
-        update={"allow_private_urls": settings.allow_private_urls or local.allow_private_urls}
+        update={
+            "allow_private_urls": settings.allow_private_urls or local.allow_private_urls,
+            # notifications link a call to its workflow in the dev server's Web UI
+            "temporal_ui_url": settings.temporal_ui_url or f"http://localhost:{settings.dev_server.ui_port}",
+        }
     )
 
 

@@ -31,8 +31,10 @@ with workflow.unsafe.imports_passed_through():
         NotifyActivities,
         NotifyRequest,
         NotifyResult,
+        SlackRequest,
         due_channels,
     )
+    from activities.slack import SLACK_NOT_CONFIGURED, SLACK_REJECTED
     from activities.sms import SMS_REJECTED
 
 
@@ -65,6 +67,16 @@ EMAIL_OPTIONS = ChannelOptions(
         non_retryable_error_types=[EMAIL_REJECTED],
     ),
 )
+SLACK_OPTIONS = ChannelOptions(
+    start_to_close=timedelta(seconds=30),
+    schedule_to_close=timedelta(hours=6),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=10),
+        backoff_coefficient=2,
+        maximum_interval=timedelta(minutes=30),
+        non_retryable_error_types=[SLACK_REJECTED, SLACK_NOT_CONFIGURED],
+    ),
+)
 # A text that arrives hours after the call is worse than none: SMS give up after two hours.
 SMS_OPTIONS = ChannelOptions(
     start_to_close=timedelta(seconds=90),  # includes writing the text with the LLM
@@ -80,6 +92,7 @@ SMS_OPTIONS = ChannelOptions(
 CHANNELS = {
     "webhook": (NotifyActivities.deliver_webhook, WEBHOOK_OPTIONS),
     "email": (NotifyActivities.send_outcome_email, EMAIL_OPTIONS),
+    "slack": (NotifyActivities.post_to_slack, SLACK_OPTIONS),
     "after_call_sms": (NotifyActivities.send_after_call_sms, SMS_OPTIONS),
     "voicemail_sms": (NotifyActivities.send_voicemail_sms, SMS_OPTIONS),
 }
@@ -97,8 +110,17 @@ def notifications_workflow_id(call_id: str) -> str:
 class CallNotificationsWorkflow:
     @workflow.run
     async def run(self, request: NotifyRequest) -> NotificationsReport:
-        channels = due_channels(request.call)
-        results = await asyncio.gather(*(self._deliver(channel, request) for channel in channels))
+        deliveries = []
+        for channel in due_channels(request.call):
+            if channel == "slack":  # a post per Slack channel: a retry reposts only the one that failed
+                slack = request.call.assistant.slack if request.call.assistant else None
+                deliveries += [
+                    self._deliver(channel, SlackRequest(call=request.call, slack_channel=target.id))
+                    for target in (slack.channels if slack else [])
+                ]
+            else:
+                deliveries.append(self._deliver(channel, request))
+        results = await asyncio.gather(*deliveries)
         return NotificationsReport(results=list(results))
 
     async def _deliver(self, channel: Channel, request: NotifyRequest) -> NotifyResult:
@@ -110,7 +132,8 @@ class CallNotificationsWorkflow:
                 start_to_close_timeout=options.start_to_close,
                 schedule_to_close_timeout=options.schedule_to_close,
                 retry_policy=options.retry,
-                summary=f"{channel.replace('_', ' ')} for call {request.call.id}",
+                summary=f"{channel.replace('_', ' ')} for call {request.call.id}"
+                + (f" to {request.slack_channel}" if isinstance(request, SlackRequest) else ""),
             )
         except ActivityError as err:
             cause = err.cause
