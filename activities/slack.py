@@ -111,8 +111,8 @@ class SlackWebApi:
                 channel=message.channel, text=message.text, unfurl_links=False, unfurl_media=False
             )
         except SlackApiError as err:
-            error = str(err.response.get("error") or f"HTTP {err.response.status_code}")
-            if err.response.status_code == 429 or err.response.status_code >= 500 or error in _TRANSIENT:
+            status, error = _slack_error(err)
+            if status == 429 or status >= 500 or error in _TRANSIENT:
                 raise ApplicationError(f"Slack: {error}", type="SlackUnavailable") from None
             raise ApplicationError(
                 f"Slack refused the message to {message.channel}: {error}",
@@ -124,6 +124,16 @@ class SlackWebApi:
                 f"Slack unreachable: {type(err).__name__}", type="SlackUnavailable"
             ) from None
         return SlackReceipt(poster=self.name, channel=str(response["channel"]), ts=str(response["ts"]))
+
+
+def _slack_error(err: SlackApiError) -> tuple[int, str]:
+    """The HTTP status and Slack's error code; a body that is no JSON (a proxy's 502 page) comes
+    with the raw HTTP response instead of a SlackResponse."""
+    response = err.response
+    status = int(getattr(response, "status_code", None) or getattr(response, "status", 0) or 0)
+    data = getattr(response, "data", None)
+    error = data.get("error") if isinstance(data, dict) else None
+    return status, str(error or f"HTTP {status}")
 
 
 def slack_poster_from(settings: Settings) -> SlackPoster:

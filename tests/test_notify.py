@@ -493,6 +493,8 @@ class FakeSlack:
         self.posts.append((request.headers.get("Authorization", ""), body))
         scripted = self.errors.pop if self.once else self.errors.get
         status, error = scripted(str(body["channel"]), (200, ""))
+        if error.startswith("<"):  # a proxy's error page
+            return web.Response(text=error, status=status, content_type="text/html")
         if error:
             return web.json_response({"ok": False, "error": error}, status=status)
         return web.json_response(
@@ -501,7 +503,13 @@ class FakeSlack:
 
 
 async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
-    fake = FakeSlack({"C0GONE": (200, "channel_not_found"), "C0BUSY": (429, "ratelimited")})
+    fake = FakeSlack(
+        {
+            "C0GONE": (200, "channel_not_found"),
+            "C0BUSY": (429, "ratelimited"),
+            "C0DOWN": (502, "<h1>502</h1>"),
+        }
+    )
     message = SlackMessage(
         connection_id="conn_1", channel="C0SALES", text="*interested*", idempotency_key="k"
     )
@@ -513,6 +521,8 @@ async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
             await slack.post(message.model_copy(update={"channel": "C0GONE"}))
         with pytest.raises(ApplicationError) as busy:
             await slack.post(message.model_copy(update={"channel": "C0BUSY"}))
+        with pytest.raises(ApplicationError) as down:
+            await slack.post(message.model_copy(update={"channel": "C0DOWN"}))
         with pytest.raises(ApplicationError) as unconfigured:
             await SlackWebApi({}, base_url=f"{base}/api/").post(message)
     assert (receipt.poster, receipt.channel, receipt.ts) == ("slack", "C0SALES", "1700000000.000001")
@@ -522,8 +532,13 @@ async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
     assert (gone.value.type, gone.value.non_retryable) == ("SlackRejected", True)
     assert "channel_not_found" in gone.value.message
     assert (busy.value.type, busy.value.non_retryable) == ("SlackUnavailable", False)
+    assert (down.value.type, down.value.non_retryable, down.value.message) == (
+        "SlackUnavailable",
+        False,
+        "Slack: HTTP 502",
+    )
     assert (unconfigured.value.type, unconfigured.value.non_retryable) == ("SlackNotConfigured", True)
-    assert len(fake.posts) == 4  # no token, no request; and the client itself never retried
+    assert len(fake.posts) == 5  # no token, no request; and the client itself never retried
 
 
 async def test_an_orders_slack_message_goes_to_each_channel_and_only_a_failure_is_retried(
