@@ -1,5 +1,6 @@
 """Property-based: schemathesis generates requests from the API's own /openapi.json (valid and invalid
-ones) and sends them over the socket with a valid key; no input may cause a server error (5xx).
+ones) and sends them over the socket, half of them with a valid key; no input may cause a server
+error (5xx).
 Besides the blind pass, path ids are aimed at objects that exist and call orders get valid phone
 numbers, so the paths that reach the database and Temporal are fuzzed too. The only 5xx by design is
 the 501 of voice preview/clone without a provider key."""
@@ -27,6 +28,15 @@ def _with_valid_phone(case: schemathesis.Case) -> schemathesis.Case:
     """Most generated phone numbers are invalid (422 before anything happens); fix that half the time."""
     if isinstance(case.body, dict):
         case.body["phone_number"] = VALID_NUMBERS[len(str(case.body)) % len(VALID_NUMBERS)]
+    return case
+
+
+def _with_the_key(case: schemathesis.Case) -> schemathesis.Case:
+    """schemathesis generates an Authorization header for every case, and the API refuses it (401)
+    before reading anything else; half the cases send the session's valid key instead, so their
+    bodies reach validation, the database and Temporal."""
+    if case.headers and len(repr(case.body)) % 2 == 0:
+        case.headers.pop("Authorization", None)
     return case
 
 
@@ -66,7 +76,7 @@ def test_no_generated_request_causes_a_server_error(stack: Stack) -> None:  # no
     seen: dict[tuple[str, str], set[int]] = {}
 
     def no_server_error(case: schemathesis.Case) -> None:
-        response = case.call(base_url=stack.url, session=session, timeout=30)
+        response = _with_the_key(case).call(base_url=stack.url, session=session, timeout=30)
         operation = (case.method.upper(), case.operation.path)
         seen.setdefault(operation, set()).add(response.status_code)
         if operation in NOT_IMPLEMENTED_BY_DESIGN and response.status_code == 501:
