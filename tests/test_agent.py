@@ -524,7 +524,11 @@ async def test_ivr_navigation_presses_keys_skips_turns_and_reaches_a_human(fake_
 async def test_call_screening_is_answered_and_recorded(fake_llm: FakeOpenAI) -> None:
     fake_llm.say("This is Sam from Sunny Energy, calling Ada about solar panels.")
     async with call(fake_llm, make_spec(first_sentence_mode="none")) as c:
-        c.agent.on_answering_machine("machine-ivr", "Hi, if you record your name and reason for calling...")
+        answer = c.agent.on_answering_machine(
+            "machine-ivr", "Hi, if you record your name and reason for calling..."
+        )
+        assert answer is not None
+        await answer  # the agent answers the screening first (else the callee's words may interrupt it)
         await c.session.run(
             user_input="Hi, if you record your name and reason for calling, "
             "I'll see if this person is available."
