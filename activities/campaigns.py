@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.compliance import is_overridden
 from activities.persistence import call_columns
 from models import Call, CallCreateParams
+from models.call import order_workflow_id
 from models.campaign import (
     InFlightRequest,
     LaunchRowsRequest,
@@ -242,7 +243,7 @@ class CampaignActivities:
                     await self.client.start_workflow(
                         "CallOrderWorkflow",
                         params,
-                        id=f"call-{row.call_id}",
+                        id=order_workflow_id(row.call_id),
                         task_queue=request.task_queue,
                         memo=memo,
                         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -285,7 +286,7 @@ class CampaignActivities:
                 result.in_call += 1
             async with limit:
                 try:
-                    await self.client.get_workflow_handle(f"call-{call_id}").signal(signal)
+                    await self.client.get_workflow_handle(order_workflow_id(call_id)).signal(signal)
                 except RPCError as err:
                     if err.status != RPCStatusCode.NOT_FOUND:  # not found: it ended meanwhile
                         raise

@@ -32,7 +32,7 @@ from activities.sms import SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
 from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
 from activities.webhook_secrets import DatabaseWebhookSecrets
 from agent.prompt import interpolate
-from models.call import Call, CallAttempt
+from models.call import Call, CallAttempt, order_workflow_id
 from models.secrets import masked
 from models.settings import Settings
 
@@ -114,6 +114,20 @@ def due_channels(call: Call) -> list[Channel]:
     if textable and assistant.voicemail_sms_prompt and voicemail and not reached:
         due.append("voicemail_sms")
     return due
+
+
+def due_deliveries(call: Call) -> list[tuple[Channel, NotifyRequest]]:
+    """Each due channel with its activity's request: one per Slack channel (Slack has no idempotency
+    key, so each post is retried on its own), one for every other channel."""
+    request = NotifyRequest(call=call)
+    slack = call.assistant.slack if call.assistant else None
+    deliveries: list[tuple[Channel, NotifyRequest]] = []
+    for channel in due_channels(call):
+        if channel == "slack" and slack:
+            deliveries += [(channel, SlackRequest(call=call, slack_channel=c.id)) for c in slack.channels]
+        else:
+            deliveries.append((channel, request))
+    return deliveries
 
 
 # --- webhook signing (receivers use verify_signature) ------------------------------------------------
@@ -305,7 +319,8 @@ class NotifyActivities:
         base = self.settings.temporal_ui_url
         if not base:
             return None
-        return f"{base.rstrip('/')}/namespaces/{self.settings.temporal_namespace}/workflows/call-{call.id}"
+        namespace = self.settings.temporal_namespace
+        return f"{base.rstrip('/')}/namespaces/{namespace}/workflows/{order_workflow_id(call.id)}"
 
     @activity.defn(name="send_after_call_sms")
     async def send_after_call_sms(self, request: NotifyRequest) -> NotifyResult:

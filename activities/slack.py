@@ -9,7 +9,6 @@ once: the workflow posts to each channel in its own activity, and only what fail
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -19,13 +18,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.exceptions import ApplicationError
 
+from activities.outbox import Outbox
 from agent.prompt import interpolate
 from models.call import Call
 from models.settings import Settings
 
-SLACK_REJECTED = (
-    "SlackRejected"  # Slack refused the post for good (unknown channel, bot not in it, bad token)
-)
+# Slack refused the post for good (unknown channel, bot not in it, bad token)
+SLACK_REJECTED = "SlackRejected"
 SLACK_NOT_CONFIGURED = "SlackNotConfigured"  # no bot token for the assistant's connection_id
 # Slack's own errors that a later attempt may not get; every other error is final.
 _TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -59,18 +58,11 @@ class SimulatedSlack:
     name = "simulated"
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.posted: dict[str, SlackMessage] = {}
-        self._path = Path(path) if path else None
+        self._outbox: Outbox[SlackMessage] = Outbox(path)
+        self.posted = self._outbox.messages
 
     async def post(self, message: SlackMessage) -> SlackReceipt:
-        duplicate = message.idempotency_key in self.posted
-        if not duplicate:
-            self.posted[message.idempotency_key] = message
-            if self._path:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                record = message.model_dump() | {"at": datetime.now(UTC).isoformat()}
-                with self._path.open("a") as outbox:
-                    outbox.write(json.dumps(record) + "\n")
+        duplicate = self._outbox.record(message.idempotency_key, message, message.model_dump())
         ts = f"sim-{message.idempotency_key}"
         return SlackReceipt(poster=self.name, channel=message.channel, ts=ts, duplicate=duplicate)
 

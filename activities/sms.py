@@ -8,9 +8,7 @@ Writers: the OpenAI analyzer (activities/analysis.py) writes from the transcript
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +16,7 @@ import httpx
 from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError
 
+from activities.outbox import Outbox
 from agent.prompt import interpolate
 from models.assistant import LlmModelRecord
 from models.call import TranscriptEntry
@@ -77,18 +76,12 @@ class SimulatedSmsOutbox:
     name = "simulated"
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.sent: dict[str, SmsMessage] = {}
-        self._path = Path(path) if path else None
+        self._outbox: Outbox[SmsMessage] = Outbox(path)
+        self.sent = self._outbox.messages
 
     async def send(self, message: SmsMessage) -> SmsReceipt:
-        duplicate = message.idempotency_key in self.sent
-        if not duplicate:
-            self.sent[message.idempotency_key] = message
-            if self._path:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                record = message.model_dump(by_alias=True) | {"at": datetime.now(UTC).isoformat()}
-                with self._path.open("a") as outbox:
-                    outbox.write(json.dumps(record) + "\n")
+        line = message.model_dump(by_alias=True)
+        duplicate = self._outbox.record(message.idempotency_key, message, line)
         return SmsReceipt(
             provider=self.name, id=f"sim-{message.idempotency_key}", status="delivered", duplicate=duplicate
         )

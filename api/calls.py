@@ -58,6 +58,7 @@ from models import (
     RetryConfigRecord,
     call_assistant_from,
 )
+from models.call import order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.settings import Settings
 from models.tables import CallAttemptRecord, CallOrderRecord, Database, utcnow
@@ -73,10 +74,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {401: "Missing or invalid API key", 404: "Not found", 422: "Invalid request"}.items()
 }
-
-
-def workflow_id(call_id: str) -> str:
-    return f"call-{call_id}"
 
 
 def _canonical_id(call_id: str) -> str:
@@ -208,7 +205,7 @@ async def _start(
         await client.start_workflow(
             WORKFLOW_TYPE,
             params,
-            id=workflow_id(call_id),
+            id=order_workflow_id(call_id),
             task_queue=context.settings.task_queue,
             # created_at: the order's own clock reads what this answer said (not the worker's a moment later)
             memo={"organization_id": organization_id} | ({"created_at": created_at} if created_at else {}),
@@ -345,7 +342,7 @@ async def current_call(context: ApiContext, record: CallOrderRecord) -> Call:
     if record.status not in TERMINAL_STATUSES:
         try:
             client = await context.temporal()
-            live = await client.get_workflow_handle(workflow_id(record.id)).query(
+            live = await client.get_workflow_handle(order_workflow_id(record.id)).query(
                 "call", result_type=Call, rpc_timeout=QUERY_TIMEOUT
             )
             if live.organization_id == record.organization_id:
@@ -374,7 +371,7 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
         )
     client = await context.temporal()
     try:
-        await client.get_workflow_handle(workflow_id(record.id)).signal(signal)
+        await client.get_workflow_handle(order_workflow_id(record.id)).signal(signal)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(

@@ -547,34 +547,37 @@ class CallAssistant(Record):
     faq_items: list[FaqItemRecord] | None = None
     pending_faq_count: Number | None = None
 
+    def _extra(self, key: str) -> Any:
+        """One of the official client's options that the seed's Call lacks: an extra key, there when given."""
+        return (self.model_extra or {}).get(key)
+
     @property
     def transfer_destinations(self) -> list[TransferDestination]:
-        """The official client's labelled destinations (an extra key); with none, the transfer number
-        alone is an unlabelled one."""
-        given = (self.model_extra or {}).get("transfer_destinations") or []
-        return [TransferDestination.model_validate(d) for d in given]
+        """The official client's labelled destinations; with none, the transfer number alone is an
+        unlabelled one."""
+        return [TransferDestination.model_validate(d) for d in self._extra("transfer_destinations") or []]
 
     @property
     def slack(self) -> Slack | None:
-        """The official client's Slack notification (an extra key), there when given."""
-        given = (self.model_extra or {}).get("slack")
+        """The official client's Slack notification."""
+        given = self._extra("slack")
         return None if given is None else Slack.model_validate(given)
 
     @property
     def cartesia_dictionary_pronunciation_id(self) -> str | None:
-        """The official client's Cartesia pronunciation dictionary (an extra key), there when given."""
-        return (self.model_extra or {}).get("cartesia_dictionary_pronunciation_id")
+        """The official client's Cartesia pronunciation dictionary."""
+        return self._extra("cartesia_dictionary_pronunciation_id")
 
     @property
     def stt_context(self) -> SttContext | None:
-        """The official client's speech-to-text context (an extra key), there when given."""
-        given = (self.model_extra or {}).get("stt_context")
+        """The official client's speech-to-text context."""
+        given = self._extra("stt_context")
         return None if given is None else SttContext.model_validate(given)
 
     @property
     def after_call_sms_outcomes(self) -> list[str] | None:
-        """The official client's option: not in the seed's Call, so an extra key, there when given."""
-        return (self.model_extra or {}).get("after_call_sms_outcomes")
+        """The official client's narrowing of the after-call SMS to some outcomes."""
+        return self._extra("after_call_sms_outcomes")
 
 
 def call_assistant_from(

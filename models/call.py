@@ -217,6 +217,14 @@ class CallAttempt(Record):
         return (self.end_reason or "").startswith(TRANSFERRED)
 
 
+ORDER_WORKFLOW_PREFIX = "call-"
+
+
+def order_workflow_id(call_id: str) -> str:
+    """A call order's CallOrderWorkflow id, `call-<call id>` (the workflow reads its call id back)."""
+    return f"{ORDER_WORKFLOW_PREFIX}{call_id}"
+
+
 TRANSFERRED = "transferred"  # the end_reason prefix of an attempt the agent handed to a human
 
 

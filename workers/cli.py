@@ -30,6 +30,7 @@ from activities.webhook_secrets import (
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
 from models import Call, CallCreateParams
+from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, Settings
 from models.tables import Database
@@ -319,7 +320,7 @@ def call(
         handle = await client.start_workflow(
             "CallOrderWorkflow",
             params,
-            id=f"call-{call_id}",
+            id=order_workflow_id(call_id),
             task_queue=settings.task_queue,
             result_type=Call,
         )
@@ -339,7 +340,9 @@ def _print_call(call: Call) -> None:
 
 
 def _handle(client: Client, call_id: str):  # type: ignore[no-untyped-def]
-    return client.get_workflow_handle(call_id if call_id.startswith("call-") else f"call-{call_id}")
+    return client.get_workflow_handle(
+        call_id if call_id.startswith(ORDER_WORKFLOW_PREFIX) else order_workflow_id(call_id)
+    )
 
 
 def _on_the_order(call_id: str, action: Callable[[Client], Awaitable[None]]) -> None:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 
 from activities.notify import SIGNATURE_HEADER, due_channels, verify_signature
 from models import Call, CallCreateParams
+from models.call import order_workflow_id
 from models.common import TERMINAL_STATUSES, WEEKDAYS
 from models.secrets import masked_json
 from models.settings import Settings
@@ -98,7 +99,11 @@ async def run_demo(
     handles: dict[str, WorkflowHandle] = {}
     for name, params in demo_orders(webhook_url).items():
         handles[name] = await client.start_workflow(
-            "CallOrderWorkflow", params, id=f"call-{uuid.uuid4()}", task_queue=task_queue, result_type=Call
+            "CallOrderWorkflow",
+            params,
+            id=order_workflow_id(str(uuid.uuid4())),
+            task_queue=task_queue,
+            result_type=Call,
         )
     calls: dict[str, Call] = {}
     deadline = asyncio.get_running_loop().time() + timeout

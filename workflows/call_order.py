@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         RetryConfigRecord,
         call_assistant_from,
     )
+    from models.call import ORDER_WORKFLOW_PREFIX
     from models.common import CallStatus
     from models.concurrency import PermitGrant
     from models.workflow_io import (
@@ -118,7 +119,7 @@ class CallOrderWorkflow:
     @workflow.init
     def __init__(self, params: CallCreateParams) -> None:
         self.params = params
-        self.call_id = workflow.info().workflow_id.removeprefix("call-")
+        self.call_id = workflow.info().workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
         self.organization_id = str(workflow.memo_value("organization_id", DEFAULT_ORGANIZATION))
         # A campaign's order: its campaign, and the campaign's call_retry_config (over the assistant's).
         self.campaign = workflow.memo_value("campaign", None, type_hint=CallCampaign)

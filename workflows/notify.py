@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         NotifyRequest,
         NotifyResult,
         SlackRequest,
-        due_channels,
+        due_deliveries,
     )
     from activities.slack import SLACK_NOT_CONFIGURED, SLACK_REJECTED
     from activities.sms import SMS_REJECTED
@@ -110,17 +110,8 @@ def notifications_workflow_id(call_id: str) -> str:
 class CallNotificationsWorkflow:
     @workflow.run
     async def run(self, request: NotifyRequest) -> NotificationsReport:
-        deliveries = []
-        for channel in due_channels(request.call):
-            if channel == "slack":  # a post per Slack channel: a retry reposts only the one that failed
-                slack = request.call.assistant.slack if request.call.assistant else None
-                deliveries += [
-                    self._deliver(channel, SlackRequest(call=request.call, slack_channel=target.id))
-                    for target in (slack.channels if slack else [])
-                ]
-            else:
-                deliveries.append(self._deliver(channel, request))
-        results = await asyncio.gather(*deliveries)
+        deliveries = due_deliveries(request.call)
+        results = await asyncio.gather(*(self._deliver(channel, each) for channel, each in deliveries))
         return NotificationsReport(results=list(results))
 
     async def _deliver(self, channel: Channel, request: NotifyRequest) -> NotifyResult:
