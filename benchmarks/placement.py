@@ -3,21 +3,22 @@
     python benchmarks/placement.py [--orders 200] [--server file|memory|both] [--api-in-process]
 
 The API is `outdial api` in its own process, as it is deployed (uvicorn, its own Temporal client), on the
-real dev server: keeping its state in a SQLite file as `outdial dev` runs it, then (by default, both)
-in memory, where a start costs least and the API's own costs weigh most. An aiohttp
-client (the lightest at hand: httpx adds ~2 ms a request) posts the seed's request body one order at a
-time with an API key: authentication, the order's checks and resolution, the placeholder row in SQLite
-written while `start_workflow` runs. The baseline starts the same workflow with the API's options
-(REJECT_DUPLICATE included) directly from this process. Each round also posts the same body with an
-invalid phone number: the 422 it gets is the floor any request pays (HTTP, middleware, routing, the API
-key, body validation), and the same body to `benchmarks/thin_front.py`, which starts the same workflow
-behind the thinnest HTTP front there is (a raw ASGI app, also in its own process): what any API in its
-own process pays, so what is outdial's own shows. The four take turns going first in a round, so all
-see the same machine load and none is always the one that wakes an idle server. Reported: p50/p99 of
-each, their ratios (goal <= 1.5), the floor's share of a bare start, and from the API's `Server-Timing`
-header the time its checks and its start took inside it. No worker runs: the orders stay queued,
-which is what "started" means here. --api-in-process serves the API from this process's event loop
-instead (client, API and baseline then share one loop: for profiling; the thinnest front stays a process).
+real dev server: keeping its state in a SQLite file as `outdial dev` runs it, then (by default, both) in
+memory, where a start costs least and the API's own costs weigh most. The lightest client there is
+(`benchmarks/raw_http.py`: one kept-alive connection, requests prepared before the clock starts; aiohttp's
+client cost about 0.1 of an in-memory start of its own) posts the seed's request body one order at a time
+with an API key: authentication, the order's checks and resolution, the placeholder row in SQLite written
+while `start_workflow` runs. The baseline starts the same workflow with the API's options (REJECT_DUPLICATE
+included) directly from this process. Each round also posts the same body with an invalid phone number: the
+422 it gets is the floor any request pays (HTTP, middleware, routing, the API key, body validation), and the
+same body to `benchmarks/thin_front.py`, which starts the same workflow behind the thinnest HTTP front there
+is (a raw ASGI app, also in its own process): what any API in its own process pays, so what is outdial's own
+shows. The four take turns going first in a round, so all see the same machine load and none is always the
+one that wakes an idle server. Reported: p50/p99 of each, their ratios (goal <= 1.5), the floor's share of a
+bare start, and from the API's `Server-Timing` header the time its checks and its start took inside it. No
+worker runs: the orders stay queued, which is what "started" means here. --api-in-process serves the API
+from this process's event loop instead (client, API and baseline then share one loop: for profiling; the
+thinnest front stays a process).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -36,7 +38,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from temporalio.common import WorkflowIDReusePolicy
 
 if __name__ == "__main__":  # run as a script from anywhere: the repo root is the import root
@@ -44,6 +45,7 @@ if __name__ == "__main__":  # run as a script from anywhere: the repo root is th
 
 from api.server_timing import parse_server_timing
 from benchmarks.common import dev_server, orders, percentile
+from benchmarks.raw_http import RawHttp
 from models.settings import Settings
 
 
@@ -54,29 +56,28 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def served(argv: list[str], port: int, workdir: str, env: dict[str, str]) -> AsyncIterator[str]:
+async def served(argv: list[str], port: int, workdir: str, env: dict[str, str]) -> AsyncIterator[int]:
     """An HTTP server process (`argv`, listening on `port`), from the moment it answers a GET."""
     process = subprocess.Popen(
         argv, cwd=workdir, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession(url) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get("/openapi.json"):
-                        break  # any answer: it serves
-                assert process.poll() is None, f"{argv[0]} exited"
-                assert time.monotonic() < deadline, f"{argv[0]} did not answer within 60 s"
-                await asyncio.sleep(0.1)
-        yield url
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                async with RawHttp("127.0.0.1", port) as http:
+                    await http.send(http.request("GET", "/openapi.json"))
+                    break  # any answer: it serves
+            assert process.poll() is None, f"{argv[0]} exited"
+            assert time.monotonic() < deadline, f"{argv[0]} did not answer within 60 s"
+            await asyncio.sleep(0.1)
+        yield port
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def api_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[str]:
+def api_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[int]:
     """`outdial api` for `settings`, run from `workdir` (no temporal-dev.yaml, no codec key there)."""
     command = shutil.which("outdial")
     assert command, "the outdial command is not on PATH (make setup)"
@@ -92,7 +93,7 @@ def api_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncCon
     return served([command, "api", "--port", str(port)], port, workdir, env)
 
 
-def thin_front_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[str]:
+def thin_front_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[int]:
     """`benchmarks/thin_front.py`: the same start behind the thinnest HTTP front, in its own process."""
     port = free_port()
     script = str(Path(__file__).resolve().parent / "thin_front.py")
@@ -102,12 +103,12 @@ def thin_front_process(settings: Settings, workdir: str) -> contextlib.AbstractA
 
 
 @contextlib.asynccontextmanager
-async def api_in_process(settings: Settings, client: object) -> AsyncIterator[str]:
+async def api_in_process(settings: Settings, client: object) -> AsyncIterator[int]:
     from api import create_app
     from api.server import ApiServer
 
     async with ApiServer(create_app(settings, temporal_client=client), port=0) as server:  # type: ignore[arg-type]
-        yield server.url
+        yield server.port
 
 
 async def run(n: int, server_file: bool, in_process: bool) -> None:
@@ -138,19 +139,21 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
         floor_ms: list[float] = []
         thin_ms: list[float] = []
         async with (
-            api as url,
-            thin as thin_url,
-            aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http,
-            aiohttp.ClientSession(thin_url) as thin_http,
+            api as api_port,
+            thin as thin_port,
+            RawHttp("127.0.0.1", api_port, {"Authorization": f"Bearer {key}"}) as http,
+            RawHttp("127.0.0.1", thin_port) as thin_http,
         ):
+            placing = http.request("POST", "/call", json.dumps(body).encode())
+            refusing = http.request("POST", "/call", json.dumps(refused_body).encode())
+            placing_thin = thin_http.request("POST", "/", json.dumps(body).encode())
 
             async def place() -> None:
                 started = time.perf_counter()
-                async with http.post("/call", json=body) as response:
-                    assert response.status == 200, await response.text()
-                    await response.read()
+                response = await http.send(placing)
                 api_ms.append((time.perf_counter() - started) * 1000)
-                timing = parse_server_timing(response.headers.get("Server-Timing", ""))
+                assert response.status == 200, response.body
+                timing = parse_server_timing(response.headers.get("server-timing", ""))
                 for name, values in phases.items():
                     values.append(timing[name])
 
@@ -170,17 +173,15 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
 
             async def refuse() -> None:  # the floor: the same request, refused at validation
                 started = time.perf_counter()
-                async with http.post("/call", json=refused_body) as response:
-                    assert response.status == 422, await response.text()
-                    await response.read()
+                response = await http.send(refusing)
                 floor_ms.append((time.perf_counter() - started) * 1000)
+                assert response.status == 422, response.body
 
             async def place_thin() -> None:  # the same start behind the thinnest HTTP front
                 started = time.perf_counter()
-                async with thin_http.post("/", json=body) as response:
-                    assert response.status == 200, await response.text()
-                    await response.read()
+                response = await thin_http.send(placing_thin)
                 thin_ms.append((time.perf_counter() - started) * 1000)
+                assert response.status == 200, response.body
 
             steps = [place, start_bare, refuse, place_thin]
             for i in range(n + 10):  # the first 10 rounds warm up connections and caches
