@@ -251,10 +251,7 @@ _CALLER_IDS = (
 
 def caller_ids(database: Database, organization_id: str) -> dict[str, str | None]:
     """The organization's caller ids and their trunks, oldest first (the first one is its default)."""
-    database.migrate()
-    with database.engine.connect() as connection:
-        rows = connection.execute(_CALLER_IDS, {"organization_id": organization_id})
-        return {number: trunk for number, trunk in rows}
+    return dict(database.fetch(_CALLER_IDS, organization_id=organization_id))
 
 
 def assistant_view(record: AssistantRecord) -> CallAssistant:
@@ -320,19 +317,16 @@ def do_not_contact_entry(
     database: Database, organization_id: str, phone_number: str
 ) -> DoNotContactEntry | None:
     """The number's do-not-contact listing for the organization, if any."""
-    database.migrate()
-    with database.engine.connect() as connection:
-        row = connection.execute(
-            _LISTING, {"organization_id": organization_id, "phone_number": phone_number}
-        ).first()
-    if row is None:
+    rows = database.fetch(_LISTING, organization_id=organization_id, phone_number=phone_number)
+    if not rows:
         return None
+    call_id, reason, recorded_at = rows[0]
     return DoNotContactEntry(
         organization_id=organization_id,
         phone_number=phone_number,
-        call_id=row.call_id,
-        reason=row.reason,
-        recorded_at=row.recorded_at,
+        call_id=call_id,
+        reason=reason,
+        recorded_at=recorded_at,
     )
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Engine, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import JSON, Column, DateTime, Engine, Select, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel
@@ -299,6 +301,43 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@dataclass(frozen=True)
+class _DriverRead:
+    """A select compiled for one engine's driver: its SQL, how its parameters are passed, and how each
+    column's value comes back (e.g. SQLite's datetime strings as aware datetimes)."""
+
+    statement: Select[Any]  # kept alive: reads are cached by its id
+    sql: str
+    positions: tuple[str, ...] | None  # the parameters' order for a positional paramstyle, else named
+    defaults: dict[str, Any]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def of(cls, statement: Select[Any], engine: Engine) -> _DriverRead:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        sql = str(compiled)
+        if "POSTCOMPILE" in sql:  # expanding IN lists or LIMIT binds: only a Connection renders those
+            raise ValueError("Database.fetch takes statements without expanding parameters")
+        return cls(
+            statement=statement,
+            sql=sql,
+            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
+            defaults=dict(compiled.params),
+            processors=tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in statement.selected_columns
+            ),
+        )
+
+    def arguments(self, params: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        values = self.defaults | params
+        return values if self.positions is None else tuple(values[name] for name in self.positions)
+
+    def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(value if p is None else p(value) for p, value in zip(self.processors, row, strict=True))
+
+
 class Database:
     """One engine per database URL per process (`Database.for_url`), migrated on first use."""
 
@@ -319,6 +358,7 @@ class Database:
             self.engine = create_engine(self.url, pool_pre_ping=True, hide_parameters=True)
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self._reads: dict[int, _DriverRead] = {}
 
     @classmethod
     def for_url(cls, url: str) -> Database:
@@ -346,3 +386,27 @@ class Database:
     def session(self) -> Session:
         self.migrate()
         return Session(self.engine, expire_on_commit=False)
+
+    def fetch(self, statement: Select[Any], **params: Any) -> list[tuple[Any, ...]]:
+        """The rows of a short read on a hot path (`POST /call`'s checks), run on a pooled DB-API
+        connection with the statement compiled once for this database, values converted by its
+        columns' types as SQLAlchemy would.
+
+        Why: a request wakes an idle process, and SQLAlchemy's execution path, cold, costs 5x the query
+        itself (the do-not-contact lookup after 4 ms idle: 0.32 ms through a Connection, 0.06 ms on the
+        driver), which made POST /call's two checks 0.3 ms slower (README, Performance)."""
+        self.migrate()
+        read = self._reads.get(id(statement))
+        if read is None:
+            read = self._reads[id(statement)] = _DriverRead.of(statement, self.engine)
+        connection = self.engine.raw_connection()  # the pool's: pre-ping and reset on return as usual
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(read.sql, read.arguments(params))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+        return [read.convert(row) for row in rows]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, Table, text
+from sqlalchemy import MetaData, Table, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel, select
 from temporalio.exceptions import ApplicationError
@@ -26,7 +26,14 @@ from activities.simulated import SimulatedAnalyzer
 from api.auth import ensure_phone_number, issue_api_key
 from api.store import insert_call
 from models import Assistant, Call, CallAttempt, call_assistant_from
-from models.tables import AssistantRecord, CallAttemptRecord, CallOrderRecord, Database
+from models.tables import (
+    AssistantRecord,
+    CallAttemptRecord,
+    CallOrderRecord,
+    Database,
+    PhoneNumberRecord,
+    ensure_organization,
+)
 from models.workflow_io import DialRequest, DialResult, PrepareRequest
 from tests.helpers import settings_for_tests
 
@@ -241,6 +248,37 @@ async def test_the_do_not_contact_registry_is_shared_through_the_database(databa
     assert await second.get("org_other", "+33612345678") is None
     await second.remove(org, "+33612345678")
     assert await first.get(org, "+33612345678") is None
+
+
+def test_fetch_reads_what_a_connection_reads(database: Database) -> None:
+    """`Database.fetch` (the driver-level read of POST /call's checks) returns a Connection's rows: the
+    same values in the same order, datetimes as aware UTC; a statement it cannot render is refused."""
+    org = f"org_{uuid.uuid4().hex[:8]}"
+    with database.session() as session:
+        ensure_organization(session, org)
+        for i, number in enumerate(["+33612345679", "+33612345678", "+33612345677"]):
+            session.add(
+                PhoneNumberRecord(
+                    id=f"pn_{org}_{i}",
+                    organization_id=org,
+                    phone_number=number,
+                    created_at=T0 + timedelta(minutes=i % 2),
+                )
+            )
+        session.commit()
+    statement = (
+        select(PhoneNumberRecord.phone_number, PhoneNumberRecord.label, PhoneNumberRecord.created_at)
+        .where(PhoneNumberRecord.organization_id == bindparam("organization_id"))
+        .order_by(PhoneNumberRecord.created_at, PhoneNumberRecord.id)
+    )
+    with database.engine.connect() as connection:
+        expected = [tuple(row) for row in connection.execute(statement, {"organization_id": org})]
+    assert database.fetch(statement, organization_id=org) == expected
+    assert [row[2] for row in expected] == [T0, T0, T0 + timedelta(minutes=1)]
+    assert database.fetch(statement, organization_id="org_other") == []
+    expanding = select(PhoneNumberRecord.id).where(PhoneNumberRecord.id.in_(bindparam("ids", expanding=True)))
+    with pytest.raises(ValueError, match="expanding"):
+        database.fetch(expanding, ids=["pn_1"])
 
 
 def test_an_unprepared_state_keeps_what_the_placeholder_resolved(database: Database) -> None:
