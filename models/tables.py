@@ -303,13 +303,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 @dataclass(frozen=True)
 class _DriverRead:
-    """A select compiled for one engine's driver: its SQL, how its parameters are passed, and how each
-    column's value comes back (e.g. SQLite's datetime strings as aware datetimes)."""
+    """A select compiled for one engine's driver: its SQL, how its parameters go in and each column's
+    value comes back, converted by their types as a Connection would (aware datetimes, say)."""
 
     statement: Select[Any]  # kept alive: reads are cached by its id
     sql: str
     positions: tuple[str, ...] | None  # the parameters' order for a positional paramstyle, else named
     defaults: dict[str, Any]
+    binds: dict[str, Callable[[Any], Any]]
     processors: tuple[Callable[[Any], Any] | None, ...]
 
     @classmethod
@@ -324,6 +325,11 @@ class _DriverRead:
             sql=sql,
             positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
             defaults=dict(compiled.params),
+            binds={
+                name: process
+                for name, bind in compiled.binds.items()
+                if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+            },
             processors=tuple(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in statement.selected_columns
@@ -332,6 +338,7 @@ class _DriverRead:
 
     def arguments(self, params: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         values = self.defaults | params
+        values = {name: self.binds[name](v) if name in self.binds else v for name, v in values.items()}
         return values if self.positions is None else tuple(values[name] for name in self.positions)
 
     def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -276,6 +276,8 @@ def test_fetch_reads_what_a_connection_reads(database: Database) -> None:
     assert database.fetch(statement, organization_id=org) == expected
     assert [row[2] for row in expected] == [T0, T0, T0 + timedelta(minutes=1)]
     assert database.fetch(statement, organization_id="org_other") == []
+    at = statement.where(PhoneNumberRecord.created_at == bindparam("at"))  # converted by the column's type
+    assert database.fetch(at, organization_id=org, at=T0 + timedelta(minutes=1)) == expected[2:]
     expanding = select(PhoneNumberRecord.id).where(PhoneNumberRecord.id.in_(bindparam("ids", expanding=True)))
     with pytest.raises(ValueError, match="expanding"):
         database.fetch(expanding, ids=["pn_1"])
