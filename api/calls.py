@@ -4,16 +4,19 @@ runs and from the database after; search, export and phone history read the data
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -61,7 +64,7 @@ from models import (
 from models.call import order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.settings import Settings
-from models.tables import CallAttemptRecord, CallOrderRecord, Database, utcnow
+from models.tables import AssistantRecord, CallAttemptRecord, CallOrderRecord, Database, utcnow
 from workflows import schedule
 
 log = logging.getLogger(__name__)
@@ -94,41 +97,51 @@ async def _owned_call(context: ApiContext, organization_id: str, call_id: str) -
 # --- placing an order ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """An order's assistant, caller id and retry config, as `prepare_order` will resolve them."""
+
+    assistant: Assistant  # inline, stored (`record`) or the default
+    record: AssistantRecord | None
+    caller: CallerId
+    retry: CallRetryConfig
+
+    def view(self, call_id: str, organization_id: str, now: datetime) -> CallAssistant:
+        """The assistant as the answer shows it (built after the checks: no check needs it)."""
+        if self.record is not None:
+            return assistant_view(self.record)
+        return call_assistant_from(
+            self.assistant, id=f"inline-{call_id}", organization_id=organization_id, now=now
+        )
+
+
 def resolve_order(
-    database: Database,
-    settings: Settings,
-    organization_id: str,
-    call_id: str,
-    params: CallCreateParams,
-    now: datetime,
-) -> tuple[CallAssistant, CallerId, CallRetryConfig]:
+    database: Database, settings: Settings, organization_id: str, params: CallCreateParams, now: datetime
+) -> Resolution:
     """What `prepare_order` will resolve, checked before the workflow starts so that an unknown
     assistant_id or a caller id the organization does not own is a 422, not an errored order."""
+    record = None
     if params.assistant_id is not None:
         record = find_assistant(database, organization_id, params.assistant_id)
         if record is None:
             raise unprocessable("assistant_id", f"assistant {params.assistant_id} not found")
-        inline = Assistant.model_validate(record.config)
-        assistant = assistant_view(record)
+        assistant = Assistant.model_validate(record.config)
     else:
-        inline = params.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
-        assistant = call_assistant_from(
-            inline, id=f"inline-{call_id}", organization_id=organization_id, now=now
-        )
+        assistant = params.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
     try:
         caller = resolve_caller_id(
             caller_ids(database, organization_id),
-            params.from_phone_number or inline.from_phone_number,
+            params.from_phone_number or assistant.from_phone_number,
             settings.default_from_phone_number,
         )
     except UnknownCallerId as err:
         field = "from_phone_number" if params.from_phone_number else "assistant.from_phone_number"
         raise unprocessable(field, str(err)) from None
     refuse_far_future("scheduled_at", params.scheduled_at, now)
-    retry = inline.call_retry_config or CallRetryConfig()
+    retry = assistant.call_retry_config or CallRetryConfig()
     if not params.force_now:
         _refuse_no_common_window(params.phone_number, retry, now)
-    return assistant, caller, retry
+    return Resolution(assistant, record, caller, retry)
 
 
 SCHEDULING_HORIZON = timedelta(days=36525)
@@ -195,7 +208,7 @@ async def _start(
     call_id: str,
     organization_id: str,
     params: CallCreateParams,
-    created_at: str | None = None,
+    created_at: datetime | str | None = None,
 ) -> None:
     """Start the order's workflow; already started (a retried request) counts as started.
 
@@ -241,7 +254,7 @@ async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> 
 @router.post("/call", response_model=CallResponse, responses=ERRORS, summary="Place a call")
 async def create_call(
     params: CallCreateParams,
-    context: Context,
+    request: Request,
     principal: Authenticated,
     idempotency_key: Annotated[
         str | None,
@@ -253,6 +266,7 @@ async def create_call(
     ] = None,
 ) -> JSONResponse:
     """Start a call order (a CallOrderWorkflow) and answer at once with its Call (`initializing`)."""
+    context: ApiContext = request.app.state.context  # not `Context`: one dependency less on the hot path
     organization_id = principal.organization_id
     digest = request_hash(params) if idempotency_key else ""  # only a keyed request is ever replayed
     if idempotency_key:
@@ -261,14 +275,22 @@ async def create_call(
             return await _replay(context, existing, digest)
     call_id = str(uuid.uuid4())
 
-    def admit() -> dict[str, Any]:
-        """Check and resolve the order into its placeholder row: reads only, well under a millisecond."""
+    def admit() -> tuple[datetime, Resolution]:
+        """What may refuse the order (a 422), resolved: reads only, well under a millisecond."""
         _refuse_do_not_contact(context.database, organization_id, params)
         now = utcnow()  # one instant: the order's created_at, and its inline assistant's
-        assistant, caller, retry = resolve_order(
-            context.database, context.settings, organization_id, call_id, params, now
+        return now, resolve_order(context.database, context.settings, organization_id, params, now)
+
+    timing = ServerTiming()
+    with timing.phase("checks"):
+        now, resolution = await context.read(admit)
+
+    def placeholder() -> dict[str, Any]:
+        """The order's row until its workflow writes it, holding the Call this request answers."""
+        assistant = resolution.view(call_id, organization_id, now)
+        call = initial_call(
+            call_id, organization_id, params, assistant, resolution.caller, resolution.retry, now
         )
-        call = initial_call(call_id, organization_id, params, assistant, caller, retry, now)
         return {
             "id": call_id,
             **call_columns(call, 0),
@@ -277,46 +299,73 @@ async def create_call(
             "request_hash": digest or None,
         }
 
-    timing = ServerTiming()
-    with timing.phase("checks"):
-        placeholder = await context.read(admit)
     if idempotency_key:  # the key is claimed by the placeholder row before anything starts
         with timing.phase("claim"):
-            winner = await context.db(store.insert_call, context.database, placeholder)
+            row = placeholder()
+            winner = await context.db(store.insert_call, context.database, row)
         if winner is not None:  # a concurrent request with the same key won
             return await _replay(context, winner, digest)
         try:
             with timing.phase("start"):
-                await _start(context, call_id, organization_id, params, placeholder["call"]["created_at"])
+                await _start(context, call_id, organization_id, params, now)
         except Exception:
             await context.db(store.delete_placeholder, context.database, call_id)
             raise
-    else:  # nothing to claim: the placeholder is written while the workflow starts
+        answer = _answer(row)
+    else:  # nothing to claim: the placeholder is built and written while the workflow starts
         with timing.phase("start"):
-            await _start_with_placeholder(context, placeholder, params)
-    # the Call as stored, dumped once
-    return JSONResponse({"call": placeholder["call"]}, headers=timing.header())
+            answer = await _start_with_placeholder(
+                context, call_id, organization_id, params, now, placeholder
+            )
+    answer.headers.update(timing.header())
+    return answer
+
+
+def _answer(row: dict[str, Any]) -> JSONResponse:
+    """`POST /call`'s answer: the Call as stored in its placeholder row (dumped once)."""
+    return JSONResponse({"call": row["call"]})
 
 
 async def _start_with_placeholder(
-    context: ApiContext, placeholder: dict[str, Any], params: CallCreateParams
-) -> None:
-    """Write the placeholder row and start the workflow at the same time (the latency of the slower).
+    context: ApiContext,
+    call_id: str,
+    organization_id: str,
+    params: CallCreateParams,
+    created_at: datetime,
+    placeholder: Callable[[], dict[str, Any]],
+) -> JSONResponse:
+    """Start the workflow; while Temporal works, build the placeholder row, write it and render the
+    answer. Only what may refuse the order runs before the start: the rest costs no latency.
 
     A started order whose placeholder could not be written is still answered: the workflow stores the
     order itself at its first step. An order that could not start leaves no row behind."""
-    call_id = placeholder["id"]
-    started, stored = await asyncio.gather(  # the start first: its request is on the wire sooner
-        _start(context, call_id, placeholder["organization_id"], params, placeholder["call"]["created_at"]),
-        context.db(store.insert_call, context.database, placeholder),
-        return_exceptions=True,
-    )
+    start = asyncio.ensure_future(_start(context, call_id, organization_id, params, created_at))
+    await asyncio.sleep(0)  # the start's request is on the wire
+    try:
+        row = placeholder()
+    except Exception:
+        await _withdraw(context, call_id, start)
+        raise
+    storing = asyncio.ensure_future(context.db(store.insert_call, context.database, row))
+    answer = _answer(row)
+    started, stored = await asyncio.gather(start, storing, return_exceptions=True)
     if isinstance(started, BaseException):
         if not isinstance(stored, BaseException):
             await context.db(store.delete_placeholder, context.database, call_id)
         raise started
     if isinstance(stored, BaseException):
         log.warning("call %s started; its placeholder row was not written (%s)", call_id, stored)
+    return answer
+
+
+async def _withdraw(context: ApiContext, call_id: str, start: asyncio.Future[None]) -> None:
+    """Terminate an order this request started but cannot answer (its Call failed to build: a bug), so
+    that a failed `POST /call` places no call, as when everything ran before the start."""
+    with contextlib.suppress(Exception):  # not started, or already gone: nothing to withdraw
+        await start
+        client = await context.temporal()
+        handle = client.get_workflow_handle(order_workflow_id(call_id))
+        await handle.terminate(reason="POST /call failed before answering; the order was withdrawn")
 
 
 def _refuse_do_not_contact(database: Database, organization_id: str, params: CallCreateParams) -> None:

@@ -27,7 +27,7 @@ import pytest
 import revox
 from fastapi import FastAPI
 from revox import AsyncRevox, Revox
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.simulated import SimulatedAnalyzer
@@ -37,6 +37,7 @@ from api.errors import ApiError
 from api.server import ApiServer
 from api.server_timing import ServerTiming, parse_server_timing
 from models import Call
+from models.call import order_workflow_id
 from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
 from models.workflow_io import AnalysisResult, AnalyzeRequest
@@ -785,6 +786,29 @@ def test_an_order_that_could_not_start_leaves_no_row(org: Org, monkeypatch: pyte
     monkeypatch.undo()
     assert failed.value.status_code == 503
     assert org.client.call.search(**no_filters()).calls == []
+
+
+def test_an_order_started_but_not_answerable_is_withdrawn(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Call is built while the workflow starts: if building it fails (a bug), the request is a 500
+    and the order it started is terminated, so a failed POST /call still places no call."""
+    started: list[str] = []
+
+    def broken(call_id: str, *args: Any) -> Call:
+        started.append(call_id)
+        raise RuntimeError("a bug building the Call")
+
+    monkeypatch.setattr(calls, "initial_call", broken)
+    with pytest.raises(revox.InternalServerError):
+        org.client.call.create(**quick_order("human:interested"))
+    monkeypatch.undo()
+    [call_id] = started
+
+    async def status() -> WorkflowExecutionStatus | None:
+        settings = org.stack.settings
+        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        return (await client.get_workflow_handle(order_workflow_id(call_id)).describe()).status
+
+    assert asyncio.run(status()) == WorkflowExecutionStatus.TERMINATED
 
 
 def test_a_key_works_the_moment_it_is_issued_and_revocation_is_listed(stack: Stack, org: Org) -> None:
