@@ -77,11 +77,19 @@ async def served(argv: list[str], port: int, workdir: str, env: dict[str, str]) 
         process.wait(timeout=30)
 
 
-def api_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[int]:
-    """`outdial api` for `settings`, run from `workdir` (no temporal-dev.yaml, no codec key there)."""
-    command = shutil.which("outdial")
-    assert command, "the outdial command is not on PATH (make setup)"
+def api_process(
+    settings: Settings, workdir: str, source: Path | None = None
+) -> contextlib.AbstractAsyncContextManager[int]:
+    """`outdial api` for `settings`, run from `workdir` (no temporal-dev.yaml, no codec key there); with
+    `source`, the API of that source tree (a checkout of another revision) in this environment."""
     port = free_port()
+    if source is None:
+        command = shutil.which("outdial")
+        assert command, "the outdial command is not on PATH (make setup)"
+        argv = [command]
+    else:
+        code = f"import sys; sys.path.insert(0, {str(source)!r}); from workers.cli import app; app()"
+        argv = [sys.executable, "-c", code]
     env = {
         "OUTDIAL_CONFIG": "/nonexistent",
         "TEMPORAL_ADDRESS": settings.temporal_address,
@@ -90,7 +98,7 @@ def api_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncCon
         "OUTDIAL_DATABASE_URL": settings.database_url,
         "OUTDIAL_CODEC_KEY": "plaintext",  # as the bare start_workflow it is compared with
     }
-    return served([command, "api", "--port", str(port)], port, workdir, env)
+    return served([*argv, "api", "--port", str(port)], port, workdir, env)
 
 
 def thin_front_process(settings: Settings, workdir: str) -> contextlib.AbstractAsyncContextManager[int]:
