@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from signal import SIGTERM
 from typing import Annotated
 
 import typer
@@ -50,6 +51,20 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_loc
 console = Console()
 
 
+def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a long-lived command until it ends, Ctrl-C or SIGTERM (`kill`, `docker stop`, systemd): either
+    way its `async with` blocks unwind, so a worker drains and a dev server it started stops with it."""
+
+    async def until_stopped() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(SIGTERM, task.cancel)
+        await main()
+
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(until_stopped())
+
+
 async def _until_interrupted(stack: LocalStack) -> None:
     console.print(f"Temporal Web UI: [link]{stack.ui_url()}[/] — press Ctrl-C to stop")
     with contextlib.suppress(asyncio.CancelledError):
@@ -65,8 +80,7 @@ def dev() -> None:
         async with local_stack(settings, console) as stack:
             await _until_interrupted(stack)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    _run_until_stopped(main)
 
 
 @app.command()
@@ -92,8 +106,7 @@ def demo(
             else:
                 console.print(f"Temporal Web UI: {stack.ui_url()}")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    _run_until_stopped(main)
 
 
 def _encrypted(settings: Settings) -> Settings:
@@ -121,8 +134,7 @@ def worker() -> None:
             console.print(f"worker on {settings.temporal_address}, task queue {settings.task_queue}")
             await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    _run_until_stopped(main)
 
 
 @app.command(name="api")
@@ -234,8 +246,7 @@ def codec_serve(
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    _run_until_stopped(main)
 
 
 webhook_app = typer.Typer(

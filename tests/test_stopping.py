@@ -1,0 +1,86 @@
+"""SIGTERM (`kill`, `docker stop`, systemd) stops outdial's long-lived commands as Ctrl-C does: their
+`async with` blocks unwind, so a worker drains and the dev server `outdial dev` started stops with it
+instead of being left running on its port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import eventually, free_ports
+from tests.processes import Stack
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def exit_code(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    return await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+
+
+async def test_sigterm_stops_outdial_dev_and_the_dev_server_it_started(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "temporal-dev.yaml").read_text())
+    port, ui_port, api_port, smtp_port, codec_port = free_ports(5)
+    config["temporal"]["address"] = f"127.0.0.1:{port}"
+    config["temporal"]["dev_server"].update(port=port, ui_port=ui_port)
+    config["local_stack"].update(api_port=api_port, smtp_sink_port=smtp_port, codec_server_port=codec_port)
+    (tmp_path / "temporal-dev.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "dev.log"
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "OUTDIAL_CONFIG": str(tmp_path / "temporal-dev.yaml"),
+        "COLUMNS": "200",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "outdial"), "dev"],
+            cwd=tmp_path,  # the stack keeps its files in ./.outdial
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def output() -> str:
+            assert process.poll() is None, f"outdial dev exited: {log.read_text(errors='replace')}"
+            return log.read_text(errors="replace")
+
+        await eventually(output, lambda text: "press Ctrl-C to stop" in text, timeout=120)
+        assert answers(port) and answers(api_port)
+
+        process.send_signal(signal.SIGTERM)
+        assert await exit_code(process) == 0, log.read_text(errors="replace")
+        assert "Traceback" not in log.read_text(errors="replace")
+        assert not answers(api_port)
+        assert not answers(port), "the dev server outlived `outdial dev`"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if answers(port):  # do not leave a dev server behind for the next tests
+            pattern = f"start-dev .* --port {port} "
+            await asyncio.to_thread(subprocess.run, ["pkill", "-f", "--", pattern], check=False)
+
+
+async def test_sigterm_stops_a_worker_cleanly(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    await stack.start_server()
+    try:
+        worker = await stack.start_worker()
+        worker.send_signal(signal.SIGTERM)
+        assert await exit_code(worker) == 0, (tmp_path / "worker-1.log").read_text(errors="replace")
+    finally:
+        await stack.stop()
