@@ -38,9 +38,9 @@ DEV_KEY_FILE = Path(".outdial/dev-api-key")
 
 
 class ApiKeyBearer(HTTPBearer):
-    """`Authorization: Bearer <key>` resolved to the caller's organization in one dependency: FastAPI
-    documents it as the ApiKey security scheme, and a request solves one node, not three (the key, the
-    context, the lookup), which every request would pay for."""
+    """`Authorization: Bearer <key>` resolved to the caller's organization in one dependency, documented
+    as the ApiKey security scheme: FastAPI solves one node on every request where it solved three (the
+    key, the context, the lookup)."""
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         """The caller's organization; 401 if the key is missing, unknown or revoked."""

@@ -343,11 +343,11 @@ async def _start_with_placeholder(
     await asyncio.sleep(0)  # the start's request is on the wire
     try:
         row = placeholder()
+        answer = _answer(row)
     except Exception:
         await _withdraw(context, call_id, start)
         raise
     storing = asyncio.ensure_future(context.db(store.insert_call, context.database, row))
-    answer = _answer(row)
     started, stored = await asyncio.gather(start, storing, return_exceptions=True)
     if isinstance(started, BaseException):
         if not isinstance(stored, BaseException):
