@@ -18,43 +18,24 @@ import itertools
 import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-from temporalio.common import WorkflowIDReusePolicy
 
 if __name__ == "__main__":  # run as a script from anywhere: the repo root is the import root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import dev_server, orders, percentile
-from benchmarks.placement import api_process
+from benchmarks.common import orders, percentile
+from benchmarks.placement import api_process, bench_stack
 from benchmarks.raw_http import RawHttp
 
 
 async def run(before: Path, after: Path, n: int, server_file: bool) -> None:
-    from api.auth import ensure_phone_number, issue_api_key
-    from models.tables import Database
-
     body = json.dumps(orders.now().model_dump(mode="json", exclude_none=True)).encode()
-    workdir = tempfile.mkdtemp(prefix="outdial-paired-")
-    async with dev_server(f"{workdir}/temporal.db" if server_file else None) as client:
-        database_url = f"sqlite:///{workdir}/outdial.db"
-        settings = orders.settings(database_url).model_copy(
-            update={
-                "task_queue": f"paired-{uuid.uuid4().hex[:6]}",
-                "temporal_address": client.service_client.config.target_host,
-                "temporal_namespace": client.namespace,
-            }
-        )
-        database = Database.for_url(database_url)
-        await asyncio.to_thread(database.migrate)
-        key = issue_api_key(database, settings.organization_id)
-        ensure_phone_number(database, settings.organization_id, settings.default_from_phone_number, None)
+    async with bench_stack(server_file, "paired") as bench:
+        settings, workdir = bench.settings, bench.workdir
         samples: dict[str, list[float]] = {"before": [], "after": [], "bare": []}
-        auth = {"Authorization": f"Bearer {key}"}
+        auth = {"Authorization": f"Bearer {bench.key}"}
         async with (
             api_process(settings, workdir, before) as before_port,
             api_process(settings, workdir, after) as after_port,
@@ -74,18 +55,7 @@ async def run(before: Path, after: Path, n: int, server_file: bool) -> None:
                 return post
 
             async def start_bare() -> None:
-                order = orders.now()
-                started = time.perf_counter()
-                await client.start_workflow(
-                    "CallOrderWorkflow",
-                    order,
-                    id=f"call-{uuid.uuid4()}",
-                    task_queue=settings.task_queue,
-                    memo={"organization_id": settings.organization_id},
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    static_summary="call +33612345678",
-                )
-                samples["bare"].append((time.perf_counter() - started) * 1000)
+                samples["bare"].append(await bench.start_bare())
 
             turns = list(
                 itertools.permutations(

@@ -36,8 +36,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
 if __name__ == "__main__":  # run as a script from anywhere: the repo root is the import root
@@ -119,17 +121,44 @@ async def api_in_process(settings: Settings, client: object) -> AsyncIterator[in
         yield server.port
 
 
-async def run(n: int, server_file: bool, in_process: bool) -> None:
+@dataclass
+class Bench:
+    """The dev server's client, the settings an API gets, its working directory and an API key."""
+
+    client: Client
+    settings: Settings
+    workdir: str
+    key: str
+
+    async def start_bare(self) -> float:
+        """A bare `start_workflow` with the API's options (REJECT_DUPLICATE included): milliseconds."""
+        order = orders.now()  # the API validates its body within its timing; this is not timed
+        started = time.perf_counter()
+        await self.client.start_workflow(
+            "CallOrderWorkflow",
+            order,
+            id=f"call-{uuid.uuid4()}",
+            task_queue=self.settings.task_queue,
+            memo={"organization_id": self.settings.organization_id},
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary="call +33612345678",
+        )
+        return (time.perf_counter() - started) * 1000
+
+
+@contextlib.asynccontextmanager
+async def bench_stack(server_file: bool, name: str) -> AsyncIterator[Bench]:
+    """The real dev server (on a SQLite file or in memory), a migrated database with an API key and the
+    default caller id, and the settings for an API against both (no worker: orders stay queued)."""
     from api.auth import ensure_phone_number, issue_api_key
     from models.tables import Database
 
-    body = orders.now().model_dump(mode="json", exclude_none=True)
-    workdir = tempfile.mkdtemp(prefix="outdial-bench-")
+    workdir = tempfile.mkdtemp(prefix=f"outdial-{name}-")
     async with dev_server(f"{workdir}/temporal.db" if server_file else None) as client:
         database_url = f"sqlite:///{workdir}/outdial.db"
         settings = orders.settings(database_url).model_copy(
             update={
-                "task_queue": f"placement-{uuid.uuid4().hex[:6]}",
+                "task_queue": f"{name}-{uuid.uuid4().hex[:6]}",
                 "temporal_address": client.service_client.config.target_host,
                 "temporal_namespace": client.namespace,
             }
@@ -138,6 +167,13 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
         await asyncio.to_thread(database.migrate)
         key = issue_api_key(database, settings.organization_id)
         ensure_phone_number(database, settings.organization_id, settings.default_from_phone_number, None)
+        yield Bench(client, settings, workdir, key)
+
+
+async def run(n: int, server_file: bool, in_process: bool) -> None:
+    body = orders.now().model_dump(mode="json", exclude_none=True)
+    async with bench_stack(server_file, "placement") as bench:
+        client, settings, workdir, key = bench.client, bench.settings, bench.workdir, bench.key
         api = api_in_process(settings, client) if in_process else api_process(settings, workdir)
         thin = thin_front_process(settings, workdir)
         refused_body = {**body, "phone_number": "not a phone number"}
@@ -166,18 +202,7 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                     values.append(timing[name])
 
             async def start_bare() -> None:
-                order = orders.now()  # the API validates its body within its timing; this is not timed
-                started = time.perf_counter()
-                await client.start_workflow(
-                    "CallOrderWorkflow",
-                    order,
-                    id=f"call-{uuid.uuid4()}",
-                    task_queue=settings.task_queue,
-                    memo={"organization_id": settings.organization_id},
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    static_summary="call +33612345678",
-                )
-                bare_ms.append((time.perf_counter() - started) * 1000)
+                bare_ms.append(await bench.start_bare())
 
             async def refuse() -> None:  # the floor: the same request, refused at validation
                 started = time.perf_counter()
