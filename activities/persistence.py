@@ -254,10 +254,11 @@ def caller_ids(database: Database, organization_id: str) -> dict[str, str | None
     return dict(database.fetch(_CALLER_IDS, organization_id=organization_id))
 
 
-def assistant_view(record: AssistantRecord) -> CallAssistant:
-    """A stored assistant as responses show it (the seed's assistant object), defaults filled in."""
+def assistant_view(record: AssistantRecord, config: Assistant | None = None) -> CallAssistant:
+    """A stored assistant as responses show it (the seed's assistant object), defaults filled in;
+    `config`: its config, when the caller validated it already."""
     assistant = call_assistant_from(
-        Assistant.model_validate(record.config),
+        config or Assistant.model_validate(record.config),
         id=record.id,
         organization_id=record.organization_id,
         now=record.created_at,

@@ -109,7 +109,7 @@ class Resolution:
     def view(self, call_id: str, organization_id: str, now: datetime) -> CallAssistant:
         """The assistant as the answer shows it (built after the checks: no check needs it)."""
         if self.record is not None:
-            return assistant_view(self.record)
+            return assistant_view(self.record, self.assistant)
         return call_assistant_from(
             self.assistant, id=f"inline-{call_id}", organization_id=organization_id, now=now
         )
