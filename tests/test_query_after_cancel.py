@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
@@ -23,6 +24,19 @@ from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
 
 FAR = "2099-01-05T09:00:00Z"
+
+
+def outline(history: WorkflowHistory) -> str:
+    """One line per event (id, type, activity or signal name): the evidence a CI log keeps."""
+    lines = []
+    for event in history.events:
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        attributes = getattr(event, event.WhichOneof("attributes") or "", None)
+        fields = ("activity_type", "signal_name", "marker_name")
+        names = [getattr(attributes, field, None) for field in fields]
+        name = next((n.name if hasattr(n, "name") else n for n in names if n), "")
+        lines.append(f"{event.event_id:>4} {kind} {name}".rstrip())
+    return "\n".join(lines)
 
 
 def order(number: str, **extra: object) -> CallCreateParams:
@@ -97,9 +111,12 @@ async def test_queries_racing_cancel_then_a_fresh_worker_replays_every_phase(dev
             try:
                 answered = await handle.query(CallOrderWorkflow.call)
             except WorkflowQueryFailedError as err:  # rare (once under a full `make test`): keep the evidence
+                history = await handle.fetch_history()
                 saved = tmp_path / f"{name}.history.json"
-                saved.write_text((await handle.fetch_history()).to_json())
-                raise AssertionError(f"the {name} order did not replay: {err}; its history: {saved}") from err
+                saved.write_text(history.to_json())
+                raise AssertionError(
+                    f"the {name} order did not replay: {err}; its history ({saved}):\n{outline(history)}"
+                ) from err
             assert answered == finals[name]
 
     replayer = Replayer(
