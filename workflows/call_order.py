@@ -589,10 +589,10 @@ class CallOrderWorkflow:
         try:
             await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
         except asyncio.CancelledError:
-            handle.cancel()
+            _abandon(handle)
             raise
         if not handle.done():
-            handle.cancel()
+            _abandon(handle)
             return None
         try:
             return handle.result()
@@ -697,6 +697,13 @@ class CallOrderWorkflow:
         for result in results:
             if isinstance(result, BaseException):
                 workflow.logger.warning("call order state not persisted: %s", result)
+
+
+def _abandon(handle: workflow.ActivityHandle) -> None:  # type: ignore[type-arg]
+    """Cancel a step the order no longer waits for. Its cancelled outcome is expected, so it is marked
+    as seen; otherwise asyncio logs it at ERROR as "exception was never retrieved" once collected."""
+    handle.cancel()
+    handle.add_done_callback(lambda step: step.cancelled() or step.exception())
 
 
 def _deserves_retry(attempt: CallAttempt) -> bool:
