@@ -7,11 +7,13 @@ import contextlib
 import csv
 import functools
 import json
+import logging
 import os
+import signal
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from signal import SIGTERM
 from typing import Annotated
 
 import typer
@@ -52,13 +54,17 @@ console = Console()
 
 
 def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
-    """Run a long-lived command until it ends, Ctrl-C or SIGTERM (`kill`, `docker stop`, systemd): either
-    way its `async with` blocks unwind, so a worker drains and a dev server it started stops with it."""
+    """Run a long-lived command until it ends, Ctrl-C, SIGTERM (`kill`, `docker stop`, systemd) or SIGHUP
+    (its terminal closed): any way, its `async with` blocks unwind, so a worker drains and a dev server
+    it started stops with it."""
 
     async def until_stopped() -> None:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(SIGTERM, task.cancel)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # a closed terminal, unless run under nohup
+            loop.add_signal_handler(signal.SIGHUP, task.cancel)
         await main()
 
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
@@ -565,3 +571,22 @@ _campaign_signal("resume", "Resume a paused campaign.")
 _campaign_signal(
     "cancel", "Cancel a campaign: rows not started and waiting orders; calls in progress finish."
 )
+
+
+def main() -> None:
+    """The `outdial` command. It ends with `os._exit` once the command is done (its stack stopped, its
+    output flushed): the Temporal SDK's Rust threads may still call into Python while the interpreter
+    finalizes, which aborts the process ("Fatal Python error: PyGILState_Release", temporalio/sdk-python
+    #300): 2 of 30 `outdial worker` stopped by SIGTERM under load did, exit code -6 instead of 0."""
+    try:
+        app()
+        code: object = 0
+    except SystemExit as exit:
+        code = exit.code
+    if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python itself shows it
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code or 0)

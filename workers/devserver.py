@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from temporalio.client import Client
@@ -52,11 +55,27 @@ def dev_server_command(settings: Settings, *, codec_endpoint: str | None = None)
     return command
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _dies_with_its_parent() -> Callable[[], None] | None:
+    """Linux: the kernel sends the dev server SIGTERM should the thread that started it die without
+    stopping it (`kill -9`). Elsewhere nothing: outdial stops it on every other way out."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 async def start_dev_server(
     settings: Settings, *, codec_endpoint: str | None = None, timeout: float = 60
 ) -> subprocess.Popen[bytes]:
     """Start the dev server and return once it answers; its state lives in the SQLite file and its
-    output goes to a log file beside it, so the terminal stays readable."""
+    output goes to a log file beside it, so the terminal stays readable.
+
+    It runs in a process group of its own, so Ctrl-C (and a closed terminal) reach outdial alone, which
+    drains its worker while the server still answers, then stops it. Call from the event loop's
+    thread: on Linux the server ends with the thread that started it."""
     state = Path(settings.dev_server.db_filename).parent
     state.mkdir(parents=True, exist_ok=True)
     with (state / "temporal-server.log").open("ab") as log:
@@ -65,6 +84,8 @@ async def start_dev_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=_dies_with_its_parent(),
         )
     address = f"{settings.dev_server.ip}:{settings.dev_server.port}"
     deadline = asyncio.get_running_loop().time() + timeout
