@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import re
 import shutil
 import signal
 import subprocess
@@ -78,30 +79,48 @@ async def start_dev_server(
     thread: on Linux the server ends with the thread that started it."""
     state = Path(settings.dev_server.db_filename).parent
     state.mkdir(parents=True, exist_ok=True)
-    with (state / "temporal-server.log").open("ab") as log:
-        process = subprocess.Popen(
-            dev_server_command(settings, codec_endpoint=codec_endpoint),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-            preexec_fn=_dies_with_its_parent(),
-        )
+    log_file = state / "temporal-server.log"
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        already_logged = log_file.stat().st_size if log_file.exists() else 0
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                dev_server_command(settings, codec_endpoint=codec_endpoint),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=_dies_with_its_parent(),
+            )
+        if await _answers(process, settings, timeout):
+            return process
+        with log_file.open("rb") as log:
+            log.seek(already_logged)
+            said = log.read().decode(errors="replace")
+        if attempt == _START_ATTEMPTS or not _LOST_ITS_OWN_PORT.search(said):
+            raise RuntimeError(f"temporal dev server exited ({process.returncode}); see {log_file}")
+    raise AssertionError("unreachable")
+
+
+# The CLI picks a free port for its HTTP API itself (none is configured), and another process can take
+# it before the server binds it: seen once in the test suite. Starting again picks another.
+_LOST_ITS_OWN_PORT = re.compile(r"failed listening for HTTP API on \S+: .*address already in use")
+_START_ATTEMPTS = 3
+
+
+async def _answers(process: subprocess.Popen[bytes], settings: Settings, timeout: float) -> bool:
+    """True once the server answers; False if it exited first."""
     address = f"{settings.dev_server.ip}:{settings.dev_server.port}"
     deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"temporal dev server exited ({process.returncode}); see {state / 'temporal-server.log'}"
-            )
+    while process.poll() is None:
         try:
             await Client.connect(address, namespace=settings.temporal_namespace)
-            return process
+            return True
         except RuntimeError:
             if asyncio.get_running_loop().time() > deadline:
                 process.terminate()
                 raise
             await asyncio.sleep(0.2)
+    return False
 
 
 def stop_dev_server(process: subprocess.Popen[bytes]) -> None:
