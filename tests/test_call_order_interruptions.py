@@ -55,6 +55,22 @@ async def attributes_of(client: Client, handle: WorkflowHandle[Any, Call]) -> di
     }
 
 
+def hold_the_final_write(monkeypatch: pytest.MonkeyPatch, status: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """The order's write of its final `status` waits: set when it is writing, set `proceed` to go on."""
+    real_persist = PersistenceActivities.persist_call
+    writing, proceed = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name=PERSIST_ACTIVITY)
+    async def held_final_write(self, snapshot: CallSnapshot) -> bool:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if snapshot.call.status == status:
+            writing.set()
+            await proceed.wait()
+        return await real_persist(self, snapshot)
+
+    monkeypatch.setattr(PersistenceActivities, "persist_call", held_final_write)
+    return writing, proceed
+
+
 async def test_temporal_cancellation_while_queued_for_a_permit_ends_it_cancelled(time_env, task_queue):
     settings = settings_for_tests()
     key = f"team-{task_queue}"
@@ -136,17 +152,7 @@ async def test_temporal_cancellation_while_the_order_closes_lets_it_finish(
 ):
     """Cancelled (Web UI, `temporal workflow cancel`) while its final state is being written: the run
     still completes with its Call, and the database holds that final state."""
-    real_persist = PersistenceActivities.persist_call
-    writing, proceed = asyncio.Event(), asyncio.Event()
-
-    @activity.defn(name=PERSIST_ACTIVITY)
-    async def slow_final_write(self, snapshot: CallSnapshot) -> bool:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
-        if snapshot.call.status == "completed":
-            writing.set()
-            await proceed.wait()
-        return await real_persist(self, snapshot)
-
-    monkeypatch.setattr(PersistenceActivities, "persist_call", slow_final_write)
+    writing, proceed = hold_the_final_write(monkeypatch, "completed")
     settings = settings_for_tests()
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
         handle = await start(time_env, task_queue, order("human:interested"))
@@ -168,17 +174,7 @@ async def test_cancel_while_ringing_abandons_the_dial_without_an_error_log(
     cancelled while ringing or talking, whenever the garbage collector ran before the order closed).
     On the real server: the time-skipping one stops skipping for good after a cancelled activity whose
     workflow ended (the module's later tests then wait in real time)."""
-    real_persist = PersistenceActivities.persist_call
-    closing, proceed = asyncio.Event(), asyncio.Event()
-
-    @activity.defn(name=PERSIST_ACTIVITY)
-    async def held_final_write(self, snapshot: CallSnapshot) -> bool:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
-        if snapshot.call.status == "cancelled":
-            closing.set()
-            await proceed.wait()
-        return await real_persist(self, snapshot)
-
-    monkeypatch.setattr(PersistenceActivities, "persist_call", held_final_write)
+    closing, proceed = hold_the_final_write(monkeypatch, "cancelled")
     async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(dev_env, task_queue, order("human", metadata={"simulation.ring_seconds": "60"}))
         await eventually(
