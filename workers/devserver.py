@@ -80,31 +80,38 @@ async def start_dev_server(
     state = Path(settings.dev_server.db_filename).parent
     state.mkdir(parents=True, exist_ok=True)
     log_file = state / "temporal-server.log"
-    for attempt in range(1, _START_ATTEMPTS + 1):
-        already_logged = log_file.stat().st_size if log_file.exists() else 0
+    command = dev_server_command(settings, codec_endpoint=codec_endpoint)
+    on_start = _dies_with_its_parent()
+    attempt = 1
+    while True:
+        logged_before = log_file.stat().st_size if log_file.exists() else 0
         with log_file.open("ab") as log:
             process = subprocess.Popen(
-                dev_server_command(settings, codec_endpoint=codec_endpoint),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,
-                preexec_fn=_dies_with_its_parent(),
+                preexec_fn=on_start,
             )
         if await _answers(process, settings, timeout):
             return process
-        with log_file.open("rb") as log:
-            log.seek(already_logged)
-            said = log.read().decode(errors="replace")
-        if attempt == _START_ATTEMPTS or not _LOST_ITS_OWN_PORT.search(said):
+        if attempt == _START_ATTEMPTS or not _lost_its_own_port(log_file, logged_before):
             raise RuntimeError(f"temporal dev server exited ({process.returncode}); see {log_file}")
-    raise AssertionError("unreachable")
+        attempt += 1
 
 
 # The CLI picks a free port for its HTTP API itself (none is configured), and another process can take
 # it before the server binds it: seen once in the test suite. Starting again picks another.
 _LOST_ITS_OWN_PORT = re.compile(r"failed listening for HTTP API on \S+: .*address already in use")
 _START_ATTEMPTS = 3
+
+
+def _lost_its_own_port(log_file: Path, logged_before: int) -> bool:
+    """Whether the launch that wrote `log_file` past `logged_before` lost that race."""
+    with log_file.open("rb") as log:
+        log.seek(logged_before)
+        return bool(_LOST_ITS_OWN_PORT.search(log.read().decode(errors="replace")))
 
 
 async def _answers(process: subprocess.Popen[bytes], settings: Settings, timeout: float) -> bool:
