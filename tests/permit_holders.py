@@ -7,7 +7,11 @@ times hundreds of runs)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 
@@ -163,3 +167,49 @@ class ContinuingHolderWorkflow:
         released_at = workflow.now()
         await self._permits.release("attempt-1")
         return CanHolderResult(runs=input.runs, granted_at=granted_at, released_at=released_at)
+
+
+# A coroutine a worker let go of, shared by the two workflows below: they run unsandboxed, in one
+# worker, as the garbage collector sees every workflow of its process.
+LEFT_BEHIND: list[Coroutine[Any, Any, None]] = []
+
+
+async def _attempt_holding(permits: PermitHolder, ticket: str) -> None:
+    """An order's attempt, reduced to its shape: a permit held while it calls, released in `finally`."""
+    try:
+        await asyncio.sleep(0)  # the call; the coroutine is left suspended here
+    finally:
+        await permits.release(ticket)
+
+
+@workflow.defn(sandboxed=False)
+class LeftBehindHolderWorkflow:
+    """Holds a permit in an attempt it leaves suspended, as in an order the worker discarded."""
+
+    @workflow.run
+    async def run(self, key: str) -> None:
+        holder_id = workflow.info().workflow_id
+        grant = PermitGrant(
+            key=key,
+            ticket="attempt-1#1",
+            holder_workflow_id=holder_id,
+            granted_at=workflow.now(),
+            request_seq=1,
+            grant_seq=1,
+        )
+        state = PermitHolderState(key=key, holder_workflow_id=holder_id, seq=1, held={"attempt-1": grant})
+        attempt = _attempt_holding(PermitHolder.restore(state), "attempt-1")
+        attempt.send(None)  # into its `try`, driven by hand so no task of this workflow owns it
+        LEFT_BEHIND.append(attempt)
+
+
+@workflow.defn(sandboxed=False)
+class BystanderWorkflow:
+    """Another workflow, running while the garbage collector closes the left-behind attempt."""
+
+    @workflow.run
+    async def run(self) -> None:
+        attempt = LEFT_BEHIND.pop()
+        # What the collector does; it reports a coroutine that awaits while closing, and goes on.
+        with contextlib.suppress(RuntimeError):
+            attempt.close()

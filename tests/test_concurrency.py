@@ -30,10 +30,13 @@ from models.concurrency import (
     SemaphoreState,
 )
 from tests.permit_holders import (
+    LEFT_BEHIND,
+    BystanderWorkflow,
     CanHolderInput,
     ContinuingHolderWorkflow,
     HolderInput,
     HolderResult,
+    LeftBehindHolderWorkflow,
     PassiveHolderWorkflow,
     PermitTestHolderWorkflow,
 )
@@ -557,6 +560,28 @@ async def test_a_release_outside_any_workflow_sends_nothing_and_leaves_no_task()
     before = asyncio.all_tasks()
     assert holder._spawn_release("attempt-1#1", "released") is None  # this test's loop is running
     assert asyncio.all_tasks() == before and holder._tasks == set()
+
+
+async def test_a_release_closed_on_another_workflows_loop_sends_nothing_from_it(
+    env: WorkflowEnvironment,
+) -> None:
+    """The garbage collector may close a discarded order's attempt while another workflow runs on its
+    thread. Its release must not become that workflow's command: a signal nobody asked for in its
+    history, which then fails to replay (a nondeterminism error, "Signal external WF machine")."""
+    key, queue = new_key("left-behind"), f"left-behind-{uuid.uuid4()}"
+    async with Worker(env.client, task_queue=queue, workflows=[LeftBehindHolderWorkflow, BystanderWorkflow]):
+        await env.client.execute_workflow(
+            LeftBehindHolderWorkflow.run, key, id=f"{key}-order", task_queue=queue
+        )
+        bystander = await env.client.start_workflow(
+            BystanderWorkflow.run, id=f"{key}-other", task_queue=queue
+        )
+        await bystander.result()
+    events = [event async for event in bystander.fetch_history_events()]
+    assert not [
+        e for e in events if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+    ]
+    assert LEFT_BEHIND == []
 
 
 async def test_a_key_the_server_cannot_name_a_semaphore_by_is_refused_for_good(dev_env) -> None:  # type: ignore[no-untyped-def]

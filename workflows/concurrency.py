@@ -445,6 +445,8 @@ class PermitHolder:
         self._held: dict[str, PermitGrant] = {}  # ticket -> grant (grant.ticket is the wire ticket)
         self._released: list[str] = []  # wire tickets, newest last
         self._tasks: set[asyncio.Task] = set()
+        # The workflow this holder belongs to (its event loop), so no other workflow sends its commands.
+        self._home = asyncio.get_running_loop() if workflow.in_workflow() else None
 
     # ---- state across continue-as-new ----------------------------------------------------------
 
@@ -545,14 +547,20 @@ class PermitHolder:
         if wire not in self._released:
             self._released.append(wire)
             del self._released[:-RELEASED_MEMORY]
-        if not workflow.in_workflow():
-            # A cleanup path run while the worker discards this workflow from memory (not a real end
-            # of the workflow; it may run on any loop, or none): no command can be sent, none is needed.
+        if not self._at_home():
+            # A cleanup path run after the worker discarded this workflow from memory (not a real end
+            # of the workflow): the garbage collector closed its coroutine on whatever ran then.
             return None
         task = asyncio.create_task(self._signal_release(wire, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _at_home(self) -> bool:
+        """Running in this holder's own workflow. Not so when the garbage collector closes a coroutine of
+        an order the worker let go: that runs on no loop, or on another workflow's, where a release
+        signal would join that workflow's history (which then fails to replay: a nondeterminism error)."""
+        return workflow.in_workflow() and asyncio.get_running_loop() is self._home
 
     async def _signal_release(self, wire: str, reason: str) -> None:
         handle = workflow.get_external_workflow_handle(semaphore_workflow_id(self.key))
