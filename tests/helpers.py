@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 
 from models.settings import Settings
@@ -32,6 +33,12 @@ def free_ports(count: int) -> list[int]:
         for probe in sockets:
             probe.bind(("127.0.0.1", 0))
         return [probe.getsockname()[1] for probe in sockets]
+
+
+async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
+    """The workflow's current details, as the Web UI reads them (the SDK's built-in metadata query)."""
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata.current_details
 
 
 async def eventually(

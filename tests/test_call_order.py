@@ -11,9 +11,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from models import Call, CallAttempt, CallCreateParams
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import current_details, eventually, settings_for_tests
 from workers import create_worker
 from workflows.call_order import CallOrderWorkflow
+from workflows.schedule import describe_instant
 
 PARIS = pytz.timezone("Europe/Paris")
 ALWAYS_OPEN = {
@@ -209,6 +210,7 @@ async def test_unknown_assistant_id_errors_with_the_reason(time_env, task_queue)
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, params)
         call = await handle.result()
+        details = await current_details(handle)
     assert call.status == "errored" and call.calls_count == 0
     history = await handle.fetch_history()
     failures = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
@@ -216,6 +218,26 @@ async def test_unknown_assistant_id_errors_with_the_reason(time_env, task_queue)
         len(failures) == 1
         and "assistant_id" in failures[0].activity_task_failed_event_attributes.failure.message
     )
+    assert details.startswith("**errored**: ") and "assistant_id" in details
+
+
+async def test_the_web_ui_current_details_tell_the_order_in_a_sentence(time_env, task_queue):
+    """Queued and calling: `test_temporal_cancellation_while_queued_for_a_permit_ends_it_cancelled`."""
+    tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", scheduled_at=tomorrow.isoformat()))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        scheduled = await current_details(handle)
+        await signal_until(handle, CallOrderWorkflow.pause, "paused")
+        paused = await current_details(handle)
+        await handle.signal(CallOrderWorkflow.force_now)
+        await handle.signal(CallOrderWorkflow.resume)
+        call = await handle.result()
+        completed = await current_details(handle)  # a closed order answers from its replayed history
+    assert scheduled == f"**scheduled**: attempt 1/3 at {describe_instant(tomorrow, 'UTC')}"
+    assert paused == "**paused**: waiting for `resume` (or `cancel`)"
+    assert call.status == "completed" and call.outcome
+    assert completed == f"**completed** after 1 attempt: outcome `{call.outcome}`"
 
 
 async def test_cancel_while_waiting_for_window_ends_at_once(time_env, task_queue):

@@ -26,7 +26,7 @@ from models.concurrency import PermitRequest
 from models.settings import Settings
 from models.tables import Database
 from models.workflow_io import DialRequest, DialResult
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
 from tests.test_call_order import ended, order, start, started, status_of
 from tests.test_call_order_concurrency import semaphore_ended, semaphore_of
@@ -81,6 +81,7 @@ async def test_temporal_cancellation_while_queued_for_a_permit_ends_it_cancelled
         await eventually(lambda: status_of(first), lambda s: s == "calling")
         second = await start(time_env, task_queue, queued)
         await eventually(lambda: status_of(second), lambda s: s == "queued_for_calling")
+        details = await current_details(first), await current_details(second)
         await second.cancel()
         call = await second.result()
         await first.signal(CallOrderWorkflow.cancel)
@@ -88,6 +89,10 @@ async def test_temporal_cancellation_while_queued_for_a_permit_ends_it_cancelled
         await semaphore_ended(time_env, key)  # the cancelled waiter left the queue: nothing held
     assert (call.status, call.calls_count, call.is_cancelled) == ("cancelled", 0, True)
     assert stored(settings, call).status == "cancelled"
+    assert details == (  # the Web UI's current details
+        "**calling** +33612345678: attempt 1/3",
+        f"**queued_for_calling**: attempt 1/3 waits for a permit of key `{key}`",
+    )
 
 
 async def test_temporal_cancellation_while_joining_the_queue_ends_it_cancelled(

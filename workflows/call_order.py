@@ -184,7 +184,6 @@ class CallOrderWorkflow:
         except OrderFailed as failure:
             self.error = str(failure)
             workflow.logger.warning("call order errored: %s", failure)
-            workflow.set_current_details(f"**errored**: {failure}")
         return await self._beyond_cancellation(self._close())
 
     async def _close(self) -> Call:
@@ -668,6 +667,35 @@ class CallOrderWorkflow:
             attributes.append(sa.NEXT_ATTEMPT_AT.value_unset())
             self._shows_next_attempt = False
         workflow.upsert_search_attributes(attributes)
+        workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        """The order in a sentence, for the Web UI's current details (markdown; no command, nothing
+        in history)."""
+        done, order = len(self.attempts), self.order
+        of = f"/{order.retry.max_retry_attempts}" if order else ""
+        match self.status:
+            case "scheduled" if order and self.next_attempt_at:
+                when = schedule.describe_instant(self.next_attempt_at, order.zones[0])
+                return f"**scheduled**: attempt {done + 1}{of} at {when}"
+            case "queued_for_calling" if self.params.concurrency:
+                key = self.params.concurrency.key
+                return f"**queued_for_calling**: attempt {done + 1}{of} waits for a permit of key `{key}`"
+            case "calling":
+                return f"**calling** {self.params.phone_number}: attempt {done}{of}"
+            case "paused":
+                return "**paused**: waiting for `resume` (or `cancel`)"
+            case "post_processing":
+                return "**post_processing**: analyzing the conversation"
+            case "completed":
+                outcome = f"outcome `{self.outcome}`" if self.outcome else "no outcome"
+                return f"**completed** after {done} attempt{'s' * (done != 1)}: {outcome}"
+            case "cancelled":
+                return f"**cancelled** after {done} attempt{'s' * (done != 1)}"
+            case "errored":
+                dial_error = self.attempts[-1].dial_error if self.attempts else None
+                return f"**errored**: {self.error or f'the number cannot be called ({dial_error})'}"
+        return f"**{self.status}**"
 
     def _touch(self) -> None:
         self.updated_at = workflow.now()
