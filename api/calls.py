@@ -412,9 +412,13 @@ async def retrieve_call(id: str, context: Context, principal: Authenticated) -> 
 async def _signal(context: ApiContext, organization_id: str, call_id: str, signal: str) -> JSONResponse:
     record = await _owned_call(context, organization_id, call_id)
     verb = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}[signal]
-    if record.status in TERMINAL_STATUSES:
-        raise ApiError(409, "conflict", f"call {record.id} is {record.status}; it can no longer be {verb}")
-    if signal != "resume" and (await current_call(context, record)).status == "post_processing":
+    # The live status: an order that has ended but not yet written it (closing) is over all the same.
+    status = (
+        record.status if record.status in TERMINAL_STATUSES else (await current_call(context, record)).status
+    )
+    if status in TERMINAL_STATUSES:
+        raise ApiError(409, "conflict", f"call {record.id} is {status}; it can no longer be {verb}")
+    if signal != "resume" and status == "post_processing":
         raise ApiError(  # the workflow ignores it then: say so rather than answer a success
             409, "conflict", f"call {record.id} is post_processing: its calls are over, nothing to {signal}"
         )

@@ -30,6 +30,7 @@ from revox import AsyncRevox, Revox
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from activities import persistence
 from activities.simulated import SimulatedAnalyzer
 from api import calls, create_app, store
 from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
@@ -431,6 +432,37 @@ def test_cancel_or_pause_once_the_calls_are_over_is_a_conflict_and_the_order_com
         release.set()
     call = finished(org.client, call_id)
     assert (call.status, call.is_cancelled, call.outcome) == ("completed", False, "interested")
+
+
+def test_an_order_cancelled_but_still_closing_refuses_a_second_cancel(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET answers `cancelled` from the workflow before its final state is written: cancel, pause and
+    resume are then a 409 too, not a success the ended order ignores (a race seen in CI, PostgreSQL)."""
+    closing, release = threading.Event(), threading.Event()
+    real_write = persistence.write_call
+
+    def held(database: Database, call: Call, seq: int) -> bool:  # runs on a thread of the worker's
+        if call.status == "cancelled":
+            closing.set()
+            release.wait(30)
+        return real_write(database, call, seq)
+
+    monkeypatch.setattr(persistence, "write_call", held)
+    try:
+        call_id = org.client.call.create(
+            phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z"
+        ).call.id
+        eventually_sync(lambda: org.client.call.retrieve(call_id).call.status, lambda s: s == "scheduled")
+        assert org.client.call.cancel(call_id).success
+        assert closing.wait(30)
+        assert org.client.call.retrieve(call_id).call.status == "cancelled"  # live; stored: scheduled
+        for steer in (org.client.call.cancel, org.client.call.pause, org.client.call.resume):
+            with pytest.raises(revox.ConflictError, match="is cancelled"):
+                steer(call_id)
+    finally:
+        release.set()
+    assert finished(org.client, call_id).status == "cancelled"
 
 
 def test_idempotency_key_returns_the_same_call_and_never_a_second_one(org: Org) -> None:
