@@ -17,9 +17,10 @@ from api.store import save_assistant
 from models import Call
 from models.campaign import CampaignCreateParams, CampaignLaunchParams, CampaignPace
 from models.tables import AssistantRecord, Database
-from tests.helpers import settings_for_tests, start_campaign
+from tests.helpers import current_details, eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
+from workflows.campaign import CampaignWorkflow
 
 ORG = "org_campaign_in_flight"
 ALWAYS_OPEN = {
@@ -146,3 +147,32 @@ async def test_a_campaign_whose_last_batch_reaches_max_in_flight_is_done_without
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert activities == ["campaign_launch_rows", "campaign_launch_rows"]  # two batches, no empty third
+
+
+async def test_the_web_ui_current_details_follow_each_batch(time_env, task_queue) -> None:
+    """Every batch shows in the campaign's current details, not only a change of phase (a new run
+    after continue-as-new, in the same phase, showed none)."""
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, 3)
+    later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    assert store.select_for_launch(database, ORG, campaign.id, later).launched == 3
+
+    client = time_env.client
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        handle = await start_campaign(
+            client,
+            campaign.id,
+            ORG,
+            task_queue,
+            pace=CampaignPace(rows_per_second=0.01, burst=1),  # one order, then 100 s until the next
+            batch_size=1,
+        )
+        await eventually(lambda: handle.query(CampaignWorkflow.get_progress), lambda p: p.started == 1)
+        launching = await current_details(handle)
+        await handle.signal(CampaignWorkflow.cancel)  # its order too: no 2099 timer stays behind
+        progress = await asyncio.wait_for(handle.result(), timeout=60)
+        cancelled = await current_details(handle)
+
+    assert launching == "**launching**: 1 order started, cursor at row #0"
+    assert progress.started == 1 and cancelled.startswith("**done**: 1 order started")

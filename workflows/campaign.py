@@ -129,6 +129,7 @@ class CampaignWorkflow:
         if result.cursor is None:
             return False
         self.progress.cursor = result.cursor
+        self._show()
         return result.rows_left
 
     async def _wait_for_orders_to_end(self) -> None:
@@ -203,11 +204,16 @@ class CampaignWorkflow:
         return self.progress.cancelled or self.progress.paused != self.progress.orders_paused
 
     def _phase(self, phase: str) -> None:
-        if self.progress.phase != phase:
-            self.progress.phase = phase  # type: ignore[assignment]
-            workflow.set_current_details(
-                f"**{phase}**: {self.progress.started} orders started, cursor at row #{self.progress.cursor}"
-            )
+        self.progress.phase = phase  # type: ignore[assignment]
+        self._show()
+
+    def _show(self) -> None:
+        """The Web UI's current details: the phase and how far the launch went (each run shows its own)."""
+        started = self.progress.started
+        workflow.set_current_details(
+            f"**{self.progress.phase}**: {started} order{'s' * (started != 1)} started, "
+            f"cursor at row #{self.progress.cursor}"
+        )
 
     def _continue_as_new_due(self) -> bool:
         info = workflow.info()
