@@ -65,6 +65,15 @@ def create(database: Database, settings: Any, rows: int) -> Any:
     return campaign
 
 
+def launched_for_2099(settings: Any, rows: int) -> tuple[Database, Any]:
+    """A campaign of `rows` rows launched for 2099: its orders wait, so its launch shows alone."""
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, rows)
+    later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    assert store.select_for_launch(database, ORG, campaign.id, later).launched == rows
+    return database, campaign
+
+
 async def start_bounded(client: Any, campaign_id: str, task_queue: str, *, batch_size: int) -> Any:
     """The campaign with at most 4 orders in flight, recounted every 30 s, paced fast."""
     return await start_campaign(
@@ -123,10 +132,7 @@ async def test_a_campaign_whose_last_batch_reaches_max_in_flight_is_done_without
     """Nothing is left to start: the campaign ends its launch at once, though its orders (due in 2099)
     still run and fill the bound. (It used to wait, phase "waiting", until some of them ended.)"""
     settings = settings_for_tests(task_queue=task_queue)
-    database = Database.for_url(settings.database_url)
-    campaign = create(database, settings, 4)
-    later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
-    assert store.select_for_launch(database, ORG, campaign.id, later).launched == 4
+    database, campaign = launched_for_2099(settings, 4)
 
     client = time_env.client
     async with create_worker(client, task_queue=task_queue, settings=settings):
@@ -153,10 +159,7 @@ async def test_the_web_ui_current_details_follow_each_batch(time_env, task_queue
     """Every batch shows in the campaign's current details, not only a change of phase (a new run
     after continue-as-new, in the same phase, showed none)."""
     settings = settings_for_tests(task_queue=task_queue)
-    database = Database.for_url(settings.database_url)
-    campaign = create(database, settings, 3)
-    later = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
-    assert store.select_for_launch(database, ORG, campaign.id, later).launched == 3
+    database, campaign = launched_for_2099(settings, 3)
 
     client = time_env.client
     async with create_worker(client, task_queue=task_queue, settings=settings):
