@@ -315,7 +315,7 @@ async def create_call(
     else:  # nothing to claim: the placeholder is built and written while the workflow starts
         with timing.phase("start"):
             answer = await _start_with_placeholder(
-                context, call_id, organization_id, params, now, placeholder
+                context, call_id, organization_id, params, now, placeholder, timing
             )
     answer.headers.update(timing.header())
     return answer
@@ -333,13 +333,16 @@ async def _start_with_placeholder(
     params: CallCreateParams,
     created_at: datetime,
     placeholder: Callable[[], dict[str, Any]],
+    timing: ServerTiming,
 ) -> JSONResponse:
     """Start the workflow; while Temporal works, build the placeholder row, write it and render the
-    answer. Only what may refuse the order runs before the start: the rest costs no latency.
+    answer. Only what may refuse the order runs before the start: the rest costs little latency (the
+    `start_workflow` phase times the start alone: that work beside it slows it by about a tenth).
 
     A started order whose placeholder could not be written is still answered: the workflow stores the
     order itself at its first step. An order that could not start leaves no row behind."""
-    start = asyncio.ensure_future(_start(context, call_id, organization_id, params, created_at))
+    starting = _start(context, call_id, organization_id, params, created_at)
+    start = asyncio.ensure_future(timing.timed("start_workflow", starting))
     await asyncio.sleep(0)  # the start's request is on the wire
     try:
         row = placeholder()

@@ -15,7 +15,8 @@ same body to `benchmarks/thin_front.py`, which starts the same workflow behind t
 is (a raw ASGI app, also in its own process): what any API in its own process pays, so what is outdial's own
 shows. The four take turns going first in a round, so all see the same machine load and none is always the
 one that wakes an idle server. Reported: p50/p99 of each, their ratios (goal <= 1.5), the floor's share of a
-bare start, and from the API's `Server-Timing` header the time its checks and its start took inside it. No
+bare start, and from the `Server-Timing` headers the time the API's checks and its start took inside it, and
+the start alone (`start_workflow`) inside the API and inside the thinnest front. No
 worker runs: the orders stay queued, which is what "started" means here. --api-in-process serves the API
 from this process's event loop instead (client, API and baseline then share one loop: for profiling; the
 thinnest front stays a process).
@@ -178,10 +179,12 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
         thin = thin_front_process(settings, workdir)
         refused_body = {**body, "phone_number": "not a phone number"}
         api_ms: list[float] = []
-        phases: dict[str, list[float]] = {"checks": [], "start": []}  # inside the API: Server-Timing
+        # inside the API (Server-Timing): its checks, its start phase, and within it the start alone
+        phases: dict[str, list[float]] = {"checks": [], "start": [], "start_workflow": []}
         bare_ms: list[float] = []
         floor_ms: list[float] = []
         thin_ms: list[float] = []
+        thin_start_ms: list[float] = []  # the start alone, inside the thinnest front
         async with (
             api as api_port,
             thin as thin_port,
@@ -215,6 +218,8 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                 response = await thin_http.send(placing_thin)
                 thin_ms.append((time.perf_counter() - started) * 1000)
                 assert response.status == 200, response.body
+                timing = parse_server_timing(response.headers.get("server-timing", ""))
+                thin_start_ms.append(timing["start_workflow"])
 
             steps = [place, start_bare, refuse, place_thin]
             for i in range(n + 10):  # the first 10 rounds warm up connections and caches
@@ -222,7 +227,7 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                 for step in steps[turn:] + steps[:turn]:
                     await step()
                 if i == 9:
-                    for samples in (api_ms, bare_ms, floor_ms, thin_ms, *phases.values()):
+                    for samples in (api_ms, bare_ms, floor_ms, thin_ms, thin_start_ms, *phases.values()):
                         samples.clear()
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
@@ -242,6 +247,12 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
     c50, s50 = percentile(phases["checks"], 50), percentile(phases["start"], 50)
     print(f"inside the API, p50     checks {c50:.2f} ms, start {s50:.2f} ms (placeholder written meanwhile)")
     print(f"start inside / bare     p50 {s50 / b50:.2f}")
+    w50, ts50 = percentile(phases["start_workflow"], 50), percentile(thin_start_ms, 50)
+    print(
+        f"start_workflow alone    p50 {w50 / b50:.2f} of bare inside the API (placeholder beside it), ",
+        end="",
+    )
+    print(f"{ts50 / b50:.2f} inside the thinnest front")
     print(f"the rest                p50 {p50 - c50 - s50:.2f} ms  (HTTP, key, body, the answer)")
 
 
