@@ -43,9 +43,10 @@ def organization_key(organization_id: str, key: str) -> str:
 
 
 class ConcurrencyActivities:
-    def __init__(self, client: Client, *, default_max: int = 1) -> None:
+    def __init__(self, client: Client, *, default_max: int = 1, max_waiters: int | None = None) -> None:
         self._client = client
         self._default_max = default_max  # the limit a key starts with when its first order gives none
+        self._max_waiters = max_waiters  # the queue bound a key starts with (None: SemaphoreInput's)
 
     def all(self) -> list[Callable]:
         """The activity callables to register with a worker."""
@@ -60,7 +61,11 @@ class ConcurrencyActivities:
         try:
             await self._client.start_workflow(
                 SEMAPHORE_WORKFLOW,
-                SemaphoreInput(key=request.key, max=request.max or self._default_max),
+                SemaphoreInput(
+                    key=request.key,
+                    max=request.max or self._default_max,
+                    **({"max_waiters": self._max_waiters} if self._max_waiters else {}),
+                ),
                 id=semaphore_workflow_id(request.key),
                 task_queue=task_queue,
                 start_signal=ACQUIRE_SIGNAL,

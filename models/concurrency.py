@@ -54,6 +54,16 @@ class PermitGrant(BaseModel):
     grant_seq: int
 
 
+class PermitDeferral(BaseModel):
+    """What the semaphore signals (`concurrency_deferred`) to a holder whose request found the queue
+    full (`SemaphoreInput.max_waiters`): nothing was queued; the holder asks again later."""
+
+    key: str
+    ticket: str
+    holder_workflow_id: str
+    waiting: int  # the queue's length when the request came
+
+
 class HolderInfo(BaseModel):
     """One holder or waiter, as the `holders` / `waiters` queries show it."""
 
@@ -87,6 +97,8 @@ class SemaphoreStats(BaseModel):
     # Permits taken back from holders found closed by the liveness check, or whose grant could not
     # be delivered because the holder workflow no longer runs.
     reclaimed: int = 0
+    # Requests turned away because the queue was full (the holder asks again later).
+    deferred: int = 0
     liveness_checks: int = 0
     continued_as_new: int = 0
 
@@ -135,6 +147,10 @@ class SemaphoreInput(BaseModel):
     continue_as_new_after_events: int = Field(default=10_000, ge=50)
     # How many finished tickets to remember for idempotency (about 120 bytes each in the carried state).
     finished_memory: int = Field(default=1000, ge=1)
+    # At most this many waiters are queued; a request beyond is deferred (the holder asks again later).
+    # The carried state holds the queue: 15,000 waiters pack to about 1.2 MB (20,000: 1.6 MB), within
+    # Temporal's 2 MB payload limit with room to spare.
+    max_waiters: int = Field(default=15_000, ge=1)
     # The carried state: `packed_state` (`SemaphoreState.pack`) since continue-as-new packs it; `state`
     # as histories written before carry it (and for a test that starts a semaphore with some state).
     state: SemaphoreState | None = None
@@ -171,3 +187,7 @@ class PermitHolderState(BaseModel):
     held: dict[str, PermitGrant] = Field(default_factory=dict)
     # Recently released wire tickets (bounded, newest last).
     released: list[str] = Field(default_factory=list)
+    # Ticket -> how many times its requests found the queue full (the last one included, if pending).
+    deferrals: dict[str, int] = Field(default_factory=dict)
+    # Tickets whose last request found the queue full: to be requested again after `retry_after`.
+    deferred: list[str] = Field(default_factory=list)

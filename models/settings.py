@@ -98,6 +98,8 @@ class Settings(BaseModel):
     campaign_burst: int = Field(default=50, ge=1)
     # The limit of a concurrency key no order gave a `max` for (the newer client sends only the key).
     concurrency_default_max: int = Field(default=1, ge=1)
+    # How many orders may wait for one key's permits; more are deferred and ask again later.
+    concurrency_max_waiters: int = Field(default=15_000, ge=1)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -177,6 +179,7 @@ def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any
         "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
         "campaign_burst": env.get("OUTDIAL_CAMPAIGN_BURST"),
         "concurrency_default_max": env.get("OUTDIAL_CONCURRENCY_DEFAULT_MAX"),
+        "concurrency_max_waiters": env.get("OUTDIAL_CONCURRENCY_MAX_WAITERS"),
     }
 
 

@@ -18,8 +18,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from models.concurrency import PermitGrant, PermitHolderState
-    from workflows.concurrency import GRANT_SIGNAL, PermitHolder
+    from models.concurrency import PermitDeferral, PermitGrant, PermitHolderState
+    from workflows.concurrency import DEFER_SIGNAL, GRANT_SIGNAL, PermitHolder
 
 
 class HolderInput(BaseModel):
@@ -42,6 +42,7 @@ class HolderRecord(BaseModel):
 class HolderResult(BaseModel):
     records: list[HolderRecord]
     grants_received: list[PermitGrant]
+    deferrals_received: list[PermitDeferral] = []
 
 
 @workflow.defn
@@ -50,15 +51,36 @@ class PermitTestHolderWorkflow:
     def __init__(self, input: HolderInput) -> None:
         self._permits = PermitHolder(input.key, input.max, workflow.info().workflow_id)
         self._grants: list[PermitGrant] = []
+        self._deferrals: list[PermitDeferral] = []
 
     @workflow.signal(name=GRANT_SIGNAL)
     def concurrency_granted(self, grant: PermitGrant) -> None:
         self._grants.append(grant)
         self._permits.on_grant(grant)
 
+    @workflow.signal(name=DEFER_SIGNAL)
+    def concurrency_deferred(self, deferral: PermitDeferral) -> None:
+        self._deferrals.append(deferral)
+        self._permits.on_deferral(deferral)
+
     @workflow.query
     def held(self) -> list[str]:
         return self._permits.held_tickets
+
+    @workflow.query
+    def deferrals(self) -> list[PermitDeferral]:
+        return self._deferrals
+
+    async def _granted(self, ticket: str) -> None:
+        """Wait for the permit; when the queue was full, ask again after the holder's backoff."""
+        while True:
+            await workflow.wait_condition(
+                lambda: self._permits.granted(ticket) or self._permits.deferred(ticket)
+            )
+            if self._permits.granted(ticket):
+                return
+            await workflow.sleep(self._permits.retry_after(ticket), summary="queue full: ask again")
+            await self._permits.request(ticket)
 
     @workflow.run
     async def run(self, input: HolderInput) -> HolderResult:
@@ -69,7 +91,7 @@ class PermitTestHolderWorkflow:
                 await self._permits.request(ticket)
                 if input.duplicate_requests:
                     await self._permits.request(ticket)
-                await workflow.wait_condition(lambda t=ticket: self._permits.granted(t))
+                await self._granted(ticket)
                 if i == 0 and input.give_back_first_grant:
                     await self._permits.release(ticket)
                     await self._permits.request(ticket)
@@ -88,7 +110,7 @@ class PermitTestHolderWorkflow:
             if i + 1 < len(input.calls_minutes):
                 await workflow.sleep(timedelta(minutes=input.gap_minutes), summary="retry delay")
         await self._permits.settle()
-        return HolderResult(records=records, grants_received=self._grants)
+        return HolderResult(records=records, grants_received=self._grants, deferrals_received=self._deferrals)
 
 
 @workflow.defn

@@ -36,8 +36,8 @@ from models.workflow_io import (
 from tests.helpers import eventually, settings_for_tests, start_campaign
 from tests.http_fakes import serve
 from workers import create_worker, register_search_attributes
-from workflows.call_order import CallOrderWorkflow
-from workflows.concurrency import ConcurrencySemaphoreWorkflow, semaphore_workflow_id
+from workflows.call_order import DEFAULT_ORGANIZATION, CallOrderWorkflow
+from workflows.concurrency import ConcurrencySemaphoreWorkflow, organization_key, semaphore_workflow_id
 
 HISTORIES = Path(__file__).parent / "histories"
 OPEN = {
@@ -245,6 +245,46 @@ async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
         print(f"recorded {path.name} (the run it continued as, from packed state)")
 
 
+async def semaphore_with_a_full_queue(client: Client, task_queue: str) -> None:
+    """A key whose queue holds one waiter: the third order is turned away (`concurrency_deferred`),
+    asks again a minute later and is called once there is room."""
+    key = organization_key(DEFAULT_ORGANIZATION, "replay-full")
+    turned_away_id = "call-call_order_deferred_by_a_full_queue"
+    if all((HISTORIES / f"{wid}.json").exists() for wid in (turned_away_id, semaphore_workflow_id(key))):
+        return
+    semaphore = await client.start_workflow(
+        ConcurrencySemaphoreWorkflow.run,
+        SemaphoreInput(key=key, max=1, max_waiters=1, idle_timeout_seconds=60),
+        id=semaphore_workflow_id(key),
+        task_queue=task_queue,
+    )
+    orders = []
+    for n, (wid, status) in enumerate(
+        [
+            ("call-replay_full_queue_calling", "calling"),
+            ("call-replay_full_queue_waiting", "queued_for_calling"),
+        ]
+    ):
+        params = scenario("human:interested", concurrency={"key": "replay-full", "max": 1}, force_now=True)
+        params.metadata = {**(params.metadata or {}), "simulation.call_seconds": str(300 - 200 * n)}
+        orders.append(
+            await client.start_workflow(CallOrderWorkflow.run, params, id=wid, task_queue=task_queue)
+        )
+        await eventually(
+            lambda h=orders[-1]: h.query(CallOrderWorkflow.status), lambda s, want=status: s == want
+        )
+    turned_away = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("human:interested", concurrency={"key": "replay-full", "max": 1}, force_now=True),
+        id=turned_away_id,
+        task_queue=task_queue,
+    )
+    for order in orders:
+        await order.result()
+    await save(turned_away)
+    await save(semaphore)  # it completes after its idle timeout
+
+
 async def notifications(client: Client, task_queue: str, receiver: str) -> None:
     """An order with a webhook: its CallNotificationsWorkflow child delivers after one refusal."""
     handle = await client.start_workflow(
@@ -368,6 +408,7 @@ async def main() -> None:
         async with create_worker(env.client, task_queue="record", settings=settings):
             await call_orders(env.client, "record")
             await semaphore_continued_as_new(env.client, "record")
+            await semaphore_with_a_full_queue(env.client, "record")
             await notifications(env.client, "record", base)
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():

@@ -4,16 +4,24 @@ released between retries, given back when the window closed, reclaimed from a te
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from models import Call, CallCreateParams
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import current_details, eventually, settings_for_tests
 from workers import create_worker
+from workflows import workflow_runner
 from workflows.call_order import DEFAULT_ORGANIZATION, CallOrderWorkflow
-from workflows.concurrency import ConcurrencySemaphoreWorkflow, organization_key, semaphore_workflow_id
+from workflows.concurrency import (
+    DEFER_SIGNAL,
+    ConcurrencySemaphoreWorkflow,
+    organization_key,
+    semaphore_workflow_id,
+)
 
 ALL_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
@@ -137,3 +145,76 @@ async def test_terminated_holder_loses_its_permit_within_the_liveness_bound(time
     assert call.status == "completed"
     assert call.call_attempts[0].started_at - terminated_at <= timedelta(seconds=31)  # bound: 30 s
     assert holders == []
+
+
+async def test_an_order_that_finds_the_keys_queue_full_asks_again_and_is_called(time_env, task_queue):
+    """With one order calling and one waiting, a third finds the queue full (max_waiters 1): it stays
+    `queued_for_calling`, says when it asks again (Web UI current details), and is called once there is
+    room; never two calls at once."""
+    key = f"full-{uuid.uuid4()}"
+    settings = settings_for_tests(concurrency_max_waiters=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        calling = await start(time_env.client, task_queue, order(key, 1, "human", 600))
+        await eventually(lambda: calling.query(CallOrderWorkflow.status), lambda s: s == "calling")
+        waiting = await start(time_env.client, task_queue, order(key, 1, "human", 60))
+        await eventually(lambda: waiting.query(CallOrderWorkflow.status), lambda s: s == "queued_for_calling")
+        turned_away = await start(time_env.client, task_queue, order(key, 1, "human", 60))
+        details = await eventually(lambda: current_details(turned_away), lambda d: "is full" in d)
+        assert details.startswith(f"**queued_for_calling**: attempt 1/3: the queue of key `{key}` is full")
+        assert await turned_away.query(CallOrderWorkflow.status) == "queued_for_calling"
+        calls = [await handle.result() for handle in (calling, waiting, turned_away)]
+        semaphore = time_env.client.get_workflow_handle(semaphore_of(key))
+        state = await semaphore.query(ConcurrencySemaphoreWorkflow.state)
+        await semaphore_ended(time_env, key)
+
+    assert [call.status for call in calls] == ["completed"] * 3
+    attempts = [call.call_attempts[0] for call in calls]
+    assert peak_overlap([(a.started_at, a.ended_at) for a in attempts]) == 1
+    assert attempts[2].started_at >= attempts[1].ended_at  # served after the one that queued in time
+    assert state.stats.deferred >= 1 and state.stats.grants == 3
+    history = await turned_away.fetch_history()
+    assert any(
+        e.workflow_execution_signaled_event_attributes.signal_name == DEFER_SIGNAL for e in history.events
+    )
+    replayer = Replayer(
+        workflows=[CallOrderWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    await replayer.replay_workflow(history)
+
+
+async def test_an_order_turned_away_stops_asking_when_its_window_closes(time_env, task_queue):
+    """Turned away by a full queue near the end of its calling window, an order asks again after 1, 2,
+    4 and 8 minutes, then finds the window closed: it reschedules for the next window instead of asking
+    all night, and is called then."""
+    key = f"closing-{uuid.uuid4()}"
+    now = await time_env.get_current_time()
+    if now.hour == 23 and now.minute >= 29:  # a same-day 30-minute window needs room before midnight
+        await time_env.sleep(timedelta(hours=1))
+        now = await time_env.get_current_time()
+    window = (now.strftime("%H:%M"), (now + timedelta(minutes=30)).strftime("%H:%M"))
+    settings = settings_for_tests(concurrency_max_waiters=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        calling = await start(time_env.client, task_queue, order(key, 1, "human", 3600, window))
+        await eventually(lambda: calling.query(CallOrderWorkflow.status), lambda s: s == "calling")
+        waiting = await start(time_env.client, task_queue, order(key, 1, "human", 60, window))
+        await eventually(lambda: waiting.query(CallOrderWorkflow.status), lambda s: s == "queued_for_calling")
+        turned_away = await start(time_env.client, task_queue, order(key, 1, "human", 60, window))
+        await eventually(lambda: current_details(turned_away), lambda d: "is full" in d)
+        calls = [await handle.result() for handle in (calling, waiting, turned_away)]
+        await semaphore_ended(time_env, key)
+
+    assert [call.status for call in calls] == ["completed"] * 3
+    attempt = calls[2].call_attempts[0]
+    assert (
+        attempt.started_at - now > timedelta(hours=20) and attempt.started_at.strftime("%H:%M") >= window[0]
+    )
+    history = await turned_away.fetch_history()
+    deferrals = [
+        e.event_time.ToDatetime(tzinfo=UTC)
+        for e in history.events
+        if e.workflow_execution_signaled_event_attributes.signal_name == DEFER_SIGNAL
+    ]
+    assert len(deferrals) == 5, deferrals  # at 0, 1, 3, 7 and 15 minutes; none after the window closed
+    assert all(at - now < timedelta(minutes=30) for at in deferrals)

@@ -48,6 +48,7 @@ from workflows.concurrency import (
     WAITERS_QUERY,
     ConcurrencySemaphoreWorkflow,
     PermitHolder,
+    deferral_backoff,
     semaphore_workflow_id,
 )
 
@@ -461,6 +462,46 @@ async def test_forced_continue_as_new_loses_nothing(env: WorkflowEnvironment) ->
     assert state.stats.continued_as_new >= 5, state.stats
     assert (state.stats.grants, state.stats.releases, state.stats.reclaimed) == (30, 30, 0)
     await assert_replays(semaphore(client, key))
+
+
+async def test_a_full_queue_defers_requests_and_they_are_served_later(env: WorkflowEnvironment) -> None:
+    """At most `max_waiters` wait: a request beyond is turned away (nothing queued, nothing changed)
+    and its holder asks again with a backoff, until there is room; every holder is served, never two
+    at once."""
+    client, key = env.client, new_key("full")
+    await start_semaphore(client, SemaphoreInput(key=key, max=1, max_waiters=2))
+    handles = [
+        await start_holder(
+            client, key, f"{key}-h{i}", HolderInput(key=key, max=1, calls_minutes=[10 if i == 0 else 5])
+        )
+        for i in range(5)
+    ]
+    state = await sem_state(client, key)  # h0 holds, h1 and h2 wait: h3 and h4 were turned away
+    assert [h.holder_workflow_id for h in state.holders] == [f"{key}-h0"]
+    assert [w.holder_workflow_id for w in state.waiters] == [f"{key}-h1", f"{key}-h2"]
+    assert (state.stats.requests, state.stats.deferred) == (3, 2)
+    turned_away = await eventually(lambda: handles[3].query(PermitTestHolderWorkflow.deferrals), bool)
+    assert [(d.ticket, d.waiting) for d in turned_away] == [("attempt-1#1", 2)]
+
+    results = await results_one_by_one(handles)
+    intervals = [(r.granted_at, r.released_at) for res in results for r in res.records]
+    assert max_overlap(intervals) == 1
+    check_grants(results, 5)
+    served = sorted(range(5), key=lambda i: results[i].records[0].granted_at)
+    assert served[:3] == [0, 1, 2]  # those that queued first, first; the deferred ones after them
+    for result in results[3:]:  # each asked again after 1 minute, then 2, 4, ... until there was room
+        assert len(result.deferrals_received) >= 2
+        assert result.records[0].grant.ticket == f"attempt-1#{len(result.deferrals_received) + 1}"
+    state = await sem_state(client, key)
+    assert state.stats.grants == 5 and state.stats.deferred >= 4 and state.stats.reclaimed == 0
+    await assert_replays(semaphore(client, key), handles[3])
+    await env.sleep(timedelta(minutes=6))  # the idle semaphore ends (its timers out of the next test)
+    assert (await semaphore(client, key).result()).waiters == []
+
+
+def test_deferral_backoff_doubles_from_a_minute_to_an_hour() -> None:
+    assert [deferral_backoff(n).total_seconds() / 60 for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert deferral_backoff(10_000) == timedelta(hours=1)
 
 
 def test_the_carried_state_of_10000_waiters_fits_well_within_a_payload() -> None:

@@ -81,7 +81,11 @@ def create_worker(
             *notify.all(),
             compliance.remember_do_not_contact,
             compliance.check_contact_allowed,
-            *ConcurrencyActivities(client, default_max=settings.concurrency_default_max).all(),
+            *ConcurrencyActivities(
+                client,
+                default_max=settings.concurrency_default_max,
+                max_waiters=settings.concurrency_max_waiters,
+            ).all(),
             *CampaignActivities(settings, client).all(),
         ],
         **worker_options,

@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.call import ORDER_WORKFLOW_PREFIX
     from models.common import CallStatus
-    from models.concurrency import PermitGrant
+    from models.concurrency import PermitDeferral, PermitGrant
     from models.workflow_io import (
         AnalyzeRequest,
         ConverseRequest,
@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import schedule
     from workflows import search_attributes as sa
-    from workflows.concurrency import GRANT_SIGNAL, PermitHolder, organization_key
+    from workflows.concurrency import DEFER_SIGNAL, GRANT_SIGNAL, PermitHolder, organization_key
     from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
 
 # Dial errors that no retry can fix; every other unanswered attempt is worth another try.
@@ -142,6 +142,7 @@ class CallOrderWorkflow:
         self.paused = False
         self.force_now = bool(params.force_now)
         self.call_now = False  # one-shot: the force_now signal ends the current wait
+        self.asks_again_at: datetime | None = None  # the key's queue was full: when the order asks again
         self.permits = (
             PermitHolder(
                 self._semaphore_key(params.concurrency.key),
@@ -354,9 +355,8 @@ class CallOrderWorkflow:
         self._set_status("queued_for_calling")
         try:
             await permits.request(ticket)
-            await workflow.wait_condition(
-                lambda: permits.granted(ticket) or self.cancel_requested or self.paused
-            )
+            while await self._turned_away(permits, ticket, order):
+                await permits.request(ticket)  # the key's queue was full: its time to ask again has come
         except (asyncio.CancelledError, ActivityError) as err:  # a waiter that is cancelled leaves the queue
             await permits.release(ticket)
             if isinstance(err, ActivityError) and _refused(err):  # its key refused by Temporal
@@ -367,6 +367,33 @@ class CallOrderWorkflow:
             return True
         await permits.release(ticket)
         return False
+
+    async def _turned_away(self, permits: PermitHolder, ticket: str, order: PreparedOrder) -> bool:
+        """Wait for the permit (or cancel, pause). True when the key's queue was full and the time to ask
+        again has come: the order waits `retry_after` (status `queued_for_calling` all along); if its
+        calling window closed meanwhile, it reschedules instead (False, with no permit)."""
+        await workflow.wait_condition(
+            lambda: (
+                permits.granted(ticket) or permits.deferred(ticket) or self.cancel_requested or self.paused
+            )
+        )
+        if not permits.deferred(ticket) or self.cancel_requested or self.paused:
+            return False
+        delay = permits.retry_after(ticket)
+        self.asks_again_at = workflow.now() + delay
+        workflow.set_current_details(self._details())
+        try:
+            await workflow.wait_condition(
+                lambda: self.cancel_requested or self.paused,
+                timeout=delay,
+                timeout_summary=f"the queue of key {permits.key!r} is full: ask again",
+            )
+            return False  # cancelled or paused meanwhile
+        except TimeoutError:
+            return self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
+        finally:
+            self.asks_again_at = None
+            workflow.set_current_details(self._details())
 
     async def _give_back_permit(self) -> None:
         """Permits are held only while an attempt dials, rings or talks (idempotent)."""
@@ -518,6 +545,11 @@ class CallOrderWorkflow:
     def concurrency_granted(self, grant: PermitGrant) -> None:
         if self.permits:
             self.permits.on_grant(grant)
+
+    @workflow.signal(name=DEFER_SIGNAL)
+    def concurrency_deferred(self, deferral: PermitDeferral) -> None:
+        if self.permits:
+            self.permits.on_deferral(deferral)
 
     @workflow.signal
     def pause(self) -> None:
@@ -678,6 +710,15 @@ class CallOrderWorkflow:
             case "scheduled" if order and self.next_attempt_at:
                 when = schedule.describe_instant(self.next_attempt_at, order.zones[0])
                 return f"**scheduled**: attempt {done + 1}{of} at {when}"
+            case "queued_for_calling" if self.params.concurrency and order and self.asks_again_at:
+                key, when = (
+                    self.params.concurrency.key,
+                    schedule.describe_instant(self.asks_again_at, order.zones[0]),
+                )
+                return (
+                    f"**queued_for_calling**: attempt {done + 1}{of}: the queue of key `{key}` is full; "
+                    f"asks again at {when}"
+                )
             case "queued_for_calling" if self.params.concurrency:
                 key = self.params.concurrency.key
                 return f"**queued_for_calling**: attempt {done + 1}{of} waits for a permit of key `{key}`"

@@ -9,6 +9,8 @@ Protocol (all payloads in `models.concurrency`)
 -----------------------------------------------
 - order -> semaphore, signal `acquire` (`PermitRequest`), sent by the activity, retried until it lands;
 - semaphore -> order, signal `concurrency_granted` (`PermitGrant`, name `GRANT_SIGNAL`): the permit;
+- semaphore -> order, signal `concurrency_deferred` (`PermitDeferral`, name `DEFER_SIGNAL`): the queue
+  was full, nothing was queued; the order asks again later (`PermitHolder.retry_after`);
 - order -> semaphore, signal `release` (`PermitRelease`): give the permit back, or withdraw the
   request; sent as an external-workflow signal from a shielded task, so it also works from a
   cancelled workflow's cleanup path;
@@ -60,6 +62,12 @@ what a terminated holder cannot give. Other ways a permit could be stranded are 
 Waiters are not described (the queue can be long): a waiter that was cancelled withdraws through
 `PermitHolder.release`; one that closed without withdrawing is dropped when its grant fails to deliver.
 
+Bounded queue: at most `max_waiters` (default 15,000) wait. A request beyond them changes nothing at
+the semaphore and is answered with `concurrency_deferred`; the holder asks again after a backoff (one
+minute, doubling up to an hour), then joins the back of the queue if there is room. So however many
+orders share a key, the state continue-as-new carries stays within Temporal's payload limit (a queue
+of some 29,000 waiters would not), at the cost of strict first-come-first-served for the overflow.
+
 `max` changes: the max of the most recent *new* request applies (a duplicated or retried request never
 reverts it). Raising it grants waiters at once; lowering it revokes nothing: current holders finish
 their calls and no new permit is granted until fewer than the new max hold one.
@@ -92,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
     from models.concurrency import (
         HolderCheck,
         HolderInfo,
+        PermitDeferral,
         PermitGrant,
         PermitHolderState,
         PermitRelease,
@@ -103,6 +112,7 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = [
     "ACQUIRE_SIGNAL",
+    "DEFER_SIGNAL",
     "GRANT_SIGNAL",
     "HOLDERS_QUERY",
     "RELEASE_SIGNAL",
@@ -115,6 +125,10 @@ __all__ = [
 ]
 
 GRANT_SIGNAL = "concurrency_granted"  # every holder workflow defines a signal with this name
+DEFER_SIGNAL = "concurrency_deferred"  # ... and this one (the queue was full: ask again later)
+# Patch id: a request that finds `max_waiters` waiting is deferred; before, every request was queued
+# (and past some 29,000 waiters the carried state outgrew Temporal's payload limit).
+BOUNDED_QUEUE = "bounded-queue"
 RELEASE_SIGNAL = "release"
 HOLDERS_QUERY = "holders"
 WAITERS_QUERY = "waiters"
@@ -145,6 +159,7 @@ class ConcurrencySemaphoreWorkflow:
         self._next_check_at = state.next_liveness_check_at
         self._idle_since = state.idle_since
         self._inflight: set[Ref] = set()
+        self._deferring = 0  # deferral signals in flight
         self._checking = False
         self._dirty = False
 
@@ -171,6 +186,9 @@ class ConcurrencySemaphoreWorkflow:
             info.holder_run_id = request.holder_run_id or info.holder_run_id
             info.delivered = False
             self._dirty = True
+            return
+        if len(self._waiters) >= self._input.max_waiters and workflow.patched(BOUNDED_QUEUE):
+            self._defer(request)  # nothing queued, nothing changes: the holder asks again later
             return
         self._stats.requests += 1
         if request.max is not None:  # without one, the key keeps its limit
@@ -249,8 +267,9 @@ class ConcurrencySemaphoreWorkflow:
             if not info.delivered and ref not in self._inflight:
                 self._inflight.add(ref)
                 asyncio.create_task(self._deliver(ref, info))
+        full = " (full: new requests deferred)" if len(self._waiters) >= self._input.max_waiters else ""
         workflow.set_current_details(
-            f"{len(self._holders)}/{self._max} held, {len(self._waiters)} waiting (key {self._key!r})"
+            f"{len(self._holders)}/{self._max} held, {len(self._waiters)} waiting{full} (key {self._key!r})"
         )
 
     async def _deliver(self, ref: Ref, info: HolderInfo) -> None:
@@ -278,6 +297,29 @@ class ConcurrencySemaphoreWorkflow:
                 info.delivered = True
         finally:
             self._inflight.discard(ref)
+            self._dirty = True
+
+    def _defer(self, request: PermitRequest) -> None:
+        self._stats.deferred += 1
+        deferral = PermitDeferral(
+            key=self._key,
+            ticket=request.ticket,
+            holder_workflow_id=request.holder_workflow_id,
+            waiting=len(self._waiters),
+        )
+        self._deferring += 1
+        asyncio.create_task(self._send_deferral(deferral))
+
+    async def _send_deferral(self, deferral: PermitDeferral) -> None:
+        try:
+            holder = workflow.get_external_workflow_handle(deferral.holder_workflow_id)
+            await holder.signal(DEFER_SIGNAL, deferral)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the holder no longer runs: it asks for nothing
+            workflow.logger.info("deferral to %s undeliverable (%s)", deferral.holder_workflow_id, err)
+        finally:
+            self._deferring -= 1
             self._dirty = True
 
     async def _liveness_loop(self) -> None:
@@ -322,7 +364,7 @@ class ConcurrencySemaphoreWorkflow:
                 self._finish(ref, "reclaimed")
 
     def _idle(self) -> bool:
-        return not (self._holders or self._waiters or self._inflight or self._checking)
+        return not (self._holders or self._waiters or self._inflight or self._deferring or self._checking)
 
     async def _wait_idle(self) -> bool:
         """Wait while idle; True once idle for the whole idle timeout (the semaphore may end)."""
@@ -353,7 +395,7 @@ class ConcurrencySemaphoreWorkflow:
 
     async def _continue_as_new(self, liveness: asyncio.Task) -> None:
         # No new grants from here on; let deliveries and a running check finish, then carry state.
-        await workflow.wait_condition(lambda: not self._inflight and not self._checking)
+        await workflow.wait_condition(lambda: not (self._inflight or self._deferring or self._checking))
         liveness.cancel()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._stats.continued_as_new += 1
@@ -404,19 +446,33 @@ class ConcurrencySemaphoreWorkflow:
 
 
 RELEASED_MEMORY = 64
+DEFERRAL_FIRST = timedelta(minutes=1)
+DEFERRAL_LONGEST = timedelta(hours=1)
+
+
+def deferral_backoff(deferrals: int) -> timedelta:
+    """How long a holder waits to ask again after its request found the queue full for the
+    `deferrals`-th time in a row: one minute, doubling, at most an hour (so an order that waits for
+    days asks about 24 times a day: its history stays small, the semaphore's load light)."""
+    return min(DEFERRAL_FIRST * 2 ** min(max(deferrals - 1, 0), 6), DEFERRAL_LONGEST)
 
 
 class PermitHolder:
     """Order-side helper, used inside a holder workflow (deterministic; I/O only through activities).
 
-    The holder workflow must define the grant signal and forward it::
+    The holder workflow must define the grant and deferral signals and forward them::
 
         @workflow.signal(name=GRANT_SIGNAL)
         def concurrency_granted(self, grant: PermitGrant) -> None:
             self._permits.on_grant(grant)
 
+        @workflow.signal(name=DEFER_SIGNAL)
+        def concurrency_deferred(self, deferral: PermitDeferral) -> None:
+            self._permits.on_deferral(deferral)
+
     Then, per attempt: ``await permits.request(ticket)`` (status `queued_for_calling`),
-    ``await workflow.wait_condition(lambda: permits.granted(ticket) or ...)``, call, and
+    ``await workflow.wait_condition(lambda: permits.granted(ticket) or permits.deferred(ticket) ...)``
+    (deferred: sleep ``permits.retry_after(ticket)``, request again, wait again), call, and
     ``await permits.release(ticket)`` in a ``finally``. Nothing else is needed while holding: the
     semaphore checks holder liveness itself. A ticket (the attempt id) may be requested again after
     it was released (a permit handed back because the calling window closed): each request gets a
@@ -444,6 +500,8 @@ class PermitHolder:
         self._pending: dict[str, str] = {}  # ticket -> wire ticket
         self._held: dict[str, PermitGrant] = {}  # ticket -> grant (grant.ticket is the wire ticket)
         self._released: list[str] = []  # wire tickets, newest last
+        self._deferrals: dict[str, int] = {}  # ticket -> full queues met in a row
+        self._deferred: list[str] = []  # tickets to request again (`retry_after`)
         self._tasks: set[asyncio.Task] = set()
         # The workflow this holder belongs to (its event loop), so no other workflow sends its commands.
         self._home = asyncio.get_running_loop() if workflow.in_workflow() else None
@@ -459,6 +517,8 @@ class PermitHolder:
             pending=dict(self._pending),
             held={t: g.model_copy() for t, g in self._held.items()},
             released=list(self._released),
+            deferrals=dict(self._deferrals),
+            deferred=list(self._deferred),
         )
 
     @classmethod
@@ -470,6 +530,8 @@ class PermitHolder:
         holder._pending = dict(state.pending)
         holder._held = dict(state.held)
         holder._released = list(state.released)
+        holder._deferrals = dict(state.deferrals)
+        holder._deferred = list(state.deferred)
         return holder
 
     # ---- API -----------------------------------------------------------------------------------
@@ -480,15 +542,25 @@ class PermitHolder:
     def waiting(self, ticket: str) -> bool:
         return ticket in self._pending
 
+    def deferred(self, ticket: str) -> bool:
+        """The last request for `ticket` found the queue full: request it again after `retry_after`."""
+        return ticket in self._deferred
+
+    def retry_after(self, ticket: str) -> timedelta:
+        return deferral_backoff(self._deferrals.get(ticket, 1))
+
     @property
     def held_tickets(self) -> list[str]:
         return list(self._held)
 
     async def request(self, ticket: str) -> None:
-        """Join the key's queue for `ticket` (no-op if it is already waiting or held)."""
+        """Join the key's queue for `ticket` (no-op if it is already waiting or held); again, after the
+        queue was full."""
         if ticket in self._pending or ticket in self._held:
             return
-        for other in [*self._pending, *self._held]:
+        if ticket in self._deferred:
+            self._deferred.remove(ticket)
+        for other in [*self._pending, *self._held, *self._deferred]:
             await self.release(other)
         self._seq += 1
         wire = f"{ticket}#{self._seq}"
@@ -518,15 +590,31 @@ class PermitHolder:
             if wire == grant.ticket:
                 del self._pending[ticket]
                 self._held[ticket] = grant
+                self._deferrals.pop(ticket, None)
                 return
         if any(g.ticket == grant.ticket for g in self._held.values()):
             return  # duplicate delivery
         # A grant nobody here waits for (released meanwhile, or after a reset): hand it back.
         self._spawn_release(grant.ticket, "stale_grant")
 
+    def on_deferral(self, deferral: PermitDeferral) -> None:
+        """Handle the `concurrency_deferred` signal: the request was not queued (the queue was full)."""
+        if deferral.key != self.key or deferral.holder_workflow_id != self.holder_workflow_id:
+            workflow.logger.warning("ignoring a deferral for another key or holder: %s", deferral)
+            return
+        for ticket, wire in self._pending.items():
+            if wire == deferral.ticket:  # else a deferral of a request withdrawn since: nothing to do
+                del self._pending[ticket]
+                self._deferrals[ticket] = self._deferrals.get(ticket, 0) + 1
+                self._deferred.append(ticket)
+                return
+
     async def release(self, ticket: str) -> None:
         """Give back the permit for `ticket`, or withdraw its request. Idempotent; safe if never
         requested; works from a cancelled workflow's cleanup path (the signal is shielded)."""
+        if ticket in self._deferred:  # not queued: nothing to tell the semaphore
+            self._deferred.remove(ticket)
+        self._deferrals.pop(ticket, None)
         wire = self._pending.pop(ticket, None)
         if wire is None and ticket in self._held:
             wire = self._held.pop(ticket).ticket
