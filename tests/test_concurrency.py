@@ -28,6 +28,7 @@ from models.concurrency import (
     PermitRequest,
     SemaphoreInput,
     SemaphoreState,
+    TicketRef,
 )
 from tests.permit_holders import (
     LEFT_BEHIND,
@@ -504,23 +505,30 @@ def test_deferral_backoff_doubles_from_a_minute_to_an_hour() -> None:
     assert deferral_backoff(10_000) == timedelta(hours=1)
 
 
-def test_the_carried_state_of_10000_waiters_fits_well_within_a_payload() -> None:
-    """Temporal refuses payloads over 2 MB: as plain JSON, 10,000 waiters on one key are 3 MB."""
-    now = datetime(2026, 3, 2, 9, 0)
+def test_the_carried_state_of_a_full_queue_fits_well_within_a_payload() -> None:
+    """Temporal refuses payloads over 2 MB: as plain JSON, the default bound's 15,000 waiters on one key
+    (random ids, as orders have) are 4.5 MB; packed, with the finished tickets remembered, well under."""
+    now, full = datetime(2026, 3, 2, 9, 0), SemaphoreInput(key="campaign-big", max=5).max_waiters
     waiters = [
         HolderInfo(
             holder_workflow_id=f"call-{uuid.uuid4()}",
-            ticket=f"attempt-{uuid.uuid4()}#1",
+            ticket="attempt-1#1",
             max=5,
             holder_run_id=str(uuid.uuid4()),
             request_seq=n,
-            queued_at=now + timedelta(milliseconds=n),
-            requested_at=now + timedelta(milliseconds=n),
+            queued_at=now + timedelta(milliseconds=37 * n),
+            requested_at=now + timedelta(milliseconds=37 * n),
         )
-        for n in range(10_000)
+        for n in range(full + 5)
     ]
-    state = SemaphoreState(key="campaign-big", max=5, holders=waiters[:5], waiters=waiters[5:])
-    assert len(state.model_dump_json()) > 2_000_000
+    finished = [
+        TicketRef(holder_workflow_id=f"call-{uuid.uuid4()}", ticket="attempt-1#1", run_id=str(uuid.uuid4()))
+        for _ in range(SemaphoreInput(key="k", max=1).finished_memory)
+    ]
+    state = SemaphoreState(
+        key="campaign-big", max=5, holders=waiters[:5], waiters=waiters[5:], finished=finished
+    )
+    assert len(state.model_dump_json()) > 4_000_000
     carried = SemaphoreInput(key="campaign-big", max=5, packed_state=state.pack())
     [payload] = pydantic_data_converter.payload_converter.to_payloads([carried])
     assert len(payload.data) < 1_500_000
