@@ -208,8 +208,10 @@ async def pause_and_resume(handle: WorkflowHandle) -> None:  # type: ignore[type
 
 
 async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
-    """A semaphore whose history outgrows its threshold: its first run ends in continue-as-new."""
-    key = "replay-continue-as-new"
+    """A semaphore whose history outgrows its threshold: its first run ends in continue-as-new. The
+    orders' key is their organization's own (`concurrency-replay-continue-as-new*.json` were recorded
+    before it was, when the semaphore was named after the bare key)."""
+    key = organization_key(DEFAULT_ORGANIZATION, "replay-continue-as-new")
     if all((HISTORIES / f"{semaphore_workflow_id(key)}{end}.json").exists() for end in ("", "-continued")):
         return
     semaphore = await client.start_workflow(
@@ -221,7 +223,9 @@ async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
     orders = [
         await client.start_workflow(
             CallOrderWorkflow.run,
-            scenario("human:interested", concurrency={"key": key, "max": 1}, force_now=True),
+            scenario(
+                "human:interested", concurrency={"key": "replay-continue-as-new", "max": 1}, force_now=True
+            ),
             id=f"call-replay_semaphore_holder_{n}",
             task_queue=task_queue,
         )
