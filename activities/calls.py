@@ -100,7 +100,7 @@ class CallActivities:
             raise ApplicationError(
                 f"from_phone_number: {err}", type=INVALID_ORDER, non_retryable=True
             ) from None
-        retry = request.call_retry_config or inline.call_retry_config or CallRetryConfig()
+        retry = (request.call_retry_config or inline.call_retry_config or CallRetryConfig()).applied()
         return PreparedOrder(
             assistant=assistant,
             from_phone_number=caller.phone_number,

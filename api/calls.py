@@ -138,7 +138,7 @@ def resolve_order(
         field = "from_phone_number" if params.from_phone_number else "assistant.from_phone_number"
         raise unprocessable(field, str(err)) from None
     refuse_far_future("scheduled_at", params.scheduled_at, now)
-    retry = assistant.call_retry_config or CallRetryConfig()
+    retry = (assistant.call_retry_config or CallRetryConfig()).applied()
     if not params.force_now:
         _refuse_no_common_window(params.phone_number, retry, now)
     return Resolution(assistant, record, caller, retry)

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from models.common import MAX_SAFE_INT, WEEKDAYS, ClockTime, Timezone, Weekday, parse_clock
 
+# The most attempts an order makes. Its history holds every attempt in every state it writes (and the
+# assistant each time), so some 250 attempts would outgrow Temporal's 50 MB history limit and end the
+# order; no sane campaign calls one number that often. A larger max_retry_attempts is held to this.
+MOST_ATTEMPTS = 50
+
 
 class CallingWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -36,3 +41,9 @@ class CallRetryConfig(BaseModel):
     calling_windows: list[CallingWindow] = Field(default_factory=lambda: [CallingWindow()], min_length=1)
     max_retry_attempts: Annotated[int, Strict()] = Field(default=3, gt=0, le=MAX_SAFE_INT)
     timezone: Timezone | None = None
+
+    def applied(self) -> CallRetryConfig:
+        """The config as an order applies it (and its Call shows it): attempts held to MOST_ATTEMPTS."""
+        if self.max_retry_attempts <= MOST_ATTEMPTS:
+            return self
+        return self.model_copy(update={"max_retry_attempts": MOST_ATTEMPTS})

@@ -39,6 +39,7 @@ from api.server import ApiServer
 from api.server_timing import ServerTiming, parse_server_timing
 from models import Call
 from models.call import order_workflow_id
+from models.retry import MOST_ATTEMPTS
 from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
 from models.workflow_io import AnalysisResult, AnalyzeRequest
@@ -403,6 +404,21 @@ async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org
         assert retrieved.is_cancelled and retrieved.calls_count == 0
         with pytest.raises(revox.ConflictError):  # an ended order cannot be cancelled again
             await client.call.cancel(call_id)
+
+
+def test_more_attempts_than_an_order_makes_are_answered_as_held(org: Org) -> None:
+    """max_retry_attempts above MOST_ATTEMPTS is held to it: the answer shows what will be applied."""
+    retry = {"max_retry_attempts": 10_000}
+    placed = org.client.call.create(
+        phone_number="+33612345678",
+        assistant={"prompt": "Hi", "call_retry_config": retry},
+        scheduled_at="2099-01-05T09:00:00Z",
+    ).call
+    assert placed.call_retry_config.max_retry_attempts == MOST_ATTEMPTS
+    status = lambda: org.client.call.retrieve(placed.id).call  # noqa: E731
+    live = eventually_sync(status, lambda call: call.status == "scheduled")  # prepared by the workflow
+    assert live.call_retry_config.max_retry_attempts == MOST_ATTEMPTS
+    org.client.call.cancel(placed.id)
 
 
 def test_cancel_or_pause_once_the_calls_are_over_is_a_conflict_and_the_order_completes(

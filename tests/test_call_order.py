@@ -11,6 +11,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from models import Call, CallAttempt, CallCreateParams
+from models.retry import MOST_ATTEMPTS
 from tests.helpers import current_details, eventually, settings_for_tests
 from workers import create_worker
 from workflows.call_order import CallOrderWorkflow
@@ -121,6 +122,20 @@ async def test_no_answer_until_attempts_run_out(time_env, task_queue):
         call = await (await start(time_env, task_queue, order("no_answer"))).result()
     assert call.status == "completed" and call.calls_count == 3 and call.outcome is None
     assert {(a.status, a.dial_error) for a in call.call_attempts} == {("error", "no_answer")}
+
+
+async def test_attempts_beyond_the_most_an_order_makes_are_held_to_it(time_env, task_queue):
+    """The seed allows max_retry_attempts up to 2**53; every attempt adds to every state the order
+    writes, so some 250 would outgrow Temporal's history limit and end the order unfinished. It makes
+    at most MOST_ATTEMPTS, as its Call's call_retry_config says, and its history stays small."""
+    retry = {**ALWAYS_OPEN, "max_retry_attempts": 10_000}
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("no_answer", retry=retry))
+        call = await handle.result()
+        history = await handle.fetch_history()
+    assert call.status == "completed" and call.calls_count == MOST_ATTEMPTS == 50
+    assert call.call_retry_config.max_retry_attempts == MOST_ATTEMPTS
+    assert sum(event.ByteSize() for event in history.events) < 5_000_000  # of 50 MB
 
 
 async def test_call_twice_in_a_row_skips_only_the_first_delay(time_env, task_queue):
