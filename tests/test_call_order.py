@@ -8,13 +8,17 @@ from typing import Any
 
 import pytz
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.persistence import PERSIST_ACTIVITY, CallSnapshot
+from api import store
 from models import Call, CallAttempt, CallCreateParams
 from models.retry import MOST_ATTEMPTS
+from models.tables import Database
 from tests.helpers import current_details, eventually, settings_for_tests
 from workers import create_worker
-from workflows.call_order import CallOrderWorkflow
+from workflows.call_order import DEFAULT_ORGANIZATION, CallOrderWorkflow
 from workflows.schedule import describe_instant
 
 PARIS = pytz.timezone("Europe/Paris")
@@ -136,6 +140,32 @@ async def test_attempts_beyond_the_most_an_order_makes_are_held_to_it(time_env, 
     assert call.status == "completed" and call.calls_count == MOST_ATTEMPTS == 50
     assert call.call_retry_config.max_retry_attempts == MOST_ATTEMPTS
     assert sum(event.ByteSize() for event in history.events) < 5_000_000  # of 50 MB
+
+
+async def test_state_writes_leave_out_the_assistant_once_its_row_holds_it(time_env, task_queue):
+    """Every state change writes the Call: once a write holding the prepared assistant has completed,
+    the later ones leave it out (a long prompt is not repeated in history) and the row keeps it."""
+    prompt = "Offer {{name}} a demo. " + "Answer every question precisely. " * 700  # about 23 KB
+    settings = settings_for_tests()
+    params = order(
+        "voicemail,human:interested", assistant={"prompt": prompt, "call_retry_config": ALWAYS_OPEN}
+    )
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(time_env, task_queue, params)
+        call = await handle.result()
+        history = await handle.fetch_history()
+    writes = [
+        (await pydantic_data_converter.decode(attributes.input.payloads, [CallSnapshot]))[0]
+        for event in history.events
+        if (attributes := event.activity_task_scheduled_event_attributes).activity_type.name
+        == PERSIST_ACTIVITY
+    ]
+    holding = [write.seq for write in writes if write.call.assistant is not None]
+    assert len(writes) >= 10 and len(holding) <= 3, holding  # until the first write after prepare is in
+    assert writes[-1].call.assistant is None and writes[-1].call.status == "completed"
+    stored = store.get_call(Database.for_url(settings.database_url), DEFAULT_ORGANIZATION, call.id)
+    assert stored is not None and stored.seq == writes[-1].seq
+    assert Call.model_validate(stored.call).model_dump() == call.model_dump()  # the assistant included
 
 
 async def test_call_twice_in_a_row_skips_only_the_first_delay(time_env, task_queue):

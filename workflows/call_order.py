@@ -154,6 +154,7 @@ class CallOrderWorkflow:
         )
         self._writes = 0  # sequence number of the last state write (persistence)
         self._pending_writes: list[workflow.ActivityHandle[bool]] = []
+        self._resolution_stored = False  # a write holding the prepared assistant has completed
 
     # -- the story ---------------------------------------------------------------------------------
 
@@ -746,18 +747,29 @@ class CallOrderWorkflow:
         """Write the current state to the database (search, export and history outlive the workflow).
 
         Fire-and-forget so no state change waits on the database; `run` awaits the writes before it
-        returns, so a closed order's stored state is its final one."""
+        returns, so a closed order's stored state is its final one. Once a write holding the prepared
+        assistant has completed, the row keeps it and later writes leave it out (`keep_resolution`
+        puts it back): a long prompt is not repeated in history at every state change."""
         self._writes += 1
-        self._pending_writes.append(
-            workflow.start_activity_method(
-                PersistenceActivities.persist_call,
-                CallSnapshot(call=self.call().model_copy(deep=True), seq=self._writes),
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=timedelta(hours=1),
-                retry_policy=PERSIST_RETRY,
-                summary=f"persist: {self.status}",
-            )
+        call = self.call().model_copy(deep=True)
+        if self._resolution_stored:
+            call.assistant = None
+        write = workflow.start_activity_method(
+            PersistenceActivities.persist_call,
+            CallSnapshot(call=call, seq=self._writes),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=PERSIST_RETRY,
+            summary=f"persist: {self.status}",
         )
+        if self.order is not None and call.assistant is not None:
+            write.add_done_callback(self._on_resolution_written)
+        self._pending_writes.append(write)
+
+    def _on_resolution_written(self, write: workflow.ActivityHandle[bool]) -> None:
+        """Stored (or overtaken by a newer write, which held it too): the row has the assistant."""
+        if not write.cancelled() and write.exception() is None:
+            self._resolution_stored = True
 
     async def _flush_writes(self) -> None:
         """Wait for the pending writes; one that kept failing for an hour is given up (Temporal still
