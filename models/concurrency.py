@@ -187,7 +187,6 @@ class PermitHolderState(BaseModel):
     held: dict[str, PermitGrant] = Field(default_factory=dict)
     # Recently released wire tickets (bounded, newest last).
     released: list[str] = Field(default_factory=list)
-    # Ticket -> how many times its requests found the queue full (the last one included, if pending).
+    # Ticket -> how many times in a row its requests found the queue full; a ticket here that is neither
+    # pending nor held is deferred: to be requested again after `retry_after`.
     deferrals: dict[str, int] = Field(default_factory=dict)
-    # Tickets whose last request found the queue full: to be requested again after `retry_after`.
-    deferred: list[str] = Field(default_factory=list)

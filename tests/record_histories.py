@@ -207,6 +207,13 @@ async def pause_and_resume(handle: WorkflowHandle) -> None:  # type: ignore[type
     await handle.signal(CallOrderWorkflow.resume)
 
 
+async def start_semaphore(client: Client, task_queue: str, input: SemaphoreInput) -> WorkflowHandle:  # type: ignore[type-arg]
+    """A key's semaphore started ahead of its orders, with settings they would not give it."""
+    return await client.start_workflow(
+        ConcurrencySemaphoreWorkflow.run, input, id=semaphore_workflow_id(input.key), task_queue=task_queue
+    )
+
+
 async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
     """A semaphore whose history outgrows its threshold: its first run ends in continue-as-new. The
     orders' key is their organization's own (`concurrency-replay-continue-as-new*.json` were recorded
@@ -214,11 +221,10 @@ async def semaphore_continued_as_new(client: Client, task_queue: str) -> None:
     key = organization_key(DEFAULT_ORGANIZATION, "replay-continue-as-new")
     if all((HISTORIES / f"{semaphore_workflow_id(key)}{end}.json").exists() for end in ("", "-continued")):
         return
-    semaphore = await client.start_workflow(
-        ConcurrencySemaphoreWorkflow.run,
+    semaphore = await start_semaphore(
+        client,
+        task_queue,
         SemaphoreInput(key=key, max=1, continue_as_new_after_events=50, idle_timeout_seconds=60),
-        id=semaphore_workflow_id(key),
-        task_queue=task_queue,
     )
     orders = [
         await client.start_workflow(
@@ -256,11 +262,8 @@ async def semaphore_with_a_full_queue(client: Client, task_queue: str) -> None:
     turned_away_id = "call-call_order_deferred_by_a_full_queue"
     if all((HISTORIES / f"{wid}.json").exists() for wid in (turned_away_id, semaphore_workflow_id(key))):
         return
-    semaphore = await client.start_workflow(
-        ConcurrencySemaphoreWorkflow.run,
-        SemaphoreInput(key=key, max=1, max_waiters=1, idle_timeout_seconds=60),
-        id=semaphore_workflow_id(key),
-        task_queue=task_queue,
+    semaphore = await start_semaphore(
+        client, task_queue, SemaphoreInput(key=key, max=1, max_waiters=1, idle_timeout_seconds=60)
     )
     orders = []
     for n, (wid, status) in enumerate(

@@ -500,8 +500,8 @@ class PermitHolder:
         self._pending: dict[str, str] = {}  # ticket -> wire ticket
         self._held: dict[str, PermitGrant] = {}  # ticket -> grant (grant.ticket is the wire ticket)
         self._released: list[str] = []  # wire tickets, newest last
-        self._deferrals: dict[str, int] = {}  # ticket -> full queues met in a row
-        self._deferred: list[str] = []  # tickets to request again (`retry_after`)
+        # Ticket -> full queues met in a row; one neither pending nor held is deferred (ask again later).
+        self._deferrals: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
         # The workflow this holder belongs to (its event loop), so no other workflow sends its commands.
         self._home = asyncio.get_running_loop() if workflow.in_workflow() else None
@@ -518,7 +518,6 @@ class PermitHolder:
             held={t: g.model_copy() for t, g in self._held.items()},
             released=list(self._released),
             deferrals=dict(self._deferrals),
-            deferred=list(self._deferred),
         )
 
     @classmethod
@@ -531,7 +530,6 @@ class PermitHolder:
         holder._held = dict(state.held)
         holder._released = list(state.released)
         holder._deferrals = dict(state.deferrals)
-        holder._deferred = list(state.deferred)
         return holder
 
     # ---- API -----------------------------------------------------------------------------------
@@ -544,7 +542,7 @@ class PermitHolder:
 
     def deferred(self, ticket: str) -> bool:
         """The last request for `ticket` found the queue full: request it again after `retry_after`."""
-        return ticket in self._deferred
+        return ticket in self._deferrals and ticket not in self._pending and ticket not in self._held
 
     def retry_after(self, ticket: str) -> timedelta:
         return deferral_backoff(self._deferrals.get(ticket, 1))
@@ -558,10 +556,9 @@ class PermitHolder:
         queue was full."""
         if ticket in self._pending or ticket in self._held:
             return
-        if ticket in self._deferred:
-            self._deferred.remove(ticket)
-        for other in [*self._pending, *self._held, *self._deferred]:
-            await self.release(other)
+        for other in dict.fromkeys([*self._pending, *self._held, *self._deferrals]):  # in order: replay
+            if other != ticket:
+                await self.release(other)
         self._seq += 1
         wire = f"{ticket}#{self._seq}"
         self._pending[ticket] = wire
@@ -606,15 +603,12 @@ class PermitHolder:
             if wire == deferral.ticket:  # else a deferral of a request withdrawn since: nothing to do
                 del self._pending[ticket]
                 self._deferrals[ticket] = self._deferrals.get(ticket, 0) + 1
-                self._deferred.append(ticket)
                 return
 
     async def release(self, ticket: str) -> None:
         """Give back the permit for `ticket`, or withdraw its request. Idempotent; safe if never
         requested; works from a cancelled workflow's cleanup path (the signal is shielded)."""
-        if ticket in self._deferred:  # not queued: nothing to tell the semaphore
-            self._deferred.remove(ticket)
-        self._deferrals.pop(ticket, None)
+        self._deferrals.pop(ticket, None)  # deferred: not queued, nothing to tell the semaphore
         wire = self._pending.pop(ticket, None)
         if wire is None and ticket in self._held:
             wire = self._held.pop(ticket).ticket
