@@ -154,14 +154,27 @@ async def test_state_writes_leave_out_the_assistant_once_its_row_holds_it(time_e
         handle = await start(time_env, task_queue, params)
         call = await handle.result()
         history = await handle.fetch_history()
-    writes = [
-        (await pydantic_data_converter.decode(attributes.input.payloads, [CallSnapshot]))[0]
-        for event in history.events
-        if (attributes := event.activity_task_scheduled_event_attributes).activity_type.name
-        == PERSIST_ACTIVITY
-    ]
-    holding = [write.seq for write in writes if write.call.assistant is not None]
-    assert len(writes) >= 10 and len(holding) <= 3, holding  # until the first write after prepare is in
+    names: dict[int, str] = {}  # the activity scheduled, by event id
+    writes: dict[int, CallSnapshot] = {}  # the persist inputs, by the event id of their scheduling
+    prepared_at = stored_at = 0  # event ids: the assistant prepared, then first written
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled = event.activity_task_scheduled_event_attributes
+            names[event.event_id] = scheduled.activity_type.name
+            if scheduled.activity_type.name == PERSIST_ACTIVITY:
+                inputs = await pydantic_data_converter.decode(scheduled.input.payloads, [CallSnapshot])
+                writes[event.event_id] = inputs[0]
+        elif event.HasField("activity_task_completed_event_attributes"):
+            of = event.activity_task_completed_event_attributes.scheduled_event_id
+            if names[of] == "prepare_order":
+                prepared_at = event.event_id
+            elif of in writes and of > prepared_at > 0 and not stored_at and writes[of].call.assistant:
+                stored_at = event.event_id
+    # Which writes are scheduled before that first one completes depends on timing; none after it.
+    assert stored_at > prepared_at > 0
+    later = [write for event_id, write in writes.items() if event_id > stored_at]
+    assert len(later) >= 4 and all(write.call.assistant is None for write in later), later
+    writes = list(writes.values())
     assert writes[-1].call.assistant is None and writes[-1].call.status == "completed"
     stored = store.get_call(Database.for_url(settings.database_url), DEFAULT_ORGANIZATION, call.id)
     assert stored is not None and stored.seq == writes[-1].seq
