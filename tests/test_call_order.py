@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from importlib.machinery import SourceFileLoader
 from typing import Any
 
 import pytz
@@ -179,6 +180,24 @@ async def test_state_writes_leave_out_the_assistant_once_its_row_holds_it(time_e
     stored = store.get_call(Database.for_url(settings.database_url), DEFAULT_ORGANIZATION, call.id)
     assert stored is not None and stored.seq == writes[-1].seq
     assert Call.model_validate(stored.call).model_dump() == call.model_dump()  # the assistant included
+
+
+async def test_a_worker_compiles_the_order_workflow_once_for_all_its_runs(time_env, task_queue, monkeypatch):
+    """The sandbox imports call_order.py afresh for every run; with PYTHONDONTWRITEBYTECODE, a
+    read-only install or a stale .pyc, Python would compile it every time (8-13 ms a run)."""
+    loaded: list[str] = []
+    get_code = SourceFileLoader.get_code
+
+    def counted(loader: SourceFileLoader, fullname: str) -> Any:
+        loaded.append(fullname)
+        return get_code(loader, fullname)
+
+    monkeypatch.setattr(SourceFileLoader, "get_code", counted)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        loaded.clear()  # the worker has read it to make its build id
+        calls = [await (await start(time_env, task_queue, order("human"))).result() for _ in range(3)]
+    assert [call.status for call in calls] == ["completed"] * 3
+    assert loaded.count("workflows.call_order") <= 1, loaded  # at the first run, if no earlier test's
 
 
 async def test_call_twice_in_a_row_skips_only_the_first_delay(time_env, task_queue):
