@@ -1,12 +1,14 @@
 """Benchmark: orchestration overhead of CallOrderWorkflow against a no-op baseline, in one run.
 
-    python benchmarks/orchestration.py [--orders 200]
+    python benchmarks/orchestration.py [--orders 200] [--rounds 4]
 
-N single-attempt orders (simulated callee `human:interested`, zero-length calls, `force_now`) run end to
-end on the real dev server (in memory) and one worker built by `create_worker`; then N no-op workflows,
-each running the same number of no-op activities one after another as one order ran (counted from an
-order's history), on a worker with the same settings. Reported: both throughputs and their ratio
-(goal >= 0.5), activities and history events per order.
+Single-attempt orders (simulated callee `human:interested`, zero-length calls, `force_now`) run end to
+end on the real dev server (in memory) and one worker built by `create_worker`; no-op workflows, each
+running one after another as many no-op activities as one order ran (counted from an order's history),
+on a worker with the same settings beside it. They run in rounds, a batch of N/rounds of each at once,
+taking turns going first, so a change in the machine's load weighs on both. Reported: both throughputs
+over all rounds and their ratio (goal >= 0.5) with its range over the rounds, activities and history
+events per order.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity, workflow
-from temporalio.client import Client
+from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
 if __name__ == "__main__":  # run as a script from anywhere: the repo root is the import root
@@ -45,54 +49,83 @@ class NoopWorkflow:
             await workflow.execute_activity(noop, start_to_close_timeout=timedelta(seconds=30))
 
 
-async def baseline(client: Client, n: int, activities: int) -> float:
-    """Throughput of N no-op workflows running `activities` no-op activities each (per second)."""
-    queue = f"baseline-{uuid.uuid4().hex[:6]}"
-    async with Worker(
-        client,
-        task_queue=queue,
-        workflows=[NoopWorkflow],
-        activities=[noop],
-        workflow_runner=workflow_runner(),
-    ):
-        started = time.monotonic()
-        await run_all(
-            client.start_workflow(NoopWorkflow.run, activities, id=f"{queue}-{i}", task_queue=queue)
-            for i in range(n)
-        )
-        return n / (time.monotonic() - started)
+async def timed(starts: Iterable[Awaitable[WorkflowHandle[Any, Any]]]) -> float:
+    """Seconds from the first start to the last result of workflows started all at once."""
+    started = time.monotonic()
+    await run_all(starts)
+    return time.monotonic() - started
 
 
-async def main(n: int) -> None:
+async def main(n: int, rounds: int) -> None:
     from workers import create_worker
     from workflows.call_order import CallOrderWorkflow
 
     async with dev_server() as client:
-        queue = f"orders-{uuid.uuid4().hex[:6]}"
+        queue, base_queue = f"orders-{uuid.uuid4().hex[:6]}", f"baseline-{uuid.uuid4().hex[:6]}"
         database = f"sqlite:///{tempfile.mkdtemp(prefix='outdial-bench-')}/outdial.db"
-        async with create_worker(client, task_queue=queue, settings=orders.settings(database)):
-            warm = await client.execute_workflow(
+        async with (
+            create_worker(client, task_queue=queue, settings=orders.settings(database)),
+            Worker(
+                client,
+                task_queue=base_queue,
+                workflows=[NoopWorkflow],
+                activities=[noop],
+                workflow_runner=workflow_runner(),
+            ),
+        ):
+            warm = await client.start_workflow(
                 CallOrderWorkflow.run, orders.now(), id=f"call-{uuid.uuid4()}", task_queue=queue
             )
-            assert warm.status == "completed"
-            started = time.monotonic()
-            handles = await run_all(
-                client.start_workflow(
-                    CallOrderWorkflow.run, orders.now(), id=f"call-{uuid.uuid4()}", task_queue=queue
-                )
-                for _ in range(n)
+            assert (await warm.result()).status == "completed"
+            stats = await history_stats(warm)
+            await client.execute_workflow(
+                NoopWorkflow.run, stats.activities, id=f"{base_queue}-warm", task_queue=base_queue
             )
-            rate = n / (time.monotonic() - started)
-            stats = await history_stats(handles[0])
-        base = await baseline(client, n, stats.activities)
-    print(f"orders={n} (single attempt, zero-length calls, simulated provider)")
+
+            def call_orders(count: int) -> Iterable[Awaitable[WorkflowHandle[Any, Any]]]:
+                return (
+                    client.start_workflow(
+                        CallOrderWorkflow.run, orders.now(), id=f"call-{uuid.uuid4()}", task_queue=queue
+                    )
+                    for _ in range(count)
+                )
+
+            def noop_workflows(count: int) -> Iterable[Awaitable[WorkflowHandle[Any, Any]]]:
+                return (
+                    client.start_workflow(
+                        NoopWorkflow.run,
+                        stats.activities,
+                        id=f"{base_queue}-{uuid.uuid4()}",
+                        task_queue=base_queue,
+                    )
+                    for _ in range(count)
+                )
+
+            # In rounds, taking turns going first, so a change in the machine's load weighs on both.
+            batch = max(1, n // rounds)
+            orders_s: list[float] = []
+            base_s: list[float] = []
+            for i in range(rounds):
+                if i % 2 == 0:
+                    orders_s.append(await timed(call_orders(batch)))
+                    base_s.append(await timed(noop_workflows(batch)))
+                else:
+                    base_s.append(await timed(noop_workflows(batch)))
+                    orders_s.append(await timed(call_orders(batch)))
+    rate, base = batch * rounds / sum(orders_s), batch * rounds / sum(base_s)
+    each = sorted(b / o for o, b in zip(orders_s, base_s, strict=True))
+    print(
+        f"orders={batch * rounds} in {rounds} rounds (single attempt, zero-length calls, simulated provider)"
+    )
     print(f"per order: {stats.activities} activities, {stats.events} history events")
     print(f"call orders             {rate:7.1f} /s")
     print(f"baseline (no-op wf, {stats.activities} no-op activities in sequence) {base:7.1f} /s")
-    print(f"ratio                   {rate / base:.2f}  (goal >= 0.5)")
+    print(f"ratio                   {rate / base:.2f}  (goal >= 0.5; rounds {each[0]:.2f}-{each[-1]:.2f})")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=200)
-    asyncio.run(main(parser.parse_args().orders))
+    parser.add_argument("--rounds", type=int, default=4, help="batches of each, taking turns going first")
+    args = parser.parse_args()
+    asyncio.run(main(args.orders, args.rounds))
