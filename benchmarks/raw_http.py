@@ -44,8 +44,13 @@ class RawHttp:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def __aenter__(self) -> RawHttp:
-        self._streams = await asyncio.open_connection(self.host, self.port)
+        await self._connect()
         return self
+
+    async def _connect(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+        self._streams = await asyncio.open_connection(self.host, self.port)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -62,6 +67,8 @@ class RawHttp:
 
     async def send(self, request: bytes) -> Answer:
         assert self._streams is not None, "use RawHttp in `async with`"
+        if self._streams[0].at_eof():  # the server closed the connection while it idled (uvicorn: after 5 s)
+            await self._connect()
         reader, writer = self._streams
         answer = Answer()
         parser = httptools.HttpResponseParser(answer)
