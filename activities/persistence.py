@@ -133,13 +133,22 @@ def attempt_columns(call: Call) -> list[dict[str, Any]]:
     return rows
 
 
-def _newer_than_stored(updated_at: datetime | None, seq: int) -> Any:
-    row = CallOrderRecord
-    return or_(
-        row.seq == 0,  # the API's placeholder
-        row.updated_at < updated_at,
-        and_(row.updated_at == updated_at, row.seq <= seq),
-    )
+# Prebuilt: `persist_call` runs at every change of every order, and building its statements afresh
+# (coercing the clauses, keying the compiled cache) cost the worker more Python than running them.
+_ORDER, _ATTEMPT = CallOrderRecord, CallAttemptRecord
+_STORED_CALL = select(_ORDER.call).where(_ORDER.id == bindparam("b_id"))
+_ORDER_EXISTS = select(_ORDER.id).where(_ORDER.id == bindparam("b_id"))
+_UPDATE_ORDER_IF_NEWER = update(_ORDER).where(  # the SET clause: the columns the parameters name
+    _ORDER.id == bindparam("b_id"),
+    or_(
+        _ORDER.seq == 0,  # the API's placeholder
+        _ORDER.updated_at < bindparam("b_updated_at"),
+        and_(_ORDER.updated_at == bindparam("b_updated_at"), _ORDER.seq <= bindparam("b_seq")),
+    ),
+)
+_INSERT_ORDER = insert(_ORDER)
+_UPDATE_ATTEMPT = update(_ATTEMPT).where(_ATTEMPT.id == bindparam("b_id"))
+_INSERT_ATTEMPT = insert(_ATTEMPT)
 
 
 # What POST /call resolved into its placeholder (assistant_id's assistant, the caller id, ...), which an
@@ -168,9 +177,7 @@ def write_call(database: Database, call: Call, seq: int) -> bool:
         try:
             with database.engine.begin() as connection:
                 if call.assistant is None:
-                    stored = connection.execute(
-                        select(CallOrderRecord.call).where(CallOrderRecord.id == call.id)
-                    ).scalar()
+                    stored = connection.execute(_STORED_CALL, {"b_id": call.id}).scalar()
                     call = keep_resolution(call, stored)
                 values = call_columns(call, seq)
                 if not _upsert_order(connection, call.id, values):
@@ -183,26 +190,19 @@ def write_call(database: Database, call: Call, seq: int) -> bool:
 
 
 def _upsert_order(connection: Connection, call_id: str, values: dict[str, Any]) -> bool:
-    row = CallOrderRecord
-    updated = connection.execute(
-        update(row)
-        .where(row.id == call_id, _newer_than_stored(values["updated_at"], values["seq"]))
-        .values(**values)
-    )
-    if updated.rowcount:
+    newer = {"b_id": call_id, "b_updated_at": values["updated_at"], "b_seq": values["seq"]}
+    if connection.execute(_UPDATE_ORDER_IF_NEWER, values | newer).rowcount:
         return True
-    if connection.execute(select(row.id).where(row.id == call_id)).first():
+    if connection.execute(_ORDER_EXISTS, {"b_id": call_id}).first():
         return False  # stale: a newer state is stored
-    connection.execute(insert(row).values(id=call_id, **values))
+    connection.execute(_INSERT_ORDER, {"id": call_id, **values})
     return True
 
 
 def _upsert_attempts(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    table = CallAttemptRecord
     for values in rows:
-        updated = connection.execute(update(table).where(table.id == values["id"]).values(**values))
-        if not updated.rowcount:
-            connection.execute(insert(table).values(**values))
+        if not connection.execute(_UPDATE_ATTEMPT, values | {"b_id": values["id"]}).rowcount:
+            connection.execute(_INSERT_ATTEMPT, values)
 
 
 class PersistenceActivities:
