@@ -293,14 +293,16 @@ def resolve_caller_id(owned: Mapping[str, str | None], requested: str | None, fa
     return CallerId(requested, owned[requested])
 
 
+_TRUNK = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
+    PhoneNumberRecord.phone_number == bindparam("phone_number"),
+    PhoneNumberRecord.livekit_outbound_trunk_id.is_not(None),  # type: ignore[union-attr]
+)
+
+
 def trunk_of(database: Database, phone_number: str) -> str | None:
     """The LiveKit outbound trunk of a caller id (a number routes through one trunk), if recorded."""
-    with database.session() as session:
-        query = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
-            PhoneNumberRecord.phone_number == phone_number,
-            PhoneNumberRecord.livekit_outbound_trunk_id.is_not(None),  # type: ignore[union-attr]
-        )
-        return session.scalars(query.limit(1)).first()
+    rows = database.fetch(_TRUNK, phone_number=phone_number)
+    return rows[0][0] if rows else None
 
 
 # --- do-not-contact registry ---------------------------------------------------------------------------
