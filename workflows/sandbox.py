@@ -22,7 +22,8 @@ SANDBOXED_PACKAGE = "workflows"  # the sandbox imports its modules again for eve
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox, with the workflow modules it re-imports compiled once per process."""
+    """The sandbox, with the workflow modules it re-imports and its own code strings compiled once
+    per process."""
     if not any(isinstance(finder, CompiledOnceFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, CompiledOnceFinder(SANDBOXED_PACKAGE))
     _compile_snippets_once()
