@@ -72,7 +72,6 @@ router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 WORKFLOW_TYPE = "CallOrderWorkflow"
-QUERY_TIMEOUT = timedelta(seconds=5)
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {401: "Missing or invalid API key", 404: "Not found", 422: "Invalid request"}.items()
@@ -394,10 +393,8 @@ async def current_call(context: ApiContext, record: CallOrderRecord) -> Call:
     if record.status not in TERMINAL_STATUSES:
         try:
             client = await context.temporal()
-            live = await client.get_workflow_handle(order_workflow_id(record.id)).query(
-                "call", result_type=Call, rpc_timeout=QUERY_TIMEOUT
-            )
-            if live.organization_id == record.organization_id:
+            live = await context.live.call(client.get_workflow_handle(order_workflow_id(record.id)))
+            if live is not None and live.organization_id == record.organization_id:
                 return keep_resolution(live, record.call)
         except Exception as err:  # noqa: BLE001 — any failure falls back to the database
             log.debug("live query of call %s failed, answering from the database: %s", record.id, err)

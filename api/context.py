@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from api.errors import ApiError
 from api.keys import VerifiedKeys
+from api.live_state import LiveState
 from models.settings import Settings
 from models.tables import Database
 
@@ -30,6 +31,7 @@ class ApiContext:
         self._temporal = temporal
         self._connecting = asyncio.Lock()
         self.verified_keys = VerifiedKeys()
+        self.live = LiveState()
 
     async def temporal(self) -> Client:
         if self._temporal is not None:

@@ -1,0 +1,73 @@
+"""Reads of a running order while no worker answers queries (all crashed, or restarting): one read
+waits out the query's timeout, the next ones answer at once, and live answers come back with a worker.
+The real dev server and client; the order's worker is stopped, then started again."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from api.live_state import UNANSWERED, LiveState
+from models import Call, CallCreateParams
+from tests.helpers import eventually, settings_for_tests
+from workers import create_worker
+from workflows.call_order import CallOrderWorkflow
+
+
+def counting_queries(client: Client, monkeypatch: Any) -> list[str]:
+    """The workflow ids of the query RPCs `client` sends from now on."""
+    sent: list[str] = []
+    service = client.workflow_service
+    query_workflow = service.query_workflow
+
+    async def counted(request: Any, **options: Any) -> Any:
+        sent.append(request.execution.workflow_id)
+        return await query_workflow(request, **options)
+
+    monkeypatch.setattr(service, "query_workflow", counted)
+    return sent
+
+
+async def test_reads_answer_at_once_while_no_worker_answers_and_live_again_with_one(
+    dev_env: WorkflowEnvironment, task_queue: str, monkeypatch: Any
+) -> None:
+    client, settings = dev_env.client, settings_for_tests()
+    order = CallCreateParams(phone_number="+33612345678", scheduled_at=datetime(2099, 1, 5, 9, tzinfo=UTC))
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        handle = await client.start_workflow(
+            CallOrderWorkflow.run, order, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await eventually(
+            lambda: handle.query("call", result_type=Call), lambda call: call.status == "scheduled"
+        )
+
+    now = [0.0]
+    live = LiveState(timeout=timedelta(seconds=1), ask_again_after=10, clock=lambda: now[0])
+    sent = counting_queries(client, monkeypatch)
+    # No worker: the first read waits out the timeout; the next ones do not ask.
+    with pytest.raises(RPCError) as unanswered:  # the client's timeout or the server's, as the API sees it
+        await live.call(handle)
+    assert unanswered.value.status in UNANSWERED
+    assert not live.answering
+    assert [await live.call(handle) for _ in range(3)] == [None] * 3
+    assert len(sent) == 1
+
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        assert await live.call(handle) is None and len(sent) == 1  # not yet time to ask again
+
+        async def read() -> Call | None:
+            now[0] += 10  # time passes: a read may ask again, in the background
+            return await live.call(handle)
+
+        # The first background queries may go unanswered too: the order's sticky queue is the old
+        # worker's until the server gives up on it. Reads answer from the database meanwhile.
+        call = await eventually(read, lambda call: call is not None)
+        assert call is not None and call.status == "scheduled" and live.answering
+        assert len(sent) >= 3  # the one unanswered, at least one in the background, this one
+        await handle.cancel()
