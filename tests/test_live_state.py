@@ -1,9 +1,12 @@
 """Reads of a running order while no worker answers queries (all crashed, or restarting): one read
-waits out the query's timeout, the next ones answer at once, and live answers come back with a worker.
+waits out the query's timeout, the next ones answer at once, and live answers come back with a worker;
+`outdial status` shows the stored state.
 The real dev server and client; the order's worker is stopped, then started again."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,11 +15,12 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from api.live_state import UNANSWERED, LiveState
 from models import Call, CallCreateParams
 from tests.helpers import eventually, settings_for_tests
-from workers import create_worker
+from workers import cli, create_worker
 from workflows.call_order import CallOrderWorkflow
 
 
@@ -46,6 +50,19 @@ async def test_reads_answer_at_once_while_no_worker_answers_and_live_again_with_
         await eventually(
             lambda: handle.query("call", result_type=Call), lambda call: call.status == "scheduled"
         )
+
+    # `outdial status` with no worker: the stored state and a note, rather than a wait for the server.
+    monkeypatch.setattr(cli, "QUERY_TIMEOUT", timedelta(seconds=1))
+    env = {
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": client.namespace,
+    }
+    shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", handle.id], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["status"] == "scheduled" and "no worker answered" in shown.stderr
 
     now = [0.0]
     live = LiveState(timeout=timedelta(seconds=1), ask_again_after=10, clock=lambda: now[0])

@@ -32,11 +32,12 @@ from activities.webhook_secrets import (
 )
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
+from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, Settings
-from models.tables import Database
+from models.tables import CallOrderRecord, Database
 from workers.codec import DEFAULT_CODEC_PORT, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
     await_notifications,
@@ -379,12 +380,26 @@ def _on_the_order(call_id: str, action: Callable[[Client], Awaitable[None]]) -> 
 
 @app.command()
 def status(call_id: str) -> None:
-    """Print a call order's live Call (the `call` query)."""
+    """Print a call order's live Call (the `call` query); with no worker to answer, its stored state."""
 
     async def show(client: Client) -> None:
-        _print_call(await _handle(client, call_id).query("call", result_type=Call))
+        try:
+            call = await _handle(client, call_id).query("call", result_type=Call, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as err:
+            stored = await asyncio.to_thread(_stored_call, call_id) if err.status in UNANSWERED else None
+            if stored is None:
+                raise
+            Console(stderr=True).print("[yellow]no worker answered: the order's stored state[/]")
+            call = stored
+        _print_call(call)
 
     _on_the_order(call_id, show)
+
+
+def _stored_call(call_id: str) -> Call | None:
+    with Database.for_url(Settings.load().database_url).session() as session:
+        record = session.get(CallOrderRecord, call_id.removeprefix(ORDER_WORKFLOW_PREFIX))
+        return Call.model_validate(record.call) if record is not None else None
 
 
 def _signal_command(signal: str, doc: str) -> None:
