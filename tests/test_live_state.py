@@ -84,7 +84,7 @@ async def test_reads_answer_at_once_while_no_worker_answers_and_live_again_with_
 
         # The first background queries may go unanswered too: the order's sticky queue is the old
         # worker's until the server gives up on it. Reads answer from the database meanwhile.
-        call = await eventually(read, lambda call: call is not None)
+        call = await eventually(read, lambda call: call is not None, timeout=40)
         assert call is not None and call.status == "scheduled" and live.answering
         assert len(sent) >= 3  # the one unanswered, at least one in the background, this one
         await handle.cancel()
