@@ -1,6 +1,7 @@
-"""A running order's live state, asked of its workflow (the `call` query), and not asked while no worker
-answers: a query needs a worker, so with every worker down (crashed, restarting) each one waited out
-its timeout, and every read of a running order took 5 s before it answered from the database."""
+"""A running order's live state, asked of its workflow (the `call` query), and not asked while nobody
+answers: a query needs a worker and Temporal, so with every worker down (crashed, restarting), or
+Temporal itself, each one waited out its timeout, and every read of a running order took 5-6 s before
+it answered from the database."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from models import Call
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT = timedelta(seconds=5)
 ASK_AGAIN_AFTER = 10.0  # seconds without asking, after a query no worker answered
-UNANSWERED = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)  # the client's timeout, the server's
+UNANSWERED = (
+    RPCStatusCode.CANCELLED,  # the client's timeout: no worker took the query
+    RPCStatusCode.DEADLINE_EXCEEDED,  # the server's, likewise
+    RPCStatusCode.UNAVAILABLE,  # no Temporal, after the client's retries until the timeout
+)
 
 
 class LiveState:
@@ -58,16 +63,16 @@ class LiveState:
             if err.status in UNANSWERED:
                 if self._quiet_until is None:
                     log.warning(
-                        "no worker answered the query of %s within %s s: reads of running orders answer "
-                        "from the database, and ask again every %s s",
+                        "the query of %s went unanswered (%s): reads of running orders answer from the "
+                        "database, and ask again every %s s",
                         handle.id,
-                        self.timeout.total_seconds(),
+                        err.message,
                         self.ask_again_after,
                     )
                 self._quiet_until = self._clock() + self.ask_again_after
             raise
         if self._quiet_until is not None:
-            log.warning("workers answer queries again: reads of running orders are live")
+            log.warning("queries are answered again: reads of running orders are live")
             self._quiet_until = None
         return live
 
