@@ -20,7 +20,7 @@ from models import Call
 
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT = timedelta(seconds=5)
-ASK_AGAIN_AFTER = 10.0  # seconds without asking, after a query no worker answered
+ASK_AGAIN_AFTER = 10.0  # seconds without asking, after an unanswered query
 UNANSWERED = (
     RPCStatusCode.CANCELLED,  # the client's timeout: no worker took the query
     RPCStatusCode.DEADLINE_EXCEEDED,  # the server's, likewise
@@ -42,7 +42,7 @@ class LiveState:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timeout, self.ask_again_after, self._clock = timeout, ask_again_after, clock
-        self._quiet_until: float | None = None  # set while no worker answers
+        self._quiet_until: float | None = None  # set while queries go unanswered
         self._probe: asyncio.Task[Any] | None = None
 
     @property
@@ -72,7 +72,7 @@ class LiveState:
                 self._quiet_until = self._clock() + self.ask_again_after
             raise
         if self._quiet_until is not None:
-            log.warning("queries are answered again: reads of running orders are live")
+            log.info("queries are answered again: reads of running orders are live")
             self._quiet_until = None
         return live
 

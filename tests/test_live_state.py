@@ -63,7 +63,7 @@ async def test_reads_answer_at_once_while_no_worker_answers_and_live_again_with_
     }
     shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", handle.id], env=env)
     assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.stdout)["status"] == "scheduled" and "no worker answered" in shown.stderr
+    assert json.loads(shown.stdout)["status"] == "scheduled" and "unanswered" in shown.stderr
 
     now = [0.0]
     live = LiveState(timeout=timedelta(seconds=1), ask_again_after=10, clock=lambda: now[0])

@@ -380,7 +380,8 @@ def _on_the_order(call_id: str, action: Callable[[Client], Awaitable[None]]) -> 
 
 @app.command()
 def status(call_id: str) -> None:
-    """Print a call order's live Call (the `call` query); with no worker to answer, its stored state."""
+    """Print a call order's live Call (the `call` query); unanswered (no worker, or no Temporal), its
+    stored state."""
 
     async def show(client: Client) -> None:
         try:
@@ -389,7 +390,7 @@ def status(call_id: str) -> None:
             stored = await asyncio.to_thread(_stored_call, call_id) if err.status in UNANSWERED else None
             if stored is None:
                 raise
-            Console(stderr=True).print("[yellow]no worker answered: the order's stored state[/]")
+            Console(stderr=True).print("[yellow]the query went unanswered: the order's stored state[/]")
             call = stored
         _print_call(call)
 
