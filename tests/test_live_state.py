@@ -1,7 +1,6 @@
-"""Reads of a running order while no worker answers queries (all crashed, or restarting): one read
-waits out the query's timeout, the next ones answer at once, and live answers come back with a worker;
-`outdial status` shows the stored state.
-The real dev server and client; the order's worker is stopped, then started again."""
+"""Reads of a running order while nobody answers queries (every worker down, or Temporal): one read
+waits out the query's timeout, the next ones answer at once from the stored state, and live answers
+come back with a worker; `outdial status` shows the stored state. The real dev server and client."""
 
 from __future__ import annotations
 
