@@ -497,6 +497,25 @@ def test_idempotency_key_returns_the_same_call_and_never_a_second_one(org: Org) 
         org.client.call.create(**{**order, "metadata": {"simulation": "busy"}}, extra_headers=key)
 
 
+def test_an_idempotency_key_over_255_characters_is_a_422_and_the_header_is_documented(org: Org) -> None:
+    order = quick_order("human:completed", to="+33612345680")
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.call.create(**order, extra_headers={"Idempotency-Key": "k" * 256})
+    details = refused.value.body["error"]["details"]  # type: ignore[index]
+    assert details == [
+        {
+            "loc": ["header", "Idempotency-Key"],
+            "msg": "String should have at most 255 characters",
+            "type": "string_too_long",
+        }
+    ]
+    assert org.client.call.search(**no_filters(to_phone_number="+33612345680")).total_count == 0
+    with org.raw() as raw:
+        operation = raw.get("/openapi.json").json()["paths"]["/call"]["post"]
+    header = next(p for p in operation["parameters"] if p["name"] == "Idempotency-Key")
+    assert header["in"] == "header" and header["schema"]["maxLength"] == 255
+
+
 def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Org) -> None:
     with org.raw() as http:
         added = http.post(
