@@ -1,6 +1,6 @@
 """Benchmark: placement latency, `POST /call` to workflow started, against a bare `start_workflow`.
 
-    python benchmarks/placement.py [--orders 200] [--server file|memory|both] [--api-in-process]
+    python benchmarks/placement.py [--orders 300] [--server file|memory|both] [--api-in-process]
 
 The API is `outdial api` in its own process, as it is deployed (uvicorn, its own Temporal client), on the
 real dev server: keeping its state in a SQLite file as `outdial dev` runs it, then (by default, both) in
@@ -294,7 +294,7 @@ async def main(n: int, server: str = "both", in_process: bool = False) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--orders", type=int, default=300)
     parser.add_argument(
         "--server",
         choices=["file", "memory", "both"],

@@ -1,6 +1,6 @@
 """Benchmark: the scale of waiting. N orders scheduled for tomorrow, held by one worker process.
 
-    python benchmarks/waiting.py [--orders 10000] [--cache 250]
+    python benchmarks/waiting.py [--orders 10000] [--cache 100]
 
 The real dev server (in memory) and one `outdial worker` process with a bounded workflow cache
 (OUTDIAL_MAX_CACHED_WORKFLOWS). N orders are placed for tomorrow 10:00 Europe/Paris; once every one
@@ -87,6 +87,6 @@ async def main(n: int, cache: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--cache", type=int, default=250)
+    parser.add_argument("--cache", type=int, default=100)
     args = parser.parse_args()
     asyncio.run(main(args.orders, args.cache))
