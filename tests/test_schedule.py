@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import phonenumbers
 import pytest
 import pytz
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,7 @@ from workflows.schedule import (
     describe_instant,
     first_attempt_at,
     is_allowed,
+    may_span_timezones,
     next_allowed_instant,
     next_attempt_at,
     resolve_timezones,
@@ -73,6 +75,30 @@ def test_override_wins():
 def test_unknown_zone_falls_back_to_utc():
     assert resolve_timezones("+80012345678") == ["UTC"]  # international freephone: Etc/Unknown
     assert resolve_timezones("not a number") == ["UTC"]
+
+
+_EXAMPLES = sorted(
+    phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+    for region in phonenumbers.SUPPORTED_REGIONS
+    for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE)
+    if (example := phonenumbers.example_number_for_type(region, kind)) is not None
+)
+
+
+@given(st.sampled_from(_EXAMPLES), st.integers(min_value=0, max_value=9999))
+def test_a_number_said_to_be_in_one_zone_resolves_to_one(example: str, tail: int) -> None:
+    """`may_span_timezones` lets POST /call skip resolving zones: it may only say False where
+    `resolve_timezones` gives exactly one (examples of every region, their last digits varied)."""
+    number = example[:-4] + f"{tail:04d}"
+    if not may_span_timezones(number):
+        assert len(resolve_timezones(number)) == 1
+
+
+def test_single_zone_countries_are_told_apart_from_the_rest() -> None:
+    assert not may_span_timezones("+33612345678") and not may_span_timezones("+4915112345678")
+    assert may_span_timezones("+18005550199") and may_span_timezones("+79161234567")
+    assert may_span_timezones("+34612345678")  # Spain: Madrid and the Canaries
+    assert not may_span_timezones("+80012345678") and not may_span_timezones("not a number")
 
 
 # --- Windows, days, formats ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ the second because it runs inside Temporal workflow code: the current time is al
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
@@ -59,6 +60,29 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
     region = phonenumbers.region_code_for_number(parsed)
     in_country = zones & set(pytz.country_timezones.get(region, []) if region else [])
     return sorted(in_country or zones) or [_FALLBACK_ZONE]
+
+
+def may_span_timezones(phone_number: str) -> bool:
+    """Whether `resolve_timezones(phone_number)` may give more than one zone. False when no number of
+    its calling code maps to two zones (France, Germany, Japan...): decided from the code alone, without
+    parsing the number, so `POST /call` pays `resolve_timezones` only where the answer can be several."""
+    digits = phone_number.removeprefix("+")
+    for length in (1, 2, 3):  # calling codes are prefix-free
+        if digits[:length].isdigit() and int(digits[:length]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return len(_calling_code_zones(digits[:length])) > 1
+    return False  # no calling code: resolve_timezones falls back to one zone
+
+
+@functools.cache
+def _calling_code_zones(code: str) -> frozenset[str]:
+    """Every zone phonenumbers maps a number of calling code `code` to (its prefixes all start with it)."""
+    return frozenset(
+        zone
+        for prefix, zones in phonenumbers_timezone.TIMEZONE_DATA.items()
+        if prefix.startswith(code)
+        for zone in zones
+        if zone != _UNKNOWN_ZONE and zone in pytz.all_timezones_set
+    )
 
 
 # --- The predicate ---------------------------------------------------------------------------------
