@@ -163,7 +163,7 @@ def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: dat
     """A number that may be in zones sharing no calling window (a Russian mobile: Kaliningrad to
     Kamchatka) could never be called: a 422 asking for the timezone, not an order that errs later.
     One zone always has a window, so only the rare number with several pays for the search."""
-    if not retry.timezone and not schedule.may_span_timezones(phone_number):
+    if not schedule.may_span_timezones(phone_number, retry.timezone):
         return
     zones = schedule.resolve_timezones(phone_number, retry.timezone)
     if len(zones) > 1 and schedule.next_allowed_instant(now, retry, zones) is None:

@@ -52,20 +52,23 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
         parsed = phonenumbers.parse(phone_number, None)
     except phonenumbers.NumberParseException:
         return [_FALLBACK_ZONE]
-    zones = {
-        zone
-        for zone in phonenumbers_timezone.time_zones_for_number(parsed)
-        if zone != _UNKNOWN_ZONE and zone in pytz.all_timezones_set
-    }
+    zones = set(filter(_known_zone, phonenumbers_timezone.time_zones_for_number(parsed)))
     region = phonenumbers.region_code_for_number(parsed)
     in_country = zones & set(pytz.country_timezones.get(region, []) if region else [])
     return sorted(in_country or zones) or [_FALLBACK_ZONE]
 
 
-def may_span_timezones(phone_number: str) -> bool:
-    """Whether `resolve_timezones(phone_number)` may give more than one zone. False when no number of
-    its calling code maps to two zones (France, Germany, Japan...): decided from the code alone, without
-    parsing the number, so `POST /call` pays `resolve_timezones` only where the answer can be several."""
+def _known_zone(zone: str) -> bool:
+    return zone != _UNKNOWN_ZONE and zone in pytz.all_timezones_set
+
+
+def may_span_timezones(phone_number: str, override: str | None = None) -> bool:
+    """Whether `resolve_timezones(phone_number, override)` may give more than one zone. False with an
+    override, or when no number of its calling code maps to two zones (France, Germany, Japan...):
+    decided from the code alone, without parsing the number, so `POST /call` pays `resolve_timezones`
+    only where the answer can be several."""
+    if override:
+        return False
     digits = phone_number.removeprefix("+")
     for length in (1, 2, 3):  # calling codes are prefix-free
         if digits[:length].isdigit() and int(digits[:length]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
@@ -81,7 +84,7 @@ def _calling_code_zones(code: str) -> frozenset[str]:
         for prefix, zones in phonenumbers_timezone.TIMEZONE_DATA.items()
         if prefix.startswith(code)
         for zone in zones
-        if zone != _UNKNOWN_ZONE and zone in pytz.all_timezones_set
+        if _known_zone(zone)
     )
 
 
