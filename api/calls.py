@@ -19,6 +19,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -240,7 +242,25 @@ async def _start(
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
+        if await _started_after_all(client, call_id):
+            log.warning("call %s: its start failed (%s) but Temporal has it: started", call_id, err.message)
+            return
         raise ApiError(503, "unavailable", f"could not start the call order: {err.message}") from err
+
+
+async def _started_after_all(client: Client, call_id: str) -> bool:
+    """Whether a start that failed (timed out, its connection lost) reached Temporal all the same, only
+    its answer lost. Its workflow id is this order's alone, so if the workflow is there, the order is
+    started: answering 503 would have the client retry (the official one does) and place it twice.
+    One quick ask, not retried: when Temporal cannot say, the start failed as far as anyone can tell."""
+    request = DescribeWorkflowExecutionRequest(
+        namespace=client.namespace, execution=WorkflowExecution(workflow_id=order_workflow_id(call_id))
+    )
+    try:
+        await client.workflow_service.describe_workflow_execution(request, timeout=timedelta(seconds=2))
+    except RPCError:
+        return False
+    return True
 
 
 async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> JSONResponse:

@@ -29,12 +29,12 @@ from fastapi import FastAPI
 from revox import AsyncRevox, Revox
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities import persistence
 from activities.simulated import SimulatedAnalyzer
 from api import calls, create_app, store
 from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
-from api.errors import ApiError
 from api.server import ApiServer
 from api.server_timing import ServerTiming, parse_server_timing
 from models import Call
@@ -844,15 +844,42 @@ def test_an_order_whose_placeholder_row_failed_is_answered_and_stored_by_its_wor
 
 
 def test_an_order_that_could_not_start_leaves_no_row(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refused(*args: Any) -> None:
-        raise ApiError(503, "unavailable", "could not start the call order: Temporal is down")
+    """The start failed and Temporal has no such workflow: a 503 (safe to retry) and no row."""
 
-    monkeypatch.setattr(calls, "_start", refused)
+    async def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+    monkeypatch.setattr(Client, "start_workflow", unavailable)
     with pytest.raises(revox.InternalServerError) as failed:
         org.client.call.create(**quick_order("human:interested"))
     monkeypatch.undo()
     assert failed.value.status_code == 503
+    assert "could not start the call order: connection refused" in str(failed.value)
     assert org.client.call.search(**no_filters()).calls == []
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
+def test_a_start_whose_answer_was_lost_is_answered_as_started(
+    org: Org, monkeypatch: pytest.MonkeyPatch, keyed: bool
+) -> None:
+    """Temporal took the start but its answer never came (a timeout): the workflow is there, so the
+    order is answered as started, not a 503 that the client would retry into a second call."""
+    start_workflow = Client.start_workflow
+    started: list[str] = []
+
+    async def answer_lost(self: Client, *args: Any, **kwargs: Any) -> Any:
+        await start_workflow(self, *args, **kwargs)
+        started.append(kwargs["id"])
+        raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+
+    monkeypatch.setattr(Client, "start_workflow", answer_lost)
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
+    call = org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call
+    monkeypatch.undo()
+    assert started == [order_workflow_id(call.id)]
+    assert call.status == "initializing"
+    assert finished(org.client, call.id).status == "completed"
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call.id]
 
 
 def test_an_order_started_but_not_answerable_is_withdrawn(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
