@@ -219,7 +219,8 @@ async def _start(
     params: CallCreateParams,
     created_at: datetime | str | None = None,
 ) -> None:
-    """Start the order's workflow; already started (a retried request) counts as started.
+    """Start the order's workflow; already started (a retried request) counts as started, and so does
+    a start that failed but reached Temporal (`_started_after_all`).
 
     REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
     client: Client = await context.temporal()
