@@ -867,8 +867,10 @@ def test_a_start_whose_answer_was_lost_is_answered_as_started(
     start_workflow = Client.start_workflow
     started: list[str] = []
 
-    async def answer_lost(self: Client, *args: Any, **kwargs: Any) -> Any:
-        await start_workflow(self, *args, **kwargs)
+    async def answer_lost(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        handle = await start_workflow(self, workflow, *args, **kwargs)
+        if workflow != "CallOrderWorkflow":  # a semaphore another test's order still asks for
+            return handle
         started.append(kwargs["id"])
         raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
 
