@@ -210,7 +210,8 @@ async def test_a_worker_compiles_the_sandboxs_code_strings_once(time_env, task_q
         calls = [await (await start(time_env, task_queue, order("human"))).result() for _ in range(2)]
     assert [call.status for call in calls] == ["completed"] * 2
     compiled = compiled_snippet.cache_info()
-    assert compiled.misses <= 16 and compiled.hits >= 10 * compiled.misses, compiled  # 8 and 299
+    # 6 and 33; when each payload still asked the sandbox for its serialization context, 8 and 299
+    assert compiled.misses <= 16 and compiled.hits >= 3 * compiled.misses, compiled
 
 
 async def test_call_twice_in_a_row_skips_only_the_first_delay(time_env, task_queue):

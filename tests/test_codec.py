@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +18,13 @@ from rich.console import Console
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    ActivitySerializationContext,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
 from typer.testing import CliRunner
 
 from activities.notify import verify_signature
@@ -37,6 +46,7 @@ from workers.codec import (
 )
 from workers.devserver import temporal_cli
 from workers.local_stack import local_stack
+from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
 from workflows.notify import NotificationsReport, notifications_workflow_id
 
@@ -62,6 +72,63 @@ async def test_codec_round_trip_hides_the_plaintext_and_passes_old_payloads_thro
     assert await codec.decode([plain]) == [plain]
     [again] = await codec.encode([payload(LLM_KEY)])
     assert again.data != sealed.data  # a fresh nonce every time
+
+
+class ContextAsked:
+    """A workflow instance as the worker's payload passes see it: it says which contexts were asked."""
+
+    def __init__(self, context: SerializationContext | None) -> None:
+        self.context, self.asked = context, 0
+
+    def get_serialization_context(self, command_info: object) -> SerializationContext | None:
+        self.asked += 1
+        return self.context
+
+    def get_external_store_context(self, command_info: object) -> None:
+        self.asked += 1
+
+
+class ContextTakingCodec(PayloadCodec, WithSerializationContext):
+    def __init__(self, context: SerializationContext | None = None) -> None:
+        self.context = context
+
+    def with_context(self, context: SerializationContext) -> ContextTakingCodec:
+        return ContextTakingCodec(context)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [Payload(metadata={"context": repr(self.context).encode()}, data=p.data) for p in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
+async def test_a_workers_payloads_pass_the_codec_without_asking_the_sandbox_for_an_unused_context() -> None:
+    """The worker asks the sandbox for each payload's serialization context before each codec pass
+    (an `exec` in the sandbox per payload and pass). The encryption codec takes no context, so
+    `workflows.sandbox` skips the asking, with the same result; a codec that takes contexts still gets
+    each one. If the SDK moves that code, the import or the count fails here: the skip went inert."""
+    from temporalio.worker._workflow import _CommandAwareDataConverter
+
+    workflow_runner()  # what every outdial worker and replayer is built with
+    ours = WorkflowSerializationContext(namespace="default", workflow_id="call-1")
+    encrypted = data_converter(Settings(codec_key=generate_key()))
+    instance = ContextAsked(ours)
+    converter = _CommandAwareDataConverter.create(instance, encrypted, encrypted.with_context(ours), ours)  # type: ignore[arg-type]
+    sealed = await converter._encode_payload_sequence([payload(LLM_KEY)])
+    assert sealed[0].metadata["encoding"] == ENCODING
+    assert await converter._external_store_payload_sequence(sealed) == sealed
+    assert await converter._decode_payload_sequence(sealed) == [payload(LLM_KEY)]
+    assert instance.asked == 0
+
+    activity = ActivitySerializationContext(
+        namespace="default", workflow_id="call-1", workflow_type="CallOrderWorkflow",
+        activity_type="persist_call", activity_task_queue="call-orders", is_local=False, activity_id="1",
+    )  # fmt: skip
+    taking = dataclasses.replace(pydantic_data_converter, payload_codec=ContextTakingCodec())
+    instance = ContextAsked(activity)
+    converter = _CommandAwareDataConverter.create(instance, taking, taking.with_context(ours), ours)  # type: ignore[arg-type]
+    [encoded] = await converter._encode_payload_sequence([payload("hello")])
+    assert encoded.metadata["context"] == repr(activity).encode() and instance.asked == 1
 
 
 async def test_key_rotation_new_key_encrypts_old_keys_still_decrypt() -> None:
