@@ -75,7 +75,7 @@ async def test_codec_round_trip_hides_the_plaintext_and_passes_old_payloads_thro
 
 
 class ContextAsked:
-    """A workflow instance as the worker's payload passes see it: it says which contexts were asked."""
+    """A workflow instance as the worker's payload passes see it, counting the contexts asked of it."""
 
     def __init__(self, context: SerializationContext | None) -> None:
         self.context, self.asked = context, 0
