@@ -201,6 +201,29 @@ async def test_a_worker_compiles_the_order_workflow_once_for_all_its_runs(time_e
     assert loaded.count("workflows.call_order") <= 1, loaded  # at the first run, if no earlier test's
 
 
+async def test_a_run_imports_its_workflow_module_afresh_and_the_pure_logic_it_passes_through_never(
+    time_env, task_queue, monkeypatch
+):
+    """call_order.py imports schedule.py (its calling-window maths, which loads every pytz zone at
+    import) and search_attributes.py through `imports_passed_through`: the sandbox must take them from
+    the worker, not import them again for each run. `from workflows import schedule` slipped past the
+    passthrough (the submodule came in by the package's fromlist) and cost every run about 1.5 ms."""
+    executed: list[str] = []
+    exec_module = SourceFileLoader.exec_module
+
+    def counted(loader: SourceFileLoader, module: Any) -> None:
+        executed.append(module.__name__)
+        exec_module(loader, module)
+
+    monkeypatch.setattr(SourceFileLoader, "exec_module", counted)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        executed.clear()  # the worker has checked its workflows in the sandbox
+        calls = [await (await start(time_env, task_queue, order("human"))).result() for _ in range(3)]
+    assert [call.status for call in calls] == ["completed"] * 3
+    assert executed.count("workflows.call_order") == 3, executed  # the sandbox's isolation: each run its own
+    assert not {"workflows.schedule", "workflows.search_attributes"} & set(executed), executed
+
+
 async def test_a_worker_compiles_the_sandboxs_code_strings_once(time_env, task_queue):
     """The SDK's sandbox runs each activation and each payload's serialization context as `exec` of a
     code string: compiled every time, that was 14% of a worker's Python per order. If the SDK stops

@@ -30,6 +30,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    import workflows.pacing as pacing
     from activities.campaigns import CampaignActivities
     from models.campaign import (
         CampaignInput,
@@ -41,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
         SteerRequest,
         SteerResult,
     )
-    from workflows import pacing
 
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
