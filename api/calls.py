@@ -243,24 +243,34 @@ async def _start(
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
-        if await _started_after_all(client, call_id):
+        started = await _started_after_all(client, call_id)
+        if started:
             log.warning("call %s: its start failed (%s) but Temporal has it: started", call_id, err.message)
             return
-        raise ApiError(503, "unavailable", f"could not start the call order: {err.message}") from err
+        message = f"could not start the call order: {err.message}"
+        if started is None:
+            unknown = f"{message}; Temporal could not say if it started"
+            raise StartUnknown(503, "unavailable", unknown) from err
+        raise ApiError(503, "unavailable", message) from err
 
 
-async def _started_after_all(client: Client, call_id: str) -> bool:
+class StartUnknown(ApiError):
+    """A start that failed where Temporal could not say whether it took it: a keyed order keeps its
+    claim, so a retry with the same Idempotency-Key finds (or starts) this order, never a second one."""
+
+
+async def _started_after_all(client: Client, call_id: str) -> bool | None:
     """Whether a start that failed (timed out, its connection lost) reached Temporal all the same, only
-    its answer lost. Its workflow id is this order's alone, so if the workflow is there, the order is
-    started: answering 503 would have the client retry (the official one does) and place it twice.
-    One quick ask, not retried: when Temporal cannot say, the start failed as far as anyone can tell."""
+    its answer lost; None when Temporal cannot say (it is down). Its workflow id is this order's alone, so
+    if the workflow is there, the order is started: answering 503 would have the client retry (the
+    official one does) and place it twice. One quick ask, not retried."""
     request = DescribeWorkflowExecutionRequest(
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=order_workflow_id(call_id))
     )
     try:
         await client.workflow_service.describe_workflow_execution(request, timeout=timedelta(seconds=2))
-    except RPCError:
-        return False
+    except RPCError as err:
+        return False if err.status == RPCStatusCode.NOT_FOUND else None
     return True
 
 
@@ -361,6 +371,8 @@ async def create_call(params: CallCreateParams, request: Request, principal: Aut
         try:
             with timing.phase("start"):
                 await _start(context, call_id, organization_id, params, now)
+        except StartUnknown:
+            raise  # the claim stays: a retry with this key replays it (`_replay` starts it if need be)
         except Exception:
             await context.db(store.delete_placeholder, context.database, call_id)
             raise

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from revox import AsyncRevox, Revox
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, WorkflowService
 
 from activities import persistence
 from activities.simulated import SimulatedAnalyzer
@@ -880,6 +880,41 @@ def test_a_start_whose_answer_was_lost_is_answered_as_started(
     monkeypatch.undo()
     assert started == [order_workflow_id(call.id)]
     assert call.status == "initializing"
+    assert finished(org.client, call.id).status == "completed"
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call.id]
+
+
+@pytest.mark.parametrize("reached", [False, True], ids=["start lost", "answer lost"])
+def test_a_keyed_start_temporal_cannot_account_for_keeps_its_key(
+    org: Org, monkeypatch: pytest.MonkeyPatch, reached: bool
+) -> None:
+    """The start failed and Temporal, down, cannot say whether it took it: a 503, but the key stays
+    claimed, so the retry with the same Idempotency-Key is this order (started now, or found started),
+    never a second one."""
+    start_workflow = Client.start_workflow
+    attempted: list[str] = []
+
+    async def down_midway(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        if workflow != "CallOrderWorkflow":  # a semaphore another test's order still asks for
+            return await start_workflow(self, workflow, *args, **kwargs)
+        attempted.append(kwargs["id"])
+        if reached:
+            await start_workflow(self, workflow, *args, **kwargs)
+        raise RPCError("connection reset", RPCStatusCode.UNAVAILABLE, b"")
+
+    async def cannot_say(*args: Any, **kwargs: Any) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+    monkeypatch.setattr(Client, "start_workflow", down_midway)
+    monkeypatch.setattr(WorkflowService, "describe_workflow_execution", cannot_say)
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    with pytest.raises(revox.InternalServerError) as failed:
+        org.client.call.create(**quick_order("human:interested"), extra_headers=headers)
+    monkeypatch.undo()
+    assert failed.value.status_code == 503
+    assert "Temporal could not say if it started" in str(failed.value)
+    call = org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call
+    assert attempted == [order_workflow_id(call.id)]
     assert finished(org.client, call.id).status == "completed"
     assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call.id]
 
