@@ -249,14 +249,24 @@ async def _start(
             return
         message = f"could not start the call order: {err.message}"
         if started is None:
-            unknown = f"{message}; Temporal could not say if it started"
-            raise StartUnknown(503, "unavailable", unknown) from err
+            raise StartUnknown(f"{message}; Temporal could not say if it started") from err
         raise ApiError(503, "unavailable", message) from err
 
 
 class StartUnknown(ApiError):
-    """A start that failed where Temporal could not say whether it took it: a keyed order keeps its
-    claim, so a retry with the same Idempotency-Key finds (or starts) this order, never a second one."""
+    """A start that failed where Temporal could not say whether it took it: it may yet be placed, so a
+    retry could place it twice, and the client is told not to (the official one would). A keyed order
+    keeps its claim instead, and a retry with the same Idempotency-Key is this order, never a second."""
+
+    def __init__(self, reason: str) -> None:
+        advice = "it may yet be placed: look for it before ordering it again"
+        advice += " (an Idempotency-Key makes retries safe)"
+        super().__init__(503, "unavailable", f"{reason}; {advice}", retry=False)
+        self.reason = reason
+
+    def keyed(self) -> ApiError:
+        """The same failure for an order whose key stays claimed: its retry is this order, so safe."""
+        return ApiError(503, "unavailable", f"{self.reason}: retry with the same Idempotency-Key")
 
 
 async def _started_after_all(client: Client, call_id: str) -> bool | None:
@@ -279,13 +289,16 @@ async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> 
     if record.request_hash != digest:
         raise ApiError(409, "conflict", "this Idempotency-Key was already used with a different request body")
     if record.seq == 0 and record.params is not None:  # the first request may have died before starting it
-        await _start(
-            context,
-            record.id,
-            record.organization_id,
-            CallCreateParams.model_validate(record.params),
-            (record.call or {}).get("created_at"),
-        )
+        try:
+            await _start(
+                context,
+                record.id,
+                record.organization_id,
+                CallCreateParams.model_validate(record.params),
+                (record.call or {}).get("created_at"),
+            )
+        except StartUnknown as unknown:
+            raise unknown.keyed() from unknown
     return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
 
 
@@ -371,8 +384,8 @@ async def create_call(params: CallCreateParams, request: Request, principal: Aut
         try:
             with timing.phase("start"):
                 await _start(context, call_id, organization_id, params, now)
-        except StartUnknown:
-            raise  # the claim stays: a retry with this key replays it (`_replay` starts it if need be)
+        except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
+            raise unknown.keyed() from unknown
         except Exception:
             await context.db(store.delete_placeholder, context.database, call_id)
             raise

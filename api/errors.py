@@ -34,13 +34,22 @@ class ApiError(Exception):
     """An expected failure with its HTTP status, e.g. ApiError(404, "not_found", "call ... not found")."""
 
     def __init__(
-        self, status: int, type: str, message: str, *, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        type: str,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
         self.details = details
+        self.retry = (
+            retry  # False: a retry could do harm (`x-should-retry: false`, obeyed by the Revox client)
+        )
 
 
 def not_found(what: str, id: str) -> ApiError:
@@ -112,7 +121,8 @@ def _summary(details: list[dict[str, Any]]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        return error_response(err.status, err.type, err.message, details=err.details)
+        headers = {"x-should-retry": "false"} if err.retry is False else None
+        return error_response(err.status, err.type, err.message, details=err.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, err: RequestValidationError) -> JSONResponse:

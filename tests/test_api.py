@@ -38,7 +38,7 @@ from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api
 from api.server import ApiServer
 from api.server_timing import ServerTiming, parse_server_timing
 from models import Call
-from models.call import order_workflow_id
+from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.retry import MOST_ATTEMPTS
 from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
@@ -885,12 +885,14 @@ def test_a_start_whose_answer_was_lost_is_answered_as_started(
 
 
 @pytest.mark.parametrize("reached", [False, True], ids=["start lost", "answer lost"])
-def test_a_keyed_start_temporal_cannot_account_for_keeps_its_key(
-    org: Org, monkeypatch: pytest.MonkeyPatch, reached: bool
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
+def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
+    org: Org, monkeypatch: pytest.MonkeyPatch, reached: bool, keyed: bool
 ) -> None:
-    """The start failed and Temporal, down, cannot say whether it took it: a 503, but the key stays
-    claimed, so the retry with the same Idempotency-Key is this order (started now, or found started),
-    never a second one."""
+    """The start failed and Temporal, down, cannot say whether it took it: a 503 either way. Without a
+    key, the official client (retrying as it does by default) is told not to retry: the order may have
+    started. With a key, the key stays claimed, so the retry with it is this order (started then, or
+    found started), never a second one."""
     start_workflow = Client.start_workflow
     attempted: list[str] = []
 
@@ -907,16 +909,27 @@ def test_a_keyed_start_temporal_cannot_account_for_keeps_its_key(
 
     monkeypatch.setattr(Client, "start_workflow", down_midway)
     monkeypatch.setattr(WorkflowService, "describe_workflow_execution", cannot_say)
-    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
+    retrying = Revox(api_key=org.key, base_url=org.stack.url, max_retries=2 if not keyed else 0)
     with pytest.raises(revox.InternalServerError) as failed:
-        org.client.call.create(**quick_order("human:interested"), extra_headers=headers)
+        retrying.call.create(**quick_order("human:interested"), extra_headers=headers)
     monkeypatch.undo()
     assert failed.value.status_code == 503
     assert "Temporal could not say if it started" in str(failed.value)
-    call = org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call
-    assert attempted == [order_workflow_id(call.id)]
-    assert finished(org.client, call.id).status == "completed"
-    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call.id]
+    [workflow_id] = attempted  # the client did not retry
+    call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
+    if keyed:
+        assert "x-should-retry" not in failed.value.response.headers  # a retry is safe
+        call = org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call
+        assert call.id == call_id
+    else:
+        assert failed.value.response.headers["x-should-retry"] == "false"
+        assert "look for it before ordering it again" in str(failed.value)
+    placed = keyed or reached  # by the retry with the key, or by the start whose answer was lost
+    if placed:  # without a key, its row is back once the workflow writes it
+        eventually_sync(lambda: org.client.call.search(**no_filters()).calls, lambda found: len(found) == 1)
+        assert finished(org.client, call_id).status == "completed"
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == ([call_id] if placed else [])
 
 
 def test_an_order_started_but_not_answerable_is_withdrawn(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
