@@ -261,7 +261,7 @@ class StartUnknown(ApiError):
     def __init__(self, reason: str) -> None:
         advice = "it may yet be placed: look for it before ordering it again"
         advice += " (an Idempotency-Key makes retries safe)"
-        super().__init__(503, "unavailable", f"{reason}; {advice}", retry=False)
+        super().__init__(503, "unavailable", f"{reason}; {advice}", retryable=False)
         self.reason = reason
 
     def keyed(self) -> ApiError:

@@ -40,16 +40,15 @@ class ApiError(Exception):
         message: str,
         *,
         details: list[dict[str, Any]] | None = None,
-        retry: bool | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
         self.details = details
-        self.retry = (
-            retry  # False: a retry could do harm (`x-should-retry: false`, obeyed by the Revox client)
-        )
+        # False when a retry could do harm: answered with `x-should-retry: false` (the Revox client obeys)
+        self.retryable = retryable
 
 
 def not_found(what: str, id: str) -> ApiError:
@@ -121,7 +120,7 @@ def _summary(details: list[dict[str, Any]]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        headers = {"x-should-retry": "false"} if err.retry is False else None
+        headers = None if err.retryable else {"x-should-retry": "false"}
         return error_response(err.status, err.type, err.message, details=err.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)
