@@ -218,9 +218,11 @@ async def _start(
     organization_id: str,
     params: CallCreateParams,
     created_at: datetime | str | None = None,
-) -> None:
-    """Start the order's workflow; already started (a retried request) counts as started, and so does
-    a start that failed but reached Temporal (`_started_after_all`).
+    start_signal: str | None = None,
+) -> bool:
+    """Start the order's workflow (with `start_signal`: signal-with-start); already started (a retried
+    request) counts as started, and so does a start that failed but reached Temporal
+    (`_started_after_all`). False only when it was already there and, given a signal, had ended.
 
     REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
     client: Client = await context.temporal()
@@ -234,9 +236,10 @@ async def _start(
             memo={"organization_id": organization_id} | ({"created_at": created_at} if created_at else {}),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"call {params.phone_number}",
+            start_signal=start_signal,
         )
     except WorkflowAlreadyStartedError:
-        return
+        return start_signal is None
     except RPCError as err:
         if err.status == RPCStatusCode.INVALID_ARGUMENT and "size" in err.message.lower():
             # over Temporal's payload limit (2 MB by default): retrying cannot help, unlike a 503
@@ -246,11 +249,12 @@ async def _start(
         started = await _started_after_all(client, call_id)
         if started:
             log.warning("call %s: its start failed (%s) but Temporal has it: started", call_id, err.message)
-            return
+            return True
         message = f"could not start the call order: {err.message}"
         if started is None:
             raise StartUnknown(f"{message}; Temporal could not say if it started") from err
         raise ApiError(503, "unavailable", message) from err
+    return True
 
 
 class StartUnknown(ApiError):
@@ -510,12 +514,27 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
     try:
         await client.get_workflow_handle(order_workflow_id(record.id)).signal(signal)
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise ApiError(503, "unavailable", f"could not signal the call order: {err.message}") from err
+        if not await _start_unstarted(context, record, signal):
             raise ApiError(
                 409, "conflict", f"call {record.id} has ended; it can no longer be {verb}"
             ) from err
-        raise ApiError(503, "unavailable", f"could not signal the call order: {err.message}") from err
     return JSONResponse(Success().model_dump())
+
+
+async def _start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str) -> bool:
+    """An order whose workflow never started (its keyed `POST /call` failed with Temporal down, and the
+    retry never came) starts with the signal (signal-with-start): a cancel ends it before any attempt, a
+    pause holds it, a resume places it. False when its row is not such an order's, or it has ended."""
+    if record.seq != 0 or record.params is None:  # a workflow wrote it, or nothing to start it from
+        return False
+    params = CallCreateParams.model_validate(record.params)
+    created_at = (record.call or {}).get("created_at")
+    try:
+        return await _start(context, record.id, record.organization_id, params, created_at, signal)
+    except StartUnknown as unknown:  # signalling again is safe
+        raise ApiError(503, "unavailable", unknown.reason) from unknown
 
 
 @router.post("/call/{id}/cancel", response_model=Success, responses=ERRORS, summary="Cancel a call")

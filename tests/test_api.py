@@ -884,15 +884,9 @@ def test_a_start_whose_answer_was_lost_is_answered_as_started(
     assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call.id]
 
 
-@pytest.mark.parametrize("reached", [False, True], ids=["start lost", "answer lost"])
-@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
-def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
-    org: Org, monkeypatch: pytest.MonkeyPatch, reached: bool, keyed: bool
-) -> None:
-    """The start failed and Temporal, down, cannot say whether it took it: a 503 either way. Without a
-    key, the official client (retrying as it does by default) is told not to retry: the order may have
-    started. With a key, the key stays claimed, so the retry with it is this order (started then, or
-    found started), never a second one."""
+def temporal_down_midway_a_start(monkeypatch: pytest.MonkeyPatch, reached: bool) -> list[str]:
+    """Temporal goes down while an order starts (having taken the start if `reached`), so the start
+    fails and the ask whether it started too. Returns the workflow ids whose start was attempted."""
     start_workflow = Client.start_workflow
     attempted: list[str] = []
 
@@ -909,6 +903,19 @@ def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
 
     monkeypatch.setattr(Client, "start_workflow", down_midway)
     monkeypatch.setattr(WorkflowService, "describe_workflow_execution", cannot_say)
+    return attempted
+
+
+@pytest.mark.parametrize("reached", [False, True], ids=["start lost", "answer lost"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
+def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
+    org: Org, monkeypatch: pytest.MonkeyPatch, reached: bool, keyed: bool
+) -> None:
+    """The start failed and Temporal, down, cannot say whether it took it: a 503 either way. Without a
+    key, the official client (retrying as it does by default) is told not to retry: the order may have
+    started. With a key, the key stays claimed, so the retry with it is this order (started then, or
+    found started), never a second one."""
+    attempted = temporal_down_midway_a_start(monkeypatch, reached)
     headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
     retrying = Revox(api_key=org.key, base_url=org.stack.url, max_retries=2 if not keyed else 0)
     with pytest.raises(revox.InternalServerError) as failed:
@@ -930,6 +937,27 @@ def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
         eventually_sync(lambda: org.client.call.search(**no_filters()).calls, lambda found: len(found) == 1)
         assert finished(org.client, call_id).status == "completed"
     assert [c.id for c in org.client.call.search(**no_filters()).calls] == ([call_id] if placed else [])
+
+
+@pytest.mark.parametrize(
+    ("signal", "status", "calls"), [("cancel", "cancelled", 0), ("resume", "completed", 1)]
+)
+def test_a_keyed_order_whose_start_failed_unaccounted_is_steered_all_the_same(
+    org: Org, monkeypatch: pytest.MonkeyPatch, signal: str, status: str, calls: int
+) -> None:
+    """Its key claimed, its retry never sent, the order's workflow never started: steering it starts it
+    with the signal, so a cancel ends it before any call and a resume places it (not a 409 "ended")."""
+    attempted = temporal_down_midway_a_start(monkeypatch, reached=False)
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    with pytest.raises(revox.InternalServerError):
+        org.client.call.create(**quick_order("human:interested"), extra_headers=headers)
+    monkeypatch.undo()
+    [call] = org.client.call.search(**no_filters()).calls
+    assert (order_workflow_id(call.id), call.status) == (attempted[0], "initializing")
+    getattr(org.client.call, signal)(call.id)
+    ended = finished(org.client, call.id)
+    assert (ended.status, ended.calls_count) == (status, calls)
+    assert org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call.id == call.id
 
 
 def test_an_order_started_but_not_answerable_is_withdrawn(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
