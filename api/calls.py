@@ -252,19 +252,21 @@ async def _start(
             return True
         message = f"could not start the call order: {err.message}"
         if started is None:
-            raise StartUnknown(f"{message}; Temporal could not say if it started") from err
+            raise StartUnknown(call_id, f"{message}; Temporal could not say if it started") from err
         raise ApiError(503, "unavailable", message) from err
     return True
 
 
 class StartUnknown(ApiError):
-    """A start that failed where Temporal could not say whether it took it: it may yet be placed, so a
-    retry could place it twice, and the client is told not to (the official one would). A keyed order
-    keeps its claim instead, and a retry with the same Idempotency-Key is this order, never a second."""
+    """A start that failed where Temporal could not say whether it took it. The order may yet run, so
+    a retry could place it twice, and the client is told not to (the official one would): the order is
+    kept instead, to be steered as any call (a cancel, or a resume that places it if it never started).
+    A keyed order's retry with the same Idempotency-Key is this order, so it stays retryable."""
 
-    def __init__(self, reason: str) -> None:
-        advice = "it may yet be placed: look for it before ordering it again"
-        advice += " (an Idempotency-Key makes retries safe)"
+    def __init__(self, call_id: str, reason: str) -> None:
+        advice = (
+            f"call {call_id} may yet run: cancel it, or resume it to place it, rather than order it again"
+        )
         super().__init__(503, "unavailable", f"{reason}; {advice}", retryable=False)
         self.reason = reason
 
@@ -422,7 +424,8 @@ async def _start_with_placeholder(
     `start_workflow` phase times the start alone: that work beside it slows it by about a tenth).
 
     A started order whose placeholder could not be written is still answered: the workflow stores the
-    order itself at its first step. An order that could not start leaves no row behind."""
+    order itself at its first step. An order that could not start leaves no row behind; one that Temporal
+    cannot say started is kept, with what starts it (`StartUnknown`)."""
     starting = _start(context, call_id, organization_id, params, created_at)
     start = asyncio.ensure_future(timing.timed("start_workflow", starting))
     await asyncio.sleep(0)  # the start's request is on the wire
@@ -435,7 +438,10 @@ async def _start_with_placeholder(
     storing = asyncio.ensure_future(context.db(store.insert_call, context.database, row))
     started, stored = await asyncio.gather(start, storing, return_exceptions=True)
     if isinstance(started, BaseException):
-        if not isinstance(stored, BaseException):
+        if isinstance(started, StartUnknown) and not isinstance(stored, BaseException):
+            # it may yet run: kept, to be found and steered
+            await context.db(store.keep_unstarted, context.database, call_id, params.model_dump(mode="json"))
+        elif not isinstance(stored, BaseException):
             await context.db(store.delete_placeholder, context.database, call_id)
         raise started
     if isinstance(stored, BaseException):
@@ -524,8 +530,8 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
 
 
 async def _start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str) -> bool:
-    """An order whose workflow never started (its keyed `POST /call` failed with Temporal down, and the
-    retry never came) starts with the signal (signal-with-start): a cancel ends it before any attempt, a
+    """An order whose workflow never started (its `POST /call` failed with Temporal down, and no retry
+    with its key came) starts with the signal (signal-with-start): a cancel ends it before any attempt, a
     pause holds it, a resume places it. False when its row is not such an order's, or it has ended."""
     if record.seq != 0 or record.params is None:  # a workflow wrote it, or nothing to start it from
         return False

@@ -66,6 +66,18 @@ def insert_call(database: Database, placeholder: dict[str, Any]) -> CallOrderRec
         return existing
 
 
+def keep_unstarted(database: Database, call_id: str, params: dict[str, Any]) -> None:
+    """Keep an order whose start Temporal could not account for, with what starts it (if no workflow
+    wrote to it): steering it then starts it with the signal (`api.calls._start_unstarted`)."""
+    with database.session() as session:
+        session.execute(
+            update(CallOrderRecord)
+            .where(CallOrderRecord.id == call_id, CallOrderRecord.seq == 0)
+            .values(params=params)
+        )
+        session.commit()
+
+
 def delete_placeholder(database: Database, call_id: str) -> None:
     """Forget an order whose workflow could not be started (only if no workflow wrote to it)."""
     with database.session() as session:

@@ -911,10 +911,10 @@ def temporal_down_midway_a_start(monkeypatch: pytest.MonkeyPatch, reached: bool)
 def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
     org: Org, monkeypatch: pytest.MonkeyPatch, reached: bool, keyed: bool
 ) -> None:
-    """The start failed and Temporal, down, cannot say whether it took it: a 503 either way. Without a
-    key, the official client (retrying as it does by default) is told not to retry: the order may have
-    started. With a key, the key stays claimed, so the retry with it is this order (started then, or
-    found started), never a second one."""
+    """The start failed and Temporal, down, cannot say whether it took it: a 503 either way, and the
+    order is kept, listed. Without a key, the official client (retrying as it does by default) is told
+    not to retry: the order may have started. With a key, the key stays claimed, so the retry with it is
+    this order (started then, or found started), never a second one."""
     attempted = temporal_down_midway_a_start(monkeypatch, reached)
     headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
     retrying = Revox(api_key=org.key, base_url=org.stack.url, max_retries=2 if not keyed else 0)
@@ -925,30 +925,33 @@ def test_a_start_temporal_cannot_account_for_is_never_placed_twice(
     assert "Temporal could not say if it started" in str(failed.value)
     [workflow_id] = attempted  # the client did not retry
     call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call_id]
     if keyed:
         assert "x-should-retry" not in failed.value.response.headers  # a retry is safe
         call = org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call
         assert call.id == call_id
     else:
         assert failed.value.response.headers["x-should-retry"] == "false"
-        assert "look for it before ordering it again" in str(failed.value)
-    placed = keyed or reached  # by the retry with the key, or by the start whose answer was lost
-    if placed:  # without a key, its row is back once the workflow writes it
-        eventually_sync(lambda: org.client.call.search(**no_filters()).calls, lambda found: len(found) == 1)
+        assert f"call {call_id} may yet run: cancel it, or resume it to place it" in str(failed.value)
+    if keyed or reached:  # placed by the retry with the key, or by the start whose answer was lost
         assert finished(org.client, call_id).status == "completed"
-    assert [c.id for c in org.client.call.search(**no_filters()).calls] == ([call_id] if placed else [])
+    else:  # never started: it waits to be steered
+        assert org.client.call.retrieve(call_id).call.status == "initializing"
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call_id]
 
 
 @pytest.mark.parametrize(
     ("signal", "status", "calls"), [("cancel", "cancelled", 0), ("resume", "completed", 1)]
 )
-def test_a_keyed_order_whose_start_failed_unaccounted_is_steered_all_the_same(
-    org: Org, monkeypatch: pytest.MonkeyPatch, signal: str, status: str, calls: int
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
+def test_an_order_whose_start_failed_unaccounted_is_steered_all_the_same(
+    org: Org, monkeypatch: pytest.MonkeyPatch, keyed: bool, signal: str, status: str, calls: int
 ) -> None:
-    """Its key claimed, its retry never sent, the order's workflow never started: steering it starts it
-    with the signal, so a cancel ends it before any call and a resume places it (not a 409 "ended")."""
+    """Its start failed, Temporal could not say, and no retry with its key came: the order's workflow
+    never started. Steering it starts it with the signal, so a cancel ends it before any call and a
+    resume places it (not a 409 "ended" for a call listed as initializing)."""
     attempted = temporal_down_midway_a_start(monkeypatch, reached=False)
-    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
     with pytest.raises(revox.InternalServerError):
         org.client.call.create(**quick_order("human:interested"), extra_headers=headers)
     monkeypatch.undo()
@@ -957,7 +960,7 @@ def test_a_keyed_order_whose_start_failed_unaccounted_is_steered_all_the_same(
     getattr(org.client.call, signal)(call.id)
     ended = finished(org.client, call.id)
     assert (ended.status, ended.calls_count) == (status, calls)
-    assert org.client.call.create(**quick_order("human:interested"), extra_headers=headers).call.id == call.id
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [call.id]
 
 
 def test_an_order_started_but_not_answerable_is_withdrawn(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
