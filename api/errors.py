@@ -90,8 +90,8 @@ def error_response(
 ) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(type=type, message=message, details=details))
     headers = dict(headers or {})
-    if status == 409:
-        headers["x-should-retry"] = "false"  # the Revox client retries 409s unless told not to
+    if status in (409, 501):  # final answers, which the Revox client would retry unless told not to
+        headers["x-should-retry"] = "false"
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 

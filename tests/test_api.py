@@ -768,9 +768,13 @@ def test_voices_catalog_preview_and_clone(org: Org, monkeypatch: pytest.MonkeyPa
     with pytest.raises(revox.InternalServerError) as missing:  # 501: the client's >=500 class
         org.client.voices.preview(provider="cartesia", voice_id=sarah.id)
     assert missing.value.status_code == 501 and "CARTESIA_API_KEY" in missing.value.body["error"]["message"]
+    sent: list[httpx.Request] = []
+    counting = httpx.Client(event_hooks={"request": [sent.append]})
+    retrying = Revox(api_key=org.key, base_url=org.stack.url, max_retries=2, http_client=counting)
     with pytest.raises(revox.InternalServerError) as clone:
-        org.client.voices.clone(audio="AAAA", content_type="audio/wav", language="en", name="Me")
+        retrying.voices.clone(audio="AAAA", content_type="audio/wav", language="en", name="Me")
     assert clone.value.status_code == 501
+    assert len(sent) == 1  # final (`x-should-retry: false`): the client, retrying 5xx by default, did not
 
     fake = ThreadingHTTPServer(("127.0.0.1", 0), _FakeTts)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
