@@ -1,6 +1,7 @@
 """Request bodies must be Unicode: JSON's `\\ud83d` escape alone (a cut-off emoji, as JavaScript's
 `JSON.stringify` writes it) parses to a lone surrogate that UTF-8 cannot encode, so it would fail later,
-as a 500, in the database, in Temporal or in a response. Such a body is a 422 naming the field."""
+as a 500, in the database, in Temporal or in a response. Such a body is a 422 naming the field; so is a
+body that is not UTF-8 at all (FastAPI's own answer, a 400 "error parsing the body", says neither)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins a valid pair into one character
 
@@ -51,15 +53,39 @@ def check_unicode(body: bytes) -> None:
         )
 
 
+def check_utf8(body: bytes) -> None:
+    """Raise a 422 (RequestValidationError) at the first byte of `body` that is not UTF-8."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", err.start),
+                    "msg": f"must be UTF-8 (byte {err.start} is not)",
+                }
+            ]
+        ) from None
+
+
 class UnicodeRoute(APIRoute):
-    """An APIRoute whose JSON bodies are checked by `check_unicode` before FastAPI parses them."""
+    """An APIRoute whose JSON bodies are checked by `check_unicode` before FastAPI parses them, and by
+    `check_utf8` when FastAPI could not parse them."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
-            if request.method in ("POST", "PUT", "PATCH"):
-                check_unicode(await request.body())  # cached: FastAPI reads the same bytes after
-            return await handler(request)
+            if request.method not in ("POST", "PUT", "PATCH"):
+                return await handler(request)
+            body = await request.body()  # cached: FastAPI reads the same bytes after
+            check_unicode(body)
+            try:
+                return await handler(request)
+            except HTTPException as err:
+                if err.status_code == 400:  # FastAPI could not parse the body: say where, if that is why
+                    check_utf8(body)
+                raise
 
         return checked

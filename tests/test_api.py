@@ -625,6 +625,12 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
     with org.raw() as http:
         not_json = http.post("/call", content=b"{not json", headers={"content-type": "application/json"})
         assert not_json.status_code == 422 and not_json.json()["error"]["type"] == "validation_error"
+        latin1 = '{"phone_number": "+33612345678", "metadata": {"name": "Zoé"}}'.encode("latin-1")
+        for path in ("/call", "/assistants", "/call/search"):
+            not_utf8 = http.post(path, content=latin1, headers={"content-type": "application/json"})
+            assert not_utf8.status_code == 422, (path, not_utf8.text)
+            assert not_utf8.json()["error"]["details"][0]["loc"] == ["body", latin1.index(b"\xe9")]
+            assert "must be UTF-8" in not_utf8.json()["error"]["message"]
         missing_key = httpx.get(f"{stack.url}/assistants")
         assert missing_key.status_code == 401 and "Bearer" in missing_key.json()["error"]["message"]
 
