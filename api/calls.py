@@ -75,10 +75,26 @@ router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 WORKFLOW_TYPE = "CallOrderWorkflow"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {401: "Missing or invalid API key", 404: "Not found", 422: "Invalid request"}.items()
+_ERROR_ANSWERS = {
+    401: "Missing or invalid API key",
+    404: "Not found",
+    409: "In conflict with the object's state (final: `x-should-retry: false`)",
+    413: "Too large for Temporal's payload limit",
+    422: "Invalid request",
+    503: "Temporal or a provider unreachable: retry later, unless `x-should-retry: false`",
 }
+
+
+def errors(*more: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation documents: 401, 404, 422 and 503 (anything may find Temporal or a
+    provider down) for all, and `more` where the operation answers them."""
+    return {
+        status: {"model": ErrorBody, "description": _ERROR_ANSWERS[status]}
+        for status in sorted({401, 404, 422, 503, *more})
+    }
+
+
+ERRORS = errors()
 
 
 def _canonical_id(call_id: str) -> str:
@@ -341,7 +357,7 @@ def idempotency_key_of(request: Request) -> str | None:
 @router.post(
     "/call",
     response_model=CallResponse,
-    responses=ERRORS,
+    responses=errors(409, 413),
     summary="Place a call",
     openapi_extra={"parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
 )
@@ -543,19 +559,19 @@ async def _start_unstarted(context: ApiContext, record: CallOrderRecord, signal:
         raise ApiError(503, "unavailable", unknown.reason) from unknown
 
 
-@router.post("/call/{id}/cancel", response_model=Success, responses=ERRORS, summary="Cancel a call")
+@router.post("/call/{id}/cancel", response_model=Success, responses=errors(409), summary="Cancel a call")
 async def cancel_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """Cancel a scheduled or running order; a call in progress ends gracefully."""
     return await _signal(context, principal.organization_id, id, "cancel")
 
 
-@router.post("/call/{id}/pause", response_model=Success, responses=ERRORS, summary="Pause a call")
+@router.post("/call/{id}/pause", response_model=Success, responses=errors(409), summary="Pause a call")
 async def pause_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """Hold the order before its next attempt; an attempt in progress finishes."""
     return await _signal(context, principal.organization_id, id, "pause")
 
 
-@router.post("/call/{id}/resume", response_model=Success, responses=ERRORS, summary="Resume a call")
+@router.post("/call/{id}/resume", response_model=Success, responses=errors(409), summary="Resume a call")
 async def resume_call(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """Resume a paused order; its next attempt is scheduled afresh."""
     return await _signal(context, principal.organization_id, id, "resume")

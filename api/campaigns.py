@@ -23,7 +23,7 @@ from api import campaign_stats
 from api import campaign_store as store
 from api.assistants import view as assistant_view
 from api.auth import Authenticated
-from api.calls import ERRORS, refuse_far_future
+from api.calls import ERRORS, errors, refuse_far_future
 from api.context import ApiContext, get_context
 from api.errors import ApiError
 from api.schemas import Success
@@ -193,7 +193,7 @@ async def delete_campaign(id: str, context: Context, principal: Authenticated) -
 @router.post(
     "/campaigns/{id}/launch-calls",
     response_model=CampaignLaunchResponse,
-    responses=ERRORS,
+    responses=errors(409),
     summary="Launch a campaign's calls",
 )
 async def launch_calls(
@@ -248,19 +248,25 @@ async def _steer(context: ApiContext, organization_id: str, campaign_id: str, si
     return JSONResponse(Success().model_dump())
 
 
-@router.post("/campaigns/{id}/pause", response_model=Success, responses=ERRORS, summary="Pause a campaign")
+@router.post(
+    "/campaigns/{id}/pause", response_model=Success, responses=errors(409), summary="Pause a campaign"
+)
 async def pause_campaign(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """No new order starts and no new dial: calls in progress finish, then their orders wait."""
     return await _steer(context, principal.organization_id, id, "pause")
 
 
-@router.post("/campaigns/{id}/resume", response_model=Success, responses=ERRORS, summary="Resume a campaign")
+@router.post(
+    "/campaigns/{id}/resume", response_model=Success, responses=errors(409), summary="Resume a campaign"
+)
 async def resume_campaign(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """Held orders schedule their next attempt afresh (in their next calling window); launching goes on."""
     return await _steer(context, principal.organization_id, id, "resume")
 
 
-@router.post("/campaigns/{id}/cancel", response_model=Success, responses=ERRORS, summary="Cancel a campaign")
+@router.post(
+    "/campaigns/{id}/cancel", response_model=Success, responses=errors(409), summary="Cancel a campaign"
+)
 async def cancel_campaign(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """Rows not started and waiting orders are cancelled; calls in progress finish first."""
     return await _steer(context, principal.organization_id, id, "cancel")
