@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,18 @@ def _summary(details: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the API documents for `path`: a 405's `Allow` (RFC 9110). Starlette's names only
+    the first route that matched the path, one of several that share it (GET and POST /assistants)."""
+    methods = {
+        method.upper()
+        for template, operations in app.openapi()["paths"].items()
+        if compile_path(template)[0].match(path)
+        for method in operations
+    }
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -140,10 +153,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", "a value could not be stored (unsupported characters)")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = _STATUS_TYPES.get(err.status_code, "error")
         message = err.detail if isinstance(err.detail, str) else kind.replace("_", " ")
-        return error_response(err.status_code, kind, message, headers=getattr(err, "headers", None))
+        headers = dict(getattr(err, "headers", None) or {})
+        if err.status_code == 405 and (allowed := allowed_methods(app, request.url.path)):
+            headers["Allow"] = ", ".join(allowed)
+        return error_response(err.status_code, kind, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

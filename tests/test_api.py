@@ -625,6 +625,12 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
     with org.raw() as http:
         not_json = http.post("/call", content=b"{not json", headers={"content-type": "application/json"})
         assert not_json.status_code == 422 and not_json.json()["error"]["type"] == "validation_error"
+        for method, path, allowed in (
+            ("OPTIONS", "/assistants", "GET, HEAD, POST"),
+            ("PUT", "/call", "POST"),
+        ):
+            refused = http.request(method, path)  # RFC 9110: a 405 lists every method the resource takes
+            assert (refused.status_code, refused.headers["allow"]) == (405, allowed), (method, path)
         latin1 = '{"phone_number": "+33612345678", "metadata": {"name": "Zoé"}}'.encode("latin-1")
         for path in ("/call", "/assistants", "/call/search"):
             not_utf8 = http.post(path, content=latin1, headers={"content-type": "application/json"})
