@@ -120,13 +120,12 @@ def _summary(details: list[dict[str, Any]]) -> str:
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method the API documents for `path`: a 405's `Allow` (RFC 9110). Starlette's names only
-    the first route that matched the path, one of several that share it (GET and POST /assistants)."""
-    methods = {
-        method.upper()
-        for template, operations in app.openapi()["paths"].items()
-        if compile_path(template)[0].match(path)
-        for method in operations
-    }
+    the first route that matched the path, one of several that share it (GET and POST /assistants). A
+    path documented as it is (/call/export) is that resource, not an id of another (/call/{id})."""
+    paths: dict[str, dict[str, Any]] = app.openapi()["paths"]
+    matching = [template for template in paths if compile_path(template)[0].match(path)]
+    literal = [template for template in matching if "{" not in template]
+    methods = {method.upper() for template in literal or matching for method in paths[template]}
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 

@@ -246,8 +246,8 @@ class _EditorData(BaseModel):
 
 
 class CanvasPosition(_EditorData):
-    x: float = Field(allow_inf_nan=False)
-    y: float = Field(allow_inf_nan=False)
+    x: float = Field(allow_inf_nan=False, strict=True)  # strict: numbers, as elsewhere (not false or "1")
+    y: float = Field(allow_inf_nan=False, strict=True)
 
 
 class PromptFlowEdge(_EditorData):

@@ -579,10 +579,15 @@ def test_the_editors_fields_of_an_assistant_are_kept_and_shown_back(org: Org) ->
     cleared = org.client.assistants.update(created.id, prompt_flow=None, position={"x": 0, "y": 0}).assistant
     assert cleared.prompt_flow is None and cleared.logo_url == "https://example.com/logo.png"
     assert cleared.position is not None and (cleared.position.x, cleared.position.y) == (0, 0)
-    bad = {**flow, "nodes": [{**flow["nodes"][0], "type": "codeBlock"}]}
-    with pytest.raises(revox.UnprocessableEntityError) as refused:
-        org.client.assistants.create(name="Bad", prompt="x", prompt_flow=bad)
-    assert "prompt_flow" in str(refused.value.body)
+    for bad_node in (
+        {"type": "codeBlock"},
+        {"position": {"x": 0, "y": False}},
+        {"position": {"x": "1", "y": 0}},
+    ):
+        bad = {**flow, "nodes": [{**flow["nodes"][0], **bad_node}]}
+        with pytest.raises(revox.UnprocessableEntityError) as refused:
+            org.client.assistants.create(name="Bad", prompt="x", prompt_flow=bad)
+        assert "prompt_flow" in str(refused.value.body)
 
 
 # --- errors and scoping ----------------------------------------------------------------------------------
@@ -628,6 +633,7 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
         for method, path, allowed in (
             ("OPTIONS", "/assistants", "GET, HEAD, POST"),
             ("PUT", "/call", "POST"),
+            ("OPTIONS", "/call/export", "POST"),  # its own resource, not the id of GET /call/{id}
         ):
             refused = http.request(method, path)  # RFC 9110: a 405 lists every method the resource takes
             assert (refused.status_code, refused.headers["allow"]) == (405, allowed), (method, path)
