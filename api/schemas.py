@@ -57,8 +57,8 @@ class CallFilters(BaseModel):
     directions: Annotated[list[Direction], Field(max_length=2)] = Field(default_factory=list)
     from_phone_numbers: FilterValues = Field(default_factory=list)
     outcomes: Annotated[list[Outcome | Literal["none"]], Field(max_length=20)] = Field(default_factory=list)
-    page: int = Field(default=1, ge=1, le=1_000_000)
-    page_size: int = Field(default=20, ge=1, le=500)
+    page: int = Field(default=1, ge=1, le=1_000_000, strict=True)  # strict: JSON numbers, not true or "2"
+    page_size: int = Field(default=20, ge=1, le=500, strict=True)
     results: Annotated[list[AttemptResult | Literal["none"]], Field(max_length=20)] = Field(
         default_factory=list
     )
@@ -83,8 +83,8 @@ class CallExportParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     filters: CallFilters
-    include_metadata: bool = False
-    include_structured_output_fields: bool = False
+    include_metadata: bool = Field(default=False, strict=True)  # strict: JSON true or false, not 0 or "yes"
+    include_structured_output_fields: bool = Field(default=False, strict=True)
 
 
 class CallExportResponse(BaseModel):
@@ -221,9 +221,9 @@ class VoicePreviewParams(BaseModel):
     provider: VoiceProviderName
     voice_id: Annotated[Text, Field(min_length=1, max_length=200)] = Field(alias="voiceId")
     model: Literal["sonic-3", "sonic-3.5"] | None = None
-    speed: float | None = Field(default=None, ge=0.6, le=1.5)
+    speed: float | None = Field(default=None, ge=0.6, le=1.5, strict=True)
     text: Annotated[Text, Field(max_length=500)] | None = None
-    volume: float | None = Field(default=None, ge=0.5, le=2.0)
+    volume: float | None = Field(default=None, ge=0.5, le=2.0, strict=True)
 
 
 class VoiceCloneParams(BaseModel):

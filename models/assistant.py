@@ -166,8 +166,8 @@ class Voice(_Strict):
     id: str = Field(min_length=1)
     provider: VoiceProvider
     model: CartesiaModel | None = None  # the official client's: Cartesia's TTS model (sonic-3 if omitted)
-    speed: float | None = Field(default=None, ge=0.6, le=1.5)
-    volume: float | None = Field(default=None, ge=0.5, le=2)
+    speed: float | None = Field(default=None, ge=0.6, le=1.5, strict=True)  # strict: not true or "1"
+    volume: float | None = Field(default=None, ge=0.5, le=2, strict=True)
 
     @model_validator(mode="after")
     def _elevenlabs_speed(self) -> Voice:

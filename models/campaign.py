@@ -75,7 +75,7 @@ class CampaignCreateParams(BaseModel):
     contacts: Annotated[list[CampaignContact], Field(min_length=1, max_length=MAX_CONTACTS)]
     call_retry_config: CallRetryConfig | None = None
     from_phone_number: E164 | None = None
-    max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000)
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
 
 class CampaignUpdateParams(BaseModel):
@@ -88,7 +88,7 @@ class CampaignUpdateParams(BaseModel):
     name: Name | None = None
     call_retry_config: CallRetryConfig | None = None
     from_phone_number: E164 | None = None
-    max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000)
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
 
 FilterValues = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_CONTACTS)]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from api.schemas import CallExportParams, CallFilters, VoicePreviewParams
 from models import (
     DEFAULT_ASSISTANT_PROMPT,
     Assistant,
@@ -22,7 +24,9 @@ from models import (
     CustomToolHeader,
     call_assistant_from,
 )
+from models.assistant import CanvasPosition, Voice
 from models.call import CONTACT_FIELDS, contact_of
+from models.campaign import CampaignCreateParams
 
 EXAMPLE_PATH = Path(__file__).parent / "data" / "seed_call_example.json"
 PHONE = "+33612345678"
@@ -401,6 +405,36 @@ def test_invalid_request_names_the_field(payload: dict[str, Any], field: str) ->
     with pytest.raises(ValidationError) as caught:
         CallCreateParams.model_validate(payload)
     assert field in error_fields(caught.value), caught.value.errors()
+
+
+STRICT_FIELDS = [  # (model, a valid body, a number or flag field, values of another JSON type)
+    (Voice, {"id": "v", "provider": "cartesia"}, "speed", ["1", True]),
+    (CanvasPosition, {"x": 0}, "y", ["1", False]),
+    (CallFilters, {}, "page", ["2", True]),
+    (CallExportParams, {"filters": {}}, "include_metadata", ["true", 1]),
+    (VoicePreviewParams, {"provider": "cartesia", "voiceId": "v"}, "volume", ["1", True]),
+    (
+        CampaignCreateParams,
+        {"name": "C", "assistant_id": str(uuid.uuid4()), "contacts": []},
+        "max_concurrent_calls",
+        ["2", True],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "field", "wrong"),
+    [pytest.param(*case, id=f"{case[0].__name__}.{case[2]}") for case in STRICT_FIELDS],
+)
+def test_a_number_or_flag_of_another_json_type_names_the_field(
+    model: type[BaseModel], body: dict[str, Any], field: str, wrong: list[object]
+) -> None:
+    """As everywhere in the API: a JSON `"1"` or `true` where a number goes (or `1` for a flag) is a 422,
+    not quietly taken as 1."""
+    for value in wrong:
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({**body, field: value})
+        assert field in error_fields(caught.value), (value, caught.value.errors())
 
 
 def test_invalid_cases_are_many() -> None:
