@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from importlib.machinery import SourceFileLoader
 from typing import Any
 
+import pytest
 import pytz
-from temporalio.client import WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot
@@ -110,6 +114,32 @@ async def test_saturday_order_calls_monday_10_paris_then_retries_after_window_de
     assert call.outcome == "interested" and "simulated" in (call.outcome_summary or "")
     assert call.last_call_attempt == call.call_attempts[0]
     assert call.last_call_attempt.transcript and call.last_call_attempt.transcript[0].content
+
+
+async def test_an_order_started_with_a_body_the_api_refuses_fails_at_once_naming_the_fields(
+    time_env, task_queue
+):
+    """Started past the API (the Temporal CLI or Web UI, a client of its own), an invalid order is a
+    typed, non-retryable workflow failure naming its fields, not a workflow task failing forever; the
+    failure repeats no value it was given (a tool's header is often a secret)."""
+    tool = {"name": "crm", "url": "https://crm.example", "headers": [{"value": "sk-live-do-not-show"}]}
+    body = {"phone_number": "0612345678", "assistant": {"prompt": "Hi", "custom_tools": [tool]}}
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await time_env.client.start_workflow(
+            "CallOrderWorkflow",
+            body,
+            id=f"call-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 30)  # a task failing forever would never end
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.non_retryable) == ("InvalidCallOrder", True)
+    assert "phone_number" in cause.message and "custom_tools.0.headers.0.key" in cause.message
+    assert "sk-live" not in str(cause.details) + cause.message
+    async for event in handle.fetch_history_events():
+        assert event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
 
 
 async def test_force_now_calls_at_once_outside_windows(time_env, task_queue):

@@ -14,12 +14,14 @@ from collections.abc import Coroutine
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import CancelledError as TemporalCancelled
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     # not `from workflows import schedule`: a submodule named in a fromlist is imported into the
     # sandbox again for every run, past the passthrough (a test counts the modules each run executes)
     import workflows.schedule as schedule
@@ -116,11 +118,25 @@ class OrderFailed(Exception):
     """The order cannot be carried out (bad assistant, bad simulation, ...): it ends `errored`."""
 
 
+def admitted(order: RawValue) -> CallCreateParams:
+    """The order as the API admits it. One started another way (the Temporal CLI or Web UI, a client of
+    its own) with a body the API would refuse fails at once, non-retryable, naming the fields; decoded
+    by the SDK instead, it would fail every workflow task, forever, and never say so to its sender."""
+    try:
+        return workflow.payload_converter().from_payload(order.payload, CallCreateParams)
+    except ValidationError as err:  # its message only: the values may hold secrets (tool headers)
+        fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields)
+        raise ApplicationError(
+            f"invalid call order: {summary}", fields, type=INVALID_ORDER, non_retryable=True
+        ) from None
+
+
 @workflow.defn(name="CallOrderWorkflow")
 class CallOrderWorkflow:
     @workflow.init
-    def __init__(self, params: CallCreateParams) -> None:
-        self.params = params
+    def __init__(self, order: RawValue) -> None:
+        self.params = params = admitted(order)
         self.call_id = workflow.info().workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
         self.organization_id = str(workflow.memo_value("organization_id", DEFAULT_ORGANIZATION))
         # A campaign's order: its campaign, and the campaign's call_retry_config (over the assistant's).
@@ -161,7 +177,9 @@ class CallOrderWorkflow:
     # -- the story ---------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, params: CallCreateParams) -> Call:
+    async def run(self, order: RawValue) -> Call:
+        """The order: a `CallCreateParams` (`admitted` in `__init__`)."""
+        params = self.params
         workflow.upsert_search_attributes(
             [sa.TO_PHONE_NUMBER.value_set(params.phone_number)]
             + ([sa.CONCURRENCY_KEY.value_set(params.concurrency.key)] if params.concurrency else [])
