@@ -124,7 +124,7 @@ def admitted(order: RawValue) -> CallCreateParams:
     by the SDK instead, it would fail every workflow task, forever, and never say so to its sender."""
     try:
         return workflow.payload_converter().from_payload(order.payload, CallCreateParams)
-    except ValidationError as err:  # its message only: the values may hold secrets (tool headers)
+    except ValidationError as err:  # the messages, not the values given: those may be secrets (headers)
         fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
         summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields)
         raise ApplicationError(
