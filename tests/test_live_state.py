@@ -1,12 +1,14 @@
 """Reads of a running order while nobody answers queries (every worker down, or Temporal): one read
 waits out the query's timeout, the next ones answer at once from the stored state, and live answers
-come back with a worker; `outdial status` shows the stored state. The real dev server and client."""
+come back with a worker; `outdial status` shows the stored state, even with Temporal unreachable. The
+real dev server and client."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from activities.persistence import call_columns
 from api import store
 from api.calls import current_call
 from api.context import ApiContext
@@ -107,3 +110,42 @@ async def test_reads_answer_at_once_while_temporal_is_down(monkeypatch: Any) -> 
         await live.call(handle)
     assert unanswered.value.status == RPCStatusCode.UNAVAILABLE
     assert [await live.call(handle) for _ in range(3)] == [None] * 3 and len(sent) == 1
+
+
+def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_one_line(
+    tmp_path: Any,
+) -> None:
+    """`outdial status` prints the order's stored state with a note; steering it, placing one, or the
+    status of an order the database does not hold is one line naming Temporal (exit 1), no traceback."""
+    database_url = f"sqlite:///{tmp_path}/outdial.db"
+    database = Database.for_url(database_url)
+    database.migrate()
+    call = Call(
+        id=str(uuid.uuid4()),
+        organization_id="org",
+        from_phone_number="+33612345670",
+        to_phone_number="+33612345678",
+        status="scheduled",
+        created_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
+        scheduled_at=datetime(2099, 1, 5, 9, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
+    )
+    store.insert_call(
+        database, {"id": call.id, **call_columns(call, 1), "params": None, "idempotency_key": None}
+    )
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = {
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{closed}",
+    }
+    shown = CliRunner().invoke(cli.app, ["status", call.id], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["status"] == "scheduled" and "Temporal is unreachable" in shown.stderr
+    for command in (["cancel", call.id], ["status", str(uuid.uuid4())], ["call", "--to", "+33612345678"]):
+        failed = CliRunner().invoke(cli.app, command, env=env)
+        assert failed.exit_code == 1 and "unreachable" in failed.stderr, (command, failed.output)
+        assert "Traceback" not in failed.output and len(failed.stderr.strip().splitlines()) <= 4, command

@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -135,7 +135,7 @@ def worker() -> None:
     settings = _encrypted(Settings.load())
 
     async def main() -> None:
-        client = await connect(settings)
+        client = await _connected(settings)
         await register_search_attributes(client)
         async with create_worker(client, task_queue=settings.task_queue, settings=settings):
             console.print(f"worker on {settings.temporal_address}, task queue {settings.task_queue}")
@@ -333,7 +333,7 @@ def call(
     settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
     async def main() -> None:
-        client = await connect(settings)
+        client = await _connected(settings)
         call_id = str(uuid.uuid4())
         handle = await client.start_workflow(
             "CallOrderWorkflow",
@@ -363,15 +363,42 @@ def _handle(client: Client, call_id: str):  # type: ignore[no-untyped-def]
     )
 
 
-def _on_the_order(call_id: str, action: Callable[[Client], Awaitable[None]]) -> None:
-    """Run `action` against Temporal; an unknown call id is a one-line error (exit 2), as in the API."""
+async def _connected(settings: Settings | None = None) -> Client:
+    """A client; Temporal unreachable is a one-line error (exit 1) rather than a traceback."""
+    settings = settings or Settings.load()
+    try:
+        return await connect(settings)
+    except RuntimeError as err:  # the SDK's "Failed client connect"
+        _failed(f"Temporal at {settings.temporal_address} is unreachable: {err}")
+
+
+def _failed(message: str) -> NoReturn:
+    """A one-line error (exit 1), not a traceback."""
+    Console(stderr=True).print(f"[red]{message}[/]")
+    raise typer.Exit(1) from None
+
+
+def _on_the_order(
+    call_id: str,
+    action: Callable[[Client], Awaitable[None]],
+    without_temporal: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `action` against Temporal; an unknown call id is a one-line error (exit 2), as in the API,
+    and Temporal unreachable is `without_temporal` if given, else a one-line error (exit 1)."""
 
     async def main() -> None:
+        if without_temporal is None:
+            client = await _connected()
+        else:
+            try:
+                client = await connect()
+            except RuntimeError:  # the SDK's "Failed client connect"
+                return await without_temporal()
         try:
-            await action(await connect())
+            await action(client)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
-                raise
+                _failed(f"Temporal could not do it: {err}")
             Console(stderr=True).print(f"[red]no call order {call_id}[/]")
             raise typer.Exit(2) from None
 
@@ -394,7 +421,14 @@ def status(call_id: str) -> None:
             call = stored
         _print_call(call)
 
-    _on_the_order(call_id, show)
+    async def show_stored() -> None:
+        stored = await asyncio.to_thread(_stored_call, call_id)
+        if stored is None:
+            _failed(f"Temporal is unreachable, and call order {call_id} is not in the database")
+        Console(stderr=True).print("[yellow]Temporal is unreachable: the order's stored state[/]")
+        _print_call(stored)
+
+    _on_the_order(call_id, show, show_stored)
 
 
 def _stored_call(call_id: str) -> Call | None:
@@ -526,7 +560,7 @@ def campaign_launch(
 
     async def main() -> None:
         database = Database.for_url(settings.database_url)
-        client = await connect(settings)
+        client = await _connected(settings)
         result = await launch_campaign(
             client, settings, database, settings.organization_id, campaign_id, params
         )
@@ -572,7 +606,7 @@ def _campaign_signal(signal: str, doc: str) -> None:
 
         async def main() -> None:
             database = Database.for_url(settings.database_url)
-            client = await connect(settings)
+            client = await _connected(settings)
             await steer_campaign(client, settings, database, settings.organization_id, campaign_id, signal)
             console.print(f"{signal} sent to campaign {campaign_id}")
 
