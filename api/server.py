@@ -33,13 +33,19 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     async def __aenter__(self) -> ApiServer:
-        self._task = asyncio.create_task(self._server.serve())
+        self._task = asyncio.create_task(self._serve())
         while not self._server.started:
             if self._task.done():  # e.g. the port is taken: uvicorn logged why and gave up
                 self._task.result()
-                raise RuntimeError(f"the API could not start on {self.host}")
+                raise RuntimeError(f"the API could not listen on {self.host}:{self._server.config.port}")
             await asyncio.sleep(0.02)
         return self
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit:  # how uvicorn gives up at start (it logged why): not a reason to end this process
+            pass
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -57,7 +57,8 @@ async def test_a_lost_port_race_is_started_again(tmp_path: Path, monkeypatch: py
 async def test_any_other_failure_is_reported_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter = front_the_cli(monkeypatch, tmp_path, failures=1, said="unable to open database file")
     stack = Stack(tmp_path)
-    with pytest.raises(RuntimeError, match=r"temporal dev server exited \(1\); see .*temporal-server\.log"):
+    said = r"exited \(1\): failed starting server: unable to open database file; see .*temporal-server\.log"
+    with pytest.raises(RuntimeError, match=said):  # its own words, then where to read more
         await start_dev_server(stack.settings)
     assert counter.read_text() == "1"
     assert "unable to open database file" in (tmp_path / "temporal-server.log").read_text()

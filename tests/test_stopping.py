@@ -31,23 +31,11 @@ async def exit_code(process: subprocess.Popen[bytes], timeout: float = 60) -> in
     return await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
 
 
-STOPS = {
-    "sigterm": ("SIGTERM to outdial (kill, docker stop, systemd)", signal.SIGTERM, False),
-    "ctrl-c": ("Ctrl-C: SIGINT to the terminal's process group", signal.SIGINT, True),
-    "hangup": ("the terminal closed: SIGHUP to its process group", signal.SIGHUP, True),
-    "kill-9": ("SIGKILL to outdial: nothing of it unwinds", signal.SIGKILL, False),
-}
-
-
-@pytest.mark.parametrize("how", list(STOPS))
-async def test_outdial_dev_stops_with_the_dev_server_it_started(tmp_path: Path, how: str) -> None:
-    """However `outdial dev` ends, the dev server it started ends too, not left on its port. Ctrl-C
-    reaches outdial alone (the server has a process group of its own), so the worker's shutdown still
-    finds the server answering: before, one Ctrl-C in three printed the SDK's `shutdown_worker rpc
-    errored` WARN. Only kill -9 skips the unwinding: then the kernel stops the server (Linux)."""
-    _, sent, to_group = STOPS[how]
+def outdial_dev(tmp_path: Path, ports: list[int]) -> tuple[subprocess.Popen[bytes], Path]:
+    """`outdial dev` in `tmp_path` on these ports (dev server, its UI, API, SMTP sink, codec), its
+    output in the log file returned."""
+    port, ui_port, api_port, smtp_port, codec_port = ports
     config = yaml.safe_load((REPO / "temporal-dev.yaml").read_text())
-    port, ui_port, api_port, smtp_port, codec_port = free_ports(5)
     config["temporal"]["address"] = f"127.0.0.1:{port}"
     config["temporal"]["dev_server"].update(port=port, ui_port=ui_port)
     config["local_stack"].update(api_port=api_port, smtp_sink_port=smtp_port, codec_server_port=codec_port)
@@ -69,6 +57,27 @@ async def test_outdial_dev_stops_with_the_dev_server_it_started(tmp_path: Path, 
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a process group of its own, as a terminal gives a command
         )
+    return process, log
+
+
+STOPS = {
+    "sigterm": ("SIGTERM to outdial (kill, docker stop, systemd)", signal.SIGTERM, False),
+    "ctrl-c": ("Ctrl-C: SIGINT to the terminal's process group", signal.SIGINT, True),
+    "hangup": ("the terminal closed: SIGHUP to its process group", signal.SIGHUP, True),
+    "kill-9": ("SIGKILL to outdial: nothing of it unwinds", signal.SIGKILL, False),
+}
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+async def test_outdial_dev_stops_with_the_dev_server_it_started(tmp_path: Path, how: str) -> None:
+    """However `outdial dev` ends, the dev server it started ends too, not left on its port. Ctrl-C
+    reaches outdial alone (the server has a process group of its own), so the worker's shutdown still
+    finds the server answering: before, one Ctrl-C in three printed the SDK's `shutdown_worker rpc
+    errored` WARN. Only kill -9 skips the unwinding: then the kernel stops the server (Linux)."""
+    _, sent, to_group = STOPS[how]
+    ports = free_ports(5)
+    port, _, api_port, _, _ = ports
+    process, log = outdial_dev(tmp_path, ports)
     try:
 
         async def output() -> str:
@@ -109,3 +118,30 @@ async def test_sigterm_stops_a_worker_cleanly(tmp_path: Path) -> None:
         assert await exit_code(worker) == 0, (tmp_path / "worker-1.log").read_text(errors="replace")
     finally:
         await stack.stop()
+
+
+@pytest.mark.parametrize(
+    ("taken", "said"),
+    [(1, "can't set UI port"), (2, "HTTP API: port {port} on 127.0.0.1 is in use; set local_stack.api_port")],
+    ids=["dev server UI", "API"],
+)
+async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
+    tmp_path: Path, taken: int, said: str
+) -> None:
+    """A port of the stack already in use (another program, another outdial) ends `outdial dev` at
+    once: exit 1, one line naming the port and where to change it, no traceback; the dev server it may
+    have started stopped with it."""
+    ports = free_ports(5)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports[taken]))
+        holder.listen()
+        process, log = outdial_dev(tmp_path, ports)
+        try:
+            code = await exit_code(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    printed = log.read_text(errors="replace")
+    assert code == 1, printed
+    assert said.format(port=ports[taken]) in printed and "Traceback" not in printed, printed
+    assert not answers(ports[0]), "the dev server outlived `outdial dev`"

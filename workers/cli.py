@@ -47,7 +47,7 @@ from workers.demo import (
     run_demo,
     webhook_receiver,
 )
-from workers.local_stack import LocalStack, local_stack
+from workers.local_stack import LocalStack, StackNotStarted, local_stack
 from workers.worker import connect, create_worker, register_search_attributes
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -68,8 +68,11 @@ def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
             loop.add_signal_handler(signal.SIGHUP, task.cancel)
         await main()
 
-    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(until_stopped())
+    try:
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(until_stopped())
+    except StackNotStarted as err:  # a port in use, say: a line, not a traceback
+        _failed(str(err))
 
 
 async def _until_interrupted(stack: LocalStack) -> None:

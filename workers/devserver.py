@@ -97,7 +97,8 @@ async def start_dev_server(
         if await _answers(process, settings, timeout):
             return process
         if attempt == _START_ATTEMPTS or not _lost_its_own_port(log_file, logged_before):
-            raise RuntimeError(f"temporal dev server exited ({process.returncode}); see {log_file}")
+            said = _its_error(log_file, logged_before)
+            raise RuntimeError(f"temporal dev server exited ({process.returncode}){said}; see {log_file}")
         attempt += 1
 
 
@@ -107,11 +108,23 @@ _LOST_ITS_OWN_PORT = re.compile(r"failed listening for HTTP API on \S+: .*addres
 _START_ATTEMPTS = 3
 
 
-def _lost_its_own_port(log_file: Path, logged_before: int) -> bool:
-    """Whether the launch that wrote `log_file` past `logged_before` lost that race."""
+def _logged_since(log_file: Path, logged_before: int) -> str:
     with log_file.open("rb") as log:
         log.seek(logged_before)
-        return bool(_LOST_ITS_OWN_PORT.search(log.read().decode(errors="replace")))
+        return log.read().decode(errors="replace")
+
+
+def _lost_its_own_port(log_file: Path, logged_before: int) -> bool:
+    """Whether the launch that wrote `log_file` past `logged_before` lost that race."""
+    return bool(_LOST_ITS_OWN_PORT.search(_logged_since(log_file, logged_before)))
+
+
+def _its_error(log_file: Path, logged_before: int) -> str:
+    """`: <why>` from the CLI's last `Error: <why>` line since `logged_before` (a port in use, say)."""
+    said = [
+        line for line in _logged_since(log_file, logged_before).splitlines() if line.startswith("Error: ")
+    ]
+    return f": {said[-1].removeprefix('Error: ')}" if said else ""
 
 
 async def _answers(process: subprocess.Popen[bytes], settings: Settings, timeout: float) -> bool:

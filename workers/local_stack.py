@@ -66,10 +66,13 @@ def local_settings(settings: Settings) -> Settings:
     )
 
 
-def _taken(what: str, port: int, key: str) -> RuntimeError:
-    return RuntimeError(
-        f"{what}: port {port} on {LOOPBACK} is in use; set local_stack.{key} in temporal-dev.yaml"
-    )
+class StackNotStarted(RuntimeError):
+    """The local stack could not start (a port in use, the dev server failed): its message says why in
+    a line, for the CLI to show instead of a traceback."""
+
+
+def _taken(what: str, port: int, key: str) -> StackNotStarted:
+    return StackNotStarted(f"{what}: port {port} on {LOOPBACK} is in use; set {key} in temporal-dev.yaml")
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +86,7 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
             try:
                 server = await start_mail_sink(mail, host=LOOPBACK, port=local.smtp_sink_port)
             except OSError:
-                raise _taken("SMTP sink", local.smtp_sink_port, "smtp_sink_port") from None
+                raise _taken("SMTP sink", local.smtp_sink_port, "local_stack.smtp_sink_port") from None
             stack.push_async_callback(_close_server, server)
             port = server.sockets[0].getsockname()[1]
             settings = settings.model_copy(
@@ -96,7 +99,7 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
         try:
             codec = await start_codec_server(settings, host=LOOPBACK, port=local.codec_server_port)
         except OSError:
-            raise _taken("codec server", local.codec_server_port, "codec_server_port") from None
+            raise _taken("codec server", local.codec_server_port, "local_stack.codec_server_port") from None
         stack.push_async_callback(codec.cleanup)
         codec_url = "http://{}:{}".format(*codec.addresses[0][:2])
 
@@ -110,7 +113,10 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
             console.print(
                 f"[bold]starting Temporal dev server[/] (state in {settings.dev_server.db_filename})"
             )
-            server_process = await start_dev_server(settings, codec_endpoint=codec_url)
+            try:
+                server_process = await start_dev_server(settings, codec_endpoint=codec_url)
+            except RuntimeError as err:
+                raise StackNotStarted(str(err)) from None
             stack.callback(stop_dev_server, server_process)
             client = await connect(settings)
         console.print(
@@ -129,7 +135,10 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
         database = Database.for_url(settings.database_url)
         [secret, *_] = await asyncio.to_thread(signing_secrets, settings, database, settings.organization_id)
         app = create_app(settings, temporal_client=client)
-        api_server = await stack.enter_async_context(ApiServer(app, port=local.api_port))
+        try:
+            api_server = await stack.enter_async_context(ApiServer(app, port=local.api_port))
+        except RuntimeError:  # uvicorn logged why: the port, most likely
+            raise _taken("HTTP API", local.api_port, "local_stack.api_port") from None
         console.print(
             f"HTTP API (Revox-compatible): [link]{api_server.url}[/] (docs: {api_server.url}/docs)\n"
             f'API key: [bold]{key}[/]  e.g. Revox(api_key=..., base_url="{api_server.url}")\n'
