@@ -377,7 +377,7 @@ async def _connected(settings: Settings | None = None) -> Client:
 
 def _failed(message: str) -> NoReturn:
     """A one-line error (exit 1), not a traceback."""
-    Console(stderr=True).print(f"[red]{message}[/]")
+    Console(stderr=True).print(f"[red]{message}[/]", soft_wrap=True)  # one line, as long as it is
     raise typer.Exit(1) from None
 
 

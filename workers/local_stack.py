@@ -116,7 +116,10 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
             try:
                 server_process = await start_dev_server(settings, codec_endpoint=codec_url)
             except RuntimeError as err:
-                raise StackNotStarted(str(err)) from None
+                where = "; set temporal.dev_server.port or ui_port in temporal-dev.yaml"
+                raise StackNotStarted(
+                    f"{err}{where if 'address already in use' in str(err) else ''}"
+                ) from None
             stack.callback(stop_dev_server, server_process)
             client = await connect(settings)
         console.print(
