@@ -286,9 +286,9 @@ class StartUnknown(ApiError):
         super().__init__(503, "unavailable", f"{reason}; {advice}", retryable=False)
         self.reason = reason
 
-    def keyed(self) -> ApiError:
-        """The same failure for an order whose key stays claimed: its retry is this order, so safe."""
-        return ApiError(503, "unavailable", f"{self.reason}: retry with the same Idempotency-Key")
+    def as_retryable(self) -> ApiError:
+        """The same failure where the retry is this order (its key's, or a signal's), so safe."""
+        return ApiError(503, "unavailable", f"{self.reason}: retry it, it is this order, not a second one")
 
 
 async def _started_after_all(client: Client, call_id: str) -> bool | None:
@@ -310,17 +310,7 @@ async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> 
     """A retried `POST /call` with the same Idempotency-Key: the same call, never a second one."""
     if record.request_hash != digest:
         raise ApiError(409, "conflict", "this Idempotency-Key was already used with a different request body")
-    if record.seq == 0 and record.params is not None:  # the first request may have died before starting it
-        try:
-            await _start(
-                context,
-                record.id,
-                record.organization_id,
-                CallCreateParams.model_validate(record.params),
-                (record.call or {}).get("created_at"),
-            )
-        except StartUnknown as unknown:
-            raise unknown.keyed() from unknown
+    await _start_unstarted(context, record)  # the first request may have died before starting it
     return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
 
 
@@ -407,7 +397,7 @@ async def create_call(params: CallCreateParams, request: Request, principal: Aut
             with timing.phase("start"):
                 await _start(context, call_id, organization_id, params, now)
         except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
-            raise unknown.keyed() from unknown
+            raise unknown.as_retryable() from unknown
         except Exception:
             await context.db(store.delete_placeholder, context.database, call_id)
             raise
@@ -454,11 +444,13 @@ async def _start_with_placeholder(
     storing = asyncio.ensure_future(context.db(store.insert_call, context.database, row))
     started, stored = await asyncio.gather(start, storing, return_exceptions=True)
     if isinstance(started, BaseException):
-        if isinstance(started, StartUnknown) and not isinstance(stored, BaseException):
-            # it may yet run: kept, to be found and steered
-            await context.db(store.keep_unstarted, context.database, call_id, params.model_dump(mode="json"))
-        elif not isinstance(stored, BaseException):
-            await context.db(store.delete_placeholder, context.database, call_id)
+        if not isinstance(stored, BaseException):  # its row: kept if the order may yet run, else forgotten
+            if isinstance(started, StartUnknown):
+                await context.db(
+                    store.keep_unstarted, context.database, call_id, params.model_dump(mode="json")
+                )
+            else:
+                await context.db(store.delete_placeholder, context.database, call_id)
         raise started
     if isinstance(stored, BaseException):
         log.warning("call %s started; its placeholder row was not written (%s)", call_id, stored)
@@ -545,18 +537,19 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
     return JSONResponse(Success().model_dump())
 
 
-async def _start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str) -> bool:
-    """An order whose workflow never started (its `POST /call` failed with Temporal down, and no retry
-    with its key came) starts with the signal (signal-with-start): a cancel ends it before any attempt, a
-    pause holds it, a resume places it. False when its row is not such an order's, or it has ended."""
+async def _start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str | None = None) -> bool:
+    """Start an order whose workflow may never have started, from its row (its `POST /call` died, or
+    failed with Temporal down): for a retry with its key, or with a signal (signal-with-start), so that a
+    cancel ends it before any attempt, a pause holds it, a resume places it. False when its row is not
+    such an order's, or, given a signal, it has ended."""
     if record.seq != 0 or record.params is None:  # a workflow wrote it, or nothing to start it from
         return False
     params = CallCreateParams.model_validate(record.params)
     created_at = (record.call or {}).get("created_at")
     try:
         return await _start(context, record.id, record.organization_id, params, created_at, signal)
-    except StartUnknown as unknown:  # signalling again is safe
-        raise ApiError(503, "unavailable", unknown.reason) from unknown
+    except StartUnknown as unknown:
+        raise unknown.as_retryable() from unknown
 
 
 @router.post("/call/{id}/cancel", response_model=Success, responses=errors(409), summary="Cancel a call")
