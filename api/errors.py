@@ -146,9 +146,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", _summary(details), details=details)
 
     @app.exception_handler(DataError)
-    async def _data_refused(_: Request, err: DataError) -> JSONResponse:
+    async def _data_refused(request: Request, err: DataError) -> JSONResponse:
         # The database refused a value our validation let through (e.g. a NUL byte for PostgreSQL).
         log.info("database refused a value: %s", err.orig)
+        if any("\x00" in str(value) for value in request.path_params.values()):  # as on SQLite: no such id
+            return error_response(404, "not_found", "not found: no id holds a NUL character")
         return error_response(422, "validation_error", "a value could not be stored (unsupported characters)")
 
     @app.exception_handler(StarletteHTTPException)

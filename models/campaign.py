@@ -71,7 +71,7 @@ class CampaignCreateParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: Name
-    assistant_id: Annotated[str, Field(min_length=1, max_length=64)]
+    assistant_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
     contacts: Annotated[list[CampaignContact], Field(min_length=1, max_length=MAX_CONTACTS)]
     call_retry_config: CallRetryConfig | None = None
     from_phone_number: E164 | None = None
@@ -91,7 +91,9 @@ class CampaignUpdateParams(BaseModel):
     max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
 
-FilterValues = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_CONTACTS)]
+FilterValues = Annotated[
+    list[Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]], Field(max_length=MAX_CONTACTS)
+]
 
 
 class SelectionFilters(BaseModel):
@@ -104,7 +106,7 @@ class SelectionFilters(BaseModel):
     outcomes: list[Outcome | Literal["none"]] = Field(default_factory=list)
     results: list[AttemptResult | Literal["none"]] = Field(default_factory=list)
     statuses: list[CallStatus] = Field(default_factory=list)
-    query: Annotated[str, Field(max_length=200)] | None = None
+    query: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
 
 
 class SelectionRows(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Engine, Select, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import AutoString, Field, Session, SQLModel
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -40,6 +40,23 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class NulFreeString(TypeDecorator[str]):
+    """Free text (a callee's words, an LLM's summary, a request's values) stored without NUL characters:
+    PostgreSQL's text cannot hold one, and the row's write would fail for ever. The Call's JSON keeps
+    the text as it was (JSON escapes it); these columns only index or repeat it."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else value.replace("\x00", "")
+
+
+class NulFreeText(NulFreeString):
+    impl = Text
+    cache_ok = True
 
 
 def utcnow() -> datetime:
@@ -193,7 +210,7 @@ class CallOrderRecord(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str | None = Field(default=None, max_length=64)
     campaign_id: str | None = Field(default=None, index=True, max_length=64)
-    search_text: str = Field(default="", sa_type=Text)  # what a free-text `query` matches
+    search_text: str = Field(default="", sa_type=NulFreeText)  # what a free-text `query` matches
 
 
 class CallAttemptRecord(SQLModel, table=True):
@@ -213,12 +230,12 @@ class CallAttemptRecord(SQLModel, table=True):
     answered_at: datetime | None = _when(default=None, nullable=True)
     ended_at: datetime | None = _when(default=None, nullable=True)
     ended_by: str | None = Field(default=None, max_length=16)
-    end_reason: str | None = None
-    recording_url: str | None = None
+    end_reason: str | None = Field(default=None, sa_type=NulFreeString)
+    recording_url: str | None = Field(default=None, sa_type=NulFreeString)
     transcript: list[dict[str, Any]] | None = _json(nullable=True)
     structured_output: dict[str, Any] | None = _json(nullable=True)
     outcome: str | None = Field(default=None, max_length=64)
-    outcome_summary: str | None = None
+    outcome_summary: str | None = Field(default=None, sa_type=NulFreeString)
 
 
 class DoNotContactRecord(SQLModel, table=True):
@@ -229,7 +246,7 @@ class DoNotContactRecord(SQLModel, table=True):
     organization_id: str = Field(primary_key=True, max_length=64)
     phone_number: str = Field(primary_key=True, max_length=32)
     call_id: str = Field(max_length=64)
-    reason: str | None = None
+    reason: str | None = Field(default=None, sa_type=NulFreeString)
     recorded_at: datetime = _when()
 
 
@@ -275,7 +292,7 @@ class CampaignRowRecord(SQLModel, table=True):
     row_metadata: dict[str, Any] | None = _json(nullable=True)  # the order's metadata (outdial's addition)
     state: str = Field(default="not_launched", index=True, max_length=16)
     skip_reason: str | None = Field(default=None, max_length=32)
-    skip_message: str | None = None
+    skip_message: str | None = Field(default=None, sa_type=NulFreeString)
     call_id: str | None = Field(default=None, max_length=64)
     scheduled_at: datetime | None = _when(default=None, nullable=True)
 

@@ -674,6 +674,35 @@ def test_bodies_that_could_not_be_stored_or_started_are_refused_and_leave_nothin
     assert org.client.call.search(**no_filters()).total_count == 1  # the emoji's order only
 
 
+def test_an_order_with_a_nul_character_runs_and_is_stored_as_sent(org: Org) -> None:
+    """JSON may carry NUL (\\u0000) in any string, and PostgreSQL's text cannot hold it. Before, such an
+    order on PostgreSQL was answered 200, then its row could never be written: the API's placeholder
+    failed, and the workflow's every write was retried forever, so the call could not be read back."""
+    order = quick_order("human")
+    order["assistant"]["prompt"] = "Offer a demo.\x00"
+    order["metadata"] |= {"note": "a\x00b"}
+    order["prompt_variables"] = {"name": "Cla\x00ire"}
+    call = org.client.call.create(**order).call
+    done = finished(org.client, call.id)
+    assert (done.status, done.outcome) == ("completed", "interested")
+    stored = org.client.call.search(**no_filters(call_ids=[call.id])).calls[0]
+    assert stored.metadata["note"] == "a\x00b" and stored.prompt_variables == {"name": "Cla\x00ire"}
+    assert org.client.call.search(**no_filters(query="claire")).total_count == 1  # its index drops the NUL
+
+
+def test_an_id_with_a_nul_character_names_nothing_on_every_database(org: Org) -> None:
+    """A 404 as for any unknown id (on PostgreSQL the lookup itself was refused: a 422 that blamed a value
+    "that could not be stored"), and a campaign's assistant_id with one is a 422 that names the field."""
+    with org.raw() as http:
+        for path in ("/call/a%00b", "/assistants/a%00b", "/campaigns/a%00b", "/phone-numbers/a%00b"):
+            answer = http.get(path) if "phone" not in path else http.delete(path)
+            assert answer.status_code == 404, (path, answer.text)
+        contacts = [{"to_phone_number": "+33612345678"}]
+        refused = http.post("/campaigns", json={"name": "N", "assistant_id": "a\x00b", "contacts": contacts})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["details"][0]["loc"] == ["body", "assistant_id"]
+
+
 def test_an_organization_never_sees_another_ones_objects(stack: Stack, org: Org) -> None:
     other = new_org(stack)
     call = other.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call
