@@ -10,8 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from api import store
 from api.auth import Authenticated, bearer
-from api.calls import ERRORS
 from api.context import ApiContext, get_context
+from api.errors import ERRORS
 from api.keys import lookup_key
 from api.schemas import AuthStatus, UserResponse, UserView
 from api.unicode import UnicodeRoute

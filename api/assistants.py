@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse
 from activities.persistence import UnknownCallerId, assistant_view, caller_ids, resolve_caller_id
 from api import store
 from api.auth import Authenticated
-from api.calls import ERRORS
 from api.context import ApiContext, get_context
-from api.errors import not_found, unprocessable
+from api.errors import ERRORS, not_found, unprocessable
 from api.schemas import (
     AssistantCreateParams,
     AssistantListResponse,

@@ -41,7 +41,7 @@ from activities.persistence import (
 from api import store
 from api.auth import Authenticated
 from api.context import ApiContext, get_context
-from api.errors import ApiError, ErrorBody, not_found, unprocessable
+from api.errors import ERRORS, ApiError, errors, not_found, unprocessable
 from api.schemas import (
     CallExportParams,
     CallExportResponse,
@@ -75,26 +75,6 @@ router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 WORKFLOW_TYPE = "CallOrderWorkflow"
-_ERROR_ANSWERS = {
-    401: "Missing or invalid API key",
-    404: "Not found",
-    409: "In conflict with the object's state (final: `x-should-retry: false`)",
-    413: "Too large for Temporal's payload limit",
-    422: "Invalid request",
-    503: "Temporal or a provider unreachable: retry later, unless `x-should-retry: false`",
-}
-
-
-def errors(*more: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers an operation documents: 401, 404, 422 and 503 (anything may find Temporal or a
-    provider down) for all, and `more` where the operation answers them."""
-    return {
-        status: {"model": ErrorBody, "description": _ERROR_ANSWERS[status]}
-        for status in sorted({401, 404, 422, 503, *more})
-    }
-
-
-ERRORS = errors()
 
 
 def _canonical_id(call_id: str) -> str:

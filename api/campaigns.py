@@ -23,9 +23,9 @@ from api import campaign_stats
 from api import campaign_store as store
 from api.assistants import view as assistant_view
 from api.auth import Authenticated
-from api.calls import ERRORS, errors, refuse_far_future
+from api.calls import refuse_far_future
 from api.context import ApiContext, get_context
-from api.errors import ApiError
+from api.errors import ERRORS, ApiError, errors
 from api.schemas import Success
 from api.unicode import UnicodeRoute
 from models import RetryConfigRecord, Timestamp

@@ -1,7 +1,8 @@
 """Errors as JSON: `{"error": {"type", "message", "details"?}}` with 401/404/409/413/422/501/503.
 
 Bad input is never a 500: request validation, malformed JSON, database refusals of odd values (NUL
-bytes, out-of-range numbers) all answer 422 naming the problem.
+bytes, out-of-range numbers) all answer 422 naming the problem (an id with a NUL byte: 404, as any
+unknown id). `errors()` documents them in each operation's OpenAPI entry.
 """
 
 from __future__ import annotations
@@ -29,6 +30,28 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+_ERROR_ANSWERS = {
+    401: "Missing or invalid API key",
+    404: "Not found",
+    409: "In conflict with the object's state (final: `x-should-retry: false`)",
+    413: "Too large for Temporal's payload limit",
+    422: "Invalid request",
+    503: "Temporal or a provider unreachable: retry later, unless `x-should-retry: false`",
+}
+
+
+def errors(*more: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation documents: 401, 404, 422 and 503 (anything may find Temporal or a
+    provider down) for all, and `more` where the operation answers them."""
+    return {
+        status: {"model": ErrorBody, "description": _ERROR_ANSWERS[status]}
+        for status in sorted({401, 404, 422, 503, *more})
+    }
+
+
+ERRORS = errors()  # what every operation documents
 
 
 class ApiError(Exception):

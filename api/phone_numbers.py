@@ -12,9 +12,8 @@ from activities.persistence import phone_numbers_of
 from api import store
 from api.assistants import view as assistant_json
 from api.auth import Authenticated
-from api.calls import ERRORS
 from api.context import ApiContext, get_context
-from api.errors import ApiError, ErrorBody, not_found, unprocessable
+from api.errors import ERRORS, ApiError, ErrorBody, not_found, unprocessable
 from api.schemas import (
     PhoneNumberCreateParams,
     PhoneNumberListResponse,

@@ -16,8 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import Authenticated
-from api.calls import ERRORS
-from api.errors import ApiError, ErrorBody, not_found
+from api.errors import ERRORS, ApiError, ErrorBody, not_found
 from api.schemas import (
     VoiceCloneParams,
     VoiceInfo,

@@ -15,9 +15,8 @@ from activities.webhook_secrets import (
     show_webhook_secret,
 )
 from api.auth import Authenticated
-from api.calls import ERRORS
 from api.context import ApiContext, get_context
-from api.errors import ApiError, ErrorBody
+from api.errors import ERRORS, ApiError, ErrorBody
 from api.unicode import UnicodeRoute
 
 router = APIRouter(route_class=UnicodeRoute, tags=["webhooks (outdial)"])
