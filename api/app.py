@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import account, assistants, calls, campaigns, phone_numbers, voices, webhooks
+from api import account, assistants, call_records, calls, campaigns, phone_numbers, voices, webhooks
 from api.context import ApiContext
 from api.errors import install_error_handlers
 from models.settings import Settings
@@ -51,6 +51,6 @@ def create_app(
     )
     app.state.context = context
     install_error_handlers(app)
-    for module in (calls, assistants, campaigns, phone_numbers, voices, account, webhooks):
+    for module in (calls, call_records, assistants, campaigns, phone_numbers, voices, account, webhooks):
         app.include_router(module.router)
     return app
