@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -86,6 +87,15 @@ def ensure_user(session: Session, organization_id: str, email: str) -> User:
     return user
 
 
+class KeyHolder(BaseModel):
+    """Who a key is issued to, within what the tables hold: PostgreSQL refuses a longer value (a
+    traceback in the CLI), where SQLite would keep it."""
+
+    organization_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=1, max_length=320)
+
+
 def issue_api_key(
     database: Database,
     organization_id: str,
@@ -95,7 +105,9 @@ def issue_api_key(
     key: str | None = None,
 ) -> str:
     """Create a key for the organization (created if new) and return it; only its hash is stored.
-    Passing `key` registers a chosen key (e.g. OUTDIAL_DEV_API_KEY); registering it again is a no-op."""
+    Passing `key` registers a chosen key (e.g. OUTDIAL_DEV_API_KEY); registering it again is a no-op.
+    Raises pydantic's ValidationError for a holder the tables cannot hold (`KeyHolder`)."""
+    KeyHolder(organization_id=organization_id, name=name, email=email)
     key = key or KEY_PREFIX + secrets.token_urlsafe(32)
     for _ in range(2):
         try:

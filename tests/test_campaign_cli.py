@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api import campaign_store
+from api.auth import api_keys_of
 from models.settings import Settings
 from models.tables import Database
 from workers.cli import app
@@ -56,3 +57,19 @@ def test_apikey_list_shows_whole_ids_that_revoke_takes(
     (key_id,) = re.findall(r"key_[0-9a-f]+", listed.output)
     revoked = runner.invoke(app, ["apikey", "revoke", key_id])
     assert revoked.exit_code == 0 and f"revoked {key_id}" in revoked.output, revoked.output
+
+
+def test_apikey_create_refuses_what_the_tables_cannot_hold_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A usage error (exit 2), on SQLite too, which would have kept it: PostgreSQL refused it with a
+    traceback. Nothing is created."""
+    url = f"sqlite:///{tmp_path / 'outdial.db'}"
+    monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    runner = CliRunner()
+    for option, value in (("--name", "x" * 201), ("--org", "o" * 65), ("--name", ""), ("--email", "e" * 321)):
+        refused = runner.invoke(app, ["apikey", "create", option, value], env={"COLUMNS": "200"})
+        assert refused.exit_code == 2, refused.output
+        assert f"Invalid value for {option}" in refused.output and "Traceback" not in refused.output
+    assert api_keys_of(Database.for_url(url), Settings.load().organization_id) == []

@@ -176,7 +176,12 @@ def apikey_create(
     """Create an API key and print it (only its hash is stored: keep it)."""
     settings = Settings.load()
     organization = organization or settings.organization_id
-    key = issue_api_key(Database.for_url(settings.database_url), organization, name=name, email=email)
+    try:
+        key = issue_api_key(Database.for_url(settings.database_url), organization, name=name, email=email)
+    except ValidationError as err:  # a usage error (exit 2), naming the option
+        problem = err.errors()[0]
+        option = {"organization_id": "--org"}.get(str(problem["loc"][0]), f"--{problem['loc'][0]}")
+        raise typer.BadParameter(problem["msg"], param_hint=option) from None
     Console(stderr=True).print(f"API key for organization [bold]{organization}[/] ({name}):")
     print(key)
 
