@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Security
+from fastapi import APIRouter, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api import store
 from api.auth import Authenticated, bearer
-from api.context import ApiContext, get_context
+from api.context import Context
 from api.errors import ERRORS
 from api.keys import lookup_key
 from api.schemas import AuthStatus, UserResponse, UserView
 from api.unicode import UnicodeRoute
 
 router = APIRouter(route_class=UnicodeRoute, tags=["account"])
-Context = Annotated[ApiContext, Depends(get_context)]
 
 
 @router.get("/auth-status", response_model=AuthStatus, summary="Check an API key")

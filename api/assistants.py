@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
 from activities.persistence import UnknownCallerId, assistant_view, caller_ids, resolve_caller_id
 from api import store
 from api.auth import Authenticated
-from api.context import ApiContext, get_context
+from api.context import Context
 from api.errors import ERRORS, not_found, unprocessable
 from api.schemas import (
     AssistantCreateParams,
@@ -25,7 +25,6 @@ from models.settings import Settings
 from models.tables import AssistantRecord, Database, utcnow
 
 router = APIRouter(route_class=UnicodeRoute, tags=["assistants"])
-Context = Annotated[ApiContext, Depends(get_context)]
 
 
 def view(record: AssistantRecord) -> dict[str, Any]:

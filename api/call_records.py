@@ -8,14 +8,14 @@ import csv
 import io
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api import store
 from api.auth import Authenticated
-from api.context import ApiContext, get_context
+from api.context import Context
 from api.errors import ERRORS
 from api.schemas import (
     CallExportParams,
@@ -29,7 +29,6 @@ from api.unicode import UnicodeRoute
 from models.tables import CallAttemptRecord, CallOrderRecord, utcnow
 
 router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
-Context = Annotated[ApiContext, Depends(get_context)]
 
 
 @router.post("/call/search", response_model=CallSearchResponse, responses=ERRORS, summary="Search calls")

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.api.common.v1 import WorkflowExecution
@@ -39,7 +39,7 @@ from activities.persistence import (
 )
 from api import store
 from api.auth import Authenticated
-from api.context import ApiContext, get_context
+from api.context import ApiContext, Context
 from api.errors import ERRORS, ApiError, errors, not_found, unprocessable
 from api.schemas import (
     CallResponse,
@@ -65,7 +65,6 @@ from workflows import schedule
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
-Context = Annotated[ApiContext, Depends(get_context)]
 
 WORKFLOW_TYPE = "CallOrderWorkflow"
 

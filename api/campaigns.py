@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ from api import campaign_store as store
 from api.assistants import view as assistant_view
 from api.auth import Authenticated
 from api.calls import refuse_far_future
-from api.context import ApiContext, get_context
+from api.context import ApiContext, Context
 from api.errors import ERRORS, ApiError, errors
 from api.schemas import Success
 from api.unicode import UnicodeRoute
@@ -44,7 +44,6 @@ from models.settings import Settings
 from models.tables import CampaignRecord, Database, utcnow
 
 router = APIRouter(route_class=UnicodeRoute, tags=["campaigns"])
-Context = Annotated[ApiContext, Depends(get_context)]
 WORKFLOW_TYPE = "CampaignWorkflow"
 
 

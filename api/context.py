@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from temporalio.client import Client
 
 from api.errors import ApiError
@@ -64,3 +64,7 @@ class ApiContext:
 async def get_context(request: Request) -> ApiContext:
     """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool (a thread hop)."""
     return request.app.state.context
+
+
+# A handler's parameter for the context: `context: Context`.
+Context = Annotated[ApiContext, Depends(get_context)]

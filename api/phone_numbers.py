@@ -3,16 +3,16 @@ it. Orders and assistants may only use these numbers (422 otherwise)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from activities.persistence import phone_numbers_of
 from api import store
 from api.assistants import view as assistant_json
 from api.auth import Authenticated
-from api.context import ApiContext, get_context
+from api.context import Context
 from api.errors import ERRORS, ApiError, ErrorBody, not_found, unprocessable
 from api.schemas import (
     PhoneNumberCreateParams,
@@ -26,7 +26,6 @@ from api.unicode import UnicodeRoute
 from models.tables import Database, PhoneNumberRecord, utcnow
 
 router = APIRouter(route_class=UnicodeRoute, tags=["phone numbers"])
-Context = Annotated[ApiContext, Depends(get_context)]
 
 
 def view(database: Database, record: PhoneNumberRecord) -> dict[str, Any]:

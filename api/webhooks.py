@@ -4,9 +4,7 @@ previous one keeps signing for 24 h). Receivers verify `Outdial-Signature` with 
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from activities.webhook_secrets import (
     WebhookSecretInfo,
@@ -15,12 +13,11 @@ from activities.webhook_secrets import (
     show_webhook_secret,
 )
 from api.auth import Authenticated
-from api.context import ApiContext, get_context
+from api.context import Context
 from api.errors import ERRORS, ApiError, ErrorBody
 from api.unicode import UnicodeRoute
 
 router = APIRouter(route_class=UnicodeRoute, tags=["webhooks (outdial)"])
-Context = Annotated[ApiContext, Depends(get_context)]
 
 
 @router.get(
