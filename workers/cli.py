@@ -216,8 +216,9 @@ def apikey_revoke(
         str | None, typer.Option("--org", help="Organization id; default: temporal-dev.yaml's.")
     ] = None,
 ) -> None:
-    """Revoke a key: refused from then on (an API process that verified it in the last 30 s may accept
-    it until that time is up)."""
+    """Revoke a key: refused from then on, within 30 s.
+
+    An API process that verified the key in the last 30 s may accept it until that time is up."""
     settings = Settings.load()
     organization = organization or settings.organization_id
     record = revoke_api_key(Database.for_url(settings.database_url), organization, key_id)
@@ -415,8 +416,9 @@ def _on_the_order(
 
 @app.command()
 def status(call_id: str) -> None:
-    """Print a call order's live Call (the `call` query); unanswered (no worker, or no Temporal), its
-    stored state."""
+    """Print a call order's live Call (the `call` query), or its stored state if none answers.
+
+    None answers when no worker runs, or Temporal is unreachable."""
 
     async def show(client: Client) -> None:
         try:
