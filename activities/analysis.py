@@ -362,6 +362,7 @@ class OpenAIAnalyzer:
         async with self._client(endpoint) as client:
             completion = await self._create(client, endpoint, messages, max_completion_tokens=300)
         text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
+        text = text.encode(errors="ignore").decode()  # without half an emoji (a lone surrogate): unsendable
         if not text:
             raise ApplicationError(f"{endpoint.label}: empty SMS text", type=ANALYSIS_UNAVAILABLE)
         return text[:MAX_SMS_CHARS]
@@ -426,6 +427,7 @@ class OpenAIAnalyzer:
                     data = json.loads(content)
                 except json.JSONDecodeError as err:
                     raise InvalidReply(f"not JSON ({err.msg})") from None
+                _refuse_lone_surrogates(data)
                 return validate(data)
             except InvalidReply as err:
                 problem = str(err)
@@ -453,6 +455,15 @@ class OpenAIAnalyzer:
             )
         except openai.APIError as err:
             raise _failure(err, endpoint) from None
+
+
+def _refuse_lone_surrogates(data: object) -> None:
+    """A lone UTF-16 surrogate (half an emoji, as a JSON escape) parses, but UTF-8 cannot encode it:
+    Temporal could not send a result holding one. An invalid reply, so the model is asked again."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidReply("not valid Unicode: a lone UTF-16 surrogate (half an emoji)") from None
 
 
 async def _attempt(ask: Awaitable[Any]) -> tuple[Any, str | None]:

@@ -171,6 +171,20 @@ async def test_schema_invalid_replies_stop_at_the_bound_and_the_failure_is_recor
     assert "in 3 tries: not JSON" in result.outcome_summary
 
 
+async def test_a_reply_holding_half_an_emoji_is_asked_again_then_the_valid_one_is_stored(
+    fake: FakeOpenAI,
+) -> None:
+    """A lone UTF-16 surrogate (half an emoji, as a JSON escape) parses, but UTF-8 cannot encode it:
+    Temporal could not send the analysis result, so the activity failed at every retry. It is an invalid
+    reply instead, asked again like any other."""
+    fake.script = {"call_outcome": [{"outcome": "interested", "outcome_summary": "Keen \ud83d"}, OUTCOME]}
+    result = await analyzer(fake).analyze(request())
+    assert (result.outcome, result.outcome_summary) == (OUTCOME["outcome"], OUTCOME["outcome_summary"])
+    first, second = fake.of_kind("call_outcome")
+    assert "lone UTF-16 surrogate" in second["messages"][-1]["content"]
+    result.model_dump_json()  # what the activity's result goes through
+
+
 async def test_an_invalid_outcome_is_recorded_in_the_summary_and_outcome_stays_null(fake: FakeOpenAI) -> None:
     fake.script = {"call_outcome": [{"outcome": "maybe", "outcome_summary": "?"}]}
     result = await analyzer(fake, analysis_max_invalid_replies=2).analyze(request())
@@ -301,6 +315,15 @@ async def test_after_call_sms_text_is_written_from_the_transcript(fake: FakeOpen
     [sent] = fake.requests
     assert "Thank Claire and send the demo link." in sent["body"]["messages"][-1]["content"]
     assert "Callee: Yes, I'm interested." in sent["body"]["messages"][-1]["content"]
+
+
+async def test_an_sms_text_holding_half_an_emoji_is_sent_without_it(fake: FakeOpenAI) -> None:
+    """A lone UTF-16 surrogate cannot be encoded (nor sent as an SMS, nor returned to Temporal)."""
+    fake.script = {"text": ["Thanks Claire \ud83d! See you"]}
+    text = await analyzer(fake).write_sms(
+        SmsWriteRequest(instructions="Thank them.", variables={}, transcript=HUMAN_TRANSCRIPT)
+    )
+    assert text == "Thanks Claire ! See you"
 
 
 # --- Temporal's retry policy does the backoff for transient errors -----------------------------------
