@@ -141,6 +141,11 @@ def _summary(details: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+def describe(err: ValidationError) -> str:
+    """One line naming each invalid field, as a 422's message does (the CLI says it the same way)."""
+    return _summary(_validation_details(err.errors(include_url=False)))
+
+
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method the API documents for `path`: a 405's `Allow` (RFC 9110). Starlette's names only
     the first route that matched the path, one of several that share it (GET and POST /assistants). A

@@ -149,3 +149,21 @@ def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_
         failed = CliRunner().invoke(cli.app, command, env=env)
         assert failed.exit_code == 1 and "unreachable" in failed.stderr, (command, failed.output)
         assert "Traceback" not in failed.output and len(failed.stderr.strip().splitlines()) <= 4, command
+
+
+def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path: Any) -> None:
+    """As the API's 422 says it (exit 2, before any connection): not pydantic's report of several lines
+    with a link to its documentation."""
+    order = tmp_path / "order.json"
+    order.write_text(json.dumps({"phone_number": "+33612345678", "metadata": {"n": 1}}))
+    env = {"OUTDIAL_CONFIG": "/nonexistent", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
+    for command, problem in (
+        (
+            ["call", "--to", "bad"],
+            "phone_number: Value error, 'bad' is not an E.164 phone number (e.g. +33612345678)",
+        ),
+        (["call", "--json", str(order)], "metadata.n: Input should be a valid string"),
+    ):
+        refused = CliRunner().invoke(cli.app, command, env=env)
+        assert refused.exit_code == 2, refused.output
+        assert refused.output.strip().splitlines() == [f"invalid call order: {problem}"]

@@ -32,6 +32,7 @@ from activities.webhook_secrets import (
 )
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
+from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
@@ -324,7 +325,7 @@ def call(
     try:
         body: dict = json.loads(file.read_text()) if file else {}
     except ValueError as err:
-        console.print(f"[red]invalid call order[/]: {file} is not JSON ({err})")
+        console.print(f"[red]invalid call order[/]: {file} is not JSON ({err})", soft_wrap=True)
         raise typer.Exit(2) from None
     if to:
         body["phone_number"] = to
@@ -337,7 +338,7 @@ def call(
     try:
         params = CallCreateParams.model_validate(body)
     except ValidationError as err:
-        console.print(f"[red]invalid call order[/]\n{err}")
+        console.print(f"[red]invalid call order[/]: {describe(err)}", soft_wrap=True)
         raise typer.Exit(2) from None
     settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
@@ -500,12 +501,11 @@ def _api_errors(fn):  # type: ignore[no-untyped-def]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        from api.errors import ApiError
-
         try:
             return fn(*args, **kwargs)
         except (ApiError, ValidationError) as err:
-            console.print(f"[red]{getattr(err, 'message', err)}[/]")
+            message = err.message if isinstance(err, ApiError) else describe(err)
+            console.print(f"[red]{message}[/]", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
