@@ -2,16 +2,19 @@
 
 The official client works against it unchanged: `Revox(api_key=..., base_url="http://127.0.0.1:8000")`.
 OpenAPI at `/openapi.json`, interactive docs at `/docs`. The database is migrated at start (Alembic
-`upgrade head`), so a fresh machine just works.
+`upgrade head`), so a fresh machine just works. If it is unreachable then, the API starts all the same
+and answers 503 until it is back, as it does while Temporal is down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
 from api import account, assistants, call_records, calls, campaigns, phone_numbers, voices, webhooks
@@ -19,6 +22,8 @@ from api.context import ApiContext
 from api.errors import install_error_handlers
 from models.settings import Settings
 from models.tables import Database
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """Outbound AI phone calls, Revox-compatible: every call order is a durable Temporal
 workflow. Authenticate with `Authorization: Bearer <key>` (`outdial apikey create`, or the key
@@ -39,7 +44,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(database.migrate)
+        try:
+            await asyncio.to_thread(database.migrate)  # else on first use, by every request until it works
+        except OperationalError as err:
+            where = database.engine.url.render_as_string(hide_password=True)
+            reason = " ".join(str(err.orig).split())  # one line
+            log.warning("the database at %s is unavailable (%s): answering 503 until it is up", where, reason)
         yield
 
     app = FastAPI(

@@ -417,12 +417,15 @@ async def _start_with_placeholder(
     started, stored = await asyncio.gather(start, storing, return_exceptions=True)
     if isinstance(started, BaseException):
         if not isinstance(stored, BaseException):  # its row: kept if the order may yet run, else forgotten
-            if isinstance(started, StartUnknown):
-                await context.db(
-                    store.keep_unstarted, context.database, call_id, params.model_dump(mode="json")
-                )
-            else:
-                await context.db(store.delete_placeholder, context.database, call_id)
+            try:
+                if isinstance(started, StartUnknown):
+                    await context.db(
+                        store.keep_unstarted, context.database, call_id, params.model_dump(mode="json")
+                    )
+                else:
+                    await context.db(store.delete_placeholder, context.database, call_id)
+            except Exception as err:  # noqa: BLE001 — the database failed too: the start's failure answers
+                log.warning("call %s: its row could not be settled after a failed start (%s)", call_id, err)
         raise started
     if isinstance(stored, BaseException):
         log.warning("call %s started; its placeholder row was not written (%s)", call_id, stored)

@@ -15,7 +15,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -180,6 +181,15 @@ def install_error_handlers(app: FastAPI) -> None:
         if any("\x00" in str(value) for value in request.path_params.values()):  # as on SQLite: no such id
             return error_response(404, "not_found", "not found: no id holds a NUL character")
         return error_response(422, "validation_error", "a value could not be stored (unsupported characters)")
+
+    async def _database_unavailable(_: Request, err: Exception) -> JSONResponse:
+        # Unreachable, or busy past its timeout (a locked SQLite file, a full pool): a 503 to retry later,
+        # as when Temporal is down, not a 500 for a bug.
+        log.warning("database unavailable: %s", getattr(err, "orig", None) or err)
+        return error_response(503, "unavailable", "the database is unavailable; retry later")
+
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -591,6 +592,44 @@ def test_the_editors_fields_of_an_assistant_are_kept_and_shown_back(org: Org) ->
 
 
 # --- errors and scoping ----------------------------------------------------------------------------------
+
+
+def test_the_database_unreachable_is_a_503_to_retry_not_a_500() -> None:
+    """As when Temporal is down: the official client retries it (no `x-should-retry: false`). Before, it
+    was a 500 "internal error", which says there is a bug."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    unreachable = settings_for_tests(database_url=f"postgresql://outdial:x@127.0.0.1:{closed}/outdial")
+    with StackThread(unreachable, worker=False) as api, httpx.Client(base_url=api.url, timeout=30) as http:
+        headers = {"Authorization": "Bearer odk_any"}
+        for method, path, body in (
+            ("POST", "/call", {"phone_number": "+33612345678"}),
+            ("POST", "/call/search", {"page": 1, "page_size": 10}),
+            ("GET", "/assistants", None),
+        ):
+            answer = http.request(method, path, json=body, headers=headers)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.json()["error"] == {
+                "type": "unavailable",
+                "message": "the database is unavailable; retry later",
+            }
+            assert "x-should-retry" not in answer.headers
+
+
+def test_an_api_started_while_its_database_was_unreachable_serves_once_it_is_up(tmp_path: Path) -> None:
+    """It starts all the same (before, `outdial api` ended at start with a 170-line traceback), answers
+    503, and migrates and serves as soon as the database opens."""
+    path = tmp_path / "outdial.db"
+    path.mkdir()  # SQLite cannot open a directory: unreachable until it is removed
+    settings = settings_for_tests(database_url=f"sqlite:///{path}")
+    with StackThread(settings, worker=False) as api, httpx.Client(base_url=api.url, timeout=30) as http:
+        assert http.get("/assistants", headers={"Authorization": "Bearer odk_any"}).status_code == 503
+        path.rmdir()
+        assert http.get("/assistants", headers={"Authorization": "Bearer odk_any"}).status_code == 401
+        key = issue_api_key(Database.for_url(settings.database_url), "org_up")  # on the schema it made
+        answer = http.get("/assistants", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 200 and answer.json()["assistants"] == [], answer.text
 
 
 def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org: Org) -> None:

@@ -31,11 +31,15 @@ async def exit_code(process: subprocess.Popen[bytes], timeout: float = 60) -> in
     return await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
 
 
-def outdial_dev(tmp_path: Path, ports: list[int]) -> tuple[subprocess.Popen[bytes], Path]:
+def outdial_dev(
+    tmp_path: Path, ports: list[int], database_url: str | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     """`outdial dev` in `tmp_path` on these ports (dev server, its UI, API, SMTP sink, codec), its
     output in the log file returned."""
     port, ui_port, api_port, smtp_port, codec_port = ports
     config = yaml.safe_load((REPO / "temporal-dev.yaml").read_text())
+    if database_url:
+        config["database_url"] = database_url
     config["temporal"]["address"] = f"127.0.0.1:{port}"
     config["temporal"]["dev_server"].update(port=port, ui_port=ui_port)
     config["local_stack"].update(api_port=api_port, smtp_sink_port=smtp_port, codec_server_port=codec_port)
@@ -149,3 +153,24 @@ async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
     assert code == 1, printed
     assert said.format(port=ports[taken]) in printed and "Traceback" not in printed, printed
     assert not answers(ports[0]), "the dev server outlived `outdial dev`"
+
+
+async def test_outdial_dev_with_its_database_unreachable_says_so_in_a_line_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    """Exit 1 with one line naming the database (its password hidden) and where to set it, before the
+    dev server or anything else starts: before, a traceback of about 600 lines after the dev server."""
+    ports = free_ports(6)
+    unreachable = f"postgresql://outdial:hunter2@127.0.0.1:{ports[5]}/outdial"
+    process, log = outdial_dev(tmp_path, ports[:5], database_url=unreachable)
+    try:
+        code = await exit_code(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    printed = log.read_text(errors="replace")
+    assert code == 1, printed
+    assert printed.startswith(f"the database at postgresql://outdial:***@127.0.0.1:{ports[5]}/outdial is")
+    assert "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml" in printed, printed
+    assert "hunter2" not in printed and "Traceback" not in printed and len(printed.splitlines()) == 1
+    assert not answers(ports[0]), "a dev server was started"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
 from activities.webhook_secrets import signing_secrets
@@ -75,10 +77,24 @@ def _taken(what: str, port: int, key: str) -> StackNotStarted:
     return StackNotStarted(f"{what}: port {port} on {LOOPBACK} is in use; set {key} in temporal-dev.yaml")
 
 
+async def _seeded(settings: Settings) -> str:
+    """The dev organization and its API key, in a database that is migrated on the way."""
+    try:
+        return await asyncio.to_thread(seed_dev_organization, settings)
+    except OperationalError as err:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = " ".join(str(err.orig).split())
+        raise StackNotStarted(
+            f"the database at {where} is unavailable ({reason}); "
+            "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
+        ) from None
+
+
 @contextlib.asynccontextmanager
 async def local_stack(settings: Settings, console: Console) -> AsyncIterator[LocalStack]:
     settings = local_settings(settings)
     local = settings.local_stack
+    key = await _seeded(settings)  # first: nothing to start if the database cannot be reached
     async with contextlib.AsyncExitStack() as stack:
         mail = None
         if not settings.smtp_host:
@@ -134,7 +150,6 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
             f"worker on task queue [bold]{settings.task_queue}[/] "
             f"(telephony: {settings.telephony}, analyzer: {settings.analyzer})"
         )
-        key = await asyncio.to_thread(seed_dev_organization, settings)
         database = Database.for_url(settings.database_url)
         [secret, *_] = await asyncio.to_thread(signing_secrets, settings, database, settings.organization_id)
         app = create_app(settings, temporal_client=client)
