@@ -21,7 +21,7 @@ from api import account, assistants, call_records, calls, campaigns, phone_numbe
 from api.context import ApiContext
 from api.errors import install_error_handlers
 from models.settings import Settings
-from models.tables import Database
+from models.tables import Database, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ def create_app(
         try:
             await asyncio.to_thread(database.migrate)  # else on first use, by every request until it works
         except OperationalError as err:
-            where = database.engine.url.render_as_string(hide_password=True)
-            reason = " ".join(str(err.orig).split())  # one line
-            log.warning("the database at %s is unavailable (%s): answering 503 until it is up", where, reason)
+            log.warning("%s: answering 503 until it is up", unavailable(database.url, err))
         yield
 
     app = FastAPI(

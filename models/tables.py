@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Engine, Select, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, Session, SQLModel
 
@@ -360,6 +361,12 @@ class _DriverRead:
 
     def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(value if p is None else p(value) for p, value in zip(self.processors, row, strict=True))
+
+
+def unavailable(url: str, err: OperationalError) -> str:
+    """One line saying which database could not be reached (its password hidden) and why."""
+    where = make_url(url).render_as_string(hide_password=True)
+    return f"the database at {where} is unavailable ({' '.join(str(err.orig).split())})"
 
 
 class Database:

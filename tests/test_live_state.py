@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,3 +171,26 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
         refused = CliRunner().invoke(cli.app, command, env=env)
         assert refused.exit_code == 2, refused.output
         assert refused.output.strip().splitlines() == [f"invalid call order: {problem}"]
+
+
+def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None:
+    """Every command that reads or writes it (keys, the webhook secret, campaigns, a stored order): exit
+    1 and one line naming it, password hidden, and where to set it; before, a traceback of 430 lines."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_DATABASE_URL": f"postgresql://outdial:hunter2@127.0.0.1:{closed}/outdial",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{closed}",
+        "COLUMNS": "80",
+    }
+    outdial = str(Path(sys.executable).parent / "outdial")
+    for command in (["apikey", "list"], ["webhook-secret", "show"], ["campaign", "status", "x"]):
+        done = subprocess.run([outdial, *command], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (command, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        where = f"postgresql://outdial:***@127.0.0.1:{closed}/outdial"
+        assert line.startswith(f"the database at {where} is unavailable (connection failed"), line
+        assert line.endswith("; set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"), line

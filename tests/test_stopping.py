@@ -31,6 +31,16 @@ async def exit_code(process: subprocess.Popen[bytes], timeout: float = 60) -> in
     return await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
 
 
+async def ended(process: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
+    """The exit code of a command expected to end by itself (killed if it does not), and its output."""
+    try:
+        code = await exit_code(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return code, await asyncio.to_thread(log.read_text, errors="replace")
+
+
 def outdial_dev(
     tmp_path: Path, ports: list[int], database_url: str | None = None
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -143,13 +153,7 @@ async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", ports[taken]))
         holder.listen()
-        process, log = outdial_dev(tmp_path, ports)
-        try:
-            code = await exit_code(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    printed = log.read_text(errors="replace")
+        code, printed = await ended(*outdial_dev(tmp_path, ports))
     assert code == 1, printed
     assert said.format(port=ports[taken]) in printed and "Traceback" not in printed, printed
     assert not answers(ports[0]), "the dev server outlived `outdial dev`"
@@ -162,13 +166,7 @@ async def test_outdial_dev_with_its_database_unreachable_says_so_in_a_line_and_s
     dev server or anything else starts: before, a traceback of about 600 lines after the dev server."""
     ports = free_ports(6)
     unreachable = f"postgresql://outdial:hunter2@127.0.0.1:{ports[5]}/outdial"
-    process, log = outdial_dev(tmp_path, ports[:5], database_url=unreachable)
-    try:
-        code = await exit_code(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    printed = log.read_text(errors="replace")
+    code, printed = await ended(*outdial_dev(tmp_path, ports[:5], database_url=unreachable))
     assert code == 1, printed
     assert printed.startswith(f"the database at postgresql://outdial:***@127.0.0.1:{ports[5]}/outdial is")
     assert "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml" in printed, printed

@@ -20,7 +20,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.json import JSON
+from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -38,7 +40,7 @@ from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, Settings
-from models.tables import CallOrderRecord, Database
+from models.tables import CallOrderRecord, Database, unavailable
 from workers.codec import DEFAULT_CODEC_PORT, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
     await_notifications,
@@ -48,7 +50,7 @@ from workers.demo import (
     run_demo,
     webhook_receiver,
 )
-from workers.local_stack import LocalStack, StackNotStarted, local_stack
+from workers.local_stack import DATABASE_SETTING, LocalStack, StackNotStarted, local_stack
 from workers.worker import connect, create_worker, register_search_attributes
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -643,6 +645,12 @@ def main() -> None:
         code: object = 0
     except SystemExit as exit:
         code = exit.code
+    except OperationalError as err:  # any command that reads or writes it: a line, not a traceback
+        Console(stderr=True).print(
+            f"[red]{escape(unavailable(Settings.load().database_url, err))}[/]; {DATABASE_SETTING}",
+            soft_wrap=True,
+        )
+        code = 1
     if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python itself shows it
         print(code, file=sys.stderr)
         code = 1

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
@@ -27,7 +26,7 @@ from api import create_app
 from api.auth import seed_dev_organization
 from api.server import ApiServer
 from models.settings import Settings
-from models.tables import Database
+from models.tables import Database, unavailable
 from workers.codec import ensure_dev_codec_key, start_codec_server
 from workers.devserver import start_dev_server, stop_dev_server
 from workers.mailsink import MailSink, start_mail_sink
@@ -68,6 +67,9 @@ def local_settings(settings: Settings) -> Settings:
     )
 
 
+DATABASE_SETTING = "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
+
+
 class StackNotStarted(RuntimeError):
     """The local stack could not start (a port in use, the dev server failed): its message says why in
     a line, for the CLI to show instead of a traceback."""
@@ -82,12 +84,7 @@ async def _seeded(settings: Settings) -> str:
     try:
         return await asyncio.to_thread(seed_dev_organization, settings)
     except OperationalError as err:
-        where = make_url(settings.database_url).render_as_string(hide_password=True)
-        reason = " ".join(str(err.orig).split())
-        raise StackNotStarted(
-            f"the database at {where} is unavailable ({reason}); "
-            "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
-        ) from None
+        raise StackNotStarted(f"{unavailable(settings.database_url, err)}; {DATABASE_SETTING}") from None
 
 
 @contextlib.asynccontextmanager
