@@ -7,12 +7,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
 # The value of OUTDIAL_CODEC_KEY that turns encryption off on purpose.
 PLAINTEXT_HISTORY = "plaintext"
+
+
+class ConfigError(ValueError):
+    """The configuration (environment, then temporal-dev.yaml) cannot be used; the message says why in a
+    line, for the CLI to show instead of a traceback."""
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path} is not valid YAML: {getattr(err, 'problem', None) or err}{where}"
+        ) from None
+    if not isinstance(raw, dict | None):
+        raise ConfigError(f"{path} is not a YAML mapping of settings")
+    return raw or {}
 
 
 class DevServerSettings(BaseModel):
@@ -106,7 +127,7 @@ class Settings(BaseModel):
         """Read `config_file` (default: $OUTDIAL_CONFIG or ./temporal-dev.yaml, if present), then env."""
         env = dict(os.environ if env is None else env)
         path = Path(config_file or env.get("OUTDIAL_CONFIG") or DEFAULT_CONFIG_FILE)
-        raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+        raw = _read_config(path)
         temporal = raw.get("temporal", {})
         providers = raw.get("providers", {})
         organization = raw.get("organization", {})
@@ -139,7 +160,14 @@ class Settings(BaseModel):
             or temporal.get("max_cached_workflows"),
             **_post_call_values(env, raw),
         }
-        return cls.model_validate({k: v for k, v in values.items() if v is not None})
+        try:
+            return cls.model_validate({k: v for k, v in values.items() if v is not None})
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False)
+            )
+            sources = f"the environment, then {path}" if path.is_file() else "the environment"
+            raise ConfigError(f"invalid configuration ({sources}): {problems}") from None
 
 
 def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any]:

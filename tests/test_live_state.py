@@ -194,3 +194,39 @@ def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None
         where = f"postgresql://outdial:***@127.0.0.1:{closed}/outdial"
         assert line.startswith(f"the database at {where} is unavailable (connection failed"), line
         assert line.endswith("; set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"), line
+
+
+def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_path: Any) -> None:
+    """A setting of the wrong kind (environment or temporal-dev.yaml), a file that is not YAML, a codec
+    key of the wrong size: exit 1 and one line naming it; before, a traceback of 40 to 160 lines."""
+    not_yaml, wrong_port = tmp_path / "not.yaml", tmp_path / "port.yaml"
+    not_yaml.write_text("temporal: [1, 2\n")
+    wrong_port.write_text("temporal:\n  dev_server:\n    port: abc\n")
+    outdial = str(Path(sys.executable).parent / "outdial")
+    base = {"PATH": os.environ.get("PATH", ""), "OUTDIAL_CONFIG": "/nonexistent", "COLUMNS": "80"}
+    for command, env, said in (
+        (
+            ["apikey", "list"],
+            {"OUTDIAL_CONFIG": str(not_yaml)},
+            f"{not_yaml} is not valid YAML: expected ',' or ']', but got '<stream end>' at line 2, column 1",
+        ),
+        (
+            ["apikey", "list"],
+            {"OUTDIAL_CONFIG": str(wrong_port)},
+            f"invalid configuration (the environment, then {wrong_port}): dev_server.port: Input should be "
+            "a valid integer, unable to parse string as an integer",
+        ),
+        (
+            ["worker"],
+            {"OUTDIAL_TELEPHONY": "bogus", "OUTDIAL_CODEC_KEY": "plaintext"},
+            "invalid configuration (the environment): telephony: Input should be 'simulated' or 'livekit'",
+        ),
+        (
+            ["worker"],
+            {"OUTDIAL_CODEC_KEY": "too-short"},
+            "OUTDIAL_CODEC_KEY: each key must be 32 bytes, base64 or hex "
+            "(make one with `outdial codec keygen`)",
+        ),
+    ):
+        done = subprocess.run([outdial, *command], env=base | env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr.strip().splitlines()) == (1, [said]), done.stderr

@@ -39,9 +39,9 @@ from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
-from models.settings import PLAINTEXT_HISTORY, Settings
+from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
 from models.tables import CallOrderRecord, Database, unavailable
-from workers.codec import DEFAULT_CODEC_PORT, generate_key, start_codec_server, web_ui_origins
+from workers.codec import DEFAULT_CODEC_PORT, CodecKeyError, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
     await_notifications,
     print_calls,
@@ -645,6 +645,9 @@ def main() -> None:
         code: object = 0
     except SystemExit as exit:
         code = exit.code
+    except (ConfigError, CodecKeyError) as err:  # what the environment or temporal-dev.yaml says
+        Console(stderr=True).print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
+        code = 1
     except OperationalError as err:  # any command that reads or writes it: a line, not a traceback
         Console(stderr=True).print(
             f"[red]{escape(unavailable(Settings.load().database_url, err))}[/]; {DATABASE_SETTING}",
