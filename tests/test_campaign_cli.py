@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api import campaign_store
+from api import campaign_store, store
 from api.auth import api_keys_of
 from models.settings import Settings
 from models.tables import Database
@@ -73,3 +73,36 @@ def test_apikey_create_refuses_what_the_tables_cannot_hold_naming_the_option(
         assert refused.exit_code == 2, refused.output
         assert f"Invalid value for {option}" in refused.output and "Traceback" not in refused.output
     assert api_keys_of(Database.for_url(url), Settings.load().organization_id) == []
+
+
+def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing, not UTF-8, without a to_phone_number column, a --retry that is not JSON, or no contacts:
+    a usage error naming the problem (exit 2), no traceback, and no campaign or new assistant left."""
+    url = f"sqlite:///{tmp_path / 'outdial.db'}"
+    monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    files = {
+        "utf16.csv": "to_phone_number\n+33612345678\n".encode("utf-16"),
+        "columns.csv": b"name,company\nA,B\n",
+    }
+    files |= {"header-only.csv": b"to_phone_number\n", "good.csv": b"to_phone_number\n+33612345678\n"}
+    files |= {"retry.json": b"{not json"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    runner = CliRunner()
+    for arguments, said in (
+        (["missing.csv"], "does not exist"),
+        (["utf16.csv"], "Invalid value for FILE: not UTF-8 text (byte 0 is not)"),
+        (["columns.csv"], "Invalid value for FILE: no to_phone_number column (its columns: name, company)"),
+        (["good.csv", "--retry", "retry.json"], "Invalid value for --retry: not JSON"),
+        (["header-only.csv"], "contacts: List should have at least 1 item after validation, not 0"),
+    ):
+        paths = [str(tmp_path / argument) if "." in argument else argument for argument in arguments]
+        refused = runner.invoke(app, ["campaign", "create", *paths, "--name", "N"], env={"COLUMNS": "200"})
+        assert refused.exit_code == 2 and said in refused.output, (arguments, refused.output)
+        assert "Traceback" not in refused.output
+    database, organization_id = Database.for_url(url), Settings.load().organization_id
+    assert campaign_store.list_campaigns(database, organization_id) == []
+    assert store.list_assistants(database, organization_id) == []

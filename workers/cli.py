@@ -485,17 +485,27 @@ app.add_typer(campaign_app, name="campaign")
 
 def read_contacts(path: Path) -> list[dict]:
     """CSV with a `to_phone_number` column; `metadata.<key>` columns go to the order's metadata (e.g.
-    `metadata.simulation`), every other column is a prompt variable."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        contacts = []
-        for line in csv.DictReader(handle):
-            number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
-            metadata = {k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")}
-            variables = {k: v for k, v in line.items() if k and not k.startswith("metadata.")}
-            contacts.append(
-                {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
-            )
-        return contacts
+    `metadata.simulation`), every other column is a prompt variable. A ValueError says why a file is
+    not such a CSV."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if not {"to_phone_number", "phone_number"} & set(columns):
+                raise ValueError(f"no to_phone_number column (its columns: {', '.join(columns) or 'none'})")
+            contacts = []
+            for line in reader:
+                number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
+                metadata = {
+                    k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")
+                }
+                variables = {k: v for k, v in line.items() if k and not k.startswith("metadata.")}
+                contacts.append(
+                    {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
+                )
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text (byte {err.start} is not)") from None
+    return contacts
 
 
 def _api_errors(fn):  # type: ignore[no-untyped-def]
@@ -516,14 +526,22 @@ def _api_errors(fn):  # type: ignore[no-untyped-def]
 @campaign_app.command("create")
 @_api_errors
 def campaign_create(
-    file: Annotated[Path, typer.Argument(help="CSV: to_phone_number, prompt variables, metadata.<key>.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV: to_phone_number, prompt variables, metadata.<key>.", exists=True, dir_okay=False
+        ),
+    ],
     name: Annotated[str, typer.Option(help="The campaign's name.")],
     assistant_id: Annotated[
         str | None, typer.Option(help="A saved assistant (else one from --prompt).")
     ] = None,
     prompt: Annotated[str, typer.Option(help="The prompt of a new assistant.")] = "Offer {{name}} a demo.",
     max_concurrent_calls: Annotated[int, typer.Option(help="Calls in progress at once, at most.")] = 10,
-    retry_json: Annotated[Path | None, typer.Option("--retry", help="A call_retry_config JSON file.")] = None,
+    retry_json: Annotated[
+        Path | None,
+        typer.Option("--retry", help="A call_retry_config JSON file.", exists=True, dir_okay=False),
+    ] = None,
 ) -> None:
     """Create a campaign from a CSV (nothing is dialed until `outdial campaign launch`)."""
     from api import campaign_store
@@ -531,24 +549,31 @@ def campaign_create(
     from models.campaign import CampaignCreateParams
     from models.tables import AssistantRecord
 
+    try:
+        contacts = read_contacts(file)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="FILE") from None
+    try:
+        retry = json.loads(retry_json.read_text()) if retry_json else None
+    except ValueError as err:
+        raise typer.BadParameter(f"not JSON ({err})", param_hint="--retry") from None
     settings = Settings.load()
     database = Database.for_url(settings.database_url)
     org = settings.organization_id
-    if assistant_id is None:
-        assistant_id = new_id()
-        save_assistant(
-            database,
-            AssistantRecord(id=assistant_id, organization_id=org, name=name, config={"prompt": prompt}),
-        )
-    params = CampaignCreateParams.model_validate(
+    params = CampaignCreateParams.model_validate(  # before a new assistant is saved: none left if refused
         {
             "name": name,
-            "assistant_id": assistant_id,
-            "contacts": read_contacts(file),
+            "assistant_id": assistant_id or new_id(),
+            "contacts": contacts,
             "max_concurrent_calls": max_concurrent_calls,
-            "call_retry_config": json.loads(retry_json.read_text()) if retry_json else None,
+            "call_retry_config": retry,
         }
     )
+    if assistant_id is None:
+        config = {"prompt": prompt}
+        save_assistant(
+            database, AssistantRecord(id=params.assistant_id, organization_id=org, name=name, config=config)
+        )
     campaign, skipped = campaign_store.create_campaign(database, settings, org, params)
     console.print(
         f"campaign [bold]{campaign.id}[/] created: {campaign.row_count} rows, {len(skipped)} skipped"
