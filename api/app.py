@@ -25,6 +25,10 @@ from models.tables import Database, unavailable
 
 log = logging.getLogger(__name__)
 
+# Read before anything else (the API key included), so it bounds what anyone can make the API hold in
+# memory; far above what a request needs (an order over Temporal's 2 MB payload limit is a 413 anyway).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
 DESCRIPTION = """Outbound AI phone calls, Revox-compatible: every call order is a durable Temporal
 workflow. Authenticate with `Authorization: Bearer <key>` (`outdial apikey create`, or the key
 `outdial dev` prints). Errors are JSON: `{"error": {"type", "message", "details"?}}`."""
@@ -51,6 +55,7 @@ def create_app(
         yield
 
     app = FastAPI(
+        max_body_size=MAX_BODY_BYTES,
         title="outdial",
         version="0.1.0",
         summary="Revox-compatible outbound AI phone calls on Temporal",

@@ -319,7 +319,7 @@ def idempotency_key_of(request: Request) -> str | None:
 @router.post(
     "/call",
     response_model=CallResponse,
-    responses=errors(409, 413),
+    responses=errors(409),
     summary="Place a call",
     openapi_extra={"parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
 )

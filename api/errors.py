@@ -37,18 +37,19 @@ _ERROR_ANSWERS = {
     401: "Missing or invalid API key",
     404: "Not found",
     409: "In conflict with the object's state (final: `x-should-retry: false`)",
-    413: "Too large for Temporal's payload limit",
+    413: "Body over 16 MB (refused before it is read, as plain text), or a call order over Temporal's "
+    "payload limit",
     422: "Invalid request",
     503: "Temporal or a provider unreachable: retry later, unless `x-should-retry: false`",
 }
 
 
 def errors(*more: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers an operation documents: 401, 404, 422 and 503 (anything may find Temporal or a
-    provider down) for all, and `more` where the operation answers them."""
+    """The error answers an operation documents: 401, 404, 413 (any body may be too large), 422 and 503
+    (anything may find Temporal or a provider down) for all, and `more` where the operation answers them."""
     return {
         status: {"model": ErrorBody, "description": _ERROR_ANSWERS[status]}
-        for status in sorted({401, 404, 422, 503, *more})
+        for status in sorted({401, 404, 413, 422, 503, *more})
     }
 
 

@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode, WorkflowService
 from activities import persistence
 from activities.simulated import SimulatedAnalyzer
 from api import calls, create_app, store
+from api.app import MAX_BODY_BYTES
 from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
 from api.server import ApiServer
 from api.server_timing import ServerTiming, parse_server_timing
@@ -592,6 +593,23 @@ def test_the_editors_fields_of_an_assistant_are_kept_and_shown_back(org: Org) ->
 
 
 # --- errors and scoping ----------------------------------------------------------------------------------
+
+
+def test_a_body_over_16_mb_is_refused_before_it_is_read_or_authenticated(org: Org) -> None:
+    """Before, any client, without a key, could make the API hold a body of any size in memory. A 413
+    (plain text when its Content-Length says so at once, else the API's JSON), and the API serves on."""
+    too_big = b'{"phone_number": "' + b"1" * MAX_BODY_BYTES + b'"}'
+    with httpx.Client(base_url=org.stack.url, timeout=60) as anonymous:
+        declared = anonymous.post("/call", content=too_big, headers={"content-type": "application/json"})
+        assert (declared.status_code, declared.text) == (413, "Content Too Large")
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            for start in range(0, len(too_big), 1 << 20):
+                yield too_big[start : start + (1 << 20)]
+
+        streamed = anonymous.post("/call", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and streamed.json()["error"]["type"] == "request_too_large"
+    assert org.client.call.create(**quick_order("human")).call.status == "initializing"
 
 
 def test_the_database_unreachable_is_a_503_to_retry_not_a_500() -> None:
