@@ -198,7 +198,8 @@ def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None
 
 def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_path: Any) -> None:
     """A setting of the wrong kind (environment or temporal-dev.yaml), a file that is not YAML, a codec
-    key of the wrong size: exit 1 and one line naming it; before, a traceback of 40 to 160 lines."""
+    key of the wrong size, LiveKit unset for the voice agent: exit 1 and one line naming it; before, a
+    traceback of 40 to 160 lines."""
     not_yaml, wrong_port = tmp_path / "not.yaml", tmp_path / "port.yaml"
     not_yaml.write_text("temporal: [1, 2\n")
     wrong_port.write_text("temporal:\n  dev_server:\n    port: abc\n")
@@ -220,6 +221,11 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             ["worker"],
             {"OUTDIAL_TELEPHONY": "bogus", "OUTDIAL_CODEC_KEY": "plaintext"},
             "invalid configuration (the environment): telephony: Input should be 'simulated' or 'livekit'",
+        ),
+        (
+            ["voice-agent"],
+            {},
+            "outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
         ),
         (
             ["worker"],

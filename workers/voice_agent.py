@@ -17,7 +17,7 @@ from livekit.agents import AgentServer, JobProcess
 from activities.livekit import _secret
 from agent.entrypoint import entrypoint
 from agent.pipeline import preload_plugins
-from models.settings import Settings
+from models.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _setup(_: JobProcess) -> None:
 
 def build_server(settings: Settings, *, port: int = 8081) -> AgentServer:
     if not (settings.livekit_url and settings.livekit_api_key and _secret(settings.livekit_api_secret)):
-        raise RuntimeError("outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+        raise ConfigError("outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
     preload_plugins()
     server = AgentServer(
         ws_url=settings.livekit_url,
