@@ -327,7 +327,7 @@ def call(
     try:
         body: dict = json.loads(file.read_text()) if file else {}
     except ValueError as err:
-        console.print(f"[red]invalid call order[/]: {file} is not JSON ({err})", soft_wrap=True)
+        console.print(f"[red]invalid call order[/]: {escape(f'{file} is not JSON ({err})')}", soft_wrap=True)
         raise typer.Exit(2) from None
     if to:
         body["phone_number"] = to
@@ -340,7 +340,7 @@ def call(
     try:
         params = CallCreateParams.model_validate(body)
     except ValidationError as err:
-        console.print(f"[red]invalid call order[/]: {describe(err)}", soft_wrap=True)
+        console.print(f"[red]invalid call order[/]: {escape(describe(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
     settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
@@ -517,7 +517,7 @@ def _api_errors(fn):  # type: ignore[no-untyped-def]
             return fn(*args, **kwargs)
         except (ApiError, ValidationError) as err:
             message = err.message if isinstance(err, ApiError) else describe(err)
-            console.print(f"[red]{message}[/]", soft_wrap=True)
+            console.print(f"[red]{escape(message)}[/]", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
