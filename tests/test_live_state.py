@@ -236,3 +236,23 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
     ):
         done = subprocess.run([outdial, *command], env=base | env, capture_output=True, text=True, timeout=60)
         assert (done.returncode, done.stderr.strip().splitlines()) == (1, [said]), done.stderr
+
+
+def test_cli_commands_against_a_namespace_temporal_does_not_have_say_so_in_one_line(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """A mistyped TEMPORAL_NAMESPACE: exit 1 and one line saying where to set it or how to create it;
+    before, a traceback of 120 to 160 lines (and `status` said the order did not exist)."""
+    env = {
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": "mistyped",
+    }
+    call_id = str(uuid.uuid4())
+    for command in (["call", "--to", "+33612345678"], ["cancel", call_id], ["status", call_id]):
+        failed = CliRunner().invoke(cli.app, command, env=env)
+        assert failed.exit_code == 1, (command, failed.output)
+        [line] = failed.stderr.strip().splitlines()
+        assert "has no namespace 'mistyped': set TEMPORAL_NAMESPACE" in line, line
+        assert line.endswith("(temporal operator namespace create --namespace mistyped)"), line

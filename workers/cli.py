@@ -23,6 +23,7 @@ from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -376,12 +377,29 @@ def _handle(client: Client, call_id: str):  # type: ignore[no-untyped-def]
 
 
 async def _connected(settings: Settings | None = None) -> Client:
-    """A client; Temporal unreachable is a one-line error (exit 1) rather than a traceback."""
+    """A client; Temporal unreachable, or without the namespace, is a one-line error (exit 1) rather
+    than a traceback."""
     settings = settings or Settings.load()
     try:
-        return await connect(settings)
+        client = await connect(settings)
     except RuntimeError as err:  # the SDK's "Failed client connect"
         _failed(f"Temporal at {settings.temporal_address} is unreachable: {err}")
+    return await _in_its_namespace(client, settings)
+
+
+async def _in_its_namespace(client: Client, settings: Settings) -> Client:
+    """The client once Temporal knows its namespace (a mistyped one is a common first error). Any other
+    answer lets the command go on: a key may be allowed to start workflows but not to describe."""
+    try:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            _failed(
+                f"Temporal at {settings.temporal_address} has no namespace {client.namespace!r}: set "
+                "TEMPORAL_NAMESPACE or temporal.namespace in temporal-dev.yaml, or create it "
+                f"(temporal operator namespace create --namespace {client.namespace})"
+            )
+    return client
 
 
 def _failed(message: str) -> NoReturn:
@@ -402,10 +420,12 @@ def _on_the_order(
         if without_temporal is None:
             client = await _connected()
         else:
+            settings = Settings.load()
             try:
-                client = await connect()
+                client = await connect(settings)
             except RuntimeError:  # the SDK's "Failed client connect"
                 return await without_temporal()
+            await _in_its_namespace(client, settings)
         try:
             await action(client)
         except RPCError as err:
