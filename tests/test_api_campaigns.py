@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import uuid
 
 import pytest
 import revox
 
+from api.app import MAX_BODY_BYTES
+from models.campaign import MAX_CONTACTS
 from tests.test_api import ALWAYS_OPEN, Org, database_url, eventually_sync, new_org, no_filters, stack  # noqa: F401
 
 
@@ -103,3 +107,14 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     other = new_org(org.stack)
     with pytest.raises(revox.NotFoundError):
         other.client.campaigns.statistics(campaign_id)
+
+
+def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
+    """Up to 100,000 contacts: past the API's 16 MB for other bodies, so the limit is the contacts'."""
+    contact = {"to_phone_number": "+33612345678", "prompt_variables": {"note": "x" * 150}}
+    body = {"name": "Big", "assistant_id": str(uuid.uuid4()), "contacts": [contact] * (MAX_CONTACTS + 1)}
+    with org.raw() as http:
+        refused = http.post("/campaigns", json=body)
+    assert len(json.dumps(body)) > MAX_BODY_BYTES
+    assert refused.status_code == 422, refused.text[:300]
+    assert refused.json()["error"]["details"][0]["loc"] == ["body", "contacts"]
