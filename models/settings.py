@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    """temporal-dev.yaml's settings ({} without the file); a ConfigError says what is wrong with it."""
     if not path.is_file():
         return {}
     try:
