@@ -166,9 +166,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(err.status, err.type, err.message, details=err.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+    async def _request_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         details = _validation_details(err.errors())
-        return error_response(422, "validation_error", _summary(details), details=details)
+        message = _summary(details)
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type and any(detail["loc"] == ["body"] for detail in details):
+            # FastAPI reads a body as JSON only when it says so: `curl -d` says it is a form
+            given = f"not {content_type}" if content_type else "the request had none"
+            message = f"the body must be JSON, sent with Content-Type: application/json ({given})"
+        return error_response(422, "validation_error", message, details=details)
 
     @app.exception_handler(ValidationError)
     async def _model_invalid(_: Request, err: ValidationError) -> JSONResponse:

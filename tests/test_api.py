@@ -687,6 +687,17 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
     with org.raw() as http:
         not_json = http.post("/call", content=b"{not json", headers={"content-type": "application/json"})
         assert not_json.status_code == 422 and not_json.json()["error"]["type"] == "validation_error"
+        body = b'{"phone_number": "+33612345678"}'
+        form_type = {"content-type": "application/x-www-form-urlencoded"}
+        for sent_as, said in (
+            (form_type, "(not application/x-www-form-urlencoded)"),
+            ({}, "(the request had none)"),
+        ):
+            form = http.post("/call", content=body, headers=sent_as)  # as `curl -d`, or without a type
+            assert form.status_code == 422, form.text
+            message = form.json()["error"]["message"]
+            assert message.startswith("the body must be JSON, sent with Content-Type: application/json (")
+            assert said in message, message
         for method, path, allowed in (
             ("OPTIONS", "/assistants", "GET, HEAD, POST"),
             ("PUT", "/call", "POST"),
