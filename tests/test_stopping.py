@@ -172,3 +172,27 @@ async def test_outdial_dev_with_its_database_unreachable_says_so_in_a_line_and_s
     assert "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml" in printed, printed
     assert "hunter2" not in printed and "Traceback" not in printed and len(printed.splitlines()) == 1
     assert not answers(ports[0]), "a dev server was started"
+
+
+def test_outdial_codec_serve_on_a_port_in_use_says_so_in_a_line() -> None:
+    """Exit 1 and one line naming the port; before, a traceback of 115 lines."""
+    [port] = free_ports(1)
+    key = "A" * 43 + "="  # 32 bytes, base64
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CODEC_KEY": key,
+    }
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "outdial"), "codec", "serve", "--port", str(port)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"the codec server cannot listen on 127.0.0.1:{port}: ") and "in use" in line, line

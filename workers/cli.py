@@ -257,9 +257,12 @@ def codec_serve(
     settings = Settings.load()
 
     async def main() -> None:
-        runner = await start_codec_server(
-            settings, host=host, port=port, auth=os.environ.get("OUTDIAL_CODEC_AUTH")
-        )
+        try:
+            runner = await start_codec_server(
+                settings, host=host, port=port, auth=os.environ.get("OUTDIAL_CODEC_AUTH")
+            )
+        except OSError as err:  # the port taken, most likely: a line, not a traceback
+            _failed(f"the codec server cannot listen on {host}:{port}: {err.strerror}; choose another --port")
         console.print(f"codec server on http://{host}:{port} (Web UI origins {web_ui_origins(settings)})")
         try:
             await asyncio.Event().wait()
