@@ -51,7 +51,7 @@ def create_app(
         try:
             await asyncio.to_thread(database.migrate)  # else on first use, by every request until it works
         except OperationalError as err:
-            log.warning("%s: answering 503 until it is up", unavailable(database.url, err))
+            log.warning("%s (answering 503 until it is up)", unavailable(database.url, err))
         yield
 
     app = FastAPI(

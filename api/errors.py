@@ -20,6 +20,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from models.common import error_summary
+
 log = logging.getLogger(__name__)
 
 
@@ -135,12 +137,7 @@ def _validation_details(errors: Any) -> list[dict[str, Any]]:
 
 
 def _summary(details: list[dict[str, Any]]) -> str:
-    parts = []
-    for detail in details[:5]:
-        loc = ".".join(str(p) for p in detail["loc"] if p not in ("body", "query", "path", "header"))
-        parts.append(f"{loc}: {detail['msg']}" if loc else detail["msg"])
-    more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
-    return "; ".join(parts) + more
+    return error_summary(details, skip=("body", "query", "path", "header"), limit=5)
 
 
 def describe(err: ValidationError) -> str:

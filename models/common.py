@@ -7,12 +7,29 @@ error names the field it came from.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from datetime import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 import pytz
 from pydantic import AfterValidator
+
+
+def error_summary(
+    errors: Iterable[Mapping[str, Any]], *, skip: tuple[str, ...] = (), limit: int | None = None
+) -> str:
+    """pydantic's errors in one line, `field.path: message; ...` (their messages, never the values
+    given, which may be secrets); `skip`: location parts to leave out (a request's `body`), `limit`:
+    how many to name before "(and N more)"."""
+    errors = list(errors)
+    parts = []
+    for error in errors[:limit]:
+        loc = ".".join(str(part) for part in error["loc"] if part not in skip)
+        parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
+    more = f" (and {len(errors) - limit} more)" if limit is not None and len(errors) > limit else ""
+    return "; ".join(parts) + more
+
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 WEEKDAYS: tuple[Weekday, ...] = (

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from models.common import error_summary
+
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
 # The value of OUTDIAL_CODEC_KEY that turns encryption off on purpose.
@@ -164,9 +166,7 @@ class Settings(BaseModel):
         try:
             return cls.model_validate({k: v for k, v in values.items() if v is not None})
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False)
-            )
+            problems = error_summary(err.errors(include_url=False))
             sources = f"the environment, then {path}" if path.is_file() else "the environment"
             raise ConfigError(f"invalid configuration ({sources}): {problems}") from None
 

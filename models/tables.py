@@ -364,9 +364,12 @@ class _DriverRead:
 
 
 def unavailable(url: str, err: OperationalError) -> str:
-    """One line saying which database could not be reached (its password hidden) and why."""
+    """One line saying which database could not be reached (its password hidden), why, and where to set
+    another."""
     where = make_url(url).render_as_string(hide_password=True)
-    return f"the database at {where} is unavailable ({' '.join(str(err.orig).split())})"
+    reason = " ".join(str(err.orig).split())
+    setting = "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
+    return f"the database at {where} is unavailable ({reason}); {setting}"
 
 
 class Database:

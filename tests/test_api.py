@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -45,7 +44,7 @@ from models.retry import MOST_ATTEMPTS
 from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
 from models.workflow_io import AnalysisResult, AnalyzeRequest
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import eventually, free_ports, settings_for_tests
 from workers import create_worker
 
 T = TypeVar("T")
@@ -615,9 +614,7 @@ def test_a_body_over_16_mb_is_refused_before_it_is_read_or_authenticated(org: Or
 def test_the_database_unreachable_is_a_503_to_retry_not_a_500() -> None:
     """As when Temporal is down: the official client retries it (no `x-should-retry: false`). Before, it
     was a 500 "internal error", which says there is a bug."""
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    [closed] = free_ports(1)  # a port nothing listens on
     unreachable = settings_for_tests(database_url=f"postgresql://outdial:x@127.0.0.1:{closed}/outdial")
     with StackThread(unreachable, worker=False) as api, httpx.Client(base_url=api.url, timeout=30) as http:
         headers = {"Authorization": "Bearer odk_any"}

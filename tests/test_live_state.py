@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -30,7 +29,7 @@ from api.context import ApiContext
 from api.live_state import LiveState
 from models import Call, CallCreateParams
 from models.tables import Database
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import eventually, free_ports, settings_for_tests
 from workers import cli, create_worker
 from workflows.call_order import CallOrderWorkflow
 
@@ -137,9 +136,7 @@ def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_
     store.insert_call(
         database, {"id": call.id, **call_columns(call, 1), "params": None, "idempotency_key": None}
     )
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    [closed] = free_ports(1)  # a port nothing listens on
     env = {
         "OUTDIAL_CONFIG": "/nonexistent",
         "OUTDIAL_CODEC_KEY": "plaintext",
@@ -176,9 +173,7 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
 def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None:
     """Every command that reads or writes it (keys, the webhook secret, campaigns, a stored order): exit
     1 and one line naming it, password hidden, and where to set it; before, a traceback of 430 lines."""
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    [closed] = free_ports(1)  # a port nothing listens on
     env = {
         "PATH": os.environ.get("PATH", ""),
         "OUTDIAL_CONFIG": "/nonexistent",

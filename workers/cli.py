@@ -51,7 +51,7 @@ from workers.demo import (
     run_demo,
     webhook_receiver,
 )
-from workers.local_stack import DATABASE_SETTING, LocalStack, StackNotStarted, local_stack
+from workers.local_stack import LocalStack, StackNotStarted, local_stack
 from workers.worker import connect, create_worker, register_search_attributes
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -698,7 +698,7 @@ def main() -> None:
         code = 1
     except OperationalError as err:  # any command that reads or writes it: a line, not a traceback
         Console(stderr=True).print(
-            f"[red]{escape(unavailable(Settings.load().database_url, err))}[/]; {DATABASE_SETTING}",
+            f"[red]{escape(unavailable(Settings.load().database_url, err))}[/]",
             soft_wrap=True,
         )
         code = 1

@@ -67,9 +67,6 @@ def local_settings(settings: Settings) -> Settings:
     )
 
 
-DATABASE_SETTING = "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
-
-
 class StackNotStarted(RuntimeError):
     """The local stack could not start (a port in use, the dev server failed): its message says why in
     a line, for the CLI to show instead of a traceback."""
@@ -84,7 +81,7 @@ async def _seeded(settings: Settings) -> str:
     try:
         return await asyncio.to_thread(seed_dev_organization, settings)
     except OperationalError as err:
-        raise StackNotStarted(f"{unavailable(settings.database_url, err)}; {DATABASE_SETTING}") from None
+        raise StackNotStarted(unavailable(settings.database_url, err)) from None
 
 
 @contextlib.asynccontextmanager

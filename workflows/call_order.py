@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         call_assistant_from,
     )
     from models.call import ORDER_WORKFLOW_PREFIX
-    from models.common import CallStatus
+    from models.common import CallStatus, error_summary
     from models.concurrency import PermitDeferral, PermitGrant
     from models.workflow_io import (
         AnalyzeRequest,
@@ -126,9 +126,8 @@ def admitted(order: RawValue) -> CallCreateParams:
         return workflow.payload_converter().from_payload(order.payload, CallCreateParams)
     except ValidationError as err:  # the messages, not the values given: those may be secrets (headers)
         fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
-        summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields)
         raise ApplicationError(
-            f"invalid call order: {summary}", fields, type=INVALID_ORDER, non_retryable=True
+            f"invalid call order: {error_summary(fields)}", fields, type=INVALID_ORDER, non_retryable=True
         ) from None
 
 
