@@ -81,7 +81,7 @@ class Settings(BaseModel):
     livekit_sip_trunks: dict[str, str] = Field(default_factory=dict)
     livekit_agent_name: str = "outdial-agent"
     livekit_ringing_timeout_secs: float = Field(default=30, gt=0, le=90)
-    # After the call: analysis, notifications, payload encryption (see _post_call_values for env names).
+    # After the call: analysis, notifications, payload encryption (SOURCES names their variables).
     openai_api_key: str | None = Field(default=None, repr=False)
     openai_base_url: str | None = None
     analysis_model: str = "gpt-4.1"  # for assistants whose llm_model is not OpenAI-compatible
@@ -127,103 +127,127 @@ class Settings(BaseModel):
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
-        """Read `config_file` (default: $OUTDIAL_CONFIG or ./temporal-dev.yaml, if present), then env."""
+        """Read `config_file` (default: $OUTDIAL_CONFIG or ./temporal-dev.yaml, if present), then env.
+        A value that cannot be used is a ConfigError naming where it was read: its variable or its key."""
         env = dict(os.environ if env is None else env)
         path = Path(config_file or env.get("OUTDIAL_CONFIG") or DEFAULT_CONFIG_FILE)
         raw = _read_config(path)
-        temporal = raw.get("temporal", {})
-        providers = raw.get("providers", {})
-        organization = raw.get("organization", {})
-        livekit = raw.get("livekit", {})
-        values: dict[str, Any] = {
-            "temporal_address": env.get("TEMPORAL_ADDRESS") or temporal.get("address"),
-            "temporal_namespace": env.get("TEMPORAL_NAMESPACE") or temporal.get("namespace"),
-            "task_queue": env.get("OUTDIAL_TASK_QUEUE") or temporal.get("task_queue"),
-            "dev_server": temporal.get("dev_server"),
-            "local_stack": raw.get("local_stack"),
-            "search_attributes": raw.get("search_attributes"),
-            "telephony": env.get("OUTDIAL_TELEPHONY") or providers.get("telephony"),
-            "analyzer": env.get("OUTDIAL_ANALYZER")
-            or ("openai" if env.get("OPENAI_API_KEY") else None)
-            or providers.get("analyzer"),
-            "database_url": env.get("OUTDIAL_DATABASE_URL") or raw.get("database_url"),
-            "organization_id": organization.get("id"),
-            "default_from_phone_number": organization.get("default_from_phone_number"),
-            "livekit_url": env.get("LIVEKIT_URL") or livekit.get("url"),
-            "livekit_api_key": env.get("LIVEKIT_API_KEY") or livekit.get("api_key"),
-            "livekit_api_secret": env.get("LIVEKIT_API_SECRET") or livekit.get("api_secret"),
-            "livekit_sip_outbound_trunk_id": env.get("LIVEKIT_SIP_OUTBOUND_TRUNK_ID")
-            or livekit.get("sip_outbound_trunk_id"),
-            "livekit_sip_trunks": _pairs(env.get("LIVEKIT_SIP_TRUNKS")) or livekit.get("sip_trunks"),
-            "livekit_agent_name": env.get("OUTDIAL_LIVEKIT_AGENT_NAME") or livekit.get("agent_name"),
-            "livekit_ringing_timeout_secs": env.get("OUTDIAL_LIVEKIT_RINGING_TIMEOUT_SECS")
-            or livekit.get("ringing_timeout_secs"),
-            "simulated_ring_ledger": env.get("OUTDIAL_SIMULATED_RING_LEDGER"),
-            "max_cached_workflows": env.get("OUTDIAL_MAX_CACHED_WORKFLOWS")
-            or temporal.get("max_cached_workflows"),
-            **_post_call_values(env, raw),
-        }
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}  # setting -> where its value was read, for the errors
+        for name, (variable, key) in SOURCES.items():
+            if variable and env.get(variable):
+                values[name], origins[name] = _from_env(name, env[variable]), variable
+            elif key and (found := _lookup(raw, key, path)) is not None:
+                values[name], origins[name] = found, key
+        if not env.get("OUTDIAL_ANALYZER") and env.get("OPENAI_API_KEY"):
+            values["analyzer"], origins["analyzer"] = "openai", "OPENAI_API_KEY"
+        if _plaintext(env):
+            values.pop("codec_key", None)
+            values["plaintext_history"] = True
+        elif "codec_key" not in values and (key_file := _lookup(raw, "local_stack.codec_key_file", path)):
+            values["codec_key"] = _local_codec_key(str(key_file))
         try:
             return cls.model_validate({k: v for k, v in values.items() if v is not None})
         except ValidationError as err:
-            problems = error_summary(err.errors(include_url=False))
             sources = f"the environment, then {path}" if path.is_file() else "the environment"
-            raise ConfigError(f"invalid configuration ({sources}): {problems}") from None
+            errors = [{**e, "loc": _named(e["loc"], origins)} for e in err.errors(include_url=False)]
+            raise ConfigError(f"invalid configuration ({sources}): {error_summary(errors)}") from None
 
 
-def _post_call_values(env: dict[str, str], raw: dict[str, Any]) -> dict[str, Any]:
-    """Analysis, notification and codec settings: env first, then temporal-dev.yaml's `notifications`."""
-    notifications = raw.get("notifications", {}) or {}
-    private = env.get("OUTDIAL_ALLOW_PRIVATE_URLS")
-    return {
-        "openai_api_key": env.get("OPENAI_API_KEY"),
-        "openai_base_url": env.get("OPENAI_BASE_URL"),
-        "analysis_model": env.get("OUTDIAL_ANALYSIS_MODEL"),
-        "openrouter_api_key": env.get("OPENROUTER_API_KEY"),
-        "openrouter_base_url": env.get("OPENROUTER_BASE_URL"),
-        "allow_private_urls": private.strip().lower() in ("1", "true", "yes", "on")
-        if private is not None
-        else notifications.get("allow_private_urls"),
-        "webhook_secret": env.get("OUTDIAL_WEBHOOK_SECRET") or notifications.get("webhook_secret"),
-        "smtp_host": env.get("OUTDIAL_SMTP_HOST") or notifications.get("smtp_host"),
-        "smtp_port": env.get("OUTDIAL_SMTP_PORT") or notifications.get("smtp_port"),
-        "smtp_username": env.get("OUTDIAL_SMTP_USERNAME"),
-        "smtp_password": env.get("OUTDIAL_SMTP_PASSWORD"),
-        "smtp_tls": env.get("OUTDIAL_SMTP_TLS") or notifications.get("smtp_tls"),
-        "smtp_from": env.get("OUTDIAL_SMTP_FROM") or notifications.get("smtp_from"),
-        "sms_provider": env.get("OUTDIAL_SMS") or notifications.get("sms_provider"),
-        "sms_from_phone_number": env.get("OUTDIAL_SMS_FROM") or notifications.get("sms_from_phone_number"),
-        "sms_outbox": env.get("OUTDIAL_SMS_OUTBOX") or notifications.get("sms_outbox"),
-        "twilio_account_sid": env.get("TWILIO_ACCOUNT_SID"),
-        "twilio_auth_token": env.get("TWILIO_AUTH_TOKEN"),
-        "twilio_base_url": env.get("OUTDIAL_TWILIO_BASE_URL"),
-        "slack_provider": env.get("OUTDIAL_SLACK") or notifications.get("slack_provider"),
-        "slack_bot_token": env.get("SLACK_BOT_TOKEN"),
-        "slack_tokens": _pairs(env.get("OUTDIAL_SLACK_TOKENS")),  # conn_a=xoxb-...,conn_b=xoxb-...
-        "slack_base_url": env.get("OUTDIAL_SLACK_BASE_URL"),
-        "slack_outbox": env.get("OUTDIAL_SLACK_OUTBOX") or notifications.get("slack_outbox"),
-        "temporal_ui_url": env.get("OUTDIAL_TEMPORAL_UI_URL") or (raw.get("temporal") or {}).get("ui_url"),
-        "codec_key": None if _plaintext(env) else env.get("OUTDIAL_CODEC_KEY") or _local_codec_key(raw),
-        "plaintext_history": _plaintext(env),
-        "campaign_rows_per_second": env.get("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND"),
-        "campaign_burst": env.get("OUTDIAL_CAMPAIGN_BURST"),
-        "concurrency_default_max": env.get("OUTDIAL_CONCURRENCY_DEFAULT_MAX"),
-        "concurrency_max_waiters": env.get("OUTDIAL_CONCURRENCY_MAX_WAITERS"),
-    }
+# Where each setting is read: its environment variable first, then its key in temporal-dev.yaml
+# (None: not read there). OPENAI_API_KEY alone also picks the openai analyzer; the codec key falls back to
+# the local stack's key file.
+SOURCES: dict[str, tuple[str | None, str | None]] = {
+    "temporal_address": ("TEMPORAL_ADDRESS", "temporal.address"),
+    "temporal_namespace": ("TEMPORAL_NAMESPACE", "temporal.namespace"),
+    "task_queue": ("OUTDIAL_TASK_QUEUE", "temporal.task_queue"),
+    "dev_server": (None, "temporal.dev_server"),
+    "local_stack": (None, "local_stack"),
+    "search_attributes": (None, "search_attributes"),
+    "telephony": ("OUTDIAL_TELEPHONY", "providers.telephony"),
+    "analyzer": ("OUTDIAL_ANALYZER", "providers.analyzer"),
+    "database_url": ("OUTDIAL_DATABASE_URL", "database_url"),
+    "organization_id": (None, "organization.id"),
+    "default_from_phone_number": (None, "organization.default_from_phone_number"),
+    "livekit_url": ("LIVEKIT_URL", "livekit.url"),
+    "livekit_api_key": ("LIVEKIT_API_KEY", "livekit.api_key"),
+    "livekit_api_secret": ("LIVEKIT_API_SECRET", "livekit.api_secret"),
+    "livekit_sip_outbound_trunk_id": ("LIVEKIT_SIP_OUTBOUND_TRUNK_ID", "livekit.sip_outbound_trunk_id"),
+    "livekit_sip_trunks": ("LIVEKIT_SIP_TRUNKS", "livekit.sip_trunks"),
+    "livekit_agent_name": ("OUTDIAL_LIVEKIT_AGENT_NAME", "livekit.agent_name"),
+    "livekit_ringing_timeout_secs": ("OUTDIAL_LIVEKIT_RINGING_TIMEOUT_SECS", "livekit.ringing_timeout_secs"),
+    "simulated_ring_ledger": ("OUTDIAL_SIMULATED_RING_LEDGER", None),
+    "max_cached_workflows": ("OUTDIAL_MAX_CACHED_WORKFLOWS", "temporal.max_cached_workflows"),
+    "openai_api_key": ("OPENAI_API_KEY", None),
+    "openai_base_url": ("OPENAI_BASE_URL", None),
+    "analysis_model": ("OUTDIAL_ANALYSIS_MODEL", None),
+    "openrouter_api_key": ("OPENROUTER_API_KEY", None),
+    "openrouter_base_url": ("OPENROUTER_BASE_URL", None),
+    "allow_private_urls": ("OUTDIAL_ALLOW_PRIVATE_URLS", "notifications.allow_private_urls"),
+    "webhook_secret": ("OUTDIAL_WEBHOOK_SECRET", "notifications.webhook_secret"),
+    "smtp_host": ("OUTDIAL_SMTP_HOST", "notifications.smtp_host"),
+    "smtp_port": ("OUTDIAL_SMTP_PORT", "notifications.smtp_port"),
+    "smtp_username": ("OUTDIAL_SMTP_USERNAME", None),
+    "smtp_password": ("OUTDIAL_SMTP_PASSWORD", None),
+    "smtp_tls": ("OUTDIAL_SMTP_TLS", "notifications.smtp_tls"),
+    "smtp_from": ("OUTDIAL_SMTP_FROM", "notifications.smtp_from"),
+    "sms_provider": ("OUTDIAL_SMS", "notifications.sms_provider"),
+    "sms_from_phone_number": ("OUTDIAL_SMS_FROM", "notifications.sms_from_phone_number"),
+    "sms_outbox": ("OUTDIAL_SMS_OUTBOX", "notifications.sms_outbox"),
+    "twilio_account_sid": ("TWILIO_ACCOUNT_SID", None),
+    "twilio_auth_token": ("TWILIO_AUTH_TOKEN", None),
+    "twilio_base_url": ("OUTDIAL_TWILIO_BASE_URL", None),
+    "slack_provider": ("OUTDIAL_SLACK", "notifications.slack_provider"),
+    "slack_bot_token": ("SLACK_BOT_TOKEN", None),
+    "slack_tokens": ("OUTDIAL_SLACK_TOKENS", None),
+    "slack_base_url": ("OUTDIAL_SLACK_BASE_URL", None),
+    "slack_outbox": ("OUTDIAL_SLACK_OUTBOX", "notifications.slack_outbox"),
+    "temporal_ui_url": ("OUTDIAL_TEMPORAL_UI_URL", "temporal.ui_url"),
+    "codec_key": ("OUTDIAL_CODEC_KEY", None),
+    "campaign_rows_per_second": ("OUTDIAL_CAMPAIGN_ROWS_PER_SECOND", None),
+    "campaign_burst": ("OUTDIAL_CAMPAIGN_BURST", None),
+    "concurrency_default_max": ("OUTDIAL_CONCURRENCY_DEFAULT_MAX", None),
+    "concurrency_max_waiters": ("OUTDIAL_CONCURRENCY_MAX_WAITERS", None),
+}
+
+
+def _named(loc: tuple[int | str, ...], origins: dict[str, str]) -> tuple[int | str, ...]:
+    """An error's location with its setting named as the user wrote it: `OUTDIAL_TELEPHONY`, or
+    `temporal.dev_server` (then `.port`)."""
+    return (origins.get(str(loc[0]), loc[0]), *loc[1:]) if loc else loc
+
+
+def _from_env(name: str, text: str) -> Any:
+    """An environment variable's text as its setting takes it: `a=x,b=y` pairs for the maps of trunks and
+    tokens (pydantic reads the rest: `1`/`true`/`on` for a flag, digits for a number)."""
+    if name in ("livekit_sip_trunks", "slack_tokens"):
+        return _pairs(text)
+    return text.strip() if name == "allow_private_urls" else text
+
+
+def _lookup(raw: dict[str, Any], key: str, path: Path) -> Any:
+    """temporal-dev.yaml's value at a dotted key (None when absent, or under an empty section); a
+    section that is not a mapping is a ConfigError naming it."""
+    value: Any = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{'.'.join(parts[:depth])} in {path} is not a mapping of settings")
+        value = value.get(part)
+    return value
 
 
 def _plaintext(env: dict[str, str]) -> bool:
     return env.get("OUTDIAL_CODEC_KEY", "").strip().lower() == PLAINTEXT_HISTORY
 
 
-def _local_codec_key(raw: dict[str, Any]) -> str | None:
+def _local_codec_key(key_file: str) -> str | None:
     """The local stack's key file, once `outdial dev` made it: every outdial process started beside
     temporal-dev.yaml (the CLI, a second worker) then reads and writes the same encrypted payloads."""
-    path = (raw.get("local_stack") or {}).get("codec_key_file")
-    if not path:
-        return None
     try:
-        return Path(path).read_text().strip() or None
+        return Path(key_file).read_text().strip() or None
     except OSError:
         return None
 
