@@ -179,16 +179,16 @@ def ensure_phone_number(
 
 
 def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
-    """The local stack's organization: its caller id (temporal-dev.yaml's default_from_phone_number on
-    LIVEKIT_SIP_OUTBOUND_TRUNK_ID), its webhook secret (OUTDIAL_WEBHOOK_SECRET if set, else its own) and
-    an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one
-    kept in .outdial/dev-api-key from the last run, else a new one (then kept there)."""
+    """The local stack's organization: its caller id (temporal-dev.yaml's default_from_phone_number, on
+    the outbound trunk of the settings), its webhook secret (OUTDIAL_WEBHOOK_SECRET if set, else its own)
+    and an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one kept in .outdial/dev-api-key from
+    the last run, else a new one (then kept there)."""
     database = Database.for_url(settings.database_url)
     ensure_phone_number(
         database,
         settings.organization_id,
         settings.default_from_phone_number,
-        os.environ.get("LIVEKIT_SIP_OUTBOUND_TRUNK_ID") or None,
+        settings.livekit_sip_outbound_trunk_id or None,
         label="dev stack default",
     )
     if settings.webhook_secret:  # OUTDIAL_WEBHOOK_SECRET signs the local organization's webhooks

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from alembic import command
 from fastapi.testclient import TestClient
+from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
@@ -33,7 +34,7 @@ from api import create_app
 from api.auth import issue_api_key, seed_dev_organization
 from migrations import alembic_config
 from models.settings import Settings
-from models.tables import Database, Organization
+from models.tables import Database, Organization, PhoneNumberRecord
 from tests.helpers import settings_for_tests
 from tests.http_fakes import final_call, serve
 from tests.test_notify import SECRET, Receiver
@@ -126,6 +127,24 @@ def test_the_local_organization_takes_outdial_webhook_secret(tmp_path: Path, mon
     with pytest.raises(WebhookSecretPinned):
         rotate_webhook_secret(settings, database, "org_local")
     assert signing_secrets(settings, database, "org_other") == []  # the variable is not everyone's
+
+
+def test_the_local_caller_id_is_on_the_configured_outbound_trunk(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The trunk comes from the settings (LIVEKIT_SIP_OUTBOUND_TRUNK_ID or temporal-dev.yaml's
+    livekit.sip_outbound_trunk_id), not from the environment alone."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIVEKIT_SIP_OUTBOUND_TRUNK_ID", raising=False)
+    (tmp_path / "temporal-dev.yaml").write_text("livekit:\n  sip_outbound_trunk_id: ST_from_yaml\n")
+    settings = Settings.load(config_file=tmp_path / "temporal-dev.yaml", env={}).model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'outdial.db'}"}
+    )
+    Database.for_url(settings.database_url).migrate()
+    seed_dev_organization(settings)
+    with Database.for_url(settings.database_url).session() as session:
+        numbers = session.exec(select(PhoneNumberRecord)).all()
+    assert [(n.phone_number, n.livekit_outbound_trunk_id) for n in numbers] == [
+        ("+33159000000", "ST_from_yaml")
+    ]
 
 
 def test_migration_0004_gives_existing_organizations_a_secret(tmp_path: Path) -> None:
