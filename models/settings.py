@@ -28,6 +28,10 @@ def _read_config(path: Path) -> dict[str, Any]:
         return {}
     try:
         raw = yaml.safe_load(path.read_text())
+    except OSError as err:  # there but unreadable (its mode, say)
+        raise ConfigError(f"{path} cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -193,13 +193,16 @@ def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None
 
 def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_path: Any) -> None:
     """A setting of the wrong kind (named as written: its variable, or its key in temporal-dev.yaml), a
-    file that is not YAML, a section that is not a mapping, a codec key of the wrong size, LiveKit unset
-    for the voice agent: exit 1 and one line naming it; before, a traceback of 40 to 160 lines."""
+    file that is not YAML or not UTF-8, a section that is not a mapping, a codec key of the wrong size,
+    LiveKit unset for the voice agent: exit 1 and one line naming it; before, a traceback of 40 to 160
+    lines."""
     not_yaml, wrong_port = tmp_path / "not.yaml", tmp_path / "port.yaml"
     not_yaml.write_text("temporal: [1, 2\n")
     wrong_port.write_text("temporal:\n  dev_server:\n    port: abc\n")
     empty_sections = tmp_path / "sections.yaml"  # an empty section is no settings; a list is a mistake
     empty_sections.write_text("temporal:\nproviders: [simulated]\n")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("organization:\n  id: société\n".encode("latin-1"))
     outdial = str(Path(sys.executable).parent / "outdial")
     base = {"PATH": os.environ.get("PATH", ""), "OUTDIAL_CONFIG": "/nonexistent", "COLUMNS": "80"}
     for command, env, said in (
@@ -219,6 +222,7 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             {"OUTDIAL_CONFIG": str(empty_sections)},
             f"providers in {empty_sections} is not a mapping of settings",
         ),
+        (["apikey", "list"], {"OUTDIAL_CONFIG": str(latin1)}, f"{latin1} is not UTF-8 text"),
         (
             ["worker"],
             {"OUTDIAL_TELEPHONY": "bogus", "OUTDIAL_CODEC_KEY": "plaintext"},
