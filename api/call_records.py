@@ -4,8 +4,6 @@ Temporal's retention (README, "The HTTP API")."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import datetime
 from typing import Any
@@ -25,6 +23,7 @@ from api.schemas import (
     PhoneHistory,
     PhoneHistoryResponse,
 )
+from api.spreadsheet import csv_text
 from api.unicode import UnicodeRoute
 from models.tables import CallAttemptRecord, CallOrderRecord, utcnow
 
@@ -86,13 +85,11 @@ def render_csv(
         if structured
         else []
     )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
+    lines: list[list[Any]] = [
         EXPORT_COLUMNS
         + [f"metadata.{k}" for k in metadata_keys]
         + [f"structured_output.{k}" for k in output_keys]
-    )
+    ]
     for call, attempts in rows:
         call_metadata = call.call.get("metadata") or {}
         for attempt in attempts or [None]:
@@ -100,7 +97,7 @@ def render_csv(
             if attempt and attempt.answered_at and attempt.ended_at:
                 duration = f"{(attempt.ended_at - attempt.answered_at).total_seconds():g}"
             output = (attempt.structured_output if attempt else None) or {}
-            writer.writerow(
+            lines.append(
                 [
                     call.id,
                     attempt.id if attempt else "",
@@ -128,7 +125,7 @@ def render_csv(
                 + [call_metadata.get(k, "") for k in metadata_keys]
                 + [_cell(output.get(k)) for k in output_keys]
             )
-    return buffer.getvalue()
+    return csv_text(lines)
 
 
 def _cell(value: Any) -> str:

@@ -8,8 +8,6 @@ continue-as-new over and over) and still not survive its end. `summarize` is pur
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 
+from api.spreadsheet import csv_text
 from models.campaign import FunnelStats, RowStats
 from models.common import TERMINAL_STATUSES
 from models.tables import CallAttemptRecord, CallOrderRecord, CampaignRecord, CampaignRowRecord, Database
@@ -291,11 +290,9 @@ EXPORT_COLUMNS = [
 
 def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], variables: list[str]) -> str:
     """One line per row: the contact's columns, then where its call stands."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS + variables)
+    lines: list[list[Any]] = [EXPORT_COLUMNS + variables]
     for row, call in rows:
-        writer.writerow(
+        lines.append(
             [
                 row.row_index,
                 row.phone_number,
@@ -310,4 +307,4 @@ def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], var
             ]
             + [(row.input_data or {}).get(name, "") for name in variables]
         )
-    return buffer.getvalue()
+    return csv_text(lines)

@@ -1,0 +1,79 @@
+"""CSV exports hold text from outside (what a callee said, metadata, a contact's columns): no cell may run
+as a spreadsheet formula, and numbers and phone numbers stay as they are."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from api.call_records import render_csv
+from api.campaign_stats import export_csv
+from api.spreadsheet import FORMULA_STARTS, csv_text
+from models.tables import CallAttemptRecord, CallOrderRecord, CampaignRowRecord
+
+NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+
+
+def read_back(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@given(st.text())
+def test_a_cell_reads_back_as_given_or_as_text_and_never_as_a_formula(value: str) -> None:
+    header, [back] = csv.reader(io.StringIO(csv_text([["v"], [value]])))
+    assert header == ["v"]
+    assert back in (value, "'" + value)
+    if back.startswith(FORMULA_STARTS):  # left as it is: digits and signs at most, nothing to run
+        assert re.fullmatch(r"[-+\d\s().]+", back) and back == value
+
+
+def test_numbers_and_phone_numbers_are_left_as_they_are() -> None:
+    values = ["+33612345678", "-5", "+1 (415) 555-0100", "42", "hello", ""]
+    [row] = read_back(csv_text([[f"c{i}" for i in range(len(values))], values]))
+    assert list(row.values()) == values
+
+
+def test_a_call_export_keeps_a_callees_formula_as_text() -> None:
+    call = CallOrderRecord(
+        id="c1",
+        organization_id="org",
+        status="completed",
+        to_phone_number="+33612345678",
+        from_phone_number="+33159000000",
+        created_at=NOW,
+        updated_at=NOW,
+        call={"metadata": {"crm_id": '=HYPERLINK("https://evil.example","open")'}},
+    )
+    attempt = CallAttemptRecord(
+        id="a1",
+        call_id="c1",
+        organization_id="org",
+        number=1,
+        phone_number="+33612345678",
+        status="completed",
+        structured_output={"name": "@SUM(1+1)*cmd|' /C calc'!A0", "budget": "-2000"},
+        outcome_summary="-the callee asked for a brochure",
+    )
+    [row] = read_back(render_csv([(call, [attempt])], metadata=True, structured=True))
+    assert row["to_phone_number"] == "+33612345678" and row["structured_output.budget"] == "-2000"
+    assert row["metadata.crm_id"] == '\'=HYPERLINK("https://evil.example","open")'
+    assert row["structured_output.name"] == "'@SUM(1+1)*cmd|' /C calc'!A0"
+
+
+def test_a_campaign_export_keeps_a_contacts_formula_as_text() -> None:
+    row = CampaignRowRecord(
+        id="r1",
+        campaign_id="k1",
+        organization_id="org",
+        row_index=0,
+        phone_number="+33612345678",
+        state="not_launched",
+        input_data={"name": "=1+2", "company": "+ACME"},
+    )
+    [line] = read_back(export_csv([(row, None)], ["name", "company"]))
+    assert (line["name"], line["company"], line["to_phone_number"]) == ("'=1+2", "'+ACME", "+33612345678")
