@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from api.calls import current_call
 from api.context import ApiContext
 from api.live_state import LiveState
 from models import Call, CallCreateParams
+from models.settings import SOURCES
 from models.tables import Database
 from tests.helpers import eventually, free_ports, settings_for_tests
 from workers import cli, create_worker
@@ -269,3 +271,11 @@ def test_cli_commands_against_a_namespace_temporal_does_not_have_say_so_in_one_l
         [line] = failed.stderr.strip().splitlines()
         assert "has no namespace 'mistyped': set TEMPORAL_NAMESPACE" in line, line
         assert line.endswith("(temporal operator namespace create --namespace mistyped)"), line
+
+
+def test_every_variable_the_settings_read_is_in_the_readme() -> None:
+    """models.settings.SOURCES is where a setting is read; a variable added there and not to the README
+    would be one no user can find."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [var for var, _ in SOURCES.values() if var and not re.search(rf"\b{var}\b", readme)]
+    assert missing == []
