@@ -95,7 +95,7 @@ def api_process(
         code = f"import sys; sys.path.insert(0, {str(source)!r}); from workers.cli import app; app()"
         argv = [sys.executable, "-c", code]
     env = {
-        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CONFIG": "/dev/null",
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "OUTDIAL_TASK_QUEUE": settings.task_queue,

@@ -135,6 +135,8 @@ class Settings(BaseModel):
         A value that cannot be used is a ConfigError naming where it was read: its variable or its key."""
         env = dict(os.environ if env is None else env)
         path = Path(config_file or env.get("OUTDIAL_CONFIG") or DEFAULT_CONFIG_FILE)
+        if not config_file and env.get("OUTDIAL_CONFIG") and not path.exists():  # a typo, not "no file"
+            raise ConfigError(f"OUTDIAL_CONFIG names {path}, which does not exist (/dev/null: no file)")
         raw = _read_config(path)
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}  # setting -> where its value was read, for the errors

@@ -62,7 +62,7 @@ class Stack:
         environment = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
-            "OUTDIAL_CONFIG": "/nonexistent",
+            "OUTDIAL_CONFIG": "/dev/null",
             "TEMPORAL_ADDRESS": self.settings.temporal_address,
             "OUTDIAL_TASK_QUEUE": self.task_queue,
             "OUTDIAL_DATABASE_URL": self.database_url,

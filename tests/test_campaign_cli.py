@@ -18,7 +18,7 @@ from workers.cli import app
 def test_create_from_csv_then_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'outdial.db'}"
     monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
-    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
     monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")  # status shows the launch only if Temporal answers
     csv_file = tmp_path / "contacts.csv"
     csv_file.write_text(
@@ -49,7 +49,7 @@ def test_apikey_list_shows_whole_ids_that_revoke_takes(
 ) -> None:
     """On a narrow terminal too: the id column is never cut, so it can be copied into `revoke`."""
     monkeypatch.setenv("OUTDIAL_DATABASE_URL", f"sqlite:///{tmp_path / 'outdial.db'}")
-    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
     runner = CliRunner()
     assert runner.invoke(app, ["apikey", "create", "--name", "a-rather-long-key-name-for-ci"]).exit_code == 0
     listed = runner.invoke(app, ["apikey", "list"], env={"COLUMNS": "60"})
@@ -66,7 +66,7 @@ def test_apikey_create_refuses_what_the_tables_cannot_hold_naming_the_option(
     traceback. Nothing is created."""
     url = f"sqlite:///{tmp_path / 'outdial.db'}"
     monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
-    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
     runner = CliRunner()
     for option, value in (("--name", "x" * 201), ("--org", "o" * 65), ("--name", ""), ("--email", "e" * 321)):
         refused = runner.invoke(app, ["apikey", "create", option, value], env={"COLUMNS": "200"})
@@ -82,7 +82,7 @@ def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_
     a usage error naming the problem (exit 2), no traceback, and no campaign or new assistant left."""
     url = f"sqlite:///{tmp_path / 'outdial.db'}"
     monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
-    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
     files = {
         "utf16.csv": "to_phone_number\n+33612345678\n".encode("utf-16"),
         "columns.csv": b"name,company\nA,B\n",

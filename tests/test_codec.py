@@ -428,7 +428,7 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
 def test_a_worker_api_or_order_without_a_key_refuses_to_write_secrets_in_clear(
     command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")  # no local stack key beside it
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")  # no local stack key beside it
     monkeypatch.delenv("OUTDIAL_CODEC_KEY", raising=False)
     refused = CliRunner().invoke(app, command)
     assert refused.exit_code == 2 and "OUTDIAL_CODEC_KEY is not set" in refused.output
@@ -439,7 +439,7 @@ def test_a_worker_api_or_order_without_a_key_refuses_to_write_secrets_in_clear(
 def test_an_order_file_missing_or_not_json_is_a_one_line_refusal(
     content: str | None, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OUTDIAL_CONFIG", "/nonexistent")
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
     monkeypatch.setenv("OUTDIAL_CODEC_KEY", PLAINTEXT_HISTORY)
     order = tmp_path / "order.json"
     if content is not None:

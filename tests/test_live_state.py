@@ -66,7 +66,7 @@ async def test_reads_answer_at_once_while_no_worker_answers_and_live_again_with_
     # `outdial status` with no worker: the stored state and a note, rather than a wait for the server.
     monkeypatch.setattr(cli, "QUERY_TIMEOUT", timedelta(seconds=1))
     env = {
-        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_CODEC_KEY": "plaintext",
         "OUTDIAL_DATABASE_URL": settings.database_url,
         "TEMPORAL_ADDRESS": client.service_client.config.target_host,
@@ -140,7 +140,7 @@ def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_
     )
     [closed] = free_ports(1)  # a port nothing listens on
     env = {
-        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_CODEC_KEY": "plaintext",
         "OUTDIAL_DATABASE_URL": database_url,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{closed}",
@@ -159,7 +159,7 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
     with a link to its documentation."""
     order = tmp_path / "order.json"
     order.write_text(json.dumps({"phone_number": "+33612345678", "metadata": {"n": 1}}))
-    env = {"OUTDIAL_CONFIG": "/nonexistent", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
+    env = {"OUTDIAL_CONFIG": "/dev/null", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
     for command, problem in (
         (
             ["call", "--to", "bad"],
@@ -178,7 +178,7 @@ def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None
     [closed] = free_ports(1)  # a port nothing listens on
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_DATABASE_URL": f"postgresql://outdial:hunter2@127.0.0.1:{closed}/outdial",
         "TEMPORAL_ADDRESS": f"127.0.0.1:{closed}",
         "COLUMNS": "80",
@@ -195,9 +195,9 @@ def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None
 
 def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_path: Any) -> None:
     """A setting of the wrong kind (named as written: its variable, or its key in temporal-dev.yaml), a
-    file that is not YAML or not UTF-8, a section that is not a mapping, a codec key of the wrong size,
-    LiveKit unset for the voice agent: exit 1 and one line naming it; before, a traceback of 40 to 160
-    lines."""
+    file that is missing, not YAML or not UTF-8, a section that is not a mapping, a codec key of the
+    wrong size, LiveKit unset for the voice agent: exit 1 and one line naming it; before, a traceback
+    of 40 to 160 lines (and a missing file was no file: the defaults)."""
     not_yaml, wrong_port = tmp_path / "not.yaml", tmp_path / "port.yaml"
     not_yaml.write_text("temporal: [1, 2\n")
     wrong_port.write_text("temporal:\n  dev_server:\n    port: abc\n")
@@ -206,7 +206,7 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("organization:\n  id: société\n".encode("latin-1"))
     outdial = str(Path(sys.executable).parent / "outdial")
-    base = {"PATH": os.environ.get("PATH", ""), "OUTDIAL_CONFIG": "/nonexistent", "COLUMNS": "80"}
+    base = {"PATH": os.environ.get("PATH", ""), "OUTDIAL_CONFIG": "/dev/null", "COLUMNS": "80"}
     for command, env, said in (
         (
             ["apikey", "list"],
@@ -225,6 +225,11 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             f"providers in {empty_sections} is not a mapping of settings",
         ),
         (["apikey", "list"], {"OUTDIAL_CONFIG": str(latin1)}, f"{latin1} is not UTF-8 text"),
+        (
+            ["apikey", "list"],
+            {"OUTDIAL_CONFIG": str(tmp_path / "prod.yml")},  # a typo would run on the defaults
+            f"OUTDIAL_CONFIG names {tmp_path / 'prod.yml'}, which does not exist (/dev/null: no file)",
+        ),
         (
             ["worker"],
             {"OUTDIAL_TELEPHONY": "bogus", "OUTDIAL_CODEC_KEY": "plaintext"},
@@ -259,7 +264,7 @@ def test_cli_commands_against_a_namespace_temporal_does_not_have_say_so_in_one_l
     """A mistyped TEMPORAL_NAMESPACE: exit 1 and one line saying where to set it or how to create it;
     before, a traceback of 120 to 160 lines (and `status` said the order did not exist)."""
     env = {
-        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_CODEC_KEY": "plaintext",
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TEMPORAL_NAMESPACE": "mistyped",

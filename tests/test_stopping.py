@@ -180,7 +180,7 @@ def test_outdial_codec_serve_on_a_port_in_use_says_so_in_a_line() -> None:
     key = "A" * 43 + "="  # 32 bytes, base64
     environment = {
         "PATH": os.environ.get("PATH", ""),
-        "OUTDIAL_CONFIG": "/nonexistent",
+        "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_CODEC_KEY": key,
     }
     with socket.socket() as holder:

@@ -166,7 +166,7 @@ def test_migration_0004_gives_existing_organizations_a_secret(tmp_path: Path) ->
 
 def test_the_secret_is_shown_and_rotated_by_the_cli_and_the_api(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'outdial.db'}"
-    env = {"OUTDIAL_CONFIG": "/nonexistent", "OUTDIAL_DATABASE_URL": database_url}
+    env = {"OUTDIAL_CONFIG": "/dev/null", "OUTDIAL_DATABASE_URL": database_url}
     runner = CliRunner()
     shown = runner.invoke(cli, ["webhook-secret", "show", "--org", "org_cli"], env=env)
     assert shown.exit_code == 0, shown.output
