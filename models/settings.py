@@ -142,7 +142,7 @@ class Settings(BaseModel):
         origins: dict[str, str] = {}  # setting -> where its value was read, for the errors
         for name, (variable, key) in SOURCES.items():
             if variable and env.get(variable):
-                values[name], origins[name] = _from_env(name, env[variable]), variable
+                values[name], origins[name] = _from_env(name, variable, env[variable]), variable
             elif key and (found := _lookup(raw, key, path)) is not None:
                 values[name], origins[name] = found, key
         if not env.get("OUTDIAL_ANALYZER") and env.get("OPENAI_API_KEY"):
@@ -223,11 +223,11 @@ def _named(loc: tuple[int | str, ...], origins: dict[str, str]) -> tuple[int | s
     return (origins.get(str(loc[0]), loc[0]), *loc[1:]) if loc else loc
 
 
-def _from_env(name: str, text: str) -> Any:
+def _from_env(name: str, variable: str, text: str) -> Any:
     """An environment variable's text as its setting takes it: `a=x,b=y` pairs for the maps of trunks and
     tokens (pydantic reads the rest: `1`/`true`/`on` for a flag, digits for a number)."""
     if name in ("livekit_sip_trunks", "slack_tokens"):
-        return _pairs(text)
+        return _pairs(variable, text)
     return text.strip() if name == "allow_private_urls" else text
 
 
@@ -258,10 +258,16 @@ def _local_codec_key(key_file: str) -> str | None:
         return None
 
 
-def _pairs(text: str | None) -> dict[str, str] | None:
+def _pairs(variable: str, text: str) -> dict[str, str]:
     """`a=x,b=y` -> {a: x, b: y}: LIVEKIT_SIP_TRUNKS (`+33159000000=ST_abc,...`: from-number -> outbound
-    trunk id) and OUTDIAL_SLACK_TOKENS (connection_id -> bot token)."""
-    if not text:
-        return None
-    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
-    return {number.strip(): trunk.strip() for number, trunk in pairs}
+    trunk id) and OUTDIAL_SLACK_TOKENS (connection_id -> bot token). An item that is not `a=x` is a
+    ConfigError saying which, without its text (it may hold a token)."""
+    pairs: dict[str, str] = {}
+    for position, item in enumerate(text.split(","), start=1):
+        name, equals, value = (part.strip() for part in item.partition("="))
+        if not (name or equals or value):  # an empty item (`a=x,`)
+            continue
+        if not (name and equals and value):
+            raise ConfigError(f"{variable}: item {position} is not of the form name=value")
+        pairs[name] = value
+    return pairs

@@ -227,6 +227,11 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
         (["apikey", "list"], {"OUTDIAL_CONFIG": str(latin1)}, f"{latin1} is not UTF-8 text"),
         (
             ["apikey", "list"],
+            {"LIVEKIT_SIP_TRUNKS": "+33159000000=ST_paris,+14155550100"},  # was dropped without a word
+            "LIVEKIT_SIP_TRUNKS: item 2 is not of the form name=value",
+        ),
+        (
+            ["apikey", "list"],
             {"OUTDIAL_CONFIG": str(tmp_path / "prod.yml")},  # a typo would run on the defaults
             f"OUTDIAL_CONFIG names {tmp_path / 'prod.yml'}, which does not exist (/dev/null: no file)",
         ),
