@@ -123,12 +123,14 @@ def render_csv(
                     _transcript_text(attempt.transcript) if attempt else "",
                 ]
                 + [call_metadata.get(k, "") for k in metadata_keys]
-                + [_cell(output.get(k)) for k in output_keys]
+                + [_as_text(output.get(k)) for k in output_keys]
             )
     return csv_text(lines)
 
 
-def _cell(value: Any) -> str:
+def _as_text(value: Any) -> str:
+    """An extracted field as a cell's text: JSON for anything but a string (a spreadsheet's formula
+    guard is `api.spreadsheet.cell`'s, applied to every cell)."""
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value)
