@@ -62,6 +62,11 @@ async def test_reads_answer_at_once_while_no_worker_answers_and_live_again_with_
         scheduled = await eventually(
             lambda: handle.query("call", result_type=Call), lambda call: call.status == "scheduled"
         )
+        database = Database.for_url(settings.database_url)  # and stored: the query may see it first
+        await eventually(
+            lambda: asyncio.to_thread(store.get_call, database, scheduled.organization_id, scheduled.id),
+            lambda record: record is not None and record.status == "scheduled",
+        )
 
     # `outdial status` with no worker: the stored state and a note, rather than a wait for the server.
     monkeypatch.setattr(cli, "QUERY_TIMEOUT", timedelta(seconds=1))
