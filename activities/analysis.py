@@ -89,8 +89,8 @@ _SMS_SYSTEM = (
     f"Plain text, no markdown, at most {MAX_SMS_CHARS // 2} characters, in the language of the "
     "conversation. Reply with the message text only."
 )
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch, ASCII digits
+_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}.*", re.S)
 
 
 class FieldLike(Protocol):
@@ -177,7 +177,7 @@ def _field_problem(field: FieldLike, value: object) -> str | None:
 
 
 def _parses(shape: re.Pattern[str], value: str, parse: Callable[[str], object]) -> bool:
-    if not shape.match(value):
+    if not shape.fullmatch(value):
         return False
     try:
         parse(value)

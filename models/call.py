@@ -53,12 +53,12 @@ from models.common import (
 
 # --- request ---------------------------------------------------------------------------------------
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
 def _check_uuid(value: str) -> str:
     """A UUID in its canonical 8-4-4-4-12 form; stored lowercase."""
-    if not _UUID.match(value):
+    if not _UUID.fullmatch(value):
         raise ValueError(f"{value!r} is not a UUID (e.g. 123e4567-e89b-12d3-a456-426614174000)")
     return str(uuid.UUID(value))
 

@@ -96,14 +96,14 @@ Direction = Literal["inbound", "outbound"]
 
 MAX_SAFE_INT = 9007199254740991
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-_CLOCK_24H = re.compile(r"^(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)$")
-_CLOCK_12H = re.compile(r"^(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5]\d))?\s?(?P<ampm>[ap])\.?m\.?$", re.I)
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # fullmatch: no trailing newline, ASCII digits
+_CLOCK_24H = re.compile(r"(?P<h>[01]?[0-9]|2[0-3]):(?P<m>[0-5][0-9])")
+_CLOCK_12H = re.compile(r"(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5][0-9]))?\s?(?P<ampm>[ap])\.?m\.?", re.I)
 
 
 def check_e164(value: str) -> str:
     """A phone number in E.164 form that `phonenumbers` considers valid (a real, assignable number)."""
-    if not _E164.match(value):
+    if not _E164.fullmatch(value):
         raise ValueError(f"{value!r} is not an E.164 phone number (e.g. +33612345678)")
     try:
         parsed = phonenumbers.parse(value, None)
@@ -124,9 +124,9 @@ def check_timezone(value: str) -> str:
 def parse_clock(value: str) -> time:
     """Parse 'HH:mm' (24-hour) or 'H:mma' (12-hour: '6pm', '9:30am'); '24:00' is not accepted."""
     text = value.strip()
-    if m := _CLOCK_24H.match(text):
+    if m := _CLOCK_24H.fullmatch(text):
         return time(int(m["h"]), int(m["m"]))
-    if m := _CLOCK_12H.match(text):
+    if m := _CLOCK_12H.fullmatch(text):
         hour = int(m["h"]) % 12 + (12 if m["ampm"].lower() == "p" else 0)
         return time(hour, int(m["m"] or 0))
     raise ValueError(f"{value!r} is not a time of day as 'HH:mm' (e.g. 17:00) or 'H:mma' (e.g. 6pm)")

@@ -172,6 +172,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("phone-not-e164", {"phone_number": "0612345678"}, "phone_number"),
     ("phone-e164-but-invalid", {"phone_number": "+33123"}, "phone_number"),
     ("phone-letters", {"phone_number": "+33abc45678"}, "phone_number"),
+    ("phone-trailing-newline", {"phone_number": PHONE + "\n"}, "phone_number"),
+    ("phone-arabic-digits", {"phone_number": "+٣٣٦١٢٣٤٥٦٧٨"}, "phone_number"),
+    ("transfer-phone-newline", with_assistant(transfer_phone_number=PHONE + "\n"), "transfer_phone_number"),
     ("from-phone-invalid", {"phone_number": PHONE, "from_phone_number": "+1555"}, "from_phone_number"),
     ("transfer-phone-invalid", with_assistant(transfer_phone_number="12345"), "transfer_phone_number"),
     ("assistant-from-phone-invalid", with_assistant(from_phone_number="+999999"), "from_phone_number"),
@@ -192,6 +195,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("window-25h", with_window(calling_window_start_time="25:00"), "calling_window_start_time"),
     ("window-10h", with_window(calling_window_start_time="10h"), "calling_window_start_time"),
     ("window-13pm", with_window(calling_window_end_time="13pm"), "calling_window_end_time"),
+    ("window-fullwidth", with_window(calling_window_start_time="０9:00"), "calling_window_start_time"),
     (
         "window-start-after-end",
         with_window(calling_window_start_time="18:00", calling_window_end_time="9am"),
