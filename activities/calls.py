@@ -111,9 +111,12 @@ class CallActivities:
 
     @activity.defn(name="dial")
     async def dial(self, request: DialRequest) -> DialResult:
-        if request.livekit_outbound_trunk_id is None:  # dial through the from number's own trunk
-            trunk = await asyncio.to_thread(
-                trunk_of, Database.for_url(self.settings.database_url), request.from_phone_number
+        if request.livekit_outbound_trunk_id is None and request.organization_id is not None:
+            trunk = await asyncio.to_thread(  # dial through the from number's own trunk, as its owner set it
+                trunk_of,
+                Database.for_url(self.settings.database_url),
+                request.organization_id,
+                request.from_phone_number,
             )
             request = request.model_copy(update={"livekit_outbound_trunk_id": trunk})
         return await heartbeating(self.telephony.dial(request))

@@ -294,14 +294,16 @@ def resolve_caller_id(owned: Mapping[str, str | None], requested: str | None, fa
 
 
 _TRUNK = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
+    PhoneNumberRecord.organization_id == bindparam("organization_id"),
     PhoneNumberRecord.phone_number == bindparam("phone_number"),
     PhoneNumberRecord.livekit_outbound_trunk_id.is_not(None),  # type: ignore[union-attr]
 )
 
 
-def trunk_of(database: Database, phone_number: str) -> str | None:
-    """The LiveKit outbound trunk of a caller id (a number routes through one trunk), if recorded."""
-    rows = database.fetch(_TRUNK, phone_number=phone_number)
+def trunk_of(database: Database, organization_id: str, phone_number: str) -> str | None:
+    """The LiveKit outbound trunk the organization recorded for its caller id, if any: another
+    organization registering the same number must not choose the trunk this one's calls go through."""
+    rows = database.fetch(_TRUNK, organization_id=organization_id, phone_number=phone_number)
     return rows[0][0] if rows else None
 
 

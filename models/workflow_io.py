@@ -41,8 +41,10 @@ class DialRequest(BaseModel):
     from_phone_number: str
     max_call_duration_secs: float | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-    # The from number's LiveKit outbound trunk; when None, `dial` looks it up by from_phone_number.
+    # The from number's LiveKit outbound trunk; when None, `dial` looks it up in the organization's
+    # phone numbers (another organization's record of the same number never counts).
     livekit_outbound_trunk_id: str | None = None
+    organization_id: str | None = None  # None: scheduled before orders said it; no record is read
 
 
 class DialResult(BaseModel):

@@ -231,10 +231,16 @@ async def test_prepare_order_resolves_from_the_organizations_records(database: D
         attempt_number=1,
         to_phone_number="+33612345678",
         from_phone_number="+33159000010",
+        organization_id=ours,
     )
     await activities.dial(request)
     await activities.dial(request.model_copy(update={"livekit_outbound_trunk_id": "ST_given"}))
-    assert [d.livekit_outbound_trunk_id for d in telephony.dialled] == ["ST_ours", "ST_given"]
+    # Another organization registering our trunkless number with its trunk does not route our calls.
+    ensure_phone_number(database, theirs, "+33159000011", "ST_theirs")
+    await activities.dial(request.model_copy(update={"from_phone_number": "+33159000011"}))
+    await activities.dial(request.model_copy(update={"organization_id": None}))  # scheduled by older code
+    dialled = [d.livekit_outbound_trunk_id for d in telephony.dialled]
+    assert dialled == ["ST_ours", "ST_given", None, None]
 
 
 async def test_the_do_not_contact_registry_is_shared_through_the_database(database: Database) -> None:

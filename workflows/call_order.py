@@ -448,6 +448,7 @@ class CallOrderWorkflow:
                     from_phone_number=order.from_phone_number,
                     max_call_duration_secs=_call_limit(order),
                     metadata=metadata,
+                    organization_id=self.organization_id,
                 ),
                 start_to_close_timeout=timedelta(seconds=120),
                 heartbeat_timeout=DIAL_HEARTBEAT,
