@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models import Assistant, Call, CallAssistant
-from models.common import E164, AttemptResult, CallStatus, Direction, Outcome
+from models.common import E164, AttemptResult, CallStatus, Direction, Outcome, VoiceId
 
 MAX_FILTER_VALUES = 500
 
@@ -219,7 +219,7 @@ class VoicePreviewParams(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     provider: VoiceProviderName
-    voice_id: Annotated[Text, Field(min_length=1, max_length=200)] = Field(alias="voiceId")
+    voice_id: VoiceId = Field(alias="voiceId")
     model: Literal["sonic-3", "sonic-3.5"] | None = None
     speed: float | None = Field(default=None, ge=0.6, le=1.5, strict=True)
     text: Annotated[Text, Field(max_length=500)] | None = None

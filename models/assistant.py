@@ -37,6 +37,7 @@ from models.common import (
     Outcome,
     ThinkingSound,
     TransferMode,
+    VoiceId,
     VoiceProvider,
     Weekday,
 )
@@ -163,7 +164,7 @@ CartesiaModel = Literal["sonic-3", "sonic-3.5"]
 
 
 class Voice(_Strict):
-    id: str = Field(min_length=1)
+    id: VoiceId
     provider: VoiceProvider
     model: CartesiaModel | None = None  # the official client's: Cartesia's TTS model (sonic-3 if omitted)
     speed: float | None = Field(default=None, ge=0.6, le=1.5, strict=True)  # strict: not true or "1"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import phonenumbers
 import pytz
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 
 def error_summary(
@@ -138,5 +138,8 @@ def check_clock(value: str) -> str:
 
 
 E164 = Annotated[str, AfterValidator(check_e164)]
+# A TTS provider's voice id (Cartesia's are UUIDs, ElevenLabs' letters and digits). It goes into the
+# provider's URLs with the operator's key, so it may hold nothing that changes a path ("../").
+VoiceId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
 Timezone = Annotated[str, AfterValidator(check_timezone)]
 ClockTime = Annotated[str, AfterValidator(check_clock)]

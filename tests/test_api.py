@@ -900,6 +900,14 @@ def test_voices_catalog_preview_and_clone(org: Org, monkeypatch: pytest.MonkeyPa
         path, headers, body = _FakeTts.requests[-1]
         assert path == "/tts/bytes" and headers["X-API-Key"] == "sk_car_test"
         assert body["voice"] == {"mode": "id", "id": sarah.id} and body["transcript"] == "Bonjour"
+        # A voice id goes into the provider's URL with the operator's key: no other endpoint is reachable.
+        monkeypatch.setenv("ELEVENLABS_API_KEY", "sk_el_test")
+        monkeypatch.setenv("ELEVENLABS_BASE_URL", f"http://127.0.0.1:{fake.server_address[1]}")
+        asked = len(_FakeTts.requests)
+        with pytest.raises(revox.UnprocessableEntityError) as refused:
+            org.client.voices.preview(provider="elevenlabs", voice_id="../../v1/user/subscription?x=")
+        assert refused.value.body["error"]["details"][0]["loc"] == ["body", "voiceId"]
+        assert len(_FakeTts.requests) == asked
     finally:
         fake.shutdown()
 

@@ -191,6 +191,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("voice-volume-high", with_assistant(voice={"id": "v", "provider": "cartesia", "volume": 2.1}), "volume"),
     ("voice-empty-id", with_assistant(voice={"id": "", "provider": "cartesia"}), "id"),
+    ("voice-id-a-path", with_assistant(voice={"id": "../v1/user", "provider": "elevenlabs"}), "id"),
     ("voice-unknown-key", with_assistant(voice={"id": "v", "provider": "cartesia", "sped": 1}), "sped"),
     ("window-25h", with_window(calling_window_start_time="25:00"), "calling_window_start_time"),
     ("window-10h", with_window(calling_window_start_time="10h"), "calling_window_start_time"),
