@@ -229,8 +229,7 @@ async def _start(
     except WorkflowAlreadyStartedError:
         return start_signal is None
     except RPCError as err:
-        if err.status == RPCStatusCode.INVALID_ARGUMENT and "size" in err.message.lower():
-            # over Temporal's payload limit (2 MB by default): retrying cannot help, unlike a 503
+        if _too_large(err):  # retrying cannot help, unlike a 503
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
@@ -243,6 +242,15 @@ async def _start(
             raise StartUnknown(call_id, f"{message}; Temporal could not say if it started") from err
         raise ApiError(503, "unavailable", message) from err
     return True
+
+
+def _too_large(err: RPCError) -> bool:
+    """Over Temporal's payload limit (2 MB by default: INVALID_ARGUMENT), or past the server's gRPC
+    message limit (4 MB: RESOURCE_EXHAUSTED, as a server under too much load also answers)."""
+    message = err.message.lower()
+    if err.status == RPCStatusCode.INVALID_ARGUMENT:
+        return "size" in message
+    return err.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in message
 
 
 class StartUnknown(ApiError):
