@@ -59,13 +59,14 @@ _PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 
 
 def check_http_url(value: str) -> str:
-    """An absolute http(s) URL with a host; kept as the caller wrote it (no normalisation)."""
+    """An absolute http(s) URL with a host; kept as the caller wrote it (no normalisation). The
+    messages never quote the URL: one often holds a token, and an order's refusal is kept in history."""
     try:
         _HTTP_URL.validate_python(value)
     except ValidationError:
-        raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://example.com/hook)") from None
+        raise ValueError("must be an http(s) URL (e.g. https://example.com/hook)") from None
     if value != value.strip():
-        raise ValueError(f"{value!r} has surrounding whitespace")
+        raise ValueError("must not have surrounding whitespace")
     return value
 
 
@@ -74,7 +75,7 @@ def check_templated_url(value: str) -> str:
     try:
         check_http_url(_PLACEHOLDER.sub("x", value))
     except ValueError:
-        raise ValueError(f"{value!r} is not an http(s) URL once its {{{{variable}}}} are filled in") from None
+        raise ValueError("must be an http(s) URL once its {{variable}} are filled in") from None
     return value
 
 

@@ -29,16 +29,28 @@ def masked(value: Any) -> Any:
         return value
     shown: dict[str, Any] = {}
     for key, item in value.items():
-        if key in SECRET_KEYS and isinstance(item, str):
+        if key in SECRET_KEYS and item is not None:
             shown[key] = mask(item)
-        elif key in SECRET_LISTS and isinstance(item, list):
-            shown[key] = [
-                {**entry, "value": mask(entry.get("value"))} if isinstance(entry, dict) else entry
-                for entry in item
-            ]
+        elif key in SECRET_LISTS and item is not None:
+            shown[key] = _masked_entries(item)
         else:
             shown[key] = masked(item)
     return shown
+
+
+def _masked_entries(item: Any) -> Any:
+    """Headers or query parameters as sent: `{"key", "value"}` items keep their key; in any other
+    shape (a mapping, a bare string: an order refused as invalid is shown too) every value is masked."""
+    if isinstance(item, dict):
+        return {name: mask(value) for name, value in item.items()}
+    if not isinstance(item, list):
+        return mask(item)
+    return [
+        {**entry, "value": mask(entry.get("value"))}
+        if isinstance(entry, dict) and set(entry) <= {"key", "value"}
+        else _masked_entries(entry)
+        for entry in item
+    ]
 
 
 def masked_json(model: BaseModel) -> str:

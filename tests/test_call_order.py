@@ -122,7 +122,11 @@ async def test_an_order_started_with_a_body_the_api_refuses_fails_at_once_naming
     """Started past the API (the Temporal CLI or Web UI, a client of its own), an invalid order is a
     typed, non-retryable workflow failure naming its fields, not a workflow task failing forever; the
     failure repeats no value it was given (a tool's header is often a secret)."""
-    tool = {"name": "crm", "url": "https://crm.example", "headers": [{"value": "sk-live-do-not-show"}]}
+    tool = {
+        "name": "crm",
+        "url": "crm.example/?token=sk-live-in-url",
+        "headers": [{"value": "sk-live-do-not-show"}],
+    }
     body = {"phone_number": "0612345678", "assistant": {"prompt": "Hi", "custom_tools": [tool]}}
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await time_env.client.start_workflow(
@@ -137,6 +141,7 @@ async def test_an_order_started_with_a_body_the_api_refuses_fails_at_once_naming
     assert isinstance(cause, ApplicationError)
     assert (cause.type, cause.non_retryable) == ("InvalidCallOrder", True)
     assert "phone_number" in cause.message and "custom_tools.0.headers.0.key" in cause.message
+    assert "custom_tools.0.url" in cause.message
     assert "sk-live" not in str(cause.details) + cause.message
     async for event in handle.fetch_history_events():
         assert event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED

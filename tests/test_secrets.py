@@ -1,0 +1,68 @@
+"""Masking what a call order holds as secrets wherever it is shown (`models.secrets.masked`): in any
+shape the order was sent in, an order the workflow refuses as invalid included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.secrets import masked
+
+SECRET = "sk-live-0123456789-do-not-show"
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
+# what a sender may put under a secret's key: right (`[{"key", "value"}]`, a string) or wrong
+secret_shapes = st.sampled_from(
+    [
+        SECRET,
+        [{"key": "Authorization", "value": SECRET}],
+        {"Authorization": SECRET},
+        [SECRET],
+        [{"name": "Authorization", "secret": SECRET}],
+        [[{"key": "k", "value": SECRET}]],
+        {"nested": {"deeper": SECRET}},
+        12345678901234567890,
+    ]
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["assistant", "custom_tools", "llm_model", "x"]), inner, max_size=3),
+        st.builds(
+            lambda key, value: {key: value},
+            st.sampled_from(["api_key", "headers", "query_params"]),
+            secret_shapes,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@given(documents)
+def test_no_secret_shows_whatever_its_shape(document: Any) -> None:
+    shown = json.dumps(masked(document))
+    assert SECRET[:-4] not in shown and "1234567890123456" not in shown
+
+
+def test_well_formed_entries_keep_their_names_and_the_rest_as_it_was() -> None:
+    tool = {
+        "name": "crm",
+        "headers": [{"key": "Authorization", "value": SECRET}],
+        "query_params": [{"key": "q", "value": "short"}],
+    }
+    assert masked({"custom_tools": [tool], "api_key": SECRET}) == {
+        "custom_tools": [
+            {
+                "name": "crm",
+                "headers": [{"key": "Authorization", "value": "…show"}],
+                "query_params": [{"key": "q", "value": "…"}],
+            }
+        ],
+        "api_key": "…show",
+    }
+    assert masked({"headers": {"Authorization": SECRET}}) == {"headers": {"Authorization": "…show"}}
+    assert masked({"api_key": None, "headers": None}) == {"api_key": None, "headers": None}
