@@ -12,7 +12,7 @@ from activities.persistence import UnknownCallerId, assistant_view, caller_ids, 
 from api import store
 from api.auth import Authenticated
 from api.context import Context
-from api.errors import ERRORS, not_found, unprocessable
+from api.errors import ERRORS, not_found, unprocessable, validate_body
 from api.schemas import (
     AssistantCreateParams,
     AssistantListResponse,
@@ -103,7 +103,7 @@ def _update(
 ) -> AssistantRecord:
     record = _owned(database, organization_id, assistant_id)
     merged = {**record.config, "name": record.name, **changes}
-    assistant = AssistantCreateParams.model_validate(merged)  # a ValidationError answers 422
+    assistant = validate_body(AssistantCreateParams, merged)
     _check_caller_id(database, settings, organization_id, assistant)
     record.name = assistant.name
     record.config = _config(assistant)

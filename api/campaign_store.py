@@ -24,7 +24,7 @@ from activities.persistence import (
     find_assistant,
     resolve_caller_id,
 )
-from api.errors import ApiError, not_found, unprocessable
+from api.errors import ApiError, not_found, unprocessable, validate_body
 from models import Assistant, Call, CallAssistant, CallCampaign, CallRetryConfig, RetryConfigRecord
 from models.campaign import (
     DEFAULT_MAX_CONCURRENT_CALLS,
@@ -224,7 +224,7 @@ def update_campaign(
         "from_phone_number": record.from_phone_number,
         "max_concurrent_calls": record.max_concurrent_calls,
     }
-    merged = CampaignUpdateParams.model_validate({**current, **changes})
+    merged = validate_body(CampaignUpdateParams, {**current, **changes})
     resolve(database, settings, organization_id, record.assistant_id, merged.from_phone_number, None)
     with database.session() as session:
         stored = session.get(CampaignRecord, record.id)

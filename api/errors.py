@@ -8,7 +8,7 @@ unknown id). `errors()` documents them in each operation's OpenAPI entry.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -23,6 +23,7 @@ from starlette.routing import compile_path
 from models.common import error_summary
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 
 class ErrorDetail(BaseModel):
@@ -138,6 +139,16 @@ def _validation_details(errors: Any) -> list[dict[str, Any]]:
 
 def _summary(details: list[dict[str, Any]]) -> str:
     return error_summary(details, skip=("body", "query", "path", "header"), limit=5)
+
+
+def validate_body(model: type[M], data: dict[str, Any]) -> M:
+    """`model` from a request's body merged with what is stored (a PATCH), its errors located in the
+    body as FastAPI's own are (`["body", "prompt"]`), not at the model's root."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        errors = err.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
 def describe(err: ValidationError) -> str:

@@ -816,8 +816,9 @@ def test_assistants_crud_and_clone(org: Org) -> None:
         "Greet {{name}}.",
     )
     assert updated.voice.id == created.voice.id  # fields not given are kept
-    with pytest.raises(revox.UnprocessableEntityError):
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
         org.client.assistants.update(created.id, voice={"id": "x", "provider": "cartesia", "speed": 9})
+    assert refused.value.body["error"]["details"][0]["loc"] == ["body", "voice", "speed"]  # as on create
     assert org.client.assistants.retrieve(created.id).name == "Front desk"  # a refused update changes nothing
 
     clone = org.client.assistants.clone(created.id).assistant

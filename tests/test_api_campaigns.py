@@ -49,8 +49,9 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     assert retrieved.name == "Pilot" and retrieved.assistant.id == assistant.id
     assert [c.id for c in client.campaigns.list().campaigns] == [campaign_id]
     assert client.campaigns.update(campaign_id, name="Pilot 2").campaign.name == "Pilot 2"
-    with pytest.raises(revox.UnprocessableEntityError):
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
         client.campaigns.update(campaign_id, max_concurrent_calls=0)
+    assert refused.value.body["error"]["details"][0]["loc"] == ["body", "max_concurrent_calls"]
 
     rows = client.campaigns.get_rows(campaign_id).rows
     assert [r.phone_number for r in rows] == ["+33612345601", "+33612345602", "+1555"]
