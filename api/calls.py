@@ -135,7 +135,9 @@ def resolve_order(
     refuse_far_future("scheduled_at", params.scheduled_at, now)
     retry = (assistant.call_retry_config or DEFAULT_RETRY).applied()
     if not params.force_now:
-        _refuse_no_common_window(params.phone_number, retry, now)
+        # where the timezone would be set: the stored assistant's config, else the request's assistant
+        where = "assistant_id" if record is not None else "assistant.call_retry_config.timezone"
+        _refuse_no_common_window(params.phone_number, retry, now, where)
     return Resolution(assistant, record, caller, retry)
 
 
@@ -149,7 +151,7 @@ def refuse_far_future(field: str, value: datetime | None, now: datetime) -> None
         raise unprocessable(field, f"{value.isoformat()} is more than 100 years ahead")
 
 
-def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime) -> None:
+def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime, field: str) -> None:
     """A number that may be in zones sharing no calling window (a Russian mobile: Kaliningrad to
     Kamchatka) could never be called: a 422 asking for the timezone, not an order that errs later.
     One zone always has a window, so only the rare number with several pays for the search."""
@@ -157,10 +159,11 @@ def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: dat
         return
     zones = schedule.resolve_timezones(phone_number, retry.timezone)
     if len(zones) > 1 and schedule.next_allowed_instant(now, retry, zones) is None:
+        whose = "the assistant's " if field == "assistant_id" else ""
         raise unprocessable(
-            "call_retry_config.timezone",
+            field,
             f"{phone_number} may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no "
-            "calling window; set call_retry_config.timezone to the recipient's",
+            f"calling window; set {whose}call_retry_config.timezone to the recipient's",
         )
 
 

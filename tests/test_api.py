@@ -661,6 +661,19 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
     with pytest.raises(revox.UnprocessableEntityError) as zoneless:  # Kaliningrad to Kamchatka
         org.client.call.create(phone_number="+79161234567", scheduled_at="2099-01-05T09:00:00Z")
     assert "call_retry_config.timezone" in zoneless.value.body["error"]["message"]
+    # named where the timezone is set: the request's assistant, or the stored one it names
+    assert zoneless.value.body["error"]["details"][0]["loc"] == [
+        "body",
+        "assistant",
+        "call_retry_config",
+        "timezone",
+    ]
+    stored = org.client.assistants.create(name="Zoneless", prompt="Hi").assistant
+    with pytest.raises(revox.UnprocessableEntityError) as zoneless:
+        org.client.call.create(phone_number="+79161234567", assistant_id=stored.id)
+    assert zoneless.value.body["error"]["details"][0]["loc"] == ["body", "assistant_id"]
+    assert "the assistant's call_retry_config.timezone" in zoneless.value.body["error"]["message"]
+    org.client.assistants.delete(stored.id)
     placed = org.client.call.create(
         phone_number="+79161234567",
         scheduled_at="2099-01-05T09:00:00Z",
