@@ -42,6 +42,7 @@ from api.auth import Authenticated
 from api.context import ApiContext, Context
 from api.errors import ERRORS, ApiError, errors, not_found, unprocessable
 from api.schemas import (
+    CallCreateBody,
     CallResponse,
     Success,
 )
@@ -334,7 +335,7 @@ def idempotency_key_of(request: Request) -> str | None:
     summary="Place a call",
     openapi_extra={"parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
 )
-async def create_call(params: CallCreateParams, request: Request, principal: Authenticated) -> JSONResponse:
+async def create_call(params: CallCreateBody, request: Request, principal: Authenticated) -> JSONResponse:
     """Start a call order (a CallOrderWorkflow) and answer at once with its Call (`initializing`)."""
     context: ApiContext = request.app.state.context  # not `Context`: one dependency less on the hot path
     idempotency_key = idempotency_key_of(request)

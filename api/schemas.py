@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from models import Assistant, Call, CallAssistant
+from models import Assistant, Call, CallAssistant, CallCreateParams
 from models.common import E164, AttemptResult, CallStatus, Direction, Outcome, VoiceId
 
 MAX_FILTER_VALUES = 500
@@ -32,6 +32,14 @@ class Success(BaseModel):
 
 
 # --- calls ---------------------------------------------------------------------------------------------
+
+
+class CallCreateBody(CallCreateParams):
+    """`POST /call`'s body: a field it does not know is a 422 naming it, since a misplaced or misspelt one
+    (`webhook_url` beside `assistant`, `prompt_variable`) would otherwise be dropped without a word. The
+    workflow still ignores unknown fields: an order started by a newer API runs on an older worker."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class CallResponse(BaseModel):

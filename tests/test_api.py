@@ -658,6 +658,10 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
         org.client.call.create(phone_number="+1555")
     assert invalid.value.body["error"]["type"] == "validation_error"
     assert invalid.value.body["error"]["details"][0]["loc"] == ["body", "phone_number"]
+    for misplaced in ({"webhook_url": "https://example.com/hook"}, {"prompt_variable": {"name": "Ada"}}):
+        with pytest.raises(revox.UnprocessableEntityError) as unknown_field:  # not dropped without a word
+            org.client.call.create(phone_number="+33612345678", extra_body=misplaced)
+        assert unknown_field.value.body["error"]["details"][0]["loc"] == ["body", *misplaced]
     with pytest.raises(revox.UnprocessableEntityError) as zoneless:  # Kaliningrad to Kamchatka
         org.client.call.create(phone_number="+79161234567", scheduled_at="2099-01-05T09:00:00Z")
     assert "call_retry_config.timezone" in zoneless.value.body["error"]["message"]
