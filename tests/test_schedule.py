@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytest
@@ -181,6 +183,22 @@ def test_fall_back_overlap_with_a_gap_between_occurrences():
     assert not is_allowed(utc(2027, 10, 31, 0, 50), cfg, PARIS)
 
 
+def test_summer_time_past_2037_where_pytz_stops():
+    # pytz's table ends in 2037 and keeps the last (winter) offset after it: New York's 10:00-18:00
+    # was 11:00-19:00 every summer from 2038, Paris's likewise. The zone's rule goes on.
+    ny, default = ["America/New_York"], CallRetryConfig()
+    assert not is_allowed(utc(2038, 7, 1, 22, 30), default, ny)  # 18:30 EDT
+    assert is_allowed(utc(2038, 7, 1, 21, 59), default, ny)  # 17:59 EDT
+    first = first_attempt_at(
+        now=utc(2026, 12, 7), scheduled_at=utc(2038, 7, 1), config=default, zones=ny, ignore_windows=False
+    )
+    assert first == utc(2038, 7, 1, 14) and describe_instant(first, ny[0]) == "Thu 10:00 America/New_York"
+    # Paris, 2100-03-28 (the last Sunday of March): 02:00 CET jumps to 03:00 CEST at 01:00 UTC.
+    cfg = config(window("02:30", "04:00"), days=["sunday"])
+    assert next_allowed_instant(utc(2100, 3, 27, 23), cfg, PARIS) == utc(2100, 3, 28, 1)
+    assert next_allowed_instant(utc(2100, 10, 30, 0), cfg, PARIS) == utc(2100, 10, 31, 0, 30)  # CEST
+
+
 # --- Several zones ---------------------------------------------------------------------------------
 
 
@@ -331,6 +349,14 @@ zone_lists = st.one_of(
 HORIZON = timedelta(days=371)  # the module's search horizon
 
 
+@functools.cache
+def reference(zone: str) -> ZoneInfo:
+    """The zone as the standard library reads pytz's own file: every offset change, those past 2037
+    (pytz's table ends there) from the file's rule. The references below use it, not the module's code."""
+    with pytz.open_resource(zone) as file:
+        return ZoneInfo.from_file(file, key=zone)
+
+
 def clock_text(minutes: int) -> st.SearchStrategy[str]:
     hour, minute = divmod(minutes, 60)
     twelve = f"{hour % 12 or 12}{f':{minute:02d}' if minute else ''}{'am' if hour < 12 else 'pm'}"
@@ -350,11 +376,12 @@ def configs(draw) -> CallRetryConfig:
 
 @st.composite
 def instants(draw) -> datetime:
-    """Aware instants over 2000-2040, half of them in the months where DST changes."""
+    """Aware instants over 2000-2100 (past 2037, where pytz's table ends), half of them in the months
+    where DST changes."""
     if draw(st.booleans()):
-        naive = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 12, 31)))
+        naive = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31)))
     else:
-        month_start = datetime(draw(st.integers(2000, 2040)), draw(st.sampled_from([3, 4, 9, 10, 11])), 1)
+        month_start = datetime(draw(st.integers(2000, 2100)), draw(st.sampled_from([3, 4, 9, 10, 11])), 1)
         naive = month_start + timedelta(seconds=draw(st.integers(0, 31 * 86400 - 1)))
         naive = naive.replace(microsecond=draw(st.sampled_from([0, 0, 1, 999999])))
     zone = pytz.timezone(draw(st.sampled_from(["UTC", "Europe/Paris", "Asia/Kolkata"])))
@@ -363,7 +390,7 @@ def instants(draw) -> datetime:
 
 def offset_changes(zone: str, low: datetime, high: datetime) -> list[datetime]:
     """Instants in [low, high) where the zone's UTC offset changes, found by scanning and bisection."""
-    tz = pytz.timezone(zone)
+    tz = reference(zone)
     offset = lambda instant: instant.astimezone(tz).utcoffset()  # noqa: E731
     changes = []
     step = timedelta(hours=6)  # no zone changes its offset twice within six hours
@@ -386,16 +413,16 @@ def offset_changes(zone: str, low: datetime, high: datetime) -> list[datetime]:
 
 def window_starts(zone: str, config: CallRetryConfig, low: datetime, high: datetime) -> list[datetime]:
     """Instants in [low, high) where the zone's wall clock shows a window start (both fall-back copies)."""
-    tz = pytz.timezone(zone)
+    tz = reference(zone)
     day = low.astimezone(tz).date() - timedelta(days=1)
     last = high.astimezone(tz).date() + timedelta(days=1)
     found = []
     while day <= last:
         for w in config.calling_windows:
             wall = datetime.combine(day, parse_clock(w.calling_window_start_time))
-            for is_dst in (False, True):
-                candidate = tz.localize(wall, is_dst=is_dst)
-                if tz.normalize(candidate).replace(tzinfo=None) == wall and low <= candidate < high:
+            for fold in (0, 1):  # both copies of a fall-back hour; a spring-forward gap's wall time is none
+                candidate = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+                if candidate.astimezone(tz).replace(tzinfo=None) == wall and low <= candidate < high:
                     found.append(candidate)
         day += timedelta(days=1)
     return found
@@ -441,7 +468,7 @@ def test_next_allowed_instant_is_the_first_allowed_instant(config, zones, earlie
 
 def naive_is_allowed(instant: datetime, config: CallRetryConfig, zones) -> bool:
     for zone in zones:
-        wall = instant.astimezone(pytz.timezone(zone))
+        wall = instant.astimezone(reference(zone))
         if WEEKDAYS[wall.isoweekday() - 1] not in config.allowed_days:
             return False
         second = wall.hour * 3600 + wall.minute * 60 + wall.second

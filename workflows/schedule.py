@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytz
@@ -37,6 +38,18 @@ _Run = tuple[datetime, datetime]  # a half-open [start, end) range of naive UTC 
 # access: load every zone once, here, when the worker (or a replayer) imports this module (~0.15 s).
 for _zone in pytz.all_timezones:
     pytz.timezone(_zone)
+
+# pytz knows each offset change only up to 2037: past its last one it keeps that offset, a winter one
+# for New York or Paris. The same file's rule for later years (its POSIX TZ footer) is read by the
+# standard library's zoneinfo, loaded here from pytz's own file (the same tz database version) for
+# the ~190 zones whose changes go on; they answer for instants past pytz's table (~0.05 s).
+_RULES: dict[str, tuple[datetime, ZoneInfo]] = {}
+for _zone in pytz.all_timezones:
+    _table = getattr(pytz.timezone(_zone), "_utc_transition_times", None)
+    if _table and _table[-1].year >= 2037:
+        with pytz.open_resource(_zone) as _file:
+            _RULES[_zone] = (_table[-1], ZoneInfo.from_file(_file, key=_zone))
+_EPOCH = datetime(1970, 1, 1)
 
 
 # --- Timezones -------------------------------------------------------------------------------------
@@ -94,16 +107,14 @@ def _calling_code_zones(code: str) -> frozenset[str]:
 def is_allowed(instant: datetime, config: CallRetryConfig, zones: Sequence[str]) -> bool:
     """True iff, in every zone, the local wall-clock time is on an allowed day inside a window."""
     utc = _to_utc(instant)
-    return all(
-        _window_index(utc.astimezone(pytz.timezone(zone)), config) is not None for zone in _checked(zones)
-    )
+    return all(_window_index(_local(utc, zone), config) is not None for zone in _checked(zones))
 
 
 def window_at(instant: datetime, config: CallRetryConfig, zones: Sequence[str]) -> CallingWindow | None:
     """The window (first in config order, in the first zone) containing an allowed instant, else None."""
     if not is_allowed(instant, config, zones):
         return None
-    index = _window_index(_to_utc(instant).astimezone(pytz.timezone(zones[0])), config)
+    index = _window_index(_local(_to_utc(instant), zones[0]), config)
     return None if index is None else config.calling_windows[index]
 
 
@@ -137,7 +148,7 @@ def next_allowed_instant(
     which is exact per stretch of constant UTC offset; the answer is the start of the first range
     common to all zones. Searched a week at a time, so the usual case costs one week of ranges.
     """
-    tzs = [pytz.timezone(zone) for zone in _checked(zones)]
+    checked = _checked(zones)
     start = _to_utc(earliest).replace(tzinfo=None)
     if start >= _LAST:
         return None
@@ -145,23 +156,23 @@ def next_allowed_instant(
     low = start
     while low < limit:
         high = min(low + _CHUNK, limit)
-        runs = _allowed_runs(tzs[0], config, low, high)
-        for tz in tzs[1:]:
+        runs = _allowed_runs(checked[0], config, low, high)
+        for zone in checked[1:]:
             if not runs:
                 break
-            runs = _intersect(runs, _allowed_runs(tz, config, low, high))
+            runs = _intersect(runs, _allowed_runs(zone, config, low, high))
         if runs:
             return runs[0][0].replace(tzinfo=pytz.utc)
         low = high
     return None
 
 
-def _allowed_runs(tz: pytz.BaseTzInfo, config: CallRetryConfig, low: datetime, high: datetime) -> list[_Run]:
+def _allowed_runs(zone: str, config: CallRetryConfig, low: datetime, high: datetime) -> list[_Run]:
     """The allowed UTC ranges of one zone within [low, high), sorted, disjoint and non-touching."""
     days = {WEEKDAYS.index(day) for day in config.allowed_days}
     ranges = _day_ranges(config)
     runs: list[_Run] = []
-    for seg_start, seg_end, offset in _offset_segments(tz, low, high):
+    for seg_start, seg_end, offset in _offset_segments(zone, low, high):
         # Within a segment local = utc + offset, so wall range [a, b) is UTC range [a - offset, b - offset).
         day = (seg_start + offset).date()
         while day <= (seg_end + offset).date():
@@ -183,18 +194,36 @@ def _day_ranges(config: CallRetryConfig) -> list[tuple[timedelta, timedelta]]:
     )
 
 
-def _offset_segments(
-    tz: pytz.BaseTzInfo, low: datetime, high: datetime
-) -> list[tuple[datetime, datetime, timedelta]]:
+_Segment = tuple[datetime, datetime, timedelta]  # [start, end) naive UTC, and the UTC offset there
+
+
+def _local(utc: datetime, zone: str) -> datetime:
+    """The wall-clock time in `zone` at an aware UTC instant: pytz's, or past its table the zone's rule."""
+    rules = _RULES.get(zone)
+    if rules is not None and utc.replace(tzinfo=None) >= rules[0]:
+        return utc.astimezone(rules[1])
+    return utc.astimezone(pytz.timezone(zone))
+
+
+def _offset_segments(zone: str, low: datetime, high: datetime) -> list[_Segment]:
     """[low, high) cut into stretches of constant UTC offset: (start, end, offset), naive UTC.
 
-    Reads pytz's own transition table, the one `astimezone` bisects, so these stretches agree
-    with is_allowed to the second by construction.
+    Reads pytz's own transition table, the one `astimezone` bisects, and past it the same rule
+    `_local` reads, so these stretches agree with is_allowed to the second by construction.
     """
+    tz = pytz.timezone(zone)
     transitions = getattr(tz, "_utc_transition_times", None)
     if not transitions:  # a fixed-offset zone (UTC, Etc/GMT+5, ...)
         return [(low, high, low.replace(tzinfo=pytz.utc).astimezone(tz).utcoffset())]
-    infos = tz._transition_info
+    rules = _RULES.get(zone)
+    if rules is not None and high > rules[0]:  # the part past pytz's table follows the rule
+        tail = _rule_segments(rules[1], max(low, rules[0]), high)
+        return (_offset_segments_in_table(tz, low, rules[0]) if low < rules[0] else []) + tail
+    return _offset_segments_in_table(tz, low, high)
+
+
+def _offset_segments_in_table(tz: pytz.BaseTzInfo, low: datetime, high: datetime) -> list[_Segment]:
+    transitions, infos = tz._utc_transition_times, tz._transition_info  # type: ignore[attr-defined]
     segments = []
     index = max(0, bisect_right(transitions, low) - 1)
     while index < len(transitions) and transitions[index] < high:
@@ -202,6 +231,34 @@ def _offset_segments(
         segments.append((max(transitions[index], low), min(end, high), infos[index][0]))
         index += 1
     return segments
+
+
+def _rule_segments(rule: ZoneInfo, low: datetime, high: datetime) -> list[_Segment]:
+    """[low, high) by a zone's rule, which changes the offset at whole seconds, never twice a day:
+    probed a day apart, each change found to the second by bisection."""
+
+    def offset(second: int) -> timedelta:
+        return (_EPOCH + timedelta(seconds=second)).replace(tzinfo=UTC).astimezone(rule).utcoffset()  # type: ignore[return-value]
+
+    first, last = int((low - _EPOCH).total_seconds()), int((high - _EPOCH).total_seconds()) + 1
+    bounds = [low]
+    at = first
+    while at < last:
+        probe = min(at + 86400, last)
+        if offset(at) != offset(probe):
+            before, after = at, probe  # the first second with the new offset is in (before, after]
+            while after - before > 1:
+                middle = (before + after) // 2
+                before, after = (middle, after) if offset(middle) == offset(before) else (before, middle)
+            change = _EPOCH + timedelta(seconds=after)
+            if low < change < high:
+                bounds.append(change)
+        at = probe
+    bounds.append(high)
+    return [
+        (start, end, offset(int((start - _EPOCH).total_seconds())))
+        for start, end in zip(bounds, bounds[1:], strict=False)
+    ]
 
 
 def _append_run(runs: list[_Run], run: _Run) -> None:
@@ -283,7 +340,7 @@ def first_attempt_at(
 
 def describe_instant(instant: datetime, zone: str) -> str:
     """E.g. "Mon 10:00 Europe/Paris": the local time in that zone (weekday names independent of locale)."""
-    local = _to_utc(instant).astimezone(pytz.timezone(zone))
+    local = _local(_to_utc(instant), zone)
     return f"{WEEKDAYS[local.weekday()][:3].title()} {local:%H:%M} {zone}"
 
 
