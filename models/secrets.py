@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
 SECRET_KEYS = frozenset({"api_key"})  # a value under this key is a secret, wherever it sits
 # each `{"key", "value"}` item's value is a secret (tool headers; query parameters often carry a key)
 SECRET_LISTS = frozenset({"headers", "query_params"})
+# a URL's login and query values are secrets (`https://user:pw@host/hook?token=...`); its path is shown
+SECRET_URLS = frozenset({"api_url", "precall_lookup_url", "url", "webhook_url"})
 
 
 def mask(value: object) -> str:
@@ -33,6 +36,8 @@ def masked(value: Any) -> Any:
             shown[key] = mask(item)
         elif key in SECRET_LISTS and item is not None:
             shown[key] = _masked_entries(item)
+        elif key in SECRET_URLS and isinstance(item, str):
+            shown[key] = _masked_url(item)
         else:
             shown[key] = masked(item)
     return shown
@@ -51,6 +56,23 @@ def _masked_entries(item: Any) -> Any:
         else _masked_entries(entry)
         for entry in item
     ]
+
+
+def _masked_url(url: str) -> str:
+    """The URL with its login and each query value masked (`?token=…`); `{{placeholders}}` included."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask(url)
+    if not (parts.scheme and parts.netloc):  # not a URL at all (an order refused as invalid): all of it
+        return mask(url)
+    login, at, host = parts.netloc.rpartition("@")
+    query = "&".join(
+        f"{name}{equals}{mask(value) if equals else ''}"
+        for name, equals, value in (piece.partition("=") for piece in parts.query.split("&"))
+    )
+    netloc = f"{mask(login)}@{host}" if at else host
+    return urlunsplit((parts.scheme, netloc, parts.path, query if parts.query else "", parts.fragment))
 
 
 def masked_json(model: BaseModel) -> str:

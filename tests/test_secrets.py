@@ -27,6 +27,16 @@ secret_shapes = st.sampled_from(
         12345678901234567890,
     ]
 )
+# a URL may hold a secret in its login or its query
+secret_urls = st.sampled_from(
+    [
+        f"https://user:{SECRET}@hooks.example.com/hook",
+        f"https://{SECRET}@hooks.example.com/hook",
+        f"https://hooks.example.com/hook?a=1&token={SECRET}#top",
+        f"not-a-url-{SECRET}",
+        f"http://[::1{SECRET}",
+    ]
+)
 documents = st.recursive(
     scalars,
     lambda inner: st.one_of(
@@ -36,6 +46,9 @@ documents = st.recursive(
             lambda key, value: {key: value},
             st.sampled_from(["api_key", "headers", "query_params"]),
             secret_shapes,
+        ),
+        st.builds(
+            lambda key, url: {key: url}, st.sampled_from(["webhook_url", "url", "api_url"]), secret_urls
         ),
     ),
     max_leaves=12,
@@ -66,3 +79,7 @@ def test_well_formed_entries_keep_their_names_and_the_rest_as_it_was() -> None:
     }
     assert masked({"headers": {"Authorization": SECRET}}) == {"headers": {"Authorization": "…show"}}
     assert masked({"api_key": None, "headers": None}) == {"api_key": None, "headers": None}
+    hook = f"https://bot:{SECRET}@hooks.example.com/v1/{{{{id}}}}?token={SECRET}&debug"
+    shown = "https://…show@hooks.example.com/v1/{{id}}?token=…show&debug"
+    assert masked({"webhook_url": hook}) == {"webhook_url": shown}
+    assert masked({"url": "https://hooks.example.com/hook"}) == {"url": "https://hooks.example.com/hook"}
