@@ -188,6 +188,10 @@ class LiveKitTelephony:
             self.settings.livekit_api_key,
             _secret(self.settings.livekit_api_secret),
             timeout=aiohttp.ClientTimeout(total=timeout),
+            # livekit-api would send a request again to another region of a *.livekit.cloud URL after a
+            # 5xx or a lost connection: a CreateSIPParticipant twice rings the phone twice. The activity
+            # fails instead, and its retry reads the ledger first.
+            failover=False,
         ) as lk:
             yield lk
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -418,6 +419,24 @@ async def test_a_retried_dial_never_rings_twice(
         assert '"phase":"answered"' in livekit.rooms[room_name(request.attempt_id)].metadata
     # The activity really was retried (the first try failed on the lost answer).
     assert livekit.methods().count("ListRooms") == 2
+
+
+async def test_on_livekit_cloud_the_sdk_never_sends_a_ring_again(
+    livekit: FakeLiveKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """livekit-api fails over to another region of a `*.livekit.cloud` URL after a 5xx, sending the same
+    CreateSIPParticipant again: the callee's phone rang twice in one dial. Only the name is faked."""
+    cloud = "proj.livekit.cloud"
+    resolve = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, *a, **k: resolve("127.0.0.1" if host == cloud else host, *a, **k)
+    )
+    livekit.sip_outcome = SipOutcome(503, "unavailable", None)  # rang and answered, the answer lost
+    port = livekit.url.rsplit(":", 1)[1]
+    telephony = LiveKitTelephony(livekit_settings(livekit, livekit_url=f"http://{cloud}:{port}"))
+    with pytest.raises(Exception):  # noqa: B017 — the activity fails; its retry reads the ledger
+        await telephony.dial(dial_request())
+    assert len(livekit.calls("CreateSIPParticipant")) == 1
 
 
 # -- converse: asynchronous completion by the agent process ----------------------------------------------
