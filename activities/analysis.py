@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.sms import MAX_SMS_CHARS, SmsWriteRequest
@@ -54,6 +56,10 @@ log = logging.getLogger(__name__)
 ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
 ANALYSIS_REJECTED = "AnalysisRejected"
 UNSAFE_URL = "UnsafeUrl"
+# Within the activity's start-to-close timeout, a request leaves this much to answer in, and is not
+# sent with less than the other (a reply asked again once the time is up would be cut off anyway).
+ANSWER_MARGIN_SECONDS = 5.0
+MIN_REQUEST_SECONDS = 5.0
 
 OUTCOMES: dict[str, str] = {
     "do_not_contact": "the callee asked not to be called or contacted again (this wins over any other)",
@@ -403,11 +409,20 @@ class OpenAIAnalyzer:
         conversation = list(messages)
         tries = self.settings.analysis_max_invalid_replies
         problem = ""
-        for _ in range(tries):
+        for tried in range(tries):
+            timeout = self._time_for_a_request()
+            if timeout is None:  # asked again while it lasts, not past the activity's own timeout
+                raise InvalidReply(
+                    f"the model's {name} reply did not match the schema in {tried} tries, all the time "
+                    f"there was: {problem}"
+                    if tried
+                    else f"no time was left to ask for the {name}"
+                )
             completion = await self._create(
                 client,
                 endpoint,
                 conversation,
+                timeout=timeout,
                 response_format={
                     "type": "json_schema",
                     "json_schema": {"name": name, "strict": True, "schema": schema},
@@ -424,7 +439,7 @@ class OpenAIAnalyzer:
                 if choice.finish_reason == "length":
                     raise InvalidReply("the reply was cut off (finish_reason=length)")
                 try:
-                    data = json.loads(content)
+                    data = json.loads(content, parse_constant=_not_json)
                 except json.JSONDecodeError as err:
                     raise InvalidReply(f"not JSON ({err.msg})") from None
                 _refuse_lone_surrogates(data)
@@ -442,19 +457,43 @@ class OpenAIAnalyzer:
                 ]
         raise InvalidReply(f"the model's {name} reply did not match the schema in {tries} tries: {problem}")
 
+    def _time_for_a_request(self) -> float | None:
+        """A request's timeout: `analysis_timeout_seconds`, within what is left of the activity's own
+        start-to-close timeout (less a margin to answer in); None when too little is left to ask again."""
+        timeout = self.settings.analysis_timeout_seconds
+        if not activity.in_activity() or activity.info().start_to_close_timeout is None:
+            return timeout
+        info = activity.info()
+        deadline = info.started_time + info.start_to_close_timeout  # type: ignore[operator]
+        left = (deadline - datetime.now(deadline.tzinfo)).total_seconds() - ANSWER_MARGIN_SECONDS
+        return min(timeout, left) if left >= MIN_REQUEST_SECONDS else None
+
     async def _create(
         self, client: AsyncOpenAI, endpoint: Endpoint, messages: list[dict[str, str]], **options: Any
-    ) -> Any:
+    ) -> ChatCompletion:
         if endpoint.extra_body:
             options["extra_body"] = endpoint.extra_body
         try:
-            return await client.chat.completions.create(
+            completion = await client.chat.completions.create(
                 model=endpoint.model,
                 messages=messages,  # type: ignore[arg-type]
                 **options,
             )
         except openai.APIError as err:
             raise _failure(err, endpoint) from None
+        if not isinstance(completion, ChatCompletion):  # a 200 that is not JSON: an HTML page, say
+            raise ApplicationError(
+                f"{endpoint.label}: the answer is not a chat completion (is the endpoint's base URL that of "
+                "an OpenAI-compatible API?)",
+                type=ANALYSIS_REJECTED,
+                non_retryable=True,
+            )
+        return completion
+
+
+def _not_json(constant: str) -> object:
+    """`json.loads` takes NaN and Infinity; JSON does not, and a data converter would store them as null."""
+    raise InvalidReply(f"not JSON ({constant} is not a JSON number)")
 
 
 def _refuse_lone_surrogates(data: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +45,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: dict[str, list[Any]] = {}
+        self.reply_seconds = 0.0  # how long the model takes to answer
 
     def kind_of(self, body: dict[str, Any]) -> str:
         schema = (body.get("response_format") or {}).get("json_schema") or {}
@@ -58,6 +60,7 @@ class FakeOpenAI:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append({"body": body, "headers": dict(request.headers)})
+        await asyncio.sleep(self.reply_seconds)
         script = self.script.get(self.kind_of(body)) or [Status(500)]
         reply = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(reply, Status):

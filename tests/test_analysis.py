@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.analysis import (
     ANALYSIS_REJECTED,
+    ANSWER_MARGIN_SECONDS,
+    MIN_REQUEST_SECONDS,
     OpenAIAnalyzer,
     endpoint_for,
     output_schema,
@@ -183,6 +188,52 @@ async def test_a_reply_holding_half_an_emoji_is_asked_again_then_the_valid_one_i
     first, second = fake.of_kind("call_outcome")
     assert "lone UTF-16 surrogate" in second["messages"][-1]["content"]
     result.model_dump_json()  # what the activity's result goes through
+
+
+async def test_nan_and_infinity_are_not_json_numbers_and_are_asked_again(fake: FakeOpenAI) -> None:
+    """`json.loads` takes them, and the data converter then stored a required number as null."""
+    fields = [{"name": "age", "type": "number", "required": True}]
+    fake.script = {
+        "structured_output": ['{"age": NaN}', '{"age": -Infinity}', '{"age": 42}'],
+        "call_outcome": [OUTCOME],
+    }
+    result = await analyzer(fake).analyze(request(structured_output_config=fields))
+    assert result.structured_output == {"age": 42}
+    asked = [body["messages"][-1]["content"] for body in fake.of_kind("structured_output")]
+    assert "NaN is not a JSON number" in asked[1] and "-Infinity is not a JSON number" in asked[2]
+
+
+async def test_an_answer_that_is_not_a_chat_completion_is_final_and_says_so() -> None:
+    """A wrong base URL answering 200 with an HTML page failed with an AttributeError, retried for an hour."""
+
+    async def html(_: web.Request) -> web.Response:
+        return web.Response(text="<html>Welcome to the gateway</html>", content_type="text/html")
+
+    async with serve(lambda app: app.router.add_post("/v1/chat/completions", html)) as base:
+        page = FakeOpenAI()
+        page.base = base  # type: ignore[attr-defined]
+        with pytest.raises(ApplicationError) as refused:
+            await analyzer(page).analyze(request())
+    assert refused.value.type == ANALYSIS_REJECTED and refused.value.non_retryable
+    assert "not a chat completion" in str(refused.value)
+
+
+async def test_replies_are_asked_again_only_while_the_activity_has_time(fake: FakeOpenAI) -> None:
+    """Invalid replies are asked again up to the bound, each within the activity's start-to-close
+    timeout: a slow model's third try was cut off by Temporal, and the activity retried for an hour."""
+    fake.script = {"call_outcome": [{"outcome": "maybe", "outcome_summary": "?"}]}
+    fake.reply_seconds = 1.0
+    env = ActivityEnvironment()
+    left = ANSWER_MARGIN_SECONDS + MIN_REQUEST_SECONDS + 0.5  # time for one try, not two
+    env.info = dataclasses.replace(
+        env.info,
+        started_time=datetime.now(UTC) - timedelta(seconds=120 - left),
+        start_to_close_timeout=timedelta(seconds=120),
+    )
+    result = await env.run(analyzer(fake, analysis_max_invalid_replies=3).analyze, request())
+    assert len(fake.of_kind("call_outcome")) == 1
+    assert result.outcome is None and result.outcome_summary is not None
+    assert "in 1 tries, all the time there was: outcome: 'maybe'" in result.outcome_summary
 
 
 async def test_an_invalid_outcome_is_recorded_in_the_summary_and_outcome_stays_null(fake: FakeOpenAI) -> None:
