@@ -138,7 +138,7 @@ def resolve_order(
     if not params.force_now:
         # where the timezone would be set: the stored assistant's config, else the request's assistant
         where = "assistant_id" if record is not None else "assistant.call_retry_config.timezone"
-        _refuse_no_common_window(params.phone_number, retry, now, where)
+        refuse_no_common_window(params.phone_number, retry, now, where)
     return Resolution(assistant, record, caller, retry)
 
 
@@ -152,7 +152,7 @@ def refuse_far_future(field: str, value: datetime | None, now: datetime) -> None
         raise unprocessable(field, f"{value.isoformat()} is more than 100 years ahead")
 
 
-def _refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime, field: str) -> None:
+def refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime, field: str) -> None:
     """A number that may be in zones sharing no calling window (a Russian mobile: Kaliningrad to
     Kamchatka) could never be called: a 422 asking for the timezone, not an order that errs later.
     One zone always has a window, so only the rare number with several pays for the search."""

@@ -164,6 +164,8 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
     with a link to its documentation."""
     order = tmp_path / "order.json"
     order.write_text(json.dumps({"phone_number": "+33612345678", "metadata": {"n": 1}}))
+    misplaced = tmp_path / "misplaced.json"  # webhook_url belongs in the assistant: not dropped in silence
+    misplaced.write_text(json.dumps({"phone_number": "+33612345678", "webhook_url": "https://example.com/h"}))
     env = {"OUTDIAL_CONFIG": "/dev/null", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
     for command, problem in (
         (
@@ -171,6 +173,12 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
             "phone_number: Value error, 'bad' is not an E.164 phone number (e.g. +33612345678)",
         ),
         (["call", "--json", str(order)], "metadata.n: Input should be a valid string"),
+        (["call", "--json", str(misplaced)], "webhook_url: Extra inputs are not permitted"),
+        (  # Kaliningrad to Kamchatka: the order could never be called
+            ["call", "--to", "+79161234567", "--prompt", "Hi"],
+            "assistant.call_retry_config.timezone: +79161234567 may be in 13 timezones (Asia/Anadyr … "
+            "Europe/Samara) that share no calling window; set call_retry_config.timezone to the recipient's",
+        ),
     ):
         refused = CliRunner().invoke(cli.app, command, env=env)
         assert refused.exit_code == 2, refused.output

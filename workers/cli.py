@@ -35,13 +35,15 @@ from activities.webhook_secrets import (
 )
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
+from api.calls import refuse_far_future, refuse_no_common_window
 from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
-from models import Call, CallCreateParams
+from api.schemas import CallCreateBody
+from models import Call, CallCreateParams, CallRetryConfig
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
-from models.tables import CallOrderRecord, Database, unavailable
+from models.tables import CallOrderRecord, Database, unavailable, utcnow
 from workers.codec import DEFAULT_CODEC_PORT, CodecKeyError, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
     await_notifications,
@@ -342,9 +344,12 @@ def call(
     if force_now:
         body["force_now"] = True
     try:
-        params = CallCreateParams.model_validate(body)
+        params = _admitted(body)
     except ValidationError as err:
         console.print(f"[red]invalid call order[/]: {escape(describe(err))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ApiError as err:
+        console.print(f"[red]invalid call order[/]: {escape(err.message)}", soft_wrap=True)
         raise typer.Exit(2) from None
     settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
@@ -363,6 +368,21 @@ def call(
             _print_call(await handle.result())
 
     asyncio.run(main())
+
+
+def _admitted(body: dict) -> CallCreateParams:
+    """The order as `POST /call` admits it, as far as it can be told without the database: no unknown
+    field, not scheduled past a century, and a number whose zones share a window (for an inline
+    assistant; a stored one is checked by the order itself)."""
+    params = CallCreateBody.model_validate(body)
+    now = utcnow()
+    refuse_far_future("scheduled_at", params.scheduled_at, now)
+    if params.assistant_id is None and not params.force_now:
+        retry = (params.assistant and params.assistant.call_retry_config) or CallRetryConfig()
+        refuse_no_common_window(
+            params.phone_number, retry.applied(), now, "assistant.call_retry_config.timezone"
+        )
+    return params
 
 
 def _print_call(call: Call) -> None:
@@ -434,7 +454,14 @@ def _on_the_order(
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 _failed(f"Temporal could not do it: {err}")
-            Console(stderr=True).print(f"[red]no call order {call_id}[/]")
+            # as the API's 409: an order that has ended is there, it just takes no more signals
+            ended = "already completed" in err.message
+            what = (
+                f"call order {call_id} has ended; it takes no more signals"
+                if ended
+                else f"no call order {call_id}"
+            )
+            Console(stderr=True).print(f"[red]{escape(what)}[/]")
             raise typer.Exit(2) from None
 
     asyncio.run(main())
@@ -488,7 +515,9 @@ def _signal_command(signal: str, doc: str) -> None:
 _signal_command("cancel", "Cancel a call order (a call in progress ends gracefully).")
 _signal_command("force_now", "Call now: skip the wait, scheduled_at and calling windows.")
 _signal_command("pause", "Pause a call order before its next attempt.")
-_signal_command("resume", "Resume a paused call order; its next attempt is scheduled afresh.")
+_signal_command(
+    "resume", "Resume a paused call order; its next attempt keeps its time while that is still ahead."
+)
 
 
 @app.command(name="voice-agent")
