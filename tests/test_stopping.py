@@ -42,7 +42,7 @@ async def ended(process: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
 
 
 def outdial_dev(
-    tmp_path: Path, ports: list[int], database_url: str | None = None
+    tmp_path: Path, ports: list[int], database_url: str | None = None, address: str | None = None
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """`outdial dev` in `tmp_path` on these ports (dev server, its UI, API, SMTP sink, codec), its
     output in the log file returned."""
@@ -50,7 +50,7 @@ def outdial_dev(
     config = yaml.safe_load((REPO / "temporal-dev.yaml").read_text())
     if database_url:
         config["database_url"] = database_url
-    config["temporal"]["address"] = f"127.0.0.1:{port}"
+    config["temporal"]["address"] = address or f"127.0.0.1:{port}"
     config["temporal"]["dev_server"].update(port=port, ui_port=ui_port)
     config["local_stack"].update(api_port=api_port, smtp_sink_port=smtp_port, codec_server_port=codec_port)
     (tmp_path / "temporal-dev.yaml").write_text(yaml.safe_dump(config))
@@ -156,6 +156,17 @@ async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
         code, printed = await ended(*outdial_dev(tmp_path, ports))
     assert code == 1, printed
     assert said.format(port=ports[taken]) in printed and "Traceback" not in printed, printed
+    assert not answers(ports[0]), "the dev server outlived `outdial dev`"
+
+
+async def test_outdial_dev_whose_address_is_not_its_dev_servers_says_so_in_a_line(tmp_path: Path) -> None:
+    """temporal.dev_server.port changed (as a port in use tells you to) but not temporal.address: the
+    dev server starts where the stack cannot reach it. Before, a traceback of about 220 lines."""
+    ports = free_ports(6)
+    code, printed = await ended(*outdial_dev(tmp_path, ports[:5], address=f"127.0.0.1:{ports[5]}"))
+    assert code == 1, printed
+    assert f"Temporal does not answer at 127.0.0.1:{ports[5]}: set temporal.address" in printed, printed
+    assert "Traceback" not in printed, printed
     assert not answers(ports[0]), "the dev server outlived `outdial dev`"
 
 

@@ -23,7 +23,6 @@ from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -54,7 +53,7 @@ from workers.demo import (
     webhook_receiver,
 )
 from workers.local_stack import LocalStack, StackNotStarted, local_stack
-from workers.worker import connect, create_worker, register_search_attributes
+from workers.worker import connect, create_worker, missing_namespace, register_search_attributes
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
@@ -413,15 +412,8 @@ async def _connected(settings: Settings | None = None) -> Client:
 async def _in_its_namespace(client: Client, settings: Settings) -> Client:
     """The client once Temporal knows its namespace (a mistyped one is a common first error). Any other
     answer lets the command go on: a key may be allowed to start workflows but not to describe."""
-    try:
-        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            _failed(
-                f"Temporal at {settings.temporal_address} has no namespace {client.namespace!r}: set "
-                "TEMPORAL_NAMESPACE or temporal.namespace in temporal-dev.yaml, or create it "
-                f"(temporal operator namespace create --namespace {client.namespace})"
-            )
+    if problem := await missing_namespace(client, settings.temporal_address):
+        _failed(problem)
     return client
 
 

@@ -30,7 +30,7 @@ from models.tables import Database, unavailable
 from workers.codec import ensure_dev_codec_key, start_codec_server
 from workers.devserver import start_dev_server, stop_dev_server
 from workers.mailsink import MailSink, start_mail_sink
-from workers.worker import connect, create_worker, register_search_attributes
+from workers.worker import connect, create_worker, missing_namespace, register_search_attributes
 
 LOOPBACK = "127.0.0.1"
 
@@ -131,7 +131,16 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
                     f"{err}{where if 'address already in use' in str(err) else ''}"
                 ) from None
             stack.callback(stop_dev_server, server_process)
-            client = await connect(settings)
+            try:
+                client = await connect(settings)
+            except RuntimeError:  # the dev server listens where temporal.address does not point
+                raise StackNotStarted(
+                    f"the dev server started on port {settings.dev_server.port}, but Temporal does not "
+                    f"answer at {settings.temporal_address}: set temporal.address (TEMPORAL_ADDRESS) to "
+                    f"127.0.0.1:{settings.dev_server.port}, or temporal.dev_server.port to its port"
+                ) from None
+        if problem := await missing_namespace(client, settings.temporal_address):
+            raise StackNotStarted(problem)
         console.print(
             f"payloads encrypted (AES-256-GCM); codec server {codec_url} for the Web UI and "
             f"`temporal workflow show --codec-endpoint {codec_url}`"

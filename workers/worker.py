@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
@@ -46,6 +47,22 @@ async def connect(settings: Settings | None = None) -> Client:
         **options,
         data_converter=data_converter(settings),  # encrypted payloads when OUTDIAL_CODEC_KEY is set
     )
+
+
+async def missing_namespace(client: Client, address: str) -> str | None:
+    """Why the client cannot work, when Temporal does not know its namespace (a mistyped one is a
+    common first error), else None. Any other answer lets it go on: a key may be allowed to start
+    workflows but not to describe."""
+    try:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return (
+                f"Temporal at {address} has no namespace {client.namespace!r}: set TEMPORAL_NAMESPACE or "
+                "temporal.namespace in temporal-dev.yaml, or create it "
+                f"(temporal operator namespace create --namespace {client.namespace})"
+            )
+    return None
 
 
 def create_worker(
