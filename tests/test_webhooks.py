@@ -40,7 +40,10 @@ from tests.http_fakes import final_call, serve
 from tests.test_notify import SECRET, Receiver
 from workers import create_worker
 from workers.cli import app as cli
+from workers.local_stack import local_settings
 from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 async def deliver(settings: Settings, organization_id: str) -> tuple[str, bytes]:
@@ -145,6 +148,20 @@ def test_the_local_caller_id_is_on_the_configured_outbound_trunk(tmp_path: Path,
     assert [(n.phone_number, n.livekit_outbound_trunk_id) for n in numbers] == [
         ("+33159000000", "ST_from_yaml")
     ]
+
+
+@pytest.mark.parametrize(
+    ("environment", "allowed"),
+    [({}, True), ({"OUTDIAL_ALLOW_PRIVATE_URLS": "0"}, False), ({"OUTDIAL_ALLOW_PRIVATE_URLS": "1"}, True)],
+)
+def test_the_local_stack_allows_private_urls_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], allowed: bool
+) -> None:
+    """`outdial dev` lets webhooks reach this machine by default; OUTDIAL_ALLOW_PRIVATE_URLS=0 (or
+    notifications.allow_private_urls: false) turns that off, as for any worker. It could not."""
+    monkeypatch.chdir(tmp_path)  # the stack keeps its codec key in ./.outdial
+    settings = Settings.load(config_file=REPO / "temporal-dev.yaml", env=environment)
+    assert local_settings(settings).allow_private_urls is allowed
 
 
 def test_migration_0004_gives_existing_organizations_a_secret(tmp_path: Path) -> None:

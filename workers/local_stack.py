@@ -55,12 +55,14 @@ class LocalStack:
 
 
 def local_settings(settings: Settings) -> Settings:
-    """The stack's own defaults on top of `settings`: an encryption key, local URLs allowed."""
+    """The stack's own defaults on top of `settings`: an encryption key, local URLs allowed (unless
+    OUTDIAL_ALLOW_PRIVATE_URLS or notifications.allow_private_urls says otherwise)."""
     local = settings.local_stack
     settings = ensure_dev_codec_key(settings, local.codec_key_file)
+    given = "allow_private_urls" in settings.model_fields_set
     return settings.model_copy(
         update={
-            "allow_private_urls": settings.allow_private_urls or local.allow_private_urls,
+            "allow_private_urls": settings.allow_private_urls if given else local.allow_private_urls,
             # notifications link a call to its workflow in the dev server's Web UI
             "temporal_ui_url": settings.temporal_ui_url or f"http://localhost:{settings.dev_server.ui_port}",
         }
