@@ -185,8 +185,12 @@ async def test_outdial_dev_with_its_database_unreachable_says_so_in_a_line_and_s
     assert not answers(ports[0]), "a dev server was started"
 
 
-def test_outdial_codec_serve_on_a_port_in_use_says_so_in_a_line() -> None:
-    """Exit 1 and one line naming the port; before, a traceback of 115 lines."""
+@pytest.mark.parametrize(
+    ("command", "what"), [(["codec", "serve"], "the codec server"), (["api"], "the HTTP API")]
+)
+def test_a_server_command_on_a_port_in_use_says_so_in_a_line(command: list[str], what: str) -> None:
+    """Exit 1 and one line naming the port; before, a traceback of 115 lines (the codec server), or
+    uvicorn's own log lines and exit 3 (the API)."""
     [port] = free_ports(1)
     key = "A" * 43 + "="  # 32 bytes, base64
     environment = {
@@ -194,11 +198,12 @@ def test_outdial_codec_serve_on_a_port_in_use_says_so_in_a_line() -> None:
         "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_CODEC_KEY": key,
     }
+    outdial = str(Path(sys.executable).parent / "outdial")
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "outdial"), "codec", "serve", "--port", str(port)],
+            [outdial, *command, "--port", str(port)],
             env=environment,
             capture_output=True,
             text=True,
@@ -206,4 +211,8 @@ def test_outdial_codec_serve_on_a_port_in_use_says_so_in_a_line() -> None:
         )
     assert done.returncode == 1, done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith(f"the codec server cannot listen on 127.0.0.1:{port}: ") and "in use" in line, line
+    assert line.startswith(f"{what} cannot listen on 127.0.0.1:{port}: ") and "in use" in line, line
+    beyond = subprocess.run(
+        [outdial, *command, "--port", "99999"], env=environment, capture_output=True, text=True
+    )
+    assert beyond.returncode == 2 and "Traceback" not in beyond.stderr and "65535" in beyond.stderr

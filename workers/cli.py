@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -155,12 +156,20 @@ def worker() -> None:
 @app.command(name="api")
 def serve_api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
 ) -> None:
     """Serve the HTTP API (Revox-compatible) against TEMPORAL_ADDRESS; run workers with `outdial worker`."""
     import uvicorn
 
-    uvicorn.run(create_app(_encrypted(Settings.load())), host=host, port=port, log_level="info")
+    app = create_app(_encrypted(Settings.load()))
+    try:  # bound here, so that a port in use is a line of ours (uvicorn's would say less, exit 3)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.create_server((host, port), family=family)
+    except OSError as err:
+        _failed(f"the HTTP API cannot listen on {host}:{port}: {err.strerror}; choose another --port")
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"HTTP API on http://{shown}:{listening.getsockname()[1]} (docs at /docs)")
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run(sockets=[listening])
 
 
 apikey_app = typer.Typer(help="API keys of the HTTP API.", no_args_is_help=True)
@@ -249,7 +258,7 @@ def codec_keygen() -> None:
 @codec_app.command("serve")
 def codec_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_CODEC_PORT,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = DEFAULT_CODEC_PORT,
 ) -> None:
     """Run the codec server for operators who hold the key.
 
@@ -515,7 +524,7 @@ _signal_command(
 @app.command(name="voice-agent")
 def voice_agent(
     dev: Annotated[bool, typer.Option(help="Development mode: debug logs, no idle job processes.")] = False,
-    port: Annotated[int, typer.Option(help="Health-check HTTP port.")] = 8081,
+    port: Annotated[int, typer.Option(help="Health-check HTTP port.", min=0, max=65535)] = 8081,
 ) -> None:
     """Run the LiveKit voice agent that holds the calls (OUTDIAL_TELEPHONY=livekit; see README)."""
     from workers.voice_agent import run_voice_agent
