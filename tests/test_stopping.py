@@ -216,3 +216,19 @@ def test_a_server_command_on_a_port_in_use_says_so_in_a_line(command: list[str],
         [outdial, *command, "--port", "99999"], env=environment, capture_output=True, text=True
     )
     assert beyond.returncode == 2 and "Traceback" not in beyond.stderr and "65535" in beyond.stderr
+
+
+def test_ctrl_c_while_the_command_loads_ends_it_quietly() -> None:
+    """The CLI's imports take seconds on a small machine; Ctrl-C then printed a KeyboardInterrupt
+    traceback from inside an import. `outdial`'s entry point takes it from its first line: exit 130."""
+    loading = (
+        "import os, signal, time\n"
+        "from workers.entry import guard_the_start\n"
+        "guard_the_start()\n"
+        "os.kill(os.getpid(), signal.SIGINT)  # delivered at once, as while `workers.cli` is imported\n"
+        "import workers.cli\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", loading], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (130, ""), done.stderr
