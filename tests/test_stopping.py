@@ -137,11 +137,12 @@ async def test_sigterm_stops_a_worker_cleanly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("taken", "said"),
     [
+        (0, "address already in use"),  # held by a program that is not Temporal: it never answers
         (1, "can't set UI port {port}"),
         (1, "set temporal.dev_server.port or ui_port in temporal-dev.yaml"),
         (2, "HTTP API: port {port} on 127.0.0.1 is in use; set local_stack.api_port"),
     ],
-    ids=["dev server UI", "dev server UI: where", "API"],
+    ids=["dev server", "dev server UI", "dev server UI: where", "API"],
 )
 async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
     tmp_path: Path, taken: int, said: str

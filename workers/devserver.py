@@ -128,12 +128,19 @@ def _its_error(log_file: Path, logged_before: int) -> str:
 
 
 async def _answers(process: subprocess.Popen[bytes], settings: Settings, timeout: float) -> bool:
-    """True once the server answers; False if it exited first."""
+    """True once the server answers; False if it exited first, noticed while a connection is still
+    being tried (another program on its port accepts it, then never answers: about 30 s)."""
     address = f"{settings.dev_server.ip}:{settings.dev_server.port}"
     deadline = asyncio.get_running_loop().time() + timeout
     while process.poll() is None:
+        connecting = asyncio.ensure_future(Client.connect(address, namespace=settings.temporal_namespace))
+        while not connecting.done():
+            await asyncio.wait({connecting}, timeout=0.2)
+            if process.poll() is not None and not connecting.done():
+                connecting.cancel()
+                return False
         try:
-            await Client.connect(address, namespace=settings.temporal_namespace)
+            connecting.result()
             return True
         except RuntimeError:
             if asyncio.get_running_loop().time() > deadline:

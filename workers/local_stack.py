@@ -69,6 +69,9 @@ def local_settings(settings: Settings) -> Settings:
     )
 
 
+ANSWERS_WITHIN_SECONDS = 5.0  # a Temporal already at temporal.address answers within it, even a remote one
+
+
 class StackNotStarted(RuntimeError):
     """The local stack could not start (a port in use, the dev server failed): its message says why in
     a line, for the CLI to show instead of a traceback."""
@@ -115,13 +118,13 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
         stack.push_async_callback(codec.cleanup)
         codec_url = "http://{}:{}".format(*codec.addresses[0][:2])
 
-        try:
-            client = await connect(settings)
+        try:  # a program on that port that is not Temporal accepts the connection and never answers
+            client = await asyncio.wait_for(connect(settings), ANSWERS_WITHIN_SECONDS)
             console.print(
                 f"Temporal already runs at {settings.temporal_address}: for its Web UI to decode payloads, "
                 f"set its codec endpoint to {codec_url} (Web UI settings, or --ui-codec-endpoint)"
             )
-        except RuntimeError:
+        except (RuntimeError, TimeoutError):
             console.print(
                 f"[bold]starting Temporal dev server[/] (state in {settings.dev_server.db_filename})"
             )
