@@ -265,7 +265,8 @@ async def pause_campaign(id: str, context: Context, principal: Authenticated) ->
     "/campaigns/{id}/resume", response_model=Success, responses=errors(409), summary="Resume a campaign"
 )
 async def resume_campaign(id: str, context: Context, principal: Authenticated) -> JSONResponse:
-    """Held orders schedule their next attempt afresh (in their next calling window); launching goes on."""
+    """Held orders go on (a next attempt keeps its time while that is ahead, else it is in the next
+    calling window); launching goes on."""
     return await _steer(context, principal.organization_id, id, "resume")
 
 

@@ -662,7 +662,7 @@ def campaign_launch(
 @campaign_app.command("status")
 @_api_errors
 def campaign_status(campaign_id: str) -> None:
-    """Rows by status and outcome, attempts, reached-human rate; and the launch's progress."""
+    """Rows by status and outcome, attempts, reached-human rate; and the latest launch's progress."""
     from api import campaign_stats, campaign_store
     from models.campaign import campaign_workflow_id
 
@@ -683,7 +683,8 @@ def campaign_status(campaign_id: str) -> None:
         with contextlib.suppress(Exception):  # the workflow may have ended long ago
             client = await connect(settings)
             live = await client.get_workflow_handle(campaign_workflow_id(record.id)).query("progress")
-            console.print(f"launch: {live}")
+            # each launch (a relaunch of more rows too) counts from zero: the rows above are the totals
+            console.print(f"latest launch: {live}")
 
     asyncio.run(progress())
 
