@@ -129,11 +129,8 @@ class AssistantCreateParams(Assistant):
 
 
 class AssistantView(CallAssistant):
-    """An assistant as `/assistants` shows it: the seed's assistant object plus the newer client's
-    required `stt_model` and `type`."""
-
-    stt_model: Literal["stt-rt-v4", "stt-rt-v5"] = "stt-rt-v5"
-    type: Literal["standalone", "multi-step", "sub-assistant"] = "standalone"
+    """An assistant as `/assistants` shows it: the seed's assistant object (with the newer client's
+    required `stt_model` and `type`, as in every Call)."""
 
 
 class AssistantResponse(BaseModel):

@@ -120,8 +120,11 @@ async def preview_voice(params: VoicePreviewParams, _: Authenticated) -> Respons
         raise ApiError(503, "unavailable", f"{params.provider} did not answer: {err}") from err
     if answer.status_code in (400, 404, 422):
         raise ApiError(422, "validation_error", f"{params.provider} refused the preview: {answer.text[:300]}")
-    if answer.status_code >= 300:
-        raise ApiError(503, "unavailable", f"{params.provider} answered {answer.status_code}")
+    if answer.status_code >= 300:  # final unless waiting may help (429, 5xx): the client would retry it
+        status = answer.status_code
+        retryable = status in (408, 429) or status >= 500
+        hint = f" (check {params.provider.upper()}_API_KEY)" if status in (401, 403) else ""
+        raise ApiError(503, "unavailable", f"{params.provider} answered {status}{hint}", retryable=retryable)
     return Response(answer.content, media_type=answer.headers.get("content-type", "audio/mpeg"))
 
 

@@ -30,11 +30,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from models.common import (
     E164,
     MAX_SAFE_INT,
+    AssistantType,
     BackgroundSound,
     FieldType,
     FirstSentenceMode,
     HttpMethod,
     Outcome,
+    SttModel,
     ThinkingSound,
     TransferMode,
     VoiceId,
@@ -343,11 +345,13 @@ class Assistant(BaseModel):
     structured_output_config: list[FieldSpec] | None = None
     structured_output_prompt: str | None = None
     stt_context: SttContext | None = None
+    stt_model: SttModel | None = None
     thinking_sound: ThinkingSound | None = None
     thinking_sound_probability: Volume | None = None
     thinking_sound_volume: Volume | None = None
     transfer_destinations: list[TransferDestination] | None = None
     transfer_phone_number: E164 | None = None
+    type: AssistantType | None = None
     voice: Voice | None = None
     voicemail_message: str | None = None
     voicemail_sms_prompt: str | None = None
@@ -536,10 +540,12 @@ class CallAssistant(Record):
     sms_template: str | None = None
     structured_output_config: list[FieldSpecRecord] | None = None
     structured_output_prompt: str | None = None
+    stt_model: SttModel = "stt-rt-v5"  # the official client's, required in its responses
     thinking_sound: ThinkingSound | None = None
     thinking_sound_probability: Number = DEFAULT_THINKING_SOUND_PROBABILITY
     thinking_sound_volume: Number = DEFAULT_THINKING_SOUND_VOLUME
     transfer_phone_number: str | None = None
+    type: AssistantType = "standalone"  # the official client's, required in its responses
     updated_at: Timestamp = None
     voice: VoiceRecord | None = None
     voicemail_message: str | None = None

@@ -45,6 +45,15 @@ def _as_text(value: Any) -> str:
     return str(value) if isinstance(value, int | float) else json.dumps(value, sort_keys=True)
 
 
+def _whole_number(value: Any) -> Any:
+    """The official client types `max_concurrent_calls` as a float, and sends back the 3.0 it read: a
+    whole number is that integer; 2.5, "2" or true stay refused (strict)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+MaxConcurrentCalls = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=10_000, strict=True)]
+
+
 def _variables(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _as_text(v) for k, v in value.items()}
@@ -75,7 +84,7 @@ class CampaignCreateParams(BaseModel):
     contacts: Annotated[list[CampaignContact], Field(min_length=1, max_length=MAX_CONTACTS)]
     call_retry_config: CallRetryConfig | None = None
     from_phone_number: E164 | None = None
-    max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000, strict=True)
+    max_concurrent_calls: MaxConcurrentCalls | None = None
 
 
 class CampaignUpdateParams(BaseModel):
@@ -88,7 +97,7 @@ class CampaignUpdateParams(BaseModel):
     name: Name | None = None
     call_retry_config: CallRetryConfig | None = None
     from_phone_number: E164 | None = None
-    max_concurrent_calls: int | None = Field(default=None, ge=1, le=10_000, strict=True)
+    max_concurrent_calls: MaxConcurrentCalls | None = None
 
 
 FilterValues = Annotated[

@@ -92,6 +92,10 @@ ThinkingSound = Literal[
     "hold_music.ogg",
 ]
 VoiceProvider = Literal["cartesia", "elevenlabs"]
+# The official client's: its transcriber model (the agent's own comes from OUTDIAL_STT_MODEL) and the
+# assistant's kind; both stored and shown as given, the client requires them in every response
+SttModel = Literal["stt-rt-v4", "stt-rt-v5"]
+AssistantType = Literal["standalone", "multi-step", "sub-assistant"]
 Direction = Literal["inbound", "outbound"]
 
 MAX_SAFE_INT = 9007199254740991

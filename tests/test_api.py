@@ -811,6 +811,33 @@ def test_an_organization_never_sees_another_ones_objects(stack: Stack, org: Org)
 # --- assistants ------------------------------------------------------------------------------------------
 
 
+def test_every_call_parses_strictly_in_the_official_client_with_its_stt_model_and_type(org: Org) -> None:
+    """The client's Call requires `assistant.stt_model` and `assistant.type`: they were in /assistants
+    answers only, so every Call failed its strict validation, and the values given were dropped."""
+    from revox.types import CallRetrieveResponse
+
+    stored = org.client.assistants.create(name="Flow", prompt="Hi", stt_model="stt-rt-v4", type="multi-step")
+    assert (stored.assistant.stt_model, stored.assistant.type) == ("stt-rt-v4", "multi-step")
+    updated = org.client.assistants.update(stored.assistant.id, type="standalone").assistant
+    assert (updated.stt_model, updated.type) == ("stt-rt-v4", "standalone")
+    inline = org.client.call.create(
+        phone_number="+33612345678",
+        assistant={"prompt": "Hi", "stt_model": "stt-rt-v4"},
+        scheduled_at="2099-01-05T09:00:00Z",
+    ).call
+    by_id = org.client.call.create(
+        phone_number="+33612345678", assistant_id=stored.assistant.id, scheduled_at="2099-01-05T09:00:00Z"
+    ).call
+    for call, expected in ((inline, ("stt-rt-v4", "standalone")), (by_id, ("stt-rt-v4", "standalone"))):
+        read = org.client.call.retrieve(call.id)
+        CallRetrieveResponse.model_validate(read.to_dict())  # strict: every required field there
+        assert (read.call.assistant.stt_model, read.call.assistant.type) == expected
+        org.client.call.cancel(call.id)
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.assistants.create(name="Bad", prompt="Hi", stt_model="bogus")  # type: ignore[arg-type]
+    assert refused.value.body["error"]["details"][0]["loc"] == ["body", "stt_model"]
+
+
 def test_assistants_crud_and_clone(org: Org) -> None:
     created = org.client.assistants.create(
         name="Receptionist",
@@ -875,10 +902,15 @@ def test_phone_numbers_list_update_delete(org: Org) -> None:
 
 class _FakeTts(BaseHTTPRequestHandler):
     requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+    status = 200
 
     def do_POST(self) -> None:  # noqa: N802 — http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _FakeTts.requests.append((self.path, dict(self.headers), body))
+        if _FakeTts.status != 200:  # the provider refusing the operator's key, say
+            self.send_response(_FakeTts.status)
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "audio/mpeg")
         self.end_headers()
@@ -927,7 +959,19 @@ def test_voices_catalog_preview_and_clone(org: Org, monkeypatch: pytest.MonkeyPa
             org.client.voices.preview(provider="elevenlabs", voice_id="../../v1/user/subscription?x=")
         assert refused.value.body["error"]["details"][0]["loc"] == ["body", "voiceId"]
         assert len(_FakeTts.requests) == asked
+        # A key the provider refuses is final (the client, retrying 5xx, would ask again in vain); a
+        # provider that is busy (429) is worth asking again.
+        for status, tries, said in (
+            (401, 1, "cartesia answered 401 (check CARTESIA_API_KEY)"),
+            (429, 3, "429"),
+        ):
+            _FakeTts.status, asked = status, len(_FakeTts.requests)
+            with pytest.raises(revox.InternalServerError) as failed:
+                retrying.voices.preview(provider="cartesia", voice_id=sarah.id)
+            assert failed.value.status_code == 503 and said in failed.value.body["error"]["message"]
+            assert len(_FakeTts.requests) - asked == tries
     finally:
+        _FakeTts.status = 200
         fake.shutdown()
 
 

@@ -49,6 +49,10 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     assert retrieved.name == "Pilot" and retrieved.assistant.id == assistant.id
     assert [c.id for c in client.campaigns.list().campaigns] == [campaign_id]
     assert client.campaigns.update(campaign_id, name="Pilot 2").campaign.name == "Pilot 2"
+    # the client types it as a float, and sends back the 3.0 it read: a whole number is that number
+    assert client.campaigns.update(campaign_id, max_concurrent_calls=3.0).campaign.max_concurrent_calls == 3
+    with pytest.raises(revox.UnprocessableEntityError):
+        client.campaigns.update(campaign_id, max_concurrent_calls=2.5)
     with pytest.raises(revox.UnprocessableEntityError) as refused:
         client.campaigns.update(campaign_id, max_concurrent_calls=0)
     assert refused.value.body["error"]["details"][0]["loc"] == ["body", "max_concurrent_calls"]

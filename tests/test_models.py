@@ -44,7 +44,21 @@ def load_example() -> dict[str, Any]:
     for attempt in [*call["call_attempts"], call["last_call_attempt"]]:
         attempt.update(handled_by_ai=False, handled_by_human=False)  # answered_at is {}: not answered
     call["contact"] = dict.fromkeys(CONTACT_FIELDS)  # prompt_variables has no contact variable
+    call["assistant"] = with_keys_after(
+        call["assistant"],
+        structured_output_prompt={"stt_model": "stt-rt-v5"},
+        transfer_phone_number={"type": "standalone"},
+    )
     return example
+
+
+def with_keys_after(mapping: dict[str, Any], **after: dict[str, Any]) -> dict[str, Any]:
+    """`mapping` with keys inserted after the named ones, in the order a model dumps its fields."""
+    result: dict[str, Any] = {}
+    for key, value in mapping.items():
+        result[key] = value
+        result.update(after.get(key, {}))
+    return result
 
 
 def error_fields(err: ValidationError) -> set[str]:
