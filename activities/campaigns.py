@@ -280,17 +280,18 @@ class CampaignActivities:
         result = SteerResult()
 
         async def one(call_id: str, status: str) -> None:
-            signal = request.action
-            if request.action == "cancel" and status in IN_CALL:
-                signal = "pause"
-                result.in_call += 1
+            in_call = request.action == "cancel" and status in IN_CALL
+            signal = "pause" if in_call else request.action
             async with limit:
                 try:
                     await self.client.get_workflow_handle(order_workflow_id(call_id)).signal(signal)
                 except RPCError as err:
-                    if err.status != RPCStatusCode.NOT_FOUND:  # not found: it ended meanwhile
+                    # not found: it ended meanwhile, or was terminated (its row keeps its last status,
+                    # so counting it in a call would have the campaign wait for it forever)
+                    if err.status != RPCStatusCode.NOT_FOUND:
                         raise
                     return
+            result.in_call += in_call
             result.signalled += 1
             if result.signalled % 100 == 0:
                 activity.heartbeat(result.signalled)

@@ -16,7 +16,7 @@ from api import campaign_store as store
 from api.store import save_assistant
 from models import Call
 from models.campaign import CampaignCreateParams, CampaignLaunchParams, CampaignPace
-from models.tables import AssistantRecord, Database
+from models.tables import AssistantRecord, CallOrderRecord, Database
 from tests.helpers import current_details, eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
@@ -33,7 +33,7 @@ ALWAYS_OPEN = {
 }
 
 
-def create(database: Database, settings: Any, rows: int) -> Any:
+def create(database: Database, settings: Any, rows: int, call_seconds: str = "20") -> Any:
     assistant = save_assistant(
         database,
         AssistantRecord(
@@ -47,7 +47,7 @@ def create(database: Database, settings: Any, rows: int) -> Any:
         {
             "to_phone_number": f"+3361299{i:04d}",
             "prompt_variables": {"name": f"Contact {i}"},
-            "metadata": {"simulation": "human:interested", "simulation.call_seconds": "20"},
+            "metadata": {"simulation": "human:interested", "simulation.call_seconds": call_seconds},
         }
         for i in range(rows)
     ]
@@ -179,3 +179,37 @@ async def test_the_web_ui_current_details_follow_each_batch(time_env, task_queue
 
     assert launching == "**launching**: 1 order started, cursor at row #0"
     assert progress.started == 1 and cancelled.startswith("**done**: 1 order started")
+
+
+async def test_cancelling_a_campaign_whose_order_was_terminated_in_a_call_ends(time_env, task_queue) -> None:
+    """An order terminated during a call (an operator's `temporal workflow terminate`) keeps its last
+    stored status, `calling`. The cancel counted it as a call to wait for, and asked it again every 30 s,
+    forever: a signal to it finds no workflow, so it is over."""
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, 1, call_seconds="3600")
+    assert (
+        store.select_for_launch(database, ORG, campaign.id, CampaignLaunchParams(mode="ai_first")).launched
+        == 1
+    )
+    client = time_env.client
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        launching = await start_campaign(
+            client, campaign.id, ORG, task_queue, pace=CampaignPace(rows_per_second=100, burst=100)
+        )
+        await launching.result()
+        [(row, _)] = store.rows_with_calls(database, campaign.id)
+        order = client.get_workflow_handle(f"call-{row.call_id}")
+
+        def stored_status() -> str:
+            with database.session() as session:
+                return session.get(CallOrderRecord, row.call_id).status  # type: ignore[union-attr]
+
+        await eventually(lambda: asyncio.to_thread(stored_status), lambda status: status == "calling")
+        await order.terminate("stuck, says the operator")
+        store.set_flags(database, store.get_campaign(database, ORG, campaign.id), cancelled=True)
+        cancelling = await start_campaign(
+            client, campaign.id, ORG, task_queue, signal="cancel", cancel_recheck_seconds=30
+        )
+        progress = await asyncio.wait_for(cancelling.result(), timeout=60)  # before: never
+    assert progress.cancelled
