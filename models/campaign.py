@@ -90,7 +90,7 @@ class CampaignCreateParams(BaseModel):
 class CampaignUpdateParams(BaseModel):
     """`PATCH /campaigns/{id}`: given fields replace the stored ones (null clears). Rows not started
     yet get the new values; orders already started keep theirs (a new max applies to the shared key
-    as soon as the next order asks for a permit)."""
+    as soon as the next order asks for a permit, and an older order asking sets its own max again)."""
 
     model_config = ConfigDict(extra="ignore")
 
