@@ -61,16 +61,22 @@ def outdial_dev(
         "OUTDIAL_CONFIG": str(tmp_path / "temporal-dev.yaml"),
         "COLUMNS": "200",
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "outdial"), "dev"],
-            cwd=tmp_path,  # the stack keeps its files in ./.outdial
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a process group of its own, as a terminal gives a command
-        )
+    # As a terminal's shell starts a command, hangups not ignored: under nohup (a suite run in the
+    # background) the stack would inherit nohup's and, by design, ignore a closed terminal.
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "outdial"), "dev"],
+                cwd=tmp_path,  # the stack keeps its files in ./.outdial
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a process group of its own, as a terminal gives a command
+            )
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
     return process, log
 
 
