@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -26,13 +28,29 @@ def settings_for_tests(**overrides: object) -> Settings:
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct free ports: each probe stays bound until all are picked, so the OS cannot hand the
-    same port out twice (it did: the codec server once took the dev server's)."""
+    """Distinct free ports below the kernel's ephemeral range: each probe stays bound until all are
+    picked, so the same port is not handed out twice (the codec server once took the dev server's),
+    and no outgoing connection or port-0 server of a test running beside can take one before its
+    server binds it (the kernel hands those out from the ephemeral range: one took an API's port)."""
     with contextlib.ExitStack() as probes:
-        sockets = [probes.enter_context(socket.socket()) for _ in range(count)]
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
+        picked: list[int] = []
+        while len(picked) < count:
+            port = random.randrange(PORTS_FROM, _ephemeral_ports_from())
+            probe = probes.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # in use: another draw
+                probe.bind(("127.0.0.1", port))
+                picked.append(port)
+        return picked
+
+
+PORTS_FROM = 10_000  # above the well-known ports and what services of this machine may listen on
+
+
+def _ephemeral_ports_from() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the IANA range starts at 49152
+        return 49_152
 
 
 async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
