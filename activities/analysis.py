@@ -461,10 +461,10 @@ class OpenAIAnalyzer:
         """A request's timeout: `analysis_timeout_seconds`, within what is left of the activity's own
         start-to-close timeout (less a margin to answer in); None when too little is left to ask again."""
         timeout = self.settings.analysis_timeout_seconds
-        if not activity.in_activity() or activity.info().start_to_close_timeout is None:
+        info = activity.info() if activity.in_activity() else None
+        if info is None or info.start_to_close_timeout is None:
             return timeout
-        info = activity.info()
-        deadline = info.started_time + info.start_to_close_timeout  # type: ignore[operator]
+        deadline = info.started_time + info.start_to_close_timeout
         left = (deadline - datetime.now(deadline.tzinfo)).total_seconds() - ANSWER_MARGIN_SECONDS
         return min(timeout, left) if left >= MIN_REQUEST_SECONDS else None
 

@@ -35,11 +35,11 @@ from activities.webhook_secrets import (
 )
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
-from api.calls import refuse_far_future, refuse_no_common_window
+from api.calls import DEFAULT_RETRY, refuse_far_future, refuse_no_common_window
 from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from api.schemas import CallCreateBody
-from models import Call, CallCreateParams, CallRetryConfig
+from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
@@ -386,7 +386,7 @@ def _admitted(body: dict) -> CallCreateParams:
     now = utcnow()
     refuse_far_future("scheduled_at", params.scheduled_at, now)
     if params.assistant_id is None and not params.force_now:
-        retry = (params.assistant and params.assistant.call_retry_config) or CallRetryConfig()
+        retry = (params.assistant and params.assistant.call_retry_config) or DEFAULT_RETRY
         refuse_no_common_window(
             params.phone_number, retry.applied(), now, "assistant.call_retry_config.timezone"
         )
@@ -456,12 +456,9 @@ def _on_the_order(
             if err.status != RPCStatusCode.NOT_FOUND:
                 _failed(f"Temporal could not do it: {err}")
             # as the API's 409: an order that has ended is there, it just takes no more signals
-            ended = "already completed" in err.message
-            what = (
-                f"call order {call_id} has ended; it takes no more signals"
-                if ended
-                else f"no call order {call_id}"
-            )
+            what = f"no call order {call_id}"
+            if "already completed" in err.message:
+                what = f"call order {call_id} has ended; it takes no more signals"
             Console(stderr=True).print(f"[red]{escape(what)}[/]")
             raise typer.Exit(2) from None
 
