@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from activities.persistence import search_text
+from models.tables import NulFreeText
 
 revision = "0005"
 down_revision = "0004"
@@ -22,13 +23,18 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("call_orders") as batch:
         batch.add_column(sa.Column("search_text", sa.Text(), nullable=False, server_default=""))
-    calls = sa.table("call_orders", sa.column("id", sa.String), sa.column("call", sa.JSON))
+    # NulFreeText as the model writes it: PostgreSQL's json held a stored NUL, its text cannot
+    calls = sa.table(
+        "call_orders",
+        sa.column("id", sa.String),
+        sa.column("call", sa.JSON),
+        sa.column("search_text", NulFreeText),
+    )
     connection = op.get_bind()
     rows = connection.execute(sa.select(calls.c.id, calls.c.call)).all()
     for call_id, call in rows:
         connection.execute(
-            sa.text("UPDATE call_orders SET search_text = :text WHERE id = :id"),
-            {"text": search_text(call or {}), "id": call_id},
+            calls.update().where(calls.c.id == call_id).values(search_text=search_text(call or {}))
         )
 
 
