@@ -21,8 +21,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.compliance import DoNotContactEntry
 from models import Assistant, Call, CallAssistant, call_assistant_from
@@ -205,6 +206,9 @@ def _upsert_attempts(connection: Connection, rows: list[dict[str, Any]]) -> None
             connection.execute(_INSERT_ATTEMPT, values)
 
 
+NOT_STORABLE = "CallNotStorable"
+
+
 class PersistenceActivities:
     """The persistence activity, bound to the worker's database (opened on first use)."""
 
@@ -217,8 +221,16 @@ class PersistenceActivities:
 
     @activity.defn(name=PERSIST_ACTIVITY)
     async def persist_call(self, snapshot: CallSnapshot) -> bool:
-        """Store the order's state; True if it was written, False if a newer one was already there."""
-        return await asyncio.to_thread(write_call, self.database, snapshot.call, snapshot.seq)
+        """Store the order's state; True if it was written, False if a newer one was already there.
+        A value the database refuses (a call id past its 64 characters, on PostgreSQL) is refused
+        again on every retry: that write fails at once, and the order goes on without it."""
+        try:
+            return await asyncio.to_thread(write_call, self.database, snapshot.call, snapshot.seq)
+        except DataError as err:  # the driver's reason only: the statement's values may be private
+            reason = str(err.orig).splitlines()[0]
+            raise ApplicationError(
+                f"call {snapshot.call.id} cannot be stored: {reason}", type=NOT_STORABLE, non_retryable=True
+            ) from None
 
 
 # --- reading what orders refer to ------------------------------------------------------------------------

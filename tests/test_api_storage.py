@@ -20,10 +20,18 @@ from sqlalchemy import MetaData, Table, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel, select
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities.calls import INVALID_ORDER, CallActivities
 from activities.compliance import DoNotContactEntry
-from activities.persistence import DatabaseDoNotContactRegistry, call_columns, write_call
+from activities.persistence import (
+    NOT_STORABLE,
+    CallSnapshot,
+    DatabaseDoNotContactRegistry,
+    PersistenceActivities,
+    call_columns,
+    write_call,
+)
 from activities.simulated import SimulatedAnalyzer
 from api.auth import ensure_phone_number, issue_api_key
 from api.store import insert_call
@@ -104,6 +112,21 @@ def test_calls_stored_before_the_search_text_column_are_searchable_after_the_mig
     order, _ = stored(empty_database, call.id)
     assert "c-77" in order.search_text.split("\n") and "crm_id" not in order.search_text
     assert "ab" in order.search_text.split("\n")
+
+
+async def test_a_call_the_database_cannot_hold_fails_its_write_at_once(database: Database) -> None:
+    """A call id past the column's 64 characters (an order started outside the API): PostgreSQL refuses
+    it, and retrying could not change that, so the write is not retried for an hour."""
+    call = snapshot("c" * 70, "org-long", 1)
+    activities = PersistenceActivities(settings_for_tests(database_url=database.url))
+    write = ActivityEnvironment().run(activities.persist_call, CallSnapshot(call=call, seq=1))
+    if database.dialect == "sqlite":  # SQLite does not enforce a VARCHAR's length
+        assert await write
+        return
+    with pytest.raises(ApplicationError) as refused:
+        await write
+    assert (refused.value.type, refused.value.non_retryable) == (NOT_STORABLE, True)
+    assert "too long" in refused.value.message
 
 
 def snapshot(call_id: str, organization_id: str, step: int) -> Call:
