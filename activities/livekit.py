@@ -383,7 +383,7 @@ class LiveKitTelephony:
         if info.attempt > 1 and not await self._agent_present(room):
             log.warning("attempt %s: the voice agent is gone; hanging up", request.attempt_id)
             await self.hang_up(room)
-            return ConverseResult(result="unknown", ended_by="system", end_reason="agent_lost")
+            return ConverseResult(result="unknown", ended_by="system")  # the agent is gone: no reason known
         activity.raise_complete_async()
 
     async def _agent_present(self, room: str) -> bool:

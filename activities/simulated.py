@@ -20,7 +20,6 @@ from temporalio.exceptions import ApplicationError
 from agent.prompt import interpolate
 from models import TranscriptEntry
 from models.assistant import CallAssistant
-from models.call import TRANSFERRED
 from models.common import DialError
 from models.workflow_io import (
     AnalysisResult,
@@ -199,8 +198,7 @@ class SimulatedTelephony:
             return ConverseResult(
                 result="ios-screening-filter",
                 transcript=[TranscriptEntry(role="user", content=screening)],
-                ended_by="agent",
-                end_reason="screening",
+                ended_by="agent",  # no end_reason: the client has no word for a screening assistant
                 hold_seconds=capped,
             )
         transcript = _human_conversation(assistant, request.prompt_variables, intent or "interested")
@@ -219,12 +217,11 @@ class SimulatedTelephony:
                 hold_seconds=capped,
             )
         if intent == "transfer" and assistant.transfer_phone_number:  # as the agent's transfer_to_human
-            mode = assistant.human_transfer_mode or "cold"
             return ConverseResult(
                 result="human",
                 transcript=transcript,
                 ended_by="agent",
-                end_reason=f"{TRANSFERRED}_{mode}",
+                end_reason="transfer",
                 hold_seconds=hold,
             )
         return ConverseResult(

@@ -29,8 +29,8 @@ from agent.config import AgentConfig, CallSpec
 from agent.control import CallControl, TransferFailed
 from agent.http_tools import CustomHttpTool
 from agent.prompt import build_instructions, interpolate
-from models.call import TRANSFERRED, TranscriptEntry
-from models.common import AttemptResult, EndedBy
+from models.call import TranscriptEntry
+from models.common import AttemptResult, EndedBy, EndReason
 from models.workflow_io import ConverseResult
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class CallState:
     detection: Detection | None = None
     human_reached: bool = False
     ended_by: EndedBy | None = None
-    end_reason: str | None = None
+    end_reason: EndReason | None = None
     hang_up: bool = True
     answered_at: datetime | None = None
     ended_at: datetime | None = None
@@ -76,7 +76,7 @@ class CallState:
             self.answered_at = self.clock()
             self.answered.set()
 
-    def end(self, ended_by: EndedBy, reason: str, *, hang_up: bool = True) -> None:
+    def end(self, ended_by: EndedBy, reason: EndReason | None, *, hang_up: bool = True) -> None:
         if self.ended.is_set():
             return
         self.ended_by, self.end_reason, self.hang_up = ended_by, reason, hang_up
@@ -102,7 +102,7 @@ class CallState:
             result=self.result(transcript),
             transcript=transcript,
             ended_by=self.ended_by or "user",
-            end_reason=self.end_reason or "user_hangup",
+            end_reason=self.end_reason or "client_initiated",  # the callee hung up
             answered_at=self.answered_at,
             ended_at=self.ended_at,
         )
@@ -301,7 +301,7 @@ class OutdialAgent(Agent):
         self.say_then_end(interpolate(message, self.variables) if message else None, "system", "max_duration")
 
     def say_then_end(
-        self, text: str | None, ended_by: EndedBy, reason: str, *, hang_up: bool = True
+        self, text: str | None, ended_by: EndedBy, reason: EndReason, *, hang_up: bool = True
     ) -> SpeechHandle | None:
         """Say `text` without allowing interruptions, then end the call (at once when there is none)."""
         if self.state.ended.is_set():
@@ -315,7 +315,7 @@ class OutdialAgent(Agent):
 
     async def cancel(self) -> None:
         """The order was cancelled: say the end-of-call sentence and hang up."""
-        self.say_then_end(self._end_sentence(), "system", "order_cancelled")
+        self.say_then_end(self._end_sentence(), "system", "participant_removed")
 
     async def listen_for_answering_machine(self, amd: AMD) -> None:
         """Wait for livekit-agents' AMD verdict on the greeting, then act on it."""
@@ -336,7 +336,7 @@ class OutdialAgent(Agent):
             return self.say_then_end(message, "agent", "voicemail")
         elif category == "machine-unavailable":
             self.state.detection = "voicemail"
-            self.state.end("agent", "voicemail_unavailable")
+            self.state.end("agent", "voicemail")  # no mailbox to leave a message in
         elif category == "machine-ivr" and looks_like_screening(transcript):
             self.state.detection = "screening"
             return self.session.generate_reply(
@@ -417,7 +417,7 @@ class OutdialAgent(Agent):
         self.state.human_reached = True
         mode = a.human_transfer_mode or "cold"
         # After a warm transfer the callee and the colleague share the room: leave it, don't close it.
-        self.state.end("agent", f"{TRANSFERRED}_{mode}", hang_up=mode == "cold")
+        self.state.end("agent", "transfer", hang_up=mode == "cold")
         raise StopResponse()
 
     async def _send_dtmf(self, context: RunContext, digits: str) -> str:

@@ -122,7 +122,7 @@ async def hold_the_call(
     state = agent.state
 
     def on_close(_: object) -> None:
-        state.end("user", "user_hangup", hang_up=False)
+        state.end("user", "client_initiated", hang_up=False)
 
     session.on("close", on_close)
     async with contextlib.AsyncExitStack() as stack:

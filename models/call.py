@@ -47,6 +47,7 @@ from models.common import (
     DialError,
     Direction,
     EndedBy,
+    KnownEndReason,
     Outcome,
     TranscriptRole,
 )
@@ -194,7 +195,7 @@ class CallAttempt(Record):
     result: AttemptResult | None = None
     started_at: Timestamp = None
     status: AttemptStatus = "queued"
-    end_reason: str | None = None
+    end_reason: KnownEndReason = None
     ended_by: EndedBy | None = None
     structured_output: dict[str, Any] | None = None
     transcript: list[TranscriptEntry] | None = None
@@ -213,8 +214,8 @@ class CallAttempt(Record):
 
     @property
     def transferred(self) -> bool:
-        """The agent handed the callee to a human (its end_reason says how: `transferred_cold|warm`)."""
-        return (self.end_reason or "").startswith(TRANSFERRED)
+        """The agent handed the callee to a human."""
+        return self.end_reason == "transfer"
 
 
 ORDER_WORKFLOW_PREFIX = "call-"
@@ -223,9 +224,6 @@ ORDER_WORKFLOW_PREFIX = "call-"
 def order_workflow_id(call_id: str) -> str:
     """A call order's CallOrderWorkflow id, `call-<call id>` (the workflow reads its call id back)."""
     return f"{ORDER_WORKFLOW_PREFIX}{call_id}"
-
-
-TRANSFERRED = "transferred"  # the end_reason prefix of an attempt the agent handed to a human
 
 
 CONTACT_FIELDS = ("company", "email", "first_name", "job_title", "last_name")

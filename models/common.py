@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import phonenumbers
 import pytz
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 
 def error_summary(
@@ -76,6 +76,53 @@ Outcome = Literal[
     "do_not_contact",
 ]
 EndedBy = Literal["agent", "user", "system"]
+# The official client's words for why an attempt ended (the seed types it as any string, its examples
+# from this list): most are LiveKit's disconnect reasons, lower-cased.
+EndReason = Literal[
+    "client_initiated",  # the callee hung up
+    "connection_timeout",
+    "human_takeover",
+    "ivr_no_navigate",
+    "max_duration",
+    "participant_removed",  # the order was cancelled: the call was taken down
+    "tool_end_call",
+    "transfer",  # handed to a human (the assistant's human_transfer_mode says warm or cold)
+    "user_inactive",
+    "user_rejected",
+    "user_unavailable",
+    "voicemail",
+    "speed_dial_abandoned",
+    "speed_dial_operator_missed",
+    "speed_dial_timeout",
+    "speed_dial_hangup",
+]
+END_REASONS: frozenset[str] = frozenset(get_args(EndReason))
+# What earlier versions wrote instead, still in stored attempts and in running orders' state, in the
+# client's words; what they wrote that has none (a step's failure, a screening assistant, a vanished
+# agent) reads as None.
+_EARLIER_END_REASONS = {
+    "transferred_warm": "transfer",
+    "transferred_cold": "transfer",
+    "order_cancelled": "participant_removed",
+    "user_hangup": "client_initiated",
+    "voicemail_unavailable": "voicemail",
+    "order_errored": None,
+    "screening": None,
+    "agent_lost": None,
+}
+
+
+def _in_the_clients_words(value: object) -> object:
+    """An end reason an earlier version wrote, read in the client's words. Any other string stays as it
+    is: the seed types the field as a string, and a newer voice agent's word must not stall its order."""
+    if not isinstance(value, str) or value in END_REASONS:
+        return value
+    if value.startswith(("dial failed: ", "conversation failed: ")):
+        return None
+    return _EARLIER_END_REASONS.get(value, value)
+
+
+KnownEndReason = Annotated[str | None, BeforeValidator(_in_the_clients_words)]
 TranscriptRole = Literal["user", "assistant", "tool"]
 FieldType = Literal["string", "number", "boolean", "enum", "date", "datetime"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

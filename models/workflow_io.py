@@ -6,7 +6,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from models.assistant import Assistant, CallAssistant
 from models.call import TranscriptEntry
-from models.common import AttemptResult, DialError, EndedBy, Outcome
+from models.common import AttemptResult, DialError, EndedBy, KnownEndReason, Outcome
 from models.retry import CallRetryConfig
 
 
@@ -70,7 +70,7 @@ class ConverseResult(BaseModel):
     result: AttemptResult
     transcript: list[TranscriptEntry] = Field(default_factory=list)
     ended_by: EndedBy | None = None
-    end_reason: str | None = None
+    end_reason: KnownEndReason = None
     recording_url: str | None = None
     # When the call itself says the callee picked up and the line closed (a real provider's clock);
     # None for simulated calls, whose times are the workflow's.

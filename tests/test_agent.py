@@ -327,7 +327,7 @@ async def test_with_several_destinations_the_agent_transfers_to_the_one_it_names
         state = await c.ended()
     assert "among: Sales, Support" in fake_llm.system_prompt()
     assert control.events == [("cold", "+33612345670")]  # Support's number, not the first one
-    assert (state.end_reason, state.hang_up) == ("transferred_cold", True)
+    assert (state.end_reason, state.hang_up) == ("transfer", True)
 
 
 async def test_a_destination_that_is_not_listed_is_refused_and_the_call_goes_on(
@@ -378,7 +378,7 @@ async def test_cancelling_the_order_says_goodbye_and_ends(fake_llm: FakeOpenAI) 
     async with call(fake_llm, make_spec(end_of_call_sentence="Sorry {{name}}, I must go.")) as c:
         await c.agent.cancel()
         state = await c.ended()
-        assert (state.ended_by, state.end_reason) == ("system", "order_cancelled")
+        assert (state.ended_by, state.end_reason) == ("system", "participant_removed")
         assert c.transcript()[-1].content == "Sorry Ada, I must go."
 
 
@@ -563,7 +563,7 @@ async def test_cold_transfer_refers_the_callee_through_livekit(fake_llm: FakeOpe
         "callee",
         "tel:+33612345679",
     )
-    assert (state.ended_by, state.end_reason, state.hang_up) == ("agent", "transferred_cold", True)
+    assert (state.ended_by, state.end_reason, state.hang_up) == ("agent", "transfer", True)
 
 
 async def test_failed_cold_transfer_returns_to_the_callee(fake_llm: FakeOpenAI) -> None:
@@ -604,7 +604,7 @@ async def test_warm_transfer_briefs_with_the_summary_instructions(fake_llm: Fake
     kind, number, summary, history = control.events[0]
     assert (kind, number, summary) == ("warm", "+33612345679", "Mention Ada's interest in solar panels.")
     assert "I have a billing question for a human." in history  # the colleague is briefed on the call
-    assert (state.end_reason, state.hang_up) == ("transferred_warm", False)  # callee and human stay
+    assert (state.end_reason, state.hang_up) == ("transfer", False)  # callee and human stay
 
 
 async def test_failed_warm_transfer_returns_to_the_callee(
@@ -1230,8 +1230,8 @@ async def test_cancelling_the_order_makes_the_agent_say_goodbye_and_hang_up(
         await handle.signal("cancel")
         result = await asyncio.wait_for(held, 20)  # the next heartbeat tells the agent
         order = await handle.result()
-    assert (result.ended_by, result.end_reason) == ("system", "order_cancelled")
+    assert (result.ended_by, result.end_reason) == ("system", "participant_removed")
     assert result.transcript[-1].content == "Bye now."  # said before hanging up
     assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(order.call_attempts[0].id)]
     assert order.status == "cancelled" and link.cancelled
-    assert order.call_attempts[0].end_reason == "order_cancelled"
+    assert order.call_attempts[0].end_reason == "participant_removed"

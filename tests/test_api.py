@@ -351,7 +351,7 @@ def test_the_clients_newer_fields_say_who_handled_the_call_and_who_the_contact_i
     call = finished(org.client, placed.id)
     transferred, voicemail = call.call_attempts
     assert (transferred.handled_by_ai, transferred.handled_by_human) == (True, True)
-    assert transferred.end_reason == "transferred_cold"
+    assert transferred.end_reason == "transfer"
     assert transferred.transcript[-1].content == "Of course, I'm transferring you to Sales."
     assert (voicemail.handled_by_ai, voicemail.handled_by_human) == (True, False)
     assert (call.contact.first_name, call.contact.company, call.contact.last_name) == ("Claire", "Acme", None)

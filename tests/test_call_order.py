@@ -306,7 +306,7 @@ async def test_a_callee_asking_for_a_person_is_transferred_only_where_there_is_a
         transferred = await (await start(time_env, task_queue, warm)).result()
         alone = await (await start(time_env, task_queue, order("human:transfer"))).result()
     first = transferred.call_attempts[0]
-    assert (first.end_reason, first.handled_by_ai, first.handled_by_human) == ("transferred_warm", True, True)
+    assert (first.end_reason, first.handled_by_ai, first.handled_by_human) == ("transfer", True, True)
     assert transferred.calls_count == 1 and transferred.status == "completed"
     last = alone.call_attempts[0]
     assert (last.end_reason, last.handled_by_ai, last.handled_by_human) == ("tool_end_call", True, False)
@@ -434,7 +434,7 @@ async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
     assert (attempt.status, attempt.ended_by, attempt.end_reason) == (
         "completed",
         "system",
-        "order_cancelled",
+        "participant_removed",
     )
     assert ended(attempt) - started(attempt) < timedelta(minutes=5)
 

@@ -27,6 +27,7 @@ from models import (
 from models.assistant import CanvasPosition, Voice
 from models.call import CONTACT_FIELDS, contact_of
 from models.campaign import CampaignCreateParams
+from models.common import END_REASONS
 
 EXAMPLE_PATH = Path(__file__).parent / "data" / "seed_call_example.json"
 PHONE = "+33612345678"
@@ -147,7 +148,40 @@ def test_an_attempt_stored_before_handled_by_existed_reads_back_with_them_derive
     assert (answered.handled_by_ai, answered.handled_by_human) == (True, False)
     transferred = attempt(answered_at="2025-06-02T09:30:00Z", end_reason="transferred_warm")
     assert (transferred.handled_by_ai, transferred.handled_by_human) == (True, True)
+    assert transferred.end_reason == "transfer"  # an earlier version's word, read in the client's
     assert attempt(answered_at="2025-06-02T09:30:00Z", handled_by_ai=False).handled_by_ai is False
+
+
+def test_end_reasons_are_the_official_clients_words() -> None:
+    """The client types `end_reason` as a closed list: a Call with any other word fails its strict
+    parse, and a client matching on `transfer` (the seed's example) would never match."""
+    from typing import get_args
+
+    from revox.types.call_retrieve_response import CallCallAttempt
+
+    clients = set(get_args(get_args(CallCallAttempt.model_fields["end_reason"].annotation)[0]))
+    assert END_REASONS == clients
+
+
+@pytest.mark.parametrize(
+    ("earlier", "now"),
+    [
+        ("transferred_cold", "transfer"),
+        ("order_cancelled", "participant_removed"),
+        ("user_hangup", "client_initiated"),
+        ("voicemail_unavailable", "voicemail"),
+        ("order_errored", None),
+        ("dial failed: SIP trunk unreachable", None),
+        ("screening", None),
+        ("voicemail", "voicemail"),
+        (None, None),
+    ],
+)
+def test_an_end_reason_an_earlier_version_stored_reads_in_the_clients_words(
+    earlier: str | None, now: str | None
+) -> None:
+    stored = CallAttempt.model_validate({"id": "a", "phone_number": PHONE, "end_reason": earlier})
+    assert stored.end_reason == now
 
 
 def test_response_keeps_unknown_keys() -> None:

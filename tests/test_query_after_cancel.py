@@ -112,7 +112,7 @@ async def test_queries_racing_cancel_then_a_fresh_worker_replays_every_phase(dev
     assert [finals[n].calls_count for n in phases] == [0, 0, 1, 1]
     for name in ("ringing", "ongoing"):
         attempt = finals[name].call_attempts[0]
-        assert (attempt.end_reason, attempt.ended_by) == ("order_cancelled", "system")
+        assert (attempt.end_reason, attempt.ended_by) == ("participant_removed", "system")
         assert attempt.status == ("error" if name == "ringing" else "completed")
 
     # A fresh worker, nothing cached: each query replays the order's whole history first.

@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         call_assistant_from,
     )
     from models.call import ORDER_WORKFLOW_PREFIX
-    from models.common import CallStatus, error_summary
+    from models.common import CallStatus, EndReason, error_summary
     from models.concurrency import PermitDeferral, PermitGrant
     from models.workflow_io import (
         AnalyzeRequest,
@@ -209,7 +209,7 @@ class CallOrderWorkflow:
 
     async def _close(self) -> Call:
         """The permit goes back, the final state is set, remembered and announced, and written."""
-        self._close_open_attempt("order_cancelled" if self.cancel_requested else "order_errored")
+        self._close_open_attempt("participant_removed" if self.cancel_requested else None)
         await self._give_back_permit()
         self._set_status(self._final_status())
         final = self.call()
@@ -653,11 +653,10 @@ class CallOrderWorkflow:
                 raise OrderFailed(_reason(err)) from err
             step = "dial" if attempt.status == "ringing" else "conversation"
             workflow.logger.warning("attempt %s: %s failed: %s", attempt.id, step, _reason(err))
-            self._end_attempt(
+            self._end_attempt(  # why, in the log: the client has no end_reason for a failed step
                 attempt,
                 status="error",
                 ended_by="system",
-                end_reason=f"{step} failed: {_reason(err)}",
                 **({"dial_error": "non_classified_error"} if step == "dial" else {}),
             )
             return None
@@ -693,7 +692,7 @@ class CallOrderWorkflow:
         attempt.ended_at = ended_at or workflow.now()  # the call's own end time when the provider knows it
         self._touch()
 
-    def _close_open_attempt(self, reason: str) -> None:
+    def _close_open_attempt(self, reason: EndReason | None) -> None:
         """An attempt interrupted by cancellation ends gracefully and stays on the record."""
         if self.attempts and self.attempts[-1].status in ("queued", "ringing", "ongoing"):
             attempt = self.attempts[-1]
