@@ -156,13 +156,14 @@ def validate_output(fields: Sequence[FieldLike], data: object) -> dict[str, Any]
     if missing := sorted(expected - set(data)):
         raise InvalidReply(f"missing properties {missing}")
     for field in fields:
-        problem = _field_problem(field, data[field.name])
+        problem = field_problem(field, data[field.name])
         if problem:
             raise InvalidReply(f"{field.name}: {problem}")
     return data
 
 
-def _field_problem(field: FieldLike, value: object) -> str | None:
+def field_problem(field: FieldLike, value: object) -> str | None:
+    """What is wrong with `value` for `field`, or None when it fits."""
     if value is None:
         return "is required and may not be null" if field.required else None
     kind = field.type

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
+from activities.analysis import FieldLike, field_problem, validate_output
 from agent.prompt import interpolate
 from models import TranscriptEntry
 from models.assistant import CallAssistant
@@ -182,15 +183,22 @@ class SimulatedTelephony:
                 end_reason="voicemail",
                 hold_seconds=capped,
             )
+        menu: list[TranscriptEntry] = []  # the phone menu the agent went through to reach the person
         if kind == "ivr":
-            menu = "Welcome. For sales, press 1. For support, press 2. To repeat this menu, press 9."
-            return ConverseResult(
-                result="IVR",
-                transcript=[TranscriptEntry(role="user", content=menu)],
-                ended_by="agent",
-                end_reason="ivr_no_navigate",
-                hold_seconds=capped,
-            )
+            menu = [TranscriptEntry(role="user", content=_MENU)]
+            if not assistant.ivr_navigation_enabled:
+                return ConverseResult(
+                    result="IVR",
+                    transcript=menu,
+                    ended_by="agent",
+                    end_reason="ivr_no_navigate",
+                    hold_seconds=capped,
+                )
+            menu += [  # as the voice agent does: the key for a person, then the tool saying one answered
+                _tool_call("send_dtmf", {"digits": "1"}, "pressed 1"),
+                TranscriptEntry(role="user", content="Sales, how can I help?"),
+                _tool_call("human_reached", {}, "Noted: a person is on the line. Start the conversation."),
+            ]
         if kind == "ios-screening-filter":
             screening = (
                 "Hi, if you record your name and reason for calling, I'll see if this person is available."
@@ -201,7 +209,7 @@ class SimulatedTelephony:
                 ended_by="agent",  # no end_reason: the client has no word for a screening assistant
                 hold_seconds=capped,
             )
-        transcript = _human_conversation(assistant, request.prompt_variables, intent or "interested")
+        transcript = menu + _human_conversation(assistant, request.prompt_variables, intent or "interested")
         if capped < hold:  # the call is cut at the assistant's limit, as the voice agent does
             message = assistant.max_duration_end_message
             transcript[-1:] = (
@@ -231,6 +239,15 @@ class SimulatedTelephony:
             end_reason="tool_end_call",
             hold_seconds=hold,
         )
+
+
+_MENU = "Welcome. For sales, press 1. For support, press 2. To repeat this menu, press 9."
+
+
+def _tool_call(name: str, arguments: dict[str, str], output: str) -> TranscriptEntry:
+    return TranscriptEntry(
+        role="tool", content=name, tool_name=name, tool_arguments=arguments, tool_output=output
+    )
 
 
 def _human_conversation(
@@ -276,7 +293,9 @@ def _human_conversation(
 
 
 def _sample_value(kind: str, options: list[str] | None, given: str | None) -> str:
-    if given:
+    """What the simulated callee says for a field: the prompt variable of its name when it has one (an
+    enum's only when it is an option), else a sample of the field's type."""
+    if given and (kind != "enum" or given in (options or [])):
         return given
     return {
         "number": "42",
@@ -295,7 +314,6 @@ _OUTCOME_RULES: tuple[tuple[str, str], ...] = (
     ("all sorted", "completed"),
     ("interested", "interested"),
 )
-_DETAIL = re.compile(r"(?:^|;)\s*([a-z][a-z0-9_]*)\s*:\s*([^;]+)")
 
 
 class SimulatedAnalyzer:
@@ -313,20 +331,37 @@ class SimulatedAnalyzer:
         summary = f"[simulated analyzer] Rule-based outcome from the callee's words: \u201c{quote}\u201d"
         fields = request.assistant.structured_output_config or []
         structured = None
-        if fields:
-            found = {k: v.strip() for s in said for k, v in _DETAIL.findall(s)}
-            structured = {f.name: _coerce(f.type, found.get(f.name)) for f in fields}
+        if fields:  # held to the config as a model's reply is (activities/analysis.py)
+            structured = validate_output(fields, {f.name: _extracted(f, said) for f in fields})
         return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)  # type: ignore[arg-type]
 
 
-def _coerce(kind: str, value: str | None) -> object:
-    if value is None:
-        return None
-    if kind == "number":
+def _extracted(field: FieldLike, said: list[str]) -> object:
+    """The field's value from the callee's last `name: value` for it, of the field's type; a required
+    field the callee did not give a value of that type gets a sample one, as a model must give one."""
+    detail = re.compile(rf"(?:^|;)\s*{re.escape(field.name)}\s*:\s*([^;]+)")
+    heard = [match.group(1).strip() for line in said for match in detail.finditer(line)]
+    candidates = heard[-1:] + (
+        [_sample_value(field.type, field.enum_options, None)] if field.required else []
+    )
+    for candidate in candidates:
+        value = _coerce(field, candidate)
+        if value is not None and field_problem(field, value) is None:
+            return value
+    return None
+
+
+def _coerce(field: FieldLike, value: str) -> object:
+    if field.type == "number":
         try:
-            return float(value) if "." in value else int(value)
+            number = float(value)
         except ValueError:
             return None
-    if kind == "boolean":
+        if not math.isfinite(number):
+            return None
+        return int(number) if number.is_integer() and "." not in value else number
+    if field.type == "boolean":
         return value.lower() in ("yes", "true", "1")
+    if field.type == "enum":  # the option the callee named, whatever its case
+        return next((o for o in field.enum_options or [] if o.casefold() == value.casefold()), None)
     return value

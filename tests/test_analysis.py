@@ -26,7 +26,7 @@ from activities.analysis import (
 )
 from activities.calls import CallActivities
 from activities.providers import analyzer_from
-from activities.simulated import SimulatedTelephony
+from activities.simulated import SimulatedAnalyzer, SimulatedTelephony, _human_conversation
 from activities.sms import SmsWriteRequest
 from models import Assistant, CallCreateParams, FieldSpecRecord, call_assistant_from
 from models.workflow_io import AnalysisResult, AnalyzeRequest
@@ -498,3 +498,40 @@ def _attempts_within_patience() -> int:
         attempts += 1
         interval = min(interval * ANALYZE_RETRY.backoff_coefficient, cap)
     return attempts
+
+
+async def test_the_simulated_analyzer_holds_to_the_structured_output_config_as_a_model_must() -> None:
+    """Whatever a field's name (capitals, spaces, dashes), the simulated callee's `name: value` is found;
+    a prompt variable outside an enum's options is not taken; a required field always has a value: the
+    simulated analyzer's output passes the check the real one's replies must pass."""
+    fields = [
+        {"name": "Company", "type": "string", "required": True},
+        {"name": "first name", "type": "string", "required": False},
+        {"name": "plan", "type": "enum", "required": True, "enum_options": ["basic", "pro"]},
+        {"name": "wants-demo", "type": "boolean", "required": True},
+        {"name": "Seats", "type": "number", "required": False},
+        {"name": "demo_date", "type": "date", "required": True},
+    ]
+    spec = Assistant.model_validate({"prompt": "Offer a demo.", "structured_output_config": fields})
+    assistant = call_assistant_from(spec, id="a", organization_id="org_local", now=NOW)
+    variables = {"Company": "Acme", "first name": "Ada", "plan": "enterprise", "Seats": "12"}
+    transcript = _human_conversation(assistant, variables, "interested")
+    analysis = await SimulatedAnalyzer().analyze(
+        AnalyzeRequest(
+            call_id="call-1",
+            attempt_id="attempt-1",
+            assistant=assistant,
+            transcript=transcript,
+            to_phone_number="+33612345678",
+            from_phone_number="+33159000000",
+        )
+    )
+    assert analysis.structured_output == {
+        "Company": "Acme",
+        "first name": "Ada",
+        "plan": "basic",  # "enterprise" is no option: the callee names the first one
+        "wants-demo": True,
+        "Seats": 12,
+        "demo_date": "2026-12-01",
+    }
+    assert validate_output(assistant.structured_output_config, analysis.structured_output)

@@ -519,3 +519,23 @@ async def test_call_query_has_the_seed_shape_while_waiting(time_env, task_queue)
     assert attributes["CallStatus"] == "scheduled" and attributes["ConcurrencyKey"] == "team-a"
     assert attributes["ToPhoneNumber"] == "+33612345678" and attributes["AttemptCount"] == 0
     assert abs((attributes["NextAttemptAt"] - tomorrow).total_seconds()) < 1
+
+
+async def test_a_phone_menu_is_navigated_to_a_person_only_when_the_assistant_may(time_env, task_queue):
+    """`ivr_navigation_enabled`: the simulated agent presses the menu's key and talks to the person who
+    answers (a human reached: no retry); without it, the attempt ends `ivr_no_navigate` and is retried."""
+
+    async def run(navigate: bool) -> Call:
+        params = order("ivr,human")
+        assert params.assistant is not None
+        params.assistant = params.assistant.model_copy(update={"ivr_navigation_enabled": navigate})
+        return await (await start(time_env, task_queue, params)).result()
+
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        navigated, not_navigated = await run(True), await run(False)
+    [attempt] = navigated.call_attempts
+    assert (attempt.result, attempt.end_reason, navigated.outcome) == ("human", "tool_end_call", "interested")
+    assert attempt.transcript is not None
+    assert [t.tool_name for t in attempt.transcript if t.role == "tool"][:2] == ["send_dtmf", "human_reached"]
+    first = not_navigated.call_attempts[-1]
+    assert (not_navigated.calls_count, first.result, first.end_reason) == (2, "IVR", "ivr_no_navigate")
