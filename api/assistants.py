@@ -101,14 +101,13 @@ async def retrieve_assistant(id: str, context: Context, principal: Authenticated
 def _update(
     database: Database, settings: Settings, organization_id: str, assistant_id: str, changes: dict[str, Any]
 ) -> AssistantRecord:
-    record = _owned(database, organization_id, assistant_id)
-    merged = {**record.config, "name": record.name, **changes}
-    assistant = validate_body(AssistantCreateParams, merged)
-    _check_caller_id(database, settings, organization_id, assistant)
-    record.name = assistant.name
-    record.config = _config(assistant)
-    record.updated_at = utcnow()
-    return store.save_assistant(database, record)
+    def write(record: AssistantRecord) -> AssistantRecord | None:
+        assistant = validate_body(AssistantCreateParams, {**record.config, "name": record.name, **changes})
+        _check_caller_id(database, settings, organization_id, assistant)
+        values = {"name": assistant.name, "config": _config(assistant)}
+        return store.update_if_unchanged(database, record, values)
+
+    return store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
 
 
 @router.patch(

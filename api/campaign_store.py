@@ -24,6 +24,7 @@ from activities.persistence import (
     find_assistant,
     resolve_caller_id,
 )
+from api import store
 from api.errors import ApiError, not_found, unprocessable, validate_body
 from models import Assistant, Call, CallAssistant, CallCampaign, CallRetryConfig, RetryConfigRecord
 from models.campaign import (
@@ -217,27 +218,26 @@ def update_campaign(
     database: Database, settings: Settings, organization_id: str, campaign_id: str, changes: dict[str, Any]
 ) -> CampaignRecord:
     """Partial update, validated as a whole (null clears; a null max falls back to the default)."""
-    record = get_campaign(database, organization_id, campaign_id)
-    current = {
-        "name": record.name,
-        "call_retry_config": record.call_retry_config,
-        "from_phone_number": record.from_phone_number,
-        "max_concurrent_calls": record.max_concurrent_calls,
-    }
-    merged = validate_body(CampaignUpdateParams, {**current, **changes})
-    resolve(database, settings, organization_id, record.assistant_id, merged.from_phone_number, None)
-    with database.session() as session:
-        stored = session.get(CampaignRecord, record.id)
-        assert stored is not None
-        stored.name = merged.name or record.name
-        stored.call_retry_config = (
-            merged.call_retry_config.model_dump(mode="json") if merged.call_retry_config else None
-        )
-        stored.from_phone_number = merged.from_phone_number
-        stored.max_concurrent_calls = merged.max_concurrent_calls or DEFAULT_MAX_CONCURRENT_CALLS
-        stored.updated_at = utcnow()
-        session.commit()
-        return stored
+
+    def write(record: CampaignRecord) -> CampaignRecord | None:
+        current = {
+            "name": record.name,
+            "call_retry_config": record.call_retry_config,
+            "from_phone_number": record.from_phone_number,
+            "max_concurrent_calls": record.max_concurrent_calls,
+        }
+        merged = validate_body(CampaignUpdateParams, {**current, **changes})
+        resolve(database, settings, organization_id, record.assistant_id, merged.from_phone_number, None)
+        retry = merged.call_retry_config
+        values = {
+            "name": merged.name or record.name,
+            "call_retry_config": retry.model_dump(mode="json") if retry else None,
+            "from_phone_number": merged.from_phone_number,
+            "max_concurrent_calls": merged.max_concurrent_calls or DEFAULT_MAX_CONCURRENT_CALLS,
+        }
+        return store.update_if_unchanged(database, record, values)
+
+    return store.updating(lambda: get_campaign(database, organization_id, campaign_id), write, "campaign")
 
 
 def set_flags(

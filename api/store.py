@@ -4,15 +4,16 @@ scoped to one organization."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import asc, delete, desc, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from activities.persistence import find_assistant
+from api.errors import ApiError
 from api.schemas import CallFilters
 from models.tables import (
     AssistantRecord,
@@ -239,6 +240,45 @@ def save_assistant(database: Database, record: AssistantRecord) -> AssistantReco
         record = session.merge(record)
         session.commit()
         return record
+
+
+UPDATE_ATTEMPTS = 5
+
+
+Versioned = TypeVar("Versioned", AssistantRecord, CampaignRecord)
+
+
+def update_if_unchanged(database: Database, read: Versioned, values: dict[str, Any]) -> Versioned | None:
+    """Write `values` to the row `read` came from if nobody wrote it since (its `updated_at`): a partial
+    update merged into a stale read would undo a concurrent one's changes, or bring a deleted row back.
+    The updated row, or None when it changed or went meanwhile (read it again: `updating`)."""
+    model = type(read)
+    now = max(utcnow(), read.updated_at + timedelta(microseconds=1))  # always a new version
+    with database.session() as session:
+        written = session.execute(
+            update(model)
+            .where(
+                model.id == read.id,
+                model.organization_id == read.organization_id,
+                model.updated_at == read.updated_at,
+            )
+            .values(**values, updated_at=now)
+        )
+        session.commit()
+        if not written.rowcount:  # type: ignore[attr-defined]
+            return None
+        return session.get(model, read.id, populate_existing=True)
+
+
+def updating(
+    read: Callable[[], Versioned], write: Callable[[Versioned], Versioned | None], what: str
+) -> Versioned:
+    """Read, merge and write until the write finds the row as read (`update_if_unchanged`); a row
+    that went meanwhile is the read's 404."""
+    for _ in range(UPDATE_ATTEMPTS):
+        if (updated := write(read())) is not None:
+            return updated
+    raise ApiError(409, "conflict", f"the {what} kept changing during this update: send it again")
 
 
 def delete_assistant(database: Database, organization_id: str, assistant_id: str) -> bool:

@@ -33,9 +33,11 @@ from activities.persistence import (
     write_call,
 )
 from activities.simulated import SimulatedAnalyzer
+from api import campaign_store
 from api.auth import ensure_phone_number, issue_api_key
 from api.store import insert_call
 from models import Assistant, Call, CallAttempt, call_assistant_from
+from models.campaign import CampaignContact, CampaignCreateParams
 from models.tables import (
     AssistantRecord,
     CallAttemptRecord,
@@ -357,3 +359,62 @@ def test_an_unprepared_state_keeps_what_the_placeholder_resolved(database: Datab
     kept = Call.model_validate(order.call)
     assert (order.seq, kept.status, kept.from_phone_number) == (1, "errored", "+33159000001")
     assert kept.assistant is not None and kept.assistant.id == "asst-1"
+
+
+def test_concurrent_partial_updates_keep_each_others_changes(database: Database) -> None:
+    """Two PATCHes of different fields, at once, twenty times over: both changes are kept every time,
+    for an assistant and for a campaign (each merged its change into its own read and wrote every field
+    back, so one undid the other)."""
+    from api.assistants import _create, _update
+    from api.campaign_store import get_campaign, update_campaign
+    from api.schemas import AssistantCreateParams
+
+    settings = settings_for_tests(database_url=database.url)
+    org = f"org-{uuid.uuid4()}"
+    assistant = _create(database, settings, org, AssistantCreateParams(name="a", prompt="p"))
+    params = CampaignCreateParams(
+        name="c", assistant_id=assistant.id, contacts=[CampaignContact(to_phone_number="+33612345678")]
+    )
+    campaign, _ = campaign_store.create_campaign(database, settings, org, params)
+    with ThreadPoolExecutor(4) as pool:
+        for n in range(20):
+            changes = [
+                pool.submit(_update, database, settings, org, assistant.id, {"name": f"name {n}"}),
+                pool.submit(_update, database, settings, org, assistant.id, {"prompt": f"prompt {n}"}),
+                pool.submit(update_campaign, database, settings, org, campaign.id, {"name": f"name {n}"}),
+                pool.submit(
+                    update_campaign, database, settings, org, campaign.id, {"max_concurrent_calls": n + 1}
+                ),
+            ]
+            for change in changes:
+                change.result()
+            stored = store_of_assistant(database, org, assistant.id)
+            assert (stored.name, stored.config["prompt"]) == (f"name {n}", f"prompt {n}")
+            kept = get_campaign(database, org, campaign.id)
+            assert (kept.name, kept.max_concurrent_calls) == (f"name {n}", n + 1)
+
+
+def test_an_update_read_before_a_delete_does_not_bring_the_row_back(database: Database) -> None:
+    from api import store
+    from api.assistants import _create, _update
+    from api.errors import ApiError
+    from api.schemas import AssistantCreateParams
+
+    settings = settings_for_tests(database_url=database.url)
+    org = f"org-{uuid.uuid4()}"
+    assistant = _create(database, settings, org, AssistantCreateParams(name="a", prompt="p"))
+    read = store_of_assistant(database, org, assistant.id)
+    assert store.delete_assistant(database, org, assistant.id)
+    assert store.update_if_unchanged(database, read, {"name": "back"}) is None
+    assert store.get_assistant(database, org, assistant.id) is None
+    with pytest.raises(ApiError) as refused:
+        _update(database, settings, org, assistant.id, {"name": "back"})
+    assert refused.value.status == 404
+
+
+def store_of_assistant(database: Database, org: str, assistant_id: str) -> AssistantRecord:
+    from api import store
+
+    record = store.get_assistant(database, org, assistant_id)
+    assert record is not None
+    return record
