@@ -30,6 +30,7 @@ from api.schemas import Success
 from api.unicode import UnicodeRoute
 from models import RetryConfigRecord, Timestamp
 from models.campaign import (
+    MAX_CONTACTS,
     CampaignCreateParams,
     CampaignInput,
     CampaignLaunchParams,
@@ -308,7 +309,7 @@ async def get_rows(
     id: str,
     context: Context,
     principal: Authenticated,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_CONTACTS)] = 0,  # past the last row there is none
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> JSONResponse:
     """Every row (or `limit` from `offset`) with its call as last persisted; skipped rows say why."""

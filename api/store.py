@@ -140,7 +140,9 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
 def _order(filters: CallFilters) -> list[Any]:
     column = _SORT_COLUMNS[filters.sort_by or "created_at"]
     direction = asc if filters.sort_direction == "asc" else desc
-    return [direction(column), direction(CallOrderRecord.id)]
+    # Calls without the value (no outcome yet, no scheduled_at) last either way, on every database:
+    # PostgreSQL and SQLite put NULL at opposite ends by default, so pages differed between them.
+    return [direction(column).nulls_last(), direction(CallOrderRecord.id)]
 
 
 def search_calls(

@@ -61,6 +61,12 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     assert [r.phone_number for r in rows] == ["+33612345601", "+33612345602", "+1555"]
     assert rows[0].call.status == "not_launched" and rows[2].call is None
     assert rows[1].input_data == {"name": "Oliver", "rank": "2"}
+    assert [
+        r.phone_number for r in client.campaigns.get_rows(campaign_id, extra_query={"offset": 2}).rows
+    ] == ["+1555"]
+    with pytest.raises(revox.UnprocessableEntityError) as refused:  # past an int64 it was a 500 on SQLite
+        client.campaigns.get_rows(campaign_id, extra_query={"offset": 2**63})
+    assert refused.value.body["error"]["details"][0]["loc"] == ["query", "offset"]
     not_launched = client.call.search(**no_filters(campaign_ids=[campaign_id], statuses=["not_launched"]))
     assert not_launched.total_count == 2
 

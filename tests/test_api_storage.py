@@ -418,3 +418,23 @@ def store_of_assistant(database: Database, org: str, assistant_id: str) -> Assis
     record = store.get_assistant(database, org, assistant_id)
     assert record is not None
     return record
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_calls_without_the_sorted_value_come_last_on_every_database(
+    database: Database, direction: str
+) -> None:
+    """Sorted by outcome, calls with none are last both ways, on SQLite as on PostgreSQL (whose defaults
+    put NULL at opposite ends: the same search paged differently on each)."""
+    from api.schemas import CallFilters
+    from api.store import search_calls
+
+    org = f"org-{uuid.uuid4()}"
+    outcomes = [None, "interested", None, "not_interested"]
+    for outcome in outcomes:
+        call = snapshot(f"call-{uuid.uuid4()}", org, 1).model_copy(update={"outcome": outcome})
+        write_call(database, call, 1)
+    filters = CallFilters(sort_by="outcome", sort_direction=direction)  # type: ignore[arg-type]
+    found, total = search_calls(database, org, filters)
+    expected = ["interested", "not_interested"] if direction == "asc" else ["not_interested", "interested"]
+    assert (total, [c.outcome for c in found]) == (4, [*expected, None, None])
