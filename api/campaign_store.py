@@ -338,15 +338,17 @@ def select_for_launch(
             response.skipped.active += 1
     with database.session() as session:
         for start in range(0, len(launch), CHUNK):
+            chunk = launch[start : start + CHUNK]
             marked = session.execute(
                 update(CampaignRowRecord)
                 .where(
-                    CampaignRowRecord.id.in_(launch[start : start + CHUNK]),  # type: ignore[union-attr]
+                    CampaignRowRecord.id.in_(chunk),  # type: ignore[union-attr]
                     CampaignRowRecord.state == "not_launched",  # a concurrent launch took it: not twice
                 )
                 .values(state="pending", scheduled_at=params.scheduled_at)
             )
             response.launched += marked.rowcount  # type: ignore[attr-defined]
+            response.skipped.active += len(chunk) - marked.rowcount  # type: ignore[attr-defined]
         stored = session.get(CampaignRecord, campaign.id)
         assert stored is not None
         stored.launched_at = stored.launched_at or utcnow()

@@ -438,3 +438,35 @@ def test_calls_without_the_sorted_value_come_last_on_every_database(
     found, total = search_calls(database, org, filters)
     expected = ["interested", "not_interested"] if direction == "asc" else ["not_interested", "interested"]
     assert (total, [c.outcome for c in found]) == (4, [*expected, None, None])
+
+
+def test_rows_a_concurrent_launch_took_are_counted_active(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two launches at once: each row is launched once, and the launch that lost a row to the other
+    counts it `active`, as a later launch would (it answered launched 0 and skipped nothing at all)."""
+    from api.assistants import _create
+    from api.schemas import AssistantCreateParams
+    from models.campaign import CampaignLaunchParams
+
+    settings = settings_for_tests(database_url=database.url)
+    org = f"org-{uuid.uuid4()}"
+    assistant = _create(database, settings, org, AssistantCreateParams(name="a", prompt="p"))
+    contacts = [CampaignContact(to_phone_number=f"+3361234560{n}") for n in range(3)]
+    params = CampaignCreateParams(name="c", assistant_id=assistant.id, contacts=contacts)
+    campaign, _ = campaign_store.create_campaign(database, settings, org, params)
+    launch = CampaignLaunchParams(mode="ai_first")
+    read_rows = campaign_store.rows_with_calls
+    other: list[Any] = []
+
+    def read_then_the_other_launch_runs(*args: Any, **kwargs: Any) -> Any:
+        rows = read_rows(*args, **kwargs)
+        if not other:  # the other launch marks every row between this one's read and its marking
+            other.append(None)  # (the other launch reads the rows too: it must not start a third)
+            other[0] = campaign_store.select_for_launch(database, org, campaign.id, launch)
+        return rows
+
+    monkeypatch.setattr(campaign_store, "rows_with_calls", read_then_the_other_launch_runs)
+    this = campaign_store.select_for_launch(database, org, campaign.id, launch)
+    assert (other[0].launched, other[0].skipped.active) == (3, 0)
+    assert (this.launched, this.skipped.active) == (0, 3)
