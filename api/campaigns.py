@@ -224,12 +224,15 @@ async def steer_campaign(
     signal: str,
 ) -> None:
     """Record the request (paused / cancelled), then signal the campaign's workflow (starting it if
-    it ended): it tells the orders. Shared by the API and the CLI."""
+    it ended): it tells the orders. Shared by the API and the CLI. A cancel is signalled again however
+    often it is asked: one recorded before its signal failed (a 503, which clients retry) would else
+    never reach the workflow, and the campaign would call every row."""
     record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
-    if record.is_cancelled:
+    if record.is_cancelled and signal != "cancel":
         raise ApiError(409, "conflict", f"campaign {campaign_id} is cancelled")
-    flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
-    record = await asyncio.to_thread(store.set_flags, database, record, **flags)
+    if not record.is_cancelled:
+        flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
+        record = await asyncio.to_thread(store.set_flags, database, record, **flags)
     await signal_campaign(client, settings, record, signal, orders_paused=None)
 
 
