@@ -228,6 +228,7 @@ class CampaignActivities:
     @activity.defn(name="campaign_launch_rows")
     async def campaign_launch_rows(self, request: LaunchRowsRequest) -> LaunchRowsResult:
         """Start the next pending rows' orders, then mark them launched (idempotent, see module)."""
+        activity.heartbeat()
         campaign, batch, rows_left = await asyncio.to_thread(pending_rows, self.database, request)
         if campaign is None:
             return LaunchRowsResult(found=False)
@@ -252,6 +253,7 @@ class CampaignActivities:
                     result.started += 1
                 except WorkflowAlreadyStartedError:
                     result.already_started += 1
+            activity.heartbeat(result.started + result.already_started)
 
         orders = [(row, item) for row, item in batch if isinstance(item, CallCreateParams)]
         await asyncio.gather(*(start(row, params) for row, params in orders))

@@ -284,6 +284,10 @@ class CampaignInput(BaseModel):
     # (about 29,000 waiters fit; see models.concurrency.SemaphoreState.pack).
     max_in_flight: int = Field(default=10_000, ge=1)
     in_flight_recheck_seconds: float = Field(default=60.0, gt=0)
+    # How long a batch of starts may go without a word before it is tried again: a start takes
+    # milliseconds, so only a batch whose worker died goes that long (its 2-minute timeout alone held
+    # its rows that long).
+    launch_heartbeat_seconds: float = Field(default=20.0, gt=0)
     state: CampaignState | None = None
 
 

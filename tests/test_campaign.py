@@ -28,7 +28,7 @@ from models.campaign import (
 )
 from models.retry import CallRetryConfig
 from models.tables import AssistantRecord, CampaignRowRecord, Database, DoNotContactRecord, utcnow
-from tests.helpers import eventually, settings_for_tests, start_campaign
+from tests.helpers import current_details, eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
 from workflows import schedule
@@ -240,3 +240,42 @@ async def test_a_cancel_recorded_when_temporal_could_not_be_reached_is_delivered
     with pytest.raises(ApiError) as refused:
         await steer_campaign(*steer, "resume")  # type: ignore[arg-type]
     assert refused.value.status == 409 and signals == ["lost", "cancel"]
+
+
+async def test_a_batch_whose_worker_died_is_tried_again_within_seconds(
+    time_env, task_queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try of the batch starts its orders, then goes silent as a killed worker does (before
+    marking its rows): the next try starts within the heartbeat timeout, not after the batch's 2-minute
+    timeout, finds the orders started and counts them; the Web UI shows them all started."""
+    import threading
+
+    from activities import campaigns as launching
+
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign, _ = create(database, settings, contacts(4))
+    store.select_for_launch(database, ORG, campaign.id, CampaignLaunchParams(mode="ai_first"))
+    real_mark, released, tries = launching.mark_launched, threading.Event(), []
+
+    def dies_the_first_time(*args: Any) -> None:
+        tries.append(None)
+        if len(tries) == 1:
+            released.wait(60)  # the dead worker's thread, let go when the test ends
+            raise RuntimeError("this worker was killed")
+        real_mark(*args)
+
+    monkeypatch.setattr(launching, "mark_launched", dies_the_first_time)
+    client = time_env.client
+    try:
+        async with create_worker(client, task_queue=task_queue, settings=settings):
+            began = await time_env.get_current_time()
+            handle = await start_campaign(client, campaign.id, ORG, task_queue, launch_heartbeat_seconds=2)
+            progress = await handle.result()
+            took = await time_env.get_current_time() - began
+            details = await current_details(handle)
+    finally:
+        released.set()
+    assert len(tries) == 2 and took < timedelta(seconds=30)  # the batch's own timeout is 2 minutes
+    assert (progress.started, progress.already_started) == (0, 4)
+    assert "4 orders started" in details

@@ -115,6 +115,7 @@ class CampaignWorkflow:
                 task_queue=workflow.info().task_queue,
             ),
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=self.input.launch_heartbeat_seconds),  # a dead worker's batch
             retry_policy=DB_RETRY,
             summary=f"start up to {granted} orders after row #{self.progress.cursor}",
         )
@@ -208,8 +209,9 @@ class CampaignWorkflow:
         self._show()
 
     def _show(self) -> None:
-        """The Web UI's current details: the phase and how far the launch went (each run shows its own)."""
-        started = self.progress.started
+        """The Web UI's current details: the phase and how far the launch went (each run shows its own;
+        orders an earlier try of a batch started before its worker died count as started)."""
+        started = self.progress.started + self.progress.already_started
         workflow.set_current_details(
             f"**{self.progress.phase}**: {started} order{'s' * (started != 1)} started, "
             f"cursor at row #{self.progress.cursor}"
