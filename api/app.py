@@ -17,7 +17,17 @@ from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
-from api import account, assistants, call_records, calls, campaigns, phone_numbers, voices, webhooks
+from api import (
+    account,
+    assistants,
+    call_records,
+    calls,
+    campaigns,
+    orphans,
+    phone_numbers,
+    voices,
+    webhooks,
+)
 from api.context import ApiContext
 from api.errors import install_error_handlers
 from models.settings import Settings
@@ -52,7 +62,11 @@ def create_app(
             await asyncio.to_thread(database.migrate)  # else on first use, by every request until it works
         except OperationalError as err:
             log.warning("%s (answering 503 until it is up)", unavailable(database.url, err))
-        yield
+        sweeper = asyncio.create_task(orphans.sweeping(context))  # rows of starts a killed API never made
+        try:
+            yield
+        finally:
+            sweeper.cancel()
 
     app = FastAPI(
         max_body_size=MAX_BODY_BYTES,

@@ -214,7 +214,7 @@ async def _start(
 ) -> bool:
     """Start the order's workflow (with `start_signal`: signal-with-start); already started (a retried
     request) counts as started, and so does a start that failed but reached Temporal
-    (`_started_after_all`). False only when it was already there and, given a signal, had ended.
+    (`started_after_all`). False only when it was already there and, given a signal, had ended.
 
     REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
     client: Client = await context.temporal()
@@ -237,7 +237,7 @@ async def _start(
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
-        started = await _started_after_all(client, call_id)
+        started = await started_after_all(client, call_id)
         if started:
             log.warning("call %s: its start failed (%s) but Temporal has it: started", call_id, err.message)
             return True
@@ -275,7 +275,7 @@ class StartUnknown(ApiError):
         return ApiError(503, "unavailable", f"{self.reason}: retry it, it is this order, not a second one")
 
 
-async def _started_after_all(client: Client, call_id: str) -> bool | None:
+async def started_after_all(client: Client, call_id: str) -> bool | None:
     """Whether a start that failed (timed out, its connection lost) reached Temporal all the same, only
     its answer lost; None when Temporal cannot say (it is down). Its workflow id is this order's alone, so
     if the workflow is there, the order is started: answering 503 would have the client retry (the

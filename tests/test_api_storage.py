@@ -45,6 +45,7 @@ from models.tables import (
     Database,
     PhoneNumberRecord,
     ensure_organization,
+    utcnow,
 )
 from models.workflow_io import DialRequest, DialResult, PrepareRequest
 from tests.helpers import settings_for_tests
@@ -470,3 +471,53 @@ def test_rows_a_concurrent_launch_took_are_counted_active(
     this = campaign_store.select_for_launch(database, org, campaign.id, launch)
     assert (other[0].launched, other[0].skipped.active) == (3, 0)
     assert (this.launched, this.skipped.active) == (0, 3)
+
+
+async def test_rows_of_orders_a_killed_api_never_started_are_forgotten(database: Database, time_env) -> None:
+    """`POST /call` writes its row while the workflow starts: killed in between, it leaves a row that
+    said `initializing` for ever and that no signal could reach. Such a row, old enough that no start
+    can still be on its way and with no workflow in Temporal, is deleted; every other row is kept."""
+    from api.context import ApiContext
+    from api.orphans import ORPHANED_AFTER, forget_orphans
+
+    settings = settings_for_tests(database_url=database.url)
+    org = f"org-{uuid.uuid4()}"
+    old = utcnow() - ORPHANED_AFTER - timedelta(seconds=1)
+
+    def placeholder(written: datetime, **columns: Any) -> str:
+        call_id = str(uuid.uuid4())
+        call = Call(
+            id=call_id,
+            created_at=written,
+            updated_at=written,
+            organization_id=org,
+            status="initializing",
+            to_phone_number="+33612345678",
+            from_phone_number="+33159000000",
+        ).with_derived_fields()
+        row = {
+            "id": call_id,
+            **call_columns(call, 0),
+            "params": None,
+            "idempotency_key": None,
+            "request_hash": None,
+        }
+        assert insert_call(database, row | columns) is None
+        return call_id
+
+    orphan = placeholder(old)
+    young = placeholder(utcnow())
+    keyed = placeholder(
+        old, idempotency_key="retry-me", request_hash="h", params={"phone_number": "+33612345678"}
+    )
+    kept = placeholder(old, params={"phone_number": "+33612345678"})  # a start Temporal could not account for
+    started = placeholder(old)
+    await time_env.client.start_workflow(
+        "CallOrderWorkflow", {"phone_number": "+33612345678"}, id=f"call-{started}", task_queue=f"idle-{org}"
+    )
+    context = ApiContext(settings, database, time_env.client)
+    assert await forget_orphans(context) == [orphan]
+    with database.session() as session:
+        left = set(session.scalars(select(CallOrderRecord.id).where(CallOrderRecord.organization_id == org)))
+    assert left == {young, keyed, kept, started}
+    await time_env.client.get_workflow_handle(f"call-{started}").terminate("test over")
