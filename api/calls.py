@@ -498,19 +498,28 @@ async def retrieve_call(id: str, context: Context, principal: Authenticated) -> 
     return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
 
 
+_SIGNALLED = {"cancel": "cancelled", "pause": "paused", "resume": "resumed", "force_now": "called now"}
+
+
+def signal_refused(call_id: str, status: str, signal: str) -> str | None:
+    """Why an order in `status` takes no `signal` (the workflow would ignore it): said rather than
+    answered as a success, by the API (409) and the CLI (exit 2) alike."""
+    if status in TERMINAL_STATUSES:
+        return f"call {call_id} is {status}; it can no longer be {_SIGNALLED[signal]}"
+    if signal != "resume" and status == "post_processing":
+        return f"call {call_id} is post_processing: its calls are over, nothing to {signal.replace('_', ' ')}"
+    return None
+
+
 async def _signal(context: ApiContext, organization_id: str, call_id: str, signal: str) -> JSONResponse:
     record = await _owned_call(context, organization_id, call_id)
-    verb = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}[signal]
+    verb = _SIGNALLED[signal]
     # The live status: an order that has ended but not yet written it (closing) is over all the same.
     status = (
         record.status if record.status in TERMINAL_STATUSES else (await current_call(context, record)).status
     )
-    if status in TERMINAL_STATUSES:
-        raise ApiError(409, "conflict", f"call {record.id} is {status}; it can no longer be {verb}")
-    if signal != "resume" and status == "post_processing":
-        raise ApiError(  # the workflow ignores it then: say so rather than answer a success
-            409, "conflict", f"call {record.id} is post_processing: its calls are over, nothing to {signal}"
-        )
+    if refused := signal_refused(record.id, status, signal):
+        raise ApiError(409, "conflict", refused)
     client = await context.temporal()
     try:
         await client.get_workflow_handle(order_workflow_id(record.id)).signal(signal)

@@ -30,6 +30,7 @@ from revox import AsyncRevox, Revox
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, WorkflowService
+from typer.testing import CliRunner
 
 from activities import persistence
 from activities.simulated import SimulatedAnalyzer
@@ -45,7 +46,7 @@ from models.settings import Settings
 from models.tables import Database, DoNotContactRecord, utcnow
 from models.workflow_io import AnalysisResult, AnalyzeRequest
 from tests.helpers import eventually, free_ports, settings_for_tests
-from workers import create_worker
+from workers import cli, create_worker
 
 T = TypeVar("T")
 POSTGRES_URL = os.environ.get("OUTDIAL_TEST_POSTGRES_URL")
@@ -445,6 +446,15 @@ def test_cancel_or_pause_once_the_calls_are_over_is_a_conflict_and_the_order_com
             org.client.call.cancel(call_id)
         with pytest.raises(revox.ConflictError, match="nothing to pause"):
             org.client.call.pause(call_id)
+        env = {  # and so does the CLI, rather than "sent" for a signal the order ignores
+            "OUTDIAL_CONFIG": "/dev/null",
+            "OUTDIAL_CODEC_KEY": "plaintext",
+            "TEMPORAL_ADDRESS": org.stack.settings.temporal_address,
+            "TEMPORAL_NAMESPACE": org.stack.settings.temporal_namespace,
+        }
+        for signal in ("cancel", "pause", "force-now"):
+            refused = CliRunner().invoke(cli.app, [signal, call_id], env=env)
+            assert refused.exit_code == 2 and "is post_processing" in refused.output, refused.output
     finally:
         release.set()
     call = finished(org.client, call_id)

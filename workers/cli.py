@@ -24,7 +24,7 @@ from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.webhook_secrets import (
@@ -35,7 +35,7 @@ from activities.webhook_secrets import (
 )
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
-from api.calls import DEFAULT_RETRY, refuse_far_future, refuse_no_common_window
+from api.calls import DEFAULT_RETRY, refuse_far_future, refuse_no_common_window, signal_refused
 from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from api.schemas import CallCreateBody
@@ -501,7 +501,16 @@ def _stored_call(call_id: str) -> Call | None:
 def _signal_command(signal: str, doc: str) -> None:
     def command(call_id: str) -> None:
         async def send(client: Client) -> None:
-            await _handle(client, call_id).signal(signal)
+            handle = _handle(client, call_id)
+            status = None
+            with contextlib.suppress(RPCError, WorkflowQueryFailedError):  # no answer: signal all the same
+                status = await handle.query("status", rpc_timeout=QUERY_TIMEOUT)
+            if status and (
+                refused := signal_refused(handle.id.removeprefix(ORDER_WORKFLOW_PREFIX), status, signal)
+            ):
+                Console(stderr=True).print(f"[red]{escape(refused)}[/]", soft_wrap=True)  # as the API's 409
+                raise typer.Exit(2)
+            await handle.signal(signal)
             console.print(f"{signal.replace('_', '-')} sent to {call_id}")
 
         _on_the_order(call_id, send)
