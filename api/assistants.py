@@ -12,7 +12,7 @@ from activities.persistence import UnknownCallerId, assistant_view, caller_ids, 
 from api import store
 from api.auth import Authenticated
 from api.context import Context
-from api.errors import ERRORS, not_found, unprocessable, validate_body
+from api.errors import ERRORS, errors, not_found, unprocessable, validate_body
 from api.schemas import (
     AssistantCreateParams,
     AssistantListResponse,
@@ -111,7 +111,7 @@ def _update(
 
 
 @router.patch(
-    "/assistants/{id}", response_model=AssistantResponse, responses=ERRORS, summary="Update an assistant"
+    "/assistants/{id}", response_model=AssistantResponse, responses=errors(409), summary="Update an assistant"
 )
 async def update_assistant(
     id: str,

@@ -163,7 +163,7 @@ async def retrieve_campaign(id: str, context: Context, principal: Authenticated)
     return JSONResponse({"campaign": await context.db(campaign_view, context.database, record)})
 
 
-@router.patch("/campaigns/{id}", responses=ERRORS, summary="Update a campaign")
+@router.patch("/campaigns/{id}", responses=errors(409), summary="Update a campaign")
 async def update_campaign(
     id: str,
     context: Context,
