@@ -37,7 +37,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.sms import MAX_SMS_CHARS, SmsWriteRequest
-from activities.url_guard import UnsafeUrlError, check_url, guarded_httpx2_client
+from activities.url_guard import UnresolvedHost, UnsafeUrlError, check_url, guarded_httpx2_client
 from agent.prompt import interpolate
 from models.assistant import (
     CustomLlmModelRecord,
@@ -533,6 +533,10 @@ async def _check_endpoint_url(endpoint: Endpoint, allow_private: bool) -> None:
     except UnsafeUrlError as err:
         raise ApplicationError(
             f"{endpoint.label}: api_url refused: {err}", type=UNSAFE_URL, non_retryable=True
+        ) from None
+    except UnresolvedHost as err:  # the name may resolve on the next try, as any network failure
+        raise ApplicationError(
+            f"{endpoint.label}: endpoint unreachable ({err})", type=ANALYSIS_UNAVAILABLE
         ) from None
 
 

@@ -16,6 +16,7 @@ Use it from other parts (the agent's custom tools) as `guarded_client(allow_priv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import socket
@@ -31,6 +32,12 @@ class UnsafeUrlError(ValueError):
     """The URL may not be fetched: wrong scheme, no host, or it resolves to a non-public address."""
 
 
+class UnresolvedHost(OSError):
+    """The host's name could not be resolved now: a network failure like any other (a DNS server that
+    failed once must not stop a webhook for good), retried as one; through a guarded client it is
+    the HTTP library's ConnectError."""
+
+
 def unsafe_reason(address: str) -> str | None:
     """Why `address` (an IP literal) must not be reached, or None when it is a public address."""
     ip: IpAddress = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
@@ -40,6 +47,7 @@ def unsafe_reason(address: str) -> str | None:
             return unsafe_reason(str(embedded))
     for label, flag in (
         ("unspecified", ip.is_unspecified),
+        ("site-local", getattr(ip, "is_site_local", False)),  # fec0::/10: deprecated, not global
         ("loopback", ip.is_loopback),
         ("link-local (cloud metadata lives here)", ip.is_link_local),
         ("private", ip.is_private),
@@ -71,7 +79,7 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
-        raise UnsafeUrlError(f"cannot resolve {host!r}: {err.strerror}") from None
+        raise UnresolvedHost(f"cannot resolve {host!r}: {err.strerror}") from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise UnsafeUrlError(f"{host!r} has no address")
@@ -125,14 +133,21 @@ def _guarded_transport_class(http: ModuleType) -> type[Any]:
             if url.scheme not in ("http", "https") or not url.host:
                 raise UnsafeUrlError(f"scheme {url.scheme!r} is not allowed (http or https only)")
             port = url.port or (443 if url.scheme == "https" else 80)
-            addresses = await resolve_checked(url.host, port, allow_private=self.allow_private)
+            try:
+                addresses = await resolve_checked(url.host, port, allow_private=self.allow_private)
+            except UnresolvedHost as err:
+                raise http.ConnectError(str(err), request=request) from err
             key = (url.scheme, url.host, port)
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = http.AsyncHTTPTransport(**self._options)
-            request.url = url.copy_with(host=addresses[0])  # the Host header keeps the original name
             if url.scheme == "https":  # SNI and certificate checks use the original name
                 request.extensions = {**request.extensions, "sni_hostname": url.host}
+            for address in addresses[:-1]:  # each checked address in turn, as a client connecting by name
+                request.url = url.copy_with(host=address)  # the Host header keeps the original name
+                with contextlib.suppress(http.ConnectError):  # nothing was sent: the next one may answer
+                    return await pool.handle_async_request(request)
+            request.url = url.copy_with(host=addresses[-1])
             return await pool.handle_async_request(request)
 
         async def aclose(self) -> None:

@@ -4,12 +4,15 @@ do-not-contact memory. Every server is local (127.0.0.1) and speaks the real pro
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from temporalio.client import WorkflowExecutionStatus
@@ -598,6 +601,7 @@ async def test_an_orders_slack_message_goes_to_each_channel_and_only_a_failure_i
         ("100.100.100.200", "not globally routable"),
         ("::ffff:127.0.0.1", "loopback"),
         ("0.0.0.0", "unspecified"),
+        ("fec0::1", "site-local"),
         ("8.8.8.8", None),
         ("2606:4700:4700::1111", None),
     ],
@@ -632,6 +636,37 @@ async def test_guarded_client_pins_the_checked_address_and_keeps_the_host_header
             with pytest.raises(UnsafeUrlError):
                 await client.get(f"http://localhost:{port}/")
     assert response.text == "ok" and seen == [f"localhost:{port}"]
+
+
+async def test_a_name_that_fails_to_resolve_once_is_a_connection_failure_and_each_address_is_tried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DNS server failing once is a network failure (retried, as a receiver that is down is), not a
+    refused URL (final: the webhook was dropped for good); and a name whose first address does not
+    answer is reached at the next, as a client connecting by name would."""
+    real = asyncio.get_running_loop().getaddrinfo
+    answers: list[list[str] | None] = [None, ["127.0.0.2", "127.0.0.1"]]
+
+    async def resolver(host: str, port: int, **kwargs: Any) -> Any:
+        if host != "hooks.example":
+            return await real(host, port, **kwargs)
+        addresses = answers.pop(0)
+        if addresses is None:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    monkeypatch.setattr(type(asyncio.get_running_loop()), "getaddrinfo", lambda _, *a, **k: resolver(*a, **k))
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers["Host"])
+
+    async with serve(lambda app: app.router.add_get("/", handle)) as base:
+        port = base.rsplit(":", 1)[1]
+        async with guarded_client(allow_private=True) as client:
+            with pytest.raises(httpx.ConnectError, match="cannot resolve"):
+                await client.get(f"http://hooks.example:{port}/")
+            response = await client.get(f"http://hooks.example:{port}/")  # 127.0.0.2 refuses: then .1
+    assert response.text == f"hooks.example:{port}"
 
 
 # --- do not contact ---------------------------------------------------------------------------------
