@@ -224,8 +224,11 @@ class NotifyActivities:
         }
         target = describe_url(url)
         try:
-            async with guarded_client(allow_private=self.settings.allow_private_urls, timeout=15) as client:
-                response = await client.post(url, content=body, headers=headers)
+            async with (
+                guarded_client(allow_private=self.settings.allow_private_urls, timeout=15) as client,
+                client.stream("POST", url, content=body, headers=headers) as response,
+            ):
+                pass  # its status is all we read: a receiver's body, of any size, is never loaded
         except UnsafeUrlError as err:
             raise ApplicationError(
                 f"webhook_url refused: {err}", type=UNSAFE_URL, non_retryable=True

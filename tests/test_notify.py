@@ -282,6 +282,26 @@ async def test_webhook_gone_is_final_other_errors_retry_and_no_secret_is_final()
     assert len(gone.deliveries) == 2
 
 
+async def test_a_webhook_answer_is_not_read_past_its_status() -> None:
+    """A receiver answering 200 with an endless body: the delivery is done at its status line (the
+    whole answer was read into the worker's memory, however large)."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while True:
+            await response.write(b"x" * 65536)
+
+    async with serve(lambda app: app.router.add_post("/hook", endless)) as base:
+        acts, _ = activities()
+        delivery = ActivityEnvironment().run(
+            acts.deliver_webhook, NotifyRequest(call=final_call(webhook_url=f"{base}/hook"))
+        )
+        result = await asyncio.wait_for(delivery, timeout=10)
+    assert (result.status, result.detail) == ("sent", "HTTP 200 on attempt 1")
+
+
 # --- email ------------------------------------------------------------------------------------------
 
 
