@@ -28,7 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.slack import SimulatedSlack, SlackMessage, SlackPoster, slack_text
-from activities.sms import SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
+from activities.sms import MAX_SMS_CHARS, SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
 from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
 from activities.webhook_secrets import DatabaseWebhookSecrets
 from agent.prompt import interpolate
@@ -352,6 +352,7 @@ class NotifyActivities:
         return await self._send_sms(call, "voicemail_sms", text, f"{call.id}:voicemail-sms")
 
     async def _send_sms(self, call: Call, channel: Channel, text: str, key: str) -> NotifyResult:
+        text = text[:MAX_SMS_CHARS]  # every SMS: the voicemail one is the assistant's text, unbounded
         if not text:
             return NotifyResult(channel=channel, status="skipped", detail="empty message")
         sender = self.settings.sms_from_phone_number or call.from_phone_number

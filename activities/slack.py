@@ -160,7 +160,14 @@ def slack_values(call: Call, call_url: str | None) -> dict[str, str]:
         "contact_name": name,
         "contact_line": line,  # "Claire Dupont, CTO, Acme, claire@acme.example"
     }
-    return {**(call.prompt_variables or {}), **{k: _text(v) for k, v in found.items()}, **documented}
+    values = {**(call.prompt_variables or {}), **{k: _text(v) for k, v in found.items()}, **documented}
+    return {name: _escaped(value) for name, value in values.items()}
+
+
+def _escaped(value: str) -> str:
+    """A value as Slack's mrkdwn shows it as written: what the callee said must not become a mention
+    (`<!channel>`) or a disguised link (`<https://...|text>`); the operator's template is markup."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def slack_text(call: Call, template: str | None, call_url: str | None) -> str:

@@ -25,6 +25,7 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 SMS_REJECTED = "SmsRejected"  # the provider refused the message for good (bad number, opted out, ...)
+SMS_UNCERTAIN = "SmsUncertain"  # sent to the provider, no answer: maybe sent, so never sent again
 MAX_SMS_CHARS = 480  # three concatenated segments
 
 
@@ -90,8 +91,9 @@ class SimulatedSmsOutbox:
 class TwilioSms:
     """Twilio's Messages API: POST /2010-04-01/Accounts/{sid}/Messages.json, form-encoded, Basic auth.
 
-    Twilio has no idempotency key for sending, so delivery is at-least-once across activity retries;
-    only failures before Twilio accepted the message are retried (429 and 5xx), every 4xx is final.
+    Twilio has no idempotency key for sending, so a message is sent again only when Twilio surely did
+    not take it: no connection, 429 and 5xx are retried, every 4xx is final, and so is a request sent
+    but not answered (it may have been sent: at most once). A 2xx is sent, whatever its body.
     """
 
     name = "twilio"
@@ -115,17 +117,37 @@ class TwilioSms:
         try:
             async with httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client:
                 response = await client.post(url, data=form)
-        except httpx.HTTPError as err:
+        except httpx.ReadTimeout as err:  # sent, unanswered: sending it again could text the callee twice
+            raise self._uncertain(err) from None
+        except (httpx.ConnectError, httpx.TimeoutException, httpx.WriteError) as err:  # never got it whole
             raise ApplicationError(
                 f"Twilio unreachable: {type(err).__name__}", type="SmsUnavailable"
             ) from None
-        if response.status_code in (200, 201):
-            body = response.json()
-            return SmsReceipt(provider=self.name, id=str(body.get("sid")), status=str(body.get("status")))
+        except httpx.HTTPError as err:  # sent, its answer lost (the connection dropped, say)
+            raise self._uncertain(err) from None
+        if response.is_success:
+            try:
+                body = response.json()
+            except ValueError:  # taken all the same (a proxy's page, say): not to be sent again
+                body = {}
+            return SmsReceipt(
+                provider=self.name,
+                id=str(body.get("sid", "unknown")),
+                status=str(body.get("status", "accepted")),
+            )
         detail = _twilio_error(response)
         if response.status_code == 429 or response.status_code >= 500:
             raise ApplicationError(f"Twilio: {detail}", type="SmsUnavailable")
         raise ApplicationError(f"Twilio refused the SMS: {detail}", type=SMS_REJECTED, non_retryable=True)
+
+    @staticmethod
+    def _uncertain(err: httpx.HTTPError) -> ApplicationError:
+        return ApplicationError(
+            f"Twilio did not answer the SMS it was sent ({type(err).__name__}): it may have been sent, "
+            "and is not sent again",
+            type=SMS_UNCERTAIN,
+            non_retryable=True,
+        )
 
 
 def _twilio_error(response: httpx.Response) -> str:

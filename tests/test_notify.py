@@ -36,7 +36,7 @@ from activities.notify import (
     verify_signature,
 )
 from activities.slack import SlackMessage, SlackWebApi, slack_text
-from activities.sms import SimulatedSmsOutbox, SmsMessage, TemplateSmsWriter, TwilioSms
+from activities.sms import MAX_SMS_CHARS, SimulatedSmsOutbox, SmsMessage, TemplateSmsWriter, TwilioSms
 from activities.url_guard import UnsafeUrlError, check_url, guarded_client, unsafe_reason
 from models import CallCreateParams
 from tests.helpers import eventually, settings_for_tests
@@ -412,6 +412,41 @@ async def test_twilio_adapter_speaks_the_messages_api() -> None:
     assert (unavailable.value.type, unavailable.value.non_retryable) == ("SmsUnavailable", False)
 
 
+async def test_twilio_answers_that_leave_it_unknown_whether_it_sent_are_not_sent_again() -> None:
+    """Taken (2xx) with a body that is not JSON: sent. Sent and not answered in time: maybe sent, so
+    final (a retry texted the callee twice). Never reached: retried."""
+    replies: list[Any] = ["<html>proxy</html>", "slow"]
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.post()
+        reply = replies.pop(0)
+        if reply == "slow":
+            await asyncio.sleep(2)
+        return web.Response(text="<html>proxy</html>", status=201, content_type="text/html")
+
+    message = SmsMessage(to="+33612345678", from_="+33159000000", body="Hello", idempotency_key="k")
+    async with serve(
+        lambda app: app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handle)
+    ) as base:
+        sms = TwilioSms("AC0123456789", "auth-token-0123456789", base_url=base, timeout=0.5)
+        receipt = await sms.send(message)
+        with pytest.raises(ApplicationError) as unanswered:
+            await sms.send(message)
+    with pytest.raises(ApplicationError) as unreachable:
+        await sms.send(message)  # the server is gone: nothing sent
+    assert (receipt.id, receipt.status) == ("unknown", "accepted")
+    assert (unanswered.value.type, unanswered.value.non_retryable) == ("SmsUncertain", True)
+    assert (unreachable.value.type, unreachable.value.non_retryable) == ("SmsUnavailable", False)
+
+
+async def test_every_sms_is_held_to_its_length() -> None:
+    """The voicemail SMS is the assistant's own text: it is cut as the after-call one is."""
+    acts, outbox = activities()
+    call = final_call(outcome=None, results=("voicemail",), voicemail_sms_prompt="x" * 2000)
+    result = await ActivityEnvironment().run(acts.send_voicemail_sms, NotifyRequest(call=call))
+    assert result.status == "sent" and [len(m.body) for m in outbox.sent.values()] == [MAX_SMS_CHARS]
+
+
 async def order_and_notifications(
     env: Any, task_queue: str, settings: Any, params: CallCreateParams, call_id: str
 ) -> tuple[Any, NotificationsReport]:
@@ -494,6 +529,20 @@ def test_the_slack_message_fills_the_placeholders_the_client_documents() -> None
     )
     assert slack_text(call, None, None) == (  # the default, its empty lines (no call_url) dropped
         "*interested*: call to +33612345678\nClaire, Acme\nShe asked for the details."
+    )
+
+
+def test_what_the_callee_said_cannot_become_slack_markup() -> None:
+    """A mention or a disguised link in the values filled in (a callee's name, the summary) shows as
+    written; the operator's template keeps its own markup."""
+    call = final_call(results=("human",))
+    call.call_attempts[0].structured_output = {"first_name": "Claire <!channel>"}
+    call.outcome_summary = "<https://evil.example/phish|Open the CRM record> & more"
+    call = call.with_derived_fields()
+    text = slack_text(call, "<{{call_url}}|Call> {{first_name}}: {{summary}}", "http://ui/c?a=1&b=2")
+    assert text == (
+        "<http://ui/c?a=1&amp;b=2|Call> Claire &lt;!channel&gt;: "
+        "&lt;https://evil.example/phish|Open the CRM record&gt; &amp; more"
     )
 
 
