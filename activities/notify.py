@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Sequence
 from email.message import EmailMessage
+from email.utils import getaddresses
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
@@ -263,9 +264,30 @@ class NotifyActivities:
                 channel="email", status="skipped", detail="no SMTP server (OUTDIAL_SMTP_HOST)"
             )
         message = outcome_email(call, sender=self.settings.smtp_from)
+        # Each address once: those an earlier try delivered to (its heartbeat) are not sent it again.
+        details = activity.info().heartbeat_details if activity.in_activity() else []
+        delivered: set[str] = set(details[0]) if details else set()
+        recipients = [a for _, a in getaddresses([str(message["To"])]) if a and a not in delivered]
+        refused = await self._smtp_send(message, recipients)
+        delivered |= set(recipients) - set(refused)
+        later = sorted(address for address, (code, _) in refused.items() if 400 <= code < 500)
+        if later:  # "try again later": those, and only those, on the next try
+            activity.heartbeat(sorted(delivered))
+            raise ApplicationError(f"SMTP deferred {', '.join(later)}", type="EmailUnavailable")
+        never = {address: f"{code} {text}" for address, (code, text) in refused.items()}
+        if not delivered:
+            raise ApplicationError(
+                f"SMTP refused the recipients: {never}", type=EMAIL_REJECTED, non_retryable=True
+            )
+        detail = str(message["Message-ID"]) + (f"; refused for good: {never}" if never else "")
+        return NotifyResult(channel="email", status="sent", detail=detail)
+
+    async def _smtp_send(self, message: EmailMessage, recipients: list[str]) -> dict[str, tuple[int, str]]:
+        """Send `message` to `recipients`; the ones the server refused, with its code and words."""
         try:
-            await aiosmtplib.send(
+            refused, _ = await aiosmtplib.send(
                 message,
+                recipients=recipients,
                 hostname=self.settings.smtp_host,
                 port=self.settings.smtp_port,
                 username=self.settings.smtp_username,
@@ -274,10 +296,8 @@ class NotifyActivities:
                 start_tls=self.settings.smtp_tls == "starttls",
                 timeout=30,
             )
-        except aiosmtplib.SMTPRecipientsRefused as err:
-            raise ApplicationError(
-                f"SMTP refused the recipient: {err}", type=EMAIL_REJECTED, non_retryable=True
-            ) from None
+        except aiosmtplib.SMTPRecipientsRefused as err:  # every one of them
+            return {r.recipient: (r.code, r.message) for r in err.recipients}
         except aiosmtplib.SMTPResponseException as err:
             final = 500 <= err.code < 600
             raise ApplicationError(
@@ -291,7 +311,7 @@ class NotifyActivities:
                 f"{type(err).__name__}",
                 type="EmailUnavailable",
             ) from None
-        return NotifyResult(channel="email", status="sent", detail=str(message["Message-ID"]))
+        return {address: (answer.code, answer.message) for address, answer in refused.items()}
 
     @activity.defn(name="post_to_slack")
     async def post_to_slack(self, request: SlackRequest) -> NotifyResult:

@@ -5,6 +5,7 @@ do-not-contact memory. Every server is local (127.0.0.1) and speaks the real pro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -341,6 +342,49 @@ async def test_email_to_an_unreachable_smtp_server_is_retried() -> None:
     with pytest.raises(ApplicationError) as unavailable:
         await ActivityEnvironment().run(acts.send_outcome_email, NotifyRequest(call=call))
     assert (unavailable.value.type, unavailable.value.non_retryable) == ("EmailUnavailable", False)
+
+
+class Choosy(MailSink):
+    """Refuses `busy@` once with 450 (try later) and `gone@` always with 550 (no such mailbox)."""
+
+    deferred = False
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        if address.startswith("gone@"):
+            return "550 no such mailbox"
+        if address.startswith("busy@") and not self.deferred:
+            self.deferred = True
+            return "450 mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_an_address_the_server_defers_is_sent_the_email_later_and_once() -> None:
+    """Three addresses, one deferred (450), one refused for good (550): the retry sends to the deferred
+    one only, and the result names the one refused for good (it was reported sent, to one address)."""
+    sink = Choosy()
+    server = await start_mail_sink(sink, port=0)
+    port = server.sockets[0].getsockname()[1]
+    heartbeats: list[Any] = []
+    try:
+        acts, _ = activities(smtp_host="127.0.0.1", smtp_port=port)
+        call = final_call(
+            email_notification_address="sales@example.com,busy@example.com,gone@example.com",
+            email_notification_outcomes=["interested"],
+        )
+        first = ActivityEnvironment()
+        first.on_heartbeat = lambda *details: heartbeats.append(details)
+        with pytest.raises(ApplicationError) as deferred:
+            await first.run(acts.send_outcome_email, NotifyRequest(call=call))
+        again = ActivityEnvironment()  # the next try, with what the first one recorded
+        again.info = dataclasses.replace(again.info, attempt=2, heartbeat_details=heartbeats[-1])
+        sent = await again.run(acts.send_outcome_email, NotifyRequest(call=call))
+    finally:
+        server.close()
+    assert (deferred.value.type, deferred.value.non_retryable) == ("EmailUnavailable", False)
+    assert "busy@example.com" in deferred.value.message
+    assert sink.recipients == [["sales@example.com"], ["busy@example.com"]]
+    assert sent.status == "sent" and "gone@example.com" in sent.detail and "550" in sent.detail
 
 
 # --- SMS --------------------------------------------------------------------------------------------
