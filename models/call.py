@@ -57,6 +57,11 @@ from models.common import (
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
+def is_call_id(value: str) -> bool:
+    """A call id as the API makes them: a UUID, canonical and lowercase (its workflow: `call-<it>`)."""
+    return bool(_UUID.fullmatch(value)) and value == value.lower()
+
+
 def _check_uuid(value: str) -> str:
     """A UUID in its canonical 8-4-4-4-12 form; stored lowercase."""
     if not _UUID.fullmatch(value):

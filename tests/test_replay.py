@@ -35,4 +35,7 @@ async def test_recorded_history_replays(path: Path) -> None:
         workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
     )
     recorded = path.read_text()  # noqa: ASYNC240 - a small local file
-    await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, recorded))  # raises on nondeterminism
+    workflow_id = path.stem.removesuffix("-continued")  # a later run of the same workflow
+    await replayer.replay_workflow(
+        WorkflowHistory.from_json(workflow_id, recorded)
+    )  # raises on nondeterminism

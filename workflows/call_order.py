@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
@@ -47,8 +48,8 @@ with workflow.unsafe.imports_passed_through():
         RetryConfigRecord,
         call_assistant_from,
     )
-    from models.call import ORDER_WORKFLOW_PREFIX
-    from models.common import CallStatus, EndReason, error_summary
+    from models.call import ORDER_WORKFLOW_PREFIX, is_call_id
+    from models.common import CallStatus, EndReason
     from models.concurrency import PermitDeferral, PermitGrant
     from models.workflow_io import (
         AnalyzeRequest,
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareRequest,
     )
     from workflows.concurrency import DEFER_SIGNAL, GRANT_SIGNAL, PermitHolder, organization_key
+    from workflows.inputs import admitted_input, signal_argument
     from workflows.notify import CallNotificationsWorkflow, notifications_workflow_id
 
 # Dial errors that no retry can fix; every other unanswered attempt is worth another try.
@@ -89,6 +91,9 @@ CLOSING_OUTLIVES_CANCELLATION = "closing-outlives-cancellation"
 # A concurrency key is the organization's own: its semaphore is `concurrency-<organization id>:<key>`;
 # before, every organization saying "trunk" shared one limit (and could set or exhaust another's).
 CONCURRENCY_PER_ORGANIZATION = "concurrency-per-organization"
+# An order whose workflow id is not `call-<call id>` (a lowercase UUID) fails at once; before, it rang
+# and was stored under an id the API could never reach (an empty one, for the id `call-`).
+CALL_ID_CHECKED = "call-id-checked"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -122,13 +127,24 @@ def admitted(order: RawValue) -> CallCreateParams:
     """The order as the API admits it. One started another way (the Temporal CLI or Web UI, a client of
     its own) with a body the API would refuse fails at once, non-retryable, naming the fields; decoded
     by the SDK instead, it would fail every workflow task, forever, and never say so to its sender."""
+    return admitted_input(CallCreateParams, order, INVALID_ORDER)
+
+
+def memo_of(name: str, type_hint: Any, default: Any) -> Any:
+    """A memo value the order reads, held to its type: one of another shape (set by hand) fails the
+    order at once, named, rather than every workflow task (or, for a string, passing as another)."""
     try:
-        return workflow.payload_converter().from_payload(order.payload, CallCreateParams)
-    except ValidationError as err:  # the messages, not the values given: those may be secrets (headers)
-        fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        value = workflow.memo_value(name, default, type_hint=type_hint)
+    except Exception as err:  # noqa: BLE001 — the converter's error, whatever the shape given
+        reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else type(err).__name__
         raise ApplicationError(
-            f"invalid call order: {error_summary(fields)}", fields, type=INVALID_ORDER, non_retryable=True
+            f"invalid memo {name}: {reason}", type=INVALID_ORDER, non_retryable=True
         ) from None
+    if type_hint is str and not isinstance(value, str):
+        raise ApplicationError(
+            f"invalid memo {name}: a string expected", type=INVALID_ORDER, non_retryable=True
+        )
+    return value
 
 
 @workflow.defn(name="CallOrderWorkflow")
@@ -136,11 +152,19 @@ class CallOrderWorkflow:
     @workflow.init
     def __init__(self, order: RawValue) -> None:
         self.params = params = admitted(order)
-        self.call_id = workflow.info().workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
-        self.organization_id = str(workflow.memo_value("organization_id", DEFAULT_ORGANIZATION))
+        workflow_id = workflow.info().workflow_id
+        self.call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
+        named = workflow_id.startswith(ORDER_WORKFLOW_PREFIX) and is_call_id(self.call_id)
+        if not named and workflow.patched(CALL_ID_CHECKED):  # (a valid id records no marker)
+            raise ApplicationError(
+                f"invalid workflow id {workflow_id!r}: a call order's is call-<call id>, a lowercase UUID",
+                type=INVALID_ORDER,
+                non_retryable=True,
+            )
+        self.organization_id: str = memo_of("organization_id", str, DEFAULT_ORGANIZATION)
         # A campaign's order: its campaign, and the campaign's call_retry_config (over the assistant's).
-        self.campaign = workflow.memo_value("campaign", None, type_hint=CallCampaign)
-        self.retry_override = workflow.memo_value("call_retry_config", None, type_hint=CallRetryConfig)
+        self.campaign = memo_of("campaign", CallCampaign, None)
+        self.retry_override = memo_of("call_retry_config", CallRetryConfig, None)
         self.status: CallStatus = "initializing"
         self.order: PreparedOrder | None = None
         self.attempts: list[CallAttempt] = []  # oldest first; the Call shows them most recent first
@@ -148,9 +172,7 @@ class CallOrderWorkflow:
         self.outcome_summary: str | None = None
         self.error: str | None = None
         # When the order was placed: the API's clock, which POST /call answered (memo), else now.
-        self.created_at: datetime = (
-            workflow.memo_value("created_at", None, type_hint=datetime) or workflow.now()
-        )
+        self.created_at: datetime = memo_of("created_at", datetime, None) or workflow.now()
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
@@ -563,13 +585,15 @@ class CallOrderWorkflow:
         self.paused = False
 
     @workflow.signal(name=GRANT_SIGNAL)
-    def concurrency_granted(self, grant: PermitGrant) -> None:
-        if self.permits:
+    def concurrency_granted(self, *args: Any) -> None:  # one PermitGrant (`signal_argument`)
+        grant = signal_argument(PermitGrant, args, GRANT_SIGNAL)
+        if self.permits and grant:
             self.permits.on_grant(grant)
 
     @workflow.signal(name=DEFER_SIGNAL)
-    def concurrency_deferred(self, deferral: PermitDeferral) -> None:
-        if self.permits:
+    def concurrency_deferred(self, *args: Any) -> None:  # one PermitDeferral
+        deferral = signal_argument(PermitDeferral, args, DEFER_SIGNAL)
+        if self.permits and deferral:
             self.permits.on_deferral(deferral)
 
     @workflow.signal

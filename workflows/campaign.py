@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     import workflows.pacing as pacing
@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SteerRequest,
         SteerResult,
     )
+    from workflows.inputs import admitted_input
 
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
@@ -49,8 +50,8 @@ DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 @workflow.defn(name="CampaignWorkflow")
 class CampaignWorkflow:
     @workflow.init
-    def __init__(self, input: CampaignInput) -> None:
-        self.input = input
+    def __init__(self, input: RawValue) -> None:
+        self.input = input = admitted_input(CampaignInput, input)
         self.campaign_id = input.campaign_id
         self.state = input.state or CampaignState()
         if input.state is None:  # a fresh run: the orders are as the API last told them
@@ -61,7 +62,7 @@ class CampaignWorkflow:
     # -- the story ---------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: CampaignInput) -> CampaignProgress:
+    async def run(self, input: RawValue) -> CampaignProgress:  # a CampaignInput (`__init__`)
         while True:
             if self.progress.cancelled:
                 await self._cancel_everything()

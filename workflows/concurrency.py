@@ -78,17 +78,19 @@ for in-flight grant deliveries and a running liveness check and for all handlers
 holders, waiters (in order), finished tickets and counters into the new run; signals that arrive
 meanwhile make the server reject the continue-as-new and are handled first, so nothing is lost or
 granted twice. With no holder and no waiter for `idle_timeout_seconds` (default 300 s) it completes.
-An operator must not terminate a semaphore that has holders: a fresh run would not know them.
+An operator must not terminate a semaphore that has holders or waiters: a fresh run would not know
+them, and its waiters, whose request it held, would wait for ever (cancel or re-place those orders).
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.concurrency import (
@@ -109,6 +111,7 @@ with workflow.unsafe.imports_passed_through():
         SemaphoreState,
         TicketRef,
     )
+    from workflows.inputs import INVALID_INPUT, admitted_input, signal_argument
 
 __all__ = [
     "ACQUIRE_SIGNAL",
@@ -137,12 +140,34 @@ STATE_QUERY = "state"
 Ref = tuple[str, str]  # (holder workflow id, ticket)
 
 
+def _carried_state(input: SemaphoreInput) -> SemaphoreState:
+    """The state this run carries on, for the key its workflow id names: a packed state that cannot be
+    read, or a key another semaphore's (its grants ignored by its holders, who would wait for ever),
+    fails the semaphore at once."""
+    try:
+        state = input.carried_state()
+    except Exception as err:  # noqa: BLE001 — zlib's or pydantic's, on a state set by hand
+        raise ApplicationError(
+            f"invalid input: its carried state cannot be read ({type(err).__name__})",
+            type=INVALID_INPUT,
+            non_retryable=True,
+        ) from None
+    if semaphore_workflow_id(state.key) != workflow.info().workflow_id:
+        raise ApplicationError(
+            f"invalid input: key {state.key!r} is not this semaphore's: its id is the key's, "
+            f"{semaphore_workflow_id('<key>')}",
+            type=INVALID_INPUT,
+            non_retryable=True,
+        )
+    return state
+
+
 @workflow.defn(name="ConcurrencySemaphoreWorkflow")
 class ConcurrencySemaphoreWorkflow:
     @workflow.init
-    def __init__(self, input: SemaphoreInput) -> None:
-        self._input = input
-        state = input.carried_state()
+    def __init__(self, input: RawValue) -> None:
+        self._input = admitted_input(SemaphoreInput, input)
+        state = _carried_state(self._input)
         self._key = state.key
         self._max = state.max
         # Both dicts keep insertion order: holders by grant, waiters by arrival (FIFO).
@@ -166,7 +191,10 @@ class ConcurrencySemaphoreWorkflow:
     # ---- signals -------------------------------------------------------------------------------
 
     @workflow.signal(name=ACQUIRE_SIGNAL)
-    def acquire(self, request: PermitRequest) -> None:
+    def acquire(self, *args: Any) -> None:  # one PermitRequest (`signal_argument`)
+        request = signal_argument(PermitRequest, args, ACQUIRE_SIGNAL)
+        if request is None:
+            return
         ref = (request.holder_workflow_id, request.ticket)
         if ref in self._finished:
             finished_by = self._finished[ref]
@@ -210,7 +238,10 @@ class ConcurrencySemaphoreWorkflow:
         self._dirty = True
 
     @workflow.signal(name=RELEASE_SIGNAL)
-    def release(self, release: PermitRelease) -> None:
+    def release(self, *args: Any) -> None:  # one PermitRelease
+        release = signal_argument(PermitRelease, args, RELEASE_SIGNAL)
+        if release is None:
+            return
         ref = (release.holder_workflow_id, release.ticket)
         if ref in self._holders or ref in self._waiters:
             self._finish(ref, release.reason)
@@ -237,7 +268,7 @@ class ConcurrencySemaphoreWorkflow:
     # ---- main loop -----------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: SemaphoreInput) -> SemaphoreState:
+    async def run(self, input: RawValue) -> SemaphoreState:  # a SemaphoreInput (`__init__`)
         liveness = asyncio.create_task(self._liveness_loop())
         while True:
             self._dispatch()

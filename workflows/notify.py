@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.slack import SLACK_NOT_CONFIGURED, SLACK_REJECTED
     from activities.sms import SMS_REJECTED
+    from workflows.inputs import admitted_input
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def notifications_workflow_id(call_id: str) -> str:
 @workflow.defn(name="CallNotificationsWorkflow")
 class CallNotificationsWorkflow:
     @workflow.run
-    async def run(self, request: NotifyRequest) -> NotificationsReport:
+    async def run(self, input: RawValue) -> NotificationsReport:  # a NotifyRequest
+        request = admitted_input(NotifyRequest, input)
         deliveries = due_deliveries(request.call)
         results = await asyncio.gather(*(self._deliver(channel, each) for channel, each in deliveries))
         return NotificationsReport(results=list(results))
