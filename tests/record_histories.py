@@ -4,6 +4,11 @@ Every file under tests/histories/ is one workflow run's history, named `<workflo
 must see the id it was recorded with). Only missing files are written: old recordings stay, since the
 point is that histories made by older code keep replaying (delete a file to re-record it, or retire it
 with a versioning decision). Run this when a workflow changes shape on purpose and commit the new files.
+
+Since the patch `call-id-checked`, an order whose workflow id is not `call-<lowercase UUID>` fails at
+once: the scenarios recorded before it keep their readable ids (their histories replay as they were),
+and a new order scenario that must run needs a UUID id (`call-call_order_invalid_workflow_id` records
+that failure itself).
 """
 
 from __future__ import annotations
@@ -159,6 +164,15 @@ async def call_orders(client: Client, task_queue: str) -> None:
             "CallOrderWorkflow",
             {"phone_number": "0612345678"},
             id="call-call_order_invalid_input",
+            task_queue=task_queue,
+        )
+        await save(handle)
+    if not (HISTORIES / "call-call_order_invalid_workflow_id.json").exists():
+        # Started past the API under an id that is not call-<lowercase UUID>: the order fails at once.
+        handle = await client.start_workflow(
+            "CallOrderWorkflow",
+            {"phone_number": "+33612345678"},
+            id="call-call_order_invalid_workflow_id",
             task_queue=task_queue,
         )
         await save(handle)
