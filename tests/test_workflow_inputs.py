@@ -9,8 +9,10 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from activities.concurrency import ACQUIRE_SIGNAL, organization_key, semaphore_workflow_id
@@ -121,3 +123,17 @@ async def test_an_order_whose_workflow_id_is_not_call_and_a_call_id_fails_at_onc
         )
         cause = await failure_of(handle)
     assert cause.type == "InvalidCallOrder" and repr(workflow_id) in cause.message
+
+
+@pytest.mark.parametrize("encoding", [b"binary/plain", b"foo/bar"])
+async def test_an_order_in_an_encoding_it_cannot_be_read_in_fails_at_once(
+    time_env, task_queue, encoding: bytes
+) -> None:
+    """Raw bytes (decoded as bytes, whatever the model), or an encoding no converter knows."""
+    junk = RawValue(Payload(metadata={"encoding": encoding}, data=b"+33612345678"))
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await time_env.client.start_workflow(
+            "CallOrderWorkflow", junk, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+        )
+        cause = await failure_of(handle)
+    assert cause.type == "InvalidCallOrder" and "invalid input" in cause.message

@@ -37,9 +37,18 @@ def invalid(err: ValidationError, what: str, failure_type: str) -> ApplicationEr
 def admitted_input(model: type[M], value: RawValue, failure_type: str = INVALID_INPUT) -> M:
     """The workflow's input as `model`, else a typed, non-retryable failure naming the fields."""
     try:
-        return workflow.payload_converter().from_payload(value.payload, model)
+        admitted = workflow.payload_converter().from_payload(value.payload, model)
     except ValidationError as err:
         raise invalid(err, "input", failure_type) from None
+    except Exception as err:  # noqa: BLE001 — an encoding the converter does not know, say
+        raise ApplicationError(
+            f"invalid input: it cannot be read ({type(err).__name__})", type=failure_type, non_retryable=True
+        ) from None
+    if not isinstance(admitted, model):  # binary/plain: bytes, whatever the model
+        raise ApplicationError(
+            f"invalid input: {model.__name__} expected", type=failure_type, non_retryable=True
+        )
+    return admitted
 
 
 def signal_argument(model: type[M], args: tuple[Any, ...], signal: str) -> M | None:
