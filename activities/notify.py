@@ -264,17 +264,20 @@ class NotifyActivities:
                 channel="email", status="skipped", detail="no SMTP server (OUTDIAL_SMTP_HOST)"
             )
         message = outcome_email(call, sender=self.settings.smtp_from)
-        # Each address once: those an earlier try delivered to (its heartbeat) are not sent it again.
+        # Each address once: those an earlier try delivered to, or that were refused for good (its
+        # heartbeat), are not sent it again.
         details = activity.info().heartbeat_details if activity.in_activity() else []
         delivered: set[str] = set(details[0]) if details else set()
-        recipients = [a for _, a in getaddresses([str(message["To"])]) if a and a not in delivered]
+        never: dict[str, str] = dict(details[1]) if len(details) > 1 else {}
+        to = [a for _, a in getaddresses([str(message["To"])]) if a]
+        recipients = [a for a in to if a not in delivered and a not in never]
         refused = await self._smtp_send(message, recipients)
         delivered |= set(recipients) - set(refused)
-        later = sorted(address for address, (code, _) in refused.items() if 400 <= code < 500)
+        never |= {address: f"{code} {text}" for address, (code, text) in refused.items() if code >= 500}
+        later = sorted(address for address, (code, _) in refused.items() if code < 500)
         if later:  # "try again later": those, and only those, on the next try
-            activity.heartbeat(sorted(delivered))
+            activity.heartbeat(sorted(delivered), never)
             raise ApplicationError(f"SMTP deferred {', '.join(later)}", type="EmailUnavailable")
-        never = {address: f"{code} {text}" for address, (code, text) in refused.items()}
         if not delivered:
             raise ApplicationError(
                 f"SMTP refused the recipients: {never}", type=EMAIL_REJECTED, non_retryable=True

@@ -119,7 +119,12 @@ class TwilioSms:
                 response = await client.post(url, data=form)
         except httpx.ReadTimeout as err:  # sent, unanswered: sending it again could text the callee twice
             raise self._uncertain(err) from None
-        except (httpx.ConnectError, httpx.TimeoutException, httpx.WriteError) as err:  # never got it whole
+        except (
+            httpx.ConnectError,
+            httpx.TimeoutException,
+            httpx.WriteError,
+            httpx.ProxyError,
+        ) as err:  # not sent
             raise ApplicationError(
                 f"Twilio unreachable: {type(err).__name__}", type="SmsUnavailable"
             ) from None
@@ -130,6 +135,7 @@ class TwilioSms:
                 body = response.json()
             except ValueError:  # taken all the same (a proxy's page, say): not to be sent again
                 body = {}
+            body = body if isinstance(body, dict) else {}
             return SmsReceipt(
                 provider=self.name,
                 id=str(body.get("sid", "unknown")),

@@ -145,7 +145,9 @@ def _guarded_transport_class(http: ModuleType) -> type[Any]:
                 request.extensions = {**request.extensions, "sni_hostname": url.host}
             for address in addresses[:-1]:  # each checked address in turn, as a client connecting by name
                 request.url = url.copy_with(host=address)  # the Host header keeps the original name
-                with contextlib.suppress(http.ConnectError):  # nothing was sent: the next one may answer
+                with contextlib.suppress(
+                    http.ConnectError, http.ConnectTimeout
+                ):  # nothing sent: the next one
                     return await pool.handle_async_request(request)
             request.url = url.copy_with(host=addresses[-1])
             return await pool.handle_async_request(request)

@@ -25,6 +25,7 @@ from api.schemas import (
 )
 from api.spreadsheet import csv_text
 from api.unicode import UnicodeRoute
+from models.common import in_the_clients_words
 from models.tables import CallAttemptRecord, CallOrderRecord, utcnow
 
 router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
@@ -113,7 +114,9 @@ def render_csv(
                     _iso(attempt.ended_at) if attempt else "",
                     duration,
                     (attempt.ended_by or "") if attempt else "",
-                    (attempt.end_reason or "") if attempt else "",
+                    (in_the_clients_words(attempt.end_reason) or "")
+                    if attempt
+                    else "",  # as the Call shows it
                     call.outcome or "",
                     call.call.get("outcome_summary") or "",
                     call.assistant_id or "",

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy import String, and_, cast, or_
 from sqlmodel import select
 
 from api import store
@@ -21,36 +22,55 @@ log = logging.getLogger(__name__)
 # A start still on its way is answered (or given up) in seconds: a row this old has no start coming.
 ORPHANED_AFTER = timedelta(minutes=2)
 SWEEP_EVERY = timedelta(minutes=10)
-SWEEP_LIMIT = 200  # the oldest first; the rest at the next sweep
+PAGE = 200  # rows read at a time, oldest first
+SWEEP_LIMIT = 5_000  # rows looked at in one sweep; the rest at the next
 
 
-def unstarted_placeholders(database: Database, written_before: datetime) -> list[str]:
-    """Unkeyed placeholders no workflow wrote to (a keyed one is its key's retry's; one kept after a
-    start Temporal could not account for holds its params, to be started by a signal)."""
-    with database.session() as session:
-        rows = session.execute(
-            select(CallOrderRecord.id, CallOrderRecord.params)
-            .where(
-                CallOrderRecord.status == "initializing",
-                CallOrderRecord.seq == 0,
-                CallOrderRecord.idempotency_key.is_(None),  # type: ignore[union-attr]
-                CallOrderRecord.campaign_id.is_(None),  # type: ignore[union-attr]
-                CallOrderRecord.created_at < written_before,
-            )
-            .order_by(CallOrderRecord.created_at)  # type: ignore[arg-type]
-            .limit(SWEEP_LIMIT)
+def unstarted_placeholders(
+    database: Database, written_before: datetime, after: tuple[datetime, str] | None = None
+) -> list[tuple[datetime, str]]:
+    """A page of unkeyed placeholders no workflow wrote to, after the cursor `after` (a keyed one is
+    its key's retry's; one kept after a start Temporal could not account for holds its params, to be
+    started by a signal: the JSON column holds `null` for the others)."""
+    record = CallOrderRecord
+    query = (
+        select(record.created_at, record.id)
+        .where(
+            record.status == "initializing",
+            record.seq == 0,
+            record.idempotency_key.is_(None),  # type: ignore[union-attr]
+            record.campaign_id.is_(None),  # type: ignore[union-attr]
+            or_(record.params.is_(None), cast(record.params, String) == "null"),  # type: ignore[union-attr]
+            record.created_at < written_before,
         )
-        return [call_id for call_id, params in rows if params is None]
+        .order_by(record.created_at, record.id)  # type: ignore[arg-type]
+        .limit(PAGE)
+    )
+    if after is not None:  # (column comparisons: values bound as the columns store them)
+        written, call_id = after
+        query = query.where(
+            or_(record.created_at > written, and_(record.created_at == written, record.id > call_id))
+        )
+    with database.session() as session:
+        return [(created_at, call_id) for created_at, call_id in session.execute(query)]
 
 
 async def forget_orphans(context: ApiContext) -> list[str]:
-    """Delete the placeholders whose order Temporal does not have; the ids deleted."""
+    """Delete the placeholders whose order Temporal does not have; the ids deleted. Page by page, so
+    rows that stay (orders started whose worker has not written yet) never hide the ones after."""
     client = await context.temporal()
-    orphans = []
-    for call_id in await context.db(unstarted_placeholders, context.database, utcnow() - ORPHANED_AFTER):
-        if await started_after_all(client, call_id) is False:  # not found (None: Temporal cannot say)
-            await context.db(store.delete_placeholder, context.database, call_id)
-            orphans.append(call_id)
+    orphans: list[str] = []
+    cursor, seen = None, 0
+    while seen < SWEEP_LIMIT:
+        page = await context.db(unstarted_placeholders, context.database, utcnow() - ORPHANED_AFTER, cursor)
+        for _, call_id in page:
+            if await started_after_all(client, call_id) is False:  # not found (None: Temporal cannot say)
+                await context.db(store.delete_placeholder, context.database, call_id)
+                orphans.append(call_id)
+        seen += len(page)
+        if len(page) < PAGE:
+            break
+        cursor = page[-1]
     return orphans
 
 

@@ -140,9 +140,11 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
 def _order(filters: CallFilters) -> list[Any]:
     column = _SORT_COLUMNS[filters.sort_by or "created_at"]
     direction = asc if filters.sort_direction == "asc" else desc
-    # Calls without the value (no outcome yet, no scheduled_at) last either way, on every database:
-    # PostgreSQL and SQLite put NULL at opposite ends by default, so pages differed between them.
-    return [direction(column).nulls_last(), direction(CallOrderRecord.id)]
+    ordered = direction(column)
+    if column.nullable:  # calls without it (no outcome yet) last either way, on every database:
+        ordered = ordered.nulls_last()  # PostgreSQL and SQLite put NULL at opposite ends by default
+    # (and only there: NULLS LAST on created_at would keep PostgreSQL from reading its index backwards)
+    return [ordered, direction(CallOrderRecord.id)]
 
 
 def search_calls(

@@ -112,7 +112,7 @@ _EARLIER_END_REASONS = {
 }
 
 
-def _in_the_clients_words(value: object) -> object:
+def in_the_clients_words(value: object) -> object:
     """An end reason an earlier version wrote, read in the client's words. Any other string stays as it
     is: the seed types the field as a string, and a newer voice agent's word must not stall its order."""
     if not isinstance(value, str) or value in END_REASONS:
@@ -122,7 +122,7 @@ def _in_the_clients_words(value: object) -> object:
     return _EARLIER_END_REASONS.get(value, value)
 
 
-KnownEndReason = Annotated[str | None, BeforeValidator(_in_the_clients_words)]
+KnownEndReason = Annotated[str | None, BeforeValidator(in_the_clients_words)]
 TranscriptRole = Literal["user", "assistant", "tool"]
 FieldType = Literal["string", "number", "boolean", "enum", "date", "datetime"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

@@ -473,16 +473,18 @@ def test_rows_a_concurrent_launch_took_are_counted_active(
     assert (this.launched, this.skipped.active) == (0, 3)
 
 
-async def test_rows_of_orders_a_killed_api_never_started_are_forgotten(database: Database, time_env) -> None:
+async def test_rows_of_orders_a_killed_api_never_started_are_forgotten(
+    database: Database, time_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`POST /call` writes its row while the workflow starts: killed in between, it leaves a row that
     said `initializing` for ever and that no signal could reach. Such a row, old enough that no start
     can still be on its way and with no workflow in Temporal, is deleted; every other row is kept."""
+    from api import orphans
     from api.context import ApiContext
-    from api.orphans import ORPHANED_AFTER, forget_orphans
 
     settings = settings_for_tests(database_url=database.url)
     org = f"org-{uuid.uuid4()}"
-    old = utcnow() - ORPHANED_AFTER - timedelta(seconds=1)
+    old = utcnow() - orphans.ORPHANED_AFTER - timedelta(seconds=1)
 
     def placeholder(written: datetime, **columns: Any) -> str:
         call_id = str(uuid.uuid4())
@@ -505,19 +507,26 @@ async def test_rows_of_orders_a_killed_api_never_started_are_forgotten(database:
         assert insert_call(database, row | columns) is None
         return call_id
 
-    orphan = placeholder(old)
+    orphan = placeholder(old)  # its time shared by the rows that stay: the pages' cursor breaks ties by id
     young = placeholder(utcnow())
     keyed = placeholder(
         old, idempotency_key="retry-me", request_hash="h", params={"phone_number": "+33612345678"}
     )
     kept = placeholder(old, params={"phone_number": "+33612345678"})  # a start Temporal could not account for
-    started = placeholder(old)
-    await time_env.client.start_workflow(
-        "CallOrderWorkflow", {"phone_number": "+33612345678"}, id=f"call-{started}", task_queue=f"idle-{org}"
-    )
+    started = [placeholder(old) for _ in range(5)]  # no worker has written them yet: they stay
+    for call_id in started:
+        await time_env.client.start_workflow(
+            "CallOrderWorkflow",
+            {"phone_number": "+33612345678"},
+            id=f"call-{call_id}",
+            task_queue=f"idle-{org}",
+        )
+    monkeypatch.setattr(orphans, "PAGE", 2)  # rows that stay fill pages: the orphan is found past them
     context = ApiContext(settings, database, time_env.client)
-    assert await forget_orphans(context) == [orphan]
+    forgotten = await orphans.forget_orphans(context)  # (the database's other tests' rows are theirs)
+    assert orphan in forgotten
     with database.session() as session:
         left = set(session.scalars(select(CallOrderRecord.id).where(CallOrderRecord.organization_id == org)))
-    assert left == {young, keyed, kept, started}
-    await time_env.client.get_workflow_handle(f"call-{started}").terminate("test over")
+    assert left == {young, keyed, kept, *started}
+    for call_id in started:
+        await time_env.client.get_workflow_handle(f"call-{call_id}").terminate("test over")

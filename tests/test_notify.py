@@ -349,8 +349,13 @@ class Choosy(MailSink):
 
     deferred = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
         if address.startswith("gone@"):
+            self.refused.append(address)
             return "550 no such mailbox"
         if address.startswith("busy@") and not self.deferred:
             self.deferred = True
@@ -383,8 +388,9 @@ async def test_an_address_the_server_defers_is_sent_the_email_later_and_once() -
         server.close()
     assert (deferred.value.type, deferred.value.non_retryable) == ("EmailUnavailable", False)
     assert "busy@example.com" in deferred.value.message
-    assert sink.recipients == [["sales@example.com"], ["busy@example.com"]]
+    assert sink.recipients == [["sales@example.com"], ["busy@example.com"]]  # gone@ not asked again
     assert sent.status == "sent" and "gone@example.com" in sent.detail and "550" in sent.detail
+    assert sink.refused == ["gone@example.com"]
 
 
 # --- SMS --------------------------------------------------------------------------------------------
@@ -459,14 +465,14 @@ async def test_twilio_adapter_speaks_the_messages_api() -> None:
 async def test_twilio_answers_that_leave_it_unknown_whether_it_sent_are_not_sent_again() -> None:
     """Taken (2xx) with a body that is not JSON: sent. Sent and not answered in time: maybe sent, so
     final (a retry texted the callee twice). Never reached: retried."""
-    replies: list[Any] = ["<html>proxy</html>", "slow"]
+    replies: list[Any] = ["<html>proxy</html>", "[]", "slow"]
 
     async def handle(request: web.Request) -> web.Response:
         await request.post()
         reply = replies.pop(0)
         if reply == "slow":
             await asyncio.sleep(2)
-        return web.Response(text="<html>proxy</html>", status=201, content_type="text/html")
+        return web.Response(text=reply, status=201, content_type="application/json")
 
     message = SmsMessage(to="+33612345678", from_="+33159000000", body="Hello", idempotency_key="k")
     async with serve(
@@ -474,6 +480,7 @@ async def test_twilio_answers_that_leave_it_unknown_whether_it_sent_are_not_sent
     ) as base:
         sms = TwilioSms("AC0123456789", "auth-token-0123456789", base_url=base, timeout=0.5)
         receipt = await sms.send(message)
+        assert (await sms.send(message)).status == "accepted"  # JSON, but not Twilio's object
         with pytest.raises(ApplicationError) as unanswered:
             await sms.send(message)
     with pytest.raises(ApplicationError) as unreachable:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
@@ -137,3 +137,21 @@ async def test_an_order_in_an_encoding_it_cannot_be_read_in_fails_at_once(
         )
         cause = await failure_of(handle)
     assert cause.type == "InvalidCallOrder" and "invalid input" in cause.message
+
+
+async def test_an_encrypted_order_waits_for_a_worker_with_the_key(time_env, task_queue) -> None:
+    """A worker without the codec key the sender used (its OUTDIAL_CODEC_KEY not set yet) cannot read
+    the order: its task fails and is retried, for a worker that has the key, not the order for good."""
+    sealed = RawValue(Payload(metadata={"encoding": b"binary/encrypted"}, data=b"\x00sealed"))
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await time_env.client.start_workflow(
+            "CallOrderWorkflow", sealed, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+        )
+
+        async def task_failed() -> bool:
+            events = [e.event_type async for e in handle.fetch_history_events()]
+            return EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in events
+
+        await eventually(task_failed, bool)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await handle.terminate("test over")

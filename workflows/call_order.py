@@ -94,6 +94,9 @@ CONCURRENCY_PER_ORGANIZATION = "concurrency-per-organization"
 # An order whose workflow id is not `call-<call id>` (a lowercase UUID) fails at once; before, it rang
 # and was stored under an id the API could never reach (an empty one, for the id `call-`).
 CALL_ID_CHECKED = "call-id-checked"
+# A memo's organization_id that is not a string fails the order; before, it was read as str(value): an
+# organization nobody has, whose order the API could not reach.
+MEMO_STRING_CHECKED = "memo-string-checked"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -141,6 +144,8 @@ def memo_of(name: str, type_hint: Any, default: Any) -> Any:
             f"invalid memo {name}: {reason}", type=INVALID_ORDER, non_retryable=True
         ) from None
     if type_hint is str and not isinstance(value, str):
+        if not workflow.patched(MEMO_STRING_CHECKED):  # an order started before: it read str(value)
+            return str(value)
         raise ApplicationError(
             f"invalid memo {name}: a string expected", type=INVALID_ORDER, non_retryable=True
         )

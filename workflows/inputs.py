@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
 M = TypeVar("M", bound=BaseModel)
 
 INVALID_INPUT = "InvalidWorkflowInput"
+ENCRYPTED = b"binary/encrypted"  # workers/codec.py's encoding
 
 
 def invalid(err: ValidationError, what: str, failure_type: str) -> ApplicationError:
@@ -41,6 +42,8 @@ def admitted_input(model: type[M], value: RawValue, failure_type: str = INVALID_
     except ValidationError as err:
         raise invalid(err, "input", failure_type) from None
     except Exception as err:  # noqa: BLE001 — an encoding the converter does not know, say
+        if value.payload.metadata.get("encoding") == ENCRYPTED:
+            raise  # this worker lacks the sender's codec key: the task fails, and waits for one that has it
         raise ApplicationError(
             f"invalid input: it cannot be read ({type(err).__name__})", type=failure_type, non_retryable=True
         ) from None
