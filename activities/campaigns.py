@@ -135,6 +135,26 @@ def pending_rows(
         return campaign, batch, rows_left
 
 
+def _refused_for_good(err: RPCError) -> bool:
+    """Temporal will refuse this start however often it is asked: an invalid request (a payload over
+    its limit), or a message over its server's size (not an overloaded server, which says the same)."""
+    if err.status == RPCStatusCode.INVALID_ARGUMENT:
+        return True
+    return err.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in err.message.lower()
+
+
+def skip_refused(database: Database, refused: dict[str, str]) -> list[RowSkip]:
+    """Rows whose order Temporal refused for good, skipped with its reason (the rest of the batch ran)."""
+    with database.session() as session:
+        skips = [
+            skip_row(session, row, "order_refused", message)
+            for row_id, message in refused.items()
+            if (row := session.get(CampaignRowRecord, row_id)) is not None
+        ]
+        session.commit()
+        return skips
+
+
 def mark_launched(database: Database, row_ids: list[str]) -> None:
     with database.session() as session:
         session.execute(
@@ -237,6 +257,7 @@ class CampaignActivities:
         )
         memo = order_memo(campaign)
         limit = asyncio.Semaphore(SIGNAL_PARALLELISM)
+        refused: dict[str, str] = {}  # row id -> why Temporal refused its order for good
 
         async def start(row: CampaignRowRecord, params: CallCreateParams) -> None:
             async with limit:
@@ -253,13 +274,19 @@ class CampaignActivities:
                     result.started += 1
                 except WorkflowAlreadyStartedError:
                     result.already_started += 1
+                except RPCError as err:  # refused for good: that row is skipped, not the batch retried
+                    if not _refused_for_good(err):
+                        raise
+                    refused[row.id] = f"Temporal refused its order: {err.message}"[:500]
             activity.heartbeat(result.started + result.already_started)
 
         orders = [(row, item) for row, item in batch if isinstance(item, CallCreateParams)]
         await asyncio.gather(*(start(row, params) for row, params in orders))
         result.skipped = [item for _, item in batch if isinstance(item, RowSkip)]
-        if orders:
-            await asyncio.to_thread(mark_launched, self.database, [row.id for row, _ in orders])
+        if refused:
+            result.skipped += await asyncio.to_thread(skip_refused, self.database, refused)
+        if launched := [row.id for row, _ in orders if row.id not in refused]:
+            await asyncio.to_thread(mark_launched, self.database, launched)
         result.in_flight = await asyncio.to_thread(
             orders_in_flight, self.database, request.campaign_id, request.organization_id
         )

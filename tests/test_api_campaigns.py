@@ -129,3 +129,34 @@ def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
     assert len(json.dumps(body)) > MAX_BODY_BYTES
     assert refused.status_code == 422, refused.text[:300]
     assert refused.json()["error"]["details"][0]["loc"] == ["body", "contacts"]
+
+
+def test_a_row_whose_order_temporal_refuses_is_skipped_and_the_rest_launch(org: Org) -> None:
+    """A row with a 3 MB prompt variable: its order is over Temporal's 2 MB payload limit. It is
+    skipped (`order_refused`) and the batch goes on; before, the batch was retried for ever and its
+    other rows, started, were never marked launched."""
+    client = org.client
+    assistant = client.assistants.create(name="Campaigner", prompt="Offer {{name}} a demo.").assistant
+    contacts = [
+        {"to_phone_number": "+33612345611", "prompt_variables": {"name": "Big", "notes": "x" * 3_000_000}},
+        {"to_phone_number": "+33612345612", "prompt_variables": {"name": "Small"}},
+    ]
+    campaign = client.campaigns.create(
+        name="Heavy", assistant_id=assistant.id, contacts=contacts, call_retry_config=ALWAYS_OPEN
+    ).campaign
+    client.campaigns.launch(campaign.id, mode="ai_first", selection={})
+    rows = eventually_sync(
+        lambda: client.campaigns.with_raw_response.get_rows(campaign.id).json()["rows"],
+        lambda rows: [r["state"] for r in rows] == ["skipped", "launched"],
+        timeout=60,
+    )
+    assert (
+        rows[0]["skipped"]["reason"] == "order_refused"
+        and "Temporal refused" in rows[0]["skipped"]["message"]
+    )
+    done = eventually_sync(
+        lambda: client.campaigns.retrieve(campaign.id).campaign,
+        lambda c: c.row_stats.completed == 1,
+        timeout=60,
+    )
+    assert done.row_stats.skipped == 1
