@@ -25,21 +25,27 @@ def test_create_from_csv_then_status(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "to_phone_number,name,company,metadata.simulation\n"
         "+33612345678,Claire,Acme,human:interested\n"
         "not-a-number,Bad,Nope,human\n"
+        "+33612345679,Short\n"  # cells missing: empty (the whole file was refused)
+        "+33612345670,Long,Corp,human,extra\n"  # a cell past the header's: ignored (was a traceback)
     )
     runner = CliRunner()
     created = runner.invoke(app, ["campaign", "create", str(csv_file), "--name", "CSV pilot"])
     assert created.exit_code == 0, created.output
-    assert "2 rows, 1 skipped" in created.output and "invalid_phone_number" in created.output
+    assert "4 rows, 1 skipped" in created.output and "invalid_phone_number" in created.output
 
     settings = Settings.load()
     (campaign,) = campaign_store.list_campaigns(Database.for_url(url), settings.organization_id)
-    (row, call), _ = campaign_store.rows_with_calls(Database.for_url(url), campaign.id)
+    (row, call), _, (short, _), (long, _) = campaign_store.rows_with_calls(Database.for_url(url), campaign.id)
     assert row.input_data == {"name": "Claire", "company": "Acme"}
+    assert short.input_data == {"name": "Short", "company": ""} and long.input_data == {
+        "name": "Long",
+        "company": "Corp",
+    }
     assert row.row_metadata == {"simulation": "human:interested"} and call.status == "not_launched"
 
     status = runner.invoke(app, ["campaign", "status", campaign.id])
     assert status.exit_code == 0, status.output
-    assert "CSV pilot" in status.output and "'not_launched': 1" in status.output
+    assert "CSV pilot" in status.output and "'not_launched': 3" in status.output
     missing = runner.invoke(app, ["campaign", "status", "nope"])
     assert missing.exit_code == 2 and "not found" in missing.output
 
@@ -89,12 +95,16 @@ def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_
     }
     files |= {"header-only.csv": b"to_phone_number\n", "good.csv": b"to_phone_number\n+33612345678\n"}
     files |= {"retry.json": b"{not json"}
+    files |= {"twice.csv": b"to_phone_number,name,name\n+33612345678,A,B\n"}
+    files |= {"huge.csv": b"to_phone_number,notes\n+33612345678," + b"x" * 200_000 + b"\n"}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     runner = CliRunner()
     for arguments, said in (
         (["missing.csv"], "does not exist"),
-        (["utf16.csv"], "Invalid value for FILE: not UTF-8 text (byte 0 is not)"),
+        (["utf16.csv"], "Invalid value for FILE: not UTF-8 text (line 1: invalid start byte)"),
+        (["twice.csv"], "Invalid value for FILE: columns named twice: name"),
+        (["huge.csv"], "Invalid value for FILE: line 2: field larger than field limit"),
         (["columns.csv"], "Invalid value for FILE: no to_phone_number column (its columns: name, company)"),
         (["good.csv", "--retry", "retry.json"], "Invalid value for --retry: not JSON"),
         (["header-only.csv"], "contacts: List should have at least 1 item after validation, not 0"),

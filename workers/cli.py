@@ -545,15 +545,19 @@ app.add_typer(campaign_app, name="campaign")
 def read_contacts(path: Path) -> list[dict]:
     """CSV with a `to_phone_number` column; `metadata.<key>` columns go to the order's metadata (e.g.
     `metadata.simulation`), every other column is a prompt variable. A ValueError says why a file is
-    not such a CSV."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
+    not such a CSV. A row short of cells has the missing ones empty; cells past the header's are
+    ignored (a bad row is the campaign's to skip, not the file's to refuse)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, restval="")
+        try:
             columns = reader.fieldnames or []
             if not {"to_phone_number", "phone_number"} & set(columns):
                 raise ValueError(f"no to_phone_number column (its columns: {', '.join(columns) or 'none'})")
+            if repeated := sorted({c for c in columns if columns.count(c) > 1}):
+                raise ValueError(f"columns named twice: {', '.join(repeated)} (one would hide the other)")
             contacts = []
             for line in reader:
+                line.pop(None, None)  # type: ignore[call-overload]  # cells past the header's
                 number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
                 metadata = {
                     k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")
@@ -562,8 +566,10 @@ def read_contacts(path: Path) -> list[dict]:
                 contacts.append(
                     {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
                 )
-    except UnicodeDecodeError as err:
-        raise ValueError(f"not UTF-8 text (byte {err.start} is not)") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"not UTF-8 text (line {reader.line_num + 1}: {err.reason})") from None
+        except csv.Error as err:  # a cell past csv's size limit, say
+            raise ValueError(f"line {reader.line_num + 1}: {err}") from None
     return contacts
 
 
