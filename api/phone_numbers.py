@@ -104,7 +104,10 @@ def _update(
         raise unprocessable("inbound_assistant_id", f"assistant {assistant_id} not found")
     if "livekit_outbound_trunk_id" in changes and changes["livekit_outbound_trunk_id"] is None:
         changes.pop("livekit_outbound_trunk_id")  # a number always keeps its trunk once set
-    return view(database, store.update_phone_number(database, record, changes))
+    updated = store.update_phone_number(database, record, changes)
+    if updated is None:  # deleted since it was read
+        raise not_found("phone number", number_id)
+    return view(database, updated)
 
 
 @router.patch(

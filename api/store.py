@@ -333,15 +333,20 @@ def add_phone_number(database: Database, record: PhoneNumberRecord) -> PhoneNumb
 
 def update_phone_number(
     database: Database, record: PhoneNumberRecord, changes: dict[str, Any]
-) -> PhoneNumberRecord:
+) -> PhoneNumberRecord | None:
+    """Write `changes` (the fields given, each replacing its own) to the organization's number; None
+    when it was deleted meanwhile (a 404, not a 500 from an update that found no row)."""
+    number = PhoneNumberRecord
     with database.session() as session:
-        stored = session.get(PhoneNumberRecord, record.id)
-        assert stored is not None
-        for name, value in changes.items():
-            setattr(stored, name, value)
-        stored.updated_at = utcnow()
+        written = session.execute(
+            update(number)
+            .where(number.id == record.id, number.organization_id == record.organization_id)
+            .values(**changes, updated_at=utcnow())
+        )
         session.commit()
-        return stored
+        if not written.rowcount:  # type: ignore[attr-defined]
+            return None
+        return session.get(number, record.id, populate_existing=True)
 
 
 def delete_phone_number(database: Database, organization_id: str, number_id: str) -> bool:

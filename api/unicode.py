@@ -39,9 +39,10 @@ def check_unicode(body: bytes) -> None:
         return
     try:
         document = json.loads(body)
-    except ValueError:
-        return  # FastAPI answers malformed JSON itself
-    for loc in lone_surrogates(document):
+        first = next(lone_surrogates(document), None)
+    except (ValueError, RecursionError):  # FastAPI answers malformed (or too deeply nested) JSON itself
+        return
+    for loc in [first] if first is not None else []:
         raise RequestValidationError(
             [
                 {

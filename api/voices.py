@@ -30,7 +30,8 @@ from api.unicode import UnicodeRoute
 
 router = APIRouter(route_class=UnicodeRoute, tags=["voices"])
 CATALOG = Path(__file__).with_name("voices.json")
-PROVIDER_KEYS = {"cartesia": "CARTESIA_API_KEY", "elevenlabs": "ELEVENLABS_API_KEY"}
+# The variables the voice agent reads too (livekit-agents' plugins); ElevenLabs' also by its long name.
+PROVIDER_KEYS = {"cartesia": ("CARTESIA_API_KEY",), "elevenlabs": ("ELEVEN_API_KEY", "ELEVENLABS_API_KEY")}
 PROVIDER_URLS = {"cartesia": "https://api.cartesia.ai", "elevenlabs": "https://api.elevenlabs.io"}
 CARTESIA_VERSION = "2025-04-16"
 DEFAULT_PREVIEW_TEXT = "Hello! This is a preview of my voice. How does it sound?"
@@ -67,10 +68,12 @@ async def delete_voice(id: str, _: Authenticated) -> JSONResponse:
 
 
 def _provider_key(provider: str) -> str:
-    variable = PROVIDER_KEYS.get(provider)
-    key = os.environ.get(variable) if variable else None
+    variables = PROVIDER_KEYS.get(provider, ())
+    key = next((os.environ[v] for v in variables if os.environ.get(v)), None)
     if not key:
-        hint = f"set {variable} to enable it" if variable else "this provider is not supported by outdial"
+        hint = (
+            f"set {variables[0]} to enable it" if variables else "this provider is not supported by outdial"
+        )
         raise ApiError(501, "not_implemented", f"voice preview needs a {provider} API key: {hint}")
     return key
 

@@ -120,8 +120,12 @@ class Calendly(_Strict):
 
 
 class CustomToolHeader(_Strict):
-    key: str = Field(min_length=1)
-    value: str = Field(repr=False)  # often a secret (Authorization); still serialized
+    # What HTTP can send: a token for the name, no line break or NUL in the value (else the tool
+    # failed on every call, the HTTP library refusing the header).
+    key: str = Field(min_length=1, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    value: str = Field(
+        repr=False, pattern=r"^[^\r\n\x00]*$"
+    )  # often a secret (Authorization); still serialized
 
 
 class CustomToolQueryParam(_Strict):

@@ -962,7 +962,7 @@ def test_voices_catalog_preview_and_clone(org: Org, monkeypatch: pytest.MonkeyPa
         assert path == "/tts/bytes" and headers["X-API-Key"] == "sk_car_test"
         assert body["voice"] == {"mode": "id", "id": sarah.id} and body["transcript"] == "Bonjour"
         # A voice id goes into the provider's URL with the operator's key: no other endpoint is reachable.
-        monkeypatch.setenv("ELEVENLABS_API_KEY", "sk_el_test")
+        monkeypatch.setenv("ELEVEN_API_KEY", "sk_el_test")
         monkeypatch.setenv("ELEVENLABS_BASE_URL", f"http://127.0.0.1:{fake.server_address[1]}")
         asked = len(_FakeTts.requests)
         with pytest.raises(revox.UnprocessableEntityError) as refused:

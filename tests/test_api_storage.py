@@ -30,6 +30,7 @@ from activities.persistence import (
     DatabaseDoNotContactRegistry,
     PersistenceActivities,
     call_columns,
+    phone_numbers_of,
     write_call,
 )
 from activities.simulated import SimulatedAnalyzer
@@ -530,3 +531,23 @@ async def test_rows_of_orders_a_killed_api_never_started_are_forgotten(
     assert left == {young, keyed, kept, *started}
     for call_id in started:
         await time_env.client.get_workflow_handle(f"call-{call_id}").terminate("test over")
+
+
+def test_a_phone_number_deleted_while_it_is_updated_is_a_404(database: Database) -> None:
+    """The update read the number, then a DELETE went first: a 404, not a 500 (an update that found no
+    row failed an assertion), and the number stays gone."""
+    from api import store
+    from api.errors import ApiError
+    from api.phone_numbers import _update
+    from api.schemas import PhoneNumberUpdateParams
+
+    org = f"org-{uuid.uuid4()}"
+    ensure_phone_number(database, org, "+33159000001", "ST_trunk", label="main")
+    [number] = phone_numbers_of(database, org)
+    read = store.get_phone_number(database, org, number.id)
+    assert read is not None
+    assert store.delete_phone_number(database, org, number.id)
+    assert store.update_phone_number(database, read, {"label": "back"}) is None
+    with pytest.raises(ApiError) as gone:
+        _update(database, org, number.id, PhoneNumberUpdateParams(label="back"))
+    assert gone.value.status == 404 and store.get_phone_number(database, org, number.id) is None

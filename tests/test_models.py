@@ -777,3 +777,55 @@ def test_several_transfer_destinations_are_kept_for_the_agent_to_choose_from() -
             ("Sales", "+33612345679"),
             ("Support", "+33612345670"),
         ]
+
+
+def test_a_voice_preview_reads_the_key_the_voice_agent_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ElevenLabs' key is ELEVEN_API_KEY, as the README and the agent say (ELEVENLABS_API_KEY too)."""
+    from api.errors import ApiError
+    from api.voices import _provider_key
+
+    for variable in ("ELEVEN_API_KEY", "ELEVENLABS_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ApiError) as missing:
+        _provider_key("elevenlabs")
+    assert missing.value.status == 501 and "ELEVEN_API_KEY" in missing.value.message
+    monkeypatch.setenv("ELEVEN_API_KEY", "sk_el")
+    assert _provider_key("elevenlabs") == "sk_el"
+    monkeypatch.delenv("ELEVEN_API_KEY")
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "sk_el_long")
+    assert _provider_key("elevenlabs") == "sk_el_long"
+
+
+def test_a_custom_tool_header_http_cannot_send_is_refused() -> None:
+    """A name with a space or a line break, a value with CR, LF or NUL: the HTTP library refuses to
+    send them, so the tool failed on every call; refused when the assistant is given."""
+
+    def tool(key: str, value: str) -> dict[str, Any]:
+        return {
+            "name": "crm",
+            "description": "CRM",
+            "method": "GET",
+            "url": "https://crm.example",
+            "headers": [{"key": key, "value": value}],
+            "query_params": [],
+            "input_schema": [],
+        }
+
+    Assistant.model_validate({"prompt": "p", "custom_tools": [tool("X-Api-Key", "Bearer a.b/c=")]})
+    for key, value, field in (
+        ("a b", "x", "key"),
+        ("k\n", "x", "key"),
+        ("k", "a\r\nb", "value"),
+        ("k", "a\x00", "value"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            Assistant.model_validate({"prompt": "p", "custom_tools": [tool(key, value)]})
+        assert refused.value.errors()[0]["loc"] == ("custom_tools", 0, "headers", 0, field)
+
+
+def test_json_nested_too_deeply_to_read_is_left_to_fastapi() -> None:
+    """A body nested past Python's recursion limit, holding a surrogate escape: FastAPI answers it (a
+    400), not a RecursionError (a 500)."""
+    from api.unicode import check_unicode
+
+    check_unicode(b"[" * 5000 + b'"\\ud83d"' + b"]" * 5000)  # no exception
