@@ -98,7 +98,7 @@ def summarize(rows: list[RowFacts]) -> Summary:
             summary.by_status["skipped"] += 1
             summary.skipped[facts.skip_reason or "skipped"] += 1
             continue
-        summary.by_status["cancelled" if facts.state == "cancelled" else facts.status or "not_launched"] += 1
+        summary.by_status[_status(facts)] += 1
         if facts.outcome:
             summary.by_outcome[facts.outcome] += 1
         summary.attempts += facts.attempts
@@ -129,6 +129,16 @@ def campaign_status(record: CampaignRecord, summary: Summary) -> str:
 
 
 # --- reading the facts ---------------------------------------------------------------------------------
+
+
+def _status(facts: RowFacts) -> str:
+    """A row's status as `by_status` counts it: its call's, but for a row cancelled, or launched and
+    waiting its turn (`pending`, as `row_stats` counts it: its call says `not_launched` until started)."""
+    if facts.state == "cancelled":
+        return "cancelled"
+    if facts.state == "pending" and facts.status in (None, "not_launched"):
+        return "pending"
+    return facts.status or "not_launched"
 
 
 def row_facts(database: Database, campaign_id: str) -> list[RowFacts]:

@@ -279,3 +279,18 @@ async def test_a_batch_whose_worker_died_is_tried_again_within_seconds(
     assert len(tries) == 2 and took < timedelta(seconds=30)  # the batch's own timeout is 2 minutes
     assert (progress.started, progress.already_started) == (0, 4)
     assert "4 orders started" in details
+
+
+def test_rows_launched_and_waiting_their_turn_count_pending_by_status_as_in_row_stats() -> None:
+    """A launched row not started yet: its call still says not_launched, but the row is pending (a
+    paused campaign's launch showed `row_stats.pending` 3 and `by_status` not_launched 3)."""
+    from api.campaign_stats import RowFacts
+
+    rows = [
+        RowFacts(row_index=0, phone_number="+33612345601", state="pending", status="not_launched"),
+        RowFacts(row_index=1, phone_number="+33612345602", state="launched", status="scheduled"),
+        RowFacts(row_index=2, phone_number="+33612345603", state="not_launched", status="not_launched"),
+        RowFacts(row_index=3, phone_number="+33612345604", state="cancelled", status="not_launched"),
+    ]
+    summary = campaign_stats.summarize(rows)
+    assert summary.by_status == Counter(pending=1, scheduled=1, not_launched=1, cancelled=1)
