@@ -256,13 +256,16 @@ def set_flags(
 
 
 def delete_campaign(database: Database, record: CampaignRecord) -> None:
-    """Hidden from then on; its calls never launched go away, the others stay in the call history."""
+    """Hidden from then on; its calls never started go away (rows never launched, and rows launched
+    but not started yet, or cancelled so: their calls are placeholders), the others stay in the call
+    history. An order that starts meanwhile writes its own row back at its first step."""
     with database.session() as session:
         stored = session.get(CampaignRecord, record.id)
         assert stored is not None
         stored.deleted_at = stored.updated_at = utcnow()
         never = select(CampaignRowRecord.call_id).where(
-            CampaignRowRecord.campaign_id == record.id, CampaignRowRecord.state == "not_launched"
+            CampaignRowRecord.campaign_id == record.id,
+            CampaignRowRecord.state.in_(("not_launched", "pending", "cancelled")),  # type: ignore[attr-defined]
         )
         session.execute(
             delete(CallOrderRecord).where(CallOrderRecord.id.in_(never), CallOrderRecord.seq == 0)  # type: ignore[union-attr]

@@ -551,3 +551,28 @@ def test_a_phone_number_deleted_while_it_is_updated_is_a_404(database: Database)
     with pytest.raises(ApiError) as gone:
         _update(database, org, number.id, PhoneNumberUpdateParams(label="back"))
     assert gone.value.status == 404 and store.get_phone_number(database, org, number.id) is None
+
+
+def test_deleting_a_campaign_removes_the_calls_it_never_started(database: Database) -> None:
+    """Rows launched but not started yet (or cancelled before they were) had their placeholder calls
+    left in the call history; only rows never launched lost theirs."""
+    from api.assistants import _create
+    from api.schemas import AssistantCreateParams
+    from models.campaign import CampaignLaunchParams, Selection, SelectionRows
+
+    settings = settings_for_tests(database_url=database.url)
+    org = f"org-{uuid.uuid4()}"
+    assistant = _create(database, settings, org, AssistantCreateParams(name="a", prompt="p"))
+    contacts = [CampaignContact(to_phone_number=f"+3361234561{n}") for n in range(3)]
+    campaign, _ = campaign_store.create_campaign(
+        database, settings, org, CampaignCreateParams(name="c", assistant_id=assistant.id, contacts=contacts)
+    )
+    calls = [call.id for _, call in campaign_store.rows_with_calls(database, campaign.id) if call]
+    only_first = Selection(rows=SelectionRows(mode="only", call_ids=calls[:1]))
+    campaign_store.select_for_launch(
+        database, org, campaign.id, CampaignLaunchParams(mode="ai_first", selection=only_first)
+    )
+    campaign_store.delete_campaign(database, campaign_store.get_campaign(database, org, campaign.id))
+    with database.session() as session:
+        left = session.scalars(select(CallOrderRecord.id).where(CallOrderRecord.id.in_(calls)))  # type: ignore[attr-defined]
+        assert list(left) == []
