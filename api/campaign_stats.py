@@ -299,8 +299,10 @@ EXPORT_COLUMNS = [
 
 
 def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], variables: list[str]) -> str:
-    """One line per row: the contact's columns, then where its call stands."""
-    lines: list[list[Any]] = [EXPORT_COLUMNS + variables]
+    """One line per row: where its call stands, then the contact's columns (one named as a column of
+    ours is headed `contact.<name>`: two `outcome` columns, a reader keeps only one)."""
+    headers = [f"contact.{name}" if name in EXPORT_COLUMNS else name for name in variables]
+    lines: list[list[Any]] = [EXPORT_COLUMNS + headers]
     for row, call in rows:
         lines.append(
             [

@@ -77,3 +77,19 @@ def test_a_campaign_export_keeps_a_contacts_formula_as_text() -> None:
     )
     [line] = read_back(export_csv([(row, None)], ["name", "company"]))
     assert (line["name"], line["company"], line["to_phone_number"]) == ("'=1+2", "'+ACME", "+33612345678")
+
+
+def test_a_contact_column_named_as_an_export_column_keeps_its_own() -> None:
+    """A prompt variable `outcome`: headed `contact.outcome`, beside the call's own `outcome` (a CSV
+    reader kept only one of two columns named alike)."""
+    row = CampaignRowRecord(
+        id="r1",
+        campaign_id="k1",
+        organization_id="org",
+        row_index=0,
+        phone_number="+33612345678",
+        state="not_launched",
+        input_data={"outcome": "theirs", "name": "Ada"},
+    )
+    [line] = read_back(export_csv([(row, None)], ["outcome", "name"]))
+    assert (line["contact.outcome"], line["outcome"], line["name"]) == ("theirs", "", "Ada")
