@@ -158,24 +158,18 @@ async def call_orders(client: Client, task_queue: str) -> None:
             await handle.signal(CallOrderWorkflow.cancel)
         await handle.result()
         await save(handle)
-    if not (HISTORIES / "call-call_order_invalid_input.json").exists():
-        # Started past the API with a body it refuses: the order fails at once (InvalidCallOrder).
-        handle = await client.start_workflow(
-            "CallOrderWorkflow",
-            {"phone_number": "0612345678"},
-            id="call-call_order_invalid_input",
-            task_queue=task_queue,
-        )
-        await save(handle)
-    if not (HISTORIES / "call-call_order_invalid_workflow_id.json").exists():
-        # Started past the API under an id that is not call-<lowercase UUID>: the order fails at once.
-        handle = await client.start_workflow(
-            "CallOrderWorkflow",
-            {"phone_number": "+33612345678"},
-            id="call-call_order_invalid_workflow_id",
-            task_queue=task_queue,
-        )
-        await save(handle)
+    # Started past the API and refused at once (InvalidCallOrder): a body the API would refuse, and
+    # (patch call-id-checked) a workflow id that is not call-<lowercase UUID>.
+    refused = {
+        "invalid_input": {"phone_number": "0612345678"},
+        "invalid_workflow_id": {"phone_number": "+33612345678"},
+    }
+    for name, body in refused.items():
+        if not (HISTORIES / f"call-call_order_{name}.json").exists():
+            handle = await client.start_workflow(
+                "CallOrderWorkflow", body, id=f"call-call_order_{name}", task_queue=task_queue
+            )
+            await save(handle)
 
 
 ANALYSIS_HELD = asyncio.Event()  # released once the scenario's signal was sent

@@ -65,16 +65,20 @@ def test_a_call_export_keeps_a_callees_formula_as_text() -> None:
     assert row["structured_output.name"] == "'@SUM(1+1)*cmd|' /C calc'!A0"
 
 
-def test_a_campaign_export_keeps_a_contacts_formula_as_text() -> None:
-    row = CampaignRowRecord(
+def campaign_row(**input_data: str) -> CampaignRowRecord:
+    return CampaignRowRecord(
         id="r1",
         campaign_id="k1",
         organization_id="org",
         row_index=0,
         phone_number="+33612345678",
         state="not_launched",
-        input_data={"name": "=1+2", "company": "+ACME"},
+        input_data=input_data,
     )
+
+
+def test_a_campaign_export_keeps_a_contacts_formula_as_text() -> None:
+    row = campaign_row(name="=1+2", company="+ACME")
     [line] = read_back(export_csv([(row, None)], ["name", "company"]))
     assert (line["name"], line["company"], line["to_phone_number"]) == ("'=1+2", "'+ACME", "+33612345678")
 
@@ -82,14 +86,6 @@ def test_a_campaign_export_keeps_a_contacts_formula_as_text() -> None:
 def test_a_contact_column_named_as_an_export_column_keeps_its_own() -> None:
     """A prompt variable `outcome`: headed `contact.outcome`, beside the call's own `outcome` (a CSV
     reader kept only one of two columns named alike)."""
-    row = CampaignRowRecord(
-        id="r1",
-        campaign_id="k1",
-        organization_id="org",
-        row_index=0,
-        phone_number="+33612345678",
-        state="not_launched",
-        input_data={"outcome": "theirs", "name": "Ada"},
-    )
+    row = campaign_row(outcome="theirs", name="Ada")
     [line] = read_back(export_csv([(row, None)], ["outcome", "name"]))
     assert (line["contact.outcome"], line["outcome"], line["name"]) == ("theirs", "", "Ada")
