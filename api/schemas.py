@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from models import Assistant, Call, CallAssistant, CallCreateParams
 from models.common import E164, AttemptResult, CallStatus, Direction, Outcome, VoiceId
@@ -122,10 +122,26 @@ class PhoneHistoryResponse(BaseModel):
 # --- assistants ---------------------------------------------------------------------------------------------
 
 
+_NOT_CARRIED_OUT = {
+    "zoho": "outdial has no Zoho CRM integration (use webhook_url, Slack or email to reach a CRM)",
+    "precall_lookup_url": "it is for inbound calls, and outdial places outbound calls only",
+}
+
+
 class AssistantCreateParams(Assistant):
-    """`POST /assistants`: the seed's assistant plus its name."""
+    """`POST /assistants`: the seed's assistant plus its name. The official client's options outdial
+    does not carry out are refused when given, rather than stored and silently ignored."""
 
     name: Name
+    zoho: dict[str, Any] | None = None
+    precall_lookup_url: str | None = None
+
+    @field_validator("zoho", "precall_lookup_url")
+    @classmethod
+    def _not_carried_out(cls, value: object, info: ValidationInfo) -> None:
+        if value is not None:
+            raise ValueError(f"not supported: {_NOT_CARRIED_OUT[str(info.field_name)]}")
+        return None
 
 
 class AssistantView(CallAssistant):

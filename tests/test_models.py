@@ -829,3 +829,24 @@ def test_json_nested_too_deeply_to_read_is_left_to_fastapi() -> None:
     from api.unicode import check_unicode
 
     check_unicode(b"[" * 5000 + b'"\\ud83d"' + b"]" * 5000)  # no exception
+
+
+def test_client_options_outdial_does_not_carry_out_are_refused_not_dropped() -> None:
+    """The official client's `zoho` and `precall_lookup_url`: a 422 naming them, where they were
+    accepted, stored nowhere and ignored; left unset (or null) they are no concern."""
+    from api.schemas import AssistantCreateParams
+
+    base = {"name": "a", "prompt": "p"}
+    AssistantCreateParams.model_validate({**base, "zoho": None, "precall_lookup_url": None})
+    zoho = {
+        "connection_id": "c",
+        "field_mapping": [],
+        "log_call_activity": False,
+        "module": "Leads",
+        "outcomes": [],
+    }
+    for field, value in (("zoho", zoho), ("precall_lookup_url", "https://crm.example/{{phone}}")):
+        with pytest.raises(ValidationError) as refused:
+            AssistantCreateParams.model_validate({**base, field: value})
+        [error] = refused.value.errors()
+        assert error["loc"] == (field,) and "not supported" in error["msg"]
