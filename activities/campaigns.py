@@ -136,11 +136,14 @@ def pending_rows(
 
 
 def _refused_for_good(err: RPCError) -> bool:
-    """Temporal will refuse this start however often it is asked: an invalid request (a payload over
-    its limit), or a message over its server's size (not an overloaded server, which says the same)."""
+    """Temporal will refuse this row's start however often it is asked: its payload is over Temporal's
+    limit (INVALID_ARGUMENT naming the size), or its message over the server's (not an overloaded
+    server, which says RESOURCE_EXHAUSTED too). Any other refusal is the batch's, retried: a
+    configuration mistake must not skip every row of a campaign."""
+    message = err.message.lower()
     if err.status == RPCStatusCode.INVALID_ARGUMENT:
-        return True
-    return err.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in err.message.lower()
+        return "size" in message
+    return err.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in message
 
 
 def skip_refused(database: Database, refused: dict[str, str]) -> list[RowSkip]:
