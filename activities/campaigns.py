@@ -33,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.compliance import is_overridden
 from activities.persistence import call_columns
+from activities.start_refusals import too_large
 from models import Call, CallCreateParams
 from models.call import order_workflow_id
 from models.campaign import (
@@ -133,17 +134,6 @@ def pending_rows(
                 batch.append((row, skip_row(session, row, "invalid_phone_number", str(err)[:500])))
         session.commit()
         return campaign, batch, rows_left
-
-
-def _refused_for_good(err: RPCError) -> bool:
-    """Temporal will refuse this row's start however often it is asked: its payload is over Temporal's
-    limit (INVALID_ARGUMENT naming the size), or its message over the server's (not an overloaded
-    server, which says RESOURCE_EXHAUSTED too). Any other refusal is the batch's, retried: a
-    configuration mistake must not skip every row of a campaign."""
-    message = err.message.lower()
-    if err.status == RPCStatusCode.INVALID_ARGUMENT:
-        return "size" in message
-    return err.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in message
 
 
 def skip_refused(database: Database, refused: dict[str, str]) -> list[RowSkip]:
@@ -277,9 +267,9 @@ class CampaignActivities:
                     result.started += 1
                 except WorkflowAlreadyStartedError:
                     result.already_started += 1
-                except RPCError as err:  # refused for good: that row is skipped, not the batch retried
-                    if not _refused_for_good(err):
-                        raise
+                except RPCError as err:  # too large: that row is skipped, not the batch retried for ever
+                    if not too_large(err):  # any other refusal is the batch's (a configuration mistake
+                        raise  # must not skip every row of a campaign)
                     refused[row.id] = f"Temporal refused its order: {err.message}"[:500]
             activity.heartbeat(result.started + result.already_started)
 

@@ -66,6 +66,11 @@ EXPORT_COLUMNS = [
 ]
 
 
+def _end_reason(attempt: CallAttemptRecord | None) -> str:
+    """As the Call shows it: an earlier version's word in the client's (the column keeps what was written)."""
+    return str(in_the_clients_words(attempt.end_reason) or "") if attempt else ""
+
+
 def _iso(value: datetime | None) -> str:
     return value.isoformat().replace("+00:00", "Z") if value else ""
 
@@ -114,9 +119,7 @@ def render_csv(
                     _iso(attempt.ended_at) if attempt else "",
                     duration,
                     (attempt.ended_by or "") if attempt else "",
-                    (in_the_clients_words(attempt.end_reason) or "")
-                    if attempt
-                    else "",  # as the Call shows it
+                    _end_reason(attempt),
                     call.outcome or "",
                     call.call.get("outcome_summary") or "",
                     call.assistant_id or "",

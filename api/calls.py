@@ -37,6 +37,7 @@ from activities.persistence import (
     keep_resolution,
     resolve_caller_id,
 )
+from activities.start_refusals import too_large
 from api import store
 from api.auth import Authenticated
 from api.context import ApiContext, Context
@@ -233,7 +234,7 @@ async def _start(
     except WorkflowAlreadyStartedError:
         return start_signal is None
     except RPCError as err:
-        if _too_large(err):  # retrying cannot help, unlike a 503
+        if too_large(err):  # retrying cannot help, unlike a 503
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
@@ -246,15 +247,6 @@ async def _start(
             raise StartUnknown(call_id, f"{message}; Temporal could not say if it started") from err
         raise ApiError(503, "unavailable", message) from err
     return True
-
-
-def _too_large(err: RPCError) -> bool:
-    """Over Temporal's payload limit (2 MB by default: INVALID_ARGUMENT), or past the server's gRPC
-    message limit (4 MB: RESOURCE_EXHAUSTED, as a server under too much load also answers)."""
-    message = err.message.lower()
-    if err.status == RPCStatusCode.INVALID_ARGUMENT:
-        return "size" in message
-    return err.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in message
 
 
 class StartUnknown(ApiError):

@@ -256,17 +256,22 @@ def update_if_unchanged(database: Database, read: Versioned, values: dict[str, A
     """Write `values` to the row `read` came from if nobody wrote it since (its `updated_at`): a partial
     update merged into a stale read would undo a concurrent one's changes, or bring a deleted row back.
     The updated row, or None when it changed or went meanwhile (read it again: `updating`)."""
-    model = type(read)
     now = max(utcnow(), read.updated_at + timedelta(microseconds=1))  # always a new version
+    return _write_row(database, read, {**values, "updated_at": now}, type(read).updated_at == read.updated_at)
+
+
+Row = TypeVar("Row", AssistantRecord, CampaignRecord, PhoneNumberRecord)
+
+
+def _write_row(database: Database, read: Row, values: dict[str, Any], *only_if: Any) -> Row | None:
+    """Write `values` to the organization's row `read` came from (and `only_if` holds); the row as
+    written, or None when no row matched: it went meanwhile (or changed, for `only_if`)."""
+    model = type(read)
     with database.session() as session:
         written = session.execute(
             update(model)
-            .where(
-                model.id == read.id,
-                model.organization_id == read.organization_id,
-                model.updated_at == read.updated_at,
-            )
-            .values(**values, updated_at=now)
+            .where(model.id == read.id, model.organization_id == read.organization_id, *only_if)
+            .values(**values)
         )
         session.commit()
         if not written.rowcount:  # type: ignore[attr-defined]
@@ -336,17 +341,7 @@ def update_phone_number(
 ) -> PhoneNumberRecord | None:
     """Write `changes` (the fields given, each replacing its own) to the organization's number; None
     when it was deleted meanwhile (a 404, not a 500 from an update that found no row)."""
-    number = PhoneNumberRecord
-    with database.session() as session:
-        written = session.execute(
-            update(number)
-            .where(number.id == record.id, number.organization_id == record.organization_id)
-            .values(**changes, updated_at=utcnow())
-        )
-        session.commit()
-        if not written.rowcount:  # type: ignore[attr-defined]
-            return None
-        return session.get(number, record.id, populate_existing=True)
+    return _write_row(database, record, {**changes, "updated_at": utcnow()})
 
 
 def delete_phone_number(database: Database, organization_id: str, number_id: str) -> bool:

@@ -39,10 +39,10 @@ def check_unicode(body: bytes) -> None:
         return
     try:
         document = json.loads(body)
-        first = next(lone_surrogates(document), None)
+        loc = next(lone_surrogates(document), None)
     except (ValueError, RecursionError):  # FastAPI answers malformed (or too deeply nested) JSON itself
         return
-    for loc in [first] if first is not None else []:
+    if loc is not None:
         raise RequestValidationError(
             [
                 {
