@@ -218,13 +218,19 @@ def _pct(part: int, whole: int) -> float | None:
 
 
 def statistics(
-    database: Database, record: CampaignRecord, summary: Summary, *, agent_name: str | None, fields: list[str]
+    database: Database,
+    record: CampaignRecord,
+    summary: Summary,
+    *,
+    agent_name: str | None,
+    fields: list[str],
+    retry: dict[str, Any],
 ) -> dict[str, Any]:
-    """The official client's `statistics` object, plus outdial's `rows` (by status, by outcome, ...)."""
+    """The official client's `statistics` object, plus outdial's `rows` (by status, by outcome, ...).
+    `retry`: the retry config its orders get (its own, else its assistant's), as the campaign shows it."""
     reached = summary.reached_human
     exchanges = sum(summary.by_outcome.values())
     hot = sum(summary.by_outcome[o] for o in HOT_OUTCOMES)
-    retry = record.call_retry_config or {}
     return {
         "campaign": {
             "id": record.id,

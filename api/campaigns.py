@@ -71,11 +71,16 @@ class CampaignView(BaseModel):
     structured_output_extraction: str = "none"
 
 
+def retry_config_of(record: CampaignRecord, assistant_json: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The retry config the campaign's orders get: its own, else its assistant's."""
+    return record.call_retry_config or (assistant_json or {}).get("call_retry_config")
+
+
 def campaign_view(database: Database, record: CampaignRecord) -> dict[str, Any]:
     summary = campaign_stats.summarize(campaign_stats.row_facts(database, record.id))
     assistant = find_assistant(database, record.organization_id, record.assistant_id)
     assistant_json = assistant_view(assistant) if assistant else None
-    retry = record.call_retry_config or (assistant_json or {}).get("call_retry_config")
+    retry = retry_config_of(record, assistant_json)
     return CampaignView(
         id=record.id,
         assistant_id=record.assistant_id,
@@ -334,7 +339,12 @@ async def get_statistics(id: str, context: Context, principal: Authenticated) ->
             [f["name"] for f in (assistant.config.get("structured_output_config") or [])] if assistant else []
         )
         return campaign_stats.statistics(
-            context.database, record, summary, agent_name=assistant.name if assistant else None, fields=fields
+            context.database,
+            record,
+            summary,
+            agent_name=assistant.name if assistant else None,
+            fields=fields,
+            retry=retry_config_of(record, assistant_view(assistant) if assistant else None) or {},
         )
 
     statistics = await context.db(compute)

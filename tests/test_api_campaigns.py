@@ -120,6 +120,19 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
         other.client.campaigns.statistics(campaign_id)
 
 
+def test_statistics_give_the_retry_config_the_campaign_shows(org: Org) -> None:
+    """Without its own retry config a campaign's orders get its assistant's: its statistics say so too
+    (they read the campaign's own alone, and said null)."""
+    client = org.client
+    retry = {**ALWAYS_OPEN, "max_retry_attempts": 2, "timezone": "Europe/Paris"}
+    assistant = client.assistants.create(name="Retrier", prompt="Hi.", call_retry_config=retry).assistant
+    contacts = [{"to_phone_number": "+33612345601"}]
+    campaign = client.campaigns.create(name="Inherits", assistant_id=assistant.id, contacts=contacts).campaign
+    assert client.campaigns.retrieve(campaign.id).campaign.call_retry_config.max_retry_attempts == 2
+    shown = client.campaigns.statistics(campaign.id).statistics.campaign
+    assert (shown.max_attempts_per_contact, shown.timezone) == (2, "Europe/Paris")
+
+
 def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
     """Up to 100,000 contacts: past the API's 16 MB for other bodies, so the limit is the contacts'."""
     contact = {"to_phone_number": "+33612345678", "prompt_variables": {"note": "x" * 150}}
