@@ -500,6 +500,11 @@ def signal_refused(call_id: str, status: str, signal: str) -> str | None:
         return f"call {call_id} is {status}; it can no longer be {_SIGNALLED[signal]}"
     if signal != "resume" and status == "post_processing":
         return f"call {call_id} is post_processing: its calls are over, nothing to {signal.replace('_', ' ')}"
+    if status == "not_launched":  # a campaign's row: no order exists yet to take a signal
+        return (
+            f"call {call_id} is not_launched: its campaign has not started it, so it cannot be "
+            f"{_SIGNALLED[signal]}; steer the campaign instead (pause, cancel, or a launch without this row)"
+        )
     return None
 
 

@@ -69,6 +69,8 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     assert refused.value.body["error"]["details"][0]["loc"] == ["query", "offset"]
     not_launched = client.call.search(**no_filters(campaign_ids=[campaign_id], statuses=["not_launched"]))
     assert not_launched.total_count == 2
+    with pytest.raises(revox.ConflictError, match="not_launched: its campaign has not started it"):
+        client.call.cancel(rows[1].call.id)  # no order yet: said so, not that it "has ended"
 
     with pytest.raises(revox.UnprocessableEntityError):
         client.campaigns.launch(campaign_id, mode="speed_dial", selection={})
