@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,8 +15,11 @@ from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
 
+import workflows.search_attributes as sa
 from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
 from activities.simulated import SimulatedTelephony
@@ -28,9 +31,10 @@ from models.tables import Database
 from models.workflow_io import DialRequest, DialResult
 from tests.helpers import current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
-from tests.test_call_order import ended, order, start, started, status_of
+from tests.test_call_order import ALWAYS_OPEN, ended, order, start, started, status_of
 from tests.test_call_order_concurrency import semaphore_ended, semaphore_of
 from workers import create_worker
+from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
 
 OUTCOME = {"outcome": "interested", "outcome_summary": "She asked for the details by email."}
@@ -283,3 +287,42 @@ async def test_pause_and_resume_during_a_retry_delay_keep_the_delay(time_env, ta
     first, second = reversed(call.call_attempts)
     assert "NextAttemptAt" not in paused  # no attempt waits for a time while paused
     assert first.result == "voicemail" and started(second) - ended(first) >= timedelta(seconds=600)
+
+
+async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_next_one(dev_env, task_queue):
+    """Its time came while no worker ran the order (down, or behind a backlog), and its window had closed
+    by the time one did: it waits for the next window instead of dialing as the worker comes back. On the
+    real dev server and its clock: the time-skipping one holds its clock while a workflow task waits."""
+    now = datetime.now(UTC)
+    opens = (now + timedelta(seconds=75)).replace(second=0, microsecond=0)  # 15 to 75 s ahead
+    if opens.hour == 23 and opens.minute == 59:  # a window ends the day it starts
+        opens += timedelta(minutes=2)
+    closes = opens + timedelta(minutes=1)
+    window = {
+        "calling_window_start_time": f"{opens:%H:%M}",
+        "calling_window_end_time": f"{closes:%H:%M}",
+        "retry_delay_seconds": 600,
+    }
+    params = order("human", retry={**ALWAYS_OPEN, "calling_windows": [window]})
+    settings = settings_for_tests()
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(dev_env, task_queue, params)
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+    # The worker is gone until the window has opened and closed: the order's timer fires meanwhile.
+    await asyncio.sleep((closes - datetime.now(UTC)).total_seconds() + 1)
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
+        await eventually(
+            lambda: handle.query(CallOrderWorkflow.call),
+            lambda call: call.status == "scheduled" and call.calls_count == 0,
+            timeout=20,
+        )
+        description = await handle.describe()
+        next_attempt = description.typed_search_attributes.get(sa.NEXT_ATTEMPT_AT)
+        assert next_attempt == opens + timedelta(days=1), next_attempt
+        await handle.signal(CallOrderWorkflow.cancel)
+        assert (await handle.result()).calls_count == 0
+    history = await handle.fetch_history()
+    converter, runner = pydantic_data_converter, workflow_runner()
+    replayer = Replayer(workflows=[CallOrderWorkflow], data_converter=converter, workflow_runner=runner)
+    # Its new path, the patch's marker, replays (one run is kept: call_order_woken_after_its_window_closed)
+    await replayer.replay_workflow(history)

@@ -97,6 +97,9 @@ CALL_ID_CHECKED = "call-id-checked"
 # A memo's organization_id that is not a string fails the order; before, it was read as str(value): an
 # organization nobody has, whose order the API could not reach.
 MEMO_STRING_CHECKED = "memo-string-checked"
+# An attempt whose time came while no worker ran the order (down, or behind a backlog) waits for the next
+# window if its own closed meanwhile; before, it dialed whenever a worker came back, at 3 a.m. if need be.
+WINDOW_CHECKED_ON_WAKING = "window-checked-on-waking"
 
 PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
@@ -375,7 +378,10 @@ class CallOrderWorkflow:
                 raise OrderFailed(f"no allowed calling window within reach for timezones {order.zones}")
             now = workflow.now()
             if due <= now:
-                return True
+                if self._may_dial_on_waking(order):
+                    return True
+                due = self._afresh(order)
+                continue
             self.next_attempt_at = due
             self._set_status("scheduled")
             number = len(self.attempts) + 1
@@ -387,8 +393,17 @@ class CallOrderWorkflow:
                     f"waiting for {schedule.describe_instant(due, order.zones[0])}",
                 )
             except TimeoutError:
-                return True
+                if self._may_dial_on_waking(order):
+                    return True
+                due = self._afresh(order)
         return False
+
+    def _may_dial_on_waking(self, order: PreparedOrder) -> bool:
+        """Whether an attempt whose time has come may dial now: its window may have closed while no
+        worker ran the order (down, or behind a backlog), and then it waits for the next one."""
+        if self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones):
+            return True
+        return not workflow.patched(WINDOW_CHECKED_ON_WAKING)
 
     async def _take_permit(self, order: PreparedOrder) -> bool:
         """Queue for a permit of the order's concurrency key (status `queued_for_calling`).
