@@ -58,7 +58,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from models.common import DialError
-from models.settings import Settings
+from models.settings import ConfigError, Settings
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class LiveKitTelephony:
 
     def __init__(self, settings: Settings, *, answer_poll_interval: float = 1.0) -> None:
         if not (settings.livekit_url and settings.livekit_api_key and _secret(settings.livekit_api_secret)):
-            raise RuntimeError(
+            raise ConfigError(
                 "OUTDIAL_TELEPHONY=livekit needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
             )
         self.settings = settings
@@ -215,6 +215,16 @@ class LiveKitTelephony:
     async def dial(self, request: DialRequest) -> DialResult:
         room = room_name(request.attempt_id)
         trunk = request.livekit_outbound_trunk_id or self.trunk_for(request.from_phone_number)
+        try:
+            return await self._dial(room, trunk, request)
+        except api.ServerError as err:
+            if err.code in CONFIG_ERROR_CODES:  # a bad API key or secret: no retry can fix it
+                raise ApplicationError(
+                    f"LiveKit refused the request: {err}", type=LIVEKIT_CONFIG_ERROR, non_retryable=True
+                ) from None
+            raise
+
+    async def _dial(self, room: str, trunk: str, request: DialRequest) -> DialResult:
         async with self._api() as lk:
             ledger = await self._read_ledger(lk, room)
             previous = _previous_phase()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from models.settings import Settings
+from models.settings import ConfigError, Settings
 from models.workflow_io import (
     AnalysisResult,
     AnalyzeRequest,
@@ -45,7 +45,7 @@ def telephony_from(settings: Settings) -> Telephony:
         from activities.livekit import LiveKitTelephony
 
         return LiveKitTelephony(settings)
-    raise RuntimeError(f"OUTDIAL_TELEPHONY={settings.telephony!r}: use 'simulated' or 'livekit'")
+    raise ConfigError(f"OUTDIAL_TELEPHONY={settings.telephony!r}: use 'simulated' or 'livekit'")
 
 
 def analyzer_from(settings: Settings) -> Analyzer:
@@ -56,3 +56,12 @@ def analyzer_from(settings: Settings) -> Analyzer:
     from activities.analysis import OpenAIAnalyzer
 
     return OpenAIAnalyzer(settings)
+
+
+def check_providers(settings: Settings) -> None:
+    """Build the telephony and SMS providers the settings choose, before anything starts: a missing
+    credential is a ConfigError, one line, not a worker that fails once connected (a traceback)."""
+    from activities.sms import sms_provider_from
+
+    telephony_from(settings)
+    sms_provider_from(settings)

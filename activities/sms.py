@@ -20,7 +20,7 @@ from activities.outbox import Outbox
 from agent.prompt import interpolate
 from models.assistant import LlmModelRecord
 from models.call import TranscriptEntry
-from models.settings import Settings
+from models.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _twilio_error(response: httpx.Response) -> str:
 def sms_provider_from(settings: Settings) -> SmsProvider:
     if settings.sms_provider == "twilio":
         if not (settings.twilio_account_sid and settings.twilio_auth_token):
-            raise RuntimeError("OUTDIAL_SMS=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+            raise ConfigError("OUTDIAL_SMS=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
         return TwilioSms(
             settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_base_url
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from models.common import error_summary
 
@@ -128,6 +128,14 @@ class Settings(BaseModel):
     concurrency_default_max: int = Field(default=1, ge=1)
     # How many orders may wait for one key's permits; more are deferred and ask again later.
     concurrency_max_waiters: int = Field(default=15_000, ge=1)
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _livekit_url(cls, url: str | None) -> str | None:
+        """livekit-api needs the scheme: without it every request fails, and was retried for hours."""
+        if url and not url.startswith(("wss://", "ws://", "https://", "http://")):
+            raise ValueError(f"must start with wss:// (or ws://, https://, http://), e.g. wss://{url}")
+        return url
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -266,6 +266,22 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             "outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
         ),
         (
+            ["worker"],  # was a traceback of 121 lines
+            {"OUTDIAL_TELEPHONY": "livekit", "OUTDIAL_CODEC_KEY": "plaintext"},
+            "OUTDIAL_TELEPHONY=livekit needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
+        ),
+        (
+            ["worker"],
+            {"OUTDIAL_SMS": "twilio", "OUTDIAL_CODEC_KEY": "plaintext"},
+            "OUTDIAL_SMS=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+        ),
+        (
+            ["worker"],
+            {"LIVEKIT_URL": "project.livekit.cloud", "OUTDIAL_CODEC_KEY": "plaintext"},
+            "invalid configuration (the environment): LIVEKIT_URL: Value error, must start with wss:// (or "
+            "ws://, https://, http://), e.g. wss://project.livekit.cloud",
+        ),
+        (
             ["worker"],
             {"OUTDIAL_CODEC_KEY": "too-short"},
             "OUTDIAL_CODEC_KEY: each key must be 32 bytes, base64 or hex "

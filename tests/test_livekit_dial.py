@@ -34,6 +34,7 @@ from activities.livekit import CALLEE_IDENTITY, LiveKitTelephony, room_name
 from activities.simulated import SimulatedAnalyzer
 from agent.reporter import ConverseLink
 from models import Call, CallCreateParams
+from models.settings import ConfigError, Settings
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult
 from tests.helpers import eventually, settings_for_tests
 
@@ -110,6 +111,12 @@ class FakeLiveKit:
         if kind is None:
             return _twirp_error(404, "bad_route", f"no handler for {service}/{method}")
         message = kind.FromString(body)
+        try:  # as a LiveKit server: every request carries a token signed with the project's secret
+            api.TokenVerifier(API_KEY, API_SECRET).verify(
+                request.headers["Authorization"].removeprefix("Bearer ")
+            )
+        except Exception:  # noqa: BLE001 — a missing, malformed or badly signed token alike
+            return _twirp_error(401, "unauthenticated", "invalid token: InvalidSignatureError")
         self.requests.append((service, method, message, dict(request.headers)))
         if self.on_request:
             self.on_request(service, method, message)
@@ -353,6 +360,24 @@ async def test_bad_credentials_fail_the_order_without_retrying(livekit: FakeLive
     with pytest.raises(Exception, match="LiveKit refused the call") as raised:
         await telephony.dial(dial_request())
     assert getattr(raised.value, "non_retryable", False) is True
+
+
+@pytest.mark.parametrize("wrong", ["livekit_api_key", "livekit_api_secret"])
+async def test_a_wrong_api_key_or_secret_fails_the_dial_at_once(livekit: FakeLiveKit, wrong: str) -> None:
+    """Refused on the dial's first request (reading its ledger), not only when it rings: retried, it was
+    tried three times per attempt and the order went on for hours, then ended as if called."""
+    telephony = LiveKitTelephony(livekit_settings(livekit, **{wrong: "not-the-project's"}))
+    with pytest.raises(Exception, match="LiveKit refused the request") as raised:
+        await telephony.dial(dial_request())
+    assert getattr(raised.value, "non_retryable", False) is True
+    assert livekit.requests == []  # refused, each one: nothing was done, nothing rang
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:7880", "project.livekit.cloud", "wss:/project.livekit.cloud"])
+def test_a_livekit_url_without_its_scheme_is_refused_with_the_settings(url: str) -> None:
+    with pytest.raises(ConfigError, match="LIVEKIT_URL: .*must start with wss://"):
+        Settings.load(config_file="/nonexistent", env={"LIVEKIT_URL": url})
+    assert Settings.load(config_file="/nonexistent", env={"LIVEKIT_URL": "wss://p.livekit.cloud"}).livekit_url
 
 
 # -- never ring twice ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.providers import check_providers
 from activities.webhook_secrets import (
     WebhookSecretInfo,
     WebhookSecretPinned,
@@ -142,6 +143,7 @@ def _encrypted(settings: Settings) -> Settings:
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (no dev server)."""
     settings = _encrypted(Settings.load())
+    check_providers(settings)
 
     async def main() -> None:
         client = await _connected(settings)

@@ -21,6 +21,7 @@ from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
+from activities.providers import check_providers
 from activities.webhook_secrets import signing_secrets
 from api import create_app
 from api.auth import seed_dev_organization
@@ -92,6 +93,7 @@ async def _seeded(settings: Settings) -> str:
 @contextlib.asynccontextmanager
 async def local_stack(settings: Settings, console: Console) -> AsyncIterator[LocalStack]:
     settings = local_settings(settings)
+    check_providers(settings)
     local = settings.local_stack
     key = await _seeded(settings)  # first: nothing to start if the database cannot be reached
     async with contextlib.AsyncExitStack() as stack:
