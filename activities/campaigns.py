@@ -159,10 +159,12 @@ def mark_launched(database: Database, row_ids: list[str]) -> None:
 
 
 def order_memo(campaign: CampaignRecord) -> dict[str, Any]:
-    """What the order reads from its memo: organization, campaign, the campaign's retry config."""
+    """What the order reads from its memo: organization, campaign, the campaign's retry config, and
+    when its call was created (with the campaign: its row's call says so from then, and keeps it)."""
     memo: dict[str, Any] = {
         "organization_id": campaign.organization_id,
         "campaign": {"id": campaign.id, "name": campaign.name},
+        "created_at": campaign.created_at,
     }
     if campaign.call_retry_config:
         memo["call_retry_config"] = campaign.call_retry_config

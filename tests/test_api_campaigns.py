@@ -92,6 +92,7 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     assert done.status == "completed" and done.funnel_stats.talked_to_human == 2
     calls = client.call.search(**no_filters(campaign_ids=[campaign_id])).calls
     assert {c.campaign.name for c in calls} == {"Pilot 2"} and {c.status for c in calls} == {"completed"}
+    assert {c.created_at for c in calls} == {rows[0].call.created_at}  # the launch did not move it
     history = client.call.phone_history().phone_history
     assert [(c.id, c.name) for c in history["+33612345601"].campaigns] == [(campaign_id, "Pilot 2")]
 
