@@ -128,13 +128,21 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
     if filters.statuses:
         where.append(row.status.in_(filters.statuses))  # type: ignore[attr-defined]
     if filters.call_ids is not None:
-        where.append(row.id.in_(filters.call_ids))  # type: ignore[attr-defined]
+        where.append(row.id.in_([canonical_call_id(i) for i in filters.call_ids]))  # type: ignore[attr-defined]
     if filters.to_phone_number:
         where.append(row.to_phone_number == filters.to_phone_number)
     if filters.query:
         needle = filters.query.lower()
         where.append(row.search_text.contains(needle, autoescape=True))  # type: ignore[attr-defined]
     return where
+
+
+def canonical_call_id(value: str) -> str:
+    """A call id as stored (a lowercase UUID), as `GET /call/{id}` reads it; anything else as given."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
 
 
 def _order(filters: CallFilters) -> list[Any]:

@@ -255,6 +255,8 @@ def test_call_create_answers_the_seed_shape_then_runs_to_completion(org: Org) ->
     # The stored state (what the API answers once the workflow closed) is the workflow's final Call.
     stored = org.client.call.search(**no_filters(call_ids=[call.id])).calls[0]
     assert stored.model_dump() == call.model_dump()
+    # An id as GET /call/{id} takes it (any case) finds it in search too
+    assert org.client.call.search(**no_filters(call_ids=[call.id.upper()])).total_count == 1
 
 
 def test_what_post_answers_stays_true_in_every_later_read(org: Org) -> None:
