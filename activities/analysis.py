@@ -554,7 +554,7 @@ def _failure(err: openai.APIError, endpoint: Endpoint) -> ApplicationError:
         status = err.status_code
         if status in (408, 409, 429) or status >= 500:
             return ApplicationError(
-                f"{endpoint.label}: HTTP {status}, will retry",
+                f"{endpoint.label}: HTTP {status}",  # the final summary quotes it: no "will retry"
                 type=ANALYSIS_UNAVAILABLE,
                 next_retry_delay=_retry_after(err),
             )

@@ -480,6 +480,7 @@ async def test_an_order_completes_with_the_analysis_failure_recorded(time_env, f
 
     assert unavailable.status == "completed" and unavailable.outcome is None
     assert unavailable.outcome_summary and unavailable.outcome_summary.startswith("analysis failed:")
+    assert unavailable.outcome_summary.endswith("HTTP 503")  # given up: not "will retry"
     # Temporal's bound, not one more: the retries whose backoff fits within ANALYZE_PATIENCE
     assert abs(outcome_requests - _attempts_within_patience()) <= 1
     assert off_schema.status == "completed" and off_schema.outcome == "interested"
