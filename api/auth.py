@@ -23,7 +23,7 @@ from activities.webhook_secrets import pin_webhook_secret
 from api.context import ApiContext
 from api.errors import ApiError
 from api.keys import Principal, lookup_key
-from models.settings import Settings
+from models.settings import OrganizationId, Settings
 from models.tables import (
     ApiKey,
     Database,
@@ -91,7 +91,7 @@ class KeyHolder(BaseModel):
     """Who a key is issued to, within what the tables hold: PostgreSQL refuses a longer value (a
     traceback in the CLI), where SQLite would keep it."""
 
-    organization_id: str = Field(min_length=1, max_length=64)
+    organization_id: OrganizationId
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=1, max_length=320)
 

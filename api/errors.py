@@ -170,7 +170,9 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        headers = None if err.retryable else {"x-should-retry": "false"}
+        headers = {} if err.retryable else {"x-should-retry": "false"}
+        if err.status == 401:  # RFC 9110: a 401 names the scheme it wants (an API key as a bearer token)
+            headers["WWW-Authenticate"] = "Bearer"
         return error_response(err.status, err.type, err.message, details=err.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from models.common import error_summary
 
@@ -15,6 +15,17 @@ DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
 # The value of OUTDIAL_CODEC_KEY that turns encryption off on purpose.
 PLAINTEXT_HISTORY = "plaintext"
+
+
+def _without_colon(organization_id: str) -> str:
+    if ":" in organization_id:
+        raise ValueError("must not contain ':' (it separates an organization from its concurrency keys)")
+    return organization_id
+
+
+# An organization's id: its concurrency key `k` is `<organization id>:k`, so a ':' in it would share
+# another organization's key (org "a:b" saying "k" and org "a" saying "b:k").
+OrganizationId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_without_colon)]
 
 
 class ConfigError(ValueError):
@@ -74,7 +85,7 @@ class Settings(BaseModel):
     telephony: Literal["simulated", "livekit"] = "simulated"
     analyzer: Literal["simulated", "openai"] = "simulated"
     database_url: str = "sqlite:///.outdial/outdial.db"
-    organization_id: str = "org_local"
+    organization_id: OrganizationId = "org_local"
     default_from_phone_number: str = "+33159000000"
     # LiveKit telephony (OUTDIAL_TELEPHONY=livekit): livekit-api's own variable names, plus the outbound
     # SIP trunk per caller id (from-number -> trunk id; LIVEKIT_SIP_TRUNKS="+3315...=ST_a,+1...=ST_b").

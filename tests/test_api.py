@@ -739,6 +739,7 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
             assert "must be UTF-8" in not_utf8.json()["error"]["message"]
         missing_key = httpx.get(f"{stack.url}/assistants")
         assert missing_key.status_code == 401 and "Bearer" in missing_key.json()["error"]["message"]
+        assert missing_key.headers["WWW-Authenticate"] == "Bearer"  # RFC 9110
 
 
 def test_bodies_that_could_not_be_stored_or_started_are_refused_and_leave_nothing(org: Org) -> None:

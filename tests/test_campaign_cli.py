@@ -74,11 +74,14 @@ def test_apikey_create_refuses_what_the_tables_cannot_hold_naming_the_option(
     monkeypatch.setenv("OUTDIAL_DATABASE_URL", url)
     monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
     runner = CliRunner()
-    for option, value in (("--name", "x" * 201), ("--org", "o" * 65), ("--name", ""), ("--email", "e" * 321)):
+    refusals = (("--name", "x" * 201), ("--org", "o" * 65), ("--name", ""), ("--email", "e" * 321))
+    # an organization "a:b" would share organization "a"'s concurrency keys ("b:...")
+    for option, value in (*refusals, ("--org", "org_a:b")):
         refused = runner.invoke(app, ["apikey", "create", option, value], env={"COLUMNS": "200"})
         assert refused.exit_code == 2, refused.output
         assert f"Invalid value for {option}" in refused.output and "Traceback" not in refused.output
     assert api_keys_of(Database.for_url(url), Settings.load().organization_id) == []
+    assert api_keys_of(Database.for_url(url), "org_a:b") == []
 
 
 def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_nothing(
