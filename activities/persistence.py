@@ -262,7 +262,7 @@ _CALLER_IDS = (
 
 
 def caller_ids(database: Database, organization_id: str) -> dict[str, str | None]:
-    """The organization's caller ids and their trunks, oldest first (the first one is its default)."""
+    """The organization's caller ids and their trunks, oldest first (see `resolve_caller_id` for its default)."""
     return dict(database.fetch(_CALLER_IDS, organization_id=organization_id))
 
 
@@ -291,12 +291,12 @@ class UnknownCallerId(ValueError):
 
 def resolve_caller_id(owned: Mapping[str, str | None], requested: str | None, fallback: str) -> CallerId:
     """The number (and trunk) an order dials from, among the organization's caller ids (`caller_ids`):
-    the requested one if the organization owns it, else its first number. An organization without
-    numbers dials from the configured default trunk's number (`fallback`, temporal-dev.yaml
-    `organization.default_from_phone_number`)."""
+    the requested one if the organization owns it, else the configured default (`fallback`,
+    temporal-dev.yaml `organization.default_from_phone_number`) if it owns that, else its first number.
+    An organization without numbers dials from `fallback` (the default trunk's number)."""
     owned = owned or {fallback: None}
-    if requested is None:
-        number = next(iter(owned))
+    if requested is None:  # the configured number first: set after a demo, it must win over the demo's
+        number = fallback if fallback in owned else next(iter(owned))
         return CallerId(number, owned[number])
     if requested not in owned:
         raise UnknownCallerId(

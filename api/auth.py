@@ -156,7 +156,8 @@ def revoke_api_key(database: Database, organization_id: str, key_id: str) -> Api
 def ensure_phone_number(
     database: Database, organization_id: str, phone_number: str, trunk: str | None, label: str | None = None
 ) -> None:
-    """The organization owns `phone_number` (idempotent)."""
+    """The organization owns `phone_number` (idempotent), on `trunk` when one is given (the local
+    stack's configured trunk: a corrected LIVEKIT_SIP_OUTBOUND_TRUNK_ID replaces the one recorded)."""
     with database.session() as session:
         ensure_organization(session, organization_id)
         exists = session.scalars(
@@ -175,6 +176,8 @@ def ensure_phone_number(
                     livekit_outbound_trunk_id=trunk,
                 )
             )
+        elif trunk is not None:
+            exists.livekit_outbound_trunk_id = trunk
         session.commit()
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -31,10 +32,13 @@ from temporalio.worker import Worker
 
 from activities.calls import CallActivities
 from activities.livekit import CALLEE_IDENTITY, LiveKitTelephony, room_name
+from activities.persistence import CallerId, caller_ids, resolve_caller_id
 from activities.simulated import SimulatedAnalyzer
 from agent.reporter import ConverseLink
+from api.auth import seed_dev_organization
 from models import Call, CallCreateParams
 from models.settings import ConfigError, Settings
+from models.tables import Database
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult
 from tests.helpers import eventually, settings_for_tests
 
@@ -378,6 +382,26 @@ def test_a_livekit_url_without_its_scheme_is_refused_with_the_settings(url: str)
     with pytest.raises(ConfigError, match="LIVEKIT_URL: .*must start with wss://"):
         Settings.load(config_file="/nonexistent", env={"LIVEKIT_URL": url})
     assert Settings.load(config_file="/nonexistent", env={"LIVEKIT_URL": "wss://p.livekit.cloud"}).livekit_url
+
+
+def test_the_local_stacks_configured_number_and_trunk_are_what_orders_dial_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a demo (its simulated number, no trunk), `outdial dev` with the trunk's own number: that
+    number dials, on the trunk configured last (a mistyped one, corrected). Before, the demo's number
+    stayed the default (the oldest), and the first trunk recorded stayed for good."""
+    monkeypatch.chdir(tmp_path)  # the dev API key is kept in ./.outdial
+    demo = settings_for_tests()
+    seed_dev_organization(demo)
+    number = "+14155550100"  # the trunk's own
+    mistyped = demo.model_copy(
+        update={"default_from_phone_number": number, "livekit_sip_outbound_trunk_id": "ST_typo"}
+    )
+    seed_dev_organization(mistyped)
+    seed_dev_organization(mistyped.model_copy(update={"livekit_sip_outbound_trunk_id": "ST_mine"}))
+    owned = caller_ids(Database.for_url(demo.database_url), demo.organization_id)
+    assert resolve_caller_id(owned, None, number) == CallerId(number, "ST_mine")
+    assert resolve_caller_id(owned, FROM, number) == CallerId(FROM, None)  # the demo's, still owned
 
 
 # -- never ring twice ----------------------------------------------------------------------------------
