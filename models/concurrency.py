@@ -120,6 +120,9 @@ class SemaphoreState(BaseModel):
     # Since when nothing is held or queued (the idle timeout counts from here, across continue-as-new).
     idle_since: datetime | None = None
     stats: SemaphoreStats = Field(default_factory=SemaphoreStats)
+    # In the `state` query only: waiters past the first QUERY_WAITERS_SHOWN, left out of `waiters` (an
+    # answer holds at most 2 MB, some 6,700 waiters as JSON).
+    waiters_not_shown: int = 0
 
     def pack(self) -> bytes:
         """zlib-compressed JSON (defaults left out): what continue-as-new carries. As plain JSON a waiter

@@ -44,6 +44,7 @@ from tests.permit_holders import (
 from workflows.concurrency import (
     ACQUIRE_SIGNAL,
     HOLDERS_QUERY,
+    QUERY_WAITERS_SHOWN,
     RELEASE_SIGNAL,
     STATE_QUERY,
     WAITERS_QUERY,
@@ -534,6 +535,43 @@ def test_the_carried_state_of_a_full_queue_fits_well_within_a_payload() -> None:
     assert len(payload.data) < 1_500_000
     [back] = pydantic_data_converter.payload_converter.from_payloads([payload], [SemaphoreInput])
     assert back.carried_state() == state
+
+
+async def test_a_full_queue_is_shown_by_its_queries_from_the_head_of_the_line(
+    env: WorkflowEnvironment,
+) -> None:
+    """A query's answer holds at most 2 MB: past some 6,700 waiters `waiters` and `state` failed ("Blob
+    data size exceeds limit"). They show the first QUERY_WAITERS_SHOWN in line, and say how many more."""
+    key, now = new_key("full"), datetime(2026, 3, 2, 9, 0)
+    queued = [
+        HolderInfo(
+            holder_workflow_id=f"call-{uuid.uuid4()}",
+            ticket="attempt-1#1",
+            max=1,
+            holder_run_id=str(uuid.uuid4()),
+            request_seq=n + 1,
+            queued_at=now,
+            requested_at=now,
+        )
+        for n in range(8_000)
+    ]
+    holder = queued.pop(0).model_copy(update={"granted_at": now, "grant_seq": 1, "delivered": True})
+    carried = SemaphoreState(
+        key=key, max=1, holders=[holder], waiters=queued, next_request_seq=len(queued) + 2, next_grant_seq=2
+    )
+    handle = await env.client.start_workflow(
+        ConcurrencySemaphoreWorkflow.run,
+        SemaphoreInput(key=key, max=1, packed_state=carried.pack()),
+        id=semaphore_workflow_id(key),
+        task_queue=TASK_QUEUE,
+    )
+    waiters, state = await sem_waiters(env.client, key), await sem_state(env.client, key)
+    head = [w.holder_workflow_id for w in queued[:QUERY_WAITERS_SHOWN]]
+    assert [w.holder_workflow_id for w in waiters] == head
+    assert [w.holder_workflow_id for w in state.waiters] == head
+    assert state.waiters_not_shown == len(queued) - QUERY_WAITERS_SHOWN
+    assert [h.holder_workflow_id for h in state.holders] == [holder.holder_workflow_id]
+    await handle.terminate("the test is over")
 
 
 async def test_idle_semaphore_completes_and_restarts(env: WorkflowEnvironment) -> None:

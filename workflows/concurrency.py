@@ -85,6 +85,7 @@ them, and its waiters, whose request it held, would wait for ever (cancel or re-
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -136,6 +137,9 @@ RELEASE_SIGNAL = "release"
 HOLDERS_QUERY = "holders"
 WAITERS_QUERY = "waiters"
 STATE_QUERY = "state"
+# The `waiters` and `state` queries show the first waiters in line, up to this many: a query's answer
+# holds at most 2 MB (Temporal's limit), about 6,700 waiters as JSON, and a key may have 15,000.
+QUERY_WAITERS_SHOWN = 1_000
 
 Ref = tuple[str, str]  # (holder workflow id, ticket)
 
@@ -259,11 +263,12 @@ class ConcurrencySemaphoreWorkflow:
 
     @workflow.query(name=WAITERS_QUERY)
     def waiters(self) -> list[HolderInfo]:
-        return list(self._waiters.values())
+        """The first QUERY_WAITERS_SHOWN waiters, in line (`state` says how many more)."""
+        return list(itertools.islice(self._waiters.values(), QUERY_WAITERS_SHOWN))
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> SemaphoreState:
-        return self._state()
+        return self._state(waiters_shown=QUERY_WAITERS_SHOWN)
 
     # ---- main loop -----------------------------------------------------------------------------
 
@@ -458,12 +463,16 @@ class ConcurrencySemaphoreWorkflow:
         while len(self._finished) > self._input.finished_memory:
             del self._finished[next(iter(self._finished))]
 
-    def _state(self) -> SemaphoreState:
+    def _state(self, waiters_shown: int | None = None) -> SemaphoreState:
+        """Everything (continue-as-new, the result), or for a query the first `waiters_shown` waiters."""
+        shown = itertools.islice(self._waiters.values(), waiters_shown)
+        not_shown = 0 if waiters_shown is None else max(0, len(self._waiters) - waiters_shown)
         return SemaphoreState(
             key=self._key,
             max=self._max,
             holders=[h.model_copy() for h in self._holders.values()],
-            waiters=[w.model_copy() for w in self._waiters.values()],
+            waiters=[w.model_copy() for w in shown],
+            waiters_not_shown=not_shown,
             finished=[
                 TicketRef(holder_workflow_id=w, ticket=t, run_id=run)
                 for (w, t), run in self._finished.items()
