@@ -154,13 +154,9 @@ def refuse_far_future(field: str, value: datetime | None, now: datetime) -> None
 
 
 def refuse_no_common_window(phone_number: str, retry: CallRetryConfig, now: datetime, field: str) -> None:
-    """A number that may be in zones sharing no calling window (a Russian mobile: Kaliningrad to
-    Kamchatka) could never be called: a 422 asking for the timezone, not an order that errs later.
-    One zone always has a window, so only the rare number with several pays for the search."""
-    if not schedule.may_span_timezones(phone_number, retry.timezone):
-        return
-    zones = schedule.resolve_timezones(phone_number, retry.timezone)
-    if len(zones) > 1 and schedule.next_allowed_instant(now, retry, zones) is None:
+    """A number that may be in zones sharing no calling window could never be called: a 422 asking for
+    the timezone, not an order that errs later."""
+    if zones := schedule.zones_sharing_no_window(phone_number, retry, now):
         whose = "the assistant's " if field == "assistant_id" else ""
         raise unprocessable(
             field,

@@ -40,6 +40,7 @@ from models.campaign import (
 from models.common import TERMINAL_STATUSES, check_e164
 from models.settings import Settings
 from models.tables import CallOrderRecord, CampaignRecord, CampaignRowRecord, Database, utcnow
+from workflows.schedule import zones_sharing_no_window
 
 CHUNK = 500
 
@@ -78,12 +79,25 @@ def resolve(
 
 
 def _row_check(
-    number: str, seen: dict[str, int], blocked: set[str], metadata: dict[str, str] | None
+    number: str,
+    seen: dict[str, int],
+    blocked: set[str],
+    metadata: dict[str, str] | None,
+    retry: CallRetryConfig,
+    now: datetime,
 ) -> RowSkip | None:
     try:
         check_e164(number)
     except ValueError as err:
         return RowSkip(row_index=0, phone_number=number, reason="invalid_phone_number", message=str(err))
+    if zones := zones_sharing_no_window(number, retry, now):  # its order would err without calling
+        return RowSkip(
+            row_index=0,
+            phone_number=number,
+            reason="no_calling_window",
+            message=f"may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no calling "
+            "window; set the campaign's call_retry_config.timezone to the recipients'",
+        )
     if number in seen:
         return RowSkip(
             row_index=0,
@@ -175,7 +189,7 @@ def create_campaign(
                 "call_id": None,
                 "scheduled_at": None,
             }
-            skip = _row_check(contact.to_phone_number, seen, blocked, contact.metadata)
+            skip = _row_check(contact.to_phone_number, seen, blocked, contact.metadata, resolved.retry, now)
             if skip is not None:
                 skip = skip.model_copy(update={"row_index": index})
                 skips.append(skip)

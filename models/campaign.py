@@ -23,7 +23,9 @@ RowState = Literal["not_launched", "pending", "launched", "skipped", "cancelled"
 """A row's own state: `pending` = selected by a launch, its order not started yet; `launched` = its
 CallOrderWorkflow was started (the call's status says the rest); `skipped` = a bad row."""
 # order_refused: Temporal refused the row's order for good (over its payload limit, say), at launch.
-SkipReason = Literal["invalid_phone_number", "duplicate_phone_number", "do_not_contact", "order_refused"]
+SkipReason = Literal[
+    "invalid_phone_number", "duplicate_phone_number", "do_not_contact", "no_calling_window", "order_refused"
+]
 
 
 def _no_nul(value: str) -> str:

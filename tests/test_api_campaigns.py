@@ -136,6 +136,25 @@ def test_statistics_give_the_retry_config_the_campaign_shows(org: Org) -> None:
     assert (shown.max_attempts_per_contact, shown.timezone) == (2, "Europe/Paris")
 
 
+def test_a_row_whose_number_has_no_calling_window_is_skipped_saying_to_set_the_timezone(org: Org) -> None:
+    """A Russian mobile may be anywhere from Kaliningrad to Kamchatka, zones sharing no window: as
+    `POST /call` refuses it, the row is skipped (its order ended `errored` without a word on the Call)."""
+    client = org.client
+    assistant = client.assistants.create(name="Russia", prompt="Hi.").assistant
+    contacts = [{"to_phone_number": "+79123456789"}, {"to_phone_number": "+33612345601"}]
+    created = client.campaigns.with_raw_response.create(
+        name="Everywhere", assistant_id=assistant.id, contacts=contacts
+    ).json()
+    [skip] = created["skipped_rows"]
+    assert (skip["row_index"], skip["reason"]) == (0, "no_calling_window")
+    assert "call_retry_config.timezone" in skip["message"]
+    moscow = {"timezone": "Europe/Moscow"}
+    chosen = client.campaigns.with_raw_response.create(
+        name="Moscow", assistant_id=assistant.id, contacts=contacts, call_retry_config=moscow
+    ).json()
+    assert chosen["skipped_rows"] == []
+
+
 def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
     """Up to 100,000 contacts: past the API's 16 MB for other bodies, so the limit is the contacts'."""
     contact = {"to_phone_number": "+33612345678", "prompt_variables": {"note": "x" * 150}}

@@ -89,6 +89,18 @@ def may_span_timezones(phone_number: str, override: str | None = None) -> bool:
     return False  # no calling code: resolve_timezones falls back to one zone
 
 
+def zones_sharing_no_window(phone_number: str, config: CallRetryConfig, now: datetime) -> list[str]:
+    """The zones a number may be in when they share no calling window within reach (a Russian mobile:
+    Kaliningrad to Kamchatka), an order that could never be called; else []. One zone always has a
+    window, so only the rare number with several pays for the search."""
+    if not may_span_timezones(phone_number, config.timezone):
+        return []
+    zones = resolve_timezones(phone_number, config.timezone)
+    if len(zones) > 1 and next_allowed_instant(now, config, zones) is None:
+        return zones
+    return []
+
+
 @functools.cache
 def _calling_code_zones(code: str) -> frozenset[str]:
     """Every zone phonenumbers maps a number of calling code `code` to (its prefixes all start with it)."""
