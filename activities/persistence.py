@@ -262,7 +262,7 @@ _CALLER_IDS = (
 
 
 def caller_ids(database: Database, organization_id: str) -> dict[str, str | None]:
-    """The organization's caller ids and their trunks, oldest first (see `resolve_caller_id` for its default)."""
+    """The organization's caller ids and their trunks, oldest first (`resolve_caller_id` picks one)."""
     return dict(database.fetch(_CALLER_IDS, organization_id=organization_id))
 
 

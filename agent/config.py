@@ -6,10 +6,11 @@ import json
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from models import Call
 from models.assistant import CallAssistant
+from models.common import error_summary
 
 
 class CallSpec(BaseModel):
@@ -72,23 +73,37 @@ class AgentConfig(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
+        """From the environment (`AGENT_ENV` names each variable); a ValueError names the variable
+        that is wrong (a JSON one that is not JSON, OUTDIAL_AMD that is no boolean)."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {
-            "stt_model": env.get("OUTDIAL_STT_MODEL"),
-            "stt_language": env.get("OUTDIAL_STT_LANGUAGE"),
-            "default_tts": env.get("OUTDIAL_DEFAULT_TTS"),
-            "dedicated_base_urls": json.loads(env["OUTDIAL_DEDICATED_BASE_URLS"])
-            if env.get("OUTDIAL_DEDICATED_BASE_URLS")
-            else None,
-            "dedicated_api_key": env.get("OUTDIAL_DEDICATED_API_KEY"),
-            "calendly_api_url": env.get("OUTDIAL_CALENDLY_API_URL"),
-            "calendly_tokens": json.loads(env["OUTDIAL_CALENDLY_TOKENS"])
-            if env.get("OUTDIAL_CALENDLY_TOKENS")
-            else None,
-            "calendly_default_token": env.get("CALENDLY_API_TOKEN"),
-            "amd_enabled": env.get("OUTDIAL_AMD", "1").lower() not in ("0", "false", "off", "no"),
-        }
-        return cls.model_validate({k: v for k, v in values.items() if v is not None})
+        values: dict[str, object] = {}
+        for field, variable in AGENT_ENV.items():
+            if not (raw := env.get(variable)):
+                continue
+            try:
+                values[field] = json.loads(raw) if field in _JSON_FIELDS else raw
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{variable}: not JSON ({err.msg} at character {err.pos})") from None
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            named = [{**e, "loc": (AGENT_ENV[str(e["loc"][0])], *e["loc"][1:])} for e in err.errors()]
+            raise ValueError(error_summary(named)) from None
 
     def calendly_token(self, connection_id: str) -> str | None:
         return self.calendly_tokens.get(connection_id) or self.calendly_default_token
+
+
+# The agent's settings and their variables (pydantic's booleans for OUTDIAL_AMD: 1/0, true/false, on/off).
+AGENT_ENV = {
+    "stt_model": "OUTDIAL_STT_MODEL",
+    "stt_language": "OUTDIAL_STT_LANGUAGE",
+    "default_tts": "OUTDIAL_DEFAULT_TTS",
+    "dedicated_base_urls": "OUTDIAL_DEDICATED_BASE_URLS",
+    "dedicated_api_key": "OUTDIAL_DEDICATED_API_KEY",
+    "calendly_api_url": "OUTDIAL_CALENDLY_API_URL",
+    "calendly_tokens": "OUTDIAL_CALENDLY_TOKENS",
+    "calendly_default_token": "CALENDLY_API_TOKEN",
+    "amd_enabled": "OUTDIAL_AMD",
+}
+_JSON_FIELDS = frozenset({"dedicated_base_urls", "calendly_tokens"})

@@ -1157,6 +1157,7 @@ def test_voice_agent_worker_registers_the_dispatch_name() -> None:
         livekit_api_key=API_KEY,
         livekit_api_secret=API_SECRET,
         livekit_agent_name="outdial-test",
+        plaintext_history=True,  # as the workers it reads orders from
     )
     server = build_server(settings)
     assert server._agent_name == "outdial-test" and server._entrypoint_fnc is not None

@@ -220,6 +220,7 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
     latin1.write_bytes("organization:\n  id: société\n".encode("latin-1"))
     outdial = str(Path(sys.executable).parent / "outdial")
     base = {"PATH": os.environ.get("PATH", ""), "OUTDIAL_CONFIG": "/dev/null", "COLUMNS": "80"}
+    livekit = {"LIVEKIT_URL": "ws://127.0.0.1:1", "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "secret"}
     for command, env, said in (
         (
             ["apikey", "list"],
@@ -264,6 +265,24 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             ["voice-agent"],
             {},
             "outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
+        ),
+        (
+            ["voice-agent"],  # found by each call's job, after the phone rang: silence, then a retry
+            {**livekit, "OUTDIAL_CODEC_KEY": "plaintext", "OUTDIAL_DEDICATED_BASE_URLS": "{'gpt': 1}"},
+            "outdial voice-agent: OUTDIAL_DEDICATED_BASE_URLS: not JSON (Expecting property name enclosed "
+            "in double quotes at character 1)",
+        ),
+        (
+            ["voice-agent"],
+            {**livekit, "OUTDIAL_CODEC_KEY": "plaintext", "OUTDIAL_AMD": "maybe"},
+            "outdial voice-agent: OUTDIAL_AMD: Input should be a valid boolean, unable to interpret input",
+        ),
+        (
+            ["voice-agent"],  # the workers' payloads would be unreadable to it
+            livekit,
+            "outdial voice-agent needs the workers' OUTDIAL_CODEC_KEY (beside temporal-dev.yaml, the key "
+            "`outdial dev` made; OUTDIAL_CODEC_KEY=plaintext if they run unencrypted): it reads each order "
+            "from Temporal's history",
         ),
         (
             ["worker"],  # was a traceback of 121 lines

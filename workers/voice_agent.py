@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 
 from livekit.agents import AgentServer, JobProcess
 
 from activities.livekit import _secret
+from agent.config import AgentConfig
 from agent.entrypoint import entrypoint
 from agent.pipeline import preload_plugins
-from models.settings import ConfigError, Settings
+from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,29 @@ def _setup(_: JobProcess) -> None:
     preload_plugins()
 
 
-def build_server(settings: Settings, *, port: int = 8081) -> AgentServer:
+def check_settings(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """What every call needs, checked at start (a ConfigError, one line): a mistake found in a call's
+    job instead is a phone that rings and then silence, retried up to the order's attempts."""
     if not (settings.livekit_url and settings.livekit_api_key and _secret(settings.livekit_api_secret)):
         raise ConfigError("outdial voice-agent needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+    try:
+        AgentConfig.from_env(env)
+    except ValueError as err:  # a JSON variable that is not JSON, a value of the wrong kind
+        raise ConfigError(f"outdial voice-agent: {err}") from None
+    if not settings.codec_key and not settings.plaintext_history:  # it reads each order's assistant
+        raise ConfigError(
+            "outdial voice-agent needs the workers' OUTDIAL_CODEC_KEY (beside temporal-dev.yaml, the key "
+            f"`outdial dev` made; OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY} if they run unencrypted): it reads "
+            "each order from Temporal's history"
+        )
+    if not settings.openai_api_key:
+        log.warning(
+            "OPENAI_API_KEY is not set: only realtime assistants can talk (speech-to-text is OpenAI's)"
+        )
+
+
+def build_server(settings: Settings, *, port: int = 8081) -> AgentServer:
+    check_settings(settings)
     preload_plugins()
     server = AgentServer(
         ws_url=settings.livekit_url,
