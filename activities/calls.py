@@ -11,7 +11,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.persistence import (
+    CallerId,
     UnknownCallerId,
+    accepted_call,
     assistant_view,
     caller_ids,
     find_assistant,
@@ -19,6 +21,7 @@ from activities.persistence import (
     trunk_of,
 )
 from activities.providers import Analyzer, Telephony
+from models import Call
 from models.assistant import DEFAULT_ASSISTANT_PROMPT, Assistant, call_assistant_from
 from models.retry import CallRetryConfig
 from models.settings import Settings
@@ -72,16 +75,31 @@ class CallActivities:
 
     def _prepare(self, request: PrepareRequest) -> PreparedOrder:
         database = Database.for_url(self.settings.database_url)
+        accepted: list[Call | None] = []  # read once, only if something it named is gone
+
+        def as_accepted() -> Call | None:
+            if not accepted:
+                accepted.append(accepted_call(database, request.organization_id, request.call_id))
+            return accepted[0]
+
         if request.assistant_id is not None:
             record = find_assistant(database, request.organization_id, request.assistant_id)
-            if record is None:
-                raise ApplicationError(
-                    f"assistant_id: assistant {request.assistant_id} not found",
-                    type=INVALID_ORDER,
-                    non_retryable=True,
-                )
-            inline = Assistant.model_validate(record.config)
-            assistant = assistant_view(record)
+            if record is not None:
+                inline = Assistant.model_validate(record.config)
+                assistant = assistant_view(record)
+                from_number, retry_config = inline.from_phone_number, inline.call_retry_config
+            else:  # deleted since the order was accepted: it keeps the assistant it was accepted with
+                call = as_accepted()
+                if call is None or call.assistant is None or call.assistant.id != request.assistant_id:
+                    raise ApplicationError(
+                        f"assistant_id: assistant {request.assistant_id} not found",
+                        type=INVALID_ORDER,
+                        non_retryable=True,
+                    )
+                assistant = call.assistant
+                from_number = assistant.from_phone_number
+                kept = assistant.call_retry_config
+                retry_config = CallRetryConfig.model_validate(kept.model_dump()) if kept else None
         else:
             inline = request.assistant or Assistant(prompt=DEFAULT_ASSISTANT_PROMPT)
             assistant = call_assistant_from(
@@ -90,17 +108,22 @@ class CallActivities:
                 organization_id=request.organization_id,
                 now=request.created_at or datetime.now(UTC),
             )
+            from_number, retry_config = inline.from_phone_number, inline.call_retry_config
+        requested = request.from_phone_number or from_number
         try:
             caller = resolve_caller_id(
                 caller_ids(database, request.organization_id),
-                request.from_phone_number or inline.from_phone_number,
+                requested,
                 self.settings.default_from_phone_number,
             )
         except UnknownCallerId as err:
-            raise ApplicationError(
-                f"from_phone_number: {err}", type=INVALID_ORDER, non_retryable=True
-            ) from None
-        retry = (request.call_retry_config or inline.call_retry_config or CallRetryConfig()).applied()
+            call = as_accepted()  # a number deleted since the order was accepted still calls it
+            if call is None or call.from_phone_number != requested:
+                raise ApplicationError(
+                    f"from_phone_number: {err}", type=INVALID_ORDER, non_retryable=True
+                ) from None
+            caller = CallerId(requested, None)  # its trunk: LIVEKIT_SIP_TRUNKS', else the default one
+        retry = (request.call_retry_config or retry_config or CallRetryConfig()).applied()
         return PreparedOrder(
             assistant=assistant,
             from_phone_number=caller.phone_number,

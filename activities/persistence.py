@@ -242,6 +242,16 @@ def find_assistant(database: Database, organization_id: str, assistant_id: str) 
         return record if record and record.organization_id == organization_id else None
 
 
+def accepted_call(database: Database, organization_id: str, call_id: str) -> Call | None:
+    """The order's Call as stored when it was accepted (`POST /call`'s placeholder, a campaign row's
+    call): what it was resolved to then, kept for it if its assistant or caller id is deleted since."""
+    with database.session() as session:
+        record = session.get(CallOrderRecord, call_id)
+        if record is None or record.organization_id != organization_id or not record.call:
+            return None
+        return Call.model_validate(record.call)
+
+
 def phone_numbers_of(database: Database, organization_id: str) -> list[PhoneNumberRecord]:
     """The organization's caller ids, oldest first (the first one is its default)."""
     with database.session() as session:

@@ -23,7 +23,8 @@ class CallingWindow(BaseModel):
 
     calling_window_start_time: ClockTime = "10:00"
     calling_window_end_time: ClockTime = "18:00"
-    retry_delay_seconds: Annotated[int, Strict()] = Field(default=7200, gt=0, le=MAX_SAFE_INT)
+    # 0: as soon as the window allows (the official client documents it; the seed's minimum excludes it)
+    retry_delay_seconds: Annotated[int, Strict()] = Field(default=7200, ge=0, le=MAX_SAFE_INT)
 
     @model_validator(mode="after")
     def _start_before_end(self) -> CallingWindow:

@@ -155,6 +155,41 @@ def test_a_row_whose_number_has_no_calling_window_is_skipped_saying_to_set_the_t
     assert chosen["skipped_rows"] == []
 
 
+def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_they_are_deleted(
+    org: Org,
+) -> None:
+    """Its rows were accepted with them (its calls show them from creation): deleting them after does not
+    turn every launched row into an `errored` order, as it did (the order looked them up afresh)."""
+    client = org.client
+    with org.raw() as http:
+        assert http.post("/phone-numbers", json={"phone_number": "+33159000003"}).status_code == 200
+        number_id = next(
+            n["id"]
+            for n in http.get("/phone-numbers").json()["phone_numbers"]
+            if n["phone_number"] == "+33159000003"
+        )
+    assistant = client.assistants.create(name="Short-lived", prompt="Offer {{name}} a demo.").assistant
+    contacts = [{"to_phone_number": "+33612345601", "prompt_variables": {"name": "Claire"}}]
+    campaign = client.campaigns.create(
+        name="Outlives",
+        assistant_id=assistant.id,
+        from_phone_number="+33159000003",
+        contacts=contacts,
+        call_retry_config=ALWAYS_OPEN,
+    ).campaign
+    assert client.assistants.delete(assistant.id).success
+    with org.raw() as http:
+        assert http.delete(f"/phone-numbers/{number_id}").status_code == 200
+    assert client.campaigns.launch(campaign.id, mode="ai_first", selection={}).launched == 1
+    [call] = eventually_sync(
+        lambda: client.call.search(**no_filters(campaign_ids=[campaign.id])).calls,
+        lambda calls: calls[0].status in ("completed", "errored"),
+        timeout=60,
+    )
+    assert call.status == "completed", call.outcome_summary
+    assert (call.assistant.id, call.from_phone_number) == (assistant.id, "+33159000003")
+
+
 def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
     """Up to 100,000 contacts: past the API's 16 MB for other bodies, so the limit is the contacts'."""
     contact = {"to_phone_number": "+33612345678", "prompt_variables": {"note": "x" * 150}}

@@ -281,6 +281,17 @@ async def test_call_twice_in_a_row_skips_only_the_first_delay(time_env, task_que
     assert started(third) - ended(second) >= timedelta(seconds=600)
 
 
+async def test_a_retry_delay_of_zero_retries_as_soon_as_the_window_allows(time_env, task_queue):
+    """As the official client documents it (the seed's minimum excluded it: it was a 422)."""
+    window = {**ALWAYS_OPEN["calling_windows"][0], "retry_delay_seconds": 0}  # type: ignore[index]
+    retry = {**ALWAYS_OPEN, "calling_windows": [window]}
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, order("voicemail,human", retry=retry))).result()
+    first, second = reversed(call.call_attempts)
+    assert (first.result, second.result) == ("voicemail", "human")
+    assert started(second) - ended(first) < timedelta(seconds=1)
+
+
 async def test_unreachable_number_is_not_retried_and_errors(time_env, task_queue):
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         call = await (await start(time_env, task_queue, order("number_non_attributed"))).result()

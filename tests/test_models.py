@@ -250,7 +250,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         with_window(calling_window_start_time="18:00", calling_window_end_time="9am"),
         "calling_windows",
     ),
-    ("window-retry-delay-zero", with_window(retry_delay_seconds=0), "retry_delay_seconds"),
+    ("window-retry-delay-negative", with_window(retry_delay_seconds=-1), "retry_delay_seconds"),
     ("retry-unknown-timezone", with_assistant(call_retry_config={"timezone": "Mars/Olympus"}), "timezone"),
     ("retry-empty-days", with_assistant(call_retry_config={"allowed_days": []}), "allowed_days"),
     ("retry-bad-day", with_assistant(call_retry_config={"allowed_days": ["funday"]}), "allowed_days"),

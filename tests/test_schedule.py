@@ -370,7 +370,7 @@ def configs(draw) -> CallRetryConfig:
     for _ in range(draw(st.integers(1, 3))):
         start = draw(st.integers(0, 1438))
         end = draw(st.integers(start + 1, 1439))
-        windows.append(window(draw(clock_text(start)), draw(clock_text(end)), draw(st.integers(1, 86400))))
+        windows.append(window(draw(clock_text(start)), draw(clock_text(end)), draw(st.integers(0, 86400))))
     return CallRetryConfig(allowed_days=[d for d in WEEKDAYS if d in days], calling_windows=windows)
 
 
