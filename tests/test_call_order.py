@@ -425,6 +425,18 @@ async def test_a_call_longer_than_max_call_duration_is_cut_by_the_system(time_en
     assert attempt.transcript and attempt.transcript[-1].content == "Out of time, Claire, goodbye."
 
 
+async def conversation_returned(handle: WorkflowHandle[Any, Call]) -> bool:
+    """The converse activity completed: a simulated call now holds the line on the workflow's clock."""
+    names: dict[int, str] = {}
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.HasField("activity_task_completed_event_attributes"):
+            if names[event.activity_task_completed_event_attributes.scheduled_event_id] == "converse":
+                return True
+    return False
+
+
 async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
     params = order("human", metadata={"simulation.call_seconds": "3600"})
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
@@ -433,13 +445,13 @@ async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
         # activity completes: the test server fails a workflow task that cancels an activity it has
         # just completed (ACTIVITY_UNKNOWN), and the order then stalled in two CI runs. A real server
         # records such a cancel request and takes no action (its handleCommandRequestCancelActivity).
-        attempts = await eventually(
-            lambda: handle.query(CallOrderWorkflow.attempts),
-            lambda a: bool(a) and a[0].status == "ongoing" and a[0].result is not None,
-        )
-        assert attempts[0].answered_at is not None
+        await eventually(lambda: conversation_returned(handle), bool)
+        attempts = await handle.query(CallOrderWorkflow.attempts)
+        assert attempts[0].status == "ongoing" and attempts[0].answered_at is not None
+        assert attempts[0].transcript is None  # shown when the call is over, as a real one's
         await handle.signal(CallOrderWorkflow.cancel)
         call = await handle.result()
+    assert call.call_attempts[0].result == "human" and call.call_attempts[0].transcript
     attempt = call.call_attempts[0]
     assert call.status == "cancelled"
     assert (attempt.status, attempt.ended_by, attempt.end_reason) == (

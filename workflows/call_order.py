@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from models.workflow_io import (
         AnalyzeRequest,
         ConverseRequest,
+        ConverseResult,
         DialRequest,
         PreparedOrder,
         PrepareRequest,
@@ -531,9 +532,6 @@ class CallOrderWorkflow:
         )
         if talk is None:
             return attempt
-        attempt.result = talk.result
-        attempt.transcript = talk.transcript
-        attempt.recording_url = talk.recording_url
         attempt.answered_at = talk.answered_at or attempt.answered_at
         if talk.hold_seconds > 0:  # a simulated call lasts on the workflow's clock
             try:
@@ -542,9 +540,11 @@ class CallOrderWorkflow:
                     timeout=talk.hold_seconds,
                     timeout_summary=f"{label}: simulated call in progress ({talk.hold_seconds:g} s)",
                 )
+                self._heard(attempt, talk)
                 return attempt  # cancelled mid-call: the agent says goodbye; run() closes the attempt
             except TimeoutError:
                 pass
+        self._heard(attempt, talk)
         self._end_attempt(
             attempt,
             status="completed",
@@ -553,6 +553,14 @@ class CallOrderWorkflow:
             ended_at=talk.ended_at,
         )
         return attempt
+
+    @staticmethod
+    def _heard(attempt: CallAttempt, talk: ConverseResult) -> None:
+        """What the conversation gave, once it is over: a simulated one returns it all at once and then
+        lasts, and its Call shows it as a real one does, at the end (the stored row then has it too)."""
+        attempt.result = talk.result
+        attempt.transcript = talk.transcript
+        attempt.recording_url = talk.recording_url
 
     async def _analyze(self, order: PreparedOrder) -> None:
         """Turn the last conversation with a human into structured output and an outcome."""
