@@ -506,22 +506,27 @@ def test_deferral_backoff_doubles_from_a_minute_to_an_hour() -> None:
     assert deferral_backoff(10_000) == timedelta(hours=1)
 
 
-def test_the_carried_state_of_a_full_queue_fits_well_within_a_payload() -> None:
-    """Temporal refuses payloads over 2 MB: as plain JSON, the default bound's 15,000 waiters on one key
-    (random ids, as orders have) are 4.5 MB; packed, with the finished tickets remembered, well under."""
-    now, full = datetime(2026, 3, 2, 9, 0), SemaphoreInput(key="campaign-big", max=5).max_waiters
-    waiters = [
+def queue_of(n: int, *, max: int) -> list[HolderInfo]:
+    """n waiters as orders make them (random ids), 37 ms apart."""
+    now = datetime(2026, 3, 2, 9, 0)
+    return [
         HolderInfo(
             holder_workflow_id=f"call-{uuid.uuid4()}",
             ticket="attempt-1#1",
-            max=5,
+            max=max,
             holder_run_id=str(uuid.uuid4()),
-            request_seq=n,
-            queued_at=now + timedelta(milliseconds=37 * n),
-            requested_at=now + timedelta(milliseconds=37 * n),
+            request_seq=seq,
+            queued_at=now + timedelta(milliseconds=37 * seq),
+            requested_at=now + timedelta(milliseconds=37 * seq),
         )
-        for n in range(full + 5)
+        for seq in range(1, n + 1)
     ]
+
+
+def test_the_carried_state_of_a_full_queue_fits_well_within_a_payload() -> None:
+    """Temporal refuses payloads over 2 MB: as plain JSON, the default bound's 15,000 waiters on one key
+    (random ids, as orders have) are 4.5 MB; packed, with the finished tickets remembered, well under."""
+    waiters = queue_of(SemaphoreInput(key="campaign-big", max=5).max_waiters + 5, max=5)
     finished = [
         TicketRef(holder_workflow_id=f"call-{uuid.uuid4()}", ticket="attempt-1#1", run_id=str(uuid.uuid4()))
         for _ in range(SemaphoreInput(key="k", max=1).finished_memory)
@@ -542,20 +547,9 @@ async def test_a_full_queue_is_shown_by_its_queries_from_the_head_of_the_line(
 ) -> None:
     """A query's answer holds at most 2 MB: past some 6,700 waiters `waiters` and `state` failed ("Blob
     data size exceeds limit"). They show the first QUERY_WAITERS_SHOWN in line, and say how many more."""
-    key, now = new_key("full"), datetime(2026, 3, 2, 9, 0)
-    queued = [
-        HolderInfo(
-            holder_workflow_id=f"call-{uuid.uuid4()}",
-            ticket="attempt-1#1",
-            max=1,
-            holder_run_id=str(uuid.uuid4()),
-            request_seq=n + 1,
-            queued_at=now,
-            requested_at=now,
-        )
-        for n in range(8_000)
-    ]
-    holder = queued.pop(0).model_copy(update={"granted_at": now, "grant_seq": 1, "delivered": True})
+    key, queued = new_key("full"), queue_of(8_000, max=1)
+    first = queued.pop(0)
+    holder = first.model_copy(update={"granted_at": first.queued_at, "grant_seq": 1, "delivered": True})
     carried = SemaphoreState(
         key=key, max=1, holders=[holder], waiters=queued, next_request_seq=len(queued) + 2, next_grant_seq=2
     )
