@@ -14,7 +14,6 @@ LLM hears what went wrong.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -24,11 +23,9 @@ from livekit.agents import ToolError, function_tool
 from livekit.agents.llm import RawFunctionTool
 
 from activities.url_guard import UnsafeUrlError
-from models.assistant import CustomToolRecord, FieldSpecRecord
+from models.assistant import PLACEHOLDER, QUOTED_PLACEHOLDER, CustomToolRecord, FieldSpecRecord
 
 MAX_OUTPUT_CHARS = 4000
-_QUOTED = re.compile(r'"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}"')
-_BARE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 
 
 def parameters_schema(fields: list[FieldSpecRecord]) -> dict[str, Any]:
@@ -57,17 +54,17 @@ def parameters_schema(fields: list[FieldSpecRecord]) -> dict[str, Any]:
 
 
 def render_url(template: str, values: Mapping[str, Any]) -> str:
-    return _BARE.sub(lambda m: quote(_text(values[m[1]]), safe="") if m[1] in values else "", template)
+    return PLACEHOLDER.sub(lambda m: quote(_text(values[m[1]]), safe="") if m[1] in values else "", template)
 
 
 def render_text(template: str, values: Mapping[str, Any]) -> str:
-    return _BARE.sub(lambda m: _text(values[m[1]]) if m[1] in values else "", template)
+    return PLACEHOLDER.sub(lambda m: _text(values[m[1]]) if m[1] in values else "", template)
 
 
 def render_body(template: str, values: Mapping[str, Any]) -> Any:
     """The JSON body: quoted placeholders become typed JSON values; raises ValueError if not JSON."""
-    body = _QUOTED.sub(lambda m: json.dumps(values.get(m[1])), template)
-    body = _BARE.sub(lambda m: json.dumps(_text(values[m[1]]))[1:-1] if m[1] in values else "", body)
+    body = QUOTED_PLACEHOLDER.sub(lambda m: json.dumps(values.get(m[1])), template)
+    body = PLACEHOLDER.sub(lambda m: json.dumps(_text(values[m[1]]))[1:-1] if m[1] in values else "", body)
     try:
         return json.loads(body)
     except json.JSONDecodeError as err:

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from models.assistant import PLACEHOLDER
+
 if TYPE_CHECKING:
     from models.assistant import CallAssistant
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")  # any name the request's prompt_variables may use
 
 
 def interpolate(template: str, variables: Mapping[str, str]) -> str:
     """Replace `{{name}}` with its value; unknown names stay as written so a missing variable is visible."""
-    return _PLACEHOLDER.sub(lambda m: variables.get(m[1], m[0]), template)
+    return PLACEHOLDER.sub(lambda m: variables.get(m[1], m[0]), template)
 
 
 def placeholders(template: str) -> list[str]:
     """The variable names a template uses, each once, in order."""
-    return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+    return list(dict.fromkeys(PLACEHOLDER.findall(template)))
 
 
 def build_instructions(

@@ -8,6 +8,7 @@ ever returned (the seed's own example has `"timezone": "timezone"`) reads back u
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -57,7 +58,16 @@ def located_error(loc: tuple[str | int, ...], message: str, value: Any) -> Valid
 
 
 _HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
-_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+# `{{name}}`: a prompt variable (any name the request's prompt_variables may use) or a tool's input, in
+# a prompt, a first sentence, an SMS or a custom tool's URL, headers and body alike.
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+# The same, quoted as a whole JSON string in a tool's body_template: it becomes the value, typed.
+QUOTED_PLACEHOLDER = re.compile(r'"\{\{\s*([^{}]+?)\s*\}\}"')
+# The voice agent's own tools (agent/call_agent.py): a custom tool named like one would stop it starting.
+BUILTIN_TOOL_NAMES = frozenset(
+    {"end_call", "transfer_to_human", "send_dtmf", "skip_turn", "human_reached", "send_sms"}
+    | {"check_availability", "book_meeting"}
+)
 
 
 def check_http_url(value: str) -> str:
@@ -75,7 +85,7 @@ def check_http_url(value: str) -> str:
 def check_templated_url(value: str) -> str:
     """An http(s) URL once its {{variable}} placeholders are filled in."""
     try:
-        check_http_url(_PLACEHOLDER.sub("x", value))
+        check_http_url(PLACEHOLDER.sub("x", value))
     except ValueError:
         raise ValueError("must be an http(s) URL once its {{variable}} are filled in") from None
     return value
@@ -155,11 +165,33 @@ class CustomTool(_Strict):
     headers: list[CustomToolHeader]
     input_schema: list[FieldSpec]
     method: HttpMethod
-    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+    # at most 64 characters: OpenAI's limit for a function's name
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
     query_params: list[CustomToolQueryParam]
     url: Annotated[str, Field(min_length=1), AfterValidator(check_templated_url)]
 
     _unique_inputs = field_validator("input_schema")(_check_unique_names)
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, name: str) -> str:
+        if name in BUILTIN_TOOL_NAMES:
+            raise ValueError(f"{name!r} is one of the agent's own tools; choose another name")
+        return name
+
+    @field_validator("body_template")
+    @classmethod
+    def _json_once_filled(cls, template: str | None) -> str | None:
+        """Checked as the agent fills it in (agent/http_tools.py): a quoted placeholder becomes a JSON
+        value, a bare one text; one that cannot be JSON whatever the values failed every call."""
+        if template:
+            try:
+                json.loads(PLACEHOLDER.sub("0", QUOTED_PLACEHOLDER.sub("null", template)))
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"must be JSON once its {{{{placeholders}}}} are filled in ({err.msg})"
+                ) from None
+        return template
 
 
 class FaqItem(_Strict):
