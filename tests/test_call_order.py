@@ -437,7 +437,9 @@ async def conversation_returned(handle: WorkflowHandle[Any, Call]) -> bool:
     return False
 
 
-async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
+@pytest.mark.parametrize("cancel", ["signal", "temporal"])
+async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue, cancel: str):
+    """By the cancel signal or Temporal's cancellation alike: the attempt, what was said included."""
     params = order("human", metadata={"simulation.call_seconds": "3600"})
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, params)
@@ -449,7 +451,7 @@ async def test_cancel_during_a_call_records_the_attempt(time_env, task_queue):
         attempts = await handle.query(CallOrderWorkflow.attempts)
         assert attempts[0].status == "ongoing" and attempts[0].answered_at is not None
         assert attempts[0].transcript is None  # shown when the call is over, as a real one's
-        await handle.signal(CallOrderWorkflow.cancel)
+        await (handle.signal(CallOrderWorkflow.cancel) if cancel == "signal" else handle.cancel())
         call = await handle.result()
     assert call.call_attempts[0].result == "human" and call.call_attempts[0].transcript
     attempt = call.call_attempts[0]

@@ -540,11 +540,13 @@ class CallOrderWorkflow:
                     timeout=talk.hold_seconds,
                     timeout_summary=f"{label}: simulated call in progress ({talk.hold_seconds:g} s)",
                 )
-                self._heard(attempt, talk)
                 return attempt  # cancelled mid-call: the agent says goodbye; run() closes the attempt
             except TimeoutError:
                 pass
-        self._heard(attempt, talk)
+            finally:  # over, however it ended (Temporal's cancellation raises here)
+                self._heard(attempt, talk)
+        else:
+            self._heard(attempt, talk)
         self._end_attempt(
             attempt,
             status="completed",
