@@ -85,12 +85,13 @@ def _row_check(
     metadata: dict[str, str] | None,
     retry: CallRetryConfig,
     now: datetime,
+    searched: dict[tuple[str, ...], bool],
 ) -> RowSkip | None:
     try:
         check_e164(number)
     except ValueError as err:
         return RowSkip(row_index=0, phone_number=number, reason="invalid_phone_number", message=str(err))
-    if zones := zones_sharing_no_window(number, retry, now):  # its order would err without calling
+    if zones := zones_sharing_no_window(number, retry, now, searched):  # its order would err without calling
         return RowSkip(
             row_index=0,
             phone_number=number,
@@ -171,6 +172,7 @@ def create_campaign(
         for start in range(0, len(numbers), CHUNK):
             blocked |= do_not_contact_numbers(session, organization_id, numbers[start : start + CHUNK])
         rows: list[dict[str, Any]] = []
+        searched: dict[tuple[str, ...], bool] = {}  # zone sets found to share no window, or to share one
         calls: list[dict[str, Any]] = []
         skips: list[RowSkip] = []
         seen: dict[str, int] = {}
@@ -189,7 +191,9 @@ def create_campaign(
                 "call_id": None,
                 "scheduled_at": None,
             }
-            skip = _row_check(contact.to_phone_number, seen, blocked, contact.metadata, resolved.retry, now)
+            skip = _row_check(
+                contact.to_phone_number, seen, blocked, contact.metadata, resolved.retry, now, searched
+            )
             if skip is not None:
                 skip = skip.model_copy(update={"row_index": index})
                 skips.append(skip)

@@ -89,16 +89,26 @@ def may_span_timezones(phone_number: str, override: str | None = None) -> bool:
     return False  # no calling code: resolve_timezones falls back to one zone
 
 
-def zones_sharing_no_window(phone_number: str, config: CallRetryConfig, now: datetime) -> list[str]:
+def zones_sharing_no_window(
+    phone_number: str,
+    config: CallRetryConfig,
+    now: datetime,
+    searched: dict[tuple[str, ...], bool] | None = None,
+) -> list[str]:
     """The zones a number may be in when they share no calling window within reach (a Russian mobile:
     Kaliningrad to Kamchatka), an order that could never be called; else []. One zone always has a
-    window, so only the rare number with several pays for the search."""
+    window, so only the rare number with several pays for the search (a year's, some 8 ms): `searched`
+    keeps its answer per zone set for the calls that share `config` and `now` (a campaign's rows)."""
     if not may_span_timezones(phone_number, config.timezone):
         return []
     zones = resolve_timezones(phone_number, config.timezone)
-    if len(zones) > 1 and next_allowed_instant(now, config, zones) is None:
-        return zones
-    return []
+    if len(zones) < 2:
+        return []
+    searched = {} if searched is None else searched
+    key = tuple(zones)
+    if key not in searched:
+        searched[key] = next_allowed_instant(now, config, zones) is None
+    return zones if searched[key] else []
 
 
 @functools.cache
