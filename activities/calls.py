@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -75,7 +75,7 @@ class CallActivities:
 
     def _prepare(self, request: PrepareRequest) -> PreparedOrder:
         database = Database.for_url(self.settings.database_url)
-        accepted: list[Call | None] = []  # read once, only if something it named is gone
+        accepted: list[Call | None] = []  # read once, when something the order names may be gone
 
         def as_accepted() -> Call | None:
             if not accepted:
@@ -109,20 +109,9 @@ class CallActivities:
                 now=request.created_at or datetime.now(UTC),
             )
             from_number, retry_config = inline.from_phone_number, inline.call_retry_config
-        requested = request.from_phone_number or from_number
-        try:
-            caller = resolve_caller_id(
-                caller_ids(database, request.organization_id),
-                requested,
-                self.settings.default_from_phone_number,
-            )
-        except UnknownCallerId as err:
-            call = as_accepted()  # a number deleted since the order was accepted still calls it
-            if call is None or call.from_phone_number != requested:
-                raise ApplicationError(
-                    f"from_phone_number: {err}", type=INVALID_ORDER, non_retryable=True
-                ) from None
-            caller = CallerId(requested, None)  # its trunk: LIVEKIT_SIP_TRUNKS', else the default one
+        caller = self._caller(
+            database, request.organization_id, request.from_phone_number or from_number, as_accepted
+        )
         retry = (request.call_retry_config or retry_config or CallRetryConfig()).applied()
         return PreparedOrder(
             assistant=assistant,
@@ -131,6 +120,28 @@ class CallActivities:
             zones=resolve_timezones(request.to_phone_number, retry.timezone),
             retry=retry,
         )
+
+    def _caller(
+        self,
+        database: Database,
+        organization_id: str,
+        requested: str | None,
+        as_accepted: Callable[[], Call | None],
+    ) -> CallerId:
+        """The number the order calls from: the one it was accepted with if the organization has
+        deleted it since (asked for, or its default then), else as `resolve_caller_id` resolves it."""
+        owned = caller_ids(database, organization_id)
+        if requested is None or requested not in owned:
+            call = as_accepted()
+            kept = call.from_phone_number if call is not None else None
+            if kept and kept not in owned and requested in (None, kept):
+                return CallerId(kept, None)  # its trunk: LIVEKIT_SIP_TRUNKS', else the default one
+        try:
+            return resolve_caller_id(owned, requested, self.settings.default_from_phone_number)
+        except UnknownCallerId as err:
+            raise ApplicationError(
+                f"from_phone_number: {err}", type=INVALID_ORDER, non_retryable=True
+            ) from None
 
     @activity.defn(name="dial")
     async def dial(self, request: DialRequest) -> DialResult:

@@ -12,7 +12,16 @@ import revox
 
 from api.app import MAX_BODY_BYTES
 from models.campaign import MAX_CONTACTS
-from tests.test_api import ALWAYS_OPEN, Org, database_url, eventually_sync, new_org, no_filters, stack  # noqa: F401
+from tests.test_api import (  # noqa: F401
+    ALWAYS_OPEN,
+    ORG_NUMBER,
+    Org,
+    database_url,
+    eventually_sync,
+    new_org,
+    no_filters,
+    stack,
+)
 
 
 @pytest.fixture
@@ -159,35 +168,37 @@ def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_t
     org: Org,
 ) -> None:
     """Its rows were accepted with them (its calls show them from creation): deleting them after does not
-    turn every launched row into an `errored` order, as it did (the order looked them up afresh)."""
+    turn every launched row into an `errored` order, as it did (the order looked them up afresh), nor
+    move a row accepted with the organization's default number onto another."""
     client = org.client
     with org.raw() as http:
         assert http.post("/phone-numbers", json={"phone_number": "+33159000003"}).status_code == 200
-        number_id = next(
-            n["id"]
-            for n in http.get("/phone-numbers").json()["phone_numbers"]
-            if n["phone_number"] == "+33159000003"
-        )
+        numbers = {n["phone_number"]: n["id"] for n in http.get("/phone-numbers").json()["phone_numbers"]}
     assistant = client.assistants.create(name="Short-lived", prompt="Offer {{name}} a demo.").assistant
     contacts = [{"to_phone_number": "+33612345601", "prompt_variables": {"name": "Claire"}}]
-    campaign = client.campaigns.create(
-        name="Outlives",
-        assistant_id=assistant.id,
-        from_phone_number="+33159000003",
-        contacts=contacts,
-        call_retry_config=ALWAYS_OPEN,
-    ).campaign
+    named, default = (
+        client.campaigns.create(
+            name=name,
+            assistant_id=assistant.id,
+            contacts=contacts,
+            call_retry_config=ALWAYS_OPEN,
+            **({"from_phone_number": "+33159000003"} if name == "named" else {}),
+        ).campaign
+        for name in ("named", "default")
+    )
     assert client.assistants.delete(assistant.id).success
     with org.raw() as http:
-        assert http.delete(f"/phone-numbers/{number_id}").status_code == 200
-    assert client.campaigns.launch(campaign.id, mode="ai_first", selection={}).launched == 1
-    [call] = eventually_sync(
-        lambda: client.call.search(**no_filters(campaign_ids=[campaign.id])).calls,
-        lambda calls: calls[0].status in ("completed", "errored"),
-        timeout=60,
-    )
-    assert call.status == "completed", call.outcome_summary
-    assert (call.assistant.id, call.from_phone_number) == (assistant.id, "+33159000003")
+        for number_id in numbers.values():  # the one named and the default (ORG_NUMBER)
+            assert http.delete(f"/phone-numbers/{number_id}").status_code == 200
+    for campaign, number in ((named, "+33159000003"), (default, ORG_NUMBER)):
+        assert client.campaigns.launch(campaign.id, mode="ai_first", selection={}).launched == 1
+        [call] = eventually_sync(
+            lambda: client.call.search(**no_filters(campaign_ids=[campaign.id])).calls,  # noqa: B023
+            lambda calls: calls[0].status in ("completed", "errored"),
+            timeout=60,
+        )
+        assert call.status == "completed", call.outcome_summary
+        assert (call.assistant.id, call.from_phone_number) == (assistant.id, number)
 
 
 def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
