@@ -28,6 +28,7 @@ from agent.calendly import CalendlyClient
 from agent.config import AgentConfig, CallSpec
 from agent.control import CallControl, TransferFailed
 from agent.http_tools import CustomHttpTool
+from agent.pipeline import is_realtime
 from agent.prompt import build_instructions, interpolate
 from models.call import TranscriptEntry
 from models.common import AttemptResult, EndedBy, EndReason
@@ -161,6 +162,7 @@ class OutdialAgent(Agent):
         self.variables = spec.variables()
         self._sms_count = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
+        self.opened = asyncio.Event()  # on_enter is over: the first sentence said, or not to be said
         assistant = spec.assistant
         super().__init__(
             instructions=build_instructions(
@@ -268,6 +270,12 @@ class OutdialAgent(Agent):
     async def on_enter(self) -> None:
         """Once the callee picks up (the session starts while it rings, so answering-machine detection
         hears the greeting from its first word): arm the duration limit, then the first sentence."""
+        try:
+            await self._open()
+        finally:
+            self.opened.set()
+
+    async def _open(self) -> None:
         await self.state.answered.wait()
         self._arm_max_duration()
         a = self.spec.assistant
@@ -277,9 +285,14 @@ class OutdialAgent(Agent):
             await asyncio.sleep(a.first_sentence_delay_ms / 1000)
         if self.state.ended.is_set() or self.state.detection not in (None, "human", "uncertain"):
             return  # a machine answered (its greeting was quick): no first sentence for it
+        if any(
+            item.type == "message" and item.role in ("user", "assistant")
+            for item in self.session.history.items
+        ):
+            return  # the callee spoke during the delay and was answered: the conversation is under way
         sentence = interpolate(a.first_sentence, self.variables) if a.first_sentence else None
         if a.first_sentence_mode == "static" and sentence:
-            self.session.say(sentence)
+            self._say(sentence)
         elif sentence:
             self.session.generate_reply(
                 instructions=f"Open the call. Say this, in your own words and briefly: {sentence}"
@@ -309,9 +322,19 @@ class OutdialAgent(Agent):
         if not text:
             self.state.end(ended_by, reason, hang_up=hang_up)
             return None
-        handle = self.session.say(text, allow_interruptions=False)
+        handle = self._say(text, allow_interruptions=False)
         handle.add_done_callback(lambda _: self.state.end(ended_by, reason, hang_up=hang_up))
         return handle
+
+    def _say(self, text: str, *, allow_interruptions: bool = True) -> SpeechHandle:
+        """Speak `text` word for word: through the voice; a realtime model has none (on a call, `say`
+        raises: no TTS), so it is told to say it, and speaks it itself."""
+        if is_realtime(self.spec.assistant):
+            return self.session.generate_reply(
+                instructions=f"Say exactly this, word for word, and nothing else: {text}",
+                allow_interruptions=allow_interruptions,
+            )
+        return self.session.say(text, allow_interruptions=allow_interruptions)
 
     async def cancel(self) -> None:
         """The order was cancelled: say the end-of-call sentence and hang up."""

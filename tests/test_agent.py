@@ -270,6 +270,33 @@ async def test_first_sentence_delay_is_honoured(fake_llm: FakeOpenAI) -> None:
         assert said.created_at - began >= 0.3
 
 
+@pytest.mark.parametrize("mode", ["static", "generated"])
+async def test_a_callee_who_spoke_during_the_delay_gets_no_second_opening(
+    fake_llm: FakeOpenAI, mode: str
+) -> None:
+    """The first sentence opens a call: once the callee has spoken (and been answered) during its delay,
+    it is not said on top, a second introduction."""
+    fake_llm.say("Hi! This is Sam from Sunny Energy, calling about solar panels.")  # the answer
+    spec = make_spec(first_sentence="Hello {{name}}.", first_sentence_mode=mode, first_sentence_delay_ms=500)
+    async with contextlib.AsyncExitStack() as stack:
+        model = await stack.enter_async_context(
+            openai.LLM(model="fake-model", base_url=f"{fake_llm.url}/v1", api_key="sk-test")
+        )
+        session = await stack.enter_async_context(AgentSession(llm=model))
+        state = CallState()
+        state.mark_answered()
+        agent = OutdialAgent(spec, CallDeps(control=RecordingControl(), now=lambda: NOW), state)
+        stack.callback(agent.close)
+        await session.start(agent)  # on_enter runs on: it waits out the delay
+        await session.run(user_input="Hello? Who is this?")
+        await asyncio.wait_for(agent.opened.wait(), timeout=10)
+        said = [
+            i.text_content for i in session.history.items if i.type == "message" and i.role == "assistant"
+        ]
+    assert said == ["Hi! This is Sam from Sunny Energy, calling about solar panels."]
+    assert len(fake_llm.requests) == 1
+
+
 async def test_prompt_variables_faq_and_tools_reach_the_llm(fake_llm: FakeOpenAI) -> None:
     fake_llm.say("Hi.")
     spec = make_spec(
@@ -380,6 +407,29 @@ async def test_cancelling_the_order_says_goodbye_and_ends(fake_llm: FakeOpenAI) 
         state = await c.ended()
         assert (state.ended_by, state.end_reason) == ("system", "participant_removed")
         assert c.transcript()[-1].content == "Sorry Ada, I must go."
+
+
+REALTIME = {"type": "realtime", "provider": "openai", "realtime_model_id": "gpt-realtime"}
+
+
+async def test_a_realtime_model_is_told_what_to_say_having_no_voice_to_say_it(fake_llm: FakeOpenAI) -> None:
+    """On a call, `say` needs a TTS, which a realtime model has not ("trying to generate speech from text
+    without a TTS model"): its goodbye, and so its hang-up, failed. It is told the words instead."""
+    fake_llm.say("Sorry Ada, I must go.")
+    spec = make_spec(
+        llm_model=REALTIME, first_sentence_mode="none", end_of_call_sentence="Sorry {{name}}, I must go."
+    )
+    async with call(fake_llm, spec) as c:
+
+        def no_tts(*_: object, **__: object) -> None:
+            raise RuntimeError("trying to generate speech from text without a TTS model")
+
+        c.session.say = no_tts  # type: ignore[method-assign]  # as on a call, with the room's audio
+        await c.agent.cancel()
+        state = await c.ended()
+        assert (state.ended_by, state.end_reason) == ("system", "participant_removed")
+        assert c.transcript()[-1].content == "Sorry Ada, I must go."
+    assert "word for word, and nothing else: Sorry Ada, I must go." in json.dumps(fake_llm.requests[-1])
 
 
 async def test_max_duration_says_its_message_and_ends(fake_llm: FakeOpenAI) -> None:
