@@ -79,7 +79,9 @@ class CallActivities:
 
         def as_accepted() -> Call | None:
             if not accepted:
-                accepted.append(accepted_call(database, request.organization_id, request.call_id))
+                accepted.append(
+                    accepted_call(database, request.organization_id, request.call_id, request.assistant_id)
+                )
             return accepted[0]
 
         if request.assistant_id is not None:

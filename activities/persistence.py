@@ -242,14 +242,21 @@ def find_assistant(database: Database, organization_id: str, assistant_id: str) 
         return record if record and record.organization_id == organization_id else None
 
 
-def accepted_call(database: Database, organization_id: str, call_id: str) -> Call | None:
-    """The order's Call as stored when it was accepted (`POST /call`'s placeholder, a campaign row's
-    call): what it was resolved to then, kept for it if its assistant or caller id is deleted since."""
+def accepted_call(
+    database: Database, organization_id: str, call_id: str, assistant_id: str | None
+) -> Call | None:
+    """The order's Call as the API accepted it, resolved then: kept for the order if its assistant or
+    caller id is deleted since. Only a row the API resolved counts: its placeholder (`seq` 0), a
+    campaign's row, or one holding the stored assistant the order names (the workflow's own writes keep
+    that resolution, `keep_resolution`); not a row the workflow wrote with what an order started past
+    the API asked for, which nobody checked."""
     with database.session() as session:
         record = session.get(CallOrderRecord, call_id)
         if record is None or record.organization_id != organization_id or not record.call:
             return None
-        return Call.model_validate(record.call)
+        call = Call.model_validate(record.call)
+        named = assistant_id is not None and call.assistant is not None and call.assistant.id == assistant_id
+        return call if record.seq == 0 or record.campaign_id or named else None
 
 
 def phone_numbers_of(database: Database, organization_id: str) -> list[PhoneNumberRecord]:
