@@ -183,6 +183,7 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
         refused = CliRunner().invoke(cli.app, command, env=env)
         assert refused.exit_code == 2, refused.output
         assert refused.output.strip().splitlines() == [f"invalid call order: {problem}"]
+        assert refused.stdout == ""  # on stderr: stdout is the Call's alone (`> call.json`)
 
 
 def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None:

@@ -59,6 +59,7 @@ from workers.worker import connect, create_worker, missing_namespace, register_s
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
+errors = Console(stderr=True)  # what went wrong, one line however long: stdout keeps the command's output
 
 
 def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
@@ -130,10 +131,11 @@ def _encrypted(settings: Settings) -> Settings:
     """A worker or API outside the local stack writes assistants' secrets (an LLM's api_key, tool
     headers) into Temporal's history: it refuses to, in clear text, unless the operator chose so."""
     if not settings.codec_key and not settings.plaintext_history:
-        console.print(
+        errors.print(
             "[red]OUTDIAL_CODEC_KEY is not set[/]: secrets would be stored in clear text in Temporal's "
             "history. Set it to a key (outdial codec keygen), the same for every worker, API "
-            f"and client; or set OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY} to run unencrypted on purpose."
+            f"and client; or set OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY} to run unencrypted on purpose.",
+            soft_wrap=True,
         )
         raise typer.Exit(2)
     return settings
@@ -320,7 +322,7 @@ def webhook_secret_rotate(organization: OrganizationOption = None) -> None:
     try:
         info = rotate_webhook_secret(settings, database, organization or settings.organization_id)
     except WebhookSecretPinned as err:
-        console.print(f"[red]{err}[/]")
+        errors.print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
         raise typer.Exit(1) from None
     _print_secret(info)
 
@@ -343,7 +345,7 @@ def call(
     try:
         body: dict = json.loads(file.read_text()) if file else {}
     except ValueError as err:
-        console.print(f"[red]invalid call order[/]: {escape(f'{file} is not JSON ({err})')}", soft_wrap=True)
+        errors.print(f"[red]invalid call order[/]: {escape(f'{file} is not JSON ({err})')}", soft_wrap=True)
         raise typer.Exit(2) from None
     if to:
         body["phone_number"] = to
@@ -356,10 +358,10 @@ def call(
     try:
         params = _admitted(body)
     except ValidationError as err:
-        console.print(f"[red]invalid call order[/]: {escape(describe(err))}", soft_wrap=True)
+        errors.print(f"[red]invalid call order[/]: {escape(describe(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except ApiError as err:
-        console.print(f"[red]invalid call order[/]: {escape(err.message)}", soft_wrap=True)
+        errors.print(f"[red]invalid call order[/]: {escape(err.message)}", soft_wrap=True)
         raise typer.Exit(2) from None
     settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
@@ -584,7 +586,7 @@ def _api_errors(fn):  # type: ignore[no-untyped-def]
             return fn(*args, **kwargs)
         except (ApiError, ValidationError) as err:
             message = err.message if isinstance(err, ApiError) else describe(err)
-            console.print(f"[red]{escape(message)}[/]", soft_wrap=True)
+            errors.print(f"[red]{escape(message)}[/]", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
