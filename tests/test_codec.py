@@ -411,6 +411,17 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
         ended = await asyncio.to_thread(CliRunner().invoke, app, ["cancel", call_id], env=env)
         assert ended.exit_code == 2, ended.output  # as the API's 409
         assert f"call {call_id} is completed; it can no longer be cancelled" in ended.output
+        # Without the workers' key (another directory, another machine): one line, not a traceback.
+        for command in (["status", call_id], ["pause", call_id]):
+            for key in ("plaintext", generate_key()):
+                alien = {**env, "OUTDIAL_CODEC_KEY": key, "OUTDIAL_CONFIG": "/dev/null"}
+                keyless = await asyncio.to_thread(CliRunner().invoke, app, command, env=alien)
+                assert keyless.exit_code == 1, keyless.output
+                assert keyless.output.strip().splitlines() == [
+                    f"call order {call_id}'s payloads are encrypted with a key this process does not have "
+                    f"({keyless.output.split('(', 1)[1].split(')', 1)[0]}): set OUTDIAL_CODEC_KEY to the "
+                    "workers' (beside temporal-dev.yaml, the CLI reads the one `outdial dev` made)"
+                ], keyless.output
         # The outcome email reached the stack's SMTP sink.
         assert stack.mail is not None
         [*_, mail] = stack.mail.messages

@@ -338,3 +338,38 @@ def test_every_variable_the_settings_read_is_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [var for var, _ in SOURCES.values() if var and not re.search(rf"\b{var}\b", readme)]
     assert missing == []
+
+
+def test_the_cli_shows_and_refuses_to_steer_a_campaign_row_not_yet_started(
+    dev_env: WorkflowEnvironment, tmp_path: Any
+) -> None:
+    """A campaign's row has a call (`not_launched`) before it has a workflow: `status` prints it, as
+    `GET /call` does, and a signal is refused saying why, as the API's 409; both said "no call order"."""
+    database_url = f"sqlite:///{tmp_path}/outdial.db"
+    database = Database.for_url(database_url)
+    database.migrate()
+    call = Call(
+        id=str(uuid.uuid4()),
+        organization_id="org",
+        from_phone_number="+33612345670",
+        to_phone_number="+33612345678",
+        status="not_launched",
+        created_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
+    )
+    store.insert_call(
+        database, {"id": call.id, **call_columns(call, 0), "params": None, "idempotency_key": None}
+    )
+    env = {
+        "OUTDIAL_CONFIG": "/dev/null",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+    }
+    shown = CliRunner().invoke(cli.app, ["status", call.id], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["status"] == "not_launched" and "not started" in shown.stderr
+    for signal in ("pause", "cancel"):
+        refused = CliRunner().invoke(cli.app, [signal, call.id], env=env)
+        assert refused.exit_code == 2, refused.output
+        assert f"call {call.id} is not_launched: its campaign has not started it" in refused.stderr

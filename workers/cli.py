@@ -456,6 +456,14 @@ def _on_the_order(
             await _in_its_namespace(client, settings)
         try:
             await action(client)
+        except (KeyError, ValueError) as err:  # the payload converter's: a key this process lacks
+            if "encrypted" not in str(err):
+                raise
+            _failed(
+                f"call order {call_id}'s payloads are encrypted with a key this process does not have "
+                f"({str(err).strip(chr(39))}): set OUTDIAL_CODEC_KEY to the workers' (beside "
+                "temporal-dev.yaml, the CLI reads the one `outdial dev` made)"
+            )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 _failed(f"Temporal could not do it: {err}")
@@ -479,10 +487,13 @@ def status(call_id: str) -> None:
         try:
             call = await _handle(client, call_id).query("call", result_type=Call, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
-            stored = await asyncio.to_thread(_stored_call, call_id) if err.status in UNANSWERED else None
+            unstarted = err.status == RPCStatusCode.NOT_FOUND
+            answerable = err.status in UNANSWERED or unstarted
+            stored = await asyncio.to_thread(_stored_call, call_id) if answerable else None
             if stored is None:
                 raise
-            Console(stderr=True).print("[yellow]the query went unanswered: the order's stored state[/]")
+            said = "not started (a campaign's row)" if unstarted else "the query went unanswered"
+            errors.print(f"[yellow]{said}: the order's stored state[/]")
             call = stored
         _print_call(call)
 
@@ -507,8 +518,15 @@ def _signal_command(signal: str, doc: str) -> None:
         async def send(client: Client) -> None:
             handle = _handle(client, call_id)
             status = None
-            with contextlib.suppress(RPCError, WorkflowQueryFailedError):  # no answer: signal all the same
+            try:
                 status = await handle.query("status", rpc_timeout=QUERY_TIMEOUT)
+            except RPCError as err:  # no answer: signal all the same, unless there is no workflow
+                if err.status == RPCStatusCode.NOT_FOUND and (
+                    stored := await asyncio.to_thread(_stored_call, call_id)
+                ):
+                    status = stored.status  # a campaign's row not yet started: what the API says of it
+            except WorkflowQueryFailedError:
+                pass
             if status and (
                 refused := signal_refused(handle.id.removeprefix(ORDER_WORKFLOW_PREFIX), status, signal)
             ):
