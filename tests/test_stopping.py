@@ -164,6 +164,8 @@ async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
     assert code == 1, printed
     assert said.format(port=ports[taken]) in printed and "Traceback" not in printed, printed
     assert not answers(ports[0]), "the dev server outlived `outdial dev`"
+    if taken == 2:  # tried before anything starts: no dev server started, no uvicorn error line
+        assert "dev server" not in printed and "Errno" not in printed, printed
 
 
 async def test_outdial_dev_whose_address_is_not_its_dev_servers_says_so_in_a_line(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.message
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -78,6 +79,16 @@ class StackNotStarted(RuntimeError):
     a line, for the CLI to show instead of a traceback."""
 
 
+def _refuse_if_taken(api_port: int) -> None:
+    """The HTTP API's port, tried before the stack starts anything (uvicorn then binds it for good)."""
+    if not api_port:
+        return
+    try:
+        socket.create_server((LOOPBACK, api_port)).close()
+    except OSError:
+        raise _taken("HTTP API", api_port, "local_stack.api_port") from None
+
+
 def _taken(what: str, port: int, key: str) -> StackNotStarted:
     return StackNotStarted(f"{what}: port {port} on {LOOPBACK} is in use; set {key} in temporal-dev.yaml")
 
@@ -95,6 +106,7 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
     settings = local_settings(settings)
     check_providers(settings)
     local = settings.local_stack
+    _refuse_if_taken(local.api_port)  # started last: its port is tried before anything starts
     key = await _seeded(settings)  # first: nothing to start if the database cannot be reached
     async with contextlib.AsyncExitStack() as stack:
         mail = None
