@@ -181,6 +181,19 @@ async def test_the_web_ui_current_details_follow_each_batch(time_env, task_queue
     assert progress.started == 1 and cancelled.startswith("**done**: 1 order started")
 
 
+async def test_a_run_that_started_no_order_says_so_in_its_details(time_env, task_queue) -> None:
+    """A run with no row pending (a pause or resume after the launch's run ended starts one) showed
+    "0 orders started, cursor at row #-1", and `outdial campaign status` called it the latest launch."""
+    settings = settings_for_tests(task_queue=task_queue)
+    campaign = create(Database.for_url(settings.database_url), settings, 1)  # created, never launched
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start_campaign(time_env.client, campaign.id, ORG, task_queue)
+        progress = await asyncio.wait_for(handle.result(), timeout=60)
+        details = await current_details(handle)
+    assert (progress.started, progress.cursor) == (0, -1)
+    assert details == "**done**: no row pending; started no order"
+
+
 async def test_cancelling_a_campaign_whose_order_was_terminated_in_a_call_ends(time_env, task_queue) -> None:
     """An order terminated during a call (an operator's `temporal workflow terminate`) keeps its last
     stored status, `calling`. The cancel counted it as a call to wait for, and asked it again every 30 s,

@@ -717,8 +717,9 @@ def campaign_status(campaign_id: str) -> None:
         with contextlib.suppress(Exception):  # the workflow may have ended long ago
             client = await connect(settings)
             live = await client.get_workflow_handle(campaign_workflow_id(record.id)).query("progress")
-            # each launch (a relaunch of more rows too) counts from zero: the rows above are the totals
-            console.print(f"latest launch: {live}")
+            # each run (a relaunch, or a pause or resume after the launch ended) counts from zero: the
+            # rows above are the totals
+            console.print(f"the campaign workflow's latest run (counts its own): {live}")
 
     asyncio.run(progress())
 
