@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from models import Assistant, Call, CallAssistant, CallCreateParams
+from models.assistant import refuse_unusable_tools
 from models.common import E164, AttemptResult, CallStatus, Direction, Outcome, VoiceId
 
 MAX_FILTER_VALUES = 500
@@ -40,6 +49,13 @@ class CallCreateBody(CallCreateParams):
     workflow still ignores unknown fields: an order started by a newer API runs on an older worker."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _usable_tools(self) -> CallCreateBody:
+        refuse_unusable_tools(
+            self.assistant.custom_tools if self.assistant else None, "assistant", "custom_tools"
+        )
+        return self
 
 
 class CallResponse(BaseModel):
@@ -142,6 +158,11 @@ class AssistantCreateParams(Assistant):
         if value is not None:
             raise ValueError(f"not supported: {_NOT_CARRIED_OUT[str(info.field_name)]}")
         return None
+
+    @model_validator(mode="after")
+    def _usable_tools(self) -> AssistantCreateParams:
+        refuse_unusable_tools(self.custom_tools, "custom_tools")
+        return self
 
 
 class AssistantView(CallAssistant):

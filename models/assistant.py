@@ -130,12 +130,13 @@ class Calendly(_Strict):
 
 
 class CustomToolHeader(_Strict):
-    # What HTTP can send: a token for the name, no line break or NUL in the value (else the tool
-    # failed on every call, the HTTP library refusing the header).
-    key: str = Field(min_length=1, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-    value: str = Field(
-        repr=False, pattern=r"^[^\r\n\x00]*$"
-    )  # often a secret (Authorization); still serialized
+    key: str = Field(min_length=1)
+    value: str = Field(repr=False)  # often a secret (Authorization); still serialized
+
+
+# What HTTP can send (else the tool failed on every call, the HTTP library refusing the header).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a token (fullmatch)
+_HEADER_VALUE = re.compile(r"[^\r\n\x00]*")  # no line break or NUL (fullmatch)
 
 
 class CustomToolQueryParam(_Strict):
@@ -165,33 +166,43 @@ class CustomTool(_Strict):
     headers: list[CustomToolHeader]
     input_schema: list[FieldSpec]
     method: HttpMethod
-    # at most 64 characters: OpenAI's limit for a function's name
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
     query_params: list[CustomToolQueryParam]
     url: Annotated[str, Field(min_length=1), AfterValidator(check_templated_url)]
 
     _unique_inputs = field_validator("input_schema")(_check_unique_names)
 
-    @field_validator("name")
-    @classmethod
-    def _not_builtin(cls, name: str) -> str:
-        if name in BUILTIN_TOOL_NAMES:
-            raise ValueError(f"{name!r} is one of the agent's own tools; choose another name")
-        return name
 
-    @field_validator("body_template")
-    @classmethod
-    def _json_once_filled(cls, template: str | None) -> str | None:
-        """Checked as the agent fills it in (agent/http_tools.py): a quoted placeholder becomes a JSON
-        value, a bare one text; one that cannot be JSON whatever the values failed every call."""
-        if template:
+TOOL_NAME_MAX = 64  # OpenAI's limit for a function's name
+
+
+def refuse_unusable_tools(tools: list[CustomTool] | None, *at: str) -> None:
+    """A located ValidationError for the first custom tool the agent could not use: a header HTTP
+    cannot send, a name like one of its own tools (it would not start) or past TOOL_NAME_MAX, or a
+    body_template that is no JSON once filled in (as agent/http_tools.py fills it: a quoted placeholder
+    becomes a JSON value, a bare one text): each failed every call. Checked where requests come in
+    (`POST /call`, `/assistants`), not in this model: assistants stored and orders started before still
+    load and replay."""
+    for index, tool in enumerate(tools or []):
+        for number, header in enumerate(tool.headers):
+            if not _HEADER_NAME.fullmatch(header.key):
+                reason = "must be a token HTTP can send (letters, digits, !#$%&'*+.^_`|~-)"
+                raise located_error((*at, index, "headers", number, "key"), reason, header.key)
+            if not _HEADER_VALUE.fullmatch(header.value):
+                reason = "must hold no line break or NUL (HTTP cannot send it)"
+                raise located_error((*at, index, "headers", number, "value"), reason, None)
+        if tool.name in BUILTIN_TOOL_NAMES:
+            reason = f"{tool.name!r} is one of the agent's own tools; choose another name"
+            raise located_error((*at, index, "name"), reason, tool.name)
+        if len(tool.name) > TOOL_NAME_MAX:
+            reason = f"at most {TOOL_NAME_MAX} characters (a function name, for the LLM)"
+            raise located_error((*at, index, "name"), reason, tool.name)
+        if tool.body_template:
             try:
-                json.loads(PLACEHOLDER.sub("0", QUOTED_PLACEHOLDER.sub("null", template)))
+                json.loads(PLACEHOLDER.sub("0", QUOTED_PLACEHOLDER.sub("null", tool.body_template)))
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"must be JSON once its {{{{placeholders}}}} are filled in ({err.msg})"
-                ) from None
-        return template
+                reason = f"must be JSON once its placeholders are filled in ({err.msg})"
+                raise located_error((*at, index, "body_template"), reason, None) from None
 
 
 class FaqItem(_Strict):

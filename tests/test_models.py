@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from api.schemas import CallExportParams, CallFilters, VoicePreviewParams
+from api.schemas import (
+    AssistantCreateParams,
+    CallCreateBody,
+    CallExportParams,
+    CallFilters,
+    VoicePreviewParams,
+)
 from models import (
     DEFAULT_ASSISTANT_PROMPT,
     Assistant,
@@ -811,7 +817,10 @@ def test_a_custom_tool_header_http_cannot_send_is_refused() -> None:
             "input_schema": [],
         }
 
-    Assistant.model_validate({"prompt": "p", "custom_tools": [tool("X-Api-Key", "Bearer a.b/c=")]})
+    def given(tools: list[dict[str, Any]]) -> AssistantCreateParams:
+        return AssistantCreateParams.model_validate({"name": "n", "prompt": "p", "custom_tools": tools})
+
+    given([tool("X-Api-Key", "Bearer a.b/c=")])
     for key, value, field in (
         ("a b", "x", "key"),
         ("k\n", "x", "key"),
@@ -819,8 +828,43 @@ def test_a_custom_tool_header_http_cannot_send_is_refused() -> None:
         ("k", "a\x00", "value"),
     ):
         with pytest.raises(ValidationError) as refused:
-            Assistant.model_validate({"prompt": "p", "custom_tools": [tool(key, value)]})
+            given([tool(key, value)])
         assert refused.value.errors()[0]["loc"] == ("custom_tools", 0, "headers", 0, field)
+        Assistant.model_validate({"prompt": "p", "custom_tools": [tool(key, value)]})  # stored: still loads
+
+
+def test_a_custom_tool_the_agent_could_not_use_is_refused_where_requests_come_in() -> None:
+    """Named like the agent's own tools (it did not start: "duplicate function name"), past 64
+    characters (an LLM function's limit), or a body_template that is no JSON once filled in (it failed
+    every call): a 422 naming it, for POST /call's inline assistant and /assistants alike. An assistant
+    stored before, or an order started before, still loads (and replays)."""
+    tool = {
+        "name": "crm",
+        "description": "CRM",
+        "method": "POST",
+        "url": "https://crm.example/{{first name}}",
+        "headers": [],
+        "query_params": [],
+        "input_schema": [],
+    }
+    for change, field in (
+        ({"name": "end_call"}, "name"),
+        ({"name": "send_sms"}, "name"),
+        ({"name": "x" * 65}, "name"),
+        ({"body_template": '{"day": "{{day}}",}'}, "body_template"),
+    ):
+        bad = {**tool, **change}
+        with pytest.raises(ValidationError) as refused:
+            AssistantCreateParams.model_validate({"name": "n", "prompt": "p", "custom_tools": [bad]})
+        assert refused.value.errors()[0]["loc"] == ("custom_tools", 0, field)
+        with pytest.raises(ValidationError) as refused:
+            CallCreateBody.model_validate(
+                {"phone_number": "+33612345678", "assistant": {"prompt": "p", "custom_tools": [bad]}}
+            )
+        assert refused.value.errors()[0]["loc"] == ("assistant", "custom_tools", 0, field)
+        Assistant.model_validate({"prompt": "p", "custom_tools": [bad]})  # stored before: still loads
+    typed = {**tool, "body_template": '{"n": "{{first name}}", "count": {{count}}, "ok": "{{ok}}"}'}
+    AssistantCreateParams.model_validate({"name": "n", "prompt": "p", "custom_tools": [typed]})
 
 
 def test_json_nested_too_deeply_to_read_is_left_to_fastapi() -> None:
