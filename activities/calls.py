@@ -80,7 +80,7 @@ class CallActivities:
         def as_accepted() -> Call | None:
             if not accepted:
                 accepted.append(
-                    accepted_call(database, request.organization_id, request.call_id, request.assistant_id)
+                    accepted_call(database, request.organization_id, request.call_id, request.accepted)
                 )
             return accepted[0]
 

@@ -159,11 +159,16 @@ _RESOLVED = ("assistant", "call_retry_config", "from_phone_number", "llm_model",
 
 def keep_resolution(call: Call, stored: dict[str, Any] | None) -> Call:
     """`call` with the stored Call's resolution when it has none of its own yet (an order still
-    initializing, or one that errored then): a later read never loses what POST /call answered."""
-    if call.assistant is not None or not stored or not stored.get("assistant"):
+    initializing, or one that errored then): a later read never loses what POST /call answered, nor
+    the order the caller id it was accepted with (an inline assistant's order names none until then)."""
+    if not stored:
         return call
-    known = Call.model_validate(stored)
-    return call.model_copy(update={field: getattr(known, field) for field in _RESOLVED})
+    if call.assistant is None and stored.get("assistant"):
+        known = Call.model_validate(stored)
+        return call.model_copy(update={field: getattr(known, field) for field in _RESOLVED})
+    if not call.from_phone_number and stored.get("from_phone_number"):
+        return call.model_copy(update={"from_phone_number": stored["from_phone_number"]})
+    return call
 
 
 def write_call(database: Database, call: Call, seq: int) -> bool:
@@ -177,7 +182,7 @@ def write_call(database: Database, call: Call, seq: int) -> bool:
     for _ in range(5):
         try:
             with database.engine.begin() as connection:
-                if call.assistant is None:
+                if call.assistant is None or not call.from_phone_number:
                     stored = connection.execute(_STORED_CALL, {"b_id": call.id}).scalar()
                     call = keep_resolution(call, stored)
                 values = call_columns(call, seq)
@@ -242,21 +247,18 @@ def find_assistant(database: Database, organization_id: str, assistant_id: str) 
         return record if record and record.organization_id == organization_id else None
 
 
-def accepted_call(
-    database: Database, organization_id: str, call_id: str, assistant_id: str | None
-) -> Call | None:
+def accepted_call(database: Database, organization_id: str, call_id: str, accepted: bool) -> Call | None:
     """The order's Call as the API accepted it, resolved then: kept for the order if its assistant or
-    caller id is deleted since. Only a row the API resolved counts: its placeholder (`seq` 0), a
-    campaign's row, or one holding the stored assistant the order names (the workflow's own writes keep
-    that resolution, `keep_resolution`); not a row the workflow wrote with what an order started past
-    the API asked for, which nobody checked."""
+    caller id is deleted since. Only the row of an order the API or a campaign accepted (`accepted`,
+    from its memo; a campaign's row; the API's placeholder, `seq` 0) counts, whose early writes keep
+    that resolution (`keep_resolution`): not one an order started past the API wrote with what it
+    asked for, which nobody checked."""
     with database.session() as session:
         record = session.get(CallOrderRecord, call_id)
         if record is None or record.organization_id != organization_id or not record.call:
             return None
-        call = Call.model_validate(record.call)
-        named = assistant_id is not None and call.assistant is not None and call.assistant.id == assistant_id
-        return call if record.seq == 0 or record.campaign_id or named else None
+        trusted = accepted or record.seq == 0 or record.campaign_id is not None
+        return Call.model_validate(record.call) if trusted else None
 
 
 def phone_numbers_of(database: Database, organization_id: str) -> list[PhoneNumberRecord]:

@@ -199,7 +199,7 @@ def refuse_unusable_tools(tools: list[CustomTool] | None, *at: str) -> None:
             raise located_error((*at, index, "name"), reason, tool.name)
         if tool.body_template:
             try:
-                json.loads(PLACEHOLDER.sub("0", QUOTED_PLACEHOLDER.sub("null", tool.body_template)))
+                json.loads(PLACEHOLDER.sub("0", tool.body_template))  # "{{x}}" a string, {{x}} a number
             except json.JSONDecodeError as err:
                 reason = f"must be JSON once its placeholders are filled in ({err.msg})"
                 raise located_error((*at, index, "body_template"), reason, None) from None

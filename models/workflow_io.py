@@ -21,6 +21,7 @@ class PrepareRequest(BaseModel):
     from_phone_number: str | None = None
     call_retry_config: CallRetryConfig | None = None  # a campaign's, over the assistant's
     created_at: AwareDatetime | None = None  # when the order was placed: the inline assistant's timestamps
+    accepted: bool = False  # the API or a campaign accepted it: its row holds what it was resolved to then
 
 
 class PreparedOrder(BaseModel):

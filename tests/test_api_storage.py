@@ -294,6 +294,53 @@ async def test_prepare_order_resolves_from_the_organizations_records(database: D
     assert dialled == ["ST_ours", "ST_given", None, None]
 
 
+def test_an_accepted_order_keeps_the_caller_id_it_was_accepted_with_once_deleted(database: Database) -> None:
+    """Accepted by the API (its memo says so) from a number deleted before it was prepared (its worker
+    down, say): it calls from that number, asked for or the default then, even once its own first write
+    (an inline assistant's order) replaced the API's row. An order started past the API gets no such
+    credit: the number it asks for is checked."""
+    settings = settings_for_tests(database_url=database.url, default_from_phone_number="+33159000000")
+    activities = CallActivities(settings, RecordingTelephony(), SimulatedAnalyzer())  # type: ignore[arg-type]
+    org = f"org_{uuid.uuid4().hex[:8]}"
+    issue_api_key(database, org)
+    ensure_phone_number(database, org, "+33159000020", None)  # what is left
+
+    def accepted_then_written(from_number: str) -> str:
+        """A row as the API wrote it, then the workflow's first write over it (seq 1, naming no number
+        for an order that asked for none): keep_resolution keeps the API's."""
+        call_id = str(uuid.uuid4())
+        accepted = Call(
+            id=call_id,
+            organization_id=org,
+            from_phone_number=from_number,
+            to_phone_number="+33612345678",
+            status="initializing",
+            created_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
+            updated_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
+        )
+        row = {"id": call_id, **call_columns(accepted, 0), "params": None, "idempotency_key": None}
+        insert_call(database, row)
+        later = datetime(2026, 1, 5, 9, 0, 1, tzinfo=UTC)
+        first = accepted.model_copy(update={"from_phone_number": "", "updated_at": later})
+        assert write_call(database, first, 1)
+        return call_id
+
+    def prepare(call_id: str, *, accepted: bool, **fields: Any) -> Any:
+        request = PrepareRequest(
+            call_id=call_id, organization_id=org, to_phone_number="+33612345678", accepted=accepted, **fields
+        )
+        return activities._prepare(request)
+
+    asked = accepted_then_written("+33159000021")
+    assert prepare(asked, accepted=True, from_phone_number="+33159000021").from_phone_number == "+33159000021"
+    default = accepted_then_written("+33159000022")  # the default when accepted
+    assert prepare(default, accepted=True).from_phone_number == "+33159000022"
+    with pytest.raises(ApplicationError) as refused:  # started past the API: nobody checked it
+        prepare(asked, accepted=False, from_phone_number="+33159000021")
+    assert refused.value.type == INVALID_ORDER
+    assert prepare(default, accepted=False).from_phone_number == "+33159000020"
+
+
 async def test_the_do_not_contact_registry_is_shared_through_the_database(database: Database) -> None:
     settings = settings_for_tests(database_url=database.url)
     first, second = DatabaseDoNotContactRegistry(settings), DatabaseDoNotContactRegistry(settings)

@@ -863,8 +863,9 @@ def test_a_custom_tool_the_agent_could_not_use_is_refused_where_requests_come_in
             )
         assert refused.value.errors()[0]["loc"] == ("assistant", "custom_tools", 0, field)
         Assistant.model_validate({"prompt": "p", "custom_tools": [bad]})  # stored before: still loads
-    typed = {**tool, "body_template": '{"n": "{{first name}}", "count": {{count}}, "ok": "{{ok}}"}'}
-    AssistantCreateParams.model_validate({"name": "n", "prompt": "p", "custom_tools": [typed]})
+    for body in ('{"n": "{{first name}}", "count": {{count}}, "ok": "{{ok}}"}', '{"{{field}}": "{{value}}"}'):
+        usable = {**tool, "body_template": body}  # a placeholder as a key, too: JSON once filled in
+        AssistantCreateParams.model_validate({"name": "n", "prompt": "p", "custom_tools": [usable]})
 
 
 def test_json_nested_too_deeply_to_read_is_left_to_fastapi() -> None:

@@ -492,7 +492,14 @@ def status(call_id: str) -> None:
             stored = await asyncio.to_thread(_stored_call, call_id) if answerable else None
             if stored is None:
                 raise
-            said = "not started (a campaign's row)" if unstarted else "the query went unanswered"
+            said = "the query went unanswered"
+            if unstarted:
+                unlaunched = stored.status == "not_launched"
+                said = (
+                    "not started (a campaign's row)"
+                    if unlaunched
+                    else "its workflow is gone (Temporal's retention)"
+                )
             errors.print(f"[yellow]{said}: the order's stored state[/]")
             call = stored
         _print_call(call)
@@ -505,6 +512,13 @@ def status(call_id: str) -> None:
         _print_call(stored)
 
     _on_the_order(call_id, show, show_stored)
+
+
+async def _stored_if_reachable(call_id: str) -> Call | None:
+    """The order's stored Call, or None, the database unreachable included (Temporal has said enough)."""
+    with contextlib.suppress(OperationalError):
+        return await asyncio.to_thread(_stored_call, call_id)
+    return None
 
 
 def _stored_call(call_id: str) -> Call | None:
@@ -521,9 +535,7 @@ def _signal_command(signal: str, doc: str) -> None:
             try:
                 status = await handle.query("status", rpc_timeout=QUERY_TIMEOUT)
             except RPCError as err:  # no answer: signal all the same, unless there is no workflow
-                if err.status == RPCStatusCode.NOT_FOUND and (
-                    stored := await asyncio.to_thread(_stored_call, call_id)
-                ):
+                if err.status == RPCStatusCode.NOT_FOUND and (stored := await _stored_if_reachable(call_id)):
                     status = stored.status  # a campaign's row not yet started: what the API says of it
             except WorkflowQueryFailedError:
                 pass

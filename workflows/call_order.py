@@ -181,7 +181,9 @@ class CallOrderWorkflow:
         self.outcome_summary: str | None = None
         self.error: str | None = None
         # When the order was placed: the API's clock, which POST /call answered (memo), else now.
-        self.created_at: datetime = memo_of("created_at", datetime, None) or workflow.now()
+        placed_at: datetime | None = memo_of("created_at", datetime, None)
+        self.created_at: datetime = placed_at or workflow.now()
+        self.accepted = placed_at is not None  # the API (or a campaign) accepted it, and stored its row
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
@@ -304,6 +306,7 @@ class CallOrderWorkflow:
             from_phone_number=self.params.from_phone_number,
             call_retry_config=self.retry_override,
             created_at=self.created_at,
+            accepted=self.accepted,
         )
         try:
             await workflow.execute_activity_method(

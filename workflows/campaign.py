@@ -213,7 +213,12 @@ class CampaignWorkflow:
         """The Web UI's current details: the phase and how far the launch went (each run shows its own;
         orders an earlier try of a batch started before its worker died count as started)."""
         started = self.progress.started + self.progress.already_started
-        if started == 0 and self.progress.cursor < 0 and not self.progress.skipped:
+        if (
+            self.progress.phase == "done"
+            and started == 0
+            and self.progress.cursor < 0
+            and not self.progress.skipped
+        ):
             # a run that only steered (a pause, resume or cancel after the launch's run had ended)
             workflow.set_current_details(f"**{self.progress.phase}**: no row pending; started no order")
             return
