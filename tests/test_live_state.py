@@ -122,11 +122,9 @@ async def test_reads_answer_at_once_while_temporal_is_down(monkeypatch: Any) -> 
     assert [await live.call(handle) for _ in range(3)] == [None] * 3 and len(sent) == 1
 
 
-def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_one_line(
-    tmp_path: Any,
-) -> None:
-    """`outdial status` prints the order's stored state with a note; steering it, placing one, or the
-    status of an order the database does not hold is one line naming Temporal (exit 1), no traceback."""
+def stored_in_a_database(tmp_path: Any, status: str, seq: int) -> tuple[str, Call]:
+    """A database of its own (its URL) holding one call in `status`, written at `seq` (0: a row the
+    API or a campaign wrote, no workflow yet)."""
     database_url = f"sqlite:///{tmp_path}/outdial.db"
     database = Database.for_url(database_url)
     database.migrate()
@@ -135,14 +133,22 @@ def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_
         organization_id="org",
         from_phone_number="+33612345670",
         to_phone_number="+33612345678",
-        status="scheduled",
+        status=status,
         created_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
         scheduled_at=datetime(2099, 1, 5, 9, tzinfo=UTC),
         updated_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
     )
-    store.insert_call(
-        database, {"id": call.id, **call_columns(call, 1), "params": None, "idempotency_key": None}
-    )
+    row = {"id": call.id, **call_columns(call, seq), "params": None, "idempotency_key": None}
+    store.insert_call(database, row)
+    return database_url, call
+
+
+def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_one_line(
+    tmp_path: Any,
+) -> None:
+    """`outdial status` prints the order's stored state with a note; steering it, placing one, or the
+    status of an order the database does not hold is one line naming Temporal (exit 1), no traceback."""
+    database_url, call = stored_in_a_database(tmp_path, "scheduled", 1)
     [closed] = free_ports(1)  # a port nothing listens on
     env = {
         "OUTDIAL_CONFIG": "/dev/null",
@@ -345,21 +351,7 @@ def test_the_cli_shows_and_refuses_to_steer_a_campaign_row_not_yet_started(
 ) -> None:
     """A campaign's row has a call (`not_launched`) before it has a workflow: `status` prints it, as
     `GET /call` does, and a signal is refused saying why, as the API's 409; both said "no call order"."""
-    database_url = f"sqlite:///{tmp_path}/outdial.db"
-    database = Database.for_url(database_url)
-    database.migrate()
-    call = Call(
-        id=str(uuid.uuid4()),
-        organization_id="org",
-        from_phone_number="+33612345670",
-        to_phone_number="+33612345678",
-        status="not_launched",
-        created_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
-        updated_at=datetime(2026, 1, 5, 9, tzinfo=UTC),
-    )
-    store.insert_call(
-        database, {"id": call.id, **call_columns(call, 0), "params": None, "idempotency_key": None}
-    )
+    database_url, call = stored_in_a_database(tmp_path, "not_launched", 0)
     env = {
         "OUTDIAL_CONFIG": "/dev/null",
         "OUTDIAL_CODEC_KEY": "plaintext",
