@@ -59,7 +59,7 @@ from workers.worker import connect, create_worker, missing_namespace, register_s
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
-errors = Console(stderr=True)  # what went wrong, one line however long: stdout keeps the command's output
+stderr = Console(stderr=True)  # notes and errors (one line however long): stdout keeps the command's output
 
 
 def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
@@ -131,7 +131,7 @@ def _encrypted(settings: Settings) -> Settings:
     """A worker or API outside the local stack writes assistants' secrets (an LLM's api_key, tool
     headers) into Temporal's history: it refuses to, in clear text, unless the operator chose so."""
     if not settings.codec_key and not settings.plaintext_history:
-        errors.print(
+        stderr.print(
             "[red]OUTDIAL_CODEC_KEY is not set[/]: secrets would be stored in clear text in Temporal's "
             "history. Set it to a key (outdial codec keygen), the same for every worker, API "
             f"and client; or set OUTDIAL_CODEC_KEY={PLAINTEXT_HISTORY} to run unencrypted on purpose.",
@@ -200,7 +200,7 @@ def apikey_create(
         problem = err.errors()[0]
         option = {"organization_id": "--org"}.get(str(problem["loc"][0]), f"--{problem['loc'][0]}")
         raise typer.BadParameter(problem["msg"], param_hint=option) from None
-    Console(stderr=True).print(f"API key for organization [bold]{organization}[/] ({name}):")
+    stderr.print(f"API key for organization [bold]{organization}[/] ({name}):")
     print(key)
 
 
@@ -241,9 +241,9 @@ def apikey_revoke(
     organization = organization or settings.organization_id
     record = revoke_api_key(Database.for_url(settings.database_url), organization, key_id)
     if record is None:
-        Console(stderr=True).print(f"[red]no key {key_id} in organization {organization}[/]")
+        stderr.print(f"[red]no key {key_id} in organization {organization}[/]")
         raise typer.Exit(1)
-    Console(stderr=True).print(f"revoked {record.id} ({record.name}, {record.prefix}…)")
+    stderr.print(f"revoked {record.id} ({record.name}, {record.prefix}…)")
 
 
 codec_app = typer.Typer(
@@ -297,7 +297,7 @@ OrganizationOption = Annotated[
 
 
 def _print_secret(info: WebhookSecretInfo) -> None:
-    notes = Console(stderr=True)
+    notes = stderr
     notes.print(f"webhook signing secret of organization [bold]{info.organization_id}[/]:")
     if info.pinned_by_environment:
         notes.print("(pinned by OUTDIAL_WEBHOOK_SECRET)")
@@ -322,7 +322,7 @@ def webhook_secret_rotate(organization: OrganizationOption = None) -> None:
     try:
         info = rotate_webhook_secret(settings, database, organization or settings.organization_id)
     except WebhookSecretPinned as err:
-        errors.print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
+        stderr.print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
         raise typer.Exit(1) from None
     _print_secret(info)
 
@@ -345,7 +345,7 @@ def call(
     try:
         body: dict = json.loads(file.read_text()) if file else {}
     except ValueError as err:
-        errors.print(f"[red]invalid call order[/]: {escape(f'{file} is not JSON ({err})')}", soft_wrap=True)
+        stderr.print(f"[red]invalid call order[/]: {escape(f'{file} is not JSON ({err})')}", soft_wrap=True)
         raise typer.Exit(2) from None
     if to:
         body["phone_number"] = to
@@ -358,10 +358,10 @@ def call(
     try:
         params = _admitted(body)
     except ValidationError as err:
-        errors.print(f"[red]invalid call order[/]: {escape(describe(err))}", soft_wrap=True)
+        stderr.print(f"[red]invalid call order[/]: {escape(describe(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except ApiError as err:
-        errors.print(f"[red]invalid call order[/]: {escape(err.message)}", soft_wrap=True)
+        stderr.print(f"[red]invalid call order[/]: {escape(err.message)}", soft_wrap=True)
         raise typer.Exit(2) from None
     settings = _encrypted(Settings.load())  # the order's secrets go into its history
 
@@ -375,7 +375,7 @@ def call(
             task_queue=settings.task_queue,
             result_type=Call,
         )
-        Console(stderr=True).print(f"call order [bold]{call_id}[/] started")  # stdout: the Call alone
+        stderr.print(f"call order [bold]{call_id}[/] started")  # stdout: the Call alone
         if wait:
             _print_call(await handle.result())
 
@@ -432,7 +432,7 @@ async def _in_its_namespace(client: Client, settings: Settings) -> Client:
 
 def _failed(message: str) -> NoReturn:
     """A one-line error (exit 1), not a traceback."""
-    Console(stderr=True).print(f"[red]{message}[/]", soft_wrap=True)  # one line, as long as it is
+    stderr.print(f"[red]{message}[/]", soft_wrap=True)  # one line, as long as it is
     raise typer.Exit(1) from None
 
 
@@ -471,7 +471,7 @@ def _on_the_order(
             what = f"no call order {call_id}"
             if "already completed" in err.message:
                 what = f"call order {call_id} has ended; it takes no more signals"
-            Console(stderr=True).print(f"[red]{escape(what)}[/]")
+            stderr.print(f"[red]{escape(what)}[/]")
             raise typer.Exit(2) from None
 
     asyncio.run(main())
@@ -500,7 +500,7 @@ def status(call_id: str) -> None:
                     if unlaunched
                     else "its workflow is gone (Temporal's retention)"
                 )
-            errors.print(f"[yellow]{said}: the order's stored state[/]")
+            stderr.print(f"[yellow]{said}: the order's stored state[/]")
             call = stored
         _print_call(call)
 
@@ -508,7 +508,7 @@ def status(call_id: str) -> None:
         stored = await asyncio.to_thread(_stored_call, call_id)
         if stored is None:
             _failed(f"Temporal is unreachable, and call order {call_id} is not in the database")
-        Console(stderr=True).print("[yellow]Temporal is unreachable: the order's stored state[/]")
+        stderr.print("[yellow]Temporal is unreachable: the order's stored state[/]")
         _print_call(stored)
 
     _on_the_order(call_id, show, show_stored)
@@ -542,7 +542,7 @@ def _signal_command(signal: str, doc: str) -> None:
             if status and (
                 refused := signal_refused(handle.id.removeprefix(ORDER_WORKFLOW_PREFIX), status, signal)
             ):
-                Console(stderr=True).print(f"[red]{escape(refused)}[/]", soft_wrap=True)  # as the API's 409
+                stderr.print(f"[red]{escape(refused)}[/]", soft_wrap=True)  # as the API's 409
                 raise typer.Exit(2)
             await handle.signal(signal)
             console.print(f"{signal.replace('_', '-')} sent to {call_id}")
@@ -616,7 +616,7 @@ def _api_errors(fn):  # type: ignore[no-untyped-def]
             return fn(*args, **kwargs)
         except (ApiError, ValidationError) as err:
             message = err.message if isinstance(err, ApiError) else describe(err)
-            errors.print(f"[red]{escape(message)}[/]", soft_wrap=True)
+            stderr.print(f"[red]{escape(message)}[/]", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -772,10 +772,10 @@ def main() -> None:
     except SystemExit as exit:
         code = exit.code
     except (ConfigError, CodecKeyError) as err:  # what the environment or temporal-dev.yaml says
-        Console(stderr=True).print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
+        stderr.print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
         code = 1
     except OperationalError as err:  # any command that reads or writes it: a line, not a traceback
-        Console(stderr=True).print(
+        stderr.print(
             f"[red]{escape(unavailable(Settings.load().database_url, err))}[/]",
             soft_wrap=True,
         )
