@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
+
+
+def listenable(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port (the OS's reason), or None: tried before anything
+    starts, so that a port in use is a line of ours, not uvicorn's after the rest has started."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 class ApiServer:

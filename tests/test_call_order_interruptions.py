@@ -308,8 +308,18 @@ async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_
     async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
         handle = await start(dev_env, task_queue, params)
         await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+
     # The worker is gone until the window has opened and closed: the order's timer fires meanwhile.
-    await asyncio.sleep((closes - datetime.now(UTC)).total_seconds() + 1)
+    async def fired() -> bool:  # the order's timer fired on the server: its time came, no worker ran it
+        return [
+            e async for e in handle.fetch_history_events() if e.HasField("timer_fired_event_attributes")
+        ] != []
+
+    async def closed() -> bool:  # and its window has closed since (the server's clock is this one)
+        return datetime.now(UTC) > closes + timedelta(seconds=1)
+
+    await eventually(fired, bool, timeout=(opens - now).total_seconds() + 30)
+    await eventually(closed, bool, timeout=(closes - now).total_seconds() + 30)
     async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
         await eventually(
             lambda: handle.query(CallOrderWorkflow.call),

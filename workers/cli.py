@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,6 +39,7 @@ from api.calls import DEFAULT_RETRY, refuse_far_future, refuse_no_common_window,
 from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from api.schemas import CallCreateBody
+from api.server import listenable
 from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.secrets import masked_json
@@ -166,11 +166,8 @@ def serve_api(
     import uvicorn
 
     app = create_app(_encrypted(Settings.load()))
-    try:  # tried here, so that a port in use is a line of ours (uvicorn's would say less, exit 3)
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        socket.create_server((host, port), family=family).close()
-    except OSError as err:
-        _failed(f"the HTTP API cannot listen on {host}:{port}: {err.strerror}; choose another --port")
+    if reason := listenable(host, port):  # a line of ours (uvicorn's would say less, exit 3)
+        _failed(f"the HTTP API cannot listen on {host}:{port}: {reason}; choose another --port")
     # uvicorn binds it itself: its sockets are TCP's own, so asyncio sets TCP_NODELAY on each connection
     # (on a socket of `socket.create_server`, it did not: every answer waited 40 ms for a delayed ACK)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.message
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from activities.providers import check_providers
 from activities.webhook_secrets import signing_secrets
 from api import create_app
 from api.auth import seed_dev_organization
-from api.server import ApiServer
+from api.server import ApiServer, listenable
 from models.settings import Settings
 from models.tables import Database, unavailable
 from workers.codec import ensure_dev_codec_key, start_codec_server
@@ -81,12 +80,8 @@ class StackNotStarted(RuntimeError):
 
 def _refuse_if_taken(api_port: int) -> None:
     """The HTTP API's port, tried before the stack starts anything (uvicorn then binds it for good)."""
-    if not api_port:
-        return
-    try:
-        socket.create_server((LOOPBACK, api_port)).close()
-    except OSError:
-        raise _taken("HTTP API", api_port, "local_stack.api_port") from None
+    if api_port and listenable(LOOPBACK, api_port):
+        raise _taken("HTTP API", api_port, "local_stack.api_port")
 
 
 def _taken(what: str, port: int, key: str) -> StackNotStarted:
