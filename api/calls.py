@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryRejectedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -40,6 +40,7 @@ from activities.persistence import (
 from activities.start_refusals import too_large
 from api import store
 from api.auth import Authenticated
+from api.closed_orders import record_closed
 from api.context import ApiContext, Context
 from api.errors import ERRORS, ApiError, errors, not_found, unprocessable
 from api.schemas import (
@@ -464,15 +465,22 @@ def _refuse_do_not_contact(database: Database, organization_id: str, params: Cal
 
 async def current_call(context: ApiContext, record: CallOrderRecord) -> Call:
     """Live from the workflow's `call` query while the order runs, else (or if the query cannot be
-    answered: no worker, Temporal down) the stored state."""
+    answered: no worker, Temporal down) the stored state; closed from Temporal's close event when its
+    workflow closed without ending it (terminated by hand: `closed_orders`)."""
     if record.status not in TERMINAL_STATUSES:
         try:
             client = await context.temporal()
-            live = await context.live.call(client.get_workflow_handle(order_workflow_id(record.id)))
-            if live is None:  # not asked, nobody answers queries now: the row just read is the freshest
-                return Call.model_validate(record.call)
-            if live.organization_id == record.organization_id:
-                return keep_resolution(live, record.call)
+            try:
+                live = await context.live.call(client.get_workflow_handle(order_workflow_id(record.id)))
+            except WorkflowQueryRejectedError:  # closed: by itself (its row is written), or not
+                closed = await record_closed(client, context.database, context.settings.task_queue, record)
+                if closed is not None:
+                    return closed
+            else:
+                if live is None:  # not asked, nobody answers queries now: the row just read is the freshest
+                    return Call.model_validate(record.call)
+                if live.organization_id == record.organization_id:
+                    return keep_resolution(live, record.call)
         except Exception as err:  # noqa: BLE001 — any failure falls back to the database
             log.debug("live query of call %s failed, answering from the database: %s", record.id, err)
         fresher = await context.db(store.get_call, context.database, record.organization_id, record.id)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import WorkflowHandle
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from models import Call
@@ -58,7 +59,11 @@ class LiveState:
 
     async def _ask(self, handle: WorkflowHandle[Any, Any]) -> Call:
         try:
-            live = await handle.query("call", result_type=Call, rpc_timeout=self.timeout)
+            # A closed order is rejected, not replayed: its row holds what it left (`closed_orders`).
+            closed = QueryRejectCondition.NOT_OPEN
+            live = await handle.query(
+                "call", result_type=Call, rpc_timeout=self.timeout, reject_condition=closed
+            )
         except RPCError as err:
             if err.status in UNANSWERED:
                 if self._quiet_until is None:

@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from api import store
 from api.calls import started_after_all
+from api.closed_orders import sweep_closed
 from api.context import ApiContext
 from models.tables import CallOrderRecord, Database, utcnow
 
@@ -75,11 +76,18 @@ async def forget_orphans(context: ApiContext) -> list[str]:
 
 
 async def sweeping(context: ApiContext) -> None:
-    """`forget_orphans` now and every SWEEP_EVERY, for as long as the API runs."""
+    """`forget_orphans` now and every SWEEP_EVERY, for as long as the API runs; and the Calls of orders
+    whose workflow was terminated (or failed, or timed out) are closed (`closed_orders`)."""
     while True:
         try:
             if orphans := await forget_orphans(context):
                 log.warning("forgot %d call(s) whose POST /call died before starting them", len(orphans))
         except Exception as err:  # noqa: BLE001 — Temporal or the database down: the next sweep
             log.info("orphaned calls not swept: %s", err)
+        try:
+            client, settings = await context.temporal(), context.settings
+            if closed := await sweep_closed(client, context.database, settings.task_queue, utcnow()):
+                log.warning("closed %d call(s) whose workflow was terminated or failed", len(closed))
+        except Exception as err:  # noqa: BLE001 — likewise
+            log.info("calls of closed workflows not swept: %s", err)
         await asyncio.sleep(SWEEP_EVERY.total_seconds())

@@ -410,6 +410,83 @@ async def test_cancel_pause_resume_a_waiting_call_with_the_async_client(org: Org
             await client.call.cancel(call_id)
 
 
+async def _terminate(stack: Stack, workflow_id: str, reason: str) -> None:
+    """As an operator does from the Web UI: no workflow code runs."""
+    client = await Client.connect(
+        stack.settings.temporal_address, namespace=stack.settings.temporal_namespace
+    )
+    await client.get_workflow_handle(workflow_id).terminate(reason=reason)
+
+
+async def _status_of(stack: Stack, workflow_id: str) -> WorkflowExecutionStatus | None:
+    client = await Client.connect(
+        stack.settings.temporal_address, namespace=stack.settings.temporal_namespace
+    )
+    return (await client.get_workflow_handle(workflow_id).describe()).status
+
+
+def _stored_status(org: Org, call_id: str) -> list[str]:
+    return [c.status for c in org.client.call.search(**no_filters(call_ids=[call_id])).calls]
+
+
+def test_an_order_terminated_in_temporal_reads_as_cancelled_and_its_end_is_announced(org: Org) -> None:
+    """Terminated by hand, an order's Call said `scheduled` for ever while a cancel answered 409 ("has
+    ended"). Read, it is closed from Temporal's close event: `cancelled`, stored so, and its webhook is
+    sent as an order's end is (the notifications workflow of the same id)."""
+    hook = "http://127.0.0.1:9/hook"  # refused as private: the delivery ends at once, for good
+    created = org.client.call.create(
+        phone_number="+33612345678",
+        scheduled_at="2099-01-05T09:00:00Z",
+        assistant={"prompt": "Offer a demo.", "webhook_url": hook},
+    ).call
+    eventually_sync(lambda: org.client.call.retrieve(created.id).call.status, lambda s: s == "scheduled")
+    asyncio.run(_terminate(org.stack, order_workflow_id(created.id), "wrong list"))
+
+    call = org.client.call.retrieve(created.id).call
+    assert (call.status, call.is_cancelled, call.outcome_summary) == (
+        "cancelled",
+        True,
+        "terminated in Temporal: wrong list",
+    )
+    assert call.updated_at is not None and call.updated_at >= created.updated_at
+    assert _stored_status(org, created.id) == ["cancelled"]  # search and export agree
+    with pytest.raises(revox.ConflictError, match="is cancelled"):
+        org.client.call.cancel(created.id)
+    notify = f"notify-{created.id}"
+    assert asyncio.run(_status_of(org.stack, notify)) is not None  # its end announced
+
+
+def test_the_sweep_closes_terminated_orders_nobody_read(org: Org) -> None:
+    """The API's sweep finds them through Temporal's visibility, so lists and campaign counts agree
+    without a read of each; an order that runs is left alone."""
+    from api.closed_orders import sweep_closed
+
+    placed = [
+        org.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call
+        for _ in range(2)
+    ]
+    ids = [each.id for each in placed]
+    eventually_sync(lambda: [_stored_status(org, i) for i in ids], lambda s: s == [["scheduled"]] * 2)
+    terminated, running = placed
+    asyncio.run(_terminate(org.stack, order_workflow_id(terminated.id), ""))
+
+    async def sweep() -> list[str]:
+        settings = org.stack.settings
+        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        return await sweep_closed(client, org.stack.database, settings.task_queue, utcnow())
+
+    closed = eventually_sync(
+        lambda: asyncio.run(sweep()), lambda ids: terminated.id in ids
+    )  # visibility lags
+    assert running.id not in closed
+    assert _stored_status(org, terminated.id) == ["cancelled"]
+    assert _stored_status(org, running.id) == ["scheduled"]
+    stored = org.client.call.retrieve(terminated.id).call
+    assert stored.outcome_summary and stored.outcome_summary.startswith("terminated in Temporal")
+    assert terminated.id not in asyncio.run(sweep())  # closed once
+    org.client.call.cancel(running.id)
+
+
 def test_more_attempts_than_an_order_makes_are_answered_as_held(org: Org) -> None:
     """max_retry_attempts above MOST_ATTEMPTS is held to it: the answer shows what will be applied."""
     retry = {"max_retry_attempts": 10_000}

@@ -365,3 +365,33 @@ def test_the_cli_shows_and_refuses_to_steer_a_campaign_row_not_yet_started(
         refused = CliRunner().invoke(cli.app, [signal, call.id], env=env)
         assert refused.exit_code == 2, refused.output
         assert f"call {call.id} is not_launched: its campaign has not started it" in refused.stderr
+
+
+async def test_the_cli_shows_an_order_terminated_in_temporal_as_cancelled(
+    dev_env: WorkflowEnvironment, tmp_path: Any
+) -> None:
+    """A terminated order's query replayed its history, so `status` said it was still scheduled. It is
+    closed from its close event, as the API does (`api.closed_orders`), and stored so."""
+    database_url, call = stored_in_a_database(tmp_path, "scheduled", 1)
+    handle = await dev_env.client.start_workflow(
+        "CallOrderWorkflow",
+        {"phone_number": "+33612345678"},
+        id=f"call-{call.id}",
+        task_queue=f"idle-{call.id}",
+    )
+    await handle.terminate(reason="wrong list")
+    env = {
+        "OUTDIAL_CONFIG": "/dev/null",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+    }
+    shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", call.id], env=env)
+    assert shown.exit_code == 0, shown.output
+    printed = json.loads(shown.stdout)
+    assert (printed["status"], printed["outcome_summary"]) == (
+        "cancelled",
+        "terminated in Temporal: wrong list",
+    )
+    stored = store.get_call(Database.for_url(database_url), call.organization_id, call.id)
+    assert stored is not None and stored.status == "cancelled"

@@ -23,7 +23,8 @@ from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.providers import check_providers
@@ -36,6 +37,7 @@ from activities.webhook_secrets import (
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
 from api.calls import DEFAULT_RETRY, refuse_far_future, refuse_no_common_window, signal_refused
+from api.closed_orders import record_closed
 from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from api.schemas import CallCreateBody
@@ -481,8 +483,16 @@ def status(call_id: str) -> None:
     None answers when no worker runs, or Temporal is unreachable."""
 
     async def show(client: Client) -> None:
+        handle = _handle(client, call_id)
         try:
-            call = await _handle(client, call_id).query("call", result_type=Call, rpc_timeout=QUERY_TIMEOUT)
+            call = await handle.query(
+                "call",
+                result_type=Call,
+                rpc_timeout=QUERY_TIMEOUT,
+                reject_condition=QueryRejectCondition.NOT_OPEN,
+            )
+        except WorkflowQueryRejectedError:  # closed: as it left its row, closed here if terminated
+            call = await _closed(client, handle.id) or await handle.query("call", result_type=Call)
         except RPCError as err:
             unstarted = err.status == RPCStatusCode.NOT_FOUND
             answerable = err.status in UNANSWERED or unstarted
@@ -511,6 +521,25 @@ def status(call_id: str) -> None:
     _on_the_order(call_id, show, show_stored)
 
 
+async def _closed(client: Client, workflow_id: str) -> Call | None:
+    """A closed order's stored Call, closed from its close event when its workflow was terminated
+    (`api.closed_orders`); None when the database cannot say (the query replays it then)."""
+    settings = Settings.load()
+    database = Database.for_url(settings.database_url)
+    call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
+    with contextlib.suppress(OperationalError):
+        record = await asyncio.to_thread(_stored_record, database, call_id)
+        if record is not None and record.call is not None:
+            closed = await record_closed(client, database, settings.task_queue, record)
+            return closed or Call.model_validate(record.call)
+    return None
+
+
+def _stored_record(database: Database, call_id: str) -> CallOrderRecord | None:
+    with database.session() as session:
+        return session.get(CallOrderRecord, call_id)
+
+
 async def _stored_if_reachable(call_id: str) -> Call | None:
     """The order's stored Call, or None, the database unreachable included (Temporal has said enough)."""
     with contextlib.suppress(OperationalError):
@@ -519,9 +548,9 @@ async def _stored_if_reachable(call_id: str) -> Call | None:
 
 
 def _stored_call(call_id: str) -> Call | None:
-    with Database.for_url(Settings.load().database_url).session() as session:
-        record = session.get(CallOrderRecord, call_id.removeprefix(ORDER_WORKFLOW_PREFIX))
-        return Call.model_validate(record.call) if record is not None else None
+    database = Database.for_url(Settings.load().database_url)
+    record = _stored_record(database, call_id.removeprefix(ORDER_WORKFLOW_PREFIX))
+    return Call.model_validate(record.call) if record is not None else None
 
 
 def _signal_command(signal: str, doc: str) -> None:
