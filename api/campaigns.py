@@ -188,14 +188,20 @@ async def update_campaign(
 async def delete_campaign(id: str, context: Context, principal: Authenticated) -> JSONResponse:
     """No new call is placed (rows not started are dropped, waiting orders cancelled; calls in
     progress finish); the calls already made stay in the call history."""
-    record = await context.db(store.get_campaign, context.database, principal.organization_id, id)
-    if not record.is_cancelled:
-        record = await context.db(store.set_flags, context.database, record, cancelled=True)
-        await signal_campaign(
-            await context.temporal(), context.settings, record, "cancel", orders_paused=None
-        )
-    await context.db(store.delete_campaign, context.database, record)
+    await context.db(store.get_campaign, context.database, principal.organization_id, id)  # 404 first
+    client = await context.temporal()
+    await delete_campaign_of(client, context.settings, context.database, principal.organization_id, id)
     return JSONResponse(Success().model_dump())
+
+
+async def delete_campaign_of(
+    client: Client, settings: Settings, database: Database, organization_id: str, campaign_id: str
+) -> None:
+    """Cancel, then forget the campaign. The cancel is signalled however often it is asked, as by
+    `steer_campaign`: a delete whose signal failed (a 503, retried) still stops the orders it started."""
+    await steer_campaign(client, settings, database, organization_id, campaign_id, "cancel")
+    record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
+    await asyncio.to_thread(store.delete_campaign, database, record)
 
 
 # --- launching and steering ------------------------------------------------------------------------------

@@ -242,6 +242,37 @@ async def test_a_cancel_recorded_when_temporal_could_not_be_reached_is_delivered
     assert refused.value.status == 409 and signals == ["lost", "cancel"]
 
 
+async def test_a_delete_whose_cancel_could_not_be_signalled_cancels_on_its_retry() -> None:
+    """A delete records the cancel, then its signal fails (503, retried by the official client): the
+    retry skipped the signal, deleted the campaign, and its waiting orders called all the same."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from api.campaigns import delete_campaign_of
+    from api.errors import ApiError
+
+    settings = settings_for_tests()
+    database = Database.for_url(settings.database_url)
+    campaign, _ = create(database, settings, contacts(3))
+    signals: list[str] = []
+
+    class Temporal:  # down once, then up
+        async def start_workflow(self, *args: Any, start_signal: str, **kwargs: Any) -> None:
+            if not signals:
+                signals.append("lost")
+                raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+            signals.append(start_signal)
+
+    deleting = (Temporal(), settings, database, ORG, campaign.id)
+    with pytest.raises(ApiError) as unavailable:
+        await delete_campaign_of(*deleting)  # type: ignore[arg-type]
+    assert unavailable.value.status == 503 and store.get_campaign(database, ORG, campaign.id).is_cancelled
+    await delete_campaign_of(*deleting)  # type: ignore[arg-type]
+    assert signals == ["lost", "cancel"]
+    with pytest.raises(ApiError) as gone:
+        store.get_campaign(database, ORG, campaign.id)
+    assert gone.value.status == 404
+
+
 async def test_a_batch_whose_worker_died_is_tried_again_within_seconds(
     time_env, task_queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
