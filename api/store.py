@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from activities.persistence import find_assistant
-from api.errors import ApiError
+from api.errors import ApiError, unprocessable
 from api.schemas import CallFilters
 from models.tables import (
     AssistantRecord,
@@ -174,20 +175,53 @@ def search_calls(
 EXPORT_LIMIT = 100_000
 
 
+@dataclass(frozen=True)
+class ExportedCall:
+    """What an export reads of a call: its columns and two values of its Call. Reading whole Calls
+    (about 4 KB each) took an API to 3.5 GB for 100,000 calls."""
+
+    id: str
+    to_phone_number: str
+    from_phone_number: str
+    status: str
+    outcome: str | None
+    assistant_id: str | None
+    created_at: datetime
+    scheduled_at: datetime | None
+    outcome_summary: str | None
+    metadata: dict[str, Any] | None
+
+
 def export_calls(
     database: Database, organization_id: str, filters: CallFilters
-) -> list[tuple[CallOrderRecord, list[CallAttemptRecord]]]:
-    """The matching calls (all pages, up to EXPORT_LIMIT) with their attempts, oldest attempt first."""
+) -> list[tuple[ExportedCall, list[CallAttemptRecord]]]:
+    """The matching calls (all pages) with their attempts, oldest attempt first. More than
+    EXPORT_LIMIT calls is a 422 saying so: the export was cut there without a word."""
+    where = _filters(organization_id, filters)
+    call = CallOrderRecord
     with database.session() as session:
-        calls = list(
-            session.scalars(
-                select(CallOrderRecord)
-                .where(*_filters(organization_id, filters))
-                .order_by(*_order(filters))
-                .limit(EXPORT_LIMIT)
+        total = session.scalar(select(func.count()).select_from(call).where(*where)) or 0
+        if total > EXPORT_LIMIT:
+            raise unprocessable(
+                "filters",
+                f"{total:,} calls match; an export holds at most {EXPORT_LIMIT:,}: narrow the filters "
+                "(campaign_ids, statuses, outcomes, assistant_ids, ...)",
             )
+        columns = (
+            call.id,
+            call.to_phone_number,
+            call.from_phone_number,
+            call.status,
+            call.outcome,
+            call.assistant_id,
+            call.created_at,
+            call.scheduled_at,
+            call.call["outcome_summary"].as_string(),  # type: ignore[index]
+            call.call["metadata"],  # type: ignore[index]
         )
-        attempts: dict[str, list[CallAttemptRecord]] = {call.id: [] for call in calls}
+        query = select(*columns).where(*where).order_by(*_order(filters))
+        calls = [ExportedCall(*row) for row in session.execute(query)]
+        attempts: dict[str, list[CallAttemptRecord]] = {exported.id: [] for exported in calls}
         ids = list(attempts)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -198,7 +232,7 @@ def export_calls(
             )
             for row in rows:
                 attempts[row.call_id].append(row)
-        return [(call, attempts[call.id]) for call in calls]
+        return [(exported, attempts[exported.id]) for exported in calls]
 
 
 def phone_history_rows(

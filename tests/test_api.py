@@ -1328,6 +1328,23 @@ def test_search_export_and_phone_history_work_after_the_workflows_are_gone(stack
     org.client.call.cancel(waiting)
 
 
+def test_an_export_past_its_limit_is_refused_naming_the_filters(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export was cut at its limit without a word, its CSV looking complete."""
+    placed = [
+        org.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call.id
+        for _ in range(3)
+    ]
+    monkeypatch.setattr(store, "EXPORT_LIMIT", 2)
+    with pytest.raises(revox.UnprocessableEntityError, match="3 calls match; an export holds at most 2"):
+        org.client.call.export(filters=no_filters())
+    narrowed = org.client.call.export(filters=no_filters(call_ids=placed[:2]))
+    assert len(list(csv.DictReader(io.StringIO(narrowed.csv)))) == 2
+    for call_id in placed:
+        org.client.call.cancel(call_id)
+
+
 def check_search_export_history(client: Revox, ids: dict[str, str], waiting: str) -> None:
     search = client.call.search
     assert search(**no_filters()).total_count == 4
@@ -1373,6 +1390,8 @@ def check_search_export_history(client: Revox, ids: dict[str, str], waiting: str
     ]
     interested = next(r for r in rows if r["to_phone_number"] == "+33612340001")
     assert interested["outcome"] == "interested" and interested["metadata.crm_id"] == "c-42"
+    summary = client.call.retrieve(ids["interested"]).call.outcome_summary
+    assert summary and interested["outcome_summary"] == summary
     assert interested["structured_output.name"] == "Claire" and interested["transcript"].startswith(
         "assistant: Hi"
     )

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from api.call_records import render_csv
 from api.campaign_stats import export_csv
 from api.spreadsheet import FORMULA_STARTS, csv_text
-from models.tables import CallAttemptRecord, CallOrderRecord, CampaignRowRecord
+from api.store import ExportedCall
+from models.tables import CallAttemptRecord, CampaignRowRecord
 
 NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
 
@@ -39,15 +40,17 @@ def test_numbers_and_phone_numbers_are_left_as_they_are() -> None:
 
 
 def test_a_call_export_keeps_a_callees_formula_as_text() -> None:
-    call = CallOrderRecord(
+    call = ExportedCall(
         id="c1",
-        organization_id="org",
-        status="completed",
         to_phone_number="+33612345678",
         from_phone_number="+33159000000",
+        status="completed",
+        outcome=None,
+        assistant_id=None,
         created_at=NOW,
-        updated_at=NOW,
-        call={"metadata": {"crm_id": '=HYPERLINK("https://evil.example","open")'}},
+        scheduled_at=None,
+        outcome_summary=None,
+        metadata={"crm_id": '=HYPERLINK("https://evil.example","open")'},
     )
     attempt = CallAttemptRecord(
         id="a1",
