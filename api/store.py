@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import asc, delete, desc, false, func, insert, or_, select, update
+from sqlalchemy import Select, asc, delete, desc, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -162,14 +162,18 @@ def search_calls(
     where = _filters(organization_id, filters)
     with database.session() as session:
         total = session.scalar(select(func.count()).select_from(CallOrderRecord).where(*where)) or 0
-        query = (
-            select(CallOrderRecord)
-            .where(*where)
-            .order_by(*_order(filters))
-            .offset((filters.page - 1) * filters.page_size)
-            .limit(filters.page_size)
-        )
-        return list(session.scalars(query)), total
+        return list(session.scalars(search_page(organization_id, filters))), total
+
+
+def search_page(organization_id: str, filters: CallFilters) -> Select[tuple[CallOrderRecord]]:
+    """The query of a search's page (by default, read in the order of ix_call_orders_search_order)."""
+    return (
+        select(CallOrderRecord)
+        .where(*_filters(organization_id, filters))
+        .order_by(*_order(filters))
+        .offset((filters.page - 1) * filters.page_size)
+        .limit(filters.page_size)
+    )
 
 
 EXPORT_LIMIT = 100_000

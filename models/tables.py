@@ -18,7 +18,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Engine, Select, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Select,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import TypeDecorator
@@ -190,7 +201,10 @@ class CallOrderRecord(SQLModel, table=True):
     """
 
     __tablename__ = "call_orders"
-    __table_args__ = (UniqueConstraint("organization_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "idempotency_key"),
+        Index("ix_call_orders_search_order", "organization_id", "created_at", "id"),  # a search's pages
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     organization_id: str = Field(index=True, max_length=64)  # no foreign key: CLI orders have no org row
