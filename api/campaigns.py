@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -325,11 +325,15 @@ async def get_rows(
     principal: Authenticated,
     offset: Annotated[int, Query(ge=0, le=MAX_CONTACTS)] = 0,  # past the last row there is none
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-) -> JSONResponse:
+) -> Response:
     """Every row (or `limit` from `offset`) with its call as last persisted; skipped rows say why."""
-    record = await context.db(store.get_campaign, context.database, principal.organization_id, id)
-    rows = await context.db(store.rows_with_calls, context.database, record.id, offset=offset, limit=limit)
-    return JSONResponse({"rows": [row_view(row, call) for row, call in rows]})
+
+    def render() -> bytes:  # on a thread: 20,000 rows took 4 s, which held every other request
+        record = store.get_campaign(context.database, principal.organization_id, id)
+        rows = store.rows_with_calls(context.database, record.id, offset=offset, limit=limit)
+        return JSONResponse({"rows": [row_view(row, call) for row, call in rows]}).body
+
+    return Response(await context.db(render), media_type="application/json")
 
 
 @router.get("/campaigns/{id}/statistics", responses=ERRORS, summary="A campaign's statistics")
@@ -358,9 +362,12 @@ async def get_statistics(id: str, context: Context, principal: Authenticated) ->
 
 
 @router.get("/campaigns/{id}/export", responses=ERRORS, summary="Export a campaign's rows")
-async def export_rows(id: str, context: Context, principal: Authenticated) -> JSONResponse:
-    record = await context.db(store.get_campaign, context.database, principal.organization_id, id)
-    rows = await context.db(store.rows_with_calls, context.database, record.id)
-    text = campaign_stats.export_csv(rows, record.metadata_keys)
-    filename = f"campaign-{record.id[:8]}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}.csv"
-    return JSONResponse({"csv": text, "filename": filename})
+async def export_rows(id: str, context: Context, principal: Authenticated) -> Response:
+    def render() -> bytes:  # on a thread, as the rows
+        record = store.get_campaign(context.database, principal.organization_id, id)
+        rows = store.rows_with_calls(context.database, record.id)
+        text = campaign_stats.export_csv(rows, record.metadata_keys)
+        filename = f"campaign-{record.id[:8]}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}.csv"
+        return JSONResponse({"csv": text, "filename": filename}).body
+
+    return Response(await context.db(render), media_type="application/json")
