@@ -7,7 +7,6 @@ and announced as an order's end is (its webhook, e-mail, Slack)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.history.v1 import HistoryEvent
@@ -22,8 +21,6 @@ from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.common import TERMINAL_STATUSES, CallStatus
 from models.tables import CallOrderRecord, Database
 from workflows.notify import notifications_workflow_id
-
-log = logging.getLogger(__name__)
 
 CLOSED_AS: dict[WorkflowExecutionStatus, CallStatus] = {
     WorkflowExecutionStatus.TERMINATED: "cancelled",

@@ -485,14 +485,15 @@ def status(call_id: str) -> None:
     async def show(client: Client) -> None:
         handle = _handle(client, call_id)
         try:
-            call = await handle.query(
-                "call",
-                result_type=Call,
-                rpc_timeout=QUERY_TIMEOUT,
-                reject_condition=QueryRejectCondition.NOT_OPEN,
-            )
-        except WorkflowQueryRejectedError:  # closed: as it left its row, closed here if terminated
-            call = await _closed(client, handle.id) or await handle.query("call", result_type=Call)
+            try:
+                closed = QueryRejectCondition.NOT_OPEN
+                call = await handle.query(
+                    "call", result_type=Call, rpc_timeout=QUERY_TIMEOUT, reject_condition=closed
+                )
+            except WorkflowQueryRejectedError:  # closed: as it left its row, closed here if terminated
+                call = await _closed(client, handle.id) or await handle.query(
+                    "call", result_type=Call, rpc_timeout=QUERY_TIMEOUT
+                )
         except RPCError as err:
             unstarted = err.status == RPCStatusCode.NOT_FOUND
             answerable = err.status in UNANSWERED or unstarted
