@@ -28,7 +28,7 @@ from api.context import ApiContext, Context
 from api.errors import ERRORS, ApiError, errors
 from api.schemas import Success
 from api.unicode import UnicodeRoute
-from models import RetryConfigRecord, Timestamp
+from models import Call, RetryConfigRecord, Timestamp
 from models.campaign import (
     MAX_CONTACTS,
     CampaignCreateParams,
@@ -312,7 +312,7 @@ def row_view(row: Any, call: Any) -> dict[str, Any]:
         "input_data": row.input_data or {},
         "phone_number": row.phone_number,
         "row_index": row.row_index,
-        "call": call.call if call else None,
+        "call": Call.model_validate(call.call).model_dump(mode="json") if call else None,  # as GET /call
         "state": row.state,
         "skipped": skip,
     }

@@ -241,3 +241,32 @@ def test_a_row_whose_order_temporal_refuses_is_skipped_and_the_rest_launch(org: 
         timeout=60,
     )
     assert done.row_stats.skipped == 1
+
+
+def test_calls_stored_by_an_earlier_version_are_answered_with_todays_fields(org: Org) -> None:
+    """Search and a campaign's rows sent each Call as stored: one written before a field was added
+    (the contact, the assistant's stt_model) failed the official client's strict parsing, which
+    `GET /call/{id}` passed. A stored Call is answered as today's version reads it, everywhere."""
+    from sqlalchemy import update
+
+    from models.tables import CallOrderRecord
+
+    client = org.client
+    assistant = client.assistants.create(name="Old", prompt="Offer a demo.").assistant
+    campaign = client.campaigns.create(
+        name="Old", assistant_id=assistant.id, contacts=[{"to_phone_number": "+33612345601"}]
+    ).campaign
+    [row] = client.campaigns.get_rows(campaign.id).rows
+    with org.stack.database.session() as session:  # as an earlier version wrote it
+        stored = session.get(CallOrderRecord, row.call.id)
+        assert stored is not None and stored.call["contact"] is not None
+        older = {k: v for k, v in stored.call.items() if k != "contact"}
+        session.execute(update(CallOrderRecord).where(CallOrderRecord.id == row.call.id).values(call=older))
+        session.commit()
+    strict = revox.Revox(
+        api_key=org.key, base_url=org.stack.url, max_retries=0, _strict_response_validation=True
+    )
+    [found] = strict.call.search(**no_filters()).calls
+    assert found.id == row.call.id and found.contact is not None
+    [again] = strict.campaigns.get_rows(campaign.id).rows
+    assert again.call is not None and again.call.contact is not None
