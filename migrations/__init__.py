@@ -7,6 +7,7 @@ database from OUTDIAL_DATABASE_URL or temporal-dev.yaml).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -23,10 +24,15 @@ def alembic_config() -> Config:
     return config
 
 
+ATTEMPTS = 6
+
+
 def upgrade_head(engine: Engine) -> None:
-    """Apply every migration not yet applied. Two processes starting together on one SQLite file may
-    race to create the tables; the loser retries once the winner committed."""
-    for attempt in range(3):
+    """Apply every migration not yet applied. Processes starting together take turns (PostgreSQL: an
+    advisory lock; SQLite: BEGIN IMMEDIATE, waiting up to its busy timeout); one that still loses a race
+    (tables created meanwhile, or a long migration past the timeout) tries again, waiting longer each
+    time (1, 2, 4, 8, 16 s), and then finds the work done."""
+    for attempt in range(ATTEMPTS):
         try:
             with engine.begin() as connection:
                 config = alembic_config()
@@ -34,5 +40,6 @@ def upgrade_head(engine: Engine) -> None:
                 command.upgrade(config, "head")
             return
         except (OperationalError, IntegrityError, ProgrammingError):
-            if attempt == 2:
+            if attempt == ATTEMPTS - 1:
                 raise
+            time.sleep(2**attempt)

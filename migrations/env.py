@@ -35,6 +35,13 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+        elif (
+            connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction
+        ):
+            # One migrating process at a time, its DDL inside the transaction: else an ADD COLUMN took
+            # effect at once while the revision was written last, and a second process starting then
+            # read the old revision and failed to add the column again.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         context.run_migrations()
 
 

@@ -134,6 +134,62 @@ def test_calls_stored_before_the_search_text_column_are_searchable_after_the_mig
     assert "ab" in order.search_text.split("\n")
 
 
+def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
+    """An API and a worker started together after an upgrade: on SQLite an ADD COLUMN took effect at
+    once while its revision was written last (0005 fills every call's search text first), so a second
+    process read the old revision, failed to add the column again, and gave up, reporting a schema
+    race as the database unavailable. Processes now take turns."""
+    import subprocess
+    import sys
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    from migrations import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with create_engine(url).begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+        before = Table(
+            "call_orders",
+            MetaData(),
+            *(c._copy() for c in CallOrderRecord.__table__.columns if c.name != "search_text"),  # type: ignore[attr-defined]
+        )
+        rows = []
+        for i in range(3_000):  # for 0005 to fill: its revision is written well after its column
+            call = snapshot(f"call-{i}", "org-old", 1)
+            rows.append(
+                {"id": call.id} | {k: v for k, v in call_columns(call, 1).items() if k != "search_text"}
+            )
+        connection.execute(before.insert(), rows)
+    go = tmp_path / "go"
+    script = (
+        "import sys, time, pathlib\n"
+        "from models.tables import Database\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)\n"
+        f"Database.for_url({url!r}).migrate()\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=root, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    go.touch()
+    failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
+    assert failures == []
+    database = Database.for_url(url)
+    with database.engine.connect() as connection:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+        assert (
+            connection.execute(text("SELECT count(*) FROM call_orders WHERE search_text != ''")).scalar()
+            == 3_000
+        )
+
+
 async def test_a_call_the_database_cannot_hold_fails_its_write_at_once(database: Database) -> None:
     """A call id past the column's 64 characters (an order started outside the API): PostgreSQL refuses
     it, and retrying could not change that, so the write is not retried for an hour."""
