@@ -8,6 +8,7 @@ row can never become two orders. Bad rows are stored too, `skipped` with their r
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -259,8 +260,16 @@ def update_campaign(
 
 
 def set_flags(
-    database: Database, record: CampaignRecord, *, paused: bool | None = None, cancelled: bool | None = None
+    database: Database,
+    record: CampaignRecord,
+    *,
+    paused: bool | None = None,
+    cancelled: bool | None = None,
+    then: Callable[[CampaignRecord], None] | None = None,
 ) -> CampaignRecord:
+    """Store the flags; `then` runs once they are written and before they are committed, so the row's
+    write lock orders concurrent steerings: their signals reach the workflow in the order their flags
+    are stored (a pause and a resume sent together left the flag saying one, the orders doing the other)."""
     with database.session() as session:
         stored = session.get(CampaignRecord, record.id)
         assert stored is not None
@@ -269,6 +278,9 @@ def set_flags(
         if cancelled is not None:
             stored.is_cancelled = cancelled
         stored.updated_at = utcnow()
+        session.flush()  # the UPDATE: the row (PostgreSQL) or the database (SQLite) is ours until commit
+        if then is not None:
+            then(stored)
         session.commit()
         return stored
 

@@ -241,10 +241,22 @@ async def steer_campaign(
     record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
     if record.is_cancelled and signal != "cancel":
         raise ApiError(409, "conflict", f"campaign {campaign_id} is cancelled")
-    if not record.is_cancelled:
-        flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
-        record = await asyncio.to_thread(store.set_flags, database, record, **flags)
-    await signal_campaign(client, settings, record, signal, orders_paused=None)
+    if record.is_cancelled:
+        await signal_campaign(client, settings, record, signal, orders_paused=None)
+        return
+    loop, failed = asyncio.get_running_loop(), []
+
+    def signalled(stored: CampaignRecord) -> None:  # with the flags written, not yet committed
+        steering = signal_campaign(client, settings, stored, signal, orders_paused=None)
+        try:
+            asyncio.run_coroutine_threadsafe(steering, loop).result()
+        except Exception as err:  # noqa: BLE001 — the flags stay recorded: the retry signals again
+            failed.append(err)
+
+    flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
+    await asyncio.to_thread(store.set_flags, database, record, **flags, then=signalled)
+    if failed:
+        raise failed[0]
 
 
 async def launch_campaign(

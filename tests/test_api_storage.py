@@ -695,3 +695,42 @@ def test_deleting_a_campaign_removes_the_calls_it_never_started(database: Databa
     with database.session() as session:
         left = session.scalars(select(CallOrderRecord.id).where(CallOrderRecord.id.in_(calls)))  # type: ignore[attr-defined]
         assert list(left) == []
+
+
+def test_a_campaigns_steering_signals_while_its_flags_are_locked(database: Database) -> None:
+    """A pause and a resume sent together could store their flags in one order and signal in the
+    other: the campaign said paused while its orders called. The signal (`then`) runs while the flags'
+    write holds its lock, so a concurrent steering waits to write, and then signals, after it."""
+    import sqlite3
+
+    import psycopg
+
+    from api.assistants import _create
+    from api.schemas import AssistantCreateParams
+    from models.tables import CampaignRecord
+
+    settings = settings_for_tests(database_url=database.url)
+    org = f"org-{uuid.uuid4()}"
+    assistant = _create(database, settings, org, AssistantCreateParams(name="a", prompt="p"))
+    contacts = [CampaignContact(to_phone_number="+33612345610")]
+    campaign, _ = campaign_store.create_campaign(
+        database, settings, org, CampaignCreateParams(name="c", assistant_id=assistant.id, contacts=contacts)
+    )
+    refused: list[BaseException] = []
+
+    def another_steering_writes(_: CampaignRecord) -> None:
+        try:  # at once (no waiting), from its own connection, as another API process would
+            if database.dialect == "sqlite":
+                path = database.engine.url.database
+                with sqlite3.connect(str(path), timeout=0, isolation_level=None) as other:
+                    other.execute("UPDATE campaigns SET paused = 0 WHERE id = ?", (campaign.id,))
+            else:
+                with psycopg.connect(database.url.replace("+psycopg", "")) as other:
+                    other.execute("SET lock_timeout = 1")  # ms
+                    other.execute("UPDATE campaigns SET paused = false WHERE id = %s", (campaign.id,))
+        except (sqlite3.OperationalError, psycopg.errors.LockNotAvailable) as err:
+            refused.append(err)
+
+    campaign_store.set_flags(database, campaign, paused=True, then=another_steering_writes)
+    assert len(refused) == 1, "another steering wrote the flags while this one signalled"
+    assert campaign_store.get_campaign(database, org, campaign.id).paused
