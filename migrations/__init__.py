@@ -33,13 +33,14 @@ def upgrade_head(engine: Engine) -> None:
     (tables created meanwhile, or a long migration past the timeout) tries again, waiting longer each
     time (1, 2, 4, 8, 16 s), and then finds the work done."""
     for attempt in range(ATTEMPTS):
-        try:
-            with engine.begin() as connection:
-                config = alembic_config()
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-            return
-        except (OperationalError, IntegrityError, ProgrammingError):
-            if attempt == ATTEMPTS - 1:
-                raise
-            time.sleep(2**attempt)
+        with engine.connect() as connection:  # a database that cannot be reached fails here, at once
+            try:
+                with connection.begin():
+                    config = alembic_config()
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                return
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if attempt == ATTEMPTS - 1:
+                    raise
+        time.sleep(2**attempt)
