@@ -211,63 +211,59 @@ async def test_a_300_row_campaign_across_three_timezones(time_env, task_queue) -
     assert summary.finished
 
 
+class TemporalDownOnce:
+    """The one client method steering uses (signal-with-start): down at first, then up; the signals
+    it took, a lost one included."""
+
+    def __init__(self) -> None:
+        self.signals: list[str] = []
+
+    async def start_workflow(self, *args: Any, start_signal: str, **kwargs: Any) -> None:
+        from temporalio.service import RPCError, RPCStatusCode
+
+        if not self.signals:
+            self.signals.append("lost")
+            raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+        self.signals.append(start_signal)
+
+
 async def test_a_cancel_recorded_when_temporal_could_not_be_reached_is_delivered_by_its_retry() -> None:
     """The first cancel is recorded, then its signal fails (503, which the official client retries):
     the retry signals it again instead of answering 409 (the campaign then called every row)."""
-    from temporalio.service import RPCError, RPCStatusCode
-
     from api.campaigns import steer_campaign
     from api.errors import ApiError
 
     settings = settings_for_tests()
     database = Database.for_url(settings.database_url)
     campaign, _ = create(database, settings, contacts(3))
-    signals: list[str] = []
-
-    class Temporal:  # the client's one method steering uses: down once, then up
-        async def start_workflow(self, *args: Any, start_signal: str, **kwargs: Any) -> None:
-            if not signals:
-                signals.append("lost")
-                raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
-            signals.append(start_signal)
-
-    steer = (Temporal(), settings, database, ORG, campaign.id)
+    temporal = TemporalDownOnce()
+    steer = (temporal, settings, database, ORG, campaign.id)
     with pytest.raises(ApiError) as unavailable:
         await steer_campaign(*steer, "cancel")  # type: ignore[arg-type]
     assert unavailable.value.status == 503 and store.get_campaign(database, ORG, campaign.id).is_cancelled
     await steer_campaign(*steer, "cancel")  # type: ignore[arg-type]
-    assert signals == ["lost", "cancel"]
+    assert temporal.signals == ["lost", "cancel"]
     with pytest.raises(ApiError) as refused:
         await steer_campaign(*steer, "resume")  # type: ignore[arg-type]
-    assert refused.value.status == 409 and signals == ["lost", "cancel"]
+    assert refused.value.status == 409 and temporal.signals == ["lost", "cancel"]
 
 
 async def test_a_delete_whose_cancel_could_not_be_signalled_cancels_on_its_retry() -> None:
     """A delete records the cancel, then its signal fails (503, retried by the official client): the
     retry skipped the signal, deleted the campaign, and its waiting orders called all the same."""
-    from temporalio.service import RPCError, RPCStatusCode
-
     from api.campaigns import delete_campaign_of
     from api.errors import ApiError
 
     settings = settings_for_tests()
     database = Database.for_url(settings.database_url)
     campaign, _ = create(database, settings, contacts(3))
-    signals: list[str] = []
-
-    class Temporal:  # down once, then up
-        async def start_workflow(self, *args: Any, start_signal: str, **kwargs: Any) -> None:
-            if not signals:
-                signals.append("lost")
-                raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
-            signals.append(start_signal)
-
-    deleting = (Temporal(), settings, database, ORG, campaign.id)
+    temporal = TemporalDownOnce()
+    deleting = (temporal, settings, database, ORG, campaign.id)
     with pytest.raises(ApiError) as unavailable:
         await delete_campaign_of(*deleting)  # type: ignore[arg-type]
     assert unavailable.value.status == 503 and store.get_campaign(database, ORG, campaign.id).is_cancelled
     await delete_campaign_of(*deleting)  # type: ignore[arg-type]
-    assert signals == ["lost", "cancel"]
+    assert temporal.signals == ["lost", "cancel"]
     with pytest.raises(ApiError) as gone:
         store.get_campaign(database, ORG, campaign.id)
     assert gone.value.status == 404
