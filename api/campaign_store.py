@@ -8,7 +8,6 @@ row can never become two orders. Bad rows are stored too, `skipped` with their r
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -260,27 +259,20 @@ def update_campaign(
 
 
 def set_flags(
-    database: Database,
-    record: CampaignRecord,
-    *,
-    paused: bool | None = None,
-    cancelled: bool | None = None,
-    then: Callable[[CampaignRecord], None] | None = None,
+    database: Database, record: CampaignRecord, *, paused: bool | None = None, cancelled: bool | None = None
 ) -> CampaignRecord:
-    """Store the flags; `then` runs once they are written and before they are committed, so the row's
-    write lock orders concurrent steerings: their signals reach the workflow in the order their flags
-    are stored (a pause and a resume sent together left the flag saying one, the orders doing the other)."""
+    """Store the flags; a pause or a resume is numbered (`steered`) in the order the writes land, and
+    its signal carries that number, so the workflow ends in the state stored last whatever order the
+    signals of concurrent steerings arrive in."""
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if paused is not None:
+        values |= {"paused": paused, "steered": CampaignRecord.steered + 1}
+    if cancelled is not None:
+        values["is_cancelled"] = cancelled
     with database.session() as session:
-        stored = session.get(CampaignRecord, record.id)
+        session.execute(update(CampaignRecord).where(CampaignRecord.id == record.id).values(**values))  # type: ignore[arg-type]
+        stored = session.get(CampaignRecord, record.id, populate_existing=True)  # its own number
         assert stored is not None
-        if paused is not None:
-            stored.paused = paused
-        if cancelled is not None:
-            stored.is_cancelled = cancelled
-        stored.updated_at = utcnow()
-        session.flush()  # the UPDATE: the row (PostgreSQL) or the database (SQLite) is ours until commit
-        if then is not None:
-            then(stored)
         session.commit()
         return stored
 

@@ -108,6 +108,7 @@ def workflow_input(
         campaign_id=record.id,
         organization_id=record.organization_id,
         paused=record.paused,
+        steered=record.steered,
         orders_paused=orders_paused,
         pace=CampaignPace(rows_per_second=settings.campaign_rows_per_second, burst=settings.campaign_burst),
     )
@@ -116,7 +117,8 @@ def workflow_input(
 async def signal_campaign(
     client: Client, settings: Settings, record: CampaignRecord, signal: str, *, orders_paused: bool | None
 ) -> None:
-    """Signal the campaign's workflow, starting it if it does not run (signal-with-start)."""
+    """Signal the campaign's workflow, starting it if it does not run (signal-with-start); a pause or
+    a resume carries its number (`set_flags`)."""
     try:
         await client.start_workflow(
             WORKFLOW_TYPE,
@@ -124,6 +126,7 @@ async def signal_campaign(
             id=campaign_workflow_id(record.id),
             task_queue=settings.task_queue,
             start_signal=signal,
+            start_signal_args=[record.steered] if signal in ("pause", "resume") else [],
             memo={"organization_id": record.organization_id},
             static_summary=f"campaign {record.name}",
         )
@@ -241,22 +244,10 @@ async def steer_campaign(
     record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
     if record.is_cancelled and signal != "cancel":
         raise ApiError(409, "conflict", f"campaign {campaign_id} is cancelled")
-    if record.is_cancelled:
-        await signal_campaign(client, settings, record, signal, orders_paused=None)
-        return
-    loop, failed = asyncio.get_running_loop(), []
-
-    def signalled(stored: CampaignRecord) -> None:  # with the flags written, not yet committed
-        steering = signal_campaign(client, settings, stored, signal, orders_paused=None)
-        try:
-            asyncio.run_coroutine_threadsafe(steering, loop).result()
-        except Exception as err:  # noqa: BLE001 — the flags stay recorded: the retry signals again
-            failed.append(err)
-
-    flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
-    await asyncio.to_thread(store.set_flags, database, record, **flags, then=signalled)
-    if failed:
-        raise failed[0]
+    if not record.is_cancelled:
+        flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
+        record = await asyncio.to_thread(store.set_flags, database, record, **flags)
+    await signal_campaign(client, settings, record, signal, orders_paused=None)
 
 
 async def launch_campaign(

@@ -256,6 +256,7 @@ class CampaignProgress(BaseModel):
     cursor: int = -1  # row_index of the last row fetched in this pass
     runs: int = 1  # this run's number, counting continue-as-new
     paused: bool = False
+    steered: int = 0  # the number of the last pause or resume applied (the API's `steered`)
     cancelled: bool = False
     orders_paused: bool | None = False  # what the orders were last told (None: unknown, tell them again)
     phase: Literal["launching", "waiting", "paused", "cancelling", "done"] = "launching"
@@ -277,6 +278,7 @@ class CampaignInput(BaseModel):
     campaign_id: str
     organization_id: str
     paused: bool = False
+    steered: int = 0  # the number of the steering `paused` is from
     orders_paused: bool | None = False
     pace: CampaignPace = Field(default_factory=CampaignPace)
     batch_size: int = Field(default=50, ge=1, le=1000)  # rows per launch activity, at most

@@ -283,6 +283,7 @@ class CampaignRecord(SQLModel, table=True):
     max_concurrent_calls: int
     paused: bool = False
     is_cancelled: bool = False
+    steered: int = 0  # counts the pauses and resumes stored: the workflow applies the latest (set_flags)
     metadata_keys: list[str] = _json(nullable=False)
     row_count: int = 0
     scheduled_at: datetime | None = _when(default=None, nullable=True)  # of the last launch

@@ -697,17 +697,12 @@ def test_deleting_a_campaign_removes_the_calls_it_never_started(database: Databa
         assert list(left) == []
 
 
-def test_a_campaigns_steering_signals_while_its_flags_are_locked(database: Database) -> None:
-    """A pause and a resume sent together could store their flags in one order and signal in the
-    other: the campaign said paused while its orders called. The signal (`then`) runs while the flags'
-    write holds its lock, so a concurrent steering waits to write, and then signals, after it."""
-    import sqlite3
-
-    import psycopg
-
+def test_a_campaigns_pauses_and_resumes_are_numbered_as_they_are_stored(database: Database) -> None:
+    """A pause and a resume sent together could be stored in one order and signalled in the other:
+    the campaign said paused while its orders called. Each is numbered by its write, and its signal
+    carries the number (the workflow applies the latest: `tests/test_campaign.py`)."""
     from api.assistants import _create
     from api.schemas import AssistantCreateParams
-    from models.tables import CampaignRecord
 
     settings = settings_for_tests(database_url=database.url)
     org = f"org-{uuid.uuid4()}"
@@ -716,21 +711,13 @@ def test_a_campaigns_steering_signals_while_its_flags_are_locked(database: Datab
     campaign, _ = campaign_store.create_campaign(
         database, settings, org, CampaignCreateParams(name="c", assistant_id=assistant.id, contacts=contacts)
     )
-    refused: list[BaseException] = []
-
-    def another_steering_writes(_: CampaignRecord) -> None:
-        try:  # at once (no waiting), from its own connection, as another API process would
-            if database.dialect == "sqlite":
-                path = database.engine.url.database
-                with sqlite3.connect(str(path), timeout=0, isolation_level=None) as other:
-                    other.execute("UPDATE campaigns SET paused = 0 WHERE id = ?", (campaign.id,))
-            else:
-                with psycopg.connect(database.url.replace("+psycopg", "")) as other:
-                    other.execute("SET lock_timeout = 1")  # ms
-                    other.execute("UPDATE campaigns SET paused = false WHERE id = %s", (campaign.id,))
-        except (sqlite3.OperationalError, psycopg.errors.LockNotAvailable) as err:
-            refused.append(err)
-
-    campaign_store.set_flags(database, campaign, paused=True, then=another_steering_writes)
-    assert len(refused) == 1, "another steering wrote the flags while this one signalled"
-    assert campaign_store.get_campaign(database, org, campaign.id).paused
+    with ThreadPoolExecutor(8) as pool:  # concurrent writes each get their own number
+        steerings = list(
+            pool.map(lambda n: campaign_store.set_flags(database, campaign, paused=n % 2 == 0), range(40))
+        )
+    assert sorted(s.steered for s in steerings) == list(range(1, 41))
+    latest = max(steerings, key=lambda s: s.steered)
+    stored = campaign_store.get_campaign(database, org, campaign.id)
+    assert (stored.steered, stored.paused) == (40, latest.paused)
+    cancelled = campaign_store.set_flags(database, stored, cancelled=True)
+    assert cancelled.is_cancelled and cancelled.steered == 40  # a cancel needs no number: it is final

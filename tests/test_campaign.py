@@ -211,6 +211,25 @@ async def test_a_300_row_campaign_across_three_timezones(time_env, task_queue) -
     assert summary.finished
 
 
+async def test_a_campaign_ends_in_the_state_stored_last_whatever_order_its_signals_arrive_in(
+    time_env, task_queue
+) -> None:
+    """A resume stored after a pause may reach the workflow first: the pause, older, is not applied."""
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign, _ = create(database, settings, contacts(2))
+    handle = await start_campaign(
+        time_env.client, campaign.id, ORG, task_queue, signal="pause", paused=True, steered=1
+    )
+    await handle.signal(CampaignWorkflow.resume, 3)  # stored third
+    await handle.signal(CampaignWorkflow.pause, 2)  # stored second, arrived last
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        progress = await eventually(  # resumed: it had no row to launch, so it is done
+            lambda: handle.query(CampaignWorkflow.get_progress), lambda p: p.phase == "done"
+        )
+    assert (progress.paused, progress.steered) == (False, 3)
+
+
 class TemporalDownOnce:
     """The one client method steering uses (signal-with-start): down at first, then up; the signals
     it took, a lost one included."""

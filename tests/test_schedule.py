@@ -71,6 +71,27 @@ def test_a_number_phonenumbers_knows_only_by_calling_code_is_placed_in_its_count
     assert len(russian) > 1 and set(russian) <= set(pytz.country_timezones["RU"])
 
 
+@pytest.mark.parametrize(
+    ("number", "own"),
+    [
+        ("+212650123456", "Africa/Casablanca"),  # phonenumbers: the Canaries, an hour off in winter
+        ("+211977123456", "Africa/Juba"),  # Nairobi, an hour off all year
+        ("+50581234567", "America/Managua"),  # Chicago, an hour off in US summer time
+        ("+213551234567", "Africa/Algiers"),  # Paris, an hour off in summer
+        ("+919876543210", "Asia/Kolkata"),  # Asia/Calcutta: the same zone, its older name
+        ("+541123456789", "America/Argentina/Buenos_Aires"),  # not Argentina's 12 zones
+    ],
+)
+def test_a_number_mapped_to_another_countrys_zone_is_placed_in_its_own(number: str, own: str) -> None:
+    """Calls to Morocco were timed by the Canaries' clock: 18:30 in Casablanca was inside 10:00-18:00."""
+    assert resolve_timezones(number) == [own]
+
+
+def test_a_moroccan_evening_is_outside_the_default_window() -> None:
+    evening = utc(2027, 11, 1, 17, 30)  # a Monday, 18:30 in Casablanca, 17:30 in the Canaries
+    assert not is_allowed(evening, CallRetryConfig(), resolve_timezones("+212650123456"))
+
+
 def test_override_wins():
     assert resolve_timezones("+33612345678", "America/New_York") == ["America/New_York"]
 
@@ -95,6 +116,16 @@ def test_a_number_said_to_be_in_one_zone_resolves_to_one(example: str, tail: int
     number = example[:-4] + f"{tail:04d}"
     if not may_span_timezones(number):
         assert len(resolve_timezones(number)) == 1
+
+
+@given(st.sampled_from(_EXAMPLES), st.integers(min_value=0, max_value=9999))
+def test_a_number_resolves_to_zones_of_its_own_country(example: str, tail: int) -> None:
+    number = example[:-4] + f"{tail:04d}"
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+    country = set(pytz.country_timezones.get(region, []))
+    zones = resolve_timezones(number)
+    if country and zones != ["UTC"]:
+        assert set(zones) <= country, (number, region, zones)
 
 
 def test_numbers_whose_zones_share_no_window_are_found_once_per_zone_set() -> None:

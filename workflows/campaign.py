@@ -56,6 +56,7 @@ class CampaignWorkflow:
         self.state = input.state or CampaignState()
         if input.state is None:  # a fresh run: the orders are as the API last told them
             self.state.progress.paused = input.paused
+            self.state.progress.steered = input.steered
             self.state.progress.orders_paused = input.orders_paused
         self.progress = self.state.progress
 
@@ -185,12 +186,21 @@ class CampaignWorkflow:
         self.state.rescan = True
 
     @workflow.signal
-    def pause(self) -> None:
-        self.progress.paused = True
+    def pause(self, steered: int | None = None) -> None:
+        self._steer(True, steered)
 
     @workflow.signal
-    def resume(self) -> None:
-        self.progress.paused = False
+    def resume(self, steered: int | None = None) -> None:
+        self._steer(False, steered)
+
+    def _steer(self, paused: bool, steered: int | None) -> None:
+        """Apply a pause or resume unless a later one, stored after it, was applied first (sent
+        together, their signals may arrive in either order). Unnumbered (before numbering): applied."""
+        if steered is not None:
+            if steered < self.progress.steered:
+                return
+            self.progress.steered = steered
+        self.progress.paused = paused
 
     @workflow.signal
     def cancel(self) -> None:

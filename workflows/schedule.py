@@ -58,7 +58,9 @@ _EPOCH = datetime(1970, 1, 1)
 def resolve_timezones(phone_number: str, override: str | None = None) -> list[str]:
     """The zones the recipient may be in: the override, else every zone the number maps to, within
     its country. Where phonenumbers knows only the calling code (mobiles of the Caribbean's +1
-    countries get all 42 zones of the NANP, Guam to Newfoundland), the country narrows it down."""
+    countries get all 42 zones of the NANP, Guam to Newfoundland), the country narrows it down; where
+    it names another country's zone (Morocco's numbers get the Canaries', an hour off in winter;
+    Algeria's, Paris's), the country's own zones stand for it."""
     if override:
         return [override]
     try:
@@ -67,8 +69,25 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
         return [_FALLBACK_ZONE]
     zones = set(filter(_known_zone, phonenumbers_timezone.time_zones_for_number(parsed)))
     region = phonenumbers.region_code_for_number(parsed)
-    in_country = zones & set(pytz.country_timezones.get(region, []) if region else [])
-    return sorted(in_country or zones) or [_FALLBACK_ZONE]
+    return sorted(_within_country(zones, region)) or [_FALLBACK_ZONE]
+
+
+def _within_country(zones: set[str], region: str | None) -> set[str]:
+    """`zones` narrowed to the country's; if none is the country's, the country's zones that are the
+    same zone under an older name (Asia/Calcutta, America/Godthab), else all of the country's."""
+    country = set(pytz.country_timezones.get(region, []) if region else [])
+    if not zones or not country:
+        return zones
+    if in_country := zones & country:
+        return in_country
+    return {own for own in country if _zone_data(own) in {_zone_data(zone) for zone in zones}} or country
+
+
+@functools.cache
+def _zone_data(zone: str) -> bytes:
+    """A zone's compiled rules: one name and its link (an older name) share them."""
+    with pytz.open_resource(zone) as rules:
+        return rules.read()
 
 
 def _known_zone(zone: str) -> bool:
@@ -113,14 +132,19 @@ def zones_sharing_no_window(
 
 @functools.cache
 def _calling_code_zones(code: str) -> frozenset[str]:
-    """Every zone phonenumbers maps a number of calling code `code` to (its prefixes all start with it)."""
-    return frozenset(
+    """Every zone phonenumbers maps a number of calling code `code` to (its prefixes all start with it);
+    when that is one zone, the zones `_within_country` makes of it in each of the code's countries."""
+    mapped = frozenset(
         zone
         for prefix, zones in phonenumbers_timezone.TIMEZONE_DATA.items()
         if prefix.startswith(code)
         for zone in zones
         if _known_zone(zone)
     )
+    if len(mapped) > 1:
+        return mapped
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(code), ())
+    return frozenset().union(*(_within_country(set(mapped), region) for region in regions)) or mapped
 
 
 # --- The predicate ---------------------------------------------------------------------------------
