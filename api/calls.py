@@ -470,17 +470,19 @@ async def current_call(context: ApiContext, record: CallOrderRecord) -> Call:
     if record.status not in TERMINAL_STATUSES:
         try:
             client = await context.temporal()
+            handle = client.get_workflow_handle(order_workflow_id(record.id))
             try:
-                live = await context.live.call(client.get_workflow_handle(order_workflow_id(record.id)))
-            except WorkflowQueryRejectedError:  # closed: by itself (its row is written), or not
+                live = await context.live.call(handle)
+            except WorkflowQueryRejectedError:  # closed: by someone else (closed here), or by itself
                 closed = await record_closed(client, context.database, context.settings.task_queue, record)
                 if closed is not None:
                     return closed
-            else:
-                if live is None:  # not asked, nobody answers queries now: the row just read is the freshest
-                    return Call.model_validate(record.call)
-                if live.organization_id == record.organization_id:
-                    return keep_resolution(live, record.call)
+                # it ended the order itself, its row not yet written (or its last write given up):
+                live = await handle.query("call", result_type=Call, rpc_timeout=context.live.timeout)
+            if live is None:  # not asked, nobody answers queries now: the row just read is the freshest
+                return Call.model_validate(record.call)
+            if live.organization_id == record.organization_id:
+                return keep_resolution(live, record.call)
         except Exception as err:  # noqa: BLE001 — any failure falls back to the database
             log.debug("live query of call %s failed, answering from the database: %s", record.id, err)
         fresher = await context.db(store.get_call, context.database, record.organization_id, record.id)

@@ -74,7 +74,7 @@ async def record_closed(
     event = await close_event(client, record.id)
     if event is None or (call := closed_call(Call.model_validate(record.call), event)) is None:
         return None
-    if await asyncio.to_thread(write_call, database, call, record.seq + 1) and due_channels(call):
+    if due_channels(call):  # announced first: a start that fails leaves the row open, to try again
         try:  # as the order would have: the same id, so never twice
             await client.start_workflow(
                 "CallNotificationsWorkflow",
@@ -85,6 +85,7 @@ async def record_closed(
             )
         except WorkflowAlreadyStartedError:
             pass
+    await asyncio.to_thread(write_call, database, call, record.seq + 1)
     return call
 
 

@@ -456,6 +456,24 @@ def test_an_order_terminated_in_temporal_reads_as_cancelled_and_its_end_is_annou
     assert asyncio.run(_status_of(org.stack, notify)) is not None  # its end announced
 
 
+def test_an_order_whose_last_write_was_lost_reads_as_its_workflow_ended_it(org: Org) -> None:
+    """An order's final write can be given up (the database down for an hour): Temporal still holds its
+    end, so a read answers it from the workflow, not from the row it left behind (the review)."""
+    from sqlalchemy import update
+
+    from models.tables import CallOrderRecord
+
+    created = org.client.call.create(**quick_order("human:interested")).call
+    ended = finished(org.client, created.id)
+    with org.stack.database.session() as session:  # the row as the write before the last left it
+        stale = {**ended.model_dump(mode="json"), "status": "post_processing", "outcome": None}
+        lost = update(CallOrderRecord).where(CallOrderRecord.id == created.id)
+        session.execute(lost.values(status="post_processing", outcome=None, call=stale))
+        session.commit()
+    call = org.client.call.retrieve(created.id).call
+    assert (call.status, call.outcome) == ("completed", "interested")
+
+
 def test_the_sweep_closes_terminated_orders_nobody_read(org: Org) -> None:
     """The API's sweep finds them through Temporal's visibility, so lists and campaign counts agree
     without a read of each; an order that runs is left alone."""

@@ -395,3 +395,44 @@ async def test_the_cli_shows_an_order_terminated_in_temporal_as_cancelled(
     )
     stored = store.get_call(Database.for_url(database_url), call.organization_id, call.id)
     assert stored is not None and stored.status == "cancelled"
+
+
+async def test_a_terminated_orders_end_is_announced_even_if_its_first_announcement_failed(
+    dev_env: WorkflowEnvironment, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Call was stored closed before its notifications started: a start that failed (Temporal
+    unavailable a moment) left it closed, and no later read or sweep announced it (the review)."""
+    from activities.persistence import write_call
+    from api.closed_orders import record_closed
+    from models import CallAssistant
+
+    database_url, call = stored_in_a_database(tmp_path, "scheduled", 1)
+    database = Database.for_url(database_url)
+    hook = {"id": "a", "organization_id": "org", "prompt": "p", "webhook_url": "https://example.com/h"}
+    write_call(database, call.model_copy(update={"assistant": CallAssistant.model_validate(hook)}), 2)
+    client = dev_env.client
+    handle = await client.start_workflow(
+        "CallOrderWorkflow",
+        {"phone_number": "+33612345678"},
+        id=f"call-{call.id}",
+        task_queue=f"idle-{call.id}",
+    )
+    await handle.terminate(reason="wrong list")
+    real_start, starts = client.start_workflow, []
+
+    async def down_once(*args: Any, **kwargs: Any) -> Any:
+        starts.append(kwargs["id"])
+        if len(starts) == 1:
+            raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
+        return await real_start(*args, **kwargs)
+
+    monkeypatch.setattr(client, "start_workflow", down_once)
+    queue = f"idle-{call.id}"
+    with pytest.raises(RPCError):
+        await record_closed(client, database, queue, store.get_call(database, "org", call.id))
+    assert store.get_call(database, "org", call.id).status == "scheduled"  # left open, to try again
+    closed = await record_closed(client, database, queue, store.get_call(database, "org", call.id))
+    assert closed is not None and closed.status == "cancelled"
+    assert store.get_call(database, "org", call.id).status == "cancelled"
+    assert starts == [f"notify-{call.id}"] * 2
+    await client.get_workflow_handle(f"notify-{call.id}").terminate("test over")

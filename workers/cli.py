@@ -523,16 +523,15 @@ def status(call_id: str) -> None:
 
 
 async def _closed(client: Client, workflow_id: str) -> Call | None:
-    """A closed order's stored Call, closed from its close event when its workflow was terminated
-    (`api.closed_orders`); None when the database cannot say (the query replays it then)."""
+    """A terminated order's Call, closed from its close event (`api.closed_orders`); None when its
+    workflow ended the order itself, or the database cannot say: the query replays it then."""
     settings = Settings.load()
     database = Database.for_url(settings.database_url)
     call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
     with contextlib.suppress(OperationalError):
         record = await asyncio.to_thread(_stored_record, database, call_id)
         if record is not None and record.call is not None:
-            closed = await record_closed(client, database, settings.task_queue, record)
-            return closed or Call.model_validate(record.call)
+            return await record_closed(client, database, settings.task_queue, record)
     return None
 
 
