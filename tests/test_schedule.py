@@ -74,7 +74,7 @@ def test_a_number_phonenumbers_knows_only_by_calling_code_is_placed_in_its_count
 @pytest.mark.parametrize(
     ("number", "own"),
     [
-        ("+212650123456", "Africa/Casablanca"),  # phonenumbers: the Canaries, an hour off in winter
+        ("+212650123456", "Africa/Casablanca"),  # phonenumbers: the Canaries, an hour off in summer
         ("+211977123456", "Africa/Juba"),  # Nairobi, an hour off all year
         ("+50581234567", "America/Managua"),  # Chicago, an hour off in US summer time
         ("+213551234567", "Africa/Algiers"),  # Paris, an hour off in summer
@@ -87,9 +87,12 @@ def test_a_number_mapped_to_another_countrys_zone_is_placed_in_its_own(number: s
     assert resolve_timezones(number) == [own]
 
 
-def test_a_moroccan_evening_is_outside_the_default_window() -> None:
-    evening = utc(2027, 11, 1, 17, 30)  # a Monday, 18:30 in Casablanca, 17:30 in the Canaries
-    assert not is_allowed(evening, CallRetryConfig(), resolve_timezones("+212650123456"))
+def test_a_moroccan_morning_before_the_window_is_outside_it() -> None:
+    morning = utc(
+        2027, 6, 7, 9, 30
+    )  # a Monday: 9:30 in Casablanca (UTC+0 from 2026-09), 10:30 in the Canaries
+    assert not is_allowed(morning, CallRetryConfig(), resolve_timezones("+212650123456"))
+    assert is_allowed(morning, CallRetryConfig(), ["Atlantic/Canary"])
 
 
 def test_override_wins():

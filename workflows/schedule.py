@@ -59,7 +59,7 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
     """The zones the recipient may be in: the override, else every zone the number maps to, within
     its country. Where phonenumbers knows only the calling code (mobiles of the Caribbean's +1
     countries get all 42 zones of the NANP, Guam to Newfoundland), the country narrows it down; where
-    it names another country's zone (Morocco's numbers get the Canaries', an hour off in winter;
+    it names another country's zone (Morocco's numbers get the Canaries', an hour off in summer;
     Algeria's, Paris's), the country's own zones stand for it."""
     if override:
         return [override]
