@@ -90,3 +90,35 @@ async def test_orders_complete_and_webhooks_catch_up_after_llm_and_receiver_outa
     assert event["id"] == f"{call.id}:call.completed" and event["call"]["outcome"] == "interested"
     assert {json.loads(b)["id"] for _, b, _ in attempts} == {event["id"]}  # one event id across retries
     assert verify_signature("whsec_outage", signature, body)
+
+
+async def test_an_order_waits_out_a_database_outage_before_its_first_step(
+    time_env, task_queue, monkeypatch
+) -> None:
+    """Its first reads (the do-not-contact check, then its assistant and caller id) gave up after 5
+    tries, some 15 s: a PostgreSQL restart ended every order being prepared `errored`."""
+    from sqlalchemy.exc import OperationalError
+
+    from activities import persistence
+
+    real, reads = persistence.do_not_contact_entry, []
+
+    def down_for_a_while(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(1)
+        if len(reads) <= 8:
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(persistence, "do_not_contact_entry", down_for_a_while)
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": "+33698765432",
+            "assistant": {"prompt": "Offer a demo.", "call_retry_config": OPEN},
+            "metadata": {"simulation": "human:interested"},
+        }
+    )
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await time_env.client.execute_workflow(
+            CallOrderWorkflow.run, params, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+        )
+    assert (call.status, call.outcome, len(reads)) == ("completed", "interested", 9)

@@ -102,7 +102,12 @@ MEMO_STRING_CHECKED = "memo-string-checked"
 # window if its own closed meanwhile; before, it dialed whenever a worker came back, at 3 a.m. if need be.
 WINDOW_CHECKED_ON_WAKING = "window-checked-on-waking"
 
-PREPARE_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[INVALID_ORDER])
+# The order's first reads of the database: an outage (PostgreSQL restarting) is waited out, as by
+# persist_call, not fatal after 5 tries in some 15 s; what the order itself gets wrong is final.
+PREPARE_RETRY = RetryPolicy(
+    maximum_interval=timedelta(seconds=30), non_retryable_error_types=[INVALID_ORDER, DO_NOT_CONTACT]
+)
+PREPARE_PATIENCE = timedelta(hours=1)
 # Providers are idempotent per attempt id, so a retried dial re-reads the first ring instead of ringing again.
 DIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidSimulation"])
 # The dial heartbeats while it rings, so a worker that dies mid-ring is replaced within this time.
@@ -317,13 +322,15 @@ class CallOrderWorkflow:
                     metadata=self.params.metadata or {},
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[DO_NOT_CONTACT]),
+                schedule_to_close_timeout=PREPARE_PATIENCE,
+                retry_policy=PREPARE_RETRY,
                 summary="check the number may be contacted",
             )
             return await workflow.execute_activity_method(
                 CallActivities.prepare_order,
                 request,
                 start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=PREPARE_PATIENCE,
                 retry_policy=PREPARE_RETRY,
                 summary="resolve assistant, caller id and timezone",
             )
