@@ -23,7 +23,7 @@ from activities.webhook_secrets import pin_webhook_secret
 from api.context import ApiContext
 from api.errors import ApiError
 from api.keys import Principal, lookup_key
-from models.settings import OrganizationId, Settings
+from models.settings import ConfigError, OrganizationId, Settings
 from models.tables import (
     ApiKey,
     Database,
@@ -196,13 +196,26 @@ def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
     )
     if settings.webhook_secret:  # OUTDIAL_WEBHOOK_SECRET signs the local organization's webhooks
         pin_webhook_secret(database, settings.organization_id, settings.webhook_secret)
-    key = key or os.environ.get("OUTDIAL_DEV_API_KEY") or _kept_dev_key()
-    key = issue_api_key(database, settings.organization_id, name="dev stack", key=key)
+    chosen = key or os.environ.get("OUTDIAL_DEV_API_KEY")
+    if chosen and _revoked(database, chosen):
+        raise ConfigError(
+            "OUTDIAL_DEV_API_KEY was revoked (outdial apikey revoke): set another, or unset it for a new one"
+        )
+    kept = None if chosen else _kept_dev_key()
+    if kept and _revoked(database, kept):  # revoked since the last run: a new one, kept instead
+        kept = None
+    key = issue_api_key(database, settings.organization_id, name="dev stack", key=chosen or kept)
     if not os.environ.get("OUTDIAL_DEV_API_KEY"):
         DEV_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
         DEV_KEY_FILE.write_text(key + "\n")
         DEV_KEY_FILE.chmod(0o600)
     return key
+
+
+def _revoked(database: Database, key: str) -> bool:
+    with database.session() as session:
+        record = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first()
+        return record is not None and record.revoked_at is not None
 
 
 def _kept_dev_key() -> str | None:

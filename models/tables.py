@@ -31,9 +31,11 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, Session, SQLModel
+
+from models.settings import ConfigError
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -395,6 +397,18 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
+        try:
+            self._create_engine()
+        except (ArgumentError, NoSuchModuleError, ImportError) as err:  # one line, not a traceback
+            raise ConfigError(
+                "OUTDIAL_DATABASE_URL is not a database outdial can use (sqlite:///path/outdial.db or "
+                f"postgresql://user:password@host/database): {type(err).__name__}"
+            ) from None
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+        self._reads: dict[int, _DriverRead] = {}
+
+    def _create_engine(self) -> None:
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -405,9 +419,6 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, hide_parameters=True)
-        self._migrated = False
-        self._migrate_lock = threading.Lock()
-        self._reads: dict[int, _DriverRead] = {}
 
     @classmethod
     def for_url(cls, url: str) -> Database:

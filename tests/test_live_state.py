@@ -29,7 +29,7 @@ from api.calls import current_call
 from api.context import ApiContext
 from api.live_state import LiveState
 from models import Call, CallCreateParams
-from models.settings import SOURCES
+from models.settings import SOURCES, ConfigError
 from models.tables import Database
 from tests.helpers import eventually, free_ports, settings_for_tests
 from workers import cli, create_worker
@@ -436,3 +436,15 @@ async def test_a_terminated_orders_end_is_announced_even_if_its_first_announceme
     assert store.get_call(database, "org", call.id).status == "cancelled"
     assert starts == [f"notify-{call.id}"] * 2
     await client.get_workflow_handle(f"notify-{call.id}").terminate("test over")
+
+
+@pytest.mark.parametrize("url", ["foo://u:hunter2@h/db", "mysql://u:hunter2@h/db", "sqlite:/relative.db"])
+def test_a_database_url_of_no_usable_kind_is_one_line(url: str) -> None:
+    """A traceback of 60-83 lines (NoSuchModuleError, a missing MySQL driver, an unparsable URL)."""
+    env = {"OUTDIAL_CONFIG": "/dev/null", "OUTDIAL_CODEC_KEY": "plaintext", "OUTDIAL_DATABASE_URL": url}
+    for command in (["apikey", "list"], ["worker"]):  # a ConfigError: `cli.main` prints it in one line
+        failed = CliRunner().invoke(cli.app, command, env=env)
+        assert isinstance(failed.exception, ConfigError), (command, failed.output)
+        message = str(failed.exception)
+        assert message.startswith("OUTDIAL_DATABASE_URL is not a database outdial can use"), message
+        assert "\n" not in message and "hunter2" not in message

@@ -117,6 +117,27 @@ async def test_each_organization_signs_with_its_own_secret_looked_up_at_send_tim
     assert signing_secrets(settings, database, "org_unknown") == []
 
 
+def test_the_local_stack_never_hands_out_a_revoked_key(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`outdial dev` printed its kept key after `outdial apikey revoke`, a key every request refused."""
+    from api.auth import _revoked, api_keys_of, revoke_api_key
+    from models.settings import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    settings = settings_for_tests()
+    database = Database.for_url(settings.database_url)
+    first = seed_dev_organization(settings)
+    assert seed_dev_organization(settings) == first  # kept across runs
+    for key in api_keys_of(database, "org_local"):
+        revoke_api_key(database, "org_local", key.id)
+    second = seed_dev_organization(settings)
+    assert second != first and not _revoked(database, second)
+    assert (tmp_path / ".outdial" / "dev-api-key").read_text().strip() == second
+    monkeypatch.setenv("OUTDIAL_DEV_API_KEY", first)  # a chosen key that was revoked: said, not printed
+    with pytest.raises(ConfigError, match="OUTDIAL_DEV_API_KEY was revoked"):
+        seed_dev_organization(settings)
+
+
 def test_the_local_organization_takes_outdial_webhook_secret(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)  # seed_dev_organization keeps the dev API key in ./.outdial
     monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)

@@ -148,6 +148,7 @@ def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (no dev server)."""
     settings = _encrypted(Settings.load())
     check_providers(settings)
+    Database.for_url(settings.database_url)  # a URL of no database it can use: one line, before it starts
 
     async def main() -> None:
         client = await _connected(settings)
