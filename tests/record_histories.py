@@ -367,6 +367,40 @@ async def campaign(env: WorkflowEnvironment) -> None:
         await save(handle)
 
 
+async def campaign_numbered_steering(env: WorkflowEnvironment) -> None:
+    """A 2-row campaign steered with numbered signals (`campaigns.steered`): a pause, a resume stored
+    after it, then a pause stored before that resume arriving last (not applied), then a cancel."""
+    from api import campaign_store
+    from models.campaign import CampaignLaunchParams, CampaignPace
+    from tests.test_campaign import ORG, create
+    from workflows.campaign import CampaignWorkflow
+
+    settings = settings_for_tests(task_queue="record-campaign-steered")
+    database = Database.for_url(settings.database_url)
+    created, _ = create(database, settings, [{"to_phone_number": f"+3361234570{i}"} for i in range(2)])
+    launch = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    campaign_store.select_for_launch(database, ORG, created.id, launch)
+    async with create_worker(env.client, task_queue="record-campaign-steered", settings=settings):
+        handle = await start_campaign(
+            env.client,
+            created.id,
+            ORG,
+            "record-campaign-steered",
+            workflow_id="campaign-replay_numbered_steering",
+            pace=CampaignPace(rows_per_second=0.01, burst=1),
+            batch_size=1,
+        )
+        progress = lambda: handle.query(CampaignWorkflow.get_progress)  # noqa: E731
+        await eventually(progress, lambda p: p.started == 1)
+        await handle.signal(CampaignWorkflow.pause, 1)
+        await eventually(progress, lambda p: p.orders_paused is True)
+        await handle.signal(CampaignWorkflow.resume, 3)
+        await handle.signal(CampaignWorkflow.pause, 2)  # older than the resume: not applied
+        await eventually(progress, lambda p: p.orders_paused is False and p.steered == 3)
+        await handle.signal(CampaignWorkflow.cancel)
+        await save(handle)
+
+
 async def campaign_in_flight(env: WorkflowEnvironment) -> None:
     """A 3-row campaign that may run one order at a time: it waits for each to end (max_in_flight)."""
     from api import campaign_store
@@ -444,6 +478,7 @@ async def main() -> None:
     await campaign(env)
     await campaign_in_flight(env)
     await campaign_last_batch(env)
+    await campaign_numbered_steering(env)
     await env.shutdown()
 
 
