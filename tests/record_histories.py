@@ -177,6 +177,25 @@ PREPARING = asyncio.Event()  # the held preparation has begun
 CLOSING, CLOSING_HELD = asyncio.Event(), asyncio.Event()  # the final write has begun; it may go on
 
 
+# Ids are checked since the patch `call-id-checked`, and the time-skipping server does not record them:
+# a new order scenario is named by its UUID (the file `<id>.json`).
+CONTACT_CHECKED_BEFORE_A_RETRY = "call-00000000-0000-4000-8000-000000000042"
+
+
+async def contact_checked_before_a_retry(client: Client, task_queue: str) -> None:
+    """A voicemail, then the number checked again (patch `contact-checked-before-each-attempt`) before
+    the retry that reaches a human."""
+    if (HISTORIES / f"{CONTACT_CHECKED_BEFORE_A_RETRY}.json").exists():
+        return
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("voicemail,human:interested"),
+        id=CONTACT_CHECKED_BEFORE_A_RETRY,
+        task_queue=task_queue,
+    )
+    await save(handle)
+
+
 def hold_the_providers() -> None:
     """The simulated providers, made to fail or wait where a scenario needs it (this process only)."""
     real_dial, real_analyze = SimulatedTelephony.dial, SimulatedAnalyzer.analyze
@@ -470,6 +489,7 @@ async def main() -> None:
             await semaphore_continued_as_new(env.client, "record")
             await semaphore_with_a_full_queue(env.client, "record")
             await notifications(env.client, "record", base)
+            await contact_checked_before_a_retry(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:

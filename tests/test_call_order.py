@@ -292,6 +292,31 @@ async def test_a_retry_delay_of_zero_retries_as_soon_as_the_window_allows(time_e
     assert started(second) - ended(first) < timedelta(seconds=1)
 
 
+async def test_a_number_listed_do_not_contact_while_its_order_waits_is_not_called_again(time_env, task_queue):
+    """Another call to the same number ended `do_not_contact` while this order waited for its retry after
+    a voicemail: the retry dialled the number all the same (the API refused a new order to it)."""
+    from activities.compliance import DoNotContactEntry
+    from activities.persistence import DatabaseDoNotContactRegistry
+
+    settings = settings_for_tests()
+    params = order("voicemail,human:interested", phone_number=f"+336{uuid.uuid4().int % 10**8:08d}")
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(time_env, task_queue, params)
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+        assert len((await handle.query(CallOrderWorkflow.call)).call_attempts) == 1  # the voicemail
+        listed = DoNotContactEntry(
+            organization_id=settings.organization_id,
+            phone_number=params.phone_number,
+            call_id=str(uuid.uuid4()),
+            reason="do_not_contact",
+            recorded_at=await time_env.get_current_time(),
+        )
+        await DatabaseDoNotContactRegistry(settings).add(listed)
+        call = await handle.result()
+    assert (call.status, call.calls_count) == ("errored", 1)
+    await DatabaseDoNotContactRegistry(settings).remove(settings.organization_id, params.phone_number)
+
+
 async def test_unreachable_number_is_not_retried_and_errors(time_env, task_queue):
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         call = await (await start(time_env, task_queue, order("number_non_attributed"))).result()

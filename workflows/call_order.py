@@ -101,6 +101,9 @@ MEMO_STRING_CHECKED = "memo-string-checked"
 # An attempt whose time came while no worker ran the order (down, or behind a backlog) waits for the next
 # window if its own closed meanwhile; before, it dialed whenever a worker came back, at 3 a.m. if need be.
 WINDOW_CHECKED_ON_WAKING = "window-checked-on-waking"
+# A number listed do-not-contact by another call while this order waited (for a retry after voicemail, or
+# for its window) is checked again before each later attempt; before, the retry dialled it all the same.
+CONTACT_CHECKED_BEFORE_EACH_ATTEMPT = "contact-checked-before-each-attempt"
 
 # The order's first reads of the database: an outage (PostgreSQL restarting) is waited out, as by
 # persist_call, not fatal after 5 tries in some 15 s; what the order itself gets wrong is final.
@@ -314,18 +317,7 @@ class CallOrderWorkflow:
             accepted=self.accepted,
         )
         try:
-            await workflow.execute_activity_method(
-                ComplianceActivities.check_contact_allowed,
-                ContactCheckRequest(
-                    organization_id=self.organization_id,
-                    phone_number=self.params.phone_number,
-                    metadata=self.params.metadata or {},
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=PREPARE_PATIENCE,
-                retry_policy=PREPARE_RETRY,
-                summary="check the number may be contacted",
-            )
+            await self._check_contact()
             return await workflow.execute_activity_method(
                 CallActivities.prepare_order,
                 request,
@@ -339,7 +331,36 @@ class CallOrderWorkflow:
                 raise
             raise OrderFailed(_reason(err)) from err
 
+    async def _check_contact(self) -> None:
+        """DO_NOT_CONTACT (an ActivityError) when the number may not be called."""
+        await workflow.execute_activity_method(
+            ComplianceActivities.check_contact_allowed,
+            ContactCheckRequest(
+                organization_id=self.organization_id,
+                phone_number=self.params.phone_number,
+                metadata=self.params.metadata or {},
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=PREPARE_PATIENCE,
+            retry_policy=PREPARE_RETRY,
+            summary="check the number may be contacted",
+        )
+
+    async def _still_contactable(self, prepared_at: datetime) -> None:
+        """Before an attempt that waited (a retry, a later window): listed meanwhile, the order ends."""
+        if not self.attempts and workflow.now() <= prepared_at:
+            return  # the first attempt, at once: _prepare has just checked
+        if not workflow.patched(CONTACT_CHECKED_BEFORE_EACH_ATTEMPT):
+            return
+        try:
+            await self._check_contact()
+        except ActivityError as err:
+            if _cancelled(err):
+                raise
+            raise OrderFailed(_reason(err)) from err
+
     async def _place_attempts(self, order: PreparedOrder) -> None:
+        prepared_at = workflow.now()
         due = schedule.first_attempt_at(
             now=workflow.now(),
             scheduled_at=self.params.scheduled_at,
@@ -350,6 +371,7 @@ class CallOrderWorkflow:
         while True:
             if not await self._wait_until(due, order):
                 return
+            await self._still_contactable(prepared_at)
             if not await self._take_permit(order):
                 if self.cancel_requested:
                     return
