@@ -404,6 +404,10 @@ class Database:
                 "OUTDIAL_DATABASE_URL is not a database outdial can use (sqlite:///path/outdial.db or "
                 f"postgresql://user:password@host/database): {type(err).__name__}"
             ) from None
+        except OSError as err:  # the SQLite file's folder
+            raise ConfigError(
+                f"OUTDIAL_DATABASE_URL: the folder of its file cannot be made: {err.strerror}: {err.filename}"
+            ) from None
         self._migrated = False
         self._migrate_lock = threading.Lock()
         self._reads: dict[int, _DriverRead] = {}

@@ -438,7 +438,10 @@ async def test_a_terminated_orders_end_is_announced_even_if_its_first_announceme
     await client.get_workflow_handle(f"notify-{call.id}").terminate("test over")
 
 
-@pytest.mark.parametrize("url", ["foo://u:hunter2@h/db", "mysql://u:hunter2@h/db", "sqlite:/relative.db"])
+@pytest.mark.parametrize(
+    "url",
+    ["foo://u:hunter2@h/db", "mysql://u:hunter2@h/db", "sqlite:/relative.db", "sqlite:////etc/passwd/x.db"],
+)
 def test_a_database_url_of_no_usable_kind_is_one_line(url: str) -> None:
     """A traceback of 60-83 lines (NoSuchModuleError, a missing MySQL driver, an unparsable URL)."""
     env = {"OUTDIAL_CONFIG": "/dev/null", "OUTDIAL_CODEC_KEY": "plaintext", "OUTDIAL_DATABASE_URL": url}
@@ -446,5 +449,29 @@ def test_a_database_url_of_no_usable_kind_is_one_line(url: str) -> None:
         failed = CliRunner().invoke(cli.app, command, env=env)
         assert isinstance(failed.exception, ConfigError), (command, failed.output)
         message = str(failed.exception)
-        assert message.startswith("OUTDIAL_DATABASE_URL is not a database outdial can use"), message
+        assert message.startswith("OUTDIAL_DATABASE_URL"), message
         assert "\n" not in message and "hunter2" not in message
+
+
+async def test_the_cli_shows_a_finished_order_from_its_row_with_no_worker_running(
+    dev_env: WorkflowEnvironment, tmp_path: Any
+) -> None:
+    """Its row is final: the query of a closed workflow needs a worker to replay it, and without one the
+    command failed ("no poller seen") where it printed the stored Call (the second review)."""
+    database_url, call = stored_in_a_database(tmp_path, "completed", 3)
+    handle = await dev_env.client.start_workflow(
+        "CallOrderWorkflow",
+        {"phone_number": "+33612345678"},
+        id=f"call-{call.id}",
+        task_queue=f"idle-{call.id}",
+    )
+    await handle.terminate(reason="closed, as if it had completed")  # a closed workflow, no worker
+    env = {
+        "OUTDIAL_CONFIG": "/dev/null",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+    }
+    shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", call.id], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["status"] == "completed"

@@ -80,6 +80,7 @@ def test_a_number_phonenumbers_knows_only_by_calling_code_is_placed_in_its_count
         ("+213551234567", "Africa/Algiers"),  # Paris, an hour off in summer
         ("+919876543210", "Asia/Kolkata"),  # Asia/Calcutta: the same zone, its older name
         ("+541123456789", "America/Argentina/Buenos_Aires"),  # not Argentina's 12 zones
+        ("+74012123456", "Europe/Kaliningrad"),  # Bucharest: Russia's zone on the same standard time
     ],
 )
 def test_a_number_mapped_to_another_countrys_zone_is_placed_in_its_own(number: str, own: str) -> None:

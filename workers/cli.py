@@ -44,6 +44,7 @@ from api.schemas import CallCreateBody
 from api.server import listenable
 from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
+from models.common import TERMINAL_STATUSES
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
 from models.tables import CallOrderRecord, Database, unavailable, utcnow
@@ -524,13 +525,16 @@ def status(call_id: str) -> None:
 
 
 async def _closed(client: Client, workflow_id: str) -> Call | None:
-    """A terminated order's Call, closed from its close event (`api.closed_orders`); None when its
-    workflow ended the order itself, or the database cannot say: the query replays it then."""
+    """A closed order's Call: as stored when its row is final, closed from its close event when it was
+    terminated (`api.closed_orders`); None when its workflow ended it but the row lags, or the
+    database cannot say: the query replays it then."""
     settings = Settings.load()
     database = Database.for_url(settings.database_url)
     call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
     with contextlib.suppress(OperationalError):
         record = await asyncio.to_thread(_stored_record, database, call_id)
+        if record is not None and record.status in TERMINAL_STATUSES:  # its row is final: no replay
+            return Call.model_validate(record.call)
         if record is not None and record.call is not None:
             return await record_closed(client, database, settings.task_queue, record)
     return None

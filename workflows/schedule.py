@@ -73,14 +73,26 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
 
 
 def _within_country(zones: set[str], region: str | None) -> set[str]:
-    """`zones` narrowed to the country's; if none is the country's, the country's zones that are the
-    same zone under an older name (Asia/Calcutta, America/Godthab), else all of the country's."""
+    """`zones` narrowed to the country's. If none is the country's: its zones that are the same zone
+    under an older name (Asia/Calcutta), else its only zone (Morocco for the Canaries), else those
+    on the same standard time (Kaliningrad for Bucharest), else `zones` as they are."""
     country = set(pytz.country_timezones.get(region, []) if region else [])
     if not zones or not country:
         return zones
     if in_country := zones & country:
         return in_country
-    return {own for own in country if _zone_data(own) in {_zone_data(zone) for zone in zones}} or country
+    if renamed := {own for own in country if _zone_data(own) in {_zone_data(zone) for zone in zones}}:
+        return renamed
+    if len(country) == 1:
+        return country
+    standard = {_standard_offset(zone) for zone in zones}
+    return {own for own in country if _standard_offset(own) in standard} or zones
+
+
+@functools.cache
+def _standard_offset(zone: str) -> timedelta | None:
+    """The zone's offset on a fixed winter day (January 2026): a fixed instant, the same answer anywhere."""
+    return pytz.timezone(zone).utcoffset(datetime(2026, 1, 15, 12))
 
 
 @functools.cache
