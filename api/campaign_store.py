@@ -37,7 +37,7 @@ from models.campaign import (
     RowSkip,
     SelectionFilters,
 )
-from models.common import TERMINAL_STATUSES, check_e164
+from models.common import TERMINAL_STATUSES, canonical_number, check_e164
 from models.settings import Settings
 from models.tables import CallOrderRecord, CampaignRecord, CampaignRowRecord, Database, utcnow
 from workflows.schedule import zones_sharing_no_window
@@ -166,7 +166,7 @@ def create_campaign(
         created_at=now,
         updated_at=now,
     )
-    numbers = [contact.to_phone_number for contact in params.contacts]
+    numbers = [canonical_number(contact.to_phone_number) for contact in params.contacts]
     with database.session() as session:
         blocked: set[str] = set()
         for start in range(0, len(numbers), CHUNK):
@@ -176,13 +176,13 @@ def create_campaign(
         calls: list[dict[str, Any]] = []
         skips: list[RowSkip] = []
         seen: dict[str, int] = {}
-        for index, contact in enumerate(params.contacts):
+        for index, (contact, number) in enumerate(zip(params.contacts, numbers, strict=True)):
             row: dict[str, Any] = {
                 "id": str(uuid.uuid4()),
                 "campaign_id": campaign.id,
                 "organization_id": organization_id,
                 "row_index": index,
-                "phone_number": contact.to_phone_number,
+                "phone_number": number,
                 "input_data": contact.prompt_variables,
                 "row_metadata": contact.metadata,
                 "state": "not_launched",
@@ -191,15 +191,13 @@ def create_campaign(
                 "call_id": None,
                 "scheduled_at": None,
             }
-            skip = _row_check(
-                contact.to_phone_number, seen, blocked, contact.metadata, resolved.retry, now, searched
-            )
+            skip = _row_check(number, seen, blocked, contact.metadata, resolved.retry, now, searched)
             if skip is not None:
                 skip = skip.model_copy(update={"row_index": index})
                 skips.append(skip)
                 row.update(state="skipped", skip_reason=skip.reason, skip_message=skip.message)
             else:
-                seen[contact.to_phone_number] = index
+                seen[number] = index
                 row["call_id"] = str(uuid.uuid4())
                 call = placeholder_call(row["call_id"], campaign, resolved, row, now)
                 calls.append({"id": call.id, **call_columns(call, 0)})

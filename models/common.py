@@ -153,7 +153,9 @@ _CLOCK_12H = re.compile(r"(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5][0-9]))?\s?(?P<amp
 
 
 def check_e164(value: str) -> str:
-    """A phone number in E.164 form that `phonenumbers` considers valid (a real, assignable number)."""
+    """A phone number in E.164 form that `phonenumbers` considers valid (a real, assignable number),
+    as E.164 writes it: `+330612345678` (the trunk's 0 kept, as contact lists often do) is
+    `+33612345678`, so the do-not-contact list and a campaign's duplicates see one number."""
     if not _E164.fullmatch(value):
         raise ValueError(f"{value!r} is not an E.164 phone number (e.g. +33612345678)")
     try:
@@ -162,7 +164,15 @@ def check_e164(value: str) -> str:
         raise ValueError(f"{value!r} is not a phone number: {err}") from None
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError(f"{value!r} is not a valid phone number for its country")
-    return value
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def canonical_number(value: str) -> str:
+    """`value` as `check_e164` writes it, or as it is when it is no valid number."""
+    try:
+        return check_e164(value)
+    except ValueError:
+        return value
 
 
 def check_timezone(value: str) -> str:

@@ -1110,12 +1110,18 @@ def test_a_do_not_contact_number_is_refused_at_once_unless_overridden(stack: Sta
     error = refused.value.body["error"]
     assert error["details"][0]["loc"] == ["body", "phone_number"]
     assert "asked not to be contacted again (call c-earlier" in error["message"]
+    with pytest.raises(revox.UnprocessableEntityError, match="asked not to be contacted"):  # trunk 0 kept
+        org.client.call.create(phone_number="+330698765400", metadata={"simulation": "human"})
     overridden = org.client.call.create(
         phone_number=number, metadata={"simulation": "human", "do_not_contact_override": "true"}
     ).call
     assert overridden.to_phone_number == number
     other = new_org(stack).client.call.create(phone_number=number, metadata={"simulation": "human"}).call
     assert other.to_phone_number == number  # the registry is per organization
+    written = new_org(stack).client.call.create(
+        phone_number="+330698765400", metadata={"simulation": "human"}
+    )
+    assert written.call.to_phone_number == number  # as E.164 writes it
 
 
 def test_an_order_whose_placeholder_row_failed_is_answered_and_stored_by_its_workflow(

@@ -230,6 +230,29 @@ async def test_a_campaign_ends_in_the_state_stored_last_whatever_order_its_signa
     assert (progress.paused, progress.steered) == (False, 3)
 
 
+def test_a_number_with_its_trunk_zero_is_the_same_number() -> None:
+    """`+330612345678` (contact lists keep the 0) is `+33612345678`: a repeat, and listed do-not-contact
+    as the other is; both were kept as different rows and called (the notifications audit)."""
+    settings = settings_for_tests()
+    database = Database.for_url(settings.database_url)
+    blocked_with_zero = BLOCKED.replace("+33", "+330", 1)
+    campaign, skipped = create(
+        database,
+        settings,
+        [
+            {"to_phone_number": "+33612349001"},
+            {"to_phone_number": "+330612349001"},
+            {"to_phone_number": blocked_with_zero},
+        ],
+    )
+    assert [(s.row_index, s.reason) for s in skipped] == [
+        (1, "duplicate_phone_number"),
+        (2, "do_not_contact"),
+    ]
+    [(row, call)] = [(row, call) for row, call in store.rows_with_calls(database, campaign.id) if call]
+    assert row.phone_number == call.to_phone_number == "+33612349001"
+
+
 class TemporalDownOnce:
     """The one client method steering uses (signal-with-start): down at first, then up; the signals
     it took, a lost one included."""
