@@ -143,6 +143,26 @@ def stored_in_a_database(tmp_path: Any, status: str, seq: int) -> tuple[str, Cal
     return database_url, call
 
 
+async def terminated_order(env: WorkflowEnvironment, call_id: str, reason: str) -> None:
+    """The order's workflow, closed by hand before any worker ran it (no worker polls its queue)."""
+    handle = await env.client.start_workflow(
+        "CallOrderWorkflow",
+        {"phone_number": "+33612345678"},
+        id=f"call-{call_id}",
+        task_queue=f"idle-{call_id}",
+    )
+    await handle.terminate(reason=reason)
+
+
+def cli_env(database_url: str, env: WorkflowEnvironment) -> dict[str, str]:
+    return {
+        "OUTDIAL_CONFIG": "/dev/null",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+    }
+
+
 def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_one_line(
     tmp_path: Any,
 ) -> None:
@@ -373,19 +393,8 @@ async def test_the_cli_shows_an_order_terminated_in_temporal_as_cancelled(
     """A terminated order's query replayed its history, so `status` said it was still scheduled. It is
     closed from its close event, as the API does (`api.closed_orders`), and stored so."""
     database_url, call = stored_in_a_database(tmp_path, "scheduled", 1)
-    handle = await dev_env.client.start_workflow(
-        "CallOrderWorkflow",
-        {"phone_number": "+33612345678"},
-        id=f"call-{call.id}",
-        task_queue=f"idle-{call.id}",
-    )
-    await handle.terminate(reason="wrong list")
-    env = {
-        "OUTDIAL_CONFIG": "/dev/null",
-        "OUTDIAL_CODEC_KEY": "plaintext",
-        "OUTDIAL_DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-    }
+    await terminated_order(dev_env, call.id, "wrong list")
+    env = cli_env(database_url, dev_env)
     shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", call.id], env=env)
     assert shown.exit_code == 0, shown.output
     printed = json.loads(shown.stdout)
@@ -411,13 +420,7 @@ async def test_a_terminated_orders_end_is_announced_even_if_its_first_announceme
     hook = {"id": "a", "organization_id": "org", "prompt": "p", "webhook_url": "https://example.com/h"}
     write_call(database, call.model_copy(update={"assistant": CallAssistant.model_validate(hook)}), 2)
     client = dev_env.client
-    handle = await client.start_workflow(
-        "CallOrderWorkflow",
-        {"phone_number": "+33612345678"},
-        id=f"call-{call.id}",
-        task_queue=f"idle-{call.id}",
-    )
-    await handle.terminate(reason="wrong list")
+    await terminated_order(dev_env, call.id, "wrong list")
     real_start, starts = client.start_workflow, []
 
     async def down_once(*args: Any, **kwargs: Any) -> Any:
@@ -459,19 +462,8 @@ async def test_the_cli_shows_a_finished_order_from_its_row_with_no_worker_runnin
     """Its row is final: the query of a closed workflow needs a worker to replay it, and without one the
     command failed ("no poller seen") where it printed the stored Call (the second review)."""
     database_url, call = stored_in_a_database(tmp_path, "completed", 3)
-    handle = await dev_env.client.start_workflow(
-        "CallOrderWorkflow",
-        {"phone_number": "+33612345678"},
-        id=f"call-{call.id}",
-        task_queue=f"idle-{call.id}",
-    )
-    await handle.terminate(reason="closed, as if it had completed")  # a closed workflow, no worker
-    env = {
-        "OUTDIAL_CONFIG": "/dev/null",
-        "OUTDIAL_CODEC_KEY": "plaintext",
-        "OUTDIAL_DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-    }
+    await terminated_order(dev_env, call.id, "closed, as if it had completed")  # a closed workflow, no worker
+    env = cli_env(database_url, dev_env)
     shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", call.id], env=env)
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["status"] == "completed"
