@@ -299,7 +299,7 @@ async def test_a_number_listed_do_not_contact_while_its_order_waits_is_not_calle
     from activities.persistence import DatabaseDoNotContactRegistry
 
     settings = settings_for_tests()
-    params = order("voicemail,human:interested", phone_number=f"+336{uuid.uuid4().int % 10**8:08d}")
+    params = order("voicemail,human:interested", phone_number=f"+33612{uuid.uuid4().int % 10**6:06d}")
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
         handle = await start(time_env, task_queue, params)
         await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
@@ -315,6 +315,74 @@ async def test_a_number_listed_do_not_contact_while_its_order_waits_is_not_calle
         call = await handle.result()
     assert (call.status, call.calls_count) == ("errored", 1)
     await DatabaseDoNotContactRegistry(settings).remove(settings.organization_id, params.phone_number)
+
+
+async def test_a_check_of_the_number_that_outlasts_the_window_waits_for_the_next(
+    time_env, task_queue, monkeypatch
+):
+    """The check before an attempt that waited may take a while (the database restarting): its window
+    may close meanwhile, and the order then waits for the next instead of dialling (the third review)."""
+    from activities.persistence import DatabaseDoNotContactRegistry
+
+    real_get, asked = DatabaseDoNotContactRegistry.get, []
+
+    async def flaky_get(self, organization_id, phone_number):  # type: ignore[no-untyped-def]
+        asked.append(phone_number)
+        if 2 <= len(asked) <= 5:  # the check on waking: some 15 s of retries
+            raise ConnectionError("database restarting")
+        return await real_get(self, organization_id, phone_number)
+
+    monkeypatch.setattr(DatabaseDoNotContactRegistry, "get", flaky_get)
+    window = {
+        **ALWAYS_OPEN,
+        "calling_windows": [{"calling_window_start_time": "10:00", "calling_window_end_time": "12:00"}],
+    }
+    day = (await time_env.get_current_time() + timedelta(days=1)).date()
+    at = datetime(day.year, day.month, day.day, 11, 59, 55, tzinfo=UTC)
+    params = order("human:interested", retry=window, scheduled_at=at)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        call = await (await start(time_env, task_queue, params)).result()
+    [attempt] = call.call_attempts
+    next_window = at + timedelta(hours=22, seconds=5)  # 10:00 the next day
+    assert next_window <= started(attempt) < next_window + timedelta(seconds=1)
+    assert call.status == "completed" and len(asked) == 7  # checked again on waking the next day
+
+
+@pytest.mark.parametrize("signal", ["pause", "cancel"])
+async def test_a_pause_or_cancel_sent_while_the_number_is_checked_is_obeyed(
+    time_env, task_queue, monkeypatch, signal
+):
+    """Sent while the check before a retry runs (the order still reads `scheduled`): the pause was
+    ignored and the order dialled; the cancel recorded an attempt that was never dialled."""
+    from activities.persistence import DatabaseDoNotContactRegistry
+
+    real_get, asked, checking, released = (
+        DatabaseDoNotContactRegistry.get,
+        [],
+        asyncio.Event(),
+        asyncio.Event(),
+    )
+
+    async def slow_get(self, organization_id, phone_number):  # type: ignore[no-untyped-def]
+        asked.append(phone_number)
+        if len(asked) == 2:  # the check before the retry
+            checking.set()
+            await released.wait()
+        return await real_get(self, organization_id, phone_number)
+
+    monkeypatch.setattr(DatabaseDoNotContactRegistry, "get", slow_get)
+    params = order("voicemail,human:interested", phone_number=f"+33612{uuid.uuid4().int % 10**6:06d}")
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        result = asyncio.ensure_future(handle.result())  # time skips to the retry
+        await asyncio.wait_for(checking.wait(), 60)
+        await handle.signal(signal)  # in the history before the check's answer
+        released.set()
+        if signal == "pause":
+            await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "paused")
+            await handle.signal("cancel")
+        call = await result
+    assert (call.status, call.calls_count) == ("cancelled", 1)
 
 
 async def test_unreachable_number_is_not_retried_and_errors(time_env, task_queue):

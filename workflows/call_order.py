@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -185,6 +185,7 @@ class CallOrderWorkflow:
         self.status: CallStatus = "initializing"
         self.order: PreparedOrder | None = None
         self.attempts: list[CallAttempt] = []  # oldest first; the Call shows them most recent first
+        self.contact_checked_at = datetime.min.replace(tzinfo=UTC)  # do-not-contact, last asked
         self.outcome: str | None = None
         self.outcome_summary: str | None = None
         self.error: str | None = None
@@ -346,21 +347,25 @@ class CallOrderWorkflow:
             summary="check the number may be contacted",
         )
 
-    async def _still_contactable(self, prepared_at: datetime) -> None:
-        """Before an attempt that waited (a retry, a later window): listed meanwhile, the order ends."""
-        if not self.attempts and workflow.now() <= prepared_at:
-            return  # the first attempt, at once: _prepare has just checked
-        if not workflow.patched(CONTACT_CHECKED_BEFORE_EACH_ATTEMPT):
-            return
+    async def _contact_still_allowed(self) -> bool:
+        """True when the number was checked at this instant (by `_prepare`, for a first attempt at once).
+        Else it is checked now (OrderFailed when listed meanwhile) and False: time has passed, so the
+        caller looks again at a cancel, a pause or the window before it dials."""
+        if workflow.now() <= self.contact_checked_at or not workflow.patched(
+            CONTACT_CHECKED_BEFORE_EACH_ATTEMPT
+        ):
+            return True
         try:
             await self._check_contact()
         except ActivityError as err:
             if _cancelled(err):
                 raise
             raise OrderFailed(_reason(err)) from err
+        self.contact_checked_at = workflow.now()
+        return False
 
     async def _place_attempts(self, order: PreparedOrder) -> None:
-        prepared_at = workflow.now()
+        self.contact_checked_at = workflow.now()  # by _prepare
         due = schedule.first_attempt_at(
             now=workflow.now(),
             scheduled_at=self.params.scheduled_at,
@@ -371,7 +376,6 @@ class CallOrderWorkflow:
         while True:
             if not await self._wait_until(due, order):
                 return
-            await self._still_contactable(prepared_at)
             if not await self._take_permit(order):
                 if self.cancel_requested:
                     return
@@ -405,15 +409,19 @@ class CallOrderWorkflow:
                 due = self._afresh(order, kept=due)  # the attempt's time if still ahead, else afresh
                 continue
             if self.call_now:
+                if not await self._contact_still_allowed():
+                    continue
                 self.call_now = False
                 return True
             if due is None:
                 raise OrderFailed(f"no allowed calling window within reach for timezones {order.zones}")
             now = workflow.now()
             if due <= now:
-                if self._may_dial_on_waking(order):
+                if not self._may_dial_on_waking(order):
+                    due = self._afresh(order)
+                    continue
+                if await self._contact_still_allowed():
                     return True
-                due = self._afresh(order)
                 continue
             self.next_attempt_at = due
             self._set_status("scheduled")
@@ -426,9 +434,7 @@ class CallOrderWorkflow:
                     f"waiting for {schedule.describe_instant(due, order.zones[0])}",
                 )
             except TimeoutError:
-                if self._may_dial_on_waking(order):
-                    return True
-                due = self._afresh(order)
+                continue  # its time has come: the window and the number are looked at above
         return False
 
     def _may_dial_on_waking(self, order: PreparedOrder) -> bool:
