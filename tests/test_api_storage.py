@@ -190,6 +190,31 @@ def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path
         )
 
 
+def test_numbers_stored_before_they_were_canonical_are_rewritten(empty_database: Database) -> None:
+    """A do-not-contact entry stored as `+330698765400` (the trunk's 0 kept) no longer matched once
+    numbers are compared as E.164 writes them: the callee would have been called (the third review)."""
+    from alembic import command
+
+    from migrations import alembic_config
+
+    listing = "INSERT INTO do_not_contact (organization_id, phone_number, call_id, recorded_at) "
+    with empty_database.engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        organization = "INSERT INTO organizations (id, name, created_at) VALUES ('o', 'o', '2026-01-01')"
+        connection.execute(text(organization))
+        for number in ("+330698765400", "+330611111111", "+33611111111"):  # the last two: one number twice
+            connection.execute(text(listing + "VALUES ('o', :n, 'c', '2026-01-01')"), {"n": number})
+        owned = PhoneNumberRecord(id="p", organization_id="o", phone_number="+330159000001")  # all columns
+        connection.execute(PhoneNumberRecord.__table__.insert().values(owned.model_dump()))  # type: ignore[attr-defined]
+    empty_database.migrate()
+    with empty_database.engine.connect() as connection:
+        listed = {n for (n,) in connection.execute(text("SELECT phone_number FROM do_not_contact"))}
+        owned = {n for (n,) in connection.execute(text("SELECT phone_number FROM phone_numbers"))}
+    assert listed == {"+33698765400", "+33611111111"} and owned == {"+33159000001"}
+
+
 async def test_a_call_the_database_cannot_hold_fails_its_write_at_once(database: Database) -> None:
     """A call id past the column's 64 characters (an order started outside the API): PostgreSQL refuses
     it, and retrying could not change that, so the write is not retried for an hour."""
