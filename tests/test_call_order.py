@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from importlib.machinery import SourceFileLoader
@@ -374,14 +375,23 @@ async def test_a_pause_or_cancel_sent_while_the_number_is_checked_is_obeyed(
     params = order("voicemail,human:interested", phone_number=f"+33612{uuid.uuid4().int % 10**6:06d}")
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, params)
-        result = asyncio.ensure_future(handle.result())  # time skips to the retry
-        await asyncio.wait_for(checking.wait(), 60)
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+        # Time moved by hand (awaiting the result would let the server skip past the check's own
+        # timeout while it is held): to the retry, 600 s after the voicemail, then until it is checked.
+        await time_env.sleep(timedelta(seconds=595))
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(checking.wait(), 0.5)
+            if checking.is_set():
+                break
+            await time_env.sleep(timedelta(seconds=5))
+        assert checking.is_set()
         await handle.signal(signal)  # in the history before the check's answer
         released.set()
         if signal == "pause":
             await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "paused")
             await handle.signal("cancel")
-        call = await result
+        call = await handle.result()
     assert (call.status, call.calls_count) == ("cancelled", 1)
 
 
