@@ -10,7 +10,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
+from temporalio.client import Client, WorkflowHistoryEventFilterType
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -22,11 +22,8 @@ from models.common import TERMINAL_STATUSES, CallStatus
 from models.tables import CallOrderRecord, Database
 from workflows.notify import notifications_workflow_id
 
-CLOSED_AS: dict[WorkflowExecutionStatus, CallStatus] = {
-    WorkflowExecutionStatus.TERMINATED: "cancelled",
-    WorkflowExecutionStatus.FAILED: "errored",
-    WorkflowExecutionStatus.TIMED_OUT: "errored",
-}
+# The closes that leave an order open (`closed_call` reads which from the event), as visibility names them.
+UNENDED_CLOSES = ("Terminated", "Failed", "TimedOut")
 _OPEN_ATTEMPT = ("queued", "ringing", "ongoing")
 LOOK_BACK = timedelta(days=1)  # how far back a sweep looks for such closes
 SWEEP_LIMIT = 20_000
@@ -93,7 +90,7 @@ async def sweep_closed(client: Client, database: Database, task_queue: str, now:
     """Close the Calls of the orders whose workflow closed without ending them in the last LOOK_BACK
     (found through Temporal's visibility, whoever closed them, read or not); the ids closed."""
     since = (now - LOOK_BACK).isoformat()
-    abnormal = " OR ".join(f"ExecutionStatus = '{s.name.title().replace('_', '')}'" for s in CLOSED_AS)
+    abnormal = " OR ".join(f"ExecutionStatus = '{status}'" for status in UNENDED_CLOSES)
     query = f"WorkflowType = 'CallOrderWorkflow' AND ({abnormal}) AND CloseTime > '{since}'"
     closed: list[str] = []
     async for execution in client.list_workflows(query, limit=SWEEP_LIMIT):
