@@ -28,6 +28,8 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.compliance import DoNotContactRegistry, is_overridden
+from activities.persistence import DatabaseDoNotContactRegistry
 from activities.slack import SimulatedSlack, SlackMessage, SlackPoster, slack_text
 from activities.sms import MAX_SMS_CHARS, SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
 from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
@@ -54,6 +56,7 @@ UNSAFE_URL = "UnsafeUrl"
 WEBHOOK_GONE = "WebhookGone"  # the receiver answered 410 Gone: it wants no more deliveries
 WEBHOOK_NOT_CONFIGURED = "WebhookNotConfigured"
 EMAIL_REJECTED = "EmailRejected"
+DO_NOT_TEXT = "the number is on the do-not-contact list"
 
 
 class NotifyRequest(BaseModel):
@@ -192,12 +195,14 @@ class NotifyActivities:
         writer: SmsWriter,
         secrets: WebhookSecrets | None = None,
         slack: SlackPoster | None = None,
+        contacts: DoNotContactRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.sms = sms
         self.writer = writer
         self.secrets = secrets or DatabaseWebhookSecrets(settings)
         self.slack = slack or SimulatedSlack()
+        self.contacts = contacts or DatabaseDoNotContactRegistry(settings)
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, request: NotifyRequest) -> NotifyResult:
@@ -355,6 +360,8 @@ class NotifyActivities:
         human = _last_human(call)
         if "after_call_sms" not in due_channels(call) or human is None or call.assistant is None:
             return NotifyResult(channel="after_call_sms", status="skipped", detail="not due")
+        if await self._do_not_contact(call):
+            return NotifyResult(channel="after_call_sms", status="skipped", detail=DO_NOT_TEXT)
         text = await self.writer.write_sms(
             SmsWriteRequest(
                 instructions=call.assistant.after_call_sms_prompt or "",
@@ -371,8 +378,17 @@ class NotifyActivities:
         call = request.call
         if "voicemail_sms" not in due_channels(call) or call.assistant is None:
             return NotifyResult(channel="voicemail_sms", status="skipped", detail="not due")
+        if await self._do_not_contact(call):
+            return NotifyResult(channel="voicemail_sms", status="skipped", detail=DO_NOT_TEXT)
         text = interpolate(call.assistant.voicemail_sms_prompt or "", call.prompt_variables or {}).strip()
         return await self._send_sms(call, "voicemail_sms", text, f"{call.id}:voicemail-sms")
+
+    async def _do_not_contact(self, call: Call) -> bool:
+        """Whether the number asked, on any call of the organization (another order's, while this one
+        waited for its retries), not to be contacted again: then it gets no text either."""
+        if is_overridden(call.metadata):  # the callee consented again: the order called them anyway
+            return False
+        return await self.contacts.get(call.organization_id, call.to_phone_number) is not None
 
     async def _send_sms(self, call: Call, channel: Channel, text: str, key: str) -> NotifyResult:
         text = text[:MAX_SMS_CHARS]  # every SMS: the voicemail one is the assistant's text, unbounded

@@ -10,7 +10,7 @@ import json
 import socket
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from activities.compliance import (
     DO_NOT_CONTACT,
     ComplianceActivities,
     ContactCheckRequest,
+    DoNotContactEntry,
     InMemoryDoNotContactRegistry,
     RememberRequest,
 )
@@ -52,10 +53,13 @@ TOOL_TOKEN = "Bearer tool-secret-0123456789"
 LLM_KEY = "sk-custom-secret-0123456789"
 
 
-def activities(**settings: Any) -> tuple[NotifyActivities, SimulatedSmsOutbox]:
+def activities(
+    contacts: InMemoryDoNotContactRegistry | None = None, **settings: Any
+) -> tuple[NotifyActivities, SimulatedSmsOutbox]:
     outbox = SimulatedSmsOutbox()
     config = settings_for_tests(**{"webhook_secret": SECRET, "allow_private_urls": True, **settings})
-    return NotifyActivities(config, outbox, TemplateSmsWriter()), outbox
+    contacts = contacts or InMemoryDoNotContactRegistry()
+    return NotifyActivities(config, outbox, TemplateSmsWriter(), contacts=contacts), outbox
 
 
 class Receiver:
@@ -419,6 +423,30 @@ async def test_voicemail_sms_after_an_order_that_only_reached_voicemail() -> Non
     assert result.status == "sent"
     [message] = outbox.sent.values()
     assert message.body == "Hi Claire, call us back." and message.idempotency_key.endswith(":voicemail-sms")
+
+
+async def test_no_sms_to_a_number_another_call_put_on_the_do_not_contact_list() -> None:
+    """While this order waited for its retries, another order's callee (the same number) asked not to be
+    contacted again: neither text goes out, unless this order was placed with the override."""
+    contacts = InMemoryDoNotContactRegistry()
+    acts, outbox = activities(contacts)
+    voicemail = final_call(outcome=None, results=("voicemail",), voicemail_sms_prompt="Call us back.")
+    reached = final_call(after_call_sms_prompt="Thanks {{name}}.")
+    await contacts.add(
+        DoNotContactEntry(
+            organization_id=voicemail.organization_id,
+            phone_number=voicemail.to_phone_number,
+            call_id=str(uuid.uuid4()),
+            recorded_at=datetime.now(UTC),
+        )
+    )
+    for send, call in ((acts.send_voicemail_sms, voicemail), (acts.send_after_call_sms, reached)):
+        result = await ActivityEnvironment().run(send, NotifyRequest(call=call))
+        assert (result.status, result.detail) == ("skipped", "the number is on the do-not-contact list")
+    assert outbox.sent == {}
+    consented = voicemail.model_copy(update={"metadata": {"do_not_contact_override": "true"}})
+    result = await ActivityEnvironment().run(acts.send_voicemail_sms, NotifyRequest(call=consented))
+    assert result.status == "sent" and len(outbox.sent) == 1
 
 
 class FakeTwilio:
