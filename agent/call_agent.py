@@ -103,7 +103,7 @@ class CallState:
             result=self.result(transcript),
             transcript=transcript,
             ended_by=self.ended_by or "user",
-            end_reason=self.end_reason or "client_initiated",  # the callee hung up
+            end_reason=self.end_reason,  # None where none fits: the session failed
             answered_at=self.answered_at,
             ended_at=self.ended_at,
         )

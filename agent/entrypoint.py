@@ -15,7 +15,15 @@ import asyncio
 import contextlib
 import logging
 
-from livekit.agents import AMD, AgentSession, BackgroundAudioPlayer, JobContext, room_io
+from livekit.agents import (
+    AMD,
+    AgentSession,
+    BackgroundAudioPlayer,
+    CloseEvent,
+    CloseReason,
+    JobContext,
+    room_io,
+)
 
 from activities.livekit import CALLEE_IDENTITY, SIP_CALL_STATUS, DispatchMetadata
 from activities.sms import sms_provider_from
@@ -121,8 +129,12 @@ async def hold_the_call(
     `link`), then the converse activity is completed with the call's result and its own times."""
     state = agent.state
 
-    def on_close(_: object) -> None:
-        state.end("user", "client_initiated", hang_up=False)
+    def on_close(event: CloseEvent) -> None:
+        if event.reason == CloseReason.ERROR:  # e.g. its LLM refused the key: ours to end, not the callee's
+            log.error("attempt %s: the session failed (%s); hanging up", agent.spec.attempt_id, event.error)
+            state.end("system", None)
+        else:
+            state.end("user", "client_initiated", hang_up=False)
 
     session.on("close", on_close)
     async with contextlib.AsyncExitStack() as stack:

@@ -79,9 +79,17 @@ class FakeOpenAI:
     def call(self, tool: str, /, **arguments: Any) -> None:
         self.script.append({"tool": tool, "arguments": arguments})
 
+    def fail(self, status: int) -> None:
+        """From now on every request is refused with `status` (a revoked key: 401), as OpenAI does."""
+        self.script.append({"status": status})
+
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        reply = self.script[0] if self.script and "status" in self.script[0] else None
+        if reply is not None:
+            error = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=reply["status"])
         reply = self.script.pop(0) if self.script else {"text": "Alright."}
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -1270,6 +1278,37 @@ async def test_the_agent_reports_the_call_and_its_times_to_the_order(
     assert attempt.ended_at == c.state.ended_at == result.ended_at
     assert attempt.answered_at < attempt.ended_at  # type: ignore[operator]
     assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(attempt.id)]  # hung up
+
+
+async def test_an_agent_whose_llm_fails_hangs_up_and_does_not_say_the_callee_did(
+    fake_llm: FakeOpenAI,
+) -> None:
+    """The session closes on an unrecoverable error (the agent's LLM refuses its key): the call is the
+    system's failure, not the callee's hang-up, and the line is not left open in silence."""
+    fake_llm.say("Hello, it's about solar panels.")
+    fake_llm.fail(401)
+    control = RecordingControl()
+
+    class Link:
+        result: ConverseResult | None = None
+
+        def start(self, on_cancel: Any) -> None:
+            pass
+
+        async def finish(self, result: ConverseResult) -> None:
+            self.result = result
+
+    link = Link()
+    async with call(fake_llm, make_spec(), CallDeps(control=control, now=lambda: NOW)) as c:
+        held = asyncio.create_task(hold_the_call(c.session, c.agent, link))  # type: ignore[arg-type]
+        for turn in range(5):  # the session gives up after a few refused turns in a row
+            if held.done():
+                break
+            with contextlib.suppress(Exception):
+                await c.session.generate_reply(user_input=f"Hello? Who is this? ({turn})").wait_for_playout()
+        result = await asyncio.wait_for(held, 20)
+    assert (result.result, result.ended_by, result.end_reason) == ("human", "system", None)
+    assert link.result == result and control.events == [("hang_up",)]
 
 
 async def test_cancelling_the_order_makes_the_agent_say_goodbye_and_hang_up(
