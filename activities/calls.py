@@ -45,7 +45,8 @@ T = TypeVar("T")
 async def heartbeating(work: Awaitable[T]) -> T:
     """Await `work`, heartbeating meanwhile when the activity has a heartbeat timeout: a worker that
     dies mid-ring is then noticed within that timeout (not the whole start-to-close), and a cancelled
-    order's dial is cancelled."""
+    order's dial is cancelled: the activity ends once the dial has (the phone hung up), so the order
+    gives its permit back only then."""
     timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
     task = asyncio.ensure_future(work)
     try:
@@ -57,6 +58,7 @@ async def heartbeating(work: Awaitable[T]) -> T:
         return await task
     finally:
         task.cancel()
+        await asyncio.wait({task})
 
 
 class CallActivities:

@@ -196,6 +196,23 @@ async def contact_checked_before_a_retry(client: Client, task_queue: str) -> Non
     await save(handle)
 
 
+CANCELLED_WHILE_RINGING = "call-00000000-0000-4000-8000-000000000043"
+
+
+async def cancelled_while_ringing(client: Client, task_queue: str) -> None:
+    """The cancel signal while the phone rings: the dial is waited for until it has ended (patch
+    `cancelled-step-ends-before-its-permit`) before the order closes."""
+    if (HISTORIES / f"{CANCELLED_WHILE_RINGING}.json").exists():
+        return
+    ringing = scenario("human", metadata={"simulation": "human", "simulation.ring_seconds": "30"})
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run, ringing, id=CANCELLED_WHILE_RINGING, task_queue=task_queue
+    )
+    await eventually(lambda: handle.query(CallOrderWorkflow.attempts), lambda a: bool(a))
+    await handle.signal(CallOrderWorkflow.cancel)
+    await save(handle)
+
+
 def hold_the_providers() -> None:
     """The simulated providers, made to fail or wait where a scenario needs it (this process only)."""
     real_dial, real_analyze = SimulatedTelephony.dial, SimulatedAnalyzer.analyze
@@ -490,6 +507,7 @@ async def main() -> None:
             await semaphore_with_a_full_queue(env.client, "record")
             await notifications(env.client, "record", base)
             await contact_checked_before_a_retry(env.client, "record")
+            await cancelled_while_ringing(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:

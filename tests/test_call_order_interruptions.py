@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -196,6 +197,39 @@ async def test_cancel_while_ringing_abandons_the_dial_without_an_error_log(
         call = await handle.result()
     assert (call.status, call.call_attempts[0].end_reason) == ("cancelled", "participant_removed")
     assert not [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_a_cancelled_ringing_order_keeps_its_permit_until_its_phone_stopped_ringing(
+    dev_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """Two orders on a key of max 1, the first cancelled while its phone rings: the second rings only once
+    the first's dial has ended, not as soon as the cancel was heard (two phones rang together for up to
+    the dial's heartbeat interval, on a key that allows one)."""
+    rings: dict[str, list[float]] = {}  # call id: when its dial started, then when it ended
+    real_dial = SimulatedTelephony.dial
+
+    async def timed_dial(self: SimulatedTelephony, request: DialRequest) -> DialResult:
+        ring = rings.setdefault(request.call_id, [time.monotonic()])
+        try:
+            return await real_dial(self, request)
+        finally:
+            ring.append(time.monotonic())
+
+    monkeypatch.setattr(SimulatedTelephony, "dial", timed_dial)
+    key = {"key": f"trunk-{uuid.uuid4().hex[:8]}", "max": 1}
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        ringing = order("human", force_now=True, concurrency=key, metadata={"simulation.ring_seconds": "60"})
+        first = await start(dev_env, task_queue, ringing)
+        await eventually(
+            lambda: first.query(CallOrderWorkflow.attempts), lambda a: bool(a) and a[0].status == "ringing"
+        )
+        second = await start(dev_env, task_queue, order("human", force_now=True, concurrency=key))
+        await eventually(lambda: status_of(second), lambda s: s == "queued_for_calling")
+        await first.signal(CallOrderWorkflow.cancel)
+        cancelled, called = await first.result(), await second.result()
+    assert (cancelled.status, called.status) == ("cancelled", "completed")
+    first_ended, second_rang = rings[cancelled.id][1], rings[called.id][0]
+    assert first_ended <= second_rang
 
 
 async def test_a_concurrency_key_the_server_refuses_ends_the_order_errored(

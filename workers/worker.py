@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -84,6 +85,9 @@ def create_worker(
     compliance = ComplianceActivities(DatabaseDoNotContactRegistry(settings))
     if settings.max_cached_workflows is not None:
         worker_options.setdefault("max_cached_workflows", settings.max_cached_workflows)
+    # A heartbeat is how a cancellation reaches a ringing dial: sent as often as the dial beats (every
+    # 3.3 s), not held back to 0.8 of its 10 s timeout, a cancelled call stops ringing within seconds.
+    worker_options.setdefault("max_heartbeat_throttle_interval", timedelta(seconds=1))
     return Worker(
         client,
         task_queue=task_queue,

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import CancelledError as TemporalCancelled
-from temporalio.workflow import ParentClosePolicy
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -104,6 +104,9 @@ WINDOW_CHECKED_ON_WAKING = "window-checked-on-waking"
 # A number listed do-not-contact by another call while this order waited (for a retry after voicemail, or
 # for its window) is checked again before each later attempt; before, the retry dialled it all the same.
 CONTACT_CHECKED_BEFORE_EACH_ATTEMPT = "contact-checked-before-each-attempt"
+# A cancelled dial or conversation is waited for until it has ended (the phone stopped ringing, the agent
+# hung up) before the order gives its permit back; before, the next order on the key rang meanwhile.
+CANCELLED_STEP_ENDS_BEFORE_ITS_PERMIT = "cancelled-step-ends-before-its-permit"
 
 # The order's first reads of the database: an outage (PostgreSQL restarting) is waited out, as by
 # persist_call, not fatal after 5 tries in some 15 s; what the order itself gets wrong is final.
@@ -516,7 +519,11 @@ class CallOrderWorkflow:
         self._set_status("calling")
         label = f"attempt {number}/{order.retry.max_retry_attempts}"
         metadata = self.params.metadata or {}
+        cancellation = ActivityCancellationType.TRY_CANCEL
+        if workflow.patched(CANCELLED_STEP_ENDS_BEFORE_ITS_PERMIT):
+            cancellation = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
+        waits = cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
         dial = await self._until_cancelled(
             attempt,
             workflow.start_activity_method(
@@ -534,8 +541,10 @@ class CallOrderWorkflow:
                 start_to_close_timeout=timedelta(seconds=120),
                 heartbeat_timeout=DIAL_HEARTBEAT,
                 retry_policy=DIAL_RETRY,
+                cancellation_type=cancellation,
                 summary=f"{label}: dial {self.params.phone_number}",
             ),
+            waits,
         )
         if dial is None:
             return attempt  # cancelled while ringing (closed by run()), or the dial failed
@@ -565,8 +574,10 @@ class CallOrderWorkflow:
                 start_to_close_timeout=timedelta(seconds=(_call_limit(order) or 3600) + 120),
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=CONVERSE_RETRY,
+                cancellation_type=cancellation,
                 summary=f"{label}: conversation",
             ),
+            waits,
         )
         if talk is None:
             return attempt
@@ -726,17 +737,17 @@ class CallOrderWorkflow:
             return organization_key(self.organization_id, key)
         return key
 
-    async def _until_cancelled(self, attempt: CallAttempt, handle: workflow.ActivityHandle):  # type: ignore[type-arg]
+    async def _until_cancelled(self, attempt: CallAttempt, handle: workflow.ActivityHandle, waits: bool):  # type: ignore[type-arg]
         """Await one step of `attempt` (dial, conversation) unless the order is cancelled first: then
         cancel it and return None. A step whose retries are spent ends the attempt in error (None
         too), so the order tries again later; one refused for good (bad configuration) ends the order."""
         try:
             await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
         except asyncio.CancelledError:
-            _abandon(handle)
+            await _abandon(handle, waits)
             raise
         if not handle.done():
-            _abandon(handle)
+            await _abandon(handle, waits)
             return None
         try:
             return handle.result()
@@ -891,11 +902,15 @@ class CallOrderWorkflow:
                 workflow.logger.warning("call order state not persisted: %s", result)
 
 
-def _abandon(handle: workflow.ActivityHandle) -> None:  # type: ignore[type-arg]
-    """Cancel a step the order no longer waits for. Its cancelled outcome is expected, so it is marked
-    as seen; otherwise asyncio logs it at ERROR as "exception was never retrieved" once collected."""
+async def _abandon(handle: workflow.ActivityHandle, handle_waits_for_its_end: bool) -> None:  # type: ignore[type-arg]
+    """Cancel a step the order no longer waits for and, when it was started to be waited for
+    (`WAIT_CANCELLATION_COMPLETED`), wait until it has ended: its permit is given back only then. Its
+    outcome is expected, so it is marked as seen; otherwise asyncio logs it at ERROR as "exception was
+    never retrieved" once collected."""
     handle.cancel()
     handle.add_done_callback(lambda step: step.cancelled() or step.exception())
+    if handle_waits_for_its_end:
+        await workflow.wait([handle])
 
 
 def _deserves_retry(attempt: CallAttempt) -> bool:
