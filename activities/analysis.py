@@ -268,6 +268,7 @@ class Endpoint(BaseModel):
     base_url: str | None
     api_key: str = Field(repr=False)
     model: str
+    query: dict[str, str] = Field(default_factory=dict, repr=False)  # sent with every request
     extra_body: dict[str, Any] = Field(default_factory=dict)
     user_controlled: bool = False
 
@@ -275,9 +276,11 @@ class Endpoint(BaseModel):
 def endpoint_for(llm_model: LlmModelRecord | None, settings: Settings) -> Endpoint:
     """The assistant's own LLM when it is OpenAI-compatible, else the configured default."""
     if isinstance(llm_model, CustomLlmModelRecord):
+        base_url, query = llm_model.endpoint()
         return Endpoint(
             label=f"custom LLM {llm_model.model_name}",
-            base_url=llm_model.api_url,
+            base_url=base_url,
+            query=query,
             api_key=llm_model.api_key,
             model=llm_model.model_name,
             user_controlled=True,
@@ -392,6 +395,7 @@ class OpenAIAnalyzer:
         return AsyncOpenAI(
             api_key=endpoint.api_key,
             base_url=endpoint.base_url,
+            default_query=endpoint.query or None,
             max_retries=0,
             timeout=self.settings.analysis_timeout_seconds,
             http_client=http_client,

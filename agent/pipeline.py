@@ -82,9 +82,11 @@ def build_llm(assistant: CallAssistant, settings: Settings, config: AgentConfig)
         import openai as openai_sdk
 
         # The URL is the user's: requests go through the URL guard (no private addresses in production).
+        base_url, query = model.endpoint()
         client = openai_sdk.AsyncClient(
             api_key=model.api_key,
-            base_url=model.api_url,
+            base_url=base_url,
+            default_query=query or None,
             http_client=guarded_httpx2_client(allow_private=settings.allow_private_urls),
         )
         return openai.LLM(model=model.model_name, client=client)

@@ -12,6 +12,7 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -520,6 +521,12 @@ class CustomLlmModelRecord(Record):
     api_url: str
     model_name: str
     type: Literal["custom"]
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        """`api_url` as the openai client takes it: the address, and its query (Azure's `api-version`,
+        a key) as parameters of every request. Left in the address, the path came after the query."""
+        parts = urlsplit(self.api_url)
+        return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 class RealtimeModelRecord(Record):

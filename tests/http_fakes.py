@@ -59,7 +59,7 @@ class FakeOpenAI:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append({"body": body, "headers": dict(request.headers)})
+        self.requests.append({"body": body, "headers": dict(request.headers), "query": dict(request.query)})
         await asyncio.sleep(self.reply_seconds)
         script = self.script.get(self.kind_of(body)) or [Status(500)]
         reply = script.pop(0) if len(script) > 1 else script[0]

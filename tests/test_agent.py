@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -1038,12 +1039,15 @@ def test_llm_model_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     custom = built(
         {
             "type": "custom",
-            "api_url": "https://api.together.xyz/v1",
+            "api_url": "https://acme.openai.azure.com/openai/v1?api-version=2024-10-21",
             "api_key": "k-c",
             "model_name": "meta-llama/x",
         }
     )
     assert custom.model == "meta-llama/x" and custom._client.api_key == "k-c"
+    # The query is sent with every request, not left in the address the path is appended to.
+    assert str(custom._client.base_url) == "https://acme.openai.azure.com/openai/v1/"
+    assert custom._client.default_query == {"api-version": "2024-10-21"}
     realtime = built(
         {
             "type": "realtime",
@@ -1219,6 +1223,29 @@ def test_voice_agent_worker_registers_the_dispatch_name() -> None:
     )
     server = build_server(settings)
     assert server._agent_name == "outdial-test" and server._entrypoint_fnc is not None
+
+
+async def test_the_voice_agents_log_never_shows_a_custom_llms_login_or_query(
+    fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The custom LLM's client (openai over httpx2) logs each request's URL at INFO; the voice agent's
+    logging keeps those lines out, at --dev's DEBUG too."""
+    from workers.voice_agent import configure_logging
+
+    configure_logging(dev=True)
+    caplog.set_level(logging.DEBUG)
+    login = fake_llm.url.replace("http://", "http://llm-user:URL-PASSWORD-1234@")
+    url = f"{login}/v1?key=QUERY-KEY-5678"
+    custom = {"type": "custom", "api_url": url, "api_key": "k", "model_name": "m"}
+    settings = Settings(allow_private_urls=True)
+    model = build_llm(make_spec(llm_model=custom).assistant, settings, AgentConfig())
+    stream = await model._client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Hello"}], stream=True
+    )
+    assert [chunk async for chunk in stream]
+    logged = [r.getMessage() for r in caplog.records if not r.name.startswith("aiohttp")]  # not the fake's
+    assert fake_llm.requests  # the request went out, the path after /v1
+    assert not [line for line in logged if "URL-PASSWORD" in line or "QUERY-KEY" in line]
 
 
 # -- the job's call, reporting to a real CallOrderWorkflow ---------------------------------------------

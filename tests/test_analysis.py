@@ -281,13 +281,14 @@ async def test_custom_llm_endpoint_is_used_with_its_own_key(fake: FakeOpenAI) ->
     fake.script = {"call_outcome": [OUTCOME]}
     custom = {
         "type": "custom",
-        "api_url": f"{fake.base}/v1",  # type: ignore[attr-defined]
+        # A query (Azure's api-version) goes with every request; the path still ends the address.
+        "api_url": f"{fake.base}/v1?api-version=2024-10-21",  # type: ignore[attr-defined]
         "api_key": "sk-custom-0123456789",
         "model_name": "acme/llama-70b",
     }
     await analyzer(fake, allow_private_urls=True).analyze(request(llm_model=custom))
     [sent] = fake.requests
-    assert sent["body"]["model"] == "acme/llama-70b"
+    assert sent["body"]["model"] == "acme/llama-70b" and sent["query"] == {"api-version": "2024-10-21"}
     assert sent["headers"]["Authorization"] == "Bearer sk-custom-0123456789"
 
 

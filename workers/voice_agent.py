@@ -64,11 +64,17 @@ def build_server(settings: Settings, *, port: int = 8081) -> AgentServer:
     return server
 
 
+def configure_logging(dev: bool) -> None:
+    """INFO (DEBUG with --dev), but never the HTTP clients' lines: they log every request's full URL,
+    a tool's query token or a custom LLM's login (httpx2 and openai's own: the LLM client's)."""
+    logging.basicConfig(level=logging.DEBUG if dev else logging.INFO)
+    for chatty in ("httpx", "httpcore", "httpx2", "httpcore2", "openai"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
 def run_voice_agent(settings: Settings, *, dev: bool = False, port: int = 8081) -> None:
     """Run until Ctrl-C / SIGTERM; running calls get the server's drain timeout to finish."""
-    logging.basicConfig(level=logging.DEBUG if dev else logging.INFO)
-    for chatty in ("httpx", "httpcore"):  # they log every request's full URL: a tool's query token
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_logging(dev)
     server = build_server(settings, port=port)
 
     async def main() -> None:
