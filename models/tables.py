@@ -380,10 +380,18 @@ class _DriverRead:
         return tuple(value if p is None else p(value) for p, value in zip(self.processors, row, strict=True))
 
 
+def shown_url(url: str) -> str:
+    """The database URL to print: its password hidden, in the login or as a query parameter (libpq
+    takes `?password=`, and `?sslpassword=`)."""
+    parsed = make_url(url)
+    hidden = {name: "***" for name in parsed.query if "password" in name.lower()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
 def unavailable(url: str, err: OperationalError) -> str:
     """One line saying which database could not be reached (its password hidden), why, and where to set
     another."""
-    where = make_url(url).render_as_string(hide_password=True)
+    where = shown_url(url)
     reason = " ".join(str(err.orig).split())
     setting = "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
     return f"the database at {where} is unavailable ({reason}); {setting}"
@@ -399,7 +407,12 @@ class Database:
         self.url = normalize_url(url)
         try:
             self._create_engine()
-        except (ArgumentError, NoSuchModuleError, ImportError) as err:  # one line, not a traceback
+        except (
+            ArgumentError,
+            NoSuchModuleError,
+            ImportError,
+            ValueError,
+        ) as err:  # one line, not a traceback
             raise ConfigError(
                 "OUTDIAL_DATABASE_URL is not a database outdial can use (sqlite:///path/outdial.db or "
                 f"postgresql://user:password@host/database): {type(err).__name__}"

@@ -231,6 +231,15 @@ def test_cli_commands_with_the_database_unreachable_say_so_in_one_line() -> None
         where = f"postgresql://outdial:***@127.0.0.1:{closed}/outdial"
         assert line.startswith(f"the database at {where} is unavailable (connection failed"), line
         assert line.endswith("; set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"), line
+    # libpq's other way of giving the password, hidden as well
+    query = {
+        **env,
+        "OUTDIAL_DATABASE_URL": f"postgresql://outdial@127.0.0.1:{closed}/outdial?password=hunter2",
+    }
+    done = subprocess.run([outdial, "apikey", "list"], env=query, capture_output=True, text=True, timeout=60)
+    where = f"postgresql://outdial@127.0.0.1:{closed}/outdial?password=***"
+    assert done.stderr.startswith(f"the database at {where} is unavailable"), done.stderr
+    assert "hunter2" not in done.stderr
 
 
 def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_path: Any) -> None:
@@ -266,6 +275,12 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             f"providers in {empty_sections} is not a mapping of settings",
         ),
         (["apikey", "list"], {"OUTDIAL_CONFIG": str(latin1)}, f"{latin1} is not UTF-8 text"),
+        (
+            ["apikey", "list"],  # was a traceback
+            {"OUTDIAL_DATABASE_URL": "postgresql://outdial@127.0.0.1:notaport/outdial"},
+            "OUTDIAL_DATABASE_URL is not a database outdial can use (sqlite:///path/outdial.db or "
+            "postgresql://user:password@host/database): ValueError",
+        ),
         (
             ["apikey", "list"],
             {"LIVEKIT_SIP_TRUNKS": "+33159000000=ST_paris,+14155550100"},  # was dropped without a word
