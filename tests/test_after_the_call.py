@@ -110,3 +110,4 @@ async def test_an_order_that_errors_before_it_is_prepared_still_sends_call_error
     assert call.from_phone_number == "+33100000099"  # what the order asked for
     [event] = received
     assert event["event"] == "call.errored" and event["call"]["id"] == call.id
+    assert event["call"]["outcome_summary"] == call.outcome_summary and "+33100000099" in call.outcome_summary

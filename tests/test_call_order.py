@@ -432,7 +432,8 @@ async def test_bad_simulation_token_errors_the_order_without_retrying(time_env, 
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, order("dragons"))
         call = await handle.result()
-    assert call.status == "errored"
+    assert call.status == "errored"  # and says why, where the API and the webhook show it
+    assert call.outcome_summary and "unknown token 'dragons'" in call.outcome_summary
     history = await handle.fetch_history()
     failures = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
     assert (

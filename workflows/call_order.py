@@ -249,6 +249,7 @@ class CallOrderWorkflow:
             self.cancel_requested = True
         except OrderFailed as failure:
             self.error = str(failure)
+            self.outcome_summary = self.outcome_summary or self.error  # why, for the API and the webhook
             workflow.logger.warning("call order errored: %s", failure)
         return await self._beyond_cancellation(self._close())
 
