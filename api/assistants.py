@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
@@ -12,7 +13,7 @@ from activities.persistence import UnknownCallerId, assistant_view, caller_ids, 
 from api import store
 from api.auth import Authenticated
 from api.context import Context
-from api.errors import ERRORS, errors, not_found, unprocessable, validate_body
+from api.errors import ERRORS, ApiError, errors, not_found, unprocessable, validate_body
 from api.schemas import (
     AssistantCreateParams,
     AssistantListResponse,
@@ -48,8 +49,23 @@ def _check_caller_id(
         raise unprocessable("from_phone_number", str(err)) from None
 
 
+# Every order of an assistant carries it through Temporal, whose payloads stop at 2 MB: a larger one
+# was stored, and each of its orders then stalled an hour in `initializing` before it errored.
+MAX_ASSISTANT_BYTES = 1024 * 1024
+
+
 def _config(assistant: AssistantCreateParams) -> dict[str, Any]:
-    return assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
+    """The stored configuration; a 413 past MAX_ASSISTANT_BYTES of JSON."""
+    config = assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
+    size = len(json.dumps(config, ensure_ascii=False).encode())
+    if size > MAX_ASSISTANT_BYTES:
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the assistant is too large: {size} bytes of JSON, at most {MAX_ASSISTANT_BYTES} (its orders "
+            "carry it through Temporal, whose payloads stop at 2 MB)",
+        )
+    return config
 
 
 def _create(
