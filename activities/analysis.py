@@ -434,6 +434,7 @@ class OpenAIAnalyzer:
                 },
             )
             content = ""
+            _refuse_error_body(completion, endpoint)
             try:
                 if not completion.choices:
                     raise InvalidReply("the reply has no choices")
@@ -556,6 +557,12 @@ def _failure(err: openai.APIError, endpoint: Endpoint) -> ApplicationError:
         )
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
+        if err.code == "insufficient_quota":  # a 429 no wait cures: the account's credit is spent
+            return ApplicationError(
+                f"{endpoint.label}: request refused (HTTP {status}): {_scrub(err.message, endpoint)[:300]}",
+                type=ANALYSIS_REJECTED,
+                non_retryable=True,
+            )
         if status in (408, 409, 429) or status >= 500:
             return ApplicationError(
                 f"{endpoint.label}: HTTP {status}",  # the final summary quotes it: no "will retry"
@@ -569,6 +576,23 @@ def _failure(err: openai.APIError, endpoint: Endpoint) -> ApplicationError:
             non_retryable=True,
         )
     return ApplicationError(f"{endpoint.label}: {type(err).__name__}", type=ANALYSIS_UNAVAILABLE)
+
+
+def _refuse_error_body(completion: Any, endpoint: Endpoint) -> None:
+    """An error sent as a 200's body (OpenRouter does, rate limited or out of credit: `{"error":
+    {"message", "code"}}`, no choices) fails as its status would: a retry for 408, 429 and 5xx, else final."""
+    error = (completion.model_extra or {}).get("error")
+    if not error:
+        return
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    code = error.get("code")
+    message = _scrub(str(error.get("message") or "no message"), endpoint)[:300]
+    transient = not isinstance(code, int) or code in (408, 409, 429) or code >= 500
+    raise ApplicationError(
+        f"{endpoint.label}: the provider answered an error (code {code}): {message}",
+        type=ANALYSIS_UNAVAILABLE if transient else ANALYSIS_REJECTED,
+        non_retryable=not transient,
+    )
 
 
 def _retry_after(err: openai.APIStatusError) -> timedelta | None:

@@ -64,8 +64,11 @@ class FakeOpenAI:
         script = self.script.get(self.kind_of(body)) or [Status(500)]
         reply = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(reply, Status):
-            error = {"error": {"message": f"scripted {reply.code}", "type": "test", "code": None}}
+            error = {"error": {"message": f"scripted {reply.code}", "type": "test", "code": reply.error_code}}
             return web.json_response(error, status=reply.code, headers=reply.headers)
+        if isinstance(reply, ErrorBody):  # OpenRouter's way: a 200 whose body is the error
+            error = {"error": {"message": reply.message, "code": reply.code}}
+            return web.json_response({"id": "gen-1", **error, "user_id": "user_1"})
         content = reply if isinstance(reply, str) else json.dumps(reply)
         return web.json_response(
             {
@@ -87,9 +90,20 @@ class FakeOpenAI:
 
 
 class Status:
-    def __init__(self, code: int, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, code: int, headers: dict[str, str] | None = None, error_code: str | None = None
+    ) -> None:
         self.code = code
         self.headers = headers or {}
+        self.error_code = error_code  # the body's error.code (OpenAI's `insufficient_quota`)
+
+
+class ErrorBody:
+    """A 200 whose body is `{"error": {"message", "code"}}` and no choices, as OpenRouter answers."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
 
 
 HUMAN_TRANSCRIPT = [

@@ -17,6 +17,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.analysis import (
     ANALYSIS_REJECTED,
+    ANALYSIS_UNAVAILABLE,
     ANSWER_MARGIN_SECONDS,
     MIN_REQUEST_SECONDS,
     OpenAIAnalyzer,
@@ -31,7 +32,7 @@ from activities.sms import SmsWriteRequest
 from models import Assistant, CallCreateParams, FieldSpecRecord, call_assistant_from
 from models.workflow_io import AnalysisResult, AnalyzeRequest
 from tests.helpers import settings_for_tests
-from tests.http_fakes import HUMAN_TRANSCRIPT, NOW, FakeOpenAI, Status, serve
+from tests.http_fakes import HUMAN_TRANSCRIPT, NOW, ErrorBody, FakeOpenAI, Status, serve
 from workers import create_worker
 from workflows.call_order import ANALYZE_PATIENCE, ANALYZE_RETRY, CallOrderWorkflow
 
@@ -344,6 +345,33 @@ def test_models_that_are_not_openai_compatible_use_the_configured_default() -> N
 def test_analyzer_from_picks_openai_when_configured() -> None:
     assert analyzer_from(settings_for_tests(analyzer="openai", openai_api_key="sk-x")).name == "openai"
     assert analyzer_from(settings_for_tests()).name == "simulated"
+
+
+async def test_an_error_in_a_200s_body_fails_as_its_code_would_and_says_what_the_provider_said(
+    fake: FakeOpenAI,
+) -> None:
+    """OpenRouter answers a rate limit or spent credit with a 200 whose body is the error: a rate limit is
+    retried as a 429 is (it was asked again at once, three times, and the outcome lost), spent credit is
+    final; either way its message is quoted."""
+    fake.script = {"call_outcome": [ErrorBody(429, "Rate limit exceeded: free-models-per-min")]}
+    with pytest.raises(ApplicationError) as limited:
+        await analyzer(fake).analyze(request())
+    assert limited.value.type == ANALYSIS_UNAVAILABLE and not limited.value.non_retryable
+    assert "Rate limit exceeded: free-models-per-min" in limited.value.message and len(fake.requests) == 1
+    fake.script = {"call_outcome": [ErrorBody(402, "Insufficient credits")]}
+    with pytest.raises(ApplicationError) as broke:
+        await analyzer(fake).analyze(request())
+    assert broke.value.type == ANALYSIS_REJECTED and broke.value.non_retryable
+    assert "Insufficient credits" in broke.value.message
+
+
+async def test_openais_spent_quota_is_final_not_waited_out_for_an_hour(fake: FakeOpenAI) -> None:
+    """A 429 `insufficient_quota` is the account's credit spent: no retry cures it."""
+    fake.script = {"call_outcome": [Status(429, error_code="insufficient_quota")]}
+    with pytest.raises(ApplicationError) as refused:
+        await analyzer(fake).analyze(request())
+    assert refused.value.type == ANALYSIS_REJECTED and refused.value.non_retryable
+    assert "scripted 429" in refused.value.message
 
 
 async def test_authentication_error_is_final_and_does_not_echo_the_key(fake: FakeOpenAI) -> None:
