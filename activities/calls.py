@@ -165,4 +165,10 @@ class CallActivities:
 
     @activity.defn(name="analyze")
     async def analyze(self, request: AnalyzeRequest) -> AnalysisResult:
-        return await self.analyzer.analyze(request)
+        """The analyzer's outcome. A real model reading a simulated call's script would sound like a real
+        call (and its webhook, email or SMS announce a lead never called): its summary says so."""
+        result = await self.analyzer.analyze(request)
+        if self.telephony.name == "simulated" and self.analyzer.name != "simulated":
+            summary = f"[simulated call] {result.outcome_summary or ''}".rstrip()
+            result = result.model_copy(update={"outcome_summary": summary})
+        return result

@@ -516,6 +516,8 @@ async def test_an_order_completes_with_the_analysis_failure_recorded(time_env, f
     assert off_schema.call_attempts[0].structured_output is None
     assert len(fake.of_kind("structured_output")) == 2  # analysis_max_invalid_replies
     assert "structured output failed" in (off_schema.outcome_summary or "")
+    # a real model's summary of the simulated callee's script says the call was simulated
+    assert (off_schema.outcome_summary or "").startswith("[simulated call] ")
 
 
 def _attempts_within_patience() -> int:

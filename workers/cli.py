@@ -155,7 +155,10 @@ def worker() -> None:
         client = await _connected(settings)
         await register_search_attributes(client)
         async with create_worker(client, task_queue=settings.task_queue, settings=settings):
-            console.print(f"worker on {settings.temporal_address}, task queue {settings.task_queue}")
+            console.print(
+                f"worker on {settings.temporal_address}, task queue {settings.task_queue}; telephony "
+                f"{settings.telephony}, analyzer {settings.analyzer}"
+            )
             await asyncio.Event().wait()
 
     _run_until_stopped(main)
