@@ -9,6 +9,7 @@ once: the workflow posts to each channel in its own activity, and only what fail
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -105,7 +106,9 @@ class SlackWebApi:
         except SlackApiError as err:
             status, error = _slack_error(err)
             if status == 429 or status >= 500 or error in _TRANSIENT:
-                raise ApplicationError(f"Slack: {error}", type="SlackUnavailable") from None
+                raise ApplicationError(
+                    f"Slack: {error}", type="SlackUnavailable", next_retry_delay=_retry_after(err)
+                ) from None
             raise ApplicationError(
                 f"Slack refused the message to {message.channel}: {error}",
                 type=SLACK_REJECTED,
@@ -116,6 +119,17 @@ class SlackWebApi:
                 f"Slack unreachable: {type(err).__name__}", type="SlackUnavailable"
             ) from None
         return SlackReceipt(poster=self.name, channel=str(response["channel"]), ts=str(response["ts"]))
+
+
+def _retry_after(err: SlackApiError) -> timedelta | None:
+    """A rate limit's `Retry-After` (seconds, at most an hour): the next try waits as long as Slack said."""
+    headers = getattr(err.response, "headers", None) or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), "")
+    try:
+        seconds = float(value if not isinstance(value, list) else value[0])
+    except (TypeError, ValueError):
+        return None
+    return timedelta(seconds=min(seconds, 3600)) if seconds > 0 else None
 
 
 def _slack_error(err: SlackApiError) -> tuple[int, str]:

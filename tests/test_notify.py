@@ -629,9 +629,12 @@ class FakeSlack:
     """Slack's Web API `chat.postMessage`: answers `ok` with a ts, or the error scripted for a channel
     (every time, or with `once` the first time only)."""
 
-    def __init__(self, errors: dict[str, tuple[int, str]] | None = None, *, once: bool = False) -> None:
+    def __init__(
+        self, errors: dict[str, tuple[int, str]] | None = None, *, once: bool = False, retry_after: str = ""
+    ) -> None:
         self.errors = errors or {}
         self.once = once
+        self.retry_after = retry_after  # a 429's Retry-After, as Slack sends it
         self.posts: list[tuple[str, dict[str, Any]]] = []
 
     def routes(self, app: web.Application) -> None:
@@ -647,7 +650,8 @@ class FakeSlack:
         if error.startswith("<"):  # a proxy's error page
             return web.Response(text=error, status=status, content_type="text/html")
         if error:
-            return web.json_response({"ok": False, "error": error}, status=status)
+            wait = {"Retry-After": self.retry_after} if status == 429 and self.retry_after else {}
+            return web.json_response({"ok": False, "error": error}, status=status, headers=wait)
         return web.json_response(
             {"ok": True, "channel": body["channel"], "ts": f"1700000000.{len(self.posts):06d}"}
         )
@@ -659,7 +663,8 @@ async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
             "C0GONE": (200, "channel_not_found"),
             "C0BUSY": (429, "ratelimited"),
             "C0DOWN": (502, "<h1>502</h1>"),
-        }
+        },
+        retry_after="30",
     )
     message = SlackMessage(
         connection_id="conn_1", channel="C0SALES", text="*interested*", idempotency_key="k"
@@ -683,6 +688,7 @@ async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
     assert (gone.value.type, gone.value.non_retryable) == ("SlackRejected", True)
     assert "channel_not_found" in gone.value.message
     assert (busy.value.type, busy.value.non_retryable) == ("SlackUnavailable", False)
+    assert busy.value.next_retry_delay == timedelta(seconds=30)  # its Retry-After, not the policy's 10 s
     assert (down.value.type, down.value.non_retryable, down.value.message) == (
         "SlackUnavailable",
         False,
