@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from api import (
@@ -42,6 +43,19 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 DESCRIPTION = """Outbound AI phone calls, Revox-compatible: every call order is a durable Temporal
 workflow. Authenticate with `Authorization: Bearer <key>` (`outdial apikey create`, or the key
 `outdial dev` prints). Errors are JSON: `{"error": {"type", "message", "details"?}}`."""
+
+
+class HeadAsGet:
+    """HEAD answered as GET wherever GET is (RFC 9110; a 405's `Allow` says so): the server, which sees
+    the request as HEAD, sends the headers only. No HEAD operations crowd the OpenAPI document."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -77,6 +91,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
+    app.add_middleware(HeadAsGet)
     install_error_handlers(app)
     for module in (calls, call_records, assistants, campaigns, phone_numbers, voices, account, webhooks):
         app.include_router(module.router)

@@ -4,7 +4,7 @@ this module adds the wrappers (`{call}`, `{assistant}`, lists) and the other res
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -29,7 +29,9 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# Length bounds go before the validator: after it, pydantic checks them as a sequence's ("items").
 Text = Annotated[str, AfterValidator(_no_nul)]
+TrunkId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 FilterValues = Annotated[
     list[Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]], Field(max_length=MAX_FILTER_VALUES)
@@ -69,6 +71,12 @@ SortField = Literal[
 ]
 
 
+# One literal each, not a union of two: an error is then located at `statuses.0`, not at the union's
+# member tags (`statuses.0.literal['not_launched']`), and said once.
+OutcomeFilter = Literal[(*get_args(Outcome), "none")]  # type: ignore[valid-type]
+ResultFilter = Literal[(*get_args(AttemptResult), "none")]  # type: ignore[valid-type]
+
+
 class CallFilters(BaseModel):
     """The filters of `POST /call/search` (and of export). An empty list filters nothing; "none" in
     outcomes/results matches calls without one. Pages count from 1."""
@@ -80,20 +88,16 @@ class CallFilters(BaseModel):
     campaign_ids: FilterValues = Field(default_factory=list)
     directions: Annotated[list[Direction], Field(max_length=2)] = Field(default_factory=list)
     from_phone_numbers: FilterValues = Field(default_factory=list)
-    outcomes: Annotated[list[Outcome | Literal["none"]], Field(max_length=20)] = Field(default_factory=list)
+    outcomes: Annotated[list[OutcomeFilter], Field(max_length=20)] = Field(default_factory=list)
     page: int = Field(default=1, ge=1, le=1_000_000, strict=True)  # strict: JSON numbers, not true or "2"
     page_size: int = Field(default=20, ge=1, le=500, strict=True)
-    results: Annotated[list[AttemptResult | Literal["none"]], Field(max_length=20)] = Field(
-        default_factory=list
-    )
-    statuses: Annotated[list[CallStatus | Literal["not_launched"]], Field(max_length=20)] = Field(
-        default_factory=list
-    )
+    results: Annotated[list[ResultFilter], Field(max_length=20)] = Field(default_factory=list)
+    statuses: Annotated[list[CallStatus], Field(max_length=20)] = Field(default_factory=list)
     call_ids: FilterValues | None = None
-    query: Annotated[Text, Field(max_length=200)] | None = None
+    query: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
     sort_by: SortField | None = None
     sort_direction: Literal["asc", "desc"] = "desc"
-    to_phone_number: Annotated[Text, Field(max_length=32)] | None = None
+    to_phone_number: Annotated[str, Field(max_length=32), AfterValidator(_no_nul)] | None = None
 
 
 class CallSearchResponse(BaseModel):
@@ -209,16 +213,16 @@ class PhoneNumberCreateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     phone_number: E164
-    label: Annotated[Text, Field(max_length=200)] | None = None
-    livekit_outbound_trunk_id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    label: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
+    livekit_outbound_trunk_id: TrunkId | None = None
 
 
 class PhoneNumberUpdateParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    inbound_assistant_id: Annotated[Text, Field(max_length=64)] | None = None
-    label: Annotated[Text, Field(max_length=200)] | None = None
-    livekit_outbound_trunk_id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    inbound_assistant_id: Annotated[str, Field(max_length=64), AfterValidator(_no_nul)] | None = None
+    label: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
+    livekit_outbound_trunk_id: TrunkId | None = None
 
 
 # --- voices, account ----------------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ class VoicePreviewParams(BaseModel):
     voice_id: VoiceId = Field(alias="voiceId")
     model: Literal["sonic-3", "sonic-3.5"] | None = None
     speed: float | None = Field(default=None, ge=0.6, le=1.5, strict=True)
-    text: Annotated[Text, Field(max_length=500)] | None = None
+    text: Annotated[str, Field(max_length=500), AfterValidator(_no_nul)] | None = None
     volume: float | None = Field(default=None, ge=0.5, le=2.0, strict=True)
 
 

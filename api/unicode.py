@@ -85,8 +85,11 @@ class UnicodeRoute(APIRoute):
             try:
                 return await handler(request)
             except HTTPException as err:
-                if err.status_code == 400:  # FastAPI could not parse the body: say where, if that is why
-                    check_utf8(body)
-                raise
+                if err.status_code != 400:
+                    raise
+                check_utf8(body)  # FastAPI could not parse the body: say where, if that is why
+                raise RequestValidationError(  # else JSON too deeply nested for Python's parser
+                    [{"type": "json_invalid", "loc": ("body",), "msg": "JSON that cannot be parsed"}]
+                ) from None
 
         return checked

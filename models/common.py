@@ -20,12 +20,13 @@ def error_summary(
     errors: Iterable[Mapping[str, Any]], *, skip: tuple[str, ...] = (), limit: int | None = None
 ) -> str:
     """pydantic's errors in one line, `field.path: message; ...` (their messages, never the values
-    given, which may be secrets); `skip`: location parts to leave out (a request's `body`), `limit`:
-    how many to name before "(and N more)"."""
+    given, which may be secrets); `skip`: what a location may start with to leave out (a request's
+    `body`: a field named `query` further in is named), `limit`: how many to name before "(and N more)"."""
     errors = list(errors)
     parts = []
     for error in errors[:limit]:
-        loc = ".".join(str(part) for part in error["loc"] if part not in skip)
+        where = list(error["loc"])
+        loc = ".".join(str(part) for part in (where[1:] if where and where[0] in skip else where))
         parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
     more = f" (and {len(errors) - limit} more)" if limit is not None and len(errors) > limit else ""
     return "; ".join(parts) + more

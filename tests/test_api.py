@@ -826,6 +826,14 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
         ):
             refused = http.request(method, path)  # RFC 9110: a 405 lists every method the resource takes
             assert (refused.status_code, refused.headers["allow"]) == (405, allowed), (method, path)
+        head = http.head("/assistants")  # as the Allow says (it was a 405): GET's headers, no body
+        get = http.get("/assistants")
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+        assert "head" not in http.get("/openapi.json").json()["paths"]["/assistants"]
+        nested = b'{"phone_number": "+33612345678", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        deep = http.post("/call", content=nested, headers={"content-type": "application/json"})
+        assert deep.status_code == 422 and deep.json()["error"]["details"][0]["loc"] == ["body"], deep.text
         latin1 = '{"phone_number": "+33612345678", "metadata": {"name": "Zoé"}}'.encode("latin-1")
         for path in ("/call", "/assistants", "/call/search"):
             not_utf8 = http.post(path, content=latin1, headers={"content-type": "application/json"})
@@ -863,6 +871,34 @@ def test_bodies_that_could_not_be_stored_or_started_are_refused_and_leave_nothin
             assert huge.json()["error"]["type"] == "request_too_large"
     assert org.client.assistants.list().assistants == []
     assert org.client.call.search(**no_filters()).total_count == 1  # the emoji's order only
+
+
+def test_a_422_names_its_field_once_whatever_the_field_is_called(org: Org) -> None:
+    """A field named like a request part (`query`, `body`) is named in the message; a bad value of a
+    search's list filter is one error at its index (it was two, located at pydantic's union tags); a
+    string's bound speaks of characters, not items."""
+    with org.raw() as http:
+        for path, body, loc, message in (
+            (
+                "/call/search",
+                {"query": "x" * 201},
+                ["body", "query"],
+                "query: String should have at most 200 characters",
+            ),
+            (
+                "/call",
+                {"phone_number": "+33612345678", "metadata": {"body": 2}},
+                ["body", "metadata", "body"],
+                "metadata.body: Input should be a valid string",
+            ),
+            ("/call/search", {"statuses": ["bogus"]}, ["body", "statuses", 0], "statuses.0: Input should be"),
+            ("/call/search", {"outcomes": ["bogus"]}, ["body", "outcomes", 0], "outcomes.0: Input should be"),
+        ):
+            answer = http.post(path, json=body)
+            assert answer.status_code == 422, answer.text
+            error = answer.json()["error"]
+            assert [d["loc"] for d in error["details"]] == [loc], error
+            assert error["message"].startswith(message), error["message"]
 
 
 def test_an_order_with_a_nul_character_runs_and_is_stored_as_sent(org: Org) -> None:
