@@ -80,6 +80,8 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         raise UnresolvedHost(f"cannot resolve {host!r}: {err.strerror}") from None
+    except UnicodeError:  # a label over 63 characters: no retry will resolve it
+        raise UnsafeUrlError(f"{host!r} is not a host name DNS can look up") from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise UnsafeUrlError(f"{host!r} has no address")

@@ -75,9 +75,13 @@ def check_http_url(value: str) -> str:
     """An absolute http(s) URL with a host; kept as the caller wrote it (no normalisation). The
     messages never quote the URL: one often holds a token, and an order's refusal is kept in history."""
     try:
-        _HTTP_URL.validate_python(value)
+        host = _HTTP_URL.validate_python(value).host or ""
     except ValidationError:
         raise ValueError("must be an http(s) URL (e.g. https://example.com/hook)") from None
+    try:
+        host.encode("idna")  # what resolving it does first: a label over 63 characters fails there
+    except UnicodeError:
+        raise ValueError("must have a host name DNS can look up (labels of at most 63 characters)") from None
     if value != value.strip():
         raise ValueError("must not have surrounding whitespace")
     return value

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -773,6 +774,12 @@ async def test_url_guard_checks_scheme_and_resolved_addresses() -> None:
         await check_url("file:///etc/passwd", allow_private=True)
     await check_url("http://localhost:8000/x", allow_private=True)
     await check_url("https://8.8.8.8/", allow_private=False)  # a literal: no DNS, no traffic
+    # A label over 63 characters can never resolve: final, not a lookup retried for 24 h (UnicodeError)
+    with pytest.raises(UnsafeUrlError, match="not a host name DNS can look up"):
+        await check_url(f"https://{'a' * 64}.example.com/hook", allow_private=True)
+    with pytest.raises(ValidationError, match="labels of at most 63 characters"):
+        assistant = {"prompt": "Hi", "webhook_url": f"https://{'a' * 64}.io/"}
+        CallCreateParams.model_validate({"phone_number": "+33612345678", "assistant": assistant})
 
 
 async def test_guarded_client_pins_the_checked_address_and_keeps_the_host_header() -> None:
