@@ -520,11 +520,13 @@ class CallOrderWorkflow:
         self._set_status("calling")
         label = f"attempt {number}/{order.retry.max_retry_attempts}"
         metadata = self.params.metadata or {}
-        cancellation = ActivityCancellationType.TRY_CANCEL
-        if workflow.patched(CANCELLED_STEP_ENDS_BEFORE_ITS_PERMIT):
-            cancellation = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        waits = workflow.patched(CANCELLED_STEP_ENDS_BEFORE_ITS_PERMIT)  # a cancelled step, for its end
+        cancellation = (
+            ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if waits
+            else ActivityCancellationType.TRY_CANCEL
+        )
 
-        waits = cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
         dial = await self._until_cancelled(
             attempt,
             workflow.start_activity_method(
@@ -903,14 +905,14 @@ class CallOrderWorkflow:
                 workflow.logger.warning("call order state not persisted: %s", result)
 
 
-async def _abandon(handle: workflow.ActivityHandle, handle_waits_for_its_end: bool) -> None:  # type: ignore[type-arg]
-    """Cancel a step the order no longer waits for and, when it was started to be waited for
-    (`WAIT_CANCELLATION_COMPLETED`), wait until it has ended: its permit is given back only then. Its
+async def _abandon(handle: workflow.ActivityHandle, waits: bool) -> None:  # type: ignore[type-arg]
+    """Cancel a step the order no longer waits for and, when it `waits` (it was started with
+    `WAIT_CANCELLATION_COMPLETED`), wait until it has ended: its permit is given back only then. Its
     outcome is expected, so it is marked as seen; otherwise asyncio logs it at ERROR as "exception was
     never retrieved" once collected."""
     handle.cancel()
     handle.add_done_callback(lambda step: step.cancelled() or step.exception())
-    if handle_waits_for_its_end:
+    if waits:
         await workflow.wait([handle])
 
 
