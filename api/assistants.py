@@ -49,22 +49,28 @@ def _check_caller_id(
         raise unprocessable("from_phone_number", str(err)) from None
 
 
-# Every order of an assistant carries it through Temporal, whose payloads stop at 2 MB: a larger one
-# was stored, and each of its orders then stalled an hour in `initializing` before it errored.
-MAX_ASSISTANT_BYTES = 1024 * 1024
+# Every step of an order carries its assistant through Temporal: one over 2 MB (a payload's limit) was
+# stored, and each of its orders stalled an hour in `initializing` before it errored; 50 attempts of one
+# of 256 KB fill some 25 MB of Temporal's 50 MB history (measured), of one of 1 MB more than all of it.
+MAX_ASSISTANT_BYTES = 256 * 1024
 
 
-def _config(assistant: AssistantCreateParams) -> dict[str, Any]:
-    """The stored configuration; a 413 past MAX_ASSISTANT_BYTES of JSON."""
-    config = assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
+def refuse_too_large(config: dict[str, Any]) -> None:
+    """A 413 for an assistant (stored, or an order's inline one) past MAX_ASSISTANT_BYTES of JSON."""
     size = len(json.dumps(config, ensure_ascii=False).encode())
     if size > MAX_ASSISTANT_BYTES:
         raise ApiError(
             413,
             "request_too_large",
-            f"the assistant is too large: {size} bytes of JSON, at most {MAX_ASSISTANT_BYTES} (its orders "
-            "carry it through Temporal, whose payloads stop at 2 MB)",
+            f"the assistant is too large: {size} bytes of JSON, at most {MAX_ASSISTANT_BYTES} (each step of "
+            "its orders carries it through Temporal, whose histories stop at 50 MB)",
         )
+
+
+def _config(assistant: AssistantCreateParams) -> dict[str, Any]:
+    """The stored configuration; a 413 past MAX_ASSISTANT_BYTES of JSON."""
+    config = assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
+    refuse_too_large(config)
     return config
 
 

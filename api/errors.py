@@ -41,7 +41,7 @@ _ERROR_ANSWERS = {
     404: "Not found",
     409: "In conflict with the object's state (final: `x-should-retry: false`)",
     413: "Body over 16 MB (128 MB for a campaign; refused before it is read), a call order over "
-    "Temporal's payload limit, or an assistant over 1 MB of JSON",
+    "Temporal's payload limit, or an assistant over 256 KB of JSON",
     422: "Invalid request",
     503: "Temporal or a provider unreachable: retry later, unless `x-should-retry: false`",
 }

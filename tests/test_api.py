@@ -1024,10 +1024,10 @@ def test_assistants_crud_and_clone(org: Org) -> None:
 
 
 def test_an_assistant_too_large_for_its_orders_to_carry_is_refused(org: Org) -> None:
-    """Each order carries its assistant through Temporal (2 MB payloads): one over 1 MB of JSON is a 413,
+    """Each step of an order carries its assistant through Temporal: one over 256 KB of JSON is a 413,
     created or updated, and the stored one stays as it was. Before, it was stored, and each of its orders
     stalled an hour in `initializing` before it errored."""
-    prompt = "y" * (1024 * 1024)
+    prompt = "y" * (256 * 1024)
     with pytest.raises(revox.APIStatusError) as refused:
         org.client.assistants.create(name="Big", prompt=prompt)
     assert refused.value.status_code == 413 and "the assistant is too large" in str(refused.value.body)
@@ -1037,6 +1037,10 @@ def test_an_assistant_too_large_for_its_orders_to_carry_is_refused(org: Org) -> 
     assert refused.value.status_code == 413
     assert org.client.assistants.retrieve(stored.id).prompt == "Hi"
     assert [a.name for a in org.client.assistants.list().assistants] == ["Small"]
+    with pytest.raises(revox.APIStatusError) as refused:  # an order's inline one alike
+        org.client.call.create(phone_number="+33612345678", assistant={"prompt": prompt})
+    assert refused.value.status_code == 413 and "the assistant is too large" in str(refused.value.body)
+    assert org.client.call.search(**no_filters()).total_count == 0
 
 
 # --- phone numbers, voices, account --------------------------------------------------------------------
