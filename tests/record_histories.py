@@ -368,6 +368,28 @@ async def notifications(client: Client, task_queue: str, receiver: str) -> None:
     await save(client.get_workflow_handle("notify-call_order_with_slack"))
 
 
+NOTIFIED_IN_BATCHES = "00000000-0000-4000-8000-000000000044"
+
+
+async def notified_in_batches(client: Client, task_queue: str) -> None:
+    """Ten Slack channels: eight deliveries, then (patch `deliveries-in-batches`) the other two."""
+    if (HISTORIES / f"notify-{NOTIFIED_IN_BATCHES}.json").exists():
+        return
+    slack = {
+        "channels": [{"id": f"C0{n}"} for n in range(10)],
+        "connection_id": "conn",
+        "outcomes": ["interested"],
+    }
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("human:interested", assistant={"slack": slack}),
+        id=f"call-{NOTIFIED_IN_BATCHES}",
+        task_queue=task_queue,
+    )
+    await handle.result()
+    await save(client.get_workflow_handle(f"notify-{NOTIFIED_IN_BATCHES}"))
+
+
 async def campaign(env: WorkflowEnvironment) -> None:
     """A 6-row campaign launched two rows at a time, paused, resumed, then cancelled mid-launch."""
     from api import campaign_store
@@ -508,6 +530,7 @@ async def main() -> None:
             await notifications(env.client, "record", base)
             await contact_checked_before_a_retry(env.client, "record")
             await cancelled_while_ringing(env.client, "record")
+            await notified_in_batches(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:

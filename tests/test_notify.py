@@ -541,6 +541,30 @@ async def order_and_notifications(
     return call, report
 
 
+async def test_a_large_calls_notifications_are_all_delivered(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
+    """A 200 KB assistant (under the API's bound) posting to 24 Slack channels: every request holds the
+    whole Call, some 5 MB in all, over the 4 MB one workflow task may send. They are scheduled in
+    batches; before, the notifications workflow failed its first task for good and nothing was sent."""
+    call_id = str(uuid.uuid4())
+    channels = [{"id": f"C0{n:04d}"} for n in range(24)]
+    params = CallCreateParams.model_validate(
+        {
+            "phone_number": "+33612345678",
+            "assistant": {
+                "prompt": "Offer a demo. " + "y" * 200_000,
+                "slack": {"channels": channels, "connection_id": "conn_1", "outcomes": ["interested"]},
+            },
+            "force_now": True,
+            "metadata": {"simulation": "human:interested"},
+        }
+    )
+    call, report = await order_and_notifications(time_env, task_queue, settings_for_tests(), params, call_id)
+    assert call.outcome == "interested"
+    assert sorted(r.detail.split()[1] for r in report.results if r.status == "sent" and r.detail) == [
+        c["id"] for c in channels
+    ]
+
+
 async def test_voicemail_sms_of_an_order_goes_out_through_twilio(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
     """End to end: an order that only reached voicemail, OUTDIAL_SMS=twilio, the real httpx adapter
     against a local Twilio-compatible server."""

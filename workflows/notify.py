@@ -99,6 +99,22 @@ CHANNELS = {
 }
 
 
+# Every delivery's request holds the whole Call, and one workflow task's commands travel in one message
+# of at most 4 MB: deliveries are scheduled in batches (at most 8, and what fits in 3 MB), each batch
+# after a timer, so in a task of its own. Before, a large Call (a big assistant, many Slack channels)
+# failed the workflow's first task for good, and nothing was delivered.
+DELIVERIES_IN_BATCHES = "deliveries-in-batches"
+DELIVERIES_PER_TASK = 8
+TASK_MESSAGE_BUDGET = 3 * 1024 * 1024
+BATCH_PAUSE = timedelta(milliseconds=1)
+
+
+def _deliveries_per_task(request: NotifyRequest) -> int:
+    """How many deliveries of this Call one workflow task may schedule."""
+    fitting = TASK_MESSAGE_BUDGET // max(1, len(request.call.model_dump_json()))
+    return max(1, min(DELIVERIES_PER_TASK, fitting))
+
+
 class NotificationsReport(BaseModel):
     results: list[NotifyResult] = Field(default_factory=list)
 
@@ -113,7 +129,13 @@ class CallNotificationsWorkflow:
     async def run(self, input: RawValue) -> NotificationsReport:  # a NotifyRequest
         request = admitted_input(NotifyRequest, input)
         deliveries = due_deliveries(request.call)
-        results = await asyncio.gather(*(self._deliver(channel, each) for channel, each in deliveries))
+        started: list[asyncio.Future[NotifyResult]] = []
+        per_task = _deliveries_per_task(request)
+        for index, (channel, each) in enumerate(deliveries):
+            if index and index % per_task == 0 and workflow.patched(DELIVERIES_IN_BATCHES):
+                await workflow.sleep(BATCH_PAUSE)  # the next batch: scheduled by a workflow task of its own
+            started.append(asyncio.ensure_future(self._deliver(channel, each)))
+        results = await asyncio.gather(*started)
         return NotificationsReport(results=list(results))
 
     async def _deliver(self, channel: Channel, request: NotifyRequest) -> NotifyResult:
