@@ -33,6 +33,7 @@ from models.workflow_io import (
     ConverseResult,
     DialRequest,
     DialResult,
+    HangUpRequest,
     PreparedOrder,
     PrepareRequest,
 )
@@ -162,6 +163,11 @@ class CallActivities:
     @activity.defn(name="converse")
     async def converse(self, request: ConverseRequest) -> ConverseResult:
         return await self.telephony.converse(request)
+
+    @activity.defn(name="hang_up")
+    async def hang_up(self, request: HangUpRequest) -> None:
+        """A cancelled step that ended without hanging up (its worker or voice agent gone)."""
+        await self.telephony.end_call(request)
 
     @activity.defn(name="analyze")
     async def analyze(self, request: AnalyzeRequest) -> AnalysisResult:

@@ -59,7 +59,7 @@ from temporalio.exceptions import ApplicationError
 
 from models.common import DialError
 from models.settings import ConfigError, Settings
-from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult
+from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult, HangUpRequest
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +373,9 @@ class LiveKitTelephony:
         with contextlib.suppress(api.ServerError, aiohttp.ClientError):
             await self._write_ledger(lk, room, ledger)
         _heartbeat(f"failed:{dial_error}")
+
+    async def end_call(self, request: HangUpRequest) -> None:
+        await self.hang_up(request.session or room_name(request.attempt_id))
 
     async def hang_up(self, room: str) -> None:
         """End the call for everyone: deleting the room disconnects the SIP leg and the agent."""

@@ -12,6 +12,7 @@ from models.workflow_io import (
     ConverseResult,
     DialRequest,
     DialResult,
+    HangUpRequest,
 )
 
 
@@ -23,6 +24,10 @@ class Telephony(Protocol):
     async def dial(self, request: DialRequest) -> DialResult: ...
 
     async def converse(self, request: ConverseRequest) -> ConverseResult: ...
+
+    async def end_call(self, request: HangUpRequest) -> None:
+        """Hang up the attempt's call, if it is still up (its dial or agent is gone): idempotent."""
+        ...
 
 
 class Analyzer(Protocol):

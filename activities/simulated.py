@@ -29,6 +29,7 @@ from models.workflow_io import (
     ConverseResult,
     DialRequest,
     DialResult,
+    HangUpRequest,
 )
 
 DIAL_ERRORS: frozenset[DialError] = frozenset(
@@ -161,6 +162,9 @@ class SimulatedTelephony:
         if kind in DIAL_ERRORS:
             return DialResult(answered=False, dial_error=kind)  # type: ignore[arg-type]
         return DialResult(answered=True, session=f"simulated-{request.attempt_id}")
+
+    async def end_call(self, request: HangUpRequest) -> None:
+        """Nothing rings on after a simulated step has ended: there is no line to take down."""
 
     async def converse(self, request: ConverseRequest) -> ConverseResult:
         token = simulation_token(request.metadata, request.attempt_number)

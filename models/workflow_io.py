@@ -55,6 +55,13 @@ class DialResult(BaseModel):
     answered_at: AwareDatetime | None = None  # when the provider saw the callee pick up
 
 
+class HangUpRequest(BaseModel):
+    """An attempt's call to end: its session (a LiveKit room) when the dial gave one."""
+
+    attempt_id: str
+    session: str | None = None
+
+
 class ConverseRequest(BaseModel):
     call_id: str
     attempt_id: str

@@ -29,7 +29,7 @@ from models import Call
 from models.concurrency import PermitRequest
 from models.settings import Settings
 from models.tables import Database
-from models.workflow_io import DialRequest, DialResult
+from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult, HangUpRequest
 from tests.helpers import current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
 from tests.test_call_order import ALWAYS_OPEN, ended, order, start, started, status_of
@@ -212,6 +212,9 @@ async def test_a_cancelled_ringing_order_keeps_its_permit_until_its_phone_stoppe
         ring = rings.setdefault(request.call_id, [time.monotonic()])
         try:
             return await real_dial(self, request)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1)  # a trunk takes its time to hang up
+            raise
         finally:
             ring.append(time.monotonic())
 
@@ -226,10 +229,52 @@ async def test_a_cancelled_ringing_order_keeps_its_permit_until_its_phone_stoppe
         second = await start(dev_env, task_queue, order("human", force_now=True, concurrency=key))
         await eventually(lambda: status_of(second), lambda s: s == "queued_for_calling")
         await first.signal(CallOrderWorkflow.cancel)
+        await first.cancel()  # and Temporal's cancellation on top (the Web UI's): the dial still ends first
         cancelled, called = await first.result(), await second.result()
     assert (cancelled.status, called.status) == ("cancelled", "completed")
     first_ended, second_rang = rings[cancelled.id][1], rings[called.id][0]
     assert first_ended <= second_rang
+
+
+async def test_a_cancelled_conversation_whose_agent_is_gone_is_hung_up_before_the_permit_goes_back(
+    dev_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """The voice agent completes converse itself; cancelled while its agent is gone, the conversation
+    ends only by its heartbeat timeout, and nobody hung up: the order does, then gives its permit back
+    (before, the line stayed open in silence, and the next order on the key could ring beside it). On
+    the real server, in real time (30 s): the time-skipping one does not time out an async activity
+    whose cancellation was asked for."""
+    hung_up: list[HangUpRequest] = []
+
+    async def agent_gone(self: SimulatedTelephony, request: ConverseRequest) -> ConverseResult:
+        activity.raise_complete_async()  # handed to an agent that never reports
+
+    async def end_call(self: SimulatedTelephony, request: HangUpRequest) -> None:
+        hung_up.append(request)
+
+    monkeypatch.setattr(SimulatedTelephony, "converse", agent_gone)
+    monkeypatch.setattr(SimulatedTelephony, "end_call", end_call)
+    key = f"trunk-{uuid.uuid4().hex[:8]}"
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        talking = order("human", force_now=True, concurrency={"key": key, "max": 1})
+        handle = await start(dev_env, task_queue, talking)
+        await eventually(
+            lambda: handle.query(CallOrderWorkflow.attempts), lambda a: bool(a) and a[0].status == "ongoing"
+        )
+        await handle.signal(CallOrderWorkflow.cancel)
+        call = await asyncio.wait_for(handle.result(), timeout=120)  # after converse's heartbeat timeout
+        history = await handle.fetch_history()
+    assert call.status == "cancelled" and call.call_attempts[0].end_reason == "participant_removed"
+    [request] = hung_up
+    attempt_id = call.call_attempts[0].id
+    assert (request.attempt_id, request.session) == (attempt_id, f"simulated-{attempt_id}")
+    steps = [
+        "hang up" if e.activity_task_scheduled_event_attributes.activity_type.name == "hang_up" else "release"
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "hang_up"
+        or e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+    ]
+    assert steps == ["hang up", "release"]  # hung up before the permit went back to the semaphore
 
 
 async def test_a_concurrency_key_the_server_refuses_ends_the_order_errored(

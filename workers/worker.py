@@ -97,6 +97,7 @@ def create_worker(
             calls.prepare_order,
             calls.dial,
             calls.converse,
+            calls.hang_up,
             calls.analyze,
             persistence.persist_call,
             *notify.all(),

@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import CancelledError as TemporalCancelled
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -56,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         ConverseRequest,
         ConverseResult,
         DialRequest,
+        HangUpRequest,
         PreparedOrder,
         PrepareRequest,
     )
@@ -547,7 +549,7 @@ class CallOrderWorkflow:
                 cancellation_type=cancellation,
                 summary=f"{label}: dial {self.params.phone_number}",
             ),
-            waits,
+            HangUpRequest(attempt_id=attempt.id) if waits else None,
         )
         if dial is None:
             return attempt  # cancelled while ringing (closed by run()), or the dial failed
@@ -580,7 +582,7 @@ class CallOrderWorkflow:
                 cancellation_type=cancellation,
                 summary=f"{label}: conversation",
             ),
-            waits,
+            HangUpRequest(attempt_id=attempt.id, session=dial.session) if waits else None,
         )
         if talk is None:
             return attempt
@@ -740,17 +742,23 @@ class CallOrderWorkflow:
             return organization_key(self.organization_id, key)
         return key
 
-    async def _until_cancelled(self, attempt: CallAttempt, handle: workflow.ActivityHandle, waits: bool):  # type: ignore[type-arg]
+    async def _until_cancelled(
+        self,
+        attempt: CallAttempt,
+        handle: workflow.ActivityHandle,  # type: ignore[type-arg]
+        ending: HangUpRequest | None,
+    ):  # type: ignore[no-untyped-def]
         """Await one step of `attempt` (dial, conversation) unless the order is cancelled first: then
-        cancel it and return None. A step whose retries are spent ends the attempt in error (None
-        too), so the order tries again later; one refused for good (bad configuration) ends the order."""
+        cancel it (and, given its `ending`, wait for its end) and return None. A step whose retries are
+        spent ends the attempt in error (None too), so the order tries again later; one refused for good
+        (bad configuration) ends the order."""
         try:
             await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
         except asyncio.CancelledError:
-            await _abandon(handle, waits)
+            await self._abandon(handle, ending)
             raise
         if not handle.done():
-            await _abandon(handle, waits)
+            await self._abandon(handle, ending)
             return None
         try:
             return handle.result()
@@ -891,6 +899,36 @@ class CallOrderWorkflow:
             write.add_done_callback(self._on_resolution_written)
         self._pending_writes.append(write)
 
+    async def _abandon(self, handle: workflow.ActivityHandle, ending: HangUpRequest | None) -> None:  # type: ignore[type-arg]
+        """Cancel a step the order no longer waits for. Given its `ending` (it was started with
+        `WAIT_CANCELLATION_COMPLETED`), wait until it has ended, through a second cancellation too, and
+        hang up if it ended by timing out (its worker or voice agent gone, nobody hung up): the permit is
+        given back only then. Its outcome is expected, so it is marked as seen; otherwise asyncio logs it
+        at ERROR as "exception was never retrieved" once collected."""
+        handle.cancel()
+        handle.add_done_callback(lambda step: step.cancelled() or step.exception())
+        if ending is None:
+            return
+        cancelled = False
+        while not handle.done():
+            try:
+                await workflow.wait([handle])
+            except asyncio.CancelledError:  # Temporal's cancellation after the signal's: the step ends first
+                cancelled = True
+        if not handle.cancelled() and _timed_out(handle.exception()):
+            try:
+                await workflow.execute_activity_method(
+                    CallActivities.hang_up,
+                    ending,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=5),
+                    summary="hang up: the cancelled step ended without",
+                )
+            except ActivityError as err:  # what could be done was: the order ends all the same
+                workflow.logger.warning("attempt %s: hang-up failed: %s", ending.attempt_id, _reason(err))
+        if cancelled:
+            raise asyncio.CancelledError
+
     def _on_resolution_written(self, write: workflow.ActivityHandle[bool]) -> None:
         """Stored (or overtaken by a newer write, which held it too): the row has the assistant."""
         if not write.cancelled() and write.exception() is None:
@@ -905,15 +943,8 @@ class CallOrderWorkflow:
                 workflow.logger.warning("call order state not persisted: %s", result)
 
 
-async def _abandon(handle: workflow.ActivityHandle, waits: bool) -> None:  # type: ignore[type-arg]
-    """Cancel a step the order no longer waits for and, when it `waits` (it was started with
-    `WAIT_CANCELLATION_COMPLETED`), wait until it has ended: its permit is given back only then. Its
-    outcome is expected, so it is marked as seen; otherwise asyncio logs it at ERROR as "exception was
-    never retrieved" once collected."""
-    handle.cancel()
-    handle.add_done_callback(lambda step: step.cancelled() or step.exception())
-    if waits:
-        await workflow.wait([handle])
+def _timed_out(err: BaseException | None) -> bool:
+    return isinstance(err, ActivityError) and isinstance(err.cause, TemporalTimeout)
 
 
 def _deserves_retry(attempt: CallAttempt) -> bool:
