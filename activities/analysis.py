@@ -371,6 +371,7 @@ class OpenAIAnalyzer:
         ]
         async with self._client(endpoint) as client:
             completion = await self._create(client, endpoint, messages, max_completion_tokens=300)
+        _refuse_error_body(completion, endpoint)
         text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
         text = text.encode(errors="ignore").decode()  # without half an emoji (a lone surrogate): unsendable
         if not text:

@@ -4,7 +4,7 @@ this module adds the wrappers (`{call}`, `{assistant}`, lists) and the other res
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +18,15 @@ from pydantic import (
 
 from models import Assistant, Call, CallAssistant, CallCreateParams
 from models.assistant import refuse_unusable_tools
-from models.common import E164, AttemptResult, CallStatus, Direction, Outcome, VoiceId
+from models.common import (
+    E164,
+    CallStatus,
+    Direction,
+    Outcome,
+    OutcomeOrNone,
+    ResultOrNone,
+    VoiceId,
+)
 
 MAX_FILTER_VALUES = 500
 
@@ -71,12 +79,6 @@ SortField = Literal[
 ]
 
 
-# One literal each, not a union of two: an error is then located at `statuses.0`, not at the union's
-# member tags (`statuses.0.literal['not_launched']`), and said once.
-OutcomeFilter = Literal[(*get_args(Outcome), "none")]  # type: ignore[valid-type]
-ResultFilter = Literal[(*get_args(AttemptResult), "none")]  # type: ignore[valid-type]
-
-
 class CallFilters(BaseModel):
     """The filters of `POST /call/search` (and of export). An empty list filters nothing; "none" in
     outcomes/results matches calls without one. Pages count from 1."""
@@ -88,10 +90,10 @@ class CallFilters(BaseModel):
     campaign_ids: FilterValues = Field(default_factory=list)
     directions: Annotated[list[Direction], Field(max_length=2)] = Field(default_factory=list)
     from_phone_numbers: FilterValues = Field(default_factory=list)
-    outcomes: Annotated[list[OutcomeFilter], Field(max_length=20)] = Field(default_factory=list)
+    outcomes: Annotated[list[OutcomeOrNone], Field(max_length=20)] = Field(default_factory=list)
     page: int = Field(default=1, ge=1, le=1_000_000, strict=True)  # strict: JSON numbers, not true or "2"
     page_size: int = Field(default=20, ge=1, le=500, strict=True)
-    results: Annotated[list[ResultFilter], Field(max_length=20)] = Field(default_factory=list)
+    results: Annotated[list[ResultOrNone], Field(max_length=20)] = Field(default_factory=list)
     statuses: Annotated[list[CallStatus], Field(max_length=20)] = Field(default_factory=list)
     call_ids: FilterValues | None = None
     query: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None

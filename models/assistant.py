@@ -37,7 +37,7 @@ from models.common import (
     FieldType,
     FirstSentenceMode,
     HttpMethod,
-    Outcome,
+    OutcomeOrNone,
     SttModel,
     ThinkingSound,
     TransferMode,
@@ -263,7 +263,7 @@ LlmModel = Annotated[
 
 Volume = Annotated[float, Strict(), Field(ge=0, le=1)]  # Strict: JSON true or "0.5" is a 422
 
-NotifyOutcome = Outcome | Literal["none"]
+NotifyOutcome = OutcomeOrNone
 """An outcome a notification waits for; the official client's "none" stands for a call without one."""
 
 
@@ -528,7 +528,8 @@ class CustomLlmModelRecord(Record):
 
     def endpoint(self) -> tuple[str, dict[str, str]]:
         """`api_url` as the openai client takes it: the address, and its query (Azure's `api-version`,
-        a key) as parameters of every request. Left in the address, the path came after the query."""
+        a key) as parameters of every request (a repeated name keeps its last value: the openai client
+        would send a list as `name[]`). Left in the address, the path came after the query."""
         parts = urlsplit(self.api_url)
         return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query, keep_blank_values=True))
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from models.call import UtcDateTime
-from models.common import E164, AttemptResult, CallStatus, Direction, Outcome
+from models.common import E164, CallStatus, Direction, OutcomeOrNone, ResultOrNone
 from models.retry import CallRetryConfig
 
 MAX_CONTACTS = 100_000
@@ -115,8 +115,8 @@ class SelectionFilters(BaseModel):
 
     assignee_ids: FilterValues = Field(default_factory=list)
     directions: list[Direction] = Field(default_factory=list)
-    outcomes: list[Outcome | Literal["none"]] = Field(default_factory=list)
-    results: list[AttemptResult | Literal["none"]] = Field(default_factory=list)
+    outcomes: list[OutcomeOrNone] = Field(default_factory=list)
+    results: list[ResultOrNone] = Field(default_factory=list)
     statuses: list[CallStatus] = Field(default_factory=list)
     query: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
 

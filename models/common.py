@@ -58,6 +58,7 @@ CallStatus = Literal[
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "errored"})
 AttemptStatus = Literal["queued", "ringing", "ongoing", "completed", "error"]
 AttemptResult = Literal["IVR", "voicemail", "human", "unknown", "ios-screening-filter"]
+ResultOrNone = Literal[(*get_args(AttemptResult), "none")]  # type: ignore[valid-type]
 DialError = Literal[
     "number_non_attributed",
     "too_many_calls",
@@ -76,6 +77,9 @@ Outcome = Literal[
     "requested_callback_new_number",
     "do_not_contact",
 ]
+# An outcome or a result, or "none" (the official client's word for a call without one): one literal, not
+# a union of two, so an error is located at the list's index (not at the union's member tags) and said once.
+OutcomeOrNone = Literal[(*get_args(Outcome), "none")]  # type: ignore[valid-type]
 EndedBy = Literal["agent", "user", "system"]
 # The official client's words for why an attempt ended (the seed types it as any string, its examples
 # from this list): most are LiveKit's disconnect reasons, lower-cased.

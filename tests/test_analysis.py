@@ -363,6 +363,11 @@ async def test_an_error_in_a_200s_body_fails_as_its_code_would_and_says_what_the
         await analyzer(fake).analyze(request())
     assert broke.value.type == ANALYSIS_REJECTED and broke.value.non_retryable
     assert "Insufficient credits" in broke.value.message
+    fake.script = {"text": [ErrorBody(402, "Insufficient credits")]}  # the after-call SMS's writer alike
+    with pytest.raises(ApplicationError) as unwritten:
+        writing = SmsWriteRequest(instructions="Thank them.", transcript=HUMAN_TRANSCRIPT)
+        await analyzer(fake).write_sms(writing)
+    assert unwritten.value.non_retryable and "Insufficient credits" in unwritten.value.message
 
 
 async def test_openais_spent_quota_is_final_not_waited_out_for_an_hour(fake: FakeOpenAI) -> None:

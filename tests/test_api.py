@@ -893,6 +893,12 @@ def test_a_422_names_its_field_once_whatever_the_field_is_called(org: Org) -> No
             ),
             ("/call/search", {"statuses": ["bogus"]}, ["body", "statuses", 0], "statuses.0: Input should be"),
             ("/call/search", {"outcomes": ["bogus"]}, ["body", "outcomes", 0], "outcomes.0: Input should be"),
+            (
+                "/assistants",
+                {"name": "A", "prompt": "Hi", "after_call_sms_outcomes": ["bogus"]},
+                ["body", "after_call_sms_outcomes", 0],
+                "after_call_sms_outcomes.0: Input should be",
+            ),
         ):
             answer = http.post(path, json=body)
             assert answer.status_code == 422, answer.text
