@@ -43,6 +43,7 @@ from workers.codec import (
     ensure_dev_codec_key,
     generate_key,
     parse_keys,
+    web_ui_origins,
 )
 from workers.devserver import temporal_cli
 from workers.local_stack import local_stack
@@ -218,6 +219,28 @@ async def test_codec_server_decodes_for_the_web_ui_origin_only_with_auth_and_mas
     assert param == {"key": "token", "value": f"…{TOOL_TOKEN[-4:]}"}
     [opened] = await codec.decode([sealed])  # a worker's own codec decodes in full
     assert json.loads(opened.data) == order
+
+
+async def test_codec_server_decodes_an_order_of_two_mb_and_admits_the_configured_web_ui() -> None:
+    """An order near Temporal's 2 MB payload limit is some 2.7 MB of base64: aiohttp's default request
+    limit (1 MiB) refused it, and the Web UI showed it encrypted. A Web UI other than the dev server's
+    (OUTDIAL_TEMPORAL_UI_URL: self-hosted, Temporal Cloud) is admitted too."""
+    codec = EncryptionCodec(parse_keys(generate_key()))
+    [sealed] = await codec.encode(
+        [payload({"phone_number": "+33612345678", "metadata": {"k": "x" * 1_900_000}})]
+    )
+    item = {
+        "metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
+        "data": base64.b64encode(sealed.data).decode(),
+    }
+    settings = settings_for_tests(temporal_ui_url="https://temporal.example.com/namespaces/default")
+    origins = web_ui_origins(settings)
+    assert "https://temporal.example.com" in origins and "http://localhost:8233" in origins
+    async with serve_app(codec_app(codec, allowed_origins=origins)) as base, aiohttp.ClientSession() as http:
+        decoded = await http.post(f"{base}/decode", json={"payloads": [item]})
+        assert decoded.status == 200, await decoded.text()
+        preflight = await http.options(f"{base}/decode", headers={"Origin": "https://temporal.example.com"})
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://temporal.example.com"
 
 
 # --- the history on the real dev server -------------------------------------------------------------

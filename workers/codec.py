@@ -30,6 +30,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -197,7 +198,9 @@ def codec_app(
 
         return handle
 
-    app = web.Application()
+    # A history's payloads come in one request: an order of 2 MB is some 2.7 MB of base64, and the
+    # CLI's `workflow show` sends many at once (aiohttp's default, 1 MiB, refused them).
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     for path, encode in (("/encode", True), ("/decode", False)):
         app.router.add_post(path, handler(encode))
         app.router.add_route("OPTIONS", path, preflight)
@@ -219,9 +222,19 @@ def shown(payloads: Sequence[Payload]) -> list[Payload]:
     return result
 
 
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
 def web_ui_origins(settings: Settings) -> list[str]:
+    """The dev server's Web UI, and the one at OUTDIAL_TEMPORAL_UI_URL (a self-hosted UI, Temporal
+    Cloud's): the browser sends their pages' decode requests."""
     port = settings.dev_server.ui_port
-    return [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
+    origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
+    if settings.temporal_ui_url:
+        parts = urlsplit(settings.temporal_ui_url)
+        if parts.scheme and parts.netloc and (origin := f"{parts.scheme}://{parts.netloc}") not in origins:
+            origins.append(origin)
+    return origins
 
 
 async def start_codec_server(
