@@ -284,7 +284,7 @@ async def _replay(context: ApiContext, record: CallOrderRecord, digest: str) -> 
     """A retried `POST /call` with the same Idempotency-Key: the same call, never a second one."""
     if record.request_hash != digest:
         raise ApiError(409, "conflict", "this Idempotency-Key was already used with a different request body")
-    await _start_unstarted(context, record)  # the first request may have died before starting it
+    await start_unstarted(context, record)  # the first request may have died before starting it
     return JSONResponse({"call": (await current_call(context, record)).model_dump(mode="json")})
 
 
@@ -532,14 +532,14 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise ApiError(503, "unavailable", f"could not signal the call order: {err.message}") from err
-        if not await _start_unstarted(context, record, signal):
+        if not await start_unstarted(context, record, signal):
             raise ApiError(
                 409, "conflict", f"call {record.id} has ended; it can no longer be {verb}"
             ) from err
     return JSONResponse(Success().model_dump())
 
 
-async def _start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str | None = None) -> bool:
+async def start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str | None = None) -> bool:
     """Start an order whose workflow may never have started, from its row (its `POST /call` died, or
     failed with Temporal down): for a retry with its key, or with a signal (signal-with-start), so that a
     cancel ends it before any attempt, a pause holds it, a resume places it. False when its row is not

@@ -70,7 +70,7 @@ def insert_call(database: Database, placeholder: dict[str, Any]) -> CallOrderRec
 
 def keep_unstarted(database: Database, call_id: str, params: dict[str, Any]) -> None:
     """Keep an order whose start Temporal could not account for, with what starts it (if no workflow
-    wrote to it): steering it then starts it with the signal (`api.calls._start_unstarted`)."""
+    wrote to it): steering it then starts it with the signal (`api.calls.start_unstarted`)."""
     with database.session() as session:
         session.execute(
             update(CallOrderRecord)

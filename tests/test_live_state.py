@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
@@ -179,7 +179,17 @@ def test_the_cli_with_temporal_unreachable_shows_the_stored_state_or_says_so_in_
     shown = CliRunner().invoke(cli.app, ["status", call.id], env=env)
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["status"] == "scheduled" and "Temporal is unreachable" in shown.stderr
-    for command in (["cancel", call.id], ["status", str(uuid.uuid4())], ["call", "--to", "+33612345678"]):
+    upper = CliRunner().invoke(cli.app, ["status", call.id.upper()], env=env)  # as the API takes it
+    assert upper.exit_code == 0 and json.loads(upper.stdout)["id"] == call.id, upper.output
+    nulls = tmp_path / "nulls.json"  # the API takes these nulls; the flags fill them in (a TypeError before)
+    nulls.write_text(json.dumps({"phone_number": "+33612345678", "metadata": None, "assistant": None}))
+    flagged = ["call", "--json", str(nulls), "--simulation", "human", "--prompt", "Hi"]
+    for command in (
+        ["cancel", call.id],
+        ["status", str(uuid.uuid4())],
+        ["call", "--to", "+33612345678"],
+        flagged,
+    ):
         failed = CliRunner().invoke(cli.app, command, env=env)
         assert failed.exit_code == 1 and "unreachable" in failed.stderr, (command, failed.output)
         assert "Traceback" not in failed.output and len(failed.stderr.strip().splitlines()) <= 4, command
@@ -191,6 +201,8 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
     order = tmp_path / "order.json"
     order.write_text(json.dumps({"phone_number": "+33612345678", "metadata": {"n": 1}}))
     misplaced = tmp_path / "misplaced.json"  # webhook_url belongs in the assistant: not dropped in silence
+    text = tmp_path / "text.json"
+    text.write_text('"+33612345678"')
     misplaced.write_text(json.dumps({"phone_number": "+33612345678", "webhook_url": "https://example.com/h"}))
     env = {"OUTDIAL_CONFIG": "/dev/null", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
     for command, problem in (
@@ -200,6 +212,7 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
         ),
         (["call", "--json", str(order)], "metadata.n: Input should be a valid string"),
         (["call", "--json", str(misplaced)], "webhook_url: Extra inputs are not permitted"),
+        (["call", "--json", str(text), "--to", "+33612345678"], f"{text} is not a JSON object"),
         (  # Kaliningrad to Kamchatka: the order could never be called
             ["call", "--to", "+79161234567", "--prompt", "Hi"],
             "assistant.call_retry_config.timezone: +79161234567 may be in 13 timezones (Asia/Anadyr … "
@@ -419,6 +432,45 @@ async def test_the_cli_shows_an_order_terminated_in_temporal_as_cancelled(
     )
     stored = store.get_call(Database.for_url(database_url), call.organization_id, call.id)
     assert stored is not None and stored.status == "cancelled"
+
+
+async def test_the_cli_starts_a_never_started_order_when_steered_and_waits_out_a_terminated_one(
+    dev_env: WorkflowEnvironment, tmp_path: Any
+) -> None:
+    """As the API does: an order whose `POST /call` died before its workflow started (its row kept with
+    what starts it) is started by `pause` (it said "no call order"). `call --wait` on an order terminated
+    in Temporal prints it closed (a traceback before); an order over Temporal's payload limit is one line."""
+    database_url, call = stored_in_a_database(tmp_path, "initializing", 0)
+    later = {"phone_number": "+33612345678", "scheduled_at": "2099-01-05T09:00:00Z"}
+    store.keep_unstarted(Database.for_url(database_url), call.id, later)
+    queue = f"cli-{uuid.uuid4().hex[:8]}"  # no worker polls it
+    env = {**cli_env(database_url, dev_env), "OUTDIAL_TASK_QUEUE": queue}
+    paused = await asyncio.to_thread(CliRunner().invoke, cli.app, ["pause", call.id], env=env)
+    assert paused.exit_code == 0, paused.output
+    started = dev_env.client.get_workflow_handle(f"call-{call.id}")
+    assert (await started.describe()).status == WorkflowExecutionStatus.RUNNING
+    await started.terminate(reason="cleanup")
+
+    order = tmp_path / "order.json"
+    order.write_text(json.dumps(later))
+    placing = ["call", "--json", str(order), "--wait"]
+    waiting = asyncio.ensure_future(asyncio.to_thread(CliRunner().invoke, cli.app, placing, env=env))
+
+    async def placed() -> list[str]:
+        query = f"TaskQueue='{queue}' AND ExecutionStatus='Running'"
+        return [execution.id async for execution in dev_env.client.list_workflows(query)]
+
+    [placed_id] = await eventually(placed, lambda ids: len(ids) == 1)
+    await dev_env.client.get_workflow_handle(placed_id).terminate(reason="wrong list")
+    waited = await asyncio.wait_for(waiting, timeout=60)  # no worker stored it: one line says what it became
+    assert waited.exit_code == 1 and "Traceback" not in waited.output, waited.output
+    said = f"call order {placed_id.removeprefix('call-')} was terminated in Temporal: wrong list"
+    assert waited.stderr.strip().endswith(said), waited.stderr
+
+    order.write_text(json.dumps({**later, "metadata": {"k": "x" * 2_500_000}}))
+    large = await asyncio.to_thread(CliRunner().invoke, cli.app, ["call", "--json", str(order)], env=env)
+    assert large.exit_code == 2 and "Traceback" not in large.output, large.output
+    assert large.stderr.startswith("invalid call order: the call order is too large"), large.stderr
 
 
 async def test_a_terminated_orders_end_is_announced_even_if_its_first_announcement_failed(

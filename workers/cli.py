@@ -23,11 +23,18 @@ from rich.json import JSON
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.common import QueryRejectCondition
+from temporalio.exceptions import TerminatedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.providers import check_providers
+from activities.start_refusals import too_large
 from activities.webhook_secrets import (
     WebhookSecretInfo,
     WebhookSecretPinned,
@@ -36,8 +43,15 @@ from activities.webhook_secrets import (
 )
 from api import create_app
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
-from api.calls import DEFAULT_RETRY, refuse_far_future, refuse_no_common_window, signal_refused
+from api.calls import (
+    DEFAULT_RETRY,
+    refuse_far_future,
+    refuse_no_common_window,
+    signal_refused,
+    start_unstarted,
+)
 from api.closed_orders import record_closed
+from api.context import ApiContext
 from api.errors import ApiError, describe
 from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from api.schemas import CallCreateBody
@@ -351,12 +365,15 @@ def call(
     except ValueError as err:
         stderr.print(f"[red]invalid call order[/]: {escape(f'{file} is not JSON ({err})')}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if not isinstance(body, dict):
+        stderr.print(f"[red]invalid call order[/]: {escape(f'{file} is not a JSON object')}", soft_wrap=True)
+        raise typer.Exit(2)
     if to:
         body["phone_number"] = to
-    if prompt:
-        body.setdefault("assistant", {})["prompt"] = prompt
+    if prompt:  # on the file's inline assistant (null: none yet)
+        body["assistant"] = {**(body.get("assistant") or {}), "prompt": prompt}
     if simulation:
-        body.setdefault("metadata", {})["simulation"] = simulation
+        body["metadata"] = {**(body.get("metadata") or {}), "simulation": simulation}
     if force_now:
         body["force_now"] = True
     try:
@@ -372,16 +389,31 @@ def call(
     async def main() -> None:
         client = await _connected(settings)
         call_id = str(uuid.uuid4())
-        handle = await client.start_workflow(
-            "CallOrderWorkflow",
-            params,
-            id=order_workflow_id(call_id),
-            task_queue=settings.task_queue,
-            result_type=Call,
-        )
+        try:
+            handle = await client.start_workflow(
+                "CallOrderWorkflow",
+                params,
+                id=order_workflow_id(call_id),
+                task_queue=settings.task_queue,
+                result_type=Call,
+                static_summary=f"call {params.phone_number}",  # as the API's orders show in the Web UI
+            )
+        except RPCError as err:
+            if not too_large(err):
+                raise
+            stderr.print(f"[red]invalid call order[/]: the call order is too large: {escape(err.message)}")
+            raise typer.Exit(2) from None
         stderr.print(f"call order [bold]{call_id}[/] started")  # stdout: the Call alone
         if wait:
-            _print_call(await handle.result())
+            try:
+                call = await handle.result()
+            except WorkflowFailureError as err:  # terminated in Temporal (the Web UI's Terminate), or failed
+                closed = await _closed(client, handle.id)  # as `status` shows it, when a worker stored it
+                if closed is None:
+                    how = "terminated" if isinstance(err.cause, TerminatedError) else "ended"
+                    _failed(f"call order {call_id} was {how} in Temporal: {err.cause or err}")
+                call = closed
+            _print_call(call)
 
     asyncio.run(main())
 
@@ -409,10 +441,16 @@ def _print_call(call: Call) -> None:
         print(masked_json(call))
 
 
+def _call_id(call_id: str) -> str:
+    """A call id as stored, from any spelling the API takes (its workflow id, upper case, braces)."""
+    bare = call_id.removeprefix(ORDER_WORKFLOW_PREFIX)
+    with contextlib.suppress(ValueError):
+        return str(uuid.UUID(bare))
+    return bare
+
+
 def _handle(client: Client, call_id: str):  # type: ignore[no-untyped-def]
-    return client.get_workflow_handle(
-        call_id if call_id.startswith(ORDER_WORKFLOW_PREFIX) else order_workflow_id(call_id)
-    )
+    return client.get_workflow_handle(order_workflow_id(_call_id(call_id)))
 
 
 async def _connected(settings: Settings | None = None) -> Client:
@@ -507,12 +545,10 @@ def status(call_id: str) -> None:
                 raise
             said = "the query went unanswered"
             if unstarted:
-                unlaunched = stored.status == "not_launched"
-                said = (
-                    "not started (a campaign's row)"
-                    if unlaunched
-                    else "its workflow is gone (Temporal's retention)"
-                )
+                said = {
+                    "not_launched": "not started (a campaign's row)",
+                    "initializing": "not started (its POST /call failed; cancel, pause or resume starts it)",
+                }.get(stored.status, "its workflow is gone (Temporal's retention)")
             stderr.print(f"[yellow]{said}: the order's stored state[/]")
             call = stored
         _print_call(call)
@@ -557,8 +593,20 @@ async def _stored_if_reachable(call_id: str) -> Call | None:
 
 def _stored_call(call_id: str) -> Call | None:
     database = Database.for_url(Settings.load().database_url)
-    record = _stored_record(database, call_id.removeprefix(ORDER_WORKFLOW_PREFIX))
+    record = _stored_record(database, _call_id(call_id))
     return Call.model_validate(record.call) if record is not None else None
+
+
+async def _started_by(client: Client, call_id: str, signal: str) -> bool:
+    """Start, with `signal`, an order whose `POST /call` died before its workflow started (its row kept
+    `initializing` with what starts it), as the API does; False when the row is no such order's."""
+    settings = Settings.load()
+    database = Database.for_url(settings.database_url)
+    with contextlib.suppress(OperationalError):
+        record = await asyncio.to_thread(_stored_record, database, _call_id(call_id))
+        if record is not None:
+            return await start_unstarted(ApiContext(settings, database, client), record, signal)
+    return False
 
 
 def _signal_command(signal: str, doc: str) -> None:
@@ -578,7 +626,11 @@ def _signal_command(signal: str, doc: str) -> None:
             ):
                 stderr.print(f"[red]{escape(refused)}[/]", soft_wrap=True)  # as the API's 409
                 raise typer.Exit(2)
-            await handle.signal(signal)
+            try:
+                await handle.signal(signal)
+            except RPCError as err:  # no workflow: unless its POST /call died before starting it
+                if err.status != RPCStatusCode.NOT_FOUND or not await _started_by(client, call_id, signal):
+                    raise
             console.print(f"{signal.replace('_', '-')} sent to {call_id}")
 
         _on_the_order(call_id, send)
