@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from api import campaign_store, store
 from api.auth import api_keys_of
 from models.settings import Settings
-from models.tables import Database
+from models.tables import Database, Organization
 from workers.cli import app
 
 
@@ -82,6 +82,11 @@ def test_apikey_create_refuses_what_the_tables_cannot_hold_naming_the_option(
         assert f"Invalid value for {option}" in refused.output and "Traceback" not in refused.output
     assert api_keys_of(Database.for_url(url), Settings.load().organization_id) == []
     assert api_keys_of(Database.for_url(url), "org_a:b") == []
+    for command in ("show", "rotate"):  # the webhook secret's --org alike: it made the organization
+        refused = runner.invoke(app, ["webhook-secret", command, "--org", "o" * 65], env={"COLUMNS": "200"})
+        assert refused.exit_code == 2 and "Invalid value for '--org'" in refused.output, refused.output
+    with Database.for_url(url).session() as session:
+        assert session.get(Organization, "o" * 65) is None
 
 
 def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_nothing(

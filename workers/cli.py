@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.json import JSON
 from rich.markup import escape
@@ -60,7 +60,7 @@ from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.secrets import masked_json
-from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
+from models.settings import PLAINTEXT_HISTORY, ConfigError, OrganizationId, Settings
 from models.tables import CallOrderRecord, Database, unavailable, utcnow
 from workers.codec import DEFAULT_CODEC_PORT, CodecKeyError, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
@@ -309,8 +309,21 @@ webhook_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(webhook_app, name="webhook-secret")
+
+
+def _organization_id(value: str | None) -> str | None:
+    """An organization id as the tables hold it (as `apikey create` checks it): a usage error else."""
+    if value is not None:
+        try:
+            TypeAdapter(OrganizationId).validate_python(value)
+        except ValidationError as err:
+            raise typer.BadParameter(err.errors()[0]["msg"]) from None
+    return value
+
+
 OrganizationOption = Annotated[
-    str | None, typer.Option("--org", help="Organization id; default: temporal-dev.yaml's.")
+    str | None,
+    typer.Option("--org", help="Organization id; default: temporal-dev.yaml's.", callback=_organization_id),
 ]
 
 
