@@ -63,6 +63,8 @@ def test_apikey_list_shows_whole_ids_that_revoke_takes(
     (key_id,) = re.findall(r"key_[0-9a-f]+", listed.output)
     revoked = runner.invoke(app, ["apikey", "revoke", key_id])
     assert revoked.exit_code == 0 and f"revoked {key_id}" in revoked.output, revoked.output
+    unknown = runner.invoke(app, ["apikey", "revoke", "key_0000"])  # an unknown id: exit 2, as for a call
+    assert unknown.exit_code == 2 and "no key key_0000" in unknown.output, unknown.output
 
 
 def test_apikey_create_refuses_what_the_tables_cannot_hold_naming_the_option(

@@ -259,8 +259,8 @@ def apikey_revoke(
     organization = organization or settings.organization_id
     record = revoke_api_key(Database.for_url(settings.database_url), organization, key_id)
     if record is None:
-        stderr.print(f"[red]no key {key_id} in organization {organization}[/]")
-        raise typer.Exit(1)
+        stderr.print(f"[red]no key {escape(key_id)} in organization {organization}[/]", soft_wrap=True)
+        raise typer.Exit(2)  # an unknown id, as for a call or a campaign
     stderr.print(f"revoked {record.id} ({record.name}, {record.prefix}…)")
 
 
@@ -414,7 +414,8 @@ def call(
         except RPCError as err:
             if not too_large(err):
                 raise
-            stderr.print(f"[red]invalid call order[/]: the call order is too large: {escape(err.message)}")
+            said = f"the call order is too large: {err.message}"
+            stderr.print(f"[red]invalid call order[/]: {escape(said)}", soft_wrap=True)
             raise typer.Exit(2) from None
         stderr.print(f"call order [bold]{call_id}[/] started")  # stdout: the Call alone
         if wait:
@@ -526,7 +527,7 @@ def _on_the_order(
             what = f"no call order {call_id}"
             if "already completed" in err.message:
                 what = f"call order {call_id} has ended; it takes no more signals"
-            stderr.print(f"[red]{escape(what)}[/]")
+            stderr.print(f"[red]{escape(what)}[/]", soft_wrap=True)  # one line, piped too
             raise typer.Exit(2) from None
 
     asyncio.run(main())
