@@ -191,7 +191,7 @@ def test_touching_windows_form_one_range():
 
 
 def test_describe_instant():
-    assert describe_instant(utc(2026, 11, 30, 9), "Europe/Paris") == "Mon 10:00 Europe/Paris"
+    assert describe_instant(utc(2026, 11, 30, 9), "Europe/Paris") == "Mon 30 Nov 2026 10:00 Europe/Paris"
 
 
 def test_naive_datetimes_are_rejected():
@@ -207,7 +207,7 @@ def test_spring_forward_gap_opens_window_at_three():
     cfg = config(window("02:30", "04:00"), days=["sunday"])
     opened = next_allowed_instant(utc(2027, 3, 27, 23), cfg, PARIS)
     assert opened == utc(2027, 3, 28, 1)
-    assert describe_instant(opened, "Europe/Paris") == "Sun 03:00 Europe/Paris"
+    assert describe_instant(opened, "Europe/Paris") == "Sun 28 Mar 2027 03:00 Europe/Paris"
     assert not is_allowed(opened - timedelta(microseconds=1), cfg, PARIS)
 
 
@@ -241,7 +241,7 @@ def test_summer_time_past_2037_where_pytz_stops():
     first = first_attempt_at(
         now=utc(2026, 12, 7), scheduled_at=utc(2038, 7, 1), config=default, zones=ny, ignore_windows=False
     )
-    assert first == utc(2038, 7, 1, 14) and describe_instant(first, ny[0]) == "Thu 10:00 America/New_York"
+    assert first == utc(2038, 7, 1, 14) and describe_instant(first, ny[0]) == "Thu 1 Jul 2038 10:00 America/New_York"
     # Paris, 2100-03-28 (the last Sunday of March): 02:00 CET jumps to 03:00 CEST at 01:00 UTC.
     cfg = config(window("02:30", "04:00"), days=["sunday"])
     assert next_allowed_instant(utc(2100, 3, 27, 23), cfg, PARIS) == utc(2100, 3, 28, 1)
@@ -255,8 +255,8 @@ def test_window_must_hold_in_every_zone():
     zones = ["America/New_York", "America/Los_Angeles"]
     opened = next_allowed_instant(utc(2026, 6, 1, 12), CallRetryConfig(), zones)  # Monday 08:00 in NY
     assert opened == utc(2026, 6, 1, 17)
-    assert describe_instant(opened, "America/Los_Angeles") == "Mon 10:00 America/Los_Angeles"
-    assert describe_instant(opened, "America/New_York") == "Mon 13:00 America/New_York"
+    assert describe_instant(opened, "America/Los_Angeles") == "Mon 1 Jun 2026 10:00 America/Los_Angeles"
+    assert describe_instant(opened, "America/New_York") == "Mon 1 Jun 2026 13:00 America/New_York"
 
 
 def test_three_zones_intersect():

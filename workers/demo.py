@@ -104,6 +104,7 @@ async def run_demo(
             id=order_workflow_id(str(uuid.uuid4())),
             task_queue=task_queue,
             result_type=Call,
+            static_summary=f"call {params.phone_number} ({name})",  # the Web UI's list says which
         )
     calls: dict[str, Call] = {}
     deadline = asyncio.get_running_loop().time() + timeout

@@ -396,10 +396,15 @@ def first_attempt_at(
 # --- Presentation ----------------------------------------------------------------------------------
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def describe_instant(instant: datetime, zone: str) -> str:
-    """E.g. "Mon 10:00 Europe/Paris": the local time in that zone (weekday names independent of locale)."""
+    """E.g. "Mon 30 Nov 2026 10:00 Europe/Paris": the local time in that zone, its date included (a
+    weekday alone read as this week's for an order weeks away); names independent of locale."""
     local = _local(_to_utc(instant), zone)
-    return f"{WEEKDAYS[local.weekday()][:3].title()} {local:%H:%M} {zone}"
+    day = f"{WEEKDAYS[local.weekday()][:3].title()} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+    return f"{day} {local:%H:%M} {zone}"
 
 
 # --- Input checks ----------------------------------------------------------------------------------
