@@ -192,6 +192,13 @@ async def test_a_run_that_started_no_order_says_so_in_its_details(time_env, task
         details = await current_details(handle)
     assert (progress.started, progress.cursor) == (0, -1)
     assert details == "**done**: no row pending; started no order"
+    paused = await start_campaign(  # a pause's run: it read "0 orders started, cursor at row #-1"
+        time_env.client, campaign.id, ORG, task_queue, workflow_id=f"paused-{campaign.id}", paused=True
+    )
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        await eventually(lambda: current_details(paused), lambda d: d.startswith("**paused**"))
+        assert await current_details(paused) == "**paused**: this run has started no order yet"
+        await paused.terminate()
 
 
 async def test_cancelling_a_campaign_whose_order_was_terminated_in_a_call_ends(time_env, task_queue) -> None:

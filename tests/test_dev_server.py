@@ -123,7 +123,8 @@ async def test_waiting_orders_are_listed_by_call_status_and_steered_by_signals(d
     summaries = [
         json.loads(e.user_metadata.summary.data) for e in history.events if e.user_metadata.summary.data
     ]
-    assert "attempt 1/3: waiting for Mon 5 Jan 2099 10:00 Europe/Paris" in summaries  # the timer, in the Web UI
+    # the timer, as the Web UI shows it
+    assert "attempt 1/3: waiting for Mon 5 Jan 2099 10:00 Europe/Paris" in summaries
     assert "attempt 1/3: dial +33612345678" in summaries
     description = await handle.describe()
     attributes = {key.name: value for key, value in description.typed_search_attributes}

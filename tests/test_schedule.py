@@ -241,7 +241,10 @@ def test_summer_time_past_2037_where_pytz_stops():
     first = first_attempt_at(
         now=utc(2026, 12, 7), scheduled_at=utc(2038, 7, 1), config=default, zones=ny, ignore_windows=False
     )
-    assert first == utc(2038, 7, 1, 14) and describe_instant(first, ny[0]) == "Thu 1 Jul 2038 10:00 America/New_York"
+    assert (
+        first == utc(2038, 7, 1, 14)
+        and describe_instant(first, ny[0]) == "Thu 1 Jul 2038 10:00 America/New_York"
+    )
     # Paris, 2100-03-28 (the last Sunday of March): 02:00 CET jumps to 03:00 CEST at 01:00 UTC.
     cfg = config(window("02:30", "04:00"), days=["sunday"])
     assert next_allowed_instant(utc(2100, 3, 27, 23), cfg, PARIS) == utc(2100, 3, 28, 1)

@@ -232,6 +232,9 @@ class CampaignWorkflow:
             # a run that only steered (a pause, resume or cancel after the launch's run had ended)
             workflow.set_current_details(f"**{self.progress.phase}**: no row pending; started no order")
             return
+        if self.progress.cursor < 0 and started == 0:  # e.g. paused by a run that only steers
+            workflow.set_current_details(f"**{self.progress.phase}**: this run has started no order yet")
+            return
         workflow.set_current_details(
             f"**{self.progress.phase}**: {started} order{'s' * (started != 1)} started, "
             f"cursor at row #{self.progress.cursor}"
