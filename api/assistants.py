@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from activities.persistence import UnknownCallerId, assistant_view, caller_ids, resolve_caller_id
 from api import store
@@ -55,9 +55,10 @@ def _check_caller_id(
 MAX_ASSISTANT_BYTES = 256 * 1024
 
 
-def refuse_too_large(config: dict[str, Any]) -> None:
-    """A 413 for an assistant (stored, or an order's inline one) past MAX_ASSISTANT_BYTES of JSON."""
-    size = len(json.dumps(config, ensure_ascii=False).encode())
+def refuse_too_large(assistant: BaseModel, **exclude: Any) -> None:
+    """A 413 for an assistant (stored, or an order's inline one) past MAX_ASSISTANT_BYTES of JSON as its
+    orders carry it (every default filled in: a few bytes of request may be many of history)."""
+    size = len(assistant.model_dump_json(exclude_none=True, **exclude).encode())
     if size > MAX_ASSISTANT_BYTES:
         raise ApiError(
             413,
@@ -69,9 +70,8 @@ def refuse_too_large(config: dict[str, Any]) -> None:
 
 def _config(assistant: AssistantCreateParams) -> dict[str, Any]:
     """The stored configuration; a 413 past MAX_ASSISTANT_BYTES of JSON."""
-    config = assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
-    refuse_too_large(config)
-    return config
+    refuse_too_large(assistant, exclude={"name"})
+    return assistant.model_dump(mode="json", exclude_none=True, exclude={"name"})
 
 
 def _create(

@@ -197,16 +197,19 @@ async def contact_checked_before_a_retry(client: Client, task_queue: str) -> Non
 
 
 CANCELLED_WHILE_RINGING = "call-00000000-0000-4000-8000-000000000043"
+# The same since the patch `cancelled-step-hung-up` (its marker, the wait that holds through a second
+# cancellation).
+CANCELLED_WHILE_RINGING_SINCE_HANG_UP = "call-00000000-0000-4000-8000-000000000045"
 
 
-async def cancelled_while_ringing(client: Client, task_queue: str) -> None:
+async def cancelled_while_ringing(client: Client, task_queue: str, workflow_id: str) -> None:
     """The cancel signal while the phone rings: the dial is waited for until it has ended (patch
     `cancelled-step-ends-before-its-permit`) before the order closes."""
-    if (HISTORIES / f"{CANCELLED_WHILE_RINGING}.json").exists():
+    if (HISTORIES / f"{workflow_id}.json").exists():
         return
     ringing = scenario("human", metadata={"simulation": "human", "simulation.ring_seconds": "30"})
     handle = await client.start_workflow(
-        CallOrderWorkflow.run, ringing, id=CANCELLED_WHILE_RINGING, task_queue=task_queue
+        CallOrderWorkflow.run, ringing, id=workflow_id, task_queue=task_queue
     )
     await eventually(lambda: handle.query(CallOrderWorkflow.attempts), lambda a: bool(a))
     await handle.signal(CallOrderWorkflow.cancel)
@@ -529,7 +532,8 @@ async def main() -> None:
             await semaphore_with_a_full_queue(env.client, "record")
             await notifications(env.client, "record", base)
             await contact_checked_before_a_retry(env.client, "record")
-            await cancelled_while_ringing(env.client, "record")
+            await cancelled_while_ringing(env.client, "record", CANCELLED_WHILE_RINGING)
+            await cancelled_while_ringing(env.client, "record", CANCELLED_WHILE_RINGING_SINCE_HANG_UP)
             await notified_in_batches(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():

@@ -241,15 +241,20 @@ async def test_a_cancelled_conversation_whose_agent_is_gone_is_hung_up_before_th
 ):
     """The voice agent completes converse itself; cancelled while its agent is gone, the conversation
     ends only by its heartbeat timeout, and nobody hung up: the order does, then gives its permit back
-    (before, the line stayed open in silence, and the next order on the key could ring beside it). On
-    the real server, in real time (30 s): the time-skipping one does not time out an async activity
-    whose cancellation was asked for."""
+    (before, the line stayed open in silence, and the next order on the key could ring beside it). The
+    trunk refuses the first hang-up, and Temporal's cancellation comes meanwhile: the order still hangs up
+    first. On the real server, in real time (30 s): the time-skipping one does not time out an async
+    activity whose cancellation was asked for."""
     hung_up: list[HangUpRequest] = []
+    tries: list[HangUpRequest] = []
 
     async def agent_gone(self: SimulatedTelephony, request: ConverseRequest) -> ConverseResult:
         activity.raise_complete_async()  # handed to an agent that never reports
 
     async def end_call(self: SimulatedTelephony, request: HangUpRequest) -> None:
+        tries.append(request)
+        if len(tries) == 1:
+            raise RuntimeError("the trunk is busy")  # retried
         hung_up.append(request)
 
     monkeypatch.setattr(SimulatedTelephony, "converse", agent_gone)
@@ -262,7 +267,9 @@ async def test_a_cancelled_conversation_whose_agent_is_gone_is_hung_up_before_th
             lambda: handle.query(CallOrderWorkflow.attempts), lambda a: bool(a) and a[0].status == "ongoing"
         )
         await handle.signal(CallOrderWorkflow.cancel)
-        call = await asyncio.wait_for(handle.result(), timeout=120)  # after converse's heartbeat timeout
+        await eventually(lambda: asyncio.sleep(0, len(tries)), lambda n: n == 1, timeout=90)  # 30 s on
+        await handle.cancel()  # Temporal's cancellation on top, while it hangs up
+        call = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()
     assert call.status == "cancelled" and call.call_attempts[0].end_reason == "participant_removed"
     [request] = hung_up

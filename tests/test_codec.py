@@ -233,7 +233,8 @@ async def test_codec_server_decodes_an_order_of_two_mb_and_admits_the_configured
         "metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
         "data": base64.b64encode(sealed.data).decode(),
     }
-    settings = settings_for_tests(temporal_ui_url="https://temporal.example.com/namespaces/default")
+    # as written in the setting; the browser sends the origin in lower case, without the default port
+    settings = settings_for_tests(temporal_ui_url="https://Temporal.Example.com:443/namespaces/default")
     origins = web_ui_origins(settings)
     assert "https://temporal.example.com" in origins and "http://localhost:8233" in origins
     async with serve_app(codec_app(codec, allowed_origins=origins)) as base, aiohttp.ClientSession() as http:

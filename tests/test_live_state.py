@@ -203,6 +203,8 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
     misplaced = tmp_path / "misplaced.json"  # webhook_url belongs in the assistant: not dropped in silence
     text = tmp_path / "text.json"
     text.write_text('"+33612345678"')
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({"phone_number": "+33612345678", "assistant": "asst_1"}))
     misplaced.write_text(json.dumps({"phone_number": "+33612345678", "webhook_url": "https://example.com/h"}))
     env = {"OUTDIAL_CONFIG": "/dev/null", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
     for command, problem in (
@@ -213,6 +215,10 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
         (["call", "--json", str(order)], "metadata.n: Input should be a valid string"),
         (["call", "--json", str(misplaced)], "webhook_url: Extra inputs are not permitted"),
         (["call", "--json", str(text), "--to", "+33612345678"], f"{text} is not a JSON object"),
+        (  # a flag on a field of the wrong kind: named by validation (a TypeError before)
+            ["call", "--json", str(named), "--prompt", "Hi"],
+            "assistant: Input should be a valid dictionary or instance of Assistant",
+        ),
         (  # Kaliningrad to Kamchatka: the order could never be called
             ["call", "--to", "+79161234567", "--prompt", "Hi"],
             "assistant.call_retry_config.timezone: +79161234567 may be in 13 timezones (Asia/Anadyr … "
@@ -445,6 +451,9 @@ async def test_the_cli_starts_a_never_started_order_when_steered_and_waits_out_a
     store.keep_unstarted(Database.for_url(database_url), call.id, later)
     queue = f"cli-{uuid.uuid4().hex[:8]}"  # no worker polls it
     env = {**cli_env(database_url, dev_env), "OUTDIAL_TASK_QUEUE": queue}
+    keyless = {**env, "OUTDIAL_CODEC_KEY": ""}  # its start would write the order's secrets in clear
+    refused = await asyncio.to_thread(CliRunner().invoke, cli.app, ["pause", call.id], env=keyless)
+    assert refused.exit_code == 2 and "OUTDIAL_CODEC_KEY is not set" in refused.stderr, refused.output
     paused = await asyncio.to_thread(CliRunner().invoke, cli.app, ["pause", call.id], env=env)
     assert paused.exit_code == 0, paused.output
     started = dev_env.client.get_workflow_handle(f"call-{call.id}")

@@ -541,21 +541,34 @@ async def order_and_notifications(
     return call, report
 
 
-async def test_a_large_calls_notifications_are_all_delivered(time_env, task_queue) -> None:  # type: ignore[no-untyped-def]
-    """A 200 KB assistant (under the API's bound) posting to 24 Slack channels: every request holds the
-    whole Call, some 5 MB in all, over the 4 MB one workflow task may send. They are scheduled in
-    batches; before, the notifications workflow failed its first task for good and nothing was sent."""
+@pytest.mark.parametrize(
+    ("prompt", "note", "count"),
+    [
+        # a 200 KB assistant to 24 channels: some 5 MB in all
+        ("y" * 200_000, "", 24),
+        # a Call of 1 MB in UTF-8 but 250,000 characters (emoji) to 5 channels: counted in characters,
+        # 8 requests fitted in one task, some 5 MB
+        ("Offer a demo.", "\U0001f600" * 250_000, 5),
+    ],
+    ids=["many-channels", "utf8-bytes"],
+)
+async def test_a_large_calls_notifications_are_all_delivered(
+    time_env, task_queue, prompt, note, count
+) -> None:  # type: ignore[no-untyped-def]
+    """Every delivery's request holds the whole Call, and one workflow task may send 4 MB: they are
+    scheduled in batches; before, the notifications workflow failed its first task for good and nothing
+    was sent."""
     call_id = str(uuid.uuid4())
-    channels = [{"id": f"C0{n:04d}"} for n in range(24)]
+    channels = [{"id": f"C0{n:04d}"} for n in range(count)]
     params = CallCreateParams.model_validate(
         {
             "phone_number": "+33612345678",
             "assistant": {
-                "prompt": "Offer a demo. " + "y" * 200_000,
+                "prompt": prompt,
                 "slack": {"channels": channels, "connection_id": "conn_1", "outcomes": ["interested"]},
             },
             "force_now": True,
-            "metadata": {"simulation": "human:interested"},
+            "metadata": {"simulation": "human:interested", "note": note},
         }
     )
     call, report = await order_and_notifications(time_env, task_queue, settings_for_tests(), params, call_id)

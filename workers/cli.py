@@ -218,7 +218,7 @@ def apikey_create(
         problem = err.errors()[0]
         option = {"organization_id": "--org"}.get(str(problem["loc"][0]), f"--{problem['loc'][0]}")
         raise typer.BadParameter(problem["msg"], param_hint=option) from None
-    stderr.print(f"API key for organization [bold]{organization}[/] ({name}):")
+    stderr.print(f"API key for organization [bold]{escape(organization)}[/] ({escape(name)}):")
     print(key)
 
 
@@ -232,7 +232,7 @@ def apikey_list(
     settings = Settings.load()
     organization = organization or settings.organization_id
     keys = api_keys_of(Database.for_url(settings.database_url), organization)
-    table = Table(title=f"API keys of {organization}")
+    table = Table(title=f"API keys of {escape(organization)}")
     # whole on any terminal: `outdial apikey revoke` takes the id as shown
     table.add_column("id", no_wrap=True, min_width=max((len(key.id) for key in keys), default=2))
     for column in ("name", "prefix", "created", "revoked"):
@@ -240,7 +240,7 @@ def apikey_list(
     for key in keys:
         revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
         table.add_row(
-            key.id, key.name, key.prefix + "…", key.created_at.isoformat(timespec="seconds"), revoked
+            key.id, escape(key.name), key.prefix + "…", key.created_at.isoformat(timespec="seconds"), revoked
         )
     Console().print(table)
 
@@ -259,9 +259,10 @@ def apikey_revoke(
     organization = organization or settings.organization_id
     record = revoke_api_key(Database.for_url(settings.database_url), organization, key_id)
     if record is None:
-        stderr.print(f"[red]no key {escape(key_id)} in organization {organization}[/]", soft_wrap=True)
+        unknown = f"no key {key_id} in organization {organization}"
+        stderr.print(f"[red]{escape(unknown)}[/]", soft_wrap=True)
         raise typer.Exit(2)  # an unknown id, as for a call or a campaign
-    stderr.print(f"revoked {record.id} ({record.name}, {record.prefix}…)")
+    stderr.print(f"revoked {record.id} ({escape(record.name)}, {record.prefix}…)")
 
 
 codec_app = typer.Typer(
@@ -329,7 +330,7 @@ OrganizationOption = Annotated[
 
 def _print_secret(info: WebhookSecretInfo) -> None:
     notes = stderr
-    notes.print(f"webhook signing secret of organization [bold]{info.organization_id}[/]:")
+    notes.print(f"webhook signing secret of organization [bold]{escape(info.organization_id)}[/]:")
     if info.pinned_by_environment:
         notes.print("(pinned by OUTDIAL_WEBHOOK_SECRET)")
     if info.previous_secret_valid_until:
@@ -383,10 +384,10 @@ def call(
         raise typer.Exit(2)
     if to:
         body["phone_number"] = to
-    if prompt:  # on the file's inline assistant (null: none yet)
-        body["assistant"] = {**(body.get("assistant") or {}), "prompt": prompt}
-    if simulation:
-        body["metadata"] = {**(body.get("metadata") or {}), "simulation": simulation}
+    for field, name, value in (("assistant", "prompt", prompt), ("metadata", "simulation", simulation)):
+        given = body.get(field)
+        if value and (given is None or isinstance(given, dict)):  # else validation names the field
+            body[field] = {**(given or {}), name: value}
     if force_now:
         body["force_now"] = True
     try:
@@ -559,11 +560,18 @@ def status(call_id: str) -> None:
                 raise
             said = "the query went unanswered"
             if unstarted:
-                said = {
-                    "not_launched": "not started (a campaign's row)",
-                    "initializing": "not started (its POST /call failed; cancel, pause or resume starts it)",
-                }.get(stored.status, "its workflow is gone (Temporal's retention)")
-            stderr.print(f"[yellow]{said}: the order's stored state[/]")
+                said = "its workflow is gone (Temporal's retention)"
+                if stored.status == "not_launched":
+                    said = "not started (a campaign's row)"
+                elif stored.status == "initializing":
+                    record = await asyncio.to_thread(
+                        _stored_record, Database.for_url(Settings.load().database_url), _call_id(call_id)
+                    )
+                    startable = record is not None and record.params is not None
+                    said = "not started (its POST /call failed" + (
+                        "; cancel, pause or resume starts it)" if startable else ")"
+                    )
+            stderr.print(f"[yellow]{escape(said)}: the order's stored state[/]", soft_wrap=True)
             call = stored
         _print_call(call)
 
@@ -618,8 +626,12 @@ async def _started_by(client: Client, call_id: str, signal: str) -> bool:
     database = Database.for_url(settings.database_url)
     with contextlib.suppress(OperationalError):
         record = await asyncio.to_thread(_stored_record, database, _call_id(call_id))
-        if record is not None:
-            return await start_unstarted(ApiContext(settings, database, client), record, signal)
+        if record is not None and record.seq == 0 and record.params is not None:
+            _encrypted(settings)  # its start writes the order's secrets into Temporal's history
+            try:
+                return await start_unstarted(ApiContext(settings, database, client), record, signal)
+            except ApiError as err:  # Temporal could not say it started: a retry finds out
+                _failed(f"call order {call_id} could not be started: {err.message}")
     return False
 
 

@@ -230,11 +230,27 @@ def web_ui_origins(settings: Settings) -> list[str]:
     Cloud's): the browser sends their pages' decode requests."""
     port = settings.dev_server.ui_port
     origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
-    if settings.temporal_ui_url:
-        parts = urlsplit(settings.temporal_ui_url)
-        if parts.scheme and parts.netloc and (origin := f"{parts.scheme}://{parts.netloc}") not in origins:
-            origins.append(origin)
+    origin = _origin(settings.temporal_ui_url) if settings.temporal_ui_url else None
+    if origin and origin not in origins:
+        origins.append(origin)
     return origins
+
+
+def _origin(url: str) -> str | None:
+    """The origin a browser sends for pages at `url`: scheme and host in lower case, the port only when
+    not the scheme's own, no login (`https://Temporal.example.com:443/x` is `https://temporal.example.com`)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host:
+        log.warning("OUTDIAL_TEMPORAL_UI_URL %r is not an http(s) URL: no Web UI admitted from it", url)
+        return None
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 async def start_codec_server(

@@ -109,6 +109,10 @@ CONTACT_CHECKED_BEFORE_EACH_ATTEMPT = "contact-checked-before-each-attempt"
 # A cancelled dial or conversation is waited for until it has ended (the phone stopped ringing, the agent
 # hung up) before the order gives its permit back; before, the next order on the key rang meanwhile.
 CANCELLED_STEP_ENDS_BEFORE_ITS_PERMIT = "cancelled-step-ends-before-its-permit"
+# That wait holds through Temporal's cancellation coming on top of the signal's, and a step that ended by
+# timing out (its worker or voice agent gone) is hung up (`hang_up`) before the permit goes back.
+CANCELLED_STEP_HUNG_UP = "cancelled-step-hung-up"
+HANG_UP_PATIENCE = timedelta(minutes=10)  # LiveKit down, or a rolling deploy's older workers meanwhile
 
 # The order's first reads of the database: an outage (PostgreSQL restarting) is waited out, as by
 # persist_call, not fatal after 5 tries in some 15 s; what the order itself gets wrong is final.
@@ -909,23 +913,24 @@ class CallOrderWorkflow:
         handle.add_done_callback(lambda step: step.cancelled() or step.exception())
         if ending is None:
             return
-        cancelled = False
-        while not handle.done():
-            try:
-                await workflow.wait([handle])
-            except asyncio.CancelledError:  # Temporal's cancellation after the signal's: the step ends first
-                cancelled = True
+        if not workflow.patched(CANCELLED_STEP_HUNG_UP):  # an order that cancelled a step before it
+            await workflow.wait([handle])
+            return
+        cancelled = await _until_done(handle)
         if not handle.cancelled() and _timed_out(handle.exception()):
-            try:
-                await workflow.execute_activity_method(
-                    CallActivities.hang_up,
-                    ending,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_attempts=5),
-                    summary="hang up: the cancelled step ended without",
-                )
-            except ActivityError as err:  # what could be done was: the order ends all the same
-                workflow.logger.warning("attempt %s: hang-up failed: %s", ending.attempt_id, _reason(err))
+            hanging_up = workflow.start_activity_method(
+                CallActivities.hang_up,
+                ending,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=HANG_UP_PATIENCE,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                summary="hang up: the cancelled step ended without",
+            )
+            cancelled = await _until_done(hanging_up) or cancelled
+            if hanging_up.exception() is not None:  # what could be done was: the order ends all the same
+                why = hanging_up.exception()
+                reason = _reason(why) if isinstance(why, ActivityError) else str(why)
+                workflow.logger.warning("attempt %s: hang-up failed: %s", ending.attempt_id, reason)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -941,6 +946,18 @@ class CallOrderWorkflow:
         for result in results:
             if isinstance(result, BaseException):
                 workflow.logger.warning("call order state not persisted: %s", result)
+
+
+async def _until_done(step: workflow.ActivityHandle) -> bool:  # type: ignore[type-arg]
+    """Wait for `step` to end, through Temporal's cancellation of the order (which `workflow.wait`
+    does not pass on to it); True when that cancellation came meanwhile, for the caller to raise."""
+    cancelled = False
+    while not step.done():
+        try:
+            await workflow.wait([step])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 def _timed_out(err: BaseException | None) -> bool:

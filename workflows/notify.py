@@ -111,7 +111,8 @@ BATCH_PAUSE = timedelta(milliseconds=1)
 
 def _deliveries_per_task(request: NotifyRequest) -> int:
     """How many deliveries of this Call one workflow task may schedule."""
-    fitting = TASK_MESSAGE_BUDGET // max(1, len(request.call.model_dump_json()))
+    size = len(request.call.model_dump_json().encode())  # bytes, as sent: UTF-8 text is not escaped
+    fitting = TASK_MESSAGE_BUDGET // max(1, size)
     return max(1, min(DELIVERIES_PER_TASK, fitting))
 
 
