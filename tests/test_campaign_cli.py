@@ -24,14 +24,14 @@ def test_create_from_csv_then_status(tmp_path: Path, monkeypatch: pytest.MonkeyP
     csv_file.write_text(
         "to_phone_number,name,company,metadata.simulation\n"
         "+33612345678,Claire,Acme,human:interested\n"
-        "not-a-number,Bad,Nope,human\n"
+        "[/bold],Bad,Nope,human\n"  # rich markup in a cell and in the name: printed as written
         "+33612345679,Short\n"  # cells missing: empty (the whole file was refused)
         "+33612345670,Long,Corp,human,extra\n"  # a cell past the header's: ignored (was a traceback)
     )
     runner = CliRunner()
-    created = runner.invoke(app, ["campaign", "create", str(csv_file), "--name", "CSV pilot"])
+    created = runner.invoke(app, ["campaign", "create", str(csv_file), "--name", "CSV [/] pilot"])
     assert created.exit_code == 0, created.output
-    assert "4 rows, 1 skipped" in created.output and "invalid_phone_number" in created.output
+    assert "4 rows, 1 skipped" in created.output and "([/bold]): invalid_phone_number" in created.output
 
     settings = Settings.load()
     (campaign,) = campaign_store.list_campaigns(Database.for_url(url), settings.organization_id)
@@ -45,7 +45,7 @@ def test_create_from_csv_then_status(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     status = runner.invoke(app, ["campaign", "status", campaign.id])
     assert status.exit_code == 0, status.output
-    assert "CSV pilot" in status.output and "'not_launched': 3" in status.output
+    assert "CSV [/] pilot" in status.output and "'not_launched': 3" in status.output
     missing = runner.invoke(app, ["campaign", "status", "nope"])
     assert missing.exit_code == 2 and "not found" in missing.output
 

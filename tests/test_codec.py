@@ -237,6 +237,8 @@ async def test_codec_server_decodes_an_order_of_two_mb_and_admits_the_configured
     settings = settings_for_tests(temporal_ui_url="https://Temporal.Example.com:443/namespaces/default")
     origins = web_ui_origins(settings)
     assert "https://temporal.example.com" in origins and "http://localhost:8233" in origins
+    idn = settings.model_copy(update={"temporal_ui_url": "https://bücher.example/temporal"})
+    assert "https://xn--bcher-kva.example" in web_ui_origins(idn)  # its Origin header, as browsers send it
     async with serve_app(codec_app(codec, allowed_origins=origins)) as base, aiohttp.ClientSession() as http:
         decoded = await http.post(f"{base}/decode", json={"payloads": [item]})
         assert decoded.status == 200, await decoded.text()

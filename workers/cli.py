@@ -489,7 +489,7 @@ async def _in_its_namespace(client: Client, settings: Settings) -> Client:
 
 def _failed(message: str) -> NoReturn:
     """A one-line error (exit 1), not a traceback."""
-    stderr.print(f"[red]{message}[/]", soft_wrap=True)  # one line, as long as it is
+    stderr.print(f"[red]{escape(message)}[/]", soft_wrap=True)  # one line, as long as it is
     raise typer.Exit(1) from None
 
 
@@ -657,7 +657,7 @@ def _signal_command(signal: str, doc: str) -> None:
             except RPCError as err:  # no workflow: unless its POST /call died before starting it
                 if err.status != RPCStatusCode.NOT_FOUND or not await _started_by(client, call_id, signal):
                     raise
-            console.print(f"{signal.replace('_', '-')} sent to {call_id}")
+            console.print(escape(f"{signal.replace('_', '-')} sent to {call_id}"))
 
         _on_the_order(call_id, send)
 
@@ -790,7 +790,7 @@ def campaign_create(
         f"campaign [bold]{campaign.id}[/] created: {campaign.row_count} rows, {len(skipped)} skipped"
     )
     for skip in skipped:
-        console.print(f"  row {skip.row_index} ({skip.phone_number}): {skip.reason}: {skip.message}")
+        console.print(escape(f"  row {skip.row_index} ({skip.phone_number}): {skip.reason}: {skip.message}"))
 
 
 @campaign_app.command("launch")
@@ -829,8 +829,9 @@ def campaign_status(campaign_id: str) -> None:
     record = campaign_store.get_campaign(database, settings.organization_id, campaign_id)
     summary = campaign_stats.summarize(campaign_stats.row_facts(database, record.id))
     rate = summary.reached_human_rate
+    status = campaign_stats.campaign_status(record, summary)
     console.print(
-        f"[bold]{record.name}[/] ({campaign_stats.campaign_status(record, summary)}): {summary.rows} rows, "
+        f"[bold]{escape(record.name)}[/] ({status}): {summary.rows} rows, "
         f"{summary.attempts} attempts, reached a human: {summary.reached_human}"
         + (f" ({rate:.0%} of those called)" if rate is not None else "")
     )
@@ -858,7 +859,7 @@ def _campaign_signal(signal: str, doc: str) -> None:
             database = Database.for_url(settings.database_url)
             client = await _connected(settings)
             await steer_campaign(client, settings, database, settings.organization_id, campaign_id, signal)
-            console.print(f"{signal} sent to campaign {campaign_id}")
+            console.print(escape(f"{signal} sent to campaign {campaign_id}"))
 
         asyncio.run(main())
 

@@ -248,7 +248,7 @@ def _origin(url: str) -> str | None:
     if scheme not in ("http", "https") or not host:
         log.warning("OUTDIAL_TEMPORAL_UI_URL %r is not an http(s) URL: no Web UI admitted from it", url)
         return None
-    host = f"[{host}]" if ":" in host else host
+    host = f"[{host}]" if ":" in host else host.encode("idna").decode()  # bücher.example: xn--bcher-kva
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
 
