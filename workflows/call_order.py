@@ -918,21 +918,26 @@ class CallOrderWorkflow:
             return
         cancelled = await _until_done(handle)
         if not handle.cancelled() and _timed_out(handle.exception()):
-            hanging_up = workflow.start_activity_method(
-                CallActivities.hang_up,
-                ending,
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=HANG_UP_PATIENCE,
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-                summary="hang up: the cancelled step ended without",
-            )
-            cancelled = await _until_done(hanging_up) or cancelled
-            if hanging_up.exception() is not None:  # what could be done was: the order ends all the same
-                why = hanging_up.exception()
-                reason = _reason(why) if isinstance(why, ActivityError) else str(why)
-                workflow.logger.warning("attempt %s: hang-up failed: %s", ending.attempt_id, reason)
+            cancelled = await self._hang_up(ending) or cancelled
         if cancelled:
             raise asyncio.CancelledError
+
+    async def _hang_up(self, ending: HangUpRequest) -> bool:
+        """Hang up a cancelled step's call that nobody hung up (its worker or voice agent gone), retried
+        for HANG_UP_PATIENCE through Temporal's cancellation too: True when that came meanwhile."""
+        hanging_up = workflow.start_activity_method(
+            CallActivities.hang_up,
+            ending,
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=HANG_UP_PATIENCE,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            summary="hang up: the cancelled step's worker or voice agent is gone",
+        )
+        cancelled = await _until_done(hanging_up)
+        if (why := hanging_up.exception()) is not None:  # what could be done was: the order ends all the same
+            reason = _reason(why) if isinstance(why, ActivityError) else str(why)
+            workflow.logger.warning("attempt %s: hang-up failed: %s", ending.attempt_id, reason)
+        return cancelled
 
     def _on_resolution_written(self, write: workflow.ActivityHandle[bool]) -> None:
         """Stored (or overtaken by a newer write, which held it too): the row has the assistant."""
