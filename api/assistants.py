@@ -55,10 +55,10 @@ def _check_caller_id(
 MAX_ASSISTANT_BYTES = 256 * 1024
 
 
-def refuse_too_large(assistant: BaseModel, **exclude: Any) -> None:
+def refuse_too_large(assistant: BaseModel, **dump: Any) -> None:
     """A 413 for an assistant (stored, or an order's inline one) past MAX_ASSISTANT_BYTES of JSON as its
     orders carry it (every default filled in: a few bytes of request may be many of history)."""
-    size = len(assistant.model_dump_json(**exclude).encode())  # nulls included, as the steps carry it
+    size = len(assistant.model_dump_json(**dump).encode())  # nulls included, as the steps carry it
     if size > MAX_ASSISTANT_BYTES:
         raise ApiError(
             413,
