@@ -61,6 +61,10 @@ def test_apikey_list_shows_whole_ids_that_revoke_takes(
     listed = runner.invoke(app, ["apikey", "list"], env={"COLUMNS": "60"})
     assert listed.exit_code == 0, listed.output
     (key_id,) = re.findall(r"key_[0-9a-f]+", listed.output)
+    # piped: a key a line, every value whole (the table cut the times to "2026-12-07…")
+    [header, line] = listed.output.splitlines()
+    assert header.split("\t") == ["id", "name", "prefix", "created", "revoked"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", line.split("\t")[3]), line
     revoked = runner.invoke(app, ["apikey", "revoke", key_id])
     assert revoked.exit_code == 0 and f"revoked {key_id}" in revoked.output, revoked.output
     unknown = runner.invoke(app, ["apikey", "revoke", "key_0000"])  # an unknown id: exit 2, as for a call

@@ -232,17 +232,29 @@ def apikey_list(
     settings = Settings.load()
     organization = organization or settings.organization_id
     keys = api_keys_of(Database.for_url(settings.database_url), organization)
+    columns = ("id", "name", "prefix", "created", "revoked")
+    rows = [
+        (
+            key.id,
+            key.name,
+            key.prefix + "…",
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
+        for key in keys
+    ]
+    if not console.is_terminal:  # piped: every value whole, a key a line (a table is cut to 80 columns)
+        for row in (columns, *rows):
+            print("\t".join(row))
+        return
     table = Table(title=f"API keys of {escape(organization)}")
     # whole on any terminal: `outdial apikey revoke` takes the id as shown
     table.add_column("id", no_wrap=True, min_width=max((len(key.id) for key in keys), default=2))
-    for column in ("name", "prefix", "created", "revoked"):
+    for column in columns[1:]:
         table.add_column(column)
-    for key in keys:
-        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
-        table.add_row(
-            key.id, escape(key.name), key.prefix + "…", key.created_at.isoformat(timespec="seconds"), revoked
-        )
-    Console().print(table)
+    for key_id, name, *rest in rows:
+        table.add_row(key_id, escape(name), *rest)
+    console.print(table)
 
 
 @apikey_app.command("revoke")
