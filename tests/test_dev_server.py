@@ -10,12 +10,16 @@ import shutil
 import uuid
 from datetime import timedelta
 
+import pytest
 from rich.console import Console
+from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from models import Call, CallCreateParams
 from tests.helpers import eventually, settings_for_tests
 from workers import create_worker
+from workers.cli import app
 from workers.demo import DEMO_EMAIL, await_notifications, run_demo, webhook_receiver
 from workers.mailsink import MailSink, start_mail_sink
 from workflows.call_order import CallOrderWorkflow
@@ -133,3 +137,32 @@ async def test_waiting_orders_are_listed_by_call_status_and_steered_by_signals(d
     assert description.close_time is not None and description.close_time - description.start_time < timedelta(
         minutes=1
     )
+
+
+async def test_an_order_refused_as_invalid_answers_queries_with_why(dev_env, task_queue, tmp_path):
+    """Started past the API with a body it would refuse, the order fails at once; its queries, the Web
+    UI's stack trace and `outdial status` then say why at once, rather than each waiting out its
+    deadline (a workflow whose __init__ raised answers no query)."""
+    call_id = str(uuid.uuid4())
+    body = {"phone_number": "0612345678"}
+    async with create_worker(dev_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await dev_env.client.start_workflow(
+            "CallOrderWorkflow", body, id=f"call-{call_id}", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), timeout=30)
+        with pytest.raises(WorkflowQueryFailedError, match="phone_number: .*not an E.164 phone number"):
+            await handle.query(CallOrderWorkflow.status, rpc_timeout=timedelta(seconds=10))
+        stack = await temporal_cli(dev_env, "workflow", "stack", "--workflow-id", handle.id)
+        assert "run" in stack  # the SDK's own query answers too: the Web UI's "Stack Trace" tab
+        env = {
+            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "TEMPORAL_NAMESPACE": dev_env.client.namespace,
+            "OUTDIAL_TASK_QUEUE": task_queue,
+            "OUTDIAL_CONFIG": "/dev/null",
+            "OUTDIAL_CODEC_KEY": "plaintext",
+            "OUTDIAL_DATABASE_URL": f"sqlite:///{tmp_path}/outdial.db",
+        }
+        printed = await asyncio.to_thread(CliRunner().invoke, app, ["status", call_id], env=env)
+    assert printed.exit_code == 1, printed.output
+    assert printed.output.startswith(f"call order {call_id}: invalid input: phone_number:"), printed.output

@@ -533,6 +533,8 @@ def _on_the_order(
                 f"({str(err).strip(chr(39))}): set OUTDIAL_CODEC_KEY to the workers' (beside "
                 "temporal-dev.yaml, the CLI reads the one `outdial dev` made)"
             )
+        except WorkflowQueryFailedError as err:  # an order refused as invalid: it says why
+            _failed(f"call order {call_id}: {err}")
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 _failed(f"Temporal could not do it: {err}")

@@ -177,6 +177,22 @@ def memo_of(name: str, type_hint: Any, default: Any) -> Any:
 class CallOrderWorkflow:
     @workflow.init
     def __init__(self, order: RawValue) -> None:
+        # What the signals touch: they run before `run`, on an order refused too.
+        self.status: CallStatus = "initializing"
+        self.cancel_requested = False
+        self.paused = False
+        self.call_now = False  # one-shot: the force_now signal ends the current wait
+        self.permits: PermitHolder | None = None
+        self.refusal: ApplicationError | None = None
+        try:
+            self._admit(order)
+        except ApplicationError as refusal:
+            # An order the API would refuse fails in `run`: a workflow whose __init__ raised answers no
+            # query at all (each waits out its deadline), not even the Web UI's stack trace.
+            self.refusal = refusal
+
+    def _admit(self, order: RawValue) -> None:
+        """The order's parameters, id and memo, held to what the API admits; then its initial state."""
         self.params = params = admitted(order)
         workflow_id = workflow.info().workflow_id
         self.call_id = workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
@@ -191,7 +207,6 @@ class CallOrderWorkflow:
         # A campaign's order: its campaign, and the campaign's call_retry_config (over the assistant's).
         self.campaign = memo_of("campaign", CallCampaign, None)
         self.retry_override = memo_of("call_retry_config", CallRetryConfig, None)
-        self.status: CallStatus = "initializing"
         self.order: PreparedOrder | None = None
         self.attempts: list[CallAttempt] = []  # oldest first; the Call shows them most recent first
         self.contact_checked_at = datetime.min.replace(tzinfo=UTC)  # do-not-contact, last asked
@@ -206,10 +221,7 @@ class CallOrderWorkflow:
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
         self._shows_next_attempt = False  # NextAttemptAt is set (search attribute)
-        self.cancel_requested = False
-        self.paused = False
         self.force_now = bool(params.force_now)
-        self.call_now = False  # one-shot: the force_now signal ends the current wait
         self.asks_again_at: datetime | None = None  # the key's queue was full: when the order asks again
         self.permits = (
             PermitHolder(
@@ -229,6 +241,8 @@ class CallOrderWorkflow:
     @workflow.run
     async def run(self, order: RawValue) -> Call:
         """The order: a `CallCreateParams` (`admitted` in `__init__`)."""
+        if self.refusal:
+            raise self.refusal
         params = self.params
         workflow.upsert_search_attributes(
             [sa.TO_PHONE_NUMBER.value_set(params.phone_number)]
@@ -694,14 +708,17 @@ class CallOrderWorkflow:
 
     @workflow.query
     def status(self) -> str:
+        self._answerable()
         return self.status
 
     @workflow.query
     def attempts(self) -> list[CallAttempt]:
+        self._answerable()
         return list(reversed(self.attempts))
 
     @workflow.query(name="call")
     def call(self) -> Call:
+        self._answerable()
         order = self.order
         assistant = order.assistant if order else self.unprepared
         retry = order.retry if order else self.retry_override
@@ -732,6 +749,11 @@ class CallOrderWorkflow:
             outcome=self.outcome,
             outcome_summary=self.outcome_summary,
         )
+
+    def _answerable(self) -> None:
+        """A query on an order refused has nothing to tell but why: it fails with the refusal."""
+        if self.refusal:
+            raise self.refusal
 
     def _requested_caller_id(self) -> str:
         inline = self.params.assistant
