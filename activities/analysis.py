@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
@@ -349,7 +350,7 @@ class OpenAIAnalyzer:
                         lambda data: validate_output(fields, data),
                     )
                 )
-            replies = await _all_or_none([_attempt(ask) for ask in asks])
+            replies = await _all_or_none([_attempt(ask, refusal_kept=i > 0) for i, ask in enumerate(asks)])
         outcome_reply, outcome_failure = replies[0]
         structured, structured_failure = replies[1] if fields else (None, None)
         outcome, summary = outcome_reply if outcome_reply else (None, f"analysis failed: {outcome_failure}")
@@ -424,16 +425,26 @@ class OpenAIAnalyzer:
                     if tried
                     else f"no time was left to ask for the {name}"
                 )
-            completion = await self._create(
-                client,
-                endpoint,
-                conversation,
-                timeout=timeout,
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "strict": True, "schema": schema},
-                },
-            )
+            try:
+                completion = await self._create(
+                    client,
+                    endpoint,
+                    conversation,
+                    timeout=timeout,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": name, "strict": True, "schema": schema},
+                    },
+                )
+            except ApplicationError as err:
+                # Asked again with the time left, and out of it: the activity's retry would start over
+                # and end the same, so the invalid replies are the answer (the other request's kept).
+                if tried and timeout < self.settings.analysis_timeout_seconds and not err.non_retryable:
+                    raise InvalidReply(
+                        f"the model's {name} reply did not match the schema in {tried} tries, all the "
+                        f"time there was: {problem}"
+                    ) from None
+                raise
             content = ""
             _refuse_error_body(completion, endpoint)
             try:
@@ -446,7 +457,7 @@ class OpenAIAnalyzer:
                 if choice.finish_reason == "length":
                     raise InvalidReply("the reply was cut off (finish_reason=length)")
                 try:
-                    data = json.loads(content, parse_constant=_not_json)
+                    data = json.loads(content, parse_constant=_not_json, parse_float=_finite)
                 except json.JSONDecodeError as err:
                     raise InvalidReply(f"not JSON ({err.msg})") from None
                 _refuse_lone_surrogates(data)
@@ -503,6 +514,14 @@ def _not_json(constant: str) -> object:
     raise InvalidReply(f"not JSON ({constant} is not a JSON number)")
 
 
+def _finite(number: str) -> float:
+    """`json.loads` reads 1e400 as infinity, which a data converter would store as null."""
+    value = float(number)
+    if not math.isfinite(value):
+        raise InvalidReply(f"not JSON ({number[:40]} is beyond a number's range)")
+    return value
+
+
 def _refuse_lone_surrogates(data: object) -> None:
     """A lone UTF-16 surrogate (half an emoji, as a JSON escape) parses, but UTF-8 cannot encode it:
     Temporal could not send a result holding one. An invalid reply, so the model is asked again."""
@@ -512,12 +531,18 @@ def _refuse_lone_surrogates(data: object) -> None:
         raise InvalidReply("not valid Unicode: a lone UTF-16 surrogate (half an emoji)") from None
 
 
-async def _attempt(ask: Awaitable[Any]) -> tuple[Any, str | None]:
-    """(result, None), or (None, why) once the invalid-reply bound is spent."""
+async def _attempt(ask: Awaitable[Any], refusal_kept: bool = False) -> tuple[Any, str | None]:
+    """(result, None), or (None, why) once the invalid-reply bound is spent, or, `refusal_kept`, once
+    the request is refused for good (the structured output's schema, say): the outcome is kept. Any
+    other failure raises: a transient one retries the activity, which asks both again."""
     try:
         return await ask, None
     except InvalidReply as err:
         return None, str(err)
+    except ApplicationError as err:
+        if not (refusal_kept and err.non_retryable):
+            raise
+        return None, err.message
 
 
 async def _all_or_none(coroutines: list[Any]) -> list[Any]:

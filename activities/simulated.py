@@ -336,14 +336,19 @@ class SimulatedAnalyzer:
         fields = request.assistant.structured_output_config or []
         structured = None
         if fields:  # held to the config as a model's reply is (activities/analysis.py)
-            structured = validate_output(fields, {f.name: _extracted(f, said) for f in fields})
+            names = [f.name for f in fields]
+            structured = validate_output(fields, {f.name: _extracted(f, said, names) for f in fields})
         return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)  # type: ignore[arg-type]
 
 
-def _extracted(field: FieldLike, said: list[str]) -> object:
-    """The field's value from the callee's last `name: value` for it, of the field's type; a required
-    field the callee did not give a value of that type gets a sample one, as a model must give one."""
-    detail = re.compile(rf"(?:^|;)\s*{re.escape(field.name)}\s*:\s*([^;]+)")
+def _extracted(field: FieldLike, said: list[str], names: list[str]) -> object:
+    """The field's value from the callee's last `name: value` for it (up to the next field's `; name:`:
+    a value may hold a semicolon), of the field's type; a required field the callee did not give a value
+    of that type gets a sample one, as a model must give one."""
+    following = "|".join(re.escape(name) for name in names)
+    detail = re.compile(
+        rf"(?:^|;)\s*{re.escape(field.name)}\s*:\s*(.+?)\s*(?=;\s*(?:{following})\s*:|$)", re.DOTALL
+    )
     heard = [match.group(1).strip() for line in said for match in detail.finditer(line)]
     candidates = heard[-1:] + (
         [_sample_value(field.type, field.enum_options, None)] if field.required else []

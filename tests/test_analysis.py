@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities import analysis
 from activities.analysis import (
     ANALYSIS_REJECTED,
     ANALYSIS_UNAVAILABLE,
@@ -195,13 +196,16 @@ async def test_nan_and_infinity_are_not_json_numbers_and_are_asked_again(fake: F
     """`json.loads` takes them, and the data converter then stored a required number as null."""
     fields = [{"name": "age", "type": "number", "required": True}]
     fake.script = {
-        "structured_output": ['{"age": NaN}', '{"age": -Infinity}', '{"age": 42}'],
+        "structured_output": ['{"age": NaN}', '{"age": -Infinity}', '{"age": 1e400}', '{"age": 42}'],
         "call_outcome": [OUTCOME],
     }
-    result = await analyzer(fake).analyze(request(structured_output_config=fields))
+    result = await analyzer(fake, analysis_max_invalid_replies=4).analyze(
+        request(structured_output_config=fields)
+    )
     assert result.structured_output == {"age": 42}
     asked = [body["messages"][-1]["content"] for body in fake.of_kind("structured_output")]
     assert "NaN is not a JSON number" in asked[1] and "-Infinity is not a JSON number" in asked[2]
+    assert "1e400 is beyond a number's range" in asked[3]  # json.loads reads it as infinity
 
 
 async def test_an_answer_that_is_not_a_chat_completion_is_final_and_says_so() -> None:
@@ -235,6 +239,50 @@ async def test_replies_are_asked_again_only_while_the_activity_has_time(fake: Fa
     assert len(fake.of_kind("call_outcome")) == 1
     assert result.outcome is None and result.outcome_summary is not None
     assert "in 1 tries, all the time there was: outcome: 'maybe'" in result.outcome_summary
+
+
+async def test_a_re_ask_cut_short_by_the_activitys_time_ends_the_re_asking_and_keeps_the_outcome(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow model's re-ask, given only the time left, timed out: that failed the whole activity (a
+    transient failure), every retry ended the same, and after an hour the outcome was lost too."""
+    monkeypatch.setattr(analysis, "ANSWER_MARGIN_SECONDS", 0.1)  # the same arithmetic, in seconds
+    monkeypatch.setattr(analysis, "MIN_REQUEST_SECONDS", 0.2)
+    fields = [{"name": "age", "type": "number", "required": True}]
+    fake.script = {"structured_output": ['{"age": "old"}'], "call_outcome": [OUTCOME]}
+    fake.reply_seconds = 0.9  # the first try has 1.4 s, the re-ask what is left of it: 0.5 s
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        started_time=datetime.now(UTC) - timedelta(seconds=118.5),
+        start_to_close_timeout=timedelta(seconds=120),
+    )
+    result = await env.run(
+        analyzer(fake, analysis_timeout_seconds=10).analyze, request(structured_output_config=fields)
+    )
+    assert len(fake.of_kind("structured_output")) == 2
+    assert result.outcome == "interested" and result.structured_output is None
+    assert "in 1 tries, all the time there was: age:" in (result.outcome_summary or "")
+
+
+async def test_a_structured_output_the_endpoint_refuses_for_good_keeps_the_outcome(fake: FakeOpenAI) -> None:
+    """A schema over the endpoint's limits (OpenAI refuses some with a 400) failed the whole analysis:
+    the outcome, asked beside it and answered, was cancelled and lost."""
+    fake.script = {"structured_output": [Status(400)], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.outcome == "interested" and result.structured_output is None
+    assert "[structured output failed: " in (result.outcome_summary or "")
+    assert (
+        "[structured output failed: OpenAI-compatible default endpoint, gpt-4.1: request refused (HTTP 400)"
+        in (result.outcome_summary or "")
+    )
+
+
+async def test_an_outcome_the_endpoint_refuses_for_good_fails_the_analysis(fake: FakeOpenAI) -> None:
+    fake.script = {"structured_output": [GOOD], "call_outcome": [Status(400)]}
+    with pytest.raises(ApplicationError) as refused:
+        await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert refused.value.type == ANALYSIS_REJECTED and refused.value.non_retryable
 
 
 async def test_an_invalid_outcome_is_recorded_in_the_summary_and_outcome_stays_null(fake: FakeOpenAI) -> None:
@@ -551,7 +599,7 @@ async def test_the_simulated_analyzer_holds_to_the_structured_output_config_as_a
     ]
     spec = Assistant.model_validate({"prompt": "Offer a demo.", "structured_output_config": fields})
     assistant = call_assistant_from(spec, id="a", organization_id="org_local", now=NOW)
-    variables = {"Company": "Acme", "first name": "Ada", "plan": "enterprise", "Seats": "12"}
+    variables = {"Company": "Acme; Paris branch", "first name": "Ada", "plan": "enterprise", "Seats": "12"}
     transcript = _human_conversation(assistant, variables, "interested")
     analysis = await SimulatedAnalyzer().analyze(
         AnalyzeRequest(
@@ -564,7 +612,7 @@ async def test_the_simulated_analyzer_holds_to_the_structured_output_config_as_a
         )
     )
     assert analysis.structured_output == {
-        "Company": "Acme",
+        "Company": "Acme; Paris branch",  # a semicolon ends a value only before another field's name
         "first name": "Ada",
         "plan": "basic",  # "enterprise" is no option: the callee names the first one
         "wants-demo": True,
