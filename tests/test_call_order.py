@@ -668,3 +668,25 @@ async def test_a_phone_menu_is_navigated_to_a_person_only_when_the_assistant_may
     assert [t.tool_name for t in attempt.transcript if t.role == "tool"][:2] == ["send_dtmf", "human_reached"]
     first = not_navigated.call_attempts[-1]
     assert (not_navigated.calls_count, first.result, first.end_reason) == (2, "IVR", "ivr_no_navigate")
+
+
+async def test_a_waiting_orders_scheduled_at_is_when_its_first_attempt_waits_for(time_env, task_queue):
+    """The seed's Call.scheduled_at is "the time the call order is scheduled to start": for an order
+    outside its window that is the window's opening, not the instant it was placed (nor a scheduled_at
+    asked for in the night); a force_now start makes it the instant it dialed."""
+    now = await time_env.get_current_time()
+    night = (now + timedelta(days=3)).replace(hour=3, minute=0, second=0, microsecond=0)
+    retry = {
+        **ALWAYS_OPEN,
+        "calling_windows": [{"calling_window_start_time": "10:00", "calling_window_end_time": "11:00"}],
+    }
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, order("human", retry=retry, scheduled_at=night))
+        await eventually(lambda: status_of(handle), lambda s: s == "scheduled")
+        waiting = await handle.query(CallOrderWorkflow.call)
+        assert waiting.scheduled_at == night.replace(hour=10)
+        await time_env.sleep(timedelta(days=1))
+        await handle.signal(CallOrderWorkflow.force_now)
+        call = await handle.result()
+    assert call.calls_count == 1
+    assert call.scheduled_at == started(call.call_attempts[0]) < night.replace(hour=10)

@@ -220,6 +220,7 @@ class CallOrderWorkflow:
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
+        self.starts_at: datetime | None = None  # when the first attempt waits for: the Call's scheduled_at
         self._shows_next_attempt = False  # NextAttemptAt is set (search attribute)
         self.force_now = bool(params.force_now)
         self.asks_again_at: datetime | None = None  # the key's queue was full: when the order asks again
@@ -448,6 +449,8 @@ class CallOrderWorkflow:
                     return True
                 continue
             self.next_attempt_at = due
+            if not self.attempts:  # the order's start: scheduled_at, moved into its window
+                self.starts_at = due
             self._set_status("scheduled")
             number = len(self.attempts) + 1
             try:
@@ -537,6 +540,8 @@ class CallOrderWorkflow:
         )
         self.attempts.append(attempt)
         self.next_attempt_at = None
+        if number == 1 and self.starts_at and workflow.now() < self.starts_at:  # force_now: earlier
+            self.starts_at = workflow.now()
         self._set_status("calling")
         label = f"attempt {number}/{order.retry.max_retry_attempts}"
         metadata = self.params.metadata or {}
@@ -742,7 +747,7 @@ class CallOrderWorkflow:
             metadata=self.params.metadata,
             organization_id=self.organization_id,
             prompt_variables=self.params.prompt_variables,
-            scheduled_at=self.params.scheduled_at or self.created_at,
+            scheduled_at=self.starts_at or self.params.scheduled_at or self.created_at,
             status=self.status,
             to_phone_number=self.params.phone_number,
             updated_at=self.updated_at,
