@@ -93,11 +93,7 @@ def _row_check(
         return RowSkip(row_index=0, phone_number=number, reason="invalid_phone_number", message=str(err))
     if zones := zones_sharing_no_window(number, retry, now, searched):  # its order would err without calling
         return RowSkip(
-            row_index=0,
-            phone_number=number,
-            reason="no_calling_window",
-            message=f"may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no calling "
-            "window; set the campaign's call_retry_config.timezone to the recipients'",
+            row_index=0, phone_number=number, reason="no_calling_window", message=_no_window(zones)
         )
     if number in seen:
         return RowSkip(
@@ -114,6 +110,32 @@ def _row_check(
             message="the number asked not to be contacted again",
         )
     return None
+
+
+def _no_window(zones: list[str]) -> str:
+    return (
+        f"may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no calling window; set "
+        "the campaign's call_retry_config.timezone to the recipients'"
+    )
+
+
+def _refuse_rows_without_window(database: Database, campaign: CampaignRecord, retry: CallRetryConfig) -> None:
+    """A new call_retry_config leaves every row not started yet a calling window, or is a 422: at
+    creation such a row is skipped, and launched it would only err."""
+    searched: dict[tuple[str, ...], bool] = {}
+    now = utcnow()
+    with database.session() as session:
+        numbers = session.scalars(
+            select(CampaignRowRecord.phone_number)
+            .where(
+                CampaignRowRecord.campaign_id == campaign.id,
+                CampaignRowRecord.state.in_(("not_launched", "pending")),  # type: ignore[attr-defined]
+            )
+            .distinct()
+        )
+        for number in numbers:
+            if zones := zones_sharing_no_window(number, retry, now, searched):
+                raise unprocessable("call_retry_config", f"the row of {number} {_no_window(zones)}")
 
 
 def placeholder_call(
@@ -243,8 +265,12 @@ def update_campaign(
             "max_concurrent_calls": record.max_concurrent_calls,
         }
         merged = validate_body(CampaignUpdateParams, {**current, **changes})
-        resolve(database, settings, organization_id, record.assistant_id, merged.from_phone_number, None)
         retry = merged.call_retry_config
+        resolved = resolve(
+            database, settings, organization_id, record.assistant_id, merged.from_phone_number, retry
+        )
+        if "call_retry_config" in changes:
+            _refuse_rows_without_window(database, record, resolved.retry)
         values = {
             "name": merged.name or record.name,
             "call_retry_config": retry.model_dump(mode="json") if retry else None,

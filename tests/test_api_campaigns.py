@@ -162,6 +162,18 @@ def test_a_row_whose_number_has_no_calling_window_is_skipped_saying_to_set_the_t
         name="Moscow", assistant_id=assistant.id, contacts=contacts, call_retry_config=moscow
     ).json()
     assert chosen["skipped_rows"] == []
+    # A new retry config must leave its rows not started a window too: launched, the row would only err.
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        client.campaigns.update(chosen["campaign"]["id"], call_retry_config={"max_retry_attempts": 2})
+    assert "call_retry_config" in str(refused.value.body) and "+79123456789" in str(refused.value.body)
+    assert (
+        client.campaigns.retrieve(chosen["campaign"]["id"]).campaign.call_retry_config.timezone
+        == "Europe/Moscow"
+    )
+    moved = {**moscow, "max_retry_attempts": 2}
+    assert client.campaigns.update(
+        chosen["campaign"]["id"], call_retry_config=moved
+    ).campaign.call_retry_config
 
 
 def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_they_are_deleted(
