@@ -75,7 +75,7 @@ def _parse_instant(value: Any) -> Any:
         return value
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.strip())
+            return datetime.fromisoformat(value.strip().upper())  # RFC 3339 allows "t" and "z" too
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO 8601 date-time (e.g. 2025-06-02T09:30:00Z)") from None
     raise ValueError("must be an ISO 8601 date-time string")

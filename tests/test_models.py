@@ -598,6 +598,10 @@ def test_full_request() -> None:
     assert dumped["assistant"]["llm_model"]["api_key"] == "sk-secret"
     assert dumped["assistant"]["custom_tools"][0]["headers"][0]["value"] == "Bearer {{token}}"
     assert dumped["scheduled_at"] == "2025-06-02T07:30:00Z"
+    lowercase = CallCreateParams.model_validate(
+        {"phone_number": PHONE, "scheduled_at": "2025-06-02t07:30:00z"}
+    )
+    assert lowercase.scheduled_at == params.scheduled_at  # RFC 3339 allows it
     assert "a_field_from_a_newer_client" not in dumped["assistant"]
     # what the Temporal payload converter does: JSON out and back
     assert CallCreateParams.model_validate_json(params.model_dump_json()) == params
