@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client
@@ -179,16 +179,21 @@ def steer_targets(database: Database, request: SteerRequest) -> list[tuple[str, 
             _cancel_pending(session, request.campaign_id)
         query = (
             select(CampaignRowRecord.call_id, CallOrderRecord.status)
-            .join(CallOrderRecord, CallOrderRecord.id == CampaignRowRecord.call_id)
+            # An order whose row is missing is steered too: started as a delete removed its placeholder,
+            # it has not written its own yet.
+            .outerjoin(CallOrderRecord, CallOrderRecord.id == CampaignRowRecord.call_id)
             .where(
                 CampaignRowRecord.campaign_id == request.campaign_id,
                 CampaignRowRecord.organization_id == request.organization_id,
                 CampaignRowRecord.state == "launched",
-                CallOrderRecord.status.not_in(TERMINAL_STATUSES),  # type: ignore[attr-defined]
+                or_(
+                    CallOrderRecord.status.is_(None),  # type: ignore[union-attr]
+                    CallOrderRecord.status.not_in(TERMINAL_STATUSES),  # type: ignore[attr-defined]
+                ),
             )
             .order_by(CampaignRowRecord.row_index)  # type: ignore[arg-type]
         )
-        targets = [(str(call_id), str(status)) for call_id, status in session.execute(query)]
+        targets = [(str(call_id), str(status or "")) for call_id, status in session.execute(query)]
         session.commit()
         return targets
 

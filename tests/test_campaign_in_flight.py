@@ -233,3 +233,29 @@ async def test_cancelling_a_campaign_whose_order_was_terminated_in_a_call_ends(t
         )
         progress = await asyncio.wait_for(cancelling.result(), timeout=60)  # before: never
     assert progress.cancelled
+
+
+async def test_a_cancel_reaches_an_order_started_whose_own_row_is_not_written_yet(
+    time_env, task_queue
+) -> None:
+    """A delete racing a launch batch removed the placeholder rows of the rows being started; the cancel
+    looked for orders through their rows, missed those whose own first write had not landed yet, and
+    they called after the campaign was gone."""
+    settings = settings_for_tests(task_queue=task_queue)
+    database, campaign = launched_for_2099(settings, 1)
+    client = time_env.client
+    async with create_worker(client, task_queue=task_queue, settings=settings):
+        launching = await start_bounded(client, campaign.id, task_queue, batch_size=10)
+        await launching.result()
+        [(row, _)] = store.rows_with_calls(database, campaign.id)
+        order = client.get_workflow_handle(f"call-{row.call_id}")
+        await eventually(lambda: order.query("status"), lambda status: status == "scheduled")
+        with database.session() as session:  # as the delete left it: the order's row not written yet
+            session.delete(session.get(CallOrderRecord, row.call_id))
+            session.commit()
+        store.set_flags(database, store.get_campaign(database, ORG, campaign.id), cancelled=True)
+        cancelling = await start_campaign(client, campaign.id, ORG, task_queue, signal="cancel")
+        progress = await asyncio.wait_for(cancelling.result(), timeout=60)
+        # before: it went on waiting for 2099, and would have called then
+        await eventually(lambda: order.query("status"), lambda status: status == "cancelled")
+    assert progress.cancelled
