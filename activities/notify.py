@@ -239,6 +239,10 @@ class NotifyActivities:
             raise ApplicationError(
                 f"webhook_url refused: {err}", type=UNSAFE_URL, non_retryable=True
             ) from None
+        except httpx.InvalidURL:  # stored before URLs were checked as sent: no retry mends it
+            raise ApplicationError(
+                f"webhook_url refused: {target} cannot be sent to", type=UNSAFE_URL, non_retryable=True
+            ) from None
         except httpx.HTTPError as err:
             log.info(
                 "webhook %s to %s: attempt %d failed: %s", event_id(call), target, attempt, type(err).__name__
@@ -254,8 +258,9 @@ class NotifyActivities:
             raise ApplicationError(
                 f"webhook {target} answered 410 Gone", type=WEBHOOK_GONE, non_retryable=True
             )
+        followed = " (redirects are not followed: give the URL it leads to)" if response.is_redirect else ""
         raise ApplicationError(
-            f"webhook {target} answered HTTP {response.status_code}", type="WebhookUnavailable"
+            f"webhook {target} answered HTTP {response.status_code}{followed}", type="WebhookUnavailable"
         )
 
     @activity.defn(name="send_outcome_email")

@@ -132,7 +132,9 @@ def _guarded_transport_class(http: ModuleType) -> type[Any]:
 
         async def handle_async_request(self, request: Any) -> Any:
             url = request.url
-            if url.scheme not in ("http", "https") or not url.host:
+            if not url.host:  # `http:/host/hook`, `http:host`: a slash short of one
+                raise UnsafeUrlError("it has no host: an http(s) URL's follows `//`")
+            if url.scheme not in ("http", "https"):
                 raise UnsafeUrlError(f"scheme {url.scheme!r} is not allowed (http or https only)")
             port = url.port or (443 if url.scheme == "https" else 80)
             try:

@@ -11,11 +11,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
+from models.assistant import PLACEHOLDER
+
 SECRET_KEYS = frozenset({"api_key"})  # a value under this key is a secret, wherever it sits
 # each `{"key", "value"}` item's value is a secret (tool headers; query parameters often carry a key)
 SECRET_LISTS = frozenset({"headers", "query_params"})
 # a URL's login and query values are secrets (`https://user:pw@host/hook?token=...`); its path is shown
 SECRET_URLS = frozenset({"api_url", "precall_lookup_url", "url", "webhook_url"})
+# The caller's own data, shown as given whatever its keys are called (an extracted field named `url`),
+# but for the variables a custom tool's header or query is made of (`Bearer {{crm_token}}`).
+CUSTOMER_DATA = frozenset({"metadata", "prompt_variables", "variables", "structured_output", "contact"})
+VARIABLES = frozenset({"prompt_variables", "variables"})
 
 
 def mask(value: object) -> str:
@@ -32,7 +38,9 @@ def masked(value: Any) -> Any:
         return value
     shown: dict[str, Any] = {}
     for key, item in value.items():
-        if key in SECRET_KEYS and item is not None:
+        if key in CUSTOMER_DATA:
+            shown[key] = _masked_variables(item, value.get("assistant")) if key in VARIABLES else item
+        elif key in SECRET_KEYS and item is not None:
             shown[key] = mask(item)
         elif key in SECRET_LISTS and item is not None:
             shown[key] = _masked_entries(item)
@@ -41,6 +49,28 @@ def masked(value: Any) -> Any:
         else:
             shown[key] = masked(item)
     return shown
+
+
+def _masked_variables(variables: Any, assistant: Any) -> Any:
+    """The variables, those a custom tool of `assistant` sends in a header, a query parameter or its
+    URL's query masked (a secret passed per order)."""
+    if not isinstance(variables, dict):
+        return variables
+    secret = _secret_variables(assistant)
+    return {name: mask(value) if name in secret else value for name, value in variables.items()}
+
+
+def _secret_variables(assistant: Any) -> set[str]:
+    tools = assistant.get("custom_tools") if isinstance(assistant, dict) else None
+    names: set[str] = set()
+    for tool in tools if isinstance(tools, list) else []:
+        if not isinstance(tool, dict):
+            continue
+        entries = [*(tool.get("headers") or []), *(tool.get("query_params") or [])]
+        templates = [str(e.get("value") or "") for e in entries if isinstance(e, dict)]
+        templates.append(str(tool.get("url") or "").partition("?")[2])
+        names.update(name for template in templates for name in PLACEHOLDER.findall(template))
+    return names
 
 
 def _masked_entries(item: Any) -> Any:

@@ -257,6 +257,67 @@ async def test_webhook_masks_secrets_of_the_assistant_in_the_body() -> None:
     assert sent["custom_tools"][0]["headers"][0]["value"] == "…6789"
 
 
+async def test_a_webhook_carries_the_callers_own_data_as_given_whatever_its_keys() -> None:
+    """Masking went by key name: an extracted field named `url`, metadata named `headers`, a prompt
+    variable named `api_key` reached the receiver masked, though `GET /call` gives them whole."""
+    receiver = Receiver()
+    async with serve(receiver.routes) as base:
+        call = final_call(webhook_url=f"{base}/hooks/outdial")
+        last = call.call_attempts[0].model_copy(
+            update={
+                "structured_output": {"url": "https://shop.example/cart?item=SKU-998877", "api_key": "Alex"}
+            }
+        )
+        call = call.model_copy(
+            update={
+                "metadata": {"url": "https://crm.example/leads/42?tab=notes", "headers": "Lead from form"},
+                "prompt_variables": {"api_key": "CUSTOMER-REF-000123456789"},
+                "call_attempts": [last],
+                "last_call_attempt": last,
+            }
+        )
+        acts, _ = activities()
+        await ActivityEnvironment().run(acts.deliver_webhook, NotifyRequest(call=call))
+    [(_, body)] = receiver.deliveries
+    sent = json.loads(body)["call"]
+    assert sent["metadata"] == call.metadata and sent["prompt_variables"] == call.prompt_variables
+    assert sent["call_attempts"][0]["structured_output"] == last.structured_output
+    assert sent["last_call_attempt"]["structured_output"] == last.structured_output
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http:/127.0.0.1:{port}/hooks/outdial", "it has no host"),
+        ("http://127.0.0.1:{port}\\hooks\\outdial", "cannot be sent to"),
+    ],
+)
+async def test_a_webhook_url_that_cannot_be_sent_to_fails_for_good_saying_why(url: str, said: str) -> None:
+    """Written a slash short, or with a backslash: stored before URLs were checked as sent, it failed
+    as a scheme '' or was retried for 24 h (httpx's InvalidURL is no HTTPError)."""
+    receiver = Receiver()
+    async with serve(receiver.routes) as base:
+        acts, _ = activities()
+        call = final_call(webhook_url=f"{base}/hooks/outdial")
+        call.assistant.webhook_url = url.format(port=base.rsplit(":", 1)[1])  # type: ignore[union-attr]
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(acts.deliver_webhook, NotifyRequest(call=call))
+    assert refused.value.non_retryable and said in refused.value.message
+    assert receiver.deliveries == []
+
+
+async def test_a_webhook_answered_with_a_redirect_says_redirects_are_not_followed() -> None:
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=307, headers={"Location": "/hooks/outdial/"})
+
+    async with serve(lambda app: app.router.add_post("/hooks/outdial", moved)) as base:
+        acts, _ = activities()
+        request = NotifyRequest(call=final_call(webhook_url=f"{base}/hooks/outdial"))
+        with pytest.raises(ApplicationError) as failed:
+            await ActivityEnvironment().run(acts.deliver_webhook, request)
+    assert "answered HTTP 307 (redirects are not followed" in failed.value.message
+
+
 async def test_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
     receiver = Receiver()
     async with serve(receiver.routes) as base:

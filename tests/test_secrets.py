@@ -83,3 +83,40 @@ def test_well_formed_entries_keep_their_names_and_the_rest_as_it_was() -> None:
     shown = "https://…show@hooks.example.com/v1/{{id}}?token=…show&debug"
     assert masked({"webhook_url": hook}) == {"webhook_url": shown}
     assert masked({"url": "https://hooks.example.com/hook"}) == {"url": "https://hooks.example.com/hook"}
+
+
+def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_as_a_secret() -> None:
+    """Masking went by key name wherever the key sat: a webhook changed an extracted field named `url`
+    and metadata named `headers`. The caller's data is shown as given, but for the prompt variables a
+    custom tool puts in a header or a query (a per-order token), which are secrets there too."""
+    tool = {
+        "name": "crm",
+        "url": "https://crm.example/leads/{{lead}}?key={{crm_key}}",
+        "headers": [{"key": "Authorization", "value": "Bearer {{ crm_token }}"}],
+        "query_params": [{"key": "sig", "value": "{{signature}}"}],
+    }
+    variables = {
+        "lead": "42",
+        "crm_key": SECRET,
+        "crm_token": SECRET,
+        "signature": SECRET,
+        "url": "https://x/?a=b",
+    }
+    order = {
+        "assistant": {"custom_tools": [tool]},
+        "prompt_variables": variables,
+        "metadata": {"url": "https://crm.example/leads/42?tab=notes", "headers": "Lead from form"},
+        "call_attempts": [{"structured_output": {"url": "https://shop.example/?lang=en", "api_key": "Alex"}}],
+        "contact": {"url": "https://x/?a=b"},
+    }
+    shown = masked(order)
+    assert shown["prompt_variables"] == {
+        "lead": "42",
+        "crm_key": "…show",
+        "crm_token": "…show",
+        "signature": "…show",
+        "url": "https://x/?a=b",
+    }
+    assert shown["metadata"] == order["metadata"] and shown["contact"] == order["contact"]
+    assert shown["call_attempts"] == order["call_attempts"]
+    assert shown["assistant"]["custom_tools"][0]["headers"] == [{"key": "Authorization", "value": "…n }}"}]

@@ -8,9 +8,11 @@ abandoned notifications child leaves the test server's time skipping slowed for 
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +23,7 @@ from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
-from activities.notify import SIGNATURE_HEADER, NotifyActivities, NotifyRequest, verify_signature
+from activities.notify import SIGNATURE_HEADER, NotifyActivities, NotifyRequest, sign, verify_signature
 from activities.sms import SimulatedSmsOutbox, TemplateSmsWriter
 from activities.webhook_secrets import (
     ROTATION_GRACE,
@@ -221,3 +223,17 @@ def test_the_secret_is_shown_and_rotated_by_the_cli_and_the_api(tmp_path: Path) 
     assert rotated["webhook_secret"] != secret and rotated["previous_secret_valid_until"]
     again = runner.invoke(cli, ["webhook-secret", "rotate", "--org", "org_cli"], env=env)
     assert again.exit_code == 0 and rotated["webhook_secret"] not in again.stdout
+
+
+def test_the_readmes_verify_accepts_a_delivery_and_refuses_garbled_headers_without_raising() -> None:
+    """A receiver copies it: a forged or garbled header must be a refusal, not an exception (a 500)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [snippet] = [block for block in readme.split("```python")[1:] if "def verify(" in block]
+    namespace: dict[str, Any] = {}
+    exec(snippet.split("```")[0], namespace)  # noqa: S102 — the README's own code
+    verify = namespace["verify"]
+    body = b'{"event":"call.completed"}'
+    header = sign(["whsec_test"], body, int(time.time()))
+    assert verify("whsec_test", header, body) and not verify("whsec_other", header, body)
+    for garbled in ("", "v1=abc", "t=abc,v1=abc", "garbage", "t=1,t=2,v1=x", f"{header},t=1"):
+        assert verify("whsec_test", garbled, body) is False, garbled
