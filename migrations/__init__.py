@@ -36,6 +36,8 @@ def upgrade_head(engine: Engine) -> None:
         with engine.connect() as connection:  # a database that cannot be reached fails here, at once
             try:
                 with connection.begin():
+                    if connection.dialect.name == "postgresql":  # a migration waits for its locks
+                        connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
                     config = alembic_config()
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")

@@ -336,6 +336,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+LOCK_TIMEOUT = "20s"  # well within the time a client waits for an answer (the official client: 60 s)
+
+
+def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
+    # A table locked for minutes (a migration of a newer version, maintenance) fails a write within
+    # LOCK_TIMEOUT, as SQLite's busy timeout does: `POST /call` answers the order it started rather
+    # than leave the client to time out and retry it (another order). Migrations wait as long as needed.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    cursor.close()
+    dbapi_connection.autocommit = autocommit
+
+
 @dataclass(frozen=True)
 class _DriverRead:
     """A select compiled for one engine's driver: its SQL, how its parameters go in and each column's
@@ -436,6 +451,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, hide_parameters=True)
+            if parsed.get_backend_name() == "postgresql":
+                event.listen(self.engine, "connect", _postgres_session)
 
     @classmethod
     def for_url(cls, url: str) -> Database:
@@ -476,14 +493,18 @@ class Database:
         read = self._reads.get(id(statement))
         if read is None:
             read = self._reads[id(statement)] = _DriverRead.of(statement, self.engine)
-        connection = self.engine.raw_connection()  # the pool's: pre-ping and reset on return as usual
+        unavailable = self.engine.dialect.loaded_dbapi.OperationalError
         try:
-            cursor = connection.cursor()
+            connection = self.engine.raw_connection()  # the pool's: pre-ping and reset on return as usual
             try:
-                cursor.execute(read.sql, read.arguments(params))
-                rows = cursor.fetchall()
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(read.sql, read.arguments(params))
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
             finally:
-                cursor.close()
-        finally:
-            connection.close()
+                connection.close()
+        except unavailable as err:  # the driver's own: as SQLAlchemy's, a 503 to the API's clients
+            raise OperationalError(read.sql, None, err) from err
         return [read.convert(row) for row in rows]

@@ -17,7 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, Table, bindparam, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import SQLModel, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -746,3 +746,56 @@ def test_a_campaigns_pauses_and_resumes_are_numbered_as_they_are_stored(database
     assert (stored.steered, stored.paused) == (40, latest.paused)
     cancelled = campaign_store.set_flags(database, stored, cancelled=True)
     assert cancelled.is_cancelled and cancelled.steered == 40  # a cancel needs no number: it is final
+
+
+def test_an_export_reads_a_call_holding_a_nul_as_any_other(database: Database) -> None:
+    """PostgreSQL's json operators refuse a document holding `\\u0000`, which a Call keeps as sent: one
+    such call made every export it matched a 422, for the whole organization."""
+    from api.schemas import CallFilters
+    from api.store import export_calls
+
+    org = f"org-nul-{uuid.uuid4().hex[:8]}"
+    plain, held = snapshot(str(uuid.uuid4()), org, 1), snapshot(str(uuid.uuid4()), org, 1)
+    held = held.model_copy(update={"metadata": {"note": "a\x00b"}, "outcome_summary": "Said \x00 yes"})
+    plain = plain.model_copy(update={"metadata": {"note": "plain"}, "outcome_summary": "Said yes"})
+    for call in (plain, held):
+        assert write_call(database, call, 1)
+    exported = {row.id: row for row, _ in export_calls(database, org, CallFilters())}
+    assert (exported[held.id].metadata, exported[held.id].outcome_summary) == (
+        {"note": "a\x00b"},
+        "Said \x00 yes",
+    )
+    assert (exported[plain.id].metadata, exported[plain.id].outcome_summary) == (
+        {"note": "plain"},
+        "Said yes",
+    )
+
+
+def test_a_write_waits_for_a_locked_table_only_so_long(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call_orders table locked for minutes (a newer version's migration) held `POST /call`'s write
+    past the client's timeout, and its retries placed the order again: the write gives up instead, as
+    SQLite's busy timeout makes it."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite's busy timeout (30 s) is its own")
+    from models import tables
+
+    monkeypatch.setattr(tables, "LOCK_TIMEOUT", "200ms")
+    impatient = Database(f"{POSTGRES_URL}?application_name=impatient")
+    impatient.migrate()
+    call = snapshot(str(uuid.uuid4()), "org-locked", 1)
+    with database.engine.connect() as holder, holder.begin():
+        holder.execute(text("LOCK TABLE call_orders IN SHARE MODE"))
+        with pytest.raises(OperationalError, match="lock timeout"):
+            write_call(impatient, call, 1)
+    assert write_call(impatient, call, 1)  # once the lock is gone
+
+
+def test_a_read_on_the_driver_fails_as_sqlalchemys_does_when_the_database_is_gone() -> None:
+    """`POST /call`'s checks read on the driver: its own error was no OperationalError the API answers
+    503 for, but a 500 with a traceback."""
+    gone = Database("postgresql://outdial:outdial@127.0.0.1:9/outdial")  # nothing listens on port 9
+    gone._migrated = True  # as in an API that migrated before the database went away
+    with pytest.raises(OperationalError):
+        gone.fetch(select(CallOrderRecord.id).where(CallOrderRecord.id == bindparam("id")), id="x")
