@@ -110,6 +110,7 @@ def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_
     files |= {"header-only.csv": b"to_phone_number\n", "good.csv": b"to_phone_number\n+33612345678\n"}
     files |= {"retry.json": b"{not json"}
     files |= {"twice.csv": b"to_phone_number,name,name\n+33612345678,A,B\n"}
+    files |= {"latin1.csv": b"to_phone_number,name\n+33612345678,Claire\n+33612345679,Ren\xe9e\n"}
     files |= {"huge.csv": b"to_phone_number,notes\n+33612345678," + b"x" * 200_000 + b"\n"}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
@@ -118,6 +119,7 @@ def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_
         (["missing.csv"], "does not exist"),
         (["utf16.csv"], "Invalid value for FILE: not UTF-8 text (line 1: invalid start byte)"),
         (["twice.csv"], "Invalid value for FILE: columns named twice: name"),
+        (["latin1.csv"], "Invalid value for FILE: not UTF-8 text (line 3: invalid continuation byte)"),
         (["huge.csv"], "Invalid value for FILE: line 2: field larger than field limit"),
         (["columns.csv"], "Invalid value for FILE: no to_phone_number column (its columns: name, company)"),
         (["good.csv", "--retry", "retry.json"], "Invalid value for --retry: not JSON"),
@@ -130,3 +132,18 @@ def test_create_refuses_a_file_that_is_not_a_contacts_csv_in_one_line_and_keeps_
     database, organization_id = Database.for_url(url), Settings.load().organization_id
     assert campaign_store.list_campaigns(database, organization_id) == []
     assert store.list_assistants(database, organization_id) == []
+
+
+def test_a_spreadsheets_empty_columns_and_blank_rows_are_dropped(tmp_path: Path) -> None:
+    """An export with stray empty columns (`,,` in its header) was refused as "columns named twice: "
+    naming nothing, and a row of only commas became a skipped row."""
+    from workers.cli import read_contacts
+
+    exported = tmp_path / "export.csv"
+    exported.write_bytes(
+        b"to_phone_number,name,,\r\n+33612345678,Claire,,\r\n,,,\r\n+33612345679,Oliver,,\r\n"
+    )
+    assert read_contacts(exported) == [
+        {"to_phone_number": "+33612345678", "prompt_variables": {"name": "Claire"}, "metadata": None},
+        {"to_phone_number": "+33612345679", "prompt_variables": {"name": "Oliver"}, "metadata": None},
+    ]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import csv
 import functools
+import io
 import json
 import logging
 import os
@@ -707,29 +708,33 @@ def read_contacts(path: Path) -> list[dict]:
     `metadata.simulation`), every other column is a prompt variable. A ValueError says why a file is
     not such a CSV. A row short of cells has the missing ones empty; cells past the header's are
     ignored (a bad row is the campaign's to skip, not the file's to refuse)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, restval="")
-        try:
-            columns = reader.fieldnames or []
-            if not {"to_phone_number", "phone_number"} & set(columns):
-                raise ValueError(f"no to_phone_number column (its columns: {', '.join(columns) or 'none'})")
-            if repeated := sorted({c for c in columns if columns.count(c) > 1}):
-                raise ValueError(f"columns named twice: {', '.join(repeated)} (one would hide the other)")
-            contacts = []
-            for line in reader:
-                line.pop(None, None)  # type: ignore[call-overload]  # cells past the header's
-                number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
-                metadata = {
-                    k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")
-                }
-                variables = {k: v for k, v in line.items() if k and not k.startswith("metadata.")}
-                contacts.append(
-                    {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
-                )
-        except UnicodeDecodeError as err:
-            raise ValueError(f"not UTF-8 text (line {reader.line_num + 1}: {err.reason})") from None
-        except csv.Error as err:  # a cell past csv's size limit, say
-            raise ValueError(f"line {reader.line_num + 1}: {err}") from None
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:  # the line of the byte itself (csv reads ahead of its line count)
+        where = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"not UTF-8 text (line {where}: {err.reason})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), restval="")
+    try:
+        columns = reader.fieldnames or []
+        if not {"to_phone_number", "phone_number"} & set(columns):
+            raise ValueError(f"no to_phone_number column (its columns: {', '.join(columns) or 'none'})")
+        # columns without a name (a spreadsheet's empty ones) are dropped, however many
+        if repeated := sorted({c for c in columns if c.strip() and columns.count(c) > 1}):
+            raise ValueError(f"columns named twice: {', '.join(repeated)} (one would hide the other)")
+        contacts = []
+        for line in reader:
+            line.pop(None, None)  # type: ignore[call-overload]  # cells past the header's
+            if not any(value.strip() for value in line.values()):  # `,,,`: a spreadsheet's blank row
+                continue
+            number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
+            metadata = {k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")}
+            variables = {k: v for k, v in line.items() if k.strip() and not k.startswith("metadata.")}
+            contacts.append(
+                {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
+            )
+    except csv.Error as err:  # a cell past csv's size limit, say
+        raise ValueError(f"line {reader.line_num + 1}: {err}") from None
     return contacts
 
 
