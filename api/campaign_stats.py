@@ -133,10 +133,11 @@ def campaign_status(record: CampaignRecord, summary: Summary) -> str:
 
 def _status(facts: RowFacts) -> str:
     """A row's status as `by_status` counts it: its call's, but for a row cancelled, or launched and
-    waiting its turn (`pending`, as `row_stats` counts it: its call says `not_launched` until started)."""
+    waiting its turn (`pending`, as `row_stats` counts it: its call says `not_launched` until started,
+    and until the order's first write once it has)."""
     if facts.state == "cancelled":
         return "cancelled"
-    if facts.state == "pending" and facts.status in (None, "not_launched"):
+    if facts.state in ("pending", "launched") and facts.status in (None, "not_launched"):
         return "pending"
     return facts.status or "not_launched"
 

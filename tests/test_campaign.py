@@ -360,6 +360,9 @@ def test_rows_launched_and_waiting_their_turn_count_pending_by_status_as_in_row_
         RowFacts(row_index=1, phone_number="+33612345602", state="launched", status="scheduled"),
         RowFacts(row_index=2, phone_number="+33612345603", state="not_launched", status="not_launched"),
         RowFacts(row_index=3, phone_number="+33612345604", state="cancelled", status="not_launched"),
+        # started, its order's first write not landed yet (minutes, behind a worker's backlog)
+        RowFacts(row_index=4, phone_number="+33612345605", state="launched", status="not_launched"),
     ]
     summary = campaign_stats.summarize(rows)
-    assert summary.by_status == Counter(pending=1, scheduled=1, not_launched=1, cancelled=1)
+    assert summary.by_status == Counter(pending=2, scheduled=1, not_launched=1, cancelled=1)
+    assert (summary.row_stats.pending, summary.row_stats.not_launched) == (3, 1)  # scheduled: pending too
