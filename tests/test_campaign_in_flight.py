@@ -178,7 +178,7 @@ async def test_the_web_ui_current_details_follow_each_batch(time_env, task_queue
         cancelled = await current_details(handle)
 
     assert launching == "**launching**: 1 order started, cursor at row #0"
-    assert progress.started == 1 and cancelled.startswith("**done**: 1 order started")
+    assert progress.started == 1 and cancelled.startswith("**done, cancelled**: 1 order started")
 
 
 async def test_a_run_that_started_no_order_says_so_in_its_details(time_env, task_queue) -> None:

@@ -223,6 +223,9 @@ class CampaignWorkflow:
         """The Web UI's current details: the phase and how far the launch went (each run shows its own;
         orders an earlier try of a batch started before its worker died count as started)."""
         started = self.progress.started + self.progress.already_started
+        phase = self.progress.phase
+        if phase == "done" and self.progress.cancelled:
+            phase = "done, cancelled"  # the rows it had not started are cancelled too
         if (
             self.progress.phase == "done"
             and started == 0
@@ -230,13 +233,13 @@ class CampaignWorkflow:
             and not self.progress.skipped
         ):
             # a run that only steered (a pause, resume or cancel after the launch's run had ended)
-            workflow.set_current_details(f"**{self.progress.phase}**: no row pending; started no order")
+            workflow.set_current_details(f"**{phase}**: no row pending; started no order")
             return
         if self.progress.cursor < 0 and started == 0:  # e.g. paused by a run that only steers
-            workflow.set_current_details(f"**{self.progress.phase}**: this run has started no order yet")
+            workflow.set_current_details(f"**{phase}**: this run has started no order yet")
             return
         workflow.set_current_details(
-            f"**{self.progress.phase}**: {started} order{'s' * (started != 1)} started, "
+            f"**{phase}**: {started} order{'s' * (started != 1)} started, "
             f"cursor at row #{self.progress.cursor}"
         )
 
