@@ -279,7 +279,45 @@ def update_campaign(
         }
         return store.update_if_unchanged(database, record, values)
 
-    return store.updating(lambda: get_campaign(database, organization_id, campaign_id), write, "campaign")
+    updated = store.updating(lambda: get_campaign(database, organization_id, campaign_id), write, "campaign")
+    _refresh_placeholders(database, settings, updated, set(changes))
+    return updated
+
+
+def _refresh_placeholders(
+    database: Database, settings: Settings, campaign: CampaignRecord, changed: set[str]
+) -> None:
+    """The calls of the rows not started yet show what they will run with: the campaign's new name,
+    retry config or caller id (placeholders only: an order started writes its own)."""
+    retry = CallRetryConfig.model_validate(campaign.call_retry_config) if campaign.call_retry_config else None
+    resolved = resolve(
+        database, settings, campaign.organization_id, campaign.assistant_id, campaign.from_phone_number, retry
+    )
+    new = {
+        "name": {"campaign": CallCampaign(id=campaign.id, name=campaign.name)},
+        "call_retry_config": {
+            "call_retry_config": RetryConfigRecord.model_validate(resolved.retry.model_dump())
+        },
+        "from_phone_number": {"from_phone_number": resolved.from_phone_number},
+    }
+    update = {field: value for name in changed & set(new) for field, value in new[name].items()}
+    if not update:
+        return
+    with database.session() as session:
+        placeholders = session.scalars(
+            select(CallOrderRecord)
+            .join(CampaignRowRecord, CampaignRowRecord.call_id == CallOrderRecord.id)
+            .where(
+                CampaignRowRecord.campaign_id == campaign.id,
+                CampaignRowRecord.state.in_(("not_launched", "pending")),  # type: ignore[attr-defined]
+                CallOrderRecord.seq == 0,
+            )
+        )
+        for placeholder in placeholders:
+            call = Call.model_validate(placeholder.call).model_copy(update=update)
+            for name, value in call_columns(call, 0).items():
+                setattr(placeholder, name, value)
+        session.commit()
 
 
 def set_flags(

@@ -69,6 +69,9 @@ def test_campaign_lifecycle_with_the_official_client(org: Org) -> None:
     rows = client.campaigns.get_rows(campaign_id).rows
     assert [r.phone_number for r in rows] == ["+33612345601", "+33612345602", "+1555"]
     assert rows[0].call.status == "not_launched" and rows[2].call is None
+    # the rows not launched show what they will run with, not the name they were created with
+    assert {r.call.campaign.name for r in rows if r.call} == {"Pilot 2"}
+    assert client.call.retrieve(rows[0].call.id).call.campaign.name == "Pilot 2"
     assert rows[1].input_data == {"name": "Oliver", "rank": "2"}
     assert [
         r.phone_number for r in client.campaigns.get_rows(campaign_id, extra_query={"offset": 2}).rows
@@ -174,6 +177,8 @@ def test_a_row_whose_number_has_no_calling_window_is_skipped_saying_to_set_the_t
     assert client.campaigns.update(
         chosen["campaign"]["id"], call_retry_config=moved
     ).campaign.call_retry_config
+    shown = [row.call.call_retry_config for row in client.campaigns.get_rows(chosen["campaign"]["id"]).rows]
+    assert [(c.max_retry_attempts, c.timezone) for c in shown] == [(2, "Europe/Moscow")] * 2
 
 
 def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_they_are_deleted(
