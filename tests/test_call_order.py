@@ -690,3 +690,10 @@ async def test_a_waiting_orders_scheduled_at_is_when_its_first_attempt_waits_for
         call = await handle.result()
     assert call.calls_count == 1
     assert call.scheduled_at == started(call.call_attempts[0]) < night.replace(hour=10)
+    # due at once: a scheduled_at past, or force_now over a scheduled_at ahead: when it started
+    past = order("human", scheduled_at=now - timedelta(days=3))
+    forced = order("human", scheduled_at=now + timedelta(days=2), force_now=True)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        for params in (past, forced):
+            call = await (await start(time_env, task_queue, params)).result()
+            assert call.scheduled_at == started(call.call_attempts[0]), params.scheduled_at

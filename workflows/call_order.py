@@ -220,7 +220,8 @@ class CallOrderWorkflow:
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
-        self.starts_at: datetime | None = None  # when the first attempt waits for: the Call's scheduled_at
+        # the Call's scheduled_at: what the first attempt waits for, then when it was released to dial
+        self.starts_at: datetime | None = None
         self._shows_next_attempt = False  # NextAttemptAt is set (search attribute)
         self.force_now = bool(params.force_now)
         self.asks_again_at: datetime | None = None  # the key's queue was full: when the order asks again
@@ -401,6 +402,8 @@ class CallOrderWorkflow:
         while True:
             if not await self._wait_until(due, order):
                 return
+            if not self.attempts:  # its time came (or force_now called it sooner): the order starts
+                self.starts_at = workflow.now()
             if not await self._take_permit(order):
                 if self.cancel_requested:
                     return
@@ -540,8 +543,6 @@ class CallOrderWorkflow:
         )
         self.attempts.append(attempt)
         self.next_attempt_at = None
-        if number == 1 and self.starts_at and workflow.now() < self.starts_at:  # force_now: earlier
-            self.starts_at = workflow.now()
         self._set_status("calling")
         label = f"attempt {number}/{order.retry.max_retry_attempts}"
         metadata = self.params.metadata or {}
