@@ -339,6 +339,7 @@ class NotifyActivities:
         channel = request.slack_channel
         receipt = await self.slack.post(
             SlackMessage(
+                organization_id=call.organization_id,
                 connection_id=slack.connection_id,
                 channel=channel,
                 text=text,

@@ -346,10 +346,14 @@ def _extracted(field: FieldLike, said: list[str], names: list[str]) -> object:
     a value may hold a semicolon), of the field's type; a required field the callee did not give a value
     of that type gets a sample one, as a model must give one."""
     following = "|".join(re.escape(name) for name in names)
-    detail = re.compile(
-        rf"(?:^|;)\s*{re.escape(field.name)}\s*:\s*(.+?)\s*(?=;\s*(?:{following})\s*:|$)", re.DOTALL
-    )
-    heard = [match.group(1).strip() for line in said for match in detail.finditer(line)]
+    boundary = re.compile(rf";(?=\s*(?:{following})\s*:)")  # split, not matched: linear in any value
+    named = re.compile(rf"\s*{re.escape(field.name)}\s*:")
+    heard = [
+        piece[found.end() :].strip()
+        for line in said
+        for piece in boundary.split(line)
+        if (found := named.match(piece))
+    ]
     candidates = heard[-1:] + (
         [_sample_value(field.type, field.enum_options, None)] if field.required else []
     )

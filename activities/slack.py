@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.outbox import Outbox
 from agent.prompt import interpolate
 from models.call import Call
-from models.settings import Settings
+from models.settings import Settings, connection_token
 
 # Slack refused the post for good (unknown channel, bot not in it, bad token)
 SLACK_REJECTED = "SlackRejected"
@@ -34,6 +34,7 @@ DEFAULT_TEMPLATE = "*{{outcome}}*: call to {{phone}}\n{{contact_line}}\n{{summar
 
 
 class SlackMessage(BaseModel):
+    organization_id: str  # whose connection: a token serves its organization alone (connection_token)
     connection_id: str
     channel: str  # a channel id, e.g. C01234567
     text: str = Field(min_length=1)
@@ -69,8 +70,8 @@ class SimulatedSlack:
 
 
 class SlackWebApi:
-    """`chat.postMessage` with the bot token of the message's connection (else the default token).
-    Retries are Temporal's: the client itself makes one attempt."""
+    """`chat.postMessage` with the bot token of the message's organization's connection
+    (`connection_token`). Retries are Temporal's: the client itself makes one attempt."""
 
     name = "slack"
 
@@ -79,20 +80,24 @@ class SlackWebApi:
         tokens: dict[str, str],
         default_token: str | None = None,
         *,
+        home_organization: str = "org_local",
         base_url: str = "https://slack.com/api/",
         timeout: int = 15,
     ) -> None:
         self._tokens = tokens
         self._default_token = default_token
+        self._home = home_organization
         self._base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._timeout = timeout
 
     async def post(self, message: SlackMessage) -> SlackReceipt:
-        token = self._tokens.get(message.connection_id) or self._default_token
+        token = connection_token(
+            self._tokens, self._default_token, message.organization_id, message.connection_id, self._home
+        )
         if not token:
             raise ApplicationError(
-                f"no Slack bot token for connection {message.connection_id} "
-                "(OUTDIAL_SLACK_TOKENS or SLACK_BOT_TOKEN)",
+                f"no Slack bot token for connection {message.connection_id} of {message.organization_id} "
+                f"(OUTDIAL_SLACK_TOKENS: {message.organization_id}/{message.connection_id}=xoxb-…)",
                 type=SLACK_NOT_CONFIGURED,
                 non_retryable=True,
             )
@@ -144,7 +149,12 @@ def _slack_error(err: SlackApiError) -> tuple[int, str]:
 
 def slack_poster_from(settings: Settings) -> SlackPoster:
     if settings.slack_provider == "slack":
-        return SlackWebApi(settings.slack_tokens, settings.slack_bot_token, base_url=settings.slack_base_url)
+        return SlackWebApi(
+            settings.slack_tokens,
+            settings.slack_bot_token,
+            home_organization=settings.organization_id,
+            base_url=settings.slack_base_url,
+        )
     return SimulatedSlack(settings.slack_outbox)
 
 

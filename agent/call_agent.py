@@ -252,7 +252,7 @@ class OutdialAgent(Agent):
         calendly = self.spec.assistant.calendly
         if not calendly:
             return None
-        token = self.deps.config.calendly_token(calendly.connection_id)
+        token = self.deps.config.calendly_token(self.spec.assistant.organization_id, calendly.connection_id)
         if not token or self.deps.calendly_http is None:
             log.warning(
                 "calendly connection %s has no token: booking tools will fail", calendly.connection_id

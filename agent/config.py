@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from models import Call
 from models.assistant import CallAssistant
 from models.common import error_summary
+from models.settings import connection_token
 
 
 class CallSpec(BaseModel):
@@ -65,8 +66,11 @@ class AgentConfig(BaseModel):
     dedicated_base_urls: dict[str, str] = Field(default_factory=dict)
     dedicated_api_key: str | None = Field(default=None, repr=False)
     calendly_api_url: str = "https://api.calendly.com"
-    calendly_tokens: dict[str, str] = Field(default_factory=dict, repr=False)  # connection_id -> token
+    calendly_tokens: dict[str, str] = Field(
+        default_factory=dict, repr=False
+    )  # [org id/]connection_id -> token
     calendly_default_token: str | None = Field(default=None, repr=False)
+    home_organization: str = "org_local"  # the deployment's own (organization.id): the entrypoint's settings
     amd_enabled: bool = True
     farewell_buffer_secs: float = 10.0  # max_duration_end_message starts this long before the limit
     http_timeout_secs: float = 10.0  # custom tools, SMS, Calendly
@@ -90,8 +94,15 @@ class AgentConfig(BaseModel):
             named = [{**e, "loc": (AGENT_ENV[str(e["loc"][0])], *e["loc"][1:])} for e in err.errors()]
             raise ValueError(error_summary(named)) from None
 
-    def calendly_token(self, connection_id: str) -> str | None:
-        return self.calendly_tokens.get(connection_id) or self.calendly_default_token
+    def calendly_token(self, organization_id: str, connection_id: str) -> str | None:
+        """Of `organization_id`'s connection (`connection_token`)."""
+        return connection_token(
+            self.calendly_tokens,
+            self.calendly_default_token,
+            organization_id,
+            connection_id,
+            self.home_organization,
+        )
 
 
 # The agent's settings and their variables (pydantic's booleans for OUTDIAL_AMD: 1/0, true/false, on/off).

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 async def entrypoint(ctx: JobContext) -> None:
     meta = DispatchMetadata.model_validate_json(ctx.job.metadata or "{}")
     settings = Settings.load()
-    config = AgentConfig.from_env()
+    config = AgentConfig.from_env().model_copy(update={"home_organization": settings.organization_id})
     client = await connect(settings)
     link = ConverseLink(client, meta.call_id, meta.attempt_id)
     spec = await link.call()

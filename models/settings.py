@@ -119,8 +119,9 @@ class Settings(BaseModel):
     twilio_auth_token: str | None = Field(default=None, repr=False)
     twilio_base_url: str = "https://api.twilio.com"
     slack_provider: Literal["simulated", "slack"] = "simulated"
-    slack_bot_token: str | None = Field(default=None, repr=False)  # for any connection_id not in slack_tokens
-    slack_tokens: dict[str, str] = Field(default_factory=dict, repr=False)  # connection_id -> bot token
+    # the deployment's own organization's connections; [org id/]connection_id -> bot token (connection_token)
+    slack_bot_token: str | None = Field(default=None, repr=False)
+    slack_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     slack_base_url: str = "https://slack.com/api/"
     slack_outbox: str | None = None  # simulated Slack: a JSON-lines file to append to (None: memory only)
     # Where a notification links a call (Slack's {{call_url}}): its workflow in this Temporal Web UI.
@@ -275,6 +276,19 @@ def _local_codec_key(key_file: str) -> str | None:
         return Path(key_file).read_text().strip() or None
     except OSError:
         return None
+
+
+def connection_token(
+    tokens: dict[str, str], default: str | None, organization_id: str, connection_id: str, home: str
+) -> str | None:
+    """The token of an organization's Slack or Calendly connection. An `<organization id>/<connection
+    id>` entry serves that organization alone; a bare `<connection id>` entry and the default token
+    serve the deployment's own organization (`organization.id`) alone: another organization naming the
+    connection would act as its owner (post to its channels, book in its calendar)."""
+    scoped = tokens.get(f"{organization_id}/{connection_id}")
+    if scoped or organization_id != home:
+        return scoped
+    return tokens.get(connection_id) or default
 
 
 def _pairs(variable: str, text: str) -> dict[str, str]:

@@ -959,7 +959,9 @@ async def test_calendly_availability_and_booking(fake_llm: FakeOpenAI) -> None:
         spec = make_spec(
             first_sentence_mode="none", calendly={"connection_id": "conn-1", "event_type_id": "ET123"}
         )
-        config = AgentConfig(calendly_api_url=base, calendly_tokens={"conn-1": "tok-1"})
+        config = AgentConfig(
+            calendly_api_url=base, calendly_tokens={"conn-1": "tok-1"}, home_organization="org"
+        )
         async with guarded_client(allow_private=True) as http:
             deps = CallDeps(control=RecordingControl(), config=config, calendly_http=http, now=lambda: NOW)
             async with call(fake_llm, spec, deps) as c:

@@ -41,6 +41,7 @@ from activities.notify import (
 from activities.slack import SlackMessage, SlackWebApi, slack_text
 from activities.sms import MAX_SMS_CHARS, SimulatedSmsOutbox, SmsMessage, TemplateSmsWriter, TwilioSms
 from activities.url_guard import UnsafeUrlError, check_url, guarded_client, unsafe_reason
+from agent.config import AgentConfig
 from models import CallCreateParams
 from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import final_call, serve
@@ -766,7 +767,11 @@ async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
         retry_after="30",
     )
     message = SlackMessage(
-        connection_id="conn_1", channel="C0SALES", text="*interested*", idempotency_key="k"
+        organization_id="org_local",
+        connection_id="conn_1",
+        channel="C0SALES",
+        text="*interested*",
+        idempotency_key="k",
     )
     async with serve(fake.routes) as base:
         slack = SlackWebApi({"conn_1": "xoxb-conn-1"}, "xoxb-default", base_url=f"{base}/api/")
@@ -795,6 +800,43 @@ async def test_slack_web_api_adapter_posts_with_the_connections_token() -> None:
     )
     assert (unconfigured.value.type, unconfigured.value.non_retryable) == ("SlackNotConfigured", True)
     assert len(fake.posts) == 5  # no token, no request; and the client itself never retried
+
+
+async def test_a_slack_connection_serves_its_own_organization_alone() -> None:
+    """Another organization naming a connection (`conn_a`) posted into its owner's channels with its
+    owner's bot token, or with the operator's default bot: a token serves its organization alone."""
+    fake = FakeSlack({})
+    tokens = {"conn_a": "xoxb-home", "org_b/conn_b": "xoxb-org-b"}
+    async with serve(fake.routes) as base:
+        slack = SlackWebApi(tokens, "xoxb-default", home_organization="org_a", base_url=f"{base}/api/")
+
+        async def post(organization_id: str, connection_id: str) -> str | None:
+            message = SlackMessage(
+                organization_id=organization_id,
+                connection_id=connection_id,
+                channel="C0SALES",
+                text="hi",
+                idempotency_key=f"{organization_id}/{connection_id}",
+            )
+            try:
+                await slack.post(message)
+            except ApplicationError as refused:
+                assert (refused.type, refused.non_retryable) == ("SlackNotConfigured", True)
+                return None
+            return str(fake.posts[-1][0])
+
+        assert await post("org_a", "conn_a") == "Bearer xoxb-home"
+        assert await post("org_a", "conn_other") == "Bearer xoxb-default"  # the deployment's own bot
+        assert await post("org_b", "conn_b") == "Bearer xoxb-org-b"
+        assert await post("org_b", "conn_a") is None  # org_a's connection: not org_b's to use
+        assert await post("org_b", "conn_other") is None  # nor the operator's default bot
+    config = AgentConfig(
+        calendly_tokens=tokens, calendly_default_token="cal-default", home_organization="org_a"
+    )
+    assert (config.calendly_token("org_a", "conn_a"), config.calendly_token("org_b", "conn_a")) == (
+        "xoxb-home",
+        None,
+    )
 
 
 async def test_an_orders_slack_message_goes_to_each_channel_and_only_a_failure_is_retried(
