@@ -156,6 +156,7 @@ class CallActivities:
                 Database.for_url(self.settings.database_url),
                 request.organization_id,
                 request.from_phone_number,
+                request.accepted_trunk_id,
             )
             request = request.model_copy(update={"livekit_outbound_trunk_id": trunk})
         return await heartbeating(self.telephony.dial(request))

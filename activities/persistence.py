@@ -331,11 +331,12 @@ _TRUNK = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
 )
 
 
-def trunk_of(database: Database, organization_id: str, phone_number: str) -> str | None:
-    """The LiveKit outbound trunk the organization recorded for its caller id, if any: another
-    organization registering the same number must not choose the trunk this one's calls go through."""
+def trunk_of(database: Database, organization_id: str, phone_number: str, accepted: str | None) -> str | None:
+    """The LiveKit outbound trunk the organization records for its caller id now, if any (another
+    organization registering the same number must not choose the trunk this one's calls go through);
+    the trunk the order was `accepted` with once the number is deleted, as the number itself is kept."""
     rows = database.fetch(_TRUNK, organization_id=organization_id, phone_number=phone_number)
-    return rows[0][0] if rows else None
+    return rows[0][0] if rows else accepted
 
 
 # --- do-not-contact registry ---------------------------------------------------------------------------

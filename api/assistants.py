@@ -124,12 +124,26 @@ def _update(
     database: Database, settings: Settings, organization_id: str, assistant_id: str, changes: dict[str, Any]
 ) -> AssistantRecord:
     def write(record: AssistantRecord) -> AssistantRecord | None:
-        assistant = validate_body(AssistantCreateParams, {**record.config, "name": record.name, **changes})
+        stored = _without_the_old_lists_choice(record.config, changes)
+        assistant = validate_body(AssistantCreateParams, {**stored, "name": record.name, **changes})
         _check_caller_id(database, settings, organization_id, assistant)
         values = {"name": assistant.name, "config": _config(assistant)}
         return store.update_if_unchanged(database, record, values)
 
     return store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
+
+
+def _without_the_old_lists_choice(config: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """New `transfer_destinations` (or null) without a `transfer_phone_number`: the stored one, one of
+    the old destinations (their first, unless chosen), goes with them, so the new list's first is the
+    transfer number, and null turns transfer off (it kept transferring to the old first)."""
+    if "transfer_destinations" not in changes or "transfer_phone_number" in changes:
+        return config
+    old = config.get("transfer_destinations") or []
+    numbers = {d.get("phone_number") for d in old if isinstance(d, dict)}
+    if config.get("transfer_phone_number") not in numbers:
+        return config
+    return {key: value for key, value in config.items() if key != "transfer_phone_number"}
 
 
 @router.patch(

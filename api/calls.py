@@ -191,7 +191,7 @@ def initial_call(
         metadata=params.metadata,
         organization_id=organization_id,
         prompt_variables=params.prompt_variables,
-        scheduled_at=params.scheduled_at or now,
+        scheduled_at=now if params.force_now else params.scheduled_at or now,  # force_now: at once
         status="initializing",
         to_phone_number=params.phone_number,
         updated_at=now,

@@ -6,6 +6,7 @@ shown ever holds a secret in clear."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,13 +52,21 @@ def masked(value: Any) -> Any:
     return shown
 
 
+# A variable named so is a secret, wherever it goes: an order by `assistant_id` does not carry the
+# stored assistant whose tools would tell (the workflow's input, as the Web UI shows it).
+SECRET_NAME = re.compile(r"api_?key|apikey|token|secret|password|passwd|bearer|authorization", re.IGNORECASE)
+
+
 def _masked_variables(variables: Any, assistant: Any) -> Any:
     """The variables, those a custom tool of `assistant` sends in a header, a query parameter or its
-    URL's query masked (a secret passed per order)."""
+    URL's query (a secret passed per order) and those named as secrets masked."""
     if not isinstance(variables, dict):
         return variables
     secret = _secret_variables(assistant)
-    return {name: mask(value) if name in secret else value for name, value in variables.items()}
+    return {
+        name: mask(value) if name in secret or SECRET_NAME.search(str(name)) else value
+        for name, value in variables.items()
+    }
 
 
 def _secret_variables(assistant: Any) -> set[str]:

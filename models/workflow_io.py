@@ -46,6 +46,7 @@ class DialRequest(BaseModel):
     # phone numbers (another organization's record of the same number never counts).
     livekit_outbound_trunk_id: str | None = None
     organization_id: str | None = None  # None: scheduled before orders said it; no record is read
+    accepted_trunk_id: str | None = None  # the trunk prepare_order found: kept if the number is deleted
 
 
 class DialResult(BaseModel):

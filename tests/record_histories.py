@@ -216,6 +216,33 @@ async def cancelled_while_ringing(client: Client, task_queue: str, workflow_id: 
     await save(handle)
 
 
+CONTACT_CHECKED_AFTER_THE_PERMIT = "call-00000000-0000-4000-8000-000000000046"
+
+
+async def contact_checked_after_the_permit(client: Client, task_queue: str) -> None:
+    """An order queued behind another's 30 s call on a key of max 1: once its permit comes, the number
+    is looked up again (patch `contact-checked-after-the-permit`) before it dials."""
+    if (HISTORIES / f"{CONTACT_CHECKED_AFTER_THE_PERMIT}.json").exists():
+        return
+    key = {"key": "replay-permit", "max": 1}
+    ahead = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("human", concurrency=key, phone_number="+33612345679"),
+        id="call-00000000-0000-4000-8000-000000000047",  # not recorded: the call ahead
+        task_queue=task_queue,
+    )
+    await eventually(lambda: ahead.query(CallOrderWorkflow.status), lambda s: s == "calling")
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("human:interested", concurrency=key),
+        id=CONTACT_CHECKED_AFTER_THE_PERMIT,
+        task_queue=task_queue,
+    )
+    await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "queued_for_calling")
+    await save(handle)
+    await ahead.result()
+
+
 def hold_the_providers() -> None:
     """The simulated providers, made to fail or wait where a scenario needs it (this process only)."""
     real_dial, real_analyze = SimulatedTelephony.dial, SimulatedAnalyzer.analyze
@@ -535,6 +562,7 @@ async def main() -> None:
             await cancelled_while_ringing(env.client, "record", CANCELLED_WHILE_RINGING)
             await cancelled_while_ringing(env.client, "record", CANCELLED_WHILE_RINGING_SINCE_HANG_UP)
             await notified_in_batches(env.client, "record")
+            await contact_checked_after_the_permit(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:

@@ -299,6 +299,29 @@ def test_the_clients_transfer_destinations_reach_the_call_and_bad_ones_are_a_422
     assert "transfer_destinations" in str(refused.value.body) and "unique" in str(refused.value.body)
 
 
+def test_a_stored_assistants_transfer_destinations_are_replaced_or_cleared_by_an_update(org: Org) -> None:
+    """The transfer number the first destination made was kept through an update of the list: a new
+    list without it was refused (the client cannot send transfer_phone_number), and null or [] went on
+    transferring callers to the old number."""
+    sales = {"label": "Sales", "phone_number": "+33612345679"}
+    support = {"label": "Support", "phone_number": "+33612345670"}
+    created = org.client.assistants.create(name="T", prompt="Hi.", transfer_destinations=[sales]).assistant
+    replaced = org.client.assistants.update(created.id, transfer_destinations=[support]).assistant
+    assert replaced.transfer_phone_number == "+33612345670"
+    for off in (None, []):
+        cleared = org.client.assistants.update(created.id, transfer_destinations=off).assistant
+        assert cleared.transfer_phone_number is None and not cleared.transfer_destinations
+    chosen = org.client.assistants.update(
+        created.id,
+        transfer_destinations=[sales, support],
+        extra_body={"transfer_phone_number": "+33612345670"},
+    ).assistant
+    renamed = org.client.assistants.update(
+        created.id, name="T2"
+    ).assistant  # the choice outlives other changes
+    assert chosen.transfer_phone_number == renamed.transfer_phone_number == "+33612345670"
+
+
 def test_the_clients_speech_options_reach_the_call_and_bad_ones_are_a_422(org: Org) -> None:
     """The speech-to-text context and the Cartesia pronunciation dictionary the client sends are the
     call's (the agent hands them to the transcription and the voice); a typo in the context, or an

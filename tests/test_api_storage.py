@@ -387,8 +387,13 @@ async def test_prepare_order_resolves_from_the_organizations_records(database: D
     ensure_phone_number(database, theirs, "+33159000011", "ST_theirs")
     await activities.dial(request.model_copy(update={"from_phone_number": "+33159000011"}))
     await activities.dial(request.model_copy(update={"organization_id": None}))  # scheduled by older code
+    # The trunk the order was accepted with: kept once its number is deleted, not once it is changed.
+    await activities.dial(
+        request.model_copy(update={"from_phone_number": "+33159000077", "accepted_trunk_id": "ST_kept"})
+    )
+    await activities.dial(request.model_copy(update={"accepted_trunk_id": "ST_before"}))
     dialled = [d.livekit_outbound_trunk_id for d in telephony.dialled]
-    assert dialled == ["ST_ours", "ST_given", None, None]
+    assert dialled == ["ST_ours", "ST_given", None, None, "ST_kept", "ST_ours"]
 
 
 def test_an_accepted_order_keeps_the_caller_id_it_was_accepted_with_once_deleted(database: Database) -> None:

@@ -318,6 +318,66 @@ async def test_a_number_listed_do_not_contact_while_its_order_waits_is_not_calle
     await DatabaseDoNotContactRegistry(settings).remove(settings.organization_id, params.phone_number)
 
 
+async def test_a_number_listed_do_not_contact_while_its_order_waits_for_a_permit_is_not_called(
+    time_env, task_queue
+):
+    """A campaign's row waits for its key's permit, maybe for hours: another call to the same number
+    ended `do_not_contact` meanwhile, and the permit, once granted, dialled the number all the same."""
+    from activities.compliance import DoNotContactEntry
+    from activities.persistence import DatabaseDoNotContactRegistry
+    from tests.test_call_order_concurrency import semaphore_ended
+
+    settings = settings_for_tests()
+    key = {"key": f"trunk-{uuid.uuid4().hex[:8]}", "max": 1}
+    number = f"+33612{uuid.uuid4().int % 10**6:06d}"
+    busy = order("human", concurrency=key, metadata={"simulation.call_seconds": "600"})
+    waiting = order("human:interested", phone_number=number, concurrency=key)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        first = await start(time_env, task_queue, busy)
+        await eventually(lambda: status_of(first), lambda s: s == "calling")
+        handle = await start(time_env, task_queue, waiting)
+        await eventually(lambda: status_of(handle), lambda s: s == "queued_for_calling")
+        listed = DoNotContactEntry(
+            organization_id=settings.organization_id,
+            phone_number=number,
+            call_id=str(uuid.uuid4()),
+            reason="do_not_contact",
+            recorded_at=await time_env.get_current_time(),
+        )
+        await DatabaseDoNotContactRegistry(settings).add(listed)
+        call = await handle.result()
+        assert (await first.result()).status == "completed"
+        await semaphore_ended(time_env, key["key"])  # a timer left behind would hold the test server's clock
+    assert (call.status, call.calls_count) == ("errored", 0)
+    await DatabaseDoNotContactRegistry(settings).remove(settings.organization_id, number)
+
+
+async def test_a_do_not_contact_request_outlasts_a_database_outage(time_env, task_queue, monkeypatch):
+    """It was given up after 10 tries (some 4 minutes), logged, and lost: the Call said do_not_contact
+    while the list did not have the number, so every later order called it."""
+    from activities.persistence import DatabaseDoNotContactRegistry
+
+    real_add, tries = DatabaseDoNotContactRegistry.add, []
+
+    async def flaky_add(self, entry):  # type: ignore[no-untyped-def]
+        tries.append(entry)
+        if len(tries) <= 12:
+            raise ConnectionError("database restarting")
+        return await real_add(self, entry)
+
+    monkeypatch.setattr(DatabaseDoNotContactRegistry, "add", flaky_add)
+    settings = settings_for_tests()
+    number = f"+33612{uuid.uuid4().int % 10**6:06d}"
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        call = await (
+            await start(time_env, task_queue, order("human:do_not_contact", phone_number=number))
+        ).result()
+    registry = DatabaseDoNotContactRegistry(settings)
+    assert call.outcome == "do_not_contact" and len(tries) == 13
+    assert await registry.get(settings.organization_id, number) is not None
+    await registry.remove(settings.organization_id, number)
+
+
 async def test_a_check_of_the_number_that_outlasts_the_window_waits_for_the_next(
     time_env, task_queue, monkeypatch
 ):
@@ -690,10 +750,11 @@ async def test_a_waiting_orders_scheduled_at_is_when_its_first_attempt_waits_for
         call = await handle.result()
     assert call.calls_count == 1
     assert call.scheduled_at == started(call.call_attempts[0]) < night.replace(hour=10)
-    # due at once: a scheduled_at past, or force_now over a scheduled_at ahead: when it started
+    # due at once: it keeps what POST /call answers (a past scheduled_at as asked; force_now: at once)
     past = order("human", scheduled_at=now - timedelta(days=3))
     forced = order("human", scheduled_at=now + timedelta(days=2), force_now=True)
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
-        for params in (past, forced):
-            call = await (await start(time_env, task_queue, params)).result()
-            assert call.scheduled_at == started(call.call_attempts[0]), params.scheduled_at
+        called = await (await start(time_env, task_queue, past)).result()
+        assert called.scheduled_at == past.scheduled_at
+        called = await (await start(time_env, task_queue, forced)).result()
+        assert called.scheduled_at == called.created_at <= started(called.call_attempts[0])

@@ -260,7 +260,7 @@ async def test_webhook_masks_secrets_of_the_assistant_in_the_body() -> None:
 
 async def test_a_webhook_carries_the_callers_own_data_as_given_whatever_its_keys() -> None:
     """Masking went by key name: an extracted field named `url`, metadata named `headers`, a prompt
-    variable named `api_key` reached the receiver masked, though `GET /call` gives them whole."""
+    variable named `url` reached the receiver masked, though `GET /call` gives them whole."""
     receiver = Receiver()
     async with serve(receiver.routes) as base:
         call = final_call(webhook_url=f"{base}/hooks/outdial")
@@ -272,7 +272,7 @@ async def test_a_webhook_carries_the_callers_own_data_as_given_whatever_its_keys
         call = call.model_copy(
             update={
                 "metadata": {"url": "https://crm.example/leads/42?tab=notes", "headers": "Lead from form"},
-                "prompt_variables": {"api_key": "CUSTOMER-REF-000123456789"},
+                "prompt_variables": {"url": "https://shop.example/?ref=newsletter", "headers": "Lead"},
                 "call_attempts": [last],
                 "last_call_attempt": last,
             }
@@ -291,6 +291,7 @@ async def test_a_webhook_carries_the_callers_own_data_as_given_whatever_its_keys
     [
         ("http:/127.0.0.1:{port}/hooks/outdial", "it has no host"),
         ("http://127.0.0.1:{port}\\hooks\\outdial", "cannot be sent to"),
+        ("http://hooks.example.com\\hook", "its host is no host name"),  # pydantic reads it as a path
     ],
 )
 async def test_a_webhook_url_that_cannot_be_sent_to_fails_for_good_saying_why(url: str, said: str) -> None:

@@ -110,6 +110,10 @@ def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_a
         "contact": {"url": "https://x/?a=b"},
     }
     shown = masked(order)
+    by_id = masked(
+        {"assistant_id": "a1", "prompt_variables": {"crm_Token": SECRET, "API_KEY": SECRET, "city": "Lyon"}}
+    )
+    assert by_id["prompt_variables"] == {"crm_Token": "…show", "API_KEY": "…show", "city": "Lyon"}  # named so
     assert shown["prompt_variables"] == {
         "lead": "42",
         "crm_key": "…show",

@@ -112,6 +112,10 @@ CANCELLED_STEP_ENDS_BEFORE_ITS_PERMIT = "cancelled-step-ends-before-its-permit"
 # That wait holds through Temporal's cancellation coming on top of the signal's, and a step that ended by
 # timing out (its worker or voice agent gone) is hung up (`hang_up`) before the permit goes back.
 CANCELLED_STEP_HUNG_UP = "cancelled-step-hung-up"
+# Patch id: a permit waited for longer than CONTACT_RECHECK_AFTER dialed with no new look at the
+# do-not-contact list (another call to the number may have put it there meanwhile).
+CONTACT_CHECKED_AFTER_THE_PERMIT = "contact-checked-after-the-permit"
+CONTACT_RECHECK_AFTER = timedelta(seconds=10)
 HANG_UP_PATIENCE = timedelta(minutes=10)  # LiveKit down, or a rolling deploy's older workers meanwhile
 
 # The order's first reads of the database: an outage (PostgreSQL restarting) is waited out, as by
@@ -220,8 +224,7 @@ class CallOrderWorkflow:
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
-        # the Call's scheduled_at: what the first attempt waits for, then when it was released to dial
-        self.starts_at: datetime | None = None
+        self.starts_at: datetime | None = None  # the Call's scheduled_at, once known (`_started`)
         self._shows_next_attempt = False  # NextAttemptAt is set (search attribute)
         self.force_now = bool(params.force_now)
         self.asks_again_at: datetime | None = None  # the key's queue was full: when the order asks again
@@ -314,7 +317,8 @@ class CallOrderWorkflow:
                         outcome_summary=final.outcome_summary,
                     ),
                     start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=10),
+                    # as the order's own writes: a database outage is waited out, the request never lost
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
                     summary="remember: do not contact this number",
                 )
             except ActivityError as err:
@@ -381,6 +385,11 @@ class CallOrderWorkflow:
             CONTACT_CHECKED_BEFORE_EACH_ATTEMPT
         ):
             return True
+        await self._look_up_contact()
+        return False
+
+    async def _look_up_contact(self) -> None:
+        """The number looked up again: OrderFailed when it was put on the do-not-contact list meanwhile."""
         try:
             await self._check_contact()
         except ActivityError as err:
@@ -388,7 +397,6 @@ class CallOrderWorkflow:
                 raise
             raise OrderFailed(_reason(err)) from err
         self.contact_checked_at = workflow.now()
-        return False
 
     async def _place_attempts(self, order: PreparedOrder) -> None:
         self.contact_checked_at = workflow.now()  # by _prepare
@@ -402,8 +410,8 @@ class CallOrderWorkflow:
         while True:
             if not await self._wait_until(due, order):
                 return
-            if not self.attempts:  # its time came (or force_now called it sooner): the order starts
-                self.starts_at = workflow.now()
+            if not self.attempts:
+                self._started()
             if not await self._take_permit(order):
                 if self.cancel_requested:
                     return
@@ -427,6 +435,18 @@ class CallOrderWorkflow:
             )
             if due is None and len(self.attempts) >= order.retry.max_retry_attempts:
                 return
+
+    def _started(self) -> None:
+        """The first attempt goes ahead: the Call's scheduled_at becomes now if force_now made it go
+        sooner than planned, or for a campaign's row (created long before its launch); else it stays
+        the instant waited for, or what POST /call answered for an order due at once."""
+        if self.params.force_now and self.starts_at is None:  # at once, whatever its scheduled_at
+            self.starts_at = self.created_at  # (as POST /call answered)
+            return
+        now = workflow.now()
+        planned = self.starts_at or self.params.scheduled_at
+        if (planned and planned > now) or (self.campaign and self.starts_at is None):
+            self.starts_at = now
 
     async def _wait_until(self, due: datetime | None, order: PreparedOrder) -> bool:
         """Sleep until `due` (status `scheduled`), honouring pause/resume/force_now; False if cancelled."""
@@ -495,9 +515,19 @@ class CallOrderWorkflow:
             raise
         window_open = self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
         if permits.granted(ticket) and not self.cancel_requested and not self.paused and window_open:
+            await self._contact_allowed_after_the_wait()
             return True
         await permits.release(ticket)
         return False
+
+    async def _contact_allowed_after_the_wait(self) -> None:
+        """A long wait for a permit (a campaign's key): the number is looked up again before it is
+        dialed, OrderFailed when another call put it on the do-not-contact list meanwhile (the order's
+        closing gives the permit back)."""
+        if workflow.now() - self.contact_checked_at <= CONTACT_RECHECK_AFTER:
+            return
+        if workflow.patched(CONTACT_CHECKED_AFTER_THE_PERMIT):
+            await self._look_up_contact()
 
     async def _turned_away(self, permits: PermitHolder, ticket: str, order: PreparedOrder) -> bool:
         """Wait for the permit (or cancel, pause). True when the key's queue was full and the time to ask
@@ -566,6 +596,7 @@ class CallOrderWorkflow:
                     max_call_duration_secs=_call_limit(order),
                     metadata=metadata,
                     organization_id=self.organization_id,
+                    accepted_trunk_id=order.livekit_outbound_trunk_id,
                 ),
                 start_to_close_timeout=timedelta(seconds=120),
                 heartbeat_timeout=DIAL_HEARTBEAT,
