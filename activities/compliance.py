@@ -68,10 +68,17 @@ class ContactCheckRequest(BaseModel):
     organization_id: str
     phone_number: str
     metadata: dict[str, str] | None = None
+    placed_at: datetime | None = None  # when the order was placed (None: now, a new order)
 
 
 def is_overridden(metadata: dict[str, str] | None) -> bool:
     return (metadata or {}).get(OVERRIDE_METADATA_KEY, "").strip().lower() in ("1", "true", "yes")
+
+
+def overrides(entry: DoNotContactEntry | None, metadata: dict[str, str] | None, placed_at: datetime) -> bool:
+    """An order's override stands for a consent given before it was placed: a request not to be called
+    made after that (on another of its calls) outranks it."""
+    return is_overridden(metadata) and (entry is None or entry.recorded_at <= placed_at)
 
 
 class ComplianceActivities:
@@ -102,9 +109,11 @@ class ComplianceActivities:
 
 async def ensure_contact_allowed(registry: DoNotContactRegistry, request: ContactCheckRequest) -> None:
     """The check itself, for the API to run before it even starts an order (a 409/422 to the caller)."""
-    if is_overridden(request.metadata):
+    if is_overridden(request.metadata) and request.placed_at is None:  # a new order: consent since
         return
-    refuse_listed(await registry.get(request.organization_id, request.phone_number), request)
+    entry = await registry.get(request.organization_id, request.phone_number)
+    if not overrides(entry, request.metadata, request.placed_at or datetime.now(UTC)):
+        refuse_listed(entry, request)
 
 
 def refuse_listed(entry: DoNotContactEntry | None, request: ContactCheckRequest) -> None:

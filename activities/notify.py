@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any, Literal, Protocol
@@ -28,7 +29,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.compliance import DoNotContactRegistry, is_overridden
+from activities.compliance import DoNotContactRegistry, overrides
 from activities.persistence import DatabaseDoNotContactRegistry
 from activities.slack import SimulatedSlack, SlackMessage, SlackPoster, slack_text
 from activities.sms import MAX_SMS_CHARS, SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
@@ -392,9 +393,9 @@ class NotifyActivities:
     async def _do_not_contact(self, call: Call) -> bool:
         """Whether the number asked, on any call of the organization (another order's, while this one
         waited for its retries), not to be contacted again: then it gets no text either."""
-        if is_overridden(call.metadata):  # the callee consented again: the order called them anyway
-            return False
-        return await self.contacts.get(call.organization_id, call.to_phone_number) is not None
+        entry = await self.contacts.get(call.organization_id, call.to_phone_number)
+        placed = call.created_at if isinstance(call.created_at, datetime) else datetime.now(UTC)
+        return entry is not None and not overrides(entry, call.metadata, placed)
 
     async def _send_sms(self, call: Call, channel: Channel, text: str, key: str) -> NotifyResult:
         text = text[:MAX_SMS_CHARS]  # every SMS: the voicemail one is the assistant's text, unbounded

@@ -382,13 +382,18 @@ class DatabaseDoNotContactRegistry:
         await asyncio.to_thread(self._add, entry)
 
     def _add(self, entry: DoNotContactEntry) -> None:
+        """Listed, or listed anew: the latest request is the one an override is weighed against."""
         try:
             with self.database.session() as session:
-                if session.get(DoNotContactRecord, (entry.organization_id, entry.phone_number)) is None:
+                listed = session.get(DoNotContactRecord, (entry.organization_id, entry.phone_number))
+                if listed is None:
                     session.add(DoNotContactRecord(**entry.model_dump()))
-                    session.commit()
+                elif listed.recorded_at < entry.recorded_at:
+                    listed.call_id, listed.reason = entry.call_id, entry.reason
+                    listed.recorded_at = entry.recorded_at
+                session.commit()
         except IntegrityError:
-            pass  # a concurrent add of the same number won: first entry wins
+            pass  # a concurrent add of the same number won: it is listed
 
     async def get(self, organization_id: str, phone_number: str) -> DoNotContactEntry | None:
         return await asyncio.to_thread(self._get, organization_id, phone_number)

@@ -448,9 +448,12 @@ async def test_the_do_not_contact_registry_is_shared_through_the_database(databa
     first, second = DatabaseDoNotContactRegistry(settings), DatabaseDoNotContactRegistry(settings)
     org = f"org_{uuid.uuid4().hex[:8]}"
     entry = DoNotContactEntry(organization_id=org, phone_number="+33612345678", call_id="c1", recorded_at=T0)
+    later = entry.model_copy(update={"call_id": "c2", "recorded_at": T0 + timedelta(days=1)})
     await first.add(entry)
-    await first.add(entry.model_copy(update={"call_id": "c2", "recorded_at": T0 + timedelta(days=1)}))
-    assert await second.get(org, "+33612345678") == entry  # another worker sees it; the first one wins
+    await first.add(later)
+    await first.add(entry)  # a retry of the first request, late
+    # Another worker sees it; the latest request stands (an override is weighed against it).
+    assert await second.get(org, "+33612345678") == later
     assert await second.get("org_other", "+33612345678") is None
     await second.remove(org, "+33612345678")
     assert await first.get(org, "+33612345678") is None

@@ -318,6 +318,44 @@ async def test_a_number_listed_do_not_contact_while_its_order_waits_is_not_calle
     await DatabaseDoNotContactRegistry(settings).remove(settings.organization_id, params.phone_number)
 
 
+async def test_an_override_stands_for_a_consent_before_the_order_not_against_a_request_since(
+    time_env, task_queue
+):
+    """Placed with the override (the callee consented again after an old request), the order waited for
+    its retry while another call's callee asked again not to be called: the retry dialled all the same,
+    and the list kept the old request alone."""
+    from activities.compliance import DoNotContactEntry
+    from activities.persistence import DatabaseDoNotContactRegistry
+
+    settings = settings_for_tests()
+    registry = DatabaseDoNotContactRegistry(settings)
+    number = f"+33612{uuid.uuid4().int % 10**6:06d}"
+    now = await time_env.get_current_time()
+
+    def request(days_ago: int) -> DoNotContactEntry:
+        return DoNotContactEntry(
+            organization_id=settings.organization_id,
+            phone_number=number,
+            call_id=str(uuid.uuid4()),
+            recorded_at=now - timedelta(days=days_ago),
+        )
+
+    await registry.add(request(90))  # long ago
+    overridden = order(
+        "voicemail,human:interested", phone_number=number, metadata={"do_not_contact_override": "true"}
+    )
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(time_env, task_queue, overridden)
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+        assert len((await handle.query(CallOrderWorkflow.call)).call_attempts) == 1  # the voicemail
+        await registry.add(request(-1))  # asked again, after the order was placed
+        call = await handle.result()
+    assert (call.status, call.calls_count) == ("errored", 1)
+    listed = await registry.get(settings.organization_id, number)
+    assert listed is not None and listed.recorded_at > now  # the latest request stands
+    await registry.remove(settings.organization_id, number)
+
+
 async def test_a_number_listed_do_not_contact_while_its_order_waits_for_a_permit_is_not_called(
     time_env, task_queue
 ):

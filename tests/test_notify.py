@@ -508,7 +508,11 @@ async def test_no_sms_to_a_number_another_call_put_on_the_do_not_contact_list() 
         result = await ActivityEnvironment().run(send, NotifyRequest(call=call))
         assert (result.status, result.detail) == ("skipped", "the number is on the do-not-contact list")
     assert outbox.sent == {}
-    consented = voicemail.model_copy(update={"metadata": {"do_not_contact_override": "true"}})
+    # The override stands for a consent given before the order was placed: not against a request since.
+    overridden = voicemail.model_copy(update={"metadata": {"do_not_contact_override": "true"}})
+    result = await ActivityEnvironment().run(acts.send_voicemail_sms, NotifyRequest(call=overridden))
+    assert result.status == "skipped" and outbox.sent == {}
+    consented = overridden.model_copy(update={"created_at": datetime.now(UTC) + timedelta(minutes=1)})
     result = await ActivityEnvironment().run(acts.send_voicemail_sms, NotifyRequest(call=consented))
     assert result.status == "sent" and len(outbox.sent) == 1
 

@@ -370,6 +370,7 @@ class CallOrderWorkflow:
                 organization_id=self.organization_id,
                 phone_number=self.params.phone_number,
                 metadata=self.params.metadata or {},
+                placed_at=self.created_at,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=PREPARE_PATIENCE,
