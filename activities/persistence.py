@@ -242,8 +242,9 @@ class PersistenceActivities:
 
 
 def find_assistant(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord | None:
+    """The organization's assistant; its id in any case, as `POST /call` takes it (ids are lowercase)."""
     with database.session() as session:
-        record = session.get(AssistantRecord, assistant_id)
+        record = session.get(AssistantRecord, assistant_id.lower())
         return record if record and record.organization_id == organization_id else None
 
 

@@ -1025,6 +1025,7 @@ def test_assistants_crud_and_clone(org: Org) -> None:
 
     retrieved = org.client.assistants.retrieve(created.id)  # unwrapped, as the client expects
     assert retrieved.id == created.id and retrieved.prompt == "Greet {{name}}."
+    assert org.client.assistants.retrieve(created.id.upper()).id == created.id  # as POST /call takes it
 
     updated = org.client.assistants.update(created.id, name="Front desk", first_sentence="Hello!").assistant
     assert (updated.name, updated.first_sentence, updated.prompt) == (
