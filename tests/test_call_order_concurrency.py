@@ -3,6 +3,7 @@ released between retries, given back when the window closed, reclaimed from a te
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -218,3 +219,39 @@ async def test_an_order_turned_away_stops_asking_when_its_window_closes(time_env
     ]
     assert len(deferrals) == 5, deferrals  # at 0, 1, 3, 7 and 15 minutes; none after the window closed
     assert all(at - now < timedelta(minutes=30) for at in deferrals)
+
+
+async def test_a_pause_sent_while_the_number_is_looked_up_after_a_long_wait_is_obeyed(
+    time_env, task_queue, monkeypatch
+):
+    """Granted after a long wait, the permit's order looks its number up again (the database may be
+    restarting, for a while): a pause sent meanwhile was ignored and the order dialled."""
+    from activities.persistence import DatabaseDoNotContactRegistry
+
+    real_get, down, looked_up = DatabaseDoNotContactRegistry.get, [False], asyncio.Event()
+    number = f"+33612{uuid.uuid4().int % 10**6:06d}"
+
+    async def get(self, organization_id, phone_number):  # type: ignore[no-untyped-def]
+        if phone_number == number and down[0]:
+            looked_up.set()
+            raise ConnectionError("database restarting")
+        return await real_get(self, organization_id, phone_number)
+
+    monkeypatch.setattr(DatabaseDoNotContactRegistry, "get", get)
+    key = f"recheck-{uuid.uuid4()}"
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        ahead = await start(time_env.client, task_queue, order(key, 1, "human", 30))
+        await eventually(lambda: ahead.query(CallOrderWorkflow.status), lambda s: s == "calling")
+        waiting = order(key, 1, "human", 30).model_copy(update={"phone_number": number})
+        handle = await start(time_env.client, task_queue, waiting)
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "queued_for_calling")
+        down[0] = True
+        await ahead.result()  # its permit goes to the waiting order, which looks its number up
+        await asyncio.wait_for(looked_up.wait(), 30)
+        await handle.signal(CallOrderWorkflow.pause)
+        down[0] = False
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "paused")
+        assert (await handle.query(CallOrderWorkflow.call)).calls_count == 0  # before: it dialled
+        await handle.signal(CallOrderWorkflow.cancel)
+        await handle.result()
+        await semaphore_ended(time_env, key)

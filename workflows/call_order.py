@@ -514,21 +514,29 @@ class CallOrderWorkflow:
             if isinstance(err, ActivityError) and _refused(err):  # its key refused by Temporal
                 raise OrderFailed(_reason(err)) from err
             raise
-        window_open = self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
-        if permits.granted(ticket) and not self.cancel_requested and not self.paused and window_open:
-            await self._contact_allowed_after_the_wait()
+        if self._may_dial(ticket, order) and (
+            not await self._contact_looked_up_after_the_wait() or self._may_dial(ticket, order)
+        ):  # (the look-up takes time: a pause, a cancel or the window's end may have come meanwhile)
             return True
         await permits.release(ticket)
         return False
 
-    async def _contact_allowed_after_the_wait(self) -> None:
+    def _may_dial(self, ticket: str, order: PreparedOrder) -> bool:
+        """The permit is granted, and nothing since holds the order back: a cancel, a pause, the window."""
+        window_open = self.force_now or schedule.is_allowed(workflow.now(), order.retry, order.zones)
+        granted = self.permits is not None and self.permits.granted(ticket)
+        return granted and not self.cancel_requested and not self.paused and window_open
+
+    async def _contact_looked_up_after_the_wait(self) -> bool:
         """A long wait for a permit (a campaign's key): the number is looked up again before it is
-        dialed, OrderFailed when another call put it on the do-not-contact list meanwhile (the order's
-        closing gives the permit back)."""
+        dialed (True), OrderFailed when another call put it on the do-not-contact list meanwhile (the
+        order's closing gives the permit back)."""
         if workflow.now() - self.contact_checked_at <= CONTACT_RECHECK_AFTER:
-            return
-        if workflow.patched(CONTACT_CHECKED_AFTER_THE_PERMIT):
-            await self._look_up_contact()
+            return False
+        if not workflow.patched(CONTACT_CHECKED_AFTER_THE_PERMIT):
+            return False
+        await self._look_up_contact()
+        return True
 
     async def _turned_away(self, permits: PermitHolder, ticket: str, order: PreparedOrder) -> bool:
         """Wait for the permit (or cancel, pause). True when the key's queue was full and the time to ask
