@@ -134,14 +134,15 @@ def _update(
 
 
 def _without_the_old_lists_choice(config: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """New `transfer_destinations` (or null) without a `transfer_phone_number`: the stored one, one of
-    the old destinations (their first, unless chosen), goes with them, so the new list's first is the
-    transfer number, and null turns transfer off (it kept transferring to the old first)."""
+    """New `transfer_destinations` (or null) without a `transfer_phone_number` (the official client
+    cannot send one): the stored number stays only if it is one of the new destinations, so otherwise
+    the new list's first is the transfer number, and null or [] turns transfer off (it kept transferring
+    to the old first, and a list without it was refused)."""
     if "transfer_destinations" not in changes or "transfer_phone_number" in changes:
         return config
-    old = config.get("transfer_destinations") or []
-    numbers = {d.get("phone_number") for d in old if isinstance(d, dict)}
-    if config.get("transfer_phone_number") not in numbers:
+    new = changes["transfer_destinations"] or []
+    numbers = {d.get("phone_number") for d in new if isinstance(d, dict)}
+    if config.get("transfer_phone_number") in numbers:
         return config
     return {key: value for key, value in config.items() if key != "transfer_phone_number"}
 

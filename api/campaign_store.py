@@ -266,11 +266,12 @@ def update_campaign(
         }
         merged = validate_body(CampaignUpdateParams, {**current, **changes})
         retry = merged.call_retry_config
-        resolved = resolve(
-            database, settings, organization_id, record.assistant_id, merged.from_phone_number, retry
-        )
-        if "call_retry_config" in changes:
-            _refuse_rows_without_window(database, record, resolved.retry)
+        if {"call_retry_config", "from_phone_number"} & set(changes):  # a rename needs neither resolved
+            resolved = resolve(
+                database, settings, organization_id, record.assistant_id, merged.from_phone_number, retry
+            )
+            if "call_retry_config" in changes:
+                _refuse_rows_without_window(database, record, resolved.retry)
         values = {
             "name": merged.name or record.name,
             "call_retry_config": retry.model_dump(mode="json") if retry else None,
@@ -289,19 +290,19 @@ def _refresh_placeholders(
 ) -> None:
     """The calls of the rows not started yet show what they will run with: the campaign's new name,
     retry config or caller id (placeholders only: an order started writes its own)."""
-    retry = CallRetryConfig.model_validate(campaign.call_retry_config) if campaign.call_retry_config else None
-    resolved = resolve(
-        database, settings, campaign.organization_id, campaign.assistant_id, campaign.from_phone_number, retry
-    )
-    new = {
-        "name": {"campaign": CallCampaign(id=campaign.id, name=campaign.name)},
-        "call_retry_config": {
-            "call_retry_config": RetryConfigRecord.model_validate(resolved.retry.model_dump())
-        },
-        "from_phone_number": {"from_phone_number": resolved.from_phone_number},
-    }
-    update = {field: value for name in changed & set(new) for field, value in new[name].items()}
-    if not update:
+    shown: dict[str, Any] = {}
+    if "name" in changed:
+        shown["campaign"] = CallCampaign(id=campaign.id, name=campaign.name)
+    if {"call_retry_config", "from_phone_number"} & changed:
+        stored = campaign.call_retry_config
+        retry = CallRetryConfig.model_validate(stored) if stored else None
+        organization_id, caller_id = campaign.organization_id, campaign.from_phone_number
+        resolved = resolve(database, settings, organization_id, campaign.assistant_id, caller_id, retry)
+        if "call_retry_config" in changed:
+            shown["call_retry_config"] = RetryConfigRecord.model_validate(resolved.retry.model_dump())
+        if "from_phone_number" in changed:
+            shown["from_phone_number"] = resolved.from_phone_number
+    if not shown:
         return
     with database.session() as session:
         placeholders = session.scalars(
@@ -313,10 +314,16 @@ def _refresh_placeholders(
                 CallOrderRecord.seq == 0,
             )
         )
-        for placeholder in placeholders:
-            call = Call.model_validate(placeholder.call).model_copy(update=update)
-            for name, value in call_columns(call, 0).items():
-                setattr(placeholder, name, value)
+        rewritten = [
+            (placeholder.id, Call.model_validate(placeholder.call).model_copy(update=shown))
+            for placeholder in placeholders
+        ]
+        for call_id, call in rewritten:  # unless its order has written it meanwhile (seq > 0): launched
+            session.execute(
+                update(CallOrderRecord)
+                .where(CallOrderRecord.id == call_id, CallOrderRecord.seq == 0)  # type: ignore[arg-type]
+                .values(**call_columns(call, 0))
+            )
         session.commit()
 
 

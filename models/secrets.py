@@ -53,8 +53,16 @@ def masked(value: Any) -> Any:
 
 
 # A variable named so is a secret, wherever it goes: an order by `assistant_id` does not carry the
-# stored assistant whose tools would tell (the workflow's input, as the Web UI shows it).
-SECRET_NAME = re.compile(r"api_?key|apikey|token|secret|password|passwd|bearer|authorization", re.IGNORECASE)
+# stored assistant whose tools would tell (the workflow's input, as the Web UI shows it). By whole words
+# of its name (`crm_token`, `apiKey`, `access-key`), so `secretary_name` is no secret.
+SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "bearer", "authorization"})
+SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("client", "secret")})
+
+
+def secret_name(name: str) -> bool:
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("_", " ").replace("-", " ").split()
+    pairs = set(zip(words, words[1:], strict=False))
+    return bool(SECRET_WORDS & set(words) or SECRET_PAIRS & pairs)
 
 
 def _masked_variables(variables: Any, assistant: Any) -> Any:
@@ -64,7 +72,7 @@ def _masked_variables(variables: Any, assistant: Any) -> Any:
         return variables
     secret = _secret_variables(assistant)
     return {
-        name: mask(value) if name in secret or SECRET_NAME.search(str(name)) else value
+        name: mask(value) if name in secret or secret_name(str(name)) else value
         for name, value in variables.items()
     }
 

@@ -285,6 +285,8 @@ def connection_token(
     id>` entry serves that organization alone; a bare `<connection id>` entry and the default token
     serve the deployment's own organization (`organization.id`) alone: another organization naming the
     connection would act as its owner (post to its channels, book in its calendar)."""
+    if "/" in connection_id:  # `org_b/conn_b` named as a connection: another's entry, never one's own
+        return None
     scoped = tokens.get(f"{organization_id}/{connection_id}")
     if scoped or organization_id != home:
         return scoped

@@ -208,6 +208,9 @@ def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_t
         for number_id in numbers.values():  # the one named and the default (ORG_NUMBER)
             assert http.delete(f"/phone-numbers/{number_id}").status_code == 200
     for campaign, number in ((named, "+33159000003"), (default, ORG_NUMBER)):
+        # renamed and its max changed all the same: neither looks the assistant or the number up
+        assert client.campaigns.update(campaign.id, name=f"{campaign.name} 2").campaign.name.endswith(" 2")
+        assert client.campaigns.update(campaign.id, max_concurrent_calls=3).campaign.max_concurrent_calls == 3
         assert client.campaigns.launch(campaign.id, mode="ai_first", selection={}).launched == 1
         [call] = eventually_sync(
             lambda: client.call.search(**no_filters(campaign_ids=[campaign.id])).calls,  # noqa: B023

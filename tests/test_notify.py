@@ -835,6 +835,7 @@ async def test_a_slack_connection_serves_its_own_organization_alone() -> None:
         assert await post("org_b", "conn_b") == "Bearer xoxb-org-b"
         assert await post("org_b", "conn_a") is None  # org_a's connection: not org_b's to use
         assert await post("org_b", "conn_other") is None  # nor the operator's default bot
+        assert await post("org_a", "org_b/conn_b") is None  # nor its own, naming another's entry
     config = AgentConfig(
         calendly_tokens=tokens, calendly_default_token="cal-default", home_organization="org_a"
     )

@@ -114,6 +114,8 @@ def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_a
         {"assistant_id": "a1", "prompt_variables": {"crm_Token": SECRET, "API_KEY": SECRET, "city": "Lyon"}}
     )
     assert by_id["prompt_variables"] == {"crm_Token": "…show", "API_KEY": "…show", "city": "Lyon"}  # named so
+    words = masked({"prompt_variables": {"secretary_name": "Ada", "access-key": SECRET, "pallbearers": "4"}})
+    assert words["prompt_variables"] == {"secretary_name": "Ada", "access-key": "…show", "pallbearers": "4"}
     assert shown["prompt_variables"] == {
         "lead": "42",
         "crm_key": "…show",
