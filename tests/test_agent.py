@@ -1076,7 +1076,7 @@ def test_llm_model_selection(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
-def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:  # AgentSession takes the running loop
     monkeypatch.setenv("CARTESIA_API_KEY", "c-test")
     monkeypatch.setenv("ELEVEN_API_KEY", "e-test")
     settings, config = Settings(openai_api_key="sk-o"), AgentConfig()
@@ -1166,7 +1166,7 @@ async def test_the_transcription_is_told_the_assistants_stt_context() -> None:
     assert not is_given(build_stt(settings, AgentConfig(), None)._opts.prompt)  # no context, no prompt
 
 
-def test_the_transcription_also_hears_what_the_prompt_says_about_the_call() -> None:
+async def test_the_transcription_also_hears_what_the_prompt_says_about_the_call() -> None:
     """As Revox merges prompt-derived context in: each variable the prompt uses becomes an entry,
     unless the stt_context has one of that key (its own value stays)."""
     settings = Settings(openai_api_key="sk-o")
