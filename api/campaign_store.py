@@ -119,6 +119,12 @@ def _no_window(zones: list[str]) -> str:
     )
 
 
+def _not_started(campaign: CampaignRecord) -> tuple[Any, ...]:
+    """The campaign's rows not started yet: those a PATCH applies to."""
+    states = CampaignRowRecord.state.in_(("not_launched", "pending"))  # type: ignore[attr-defined]
+    return (CampaignRowRecord.campaign_id == campaign.id, states)
+
+
 def _refuse_rows_without_window(database: Database, campaign: CampaignRecord, retry: CallRetryConfig) -> None:
     """A new call_retry_config leaves every row not started yet a calling window, or is a 422: at
     creation such a row is skipped, and launched it would only err."""
@@ -126,12 +132,7 @@ def _refuse_rows_without_window(database: Database, campaign: CampaignRecord, re
     now = utcnow()
     with database.session() as session:
         numbers = session.scalars(
-            select(CampaignRowRecord.phone_number)
-            .where(
-                CampaignRowRecord.campaign_id == campaign.id,
-                CampaignRowRecord.state.in_(("not_launched", "pending")),  # type: ignore[attr-defined]
-            )
-            .distinct()
+            select(CampaignRowRecord.phone_number).where(*_not_started(campaign)).distinct()
         )
         for number in numbers:
             if zones := zones_sharing_no_window(number, retry, now, searched):
@@ -258,6 +259,7 @@ def update_campaign(
     """Partial update, validated as a whole (null clears; a null max falls back to the default)."""
 
     def write(record: CampaignRecord) -> CampaignRecord | None:
+        nonlocal resolved
         current = {
             "name": record.name,
             "call_retry_config": record.call_retry_config,
@@ -280,39 +282,31 @@ def update_campaign(
         }
         return store.update_if_unchanged(database, record, values)
 
+    resolved: Resolved | None = None  # by the write that landed, when the retry config or caller id changed
     updated = store.updating(lambda: get_campaign(database, organization_id, campaign_id), write, "campaign")
-    _refresh_placeholders(database, settings, updated, set(changes))
+    _refresh_placeholders(database, updated, set(changes), resolved)
     return updated
 
 
 def _refresh_placeholders(
-    database: Database, settings: Settings, campaign: CampaignRecord, changed: set[str]
+    database: Database, campaign: CampaignRecord, changed: set[str], resolved: Resolved | None
 ) -> None:
     """The calls of the rows not started yet show what they will run with: the campaign's new name,
     retry config or caller id (placeholders only: an order started writes its own)."""
     shown: dict[str, Any] = {}
     if "name" in changed:
         shown["campaign"] = CallCampaign(id=campaign.id, name=campaign.name)
-    if {"call_retry_config", "from_phone_number"} & changed:
-        stored = campaign.call_retry_config
-        retry = CallRetryConfig.model_validate(stored) if stored else None
-        organization_id, caller_id = campaign.organization_id, campaign.from_phone_number
-        resolved = resolve(database, settings, organization_id, campaign.assistant_id, caller_id, retry)
-        if "call_retry_config" in changed:
-            shown["call_retry_config"] = RetryConfigRecord.model_validate(resolved.retry.model_dump())
-        if "from_phone_number" in changed:
-            shown["from_phone_number"] = resolved.from_phone_number
+    if resolved is not None and "call_retry_config" in changed:
+        shown["call_retry_config"] = RetryConfigRecord.model_validate(resolved.retry.model_dump())
+    if resolved is not None and "from_phone_number" in changed:
+        shown["from_phone_number"] = resolved.from_phone_number
     if not shown:
         return
     with database.session() as session:
         placeholders = session.scalars(
             select(CallOrderRecord)
             .join(CampaignRowRecord, CampaignRowRecord.call_id == CallOrderRecord.id)
-            .where(
-                CampaignRowRecord.campaign_id == campaign.id,
-                CampaignRowRecord.state.in_(("not_launched", "pending")),  # type: ignore[attr-defined]
-                CallOrderRecord.seq == 0,
-            )
+            .where(*_not_started(campaign), CallOrderRecord.seq == 0)
         )
         rewritten = [
             (placeholder.id, Call.model_validate(placeholder.call).model_copy(update=shown))
