@@ -47,6 +47,9 @@ class DialRequest(BaseModel):
     livekit_outbound_trunk_id: str | None = None
     organization_id: str | None = None  # None: scheduled before orders said it; no record is read
     accepted_trunk_id: str | None = None  # the trunk prepare_order found: kept if the number is deleted
+    # When the calling window it was sent in closes (None: force_now, or sent before dials said it): a
+    # dial that starts later, behind a worker backlog, refuses to ring (`DIAL_TOO_LATE`).
+    ring_by: AwareDatetime | None = None
 
 
 class DialResult(BaseModel):

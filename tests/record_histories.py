@@ -23,9 +23,10 @@ from aiohttp import web
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.calls import CallActivities
+from activities.calls import DIAL_TOO_LATE, CallActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
 from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
 from models import CallCreateParams
@@ -243,6 +244,20 @@ async def contact_checked_after_the_permit(client: Client, task_queue: str) -> N
     await ahead.result()
 
 
+DIALED_TOO_LATE = "call-00000000-0000-4000-8000-000000000048"
+
+
+async def dialed_too_late(client: Client, task_queue: str) -> None:
+    """The first dial refused: it started after its calling window closed (`DIAL_TOO_LATE`, as behind a
+    worker backlog); the order waits for the next window, where it reaches a human."""
+    if (HISTORIES / f"{DIALED_TOO_LATE}.json").exists():
+        return
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run, scenario("human:interested"), id=DIALED_TOO_LATE, task_queue=task_queue
+    )
+    await save(handle)
+
+
 def hold_the_providers() -> None:
     """The simulated providers, made to fail or wait where a scenario needs it (this process only)."""
     real_dial, real_analyze = SimulatedTelephony.dial, SimulatedAnalyzer.analyze
@@ -277,6 +292,18 @@ def hold_the_providers() -> None:
             await CLOSING_HELD.wait()
         return await real_persist(self, snapshot)
 
+    real_dial_activity, refused_late = CallActivities.dial, set[str]()
+
+    @activity.defn(name="dial")
+    async def dial_activity(self, request: DialRequest) -> DialResult:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if f"call-{request.call_id}" == DIALED_TOO_LATE and request.call_id not in refused_late:
+            refused_late.add(request.call_id)
+            raise ApplicationError(
+                "the dial started after its calling window closed", type=DIAL_TOO_LATE, non_retryable=True
+            )
+        return await real_dial_activity(self, request)
+
+    CallActivities.dial = dial_activity  # type: ignore[method-assign]
     PersistenceActivities.persist_call = persist_call  # type: ignore[method-assign]
     CallActivities.prepare_order = prepare_order  # type: ignore[method-assign]
     SimulatedTelephony.dial = dial  # type: ignore[method-assign]
@@ -563,6 +590,7 @@ async def main() -> None:
             await cancelled_while_ringing(env.client, "record", CANCELLED_WHILE_RINGING_SINCE_HANG_UP)
             await notified_in_batches(env.client, "record")
             await contact_checked_after_the_permit(env.client, "record")
+            await dialed_too_late(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:

@@ -5,6 +5,7 @@ pause and resume during a retry delay. Each ends with a truthful status, stored,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import time
 import uuid
@@ -18,12 +19,15 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Replayer, Worker
 
 import workflows.search_attributes as sa
+from activities.calls import DIAL_TOO_LATE, CallActivities
+from activities.compliance import ComplianceActivities, ContactCheckRequest
 from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
-from activities.simulated import SimulatedTelephony
+from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
 from api.store import get_call
 from models import Call
 from models.concurrency import PermitRequest
@@ -32,9 +36,11 @@ from models.tables import Database
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult, HangUpRequest
 from tests.helpers import current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
+from tests.test_api_storage import RecordingTelephony
 from tests.test_call_order import ALWAYS_OPEN, ended, order, start, started, status_of
 from tests.test_call_order_concurrency import semaphore_ended, semaphore_of
 from workers import create_worker
+from workers.worker import WORKFLOWS
 from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
 
@@ -375,12 +381,11 @@ async def test_pause_and_resume_during_a_retry_delay_keep_the_delay(time_env, ta
     assert first.result == "voicemail" and started(second) - ended(first) >= timedelta(seconds=600)
 
 
-async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_next_one(dev_env, task_queue):
-    """Its time came while no worker ran the order (down, or behind a backlog), and its window had closed
-    by the time one did: it waits for the next window instead of dialing as the worker comes back. On the
-    real dev server and its clock: the time-skipping one holds its clock while a workflow task waits."""
+def a_window_ahead() -> tuple[datetime, datetime, datetime, dict[str, Any]]:
+    """Now, and a one-minute calling window (UTC, every day) opening 15 to 75 s from now: when it opens,
+    when it closes, and the retry config that has it."""
     now = datetime.now(UTC)
-    opens = (now + timedelta(seconds=75)).replace(second=0, microsecond=0)  # 15 to 75 s ahead
+    opens = (now + timedelta(seconds=75)).replace(second=0, microsecond=0)
     if opens.hour == 23 and opens.minute == 59:  # a window ends the day it starts
         opens += timedelta(minutes=2)
     closes = opens + timedelta(minutes=1)
@@ -389,7 +394,15 @@ async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_
         "calling_window_end_time": f"{closes:%H:%M}",
         "retry_delay_seconds": 600,
     }
-    params = order("human", retry={**ALWAYS_OPEN, "calling_windows": [window]})
+    return now, opens, closes, {**ALWAYS_OPEN, "calling_windows": [window]}
+
+
+async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_next_one(dev_env, task_queue):
+    """Its time came while no worker ran the order (down, or behind a backlog), and its window had closed
+    by the time one did: it waits for the next window instead of dialing as the worker comes back. On the
+    real dev server and its clock: the time-skipping one holds its clock while a workflow task waits."""
+    now, opens, closes, retry = a_window_ahead()
+    params = order("human", retry=retry)
     settings = settings_for_tests()
     async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
         handle = await start(dev_env, task_queue, params)
@@ -422,3 +435,107 @@ async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_
     replayer = Replayer(workflows=[CallOrderWorkflow], data_converter=converter, workflow_runner=runner)
     # Its new path, the patch's marker, replays (one run is kept: call_order_woken_after_its_window_closed)
     await replayer.replay_workflow(history)
+
+
+async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits_for_the_next_one(
+    dev_env, task_queue, monkeypatch: pytest.MonkeyPatch
+):
+    """The order dials inside its window, but no worker starts the dial until the window has closed (its
+    workers behind a backlog, or gone): the dial refuses to ring, no attempt is counted, and the order
+    waits for the next window. Here the workers that run activities stop just after the number's last
+    look-up, while a workflow-only worker goes on, and one comes back after the window. On the real dev
+    server and its clock, which is the dial's (its start time is the server's)."""
+    now, opens, closes, retry = a_window_ahead()
+    rung: list[str] = []
+    real_dial = SimulatedTelephony.dial
+
+    async def recorded_dial(self: SimulatedTelephony, request: DialRequest) -> DialResult:
+        rung.append(request.call_id)
+        return await real_dial(self, request)
+
+    looking_up, looked_up = asyncio.Event(), asyncio.Event()
+    real_check = ComplianceActivities.check_contact_allowed
+
+    @activity.defn(name="check_contact_allowed")
+    async def held_check(self, request: ContactCheckRequest) -> None:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        if datetime.now(UTC) >= opens:  # the look-up when its time has come: the last before the dial
+            looking_up.set()
+            await looked_up.wait()
+        await real_check(self, request)
+
+    monkeypatch.setattr(SimulatedTelephony, "dial", recorded_dial)
+    monkeypatch.setattr(ComplianceActivities, "check_contact_allowed", held_check)
+    settings = settings_for_tests()
+    elsewhere = await Client.connect(  # a worker of its own (one process may not run two on a queue)
+        dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter
+    )
+    workflows_only = Worker(
+        elsewhere, task_queue=task_queue, workflows=WORKFLOWS, workflow_runner=workflow_runner()
+    )
+    async with workflows_only:
+        activities = create_worker(
+            dev_env.client,
+            task_queue=task_queue,
+            settings=settings,
+            max_concurrent_activities=1,  # no other task starts once the look-up holds the slot
+            max_cached_workflows=0,  # the order's tasks go on at the workflow-only worker at once
+            graceful_shutdown_timeout=timedelta(seconds=30),  # the look-up completes as it stops
+        )
+        async with activities:
+            handle = await start(dev_env, task_queue, order("human", retry=retry))
+            await asyncio.wait_for(looking_up.wait(), timeout=(opens - now).total_seconds() + 30)
+            stopping = asyncio.ensure_future(activities.shutdown())
+            looked_up.set()
+            await stopping
+        await eventually(lambda: status_of(handle), lambda s: s == "calling")  # the dial waits for a worker
+        assert datetime.now(UTC) < closes
+        await eventually(lambda: asyncio.sleep(0, datetime.now(UTC) > closes), bool, timeout=90)
+        async with create_worker(dev_env.client, task_queue=task_queue, settings=settings):
+            call = await eventually(
+                lambda: handle.query(CallOrderWorkflow.call),
+                lambda call: call.status == "scheduled" and call.calls_count == 0,
+                timeout=30,
+            )
+            next_attempt = (await handle.describe()).typed_search_attributes.get(sa.NEXT_ATTEMPT_AT)
+            await handle.signal(CallOrderWorkflow.cancel)
+            final = await handle.result()
+    assert rung == [] and final.calls_count == 0 and call.call_attempts == []
+    assert call.scheduled_at == next_attempt == opens + timedelta(days=1), next_attempt
+    failures = [
+        e.activity_task_failed_event_attributes.failure.application_failure_info.type
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert failures == [DIAL_TOO_LATE]
+
+
+async def test_a_dial_refuses_to_ring_when_its_first_try_starts_after_ring_by() -> None:
+    """Only the first try refuses: a retry's first try started in time and may have rung, and the provider
+    re-reads that ring."""
+    telephony = RecordingTelephony()
+    activities = CallActivities(settings_for_tests(), telephony, SimulatedAnalyzer())  # type: ignore[arg-type]
+    ring_by = datetime(2026, 12, 7, 18, tzinfo=UTC)
+    request = DialRequest(
+        call_id="c",
+        attempt_id="a",
+        attempt_number=1,
+        to_phone_number="+33612345678",
+        from_phone_number="+33159000010",
+        livekit_outbound_trunk_id="ST_x",
+        ring_by=ring_by,
+    )
+
+    def started(at: datetime, attempt: int = 1) -> ActivityEnvironment:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, started_time=at, attempt=attempt)
+        return env
+
+    late = ring_by + timedelta(seconds=1)
+    with pytest.raises(ApplicationError) as refused:
+        await started(late).run(activities.dial, request)
+    assert (refused.value.type, refused.value.non_retryable) == (DIAL_TOO_LATE, True)
+    assert "after its calling window closed at 2026-12-07T18:00:00+00:00" in refused.value.message
+    await started(ring_by).run(activities.dial, request)  # at the close itself: in time
+    await started(late, attempt=2).run(activities.dial, request)
+    await started(late).run(activities.dial, request.model_copy(update={"ring_by": None}))  # force_now
+    assert len(telephony.dialled) == 3

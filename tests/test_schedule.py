@@ -24,6 +24,7 @@ from workflows.schedule import (
     resolve_timezones,
     retry_delay_seconds,
     window_at,
+    window_closes_at,
     zones_sharing_no_window,
 )
 
@@ -463,15 +464,18 @@ def offset_changes(zone: str, low: datetime, high: datetime) -> list[datetime]:
     return changes
 
 
-def window_starts(zone: str, config: CallRetryConfig, low: datetime, high: datetime) -> list[datetime]:
-    """Instants in [low, high) where the zone's wall clock shows a window start (both fall-back copies)."""
+def window_starts(
+    zone: str, config: CallRetryConfig, low: datetime, high: datetime, edge: str = "calling_window_start_time"
+) -> list[datetime]:
+    """Instants in [low, high) where the zone's wall clock shows a window start (both fall-back copies),
+    or with `edge="calling_window_end_time"` a window end."""
     tz = reference(zone)
     day = low.astimezone(tz).date() - timedelta(days=1)
     last = high.astimezone(tz).date() + timedelta(days=1)
     found = []
     while day <= last:
         for w in config.calling_windows:
-            wall = datetime.combine(day, parse_clock(w.calling_window_start_time))
+            wall = datetime.combine(day, parse_clock(getattr(w, edge)))
             for fold in (0, 1):  # both copies of a fall-back hour; a spring-forward gap's wall time is none
                 candidate = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
                 if candidate.astimezone(tz).replace(tzinfo=None) == wall and low <= candidate < high:
@@ -516,6 +520,44 @@ def test_next_allowed_instant_is_the_first_allowed_instant(config, zones, earlie
     if found > earliest:
         assert found.microsecond == 0 and not is_allowed(found - timedelta(microseconds=1), config, zones)
     assert_nothing_allowed_before(earliest, found, config, zones)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs(), zones=zone_lists, instant=instants())
+def test_a_window_closes_at_the_end_of_the_allowed_stretch(config, zones, instant):
+    """Every instant from `instant` to the close is allowed, and the close is not (unless the stretch
+    outlasts the week looked at). A stretch can only end where some zone's wall clock reaches a window
+    end or its offset jumps: all of those before the close are checked, and a minute grid on short ones."""
+    closes = window_closes_at(instant, config, zones)
+    if closes is None:
+        assert not is_allowed(instant, config, zones)
+        return
+    week = instant + timedelta(days=7)
+    assert instant < closes <= week and closes.utcoffset() == timedelta(0)
+    assert closes == week or not is_allowed(closes, config, zones)
+    candidates = [instant, closes - timedelta(microseconds=1)]
+    for zone in zones:
+        candidates += window_starts(zone, config, instant, closes, edge="calling_window_end_time")
+        candidates += offset_changes(zone, instant, closes)
+    for candidate in candidates:
+        assert is_allowed(candidate, config, zones), candidate
+    if closes - instant <= timedelta(hours=6):
+        at = instant
+        while at < closes:
+            assert is_allowed(at, config, zones), at
+            at += timedelta(minutes=1)
+
+
+def test_a_window_closes_at_its_end_time_in_the_recipients_zone():
+    cfg = config(window("09:00", "12:00"), window("12:00", "18:00"))  # touching: one stretch
+    assert window_closes_at(local("Europe/Paris", 2026, 11, 30, 10), cfg, PARIS) == utc(2026, 11, 30, 17)
+    assert window_closes_at(local("Europe/Paris", 2026, 11, 30, 18), cfg, PARIS) is None
+    east = [*PARIS, "Etc/GMT-3"]  # UTC+3: its 18:00 comes first
+    assert window_closes_at(local("Europe/Paris", 2026, 11, 30, 10), cfg, east) == utc(2026, 11, 30, 15)
+    assert window_closes_at(local("Europe/Paris", 2026, 11, 30, 17), cfg, east) is None
+    assert window_closes_at(local("Europe/Paris", 2026, 11, 30, 11), cfg, [*PARIS, "Europe/London"]) == utc(
+        2026, 11, 30, 17
+    )
 
 
 def naive_is_allowed(instant: datetime, config: CallRetryConfig, zones) -> bool:

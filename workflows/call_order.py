@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     # sandbox again for every run, past the passthrough (a test counts the modules each run executes)
     import workflows.schedule as schedule
     import workflows.search_attributes as sa
-    from activities.calls import INVALID_ORDER, CallActivities
+    from activities.calls import DIAL_TOO_LATE, INVALID_ORDER, CallActivities
     from activities.compliance import (
         DO_NOT_CONTACT,
         ComplianceActivities,
@@ -149,6 +149,10 @@ def _call_limit(order: PreparedOrder) -> float | None:
 
 class OrderFailed(Exception):
     """The order cannot be carried out (bad assistant, bad simulation, ...): it ends `errored`."""
+
+
+class DialedTooLate(Exception):
+    """The dial started after its calling window closed and rang nobody: the order waits for the next."""
 
 
 def admitted(order: RawValue) -> CallCreateParams:
@@ -420,6 +424,11 @@ class CallOrderWorkflow:
                 continue
             try:
                 attempt = await self._run_attempt(order)
+            except DialedTooLate as late:
+                self.attempts.pop()  # it rang nobody: no attempt was made
+                workflow.logger.warning("attempt not made: %s", late)
+                due = self._afresh(order)
+                continue
             finally:
                 await self._give_back_permit()
             if workflow.patched(FORCE_NOW_SPENT_BY_THE_ATTEMPT):
@@ -606,6 +615,9 @@ class CallOrderWorkflow:
                     metadata=metadata,
                     organization_id=self.organization_id,
                     accepted_trunk_id=order.livekit_outbound_trunk_id,
+                    ring_by=None
+                    if self.force_now
+                    else schedule.window_closes_at(workflow.now(), order.retry, order.zones),
                 ),
                 start_to_close_timeout=timedelta(seconds=120),
                 heartbeat_timeout=DIAL_HEARTBEAT,
@@ -823,7 +835,8 @@ class CallOrderWorkflow:
         """Await one step of `attempt` (dial, conversation) unless the order is cancelled first: then
         cancel it (and, given its `ending`, wait for its end) and return None. A step whose retries are
         spent ends the attempt in error (None too), so the order tries again later; one refused for good
-        (bad configuration) ends the order."""
+        (bad configuration) ends the order; a dial that started after its window closed is no attempt
+        (DialedTooLate)."""
         try:
             await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
         except asyncio.CancelledError:
@@ -835,6 +848,8 @@ class CallOrderWorkflow:
         try:
             return handle.result()
         except ActivityError as err:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == DIAL_TOO_LATE:
+                raise DialedTooLate(_reason(err)) from err
             if _refused(err) or not workflow.patched(PROVIDER_FAILURE_ENDS_THE_ATTEMPT):
                 raise OrderFailed(_reason(err)) from err
             step = "dial" if attempt.status == "ringing" else "conversation"
@@ -848,7 +863,7 @@ class CallOrderWorkflow:
             return None
 
     def _afresh(self, order: PreparedOrder, kept: datetime | None = None) -> datetime | None:
-        """The next attempt's time from now (after resume, or a permit that came too late): `kept`,
+        """The next attempt's time from now (after resume, or a permit or dial that came too late): `kept`,
         the time the order was waiting for, while it is still ahead (resuming never skips a retry
         delay); an order that has not dialed yet still waits for its scheduled_at."""
         now, scheduled_at = workflow.now(), self.params.scheduled_at

@@ -214,15 +214,33 @@ def next_allowed_instant(
     low = start
     while low < limit:
         high = min(low + _CHUNK, limit)
-        runs = _allowed_runs(checked[0], config, low, high)
-        for zone in checked[1:]:
-            if not runs:
-                break
-            runs = _intersect(runs, _allowed_runs(zone, config, low, high))
-        if runs:
+        if runs := _common_runs(checked, config, low, high):
             return runs[0][0].replace(tzinfo=pytz.utc)
         low = high
     return None
+
+
+def window_closes_at(instant: datetime, config: CallRetryConfig, zones: Sequence[str]) -> datetime | None:
+    """When the allowed stretch holding `instant` ends (at most a week on); None outside one. A dial
+    sent at `instant` that starts later would ring outside the recipient's calling hours."""
+    checked = _checked(zones)
+    low = _to_utc(instant).replace(tzinfo=None)
+    if low >= _LAST:
+        return None
+    runs = _common_runs(checked, config, low, low + _CHUNK)
+    if runs and runs[0][0] == low:
+        return runs[0][1].replace(tzinfo=pytz.utc)
+    return None
+
+
+def _common_runs(zones: Sequence[str], config: CallRetryConfig, low: datetime, high: datetime) -> list[_Run]:
+    """The UTC ranges within [low, high) allowed in every zone."""
+    runs = _allowed_runs(zones[0], config, low, high)
+    for zone in zones[1:]:
+        if not runs:
+            break
+        runs = _intersect(runs, _allowed_runs(zone, config, low, high))
+    return runs
 
 
 def _allowed_runs(zone: str, config: CallRetryConfig, low: datetime, high: datetime) -> list[_Run]:
