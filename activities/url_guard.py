@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
-import re
 import socket
 from types import ModuleType
 from typing import Any
 
 import httpx
+
+from models.assistant import SENDABLE_HOST
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -102,9 +103,6 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     await resolve_checked(parsed.host, parsed.port or _default_port(parsed), allow_private=allow_private)
 
 
-_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")  # a DNS name (IDNA-encoded) or an IP address
-
-
 def describe_url(url: str) -> str:
     """The URL without path, query or credentials: safe to log (a webhook path often holds a token)."""
     try:
@@ -138,7 +136,7 @@ def _guarded_transport_class(http: ModuleType) -> type[Any]:
             url = request.url
             if not url.host:  # `http:/host/hook`, `http:host`: a slash short of one
                 raise UnsafeUrlError("it has no host: an http(s) URL's follows `//`")
-            if not _HOST.fullmatch(url.raw_host.decode("ascii", "replace")):  # `host\\hook`: one no DNS has
+            if not SENDABLE_HOST.fullmatch(url.raw_host.decode("ascii", "replace")):  # `host\\hook`
                 raise UnsafeUrlError("its host is no host name (a backslash, a space?)")
             if url.scheme not in ("http", "https"):
                 raise UnsafeUrlError(f"scheme {url.scheme!r} is not allowed (http or https only)")

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from models import Assistant, Call, CallAssistant, CallCreateParams
-from models.assistant import refuse_unusable_tools
+from models.assistant import refuse_unsendable_url, refuse_unusable_tools
 from models.common import (
     E164,
     CallStatus,
@@ -62,9 +62,9 @@ class CallCreateBody(CallCreateParams):
 
     @model_validator(mode="after")
     def _usable_tools(self) -> CallCreateBody:
-        refuse_unusable_tools(
-            self.assistant.custom_tools if self.assistant else None, "assistant", "custom_tools"
-        )
+        if self.assistant:
+            refuse_unusable_tools(self.assistant.custom_tools, "assistant", "custom_tools")
+            refuse_unsendable_url(self.assistant.webhook_url, "assistant", "webhook_url")
         return self
 
 
@@ -168,6 +168,7 @@ class AssistantCreateParams(Assistant):
     @model_validator(mode="after")
     def _usable_tools(self) -> AssistantCreateParams:
         refuse_unusable_tools(self.custom_tools, "custom_tools")
+        refuse_unsendable_url(self.webhook_url, "webhook_url")
         return self
 
 

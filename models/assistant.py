@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import httpx
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -85,6 +86,33 @@ def check_http_url(value: str) -> str:
     if value != value.strip():
         raise ValueError("must not have surrounding whitespace")
     return value
+
+
+# A host HTTP clients (httpx: webhooks, custom tools) send to: a DNS name (IDNA-encoded) or an IP address.
+SENDABLE_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")
+
+
+def unsendable_reason(url: str) -> str | None:
+    """Why httpx could not send to a URL the WHATWG parser of `check_http_url` takes (`http:/host`,
+    a backslash for a slash), else None. Checked where requests come in (`refuse_unusable_tools`,
+    `refuse_unsendable_url`), not in the models: orders started and assistants stored before still load
+    and replay (a delivery to such a URL fails for good, saying why)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "must be a URL HTTP clients can send to"
+    if not parsed.host:
+        return "has no host: an http(s) URL's follows `//`"
+    if not SENDABLE_HOST.fullmatch(parsed.raw_host.decode("ascii", "replace")):
+        return "its host is no host name (a backslash, a space?)"
+    return None
+
+
+def refuse_unsendable_url(url: str | None, *at: str | int) -> None:
+    """A located ValidationError when `url` (a webhook_url) is one `unsendable_reason` refuses; the URL
+    is not quoted back, as it often holds a token."""
+    if url and (reason := unsendable_reason(url)):
+        raise located_error(at, reason, None)
 
 
 def check_templated_url(value: str) -> str:
@@ -183,11 +211,11 @@ TOOL_NAME_MAX = 64  # OpenAI's limit for a function's name
 
 def refuse_unusable_tools(tools: list[CustomTool] | None, *at: str) -> None:
     """A located ValidationError for the first custom tool the agent could not use: a header HTTP
-    cannot send, a name like one of its own tools (it would not start) or past TOOL_NAME_MAX, or a
-    body_template that is no JSON once filled in (as agent/http_tools.py fills it: a quoted placeholder
-    becomes a JSON value, a bare one text): each failed every call. Checked where requests come in
-    (`POST /call`, `/assistants`), not in this model: assistants stored and orders started before still
-    load and replay."""
+    cannot send, a URL it cannot send to, a name like one of its own tools (it would not start) or
+    past TOOL_NAME_MAX, or a body_template that is no JSON once filled in (as agent/http_tools.py fills
+    it: a quoted placeholder becomes a JSON value, a bare one text): each failed every call. Checked
+    where requests come in (`POST /call`, `/assistants`), not in this model: assistants stored and
+    orders started before still load and replay."""
     for index, tool in enumerate(tools or []):
         for number, header in enumerate(tool.headers):
             if not _HEADER_NAME.fullmatch(header.key):
@@ -202,6 +230,7 @@ def refuse_unusable_tools(tools: list[CustomTool] | None, *at: str) -> None:
         if len(tool.name) > TOOL_NAME_MAX:
             reason = f"at most {TOOL_NAME_MAX} characters (a function name, for the LLM)"
             raise located_error((*at, index, "name"), reason, tool.name)
+        refuse_unsendable_url(PLACEHOLDER.sub("x", tool.url), *at, index, "url")
         if tool.body_template:
             try:
                 json.loads(PLACEHOLDER.sub("0", tool.body_template))  # "{{x}}" a string, {{x}} a number

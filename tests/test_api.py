@@ -365,6 +365,25 @@ def test_the_clients_slack_notification_reaches_the_call_and_a_bad_one_is_a_422(
         assert "slack" in str(refused.value.body) and field in str(refused.value.body)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http:/hooks.example.com/t0ken", "https://hooks.example.com\\t0ken", "https://hooks example.com/t0ken"],
+)
+def test_a_webhook_url_no_http_client_can_send_to_is_a_422_that_does_not_quote_it(org: Org, url: str) -> None:
+    """A slash short, a backslash for a slash: the URL parser reads a host, but no delivery could be
+    sent (it failed at the call's end, for good). Refused at `POST /call` and `/assistants` alike,
+    located, without echoing the URL (it often holds a token)."""
+    order = quick_order("human:interested")
+    order["assistant"] |= {"webhook_url": url}
+    with pytest.raises(revox.UnprocessableEntityError) as refused:
+        org.client.call.create(**order)
+    assert ["body", "assistant", "webhook_url"] in [e["loc"] for e in refused.value.body["error"]["details"]]
+    with pytest.raises(revox.UnprocessableEntityError) as stored:
+        org.client.assistants.create(name="Hooked", prompt="p", webhook_url=url)
+    assert ["body", "webhook_url"] in [e["loc"] for e in stored.value.body["error"]["details"]]
+    assert "t0ken" not in str(refused.value.body) + str(stored.value.body)
+
+
 def test_the_clients_newer_fields_say_who_handled_the_call_and_who_the_contact_is(org: Org) -> None:
     """The client reads `contact` and each attempt's `handled_by_ai`/`handled_by_human` as always
     there: a callee who asks for a person is transferred (handled by both), the contact comes from

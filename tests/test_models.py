@@ -839,9 +839,10 @@ def test_a_custom_tool_header_http_cannot_send_is_refused() -> None:
 
 def test_a_custom_tool_the_agent_could_not_use_is_refused_where_requests_come_in() -> None:
     """Named like the agent's own tools (it did not start: "duplicate function name"), past 64
-    characters (an LLM function's limit), or a body_template that is no JSON once filled in (it failed
-    every call): a 422 naming it, for POST /call's inline assistant and /assistants alike. An assistant
-    stored before, or an order started before, still loads (and replays)."""
+    characters (an LLM function's limit), a body_template that is no JSON once filled in, or a URL no
+    HTTP client can send to (each failed every call): a 422 naming it, for POST /call's inline
+    assistant and /assistants alike. An assistant stored before, or an order started before, still
+    loads (and replays)."""
     tool = {
         "name": "crm",
         "description": "CRM",
@@ -856,6 +857,8 @@ def test_a_custom_tool_the_agent_could_not_use_is_refused_where_requests_come_in
         ({"name": "send_sms"}, "name"),
         ({"name": "x" * 65}, "name"),
         ({"body_template": '{"day": "{{day}}",}'}, "body_template"),
+        ({"url": "http:/crm.example/{{first name}}"}, "url"),  # a slash short: no host to send to
+        ({"url": "https://crm.example\\{{first name}}"}, "url"),
     ):
         bad = {**tool, **change}
         with pytest.raises(ValidationError) as refused:
