@@ -52,9 +52,9 @@ def masked(value: Any) -> Any:
     return shown
 
 
-# A variable named so is a secret, wherever it goes: an order by `assistant_id` does not carry the
-# stored assistant whose tools would tell (the workflow's input, as the Web UI shows it). By whole words
-# of its name (`crm_token`, `apiKey`, `access-key`), so `secretary_name` is no secret.
+# A variable named so is a secret, whatever the tools beside it say (one may be put in a prompt, or a
+# tool added to the stored assistant later). By whole words of its name (`crm_token`, `apiKey`,
+# `access-key`), so `secretary_name` is no secret.
 SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "bearer", "authorization"})
 SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("client", "secret")})
 
@@ -67,9 +67,13 @@ def secret_name(name: str) -> bool:
 
 def _masked_variables(variables: Any, assistant: Any) -> Any:
     """The variables, those a custom tool of `assistant` sends in a header, a query parameter or its
-    URL's query (a secret passed per order) and those named as secrets masked."""
+    URL's query (a secret passed per order) and those named as secrets masked; all of them where no
+    assistant is beside them to tell (an order by `assistant_id`, a campaign's rows, the order's state
+    writes after the first), since a tool may send any of them."""
     if not isinstance(variables, dict):
         return variables
+    if not isinstance(assistant, dict):
+        return {name: mask(value) for name, value in variables.items()}
     secret = _secret_variables(assistant)
     return {
         name: mask(value) if name in secret or secret_name(str(name)) else value

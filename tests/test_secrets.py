@@ -88,7 +88,8 @@ def test_well_formed_entries_keep_their_names_and_the_rest_as_it_was() -> None:
 def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_as_a_secret() -> None:
     """Masking went by key name wherever the key sat: a webhook changed an extracted field named `url`
     and metadata named `headers`. The caller's data is shown as given, but for the prompt variables a
-    custom tool puts in a header or a query (a per-order token), which are secrets there too."""
+    custom tool puts in a header or a query (a per-order token), which are secrets there too: all of
+    them where no assistant beside them tells which (the Web UI showed a stored assistant's in clear)."""
     tool = {
         "name": "crm",
         "url": "https://crm.example/leads/{{lead}}?key={{crm_key}}",
@@ -110,12 +111,19 @@ def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_a
         "contact": {"url": "https://x/?a=b"},
     }
     shown = masked(order)
-    by_id = masked(
-        {"assistant_id": "a1", "prompt_variables": {"crm_Token": SECRET, "API_KEY": SECRET, "city": "Lyon"}}
-    )
-    assert by_id["prompt_variables"] == {"crm_Token": "…show", "API_KEY": "…show", "city": "Lyon"}  # named so
-    words = masked({"prompt_variables": {"secretary_name": "Ada", "access-key": SECRET, "pallbearers": "4"}})
-    assert words["prompt_variables"] == {"secretary_name": "Ada", "access-key": "…show", "pallbearers": "4"}
+    untold = {"crm": SECRET, "city": "Lyon"}  # a stored assistant's tool may send `crm`: all masked
+    by_id = masked({"assistant_id": "a1", "prompt_variables": untold})
+    later = masked({"call": {"assistant": None, "prompt_variables": untold}, "seq": 2})  # a state write
+    assert by_id["prompt_variables"] == later["call"]["prompt_variables"] == {"crm": "…show", "city": "…"}
+    named = {"crm_Token": SECRET, "API_KEY": SECRET, "secretary_name": "Ada", "access-key": SECRET, "n": "4"}
+    words = masked({"assistant": {"custom_tools": []}, "prompt_variables": named})  # no tool: by name
+    assert words["prompt_variables"] == {
+        "crm_Token": "…show",
+        "API_KEY": "…show",
+        "secretary_name": "Ada",
+        "access-key": "…show",
+        "n": "4",
+    }
     assert shown["prompt_variables"] == {
         "lead": "42",
         "crm_key": "…show",
