@@ -22,6 +22,7 @@ URL guard), else the configured default (OPENAI_BASE_URL/OPENAI_API_KEY, OUTDIAL
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -631,4 +633,15 @@ def _retry_after(err: openai.APIStatusError) -> timedelta | None:
 
 
 def _scrub(text: str, endpoint: Endpoint) -> str:
-    return text.replace(endpoint.api_key, "***") if endpoint.api_key else text
+    """An endpoint's answer, quoted in a summary, a webhook and a log, without the secrets it may echo:
+    the key, the URL's query values and its login (as written, decoded, and as the Basic credentials
+    sent for it). Longest first, so a secret holding another goes whole; under 4 characters, none is."""
+    secrets = {endpoint.api_key, *endpoint.query.values()}
+    login = urlsplit(endpoint.base_url or "").netloc.rpartition("@")[0]
+    if login:
+        user, _, password = unquote(login).partition(":")
+        secrets |= {login, user, password, base64.b64encode(f"{user}:{password}".encode()).decode()}
+    secrets |= {quote(secret, safe="") for secret in secrets}
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -339,6 +340,31 @@ async def test_custom_llm_endpoint_is_used_with_its_own_key(fake: FakeOpenAI) ->
     [sent] = fake.requests
     assert sent["body"]["model"] == "acme/llama-70b" and sent["query"] == {"api-version": "2024-10-21"}
     assert sent["headers"]["Authorization"] == "Bearer sk-custom-0123456789"
+
+
+async def test_a_custom_llm_that_echoes_its_request_has_its_secrets_scrubbed_from_the_error(
+    fake: FakeOpenAI,
+) -> None:
+    """The refusal is quoted in the Call's outcome_summary (a webhook, the Web UI) and the worker's log:
+    the URL's query values and its login (decoded, and as the Basic credentials sent for it) go with the
+    key, not only the key."""
+    basic = base64.b64encode(b"llm@user:pa$$-w0rd").decode()
+    echo = (
+        f"you sent sk-custom-0123456789, ?key=QUERY-KEY%2F42 (QUERY-KEY/42), {basic}, pa%24%24-w0rd, llm@user"
+    )
+    fake.script = {"call_outcome": [ErrorBody(400, echo)]}
+    host = fake.base.removeprefix("http://")  # type: ignore[attr-defined]
+    custom = {
+        "type": "custom",
+        "api_url": f"http://llm%40user:pa%24%24-w0rd@{host}/v1?key=QUERY-KEY%2F42&v=1",
+        "api_key": "sk-custom-0123456789",
+        "model_name": "acme/llama-70b",
+    }
+    with pytest.raises(ApplicationError) as refused:
+        await analyzer(fake, allow_private_urls=True).analyze(request(llm_model=custom))
+    assert refused.value.message.endswith(
+        "the provider answered an error (code 400): you sent ***, ?key=*** (***), ***, ***, ***"
+    )
 
 
 async def test_custom_llm_endpoint_on_a_private_address_is_refused_without_a_request(
