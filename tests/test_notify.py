@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import socket
 import time
 import uuid
@@ -46,6 +47,7 @@ from models import CallCreateParams
 from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import final_call, serve
 from workers import create_worker
+from workers.http_logs import CHATTY_HTTP_LOGGERS
 from workers.mailsink import MailSink, start_mail_sink
 from workflows.call_order import CallOrderWorkflow
 from workflows.notify import NotificationsReport, notifications_workflow_id
@@ -318,6 +320,29 @@ async def test_a_webhook_answered_with_a_redirect_says_redirects_are_not_followe
         with pytest.raises(ApplicationError) as failed:
             await ActivityEnvironment().run(acts.deliver_webhook, request)
     assert "answered HTTP 307 (redirects are not followed" in failed.value.message
+
+
+async def test_a_process_running_a_worker_logs_no_webhook_url_at_info(
+    time_env, task_queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs each request's full URL at INFO (a webhook's token, a custom LLM's key): a process that
+    makes a worker holds the HTTP clients' loggers at WARNING, unless one was given a level on purpose."""
+    loggers = [logging.getLogger(name) for name in CHATTY_HTTP_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)  # as in a process that configured nothing but the root
+    caplog.set_level(logging.INFO)
+    receiver = Receiver()
+    try:
+        create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests())
+        async with serve(receiver.routes) as base:
+            acts, _ = activities()
+            call = final_call(webhook_url=f"{base}/hooks/outdial?token=hook-t0ken")
+            await ActivityEnvironment().run(acts.deliver_webhook, NotifyRequest(call=call))
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+    assert len(receiver.deliveries) == 1 and "hook-t0ken" not in caplog.text
 
 
 async def test_webhook_to_a_private_address_is_refused_unless_allowed() -> None:

@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.entrypoint import entrypoint
 from agent.pipeline import preload_plugins
 from models.settings import PLAINTEXT_HISTORY, ConfigError, Settings
+from workers.http_logs import quiet_http_loggers
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def configure_logging(dev: bool) -> None:
     """INFO (DEBUG with --dev), but never the HTTP clients' lines: they log every request's full URL,
     a tool's query token or a custom LLM's login (httpx2 and openai's own: the LLM client's)."""
     logging.basicConfig(level=logging.DEBUG if dev else logging.INFO)
-    for chatty in ("httpx", "httpcore", "httpx2", "httpcore2", "openai"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    quiet_http_loggers()
 
 
 def run_voice_agent(settings: Settings, *, dev: bool = False, port: int = 8081) -> None:

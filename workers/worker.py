@@ -22,6 +22,7 @@ from activities.persistence import DatabaseDoNotContactRegistry, PersistenceActi
 from activities.providers import analyzer_from, telephony_from
 from models.settings import Settings
 from workers.codec import data_converter
+from workers.http_logs import quiet_http_loggers
 from workflows import search_attributes as sa
 from workflows import workflow_runner
 from workflows.call_order import CallOrderWorkflow
@@ -79,6 +80,7 @@ def create_worker(
     The namespace must know outdial's search attributes: `await register_search_attributes(client)`
     once (a sync constructor cannot), else every workflow task fails."""
     settings = settings or Settings.load()
+    quiet_http_loggers()  # its activities send to URLs holding secrets
     calls = CallActivities(settings, telephony_from(settings), analyzer_from(settings))
     persistence = PersistenceActivities(settings)
     notify = notify_activities_from(settings)
