@@ -49,7 +49,7 @@ T = TypeVar("T")
 def refuse_a_late_start(request: DialRequest) -> None:
     """DIAL_TOO_LATE when the dial's first try starts (the server's clock, the workflow's) after
     `ring_by`. A retry goes on: its first try started in time and may have rung, and the provider
-    re-reads that ring rather than ringing again."""
+    re-reads that ring rather than ringing again (one whose worker died before it rang rings late)."""
     if request.ring_by is None or not activity.in_activity():
         return
     info = activity.info()

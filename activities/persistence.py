@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 from temporalio import activity
@@ -150,6 +150,10 @@ _UPDATE_ORDER_IF_NEWER = update(_ORDER).where(  # the SET clause: the columns th
 _INSERT_ORDER = insert(_ORDER)
 _UPDATE_ATTEMPT = update(_ATTEMPT).where(_ATTEMPT.id == bindparam("b_id"))
 _INSERT_ATTEMPT = insert(_ATTEMPT)
+_DELETE_DROPPED_ATTEMPTS = delete(_ATTEMPT).where(
+    _ATTEMPT.call_id == bindparam("b_call_id"),  # type: ignore[arg-type]
+    _ATTEMPT.id.not_in(bindparam("b_ids", expanding=True)),  # type: ignore[union-attr]
+)
 
 
 # What POST /call resolved into its placeholder (assistant_id's assistant, the caller id, ...), which an
@@ -188,7 +192,7 @@ def write_call(database: Database, call: Call, seq: int) -> bool:
                 values = call_columns(call, seq)
                 if not _upsert_order(connection, call.id, values):
                     return False
-                _upsert_attempts(connection, attempt_columns(call))
+                _upsert_attempts(connection, call.id, attempt_columns(call))
                 return True
         except IntegrityError:
             continue  # another writer inserted the same row first: try again as an update
@@ -205,7 +209,10 @@ def _upsert_order(connection: Connection, call_id: str, values: dict[str, Any]) 
     return True
 
 
-def _upsert_attempts(connection: Connection, rows: list[dict[str, Any]]) -> None:
+def _upsert_attempts(connection: Connection, call_id: str, rows: list[dict[str, Any]]) -> None:
+    """The order's attempts as its newest state has them: one it dropped (a dial that started after its
+    window closed rang nobody) goes from the stored rows too."""
+    connection.execute(_DELETE_DROPPED_ATTEMPTS, {"b_call_id": call_id, "b_ids": [row["id"] for row in rows]})
     for values in rows:
         if not connection.execute(_UPDATE_ATTEMPT, values | {"b_id": values["id"]}).rowcount:
             connection.execute(_INSERT_ATTEMPT, values)

@@ -295,6 +295,23 @@ def test_racing_and_retried_writes_never_move_a_call_backwards(database: Databas
     assert not write_call(database, snapshot(call_id, "org_race", 29), 29)
 
 
+def test_an_attempt_the_order_dropped_goes_from_the_stored_rows(database: Database) -> None:
+    """A dial that started after its window closed rang nobody: the order drops that attempt, and its
+    row (written while it was `calling`) goes too; else the export, the phone history and the campaign
+    statistics counted a ring that never was."""
+    call_id = str(uuid.uuid4())
+    issue_api_key(database, "org_dropped")
+    calling = snapshot(call_id, "org_dropped", 3)  # a voicemail, then attempt 2 ringing
+    assert write_call(database, calling, 3)
+    waiting = snapshot(call_id, "org_dropped", 4)
+    waiting.call_attempts = calling.call_attempts[1:]  # attempt 2 dropped: waiting for the next window
+    assert write_call(database, waiting.with_derived_fields(), 4)
+    assert [(a.number, a.status) for a in stored(database, call_id)[1]] == [(1, "completed")]
+    none_left = snapshot(call_id, "org_dropped", 5).model_copy(update={"call_attempts": []})
+    assert write_call(database, none_left.with_derived_fields(), 5)
+    assert stored(database, call_id)[1] == []
+
+
 def test_the_apis_placeholder_is_superseded_by_the_workflow_whatever_the_clocks(database: Database) -> None:
     call_id = str(uuid.uuid4())
     placeholder = snapshot(call_id, "org_clock", 0).model_copy(update={"updated_at": T0 + timedelta(hours=1)})
