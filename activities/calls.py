@@ -20,7 +20,7 @@ from activities.persistence import (
     resolve_caller_id,
     trunk_of,
 )
-from activities.providers import Analyzer, Telephony
+from activities.providers import Analyzer, Telephony, refuse_to_ring_late
 from models import Call
 from models.assistant import DEFAULT_ASSISTANT_PROMPT, Assistant, call_assistant_from
 from models.retry import CallRetryConfig
@@ -40,26 +40,7 @@ from models.workflow_io import (
 from workflows.schedule import resolve_timezones
 
 INVALID_ORDER = "InvalidCallOrder"
-# A dial whose first try started after its calling window closed (a worker backlog, workers down): it
-# rings nobody, and the order waits for the next window without counting an attempt.
-DIAL_TOO_LATE = "DialTooLate"
 T = TypeVar("T")
-
-
-def refuse_a_late_start(request: DialRequest) -> None:
-    """DIAL_TOO_LATE when the dial's first try starts (the server's clock, the workflow's) after
-    `ring_by`. A retry goes on: its first try started in time and may have rung, and the provider
-    re-reads that ring rather than ringing again (one whose worker died before it rang rings late)."""
-    if request.ring_by is None or not activity.in_activity():
-        return
-    info = activity.info()
-    if info.attempt == 1 and info.started_time > request.ring_by:
-        raise ApplicationError(
-            f"the dial started at {info.started_time.isoformat()}, after its calling window closed at "
-            f"{request.ring_by.isoformat()}: it rang nobody",
-            type=DIAL_TOO_LATE,
-            non_retryable=True,
-        )
 
 
 async def heartbeating(work: Awaitable[T]) -> T:
@@ -169,7 +150,8 @@ class CallActivities:
 
     @activity.defn(name="dial")
     async def dial(self, request: DialRequest) -> DialResult:
-        refuse_a_late_start(request)
+        if activity.in_activity() and activity.info().attempt == 1:
+            refuse_to_ring_late(request)  # nothing can have rung yet (a retry's provider asks it)
         if request.livekit_outbound_trunk_id is None and request.organization_id is not None:
             trunk = await asyncio.to_thread(  # dial through the from number's own trunk, as its owner set it
                 trunk_of,

@@ -57,6 +57,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.providers import refuse_to_ring_late
 from models.common import DialError
 from models.settings import ConfigError, Settings
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult, HangUpRequest
@@ -239,6 +240,7 @@ class LiveKitTelephony:
                 return DialResult(answered=False, dial_error=ledger.dial_error or "non_classified_error")
             if ledger is not None and ledger.phase == "dialing":
                 return await self._outcome_of_earlier_ring(lk, room, request)
+            refuse_to_ring_late(request)  # none rang for this attempt: a ring now would be a fresh one
             if ledger is None:
                 await lk.room.create_room(
                     api.CreateRoomRequest(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
 from models.settings import ConfigError, Settings
 from models.workflow_io import (
     AnalysisResult,
@@ -15,9 +18,30 @@ from models.workflow_io import (
     HangUpRequest,
 )
 
+# A dial that started after its calling window closed (a worker backlog, workers down): it rings nobody,
+# and the order waits for the next window without counting an attempt.
+DIAL_TOO_LATE = "DialTooLate"
+
+
+def refuse_to_ring_late(request: DialRequest) -> None:
+    """DIAL_TOO_LATE when this try of the dial started (the server's clock, the workflow's) after
+    `ring_by`. The activity asks it of a first try; a provider asks it before it rings afresh, so a
+    retry still reads the ring an earlier try started, whatever the time."""
+    if request.ring_by is None or not activity.in_activity():
+        return
+    started = activity.info().started_time
+    if started > request.ring_by:
+        raise ApplicationError(
+            f"the dial started at {started.isoformat()}, after its calling window closed at "
+            f"{request.ring_by.isoformat()}: it rang nobody",
+            type=DIAL_TOO_LATE,
+            non_retryable=True,
+        )
+
 
 class Telephony(Protocol):
-    """Places one attempt's call and holds its conversation. Must be idempotent per attempt id."""
+    """Places one attempt's call and holds its conversation. Must be idempotent per attempt id, and ask
+    `refuse_to_ring_late` before it rings afresh."""
 
     name: str
 

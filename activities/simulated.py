@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import math
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
 from activities.analysis import FieldLike, field_problem, validate_output
+from activities.providers import refuse_to_ring_late
 from agent.prompt import interpolate
 from models import TranscriptEntry
 from models.assistant import CallAssistant
@@ -104,8 +107,9 @@ class SimulatedRingLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def ring_once(self, request: DialRequest) -> SimulatedRing:
-        """The attempt's ring: the recorded one if it rang before, else a new one, recorded now."""
+    def ring_once(self, request: DialRequest, before_ringing: Callable[[], None]) -> SimulatedRing:
+        """The attempt's ring: the recorded one if it rang before, else a new one, recorded now (unless
+        `before_ringing` refuses it: a dial started after its window closed)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+") as ledger:
             fcntl.flock(ledger, fcntl.LOCK_EX)  # released when the file closes
@@ -114,6 +118,7 @@ class SimulatedRingLedger:
                 ring = SimulatedRing.model_validate_json(line)
                 if ring.attempt_id == request.attempt_id:
                     return ring
+            before_ringing()
             ring = SimulatedRing(
                 attempt_id=request.attempt_id,
                 call_id=request.call_id,
@@ -149,11 +154,12 @@ class SimulatedTelephony:
         kind = simulation_token(request.metadata, request.attempt_number).partition(":")[0]
         rang_at = self.rings.get(request.attempt_id)
         if rang_at is None:  # a retried dial never rings twice: it waits for the same ring's callee
-            rang_at = (
-                (await asyncio.to_thread(self.ledger.ring_once, request)).rang_at
-                if self.ledger
-                else datetime.now(UTC)
-            )
+            if self.ledger:
+                refusal = functools.partial(refuse_to_ring_late, request)
+                rang_at = (await asyncio.to_thread(self.ledger.ring_once, request, refusal)).rang_at
+            else:
+                refuse_to_ring_late(request)
+                rang_at = datetime.now(UTC)
             self.rings[request.attempt_id] = rang_at
         ring_seconds = simulated_seconds(request.metadata, RING_SECONDS_KEY)
         remaining = (rang_at + timedelta(seconds=ring_seconds) - datetime.now(UTC)).total_seconds()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import ActivityEnvironment
 
 from models.settings import Settings
 
@@ -95,3 +98,10 @@ async def start_campaign(
         task_queue=task_queue,
         start_signal=signal,
     )
+
+
+def activity_started_at(at: datetime, attempt: int = 1) -> ActivityEnvironment:
+    """An activity context whose try number `attempt` started at `at` (the server's clock)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, started_time=at, attempt=attempt)
+    return env

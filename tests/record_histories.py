@@ -26,8 +26,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.calls import DIAL_TOO_LATE, CallActivities
+from activities.calls import CallActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
+from activities.providers import DIAL_TOO_LATE
 from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
 from models import CallCreateParams
 from models.concurrency import SemaphoreInput

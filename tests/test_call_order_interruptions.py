@@ -5,11 +5,11 @@ pause and resume during a retry delay. Each ends with a truthful status, stored,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,22 +19,22 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer, Worker
 
 import workflows.search_attributes as sa
-from activities.calls import DIAL_TOO_LATE, CallActivities
+from activities.calls import CallActivities
 from activities.compliance import ComplianceActivities, ContactCheckRequest
 from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
-from activities.simulated import SimulatedAnalyzer, SimulatedTelephony
+from activities.providers import DIAL_TOO_LATE
+from activities.simulated import SimulatedAnalyzer, SimulatedRingLedger, SimulatedTelephony
 from api.store import get_call
 from models import Call
 from models.concurrency import PermitRequest
 from models.settings import Settings
 from models.tables import Database
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult, HangUpRequest
-from tests.helpers import current_details, eventually, settings_for_tests
+from tests.helpers import activity_started_at, current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
 from tests.test_api_storage import RecordingTelephony
 from tests.test_call_order import ALWAYS_OPEN, ended, order, start, started, status_of
@@ -510,8 +510,8 @@ async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits
 
 
 async def test_a_dial_refuses_to_ring_when_its_first_try_starts_after_ring_by() -> None:
-    """Only the first try refuses: a retry's first try started in time and may have rung, and the provider
-    re-reads that ring."""
+    """A first try refuses at once: nothing can have rung. A retry goes to the provider, which reads the
+    ring an earlier try started (below) and refuses only a fresh one."""
     telephony = RecordingTelephony()
     activities = CallActivities(settings_for_tests(), telephony, SimulatedAnalyzer())  # type: ignore[arg-type]
     ring_by = datetime(2026, 12, 7, 18, tzinfo=UTC)
@@ -524,18 +524,40 @@ async def test_a_dial_refuses_to_ring_when_its_first_try_starts_after_ring_by() 
         livekit_outbound_trunk_id="ST_x",
         ring_by=ring_by,
     )
-
-    def started(at: datetime, attempt: int = 1) -> ActivityEnvironment:
-        env = ActivityEnvironment()
-        env.info = dataclasses.replace(env.info, started_time=at, attempt=attempt)
-        return env
-
     late = ring_by + timedelta(seconds=1)
     with pytest.raises(ApplicationError) as refused:
-        await started(late).run(activities.dial, request)
+        await activity_started_at(late).run(activities.dial, request)
     assert (refused.value.type, refused.value.non_retryable) == (DIAL_TOO_LATE, True)
     assert "after its calling window closed at 2026-12-07T18:00:00+00:00" in refused.value.message
-    await started(ring_by).run(activities.dial, request)  # at the close itself: in time
-    await started(late, attempt=2).run(activities.dial, request)
-    await started(late).run(activities.dial, request.model_copy(update={"ring_by": None}))  # force_now
+    await activity_started_at(ring_by).run(activities.dial, request)  # at the close itself: in time
+    await activity_started_at(late, attempt=2).run(activities.dial, request)
+    await activity_started_at(late).run(
+        activities.dial, request.model_copy(update={"ring_by": None})
+    )  # force_now
     assert len(telephony.dialled) == 3
+
+
+async def test_a_late_simulated_retry_reads_an_earlier_ring_but_never_rings_afresh(tmp_path: Path) -> None:
+    """The first try rang in time and its worker died; the retry, on another worker after the window
+    closed, waits for the same callee. A retry whose first try died before ringing rings nobody."""
+    ledger = tmp_path / "rings.jsonl"
+    ring_by = datetime(2026, 12, 7, 18, tzinfo=UTC)
+    request = DialRequest(
+        call_id="c",
+        attempt_id="rang-in-time",
+        attempt_number=1,
+        to_phone_number="+33612345678",
+        from_phone_number="+33159000010",
+        metadata={"simulation": "human"},
+        ring_by=ring_by,
+    )
+    late = ring_by + timedelta(seconds=1)
+    await activity_started_at(ring_by).run(SimulatedTelephony(ledger).dial, request)
+    retried = await activity_started_at(late, attempt=2).run(SimulatedTelephony(ledger).dial, request)
+    assert retried.answered
+    unrung = request.model_copy(update={"attempt_id": "died-before-ringing"})
+    for telephony in (SimulatedTelephony(ledger), SimulatedTelephony()):  # with the ledger, and without
+        with pytest.raises(ApplicationError) as refused:
+            await activity_started_at(late, attempt=2).run(telephony.dial, unrung)
+        assert refused.value.type == DIAL_TOO_LATE
+    assert [ring.attempt_id for ring in SimulatedRingLedger(ledger).rings()] == ["rang-in-time"]

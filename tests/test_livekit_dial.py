@@ -27,12 +27,14 @@ from livekit.protocol import sip as sip_pb
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
 from activities.livekit import CALLEE_IDENTITY, LiveKitTelephony, room_name
 from activities.persistence import CallerId, caller_ids, resolve_caller_id
+from activities.providers import DIAL_TOO_LATE
 from activities.simulated import SimulatedAnalyzer
 from agent.reporter import ConverseLink
 from api.auth import seed_dev_organization
@@ -40,7 +42,7 @@ from models import Call, CallCreateParams
 from models.settings import ConfigError, Settings
 from models.tables import Database
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult
-from tests.helpers import eventually, settings_for_tests
+from tests.helpers import activity_started_at, eventually, settings_for_tests
 
 API_KEY = "devkey"
 API_SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
@@ -468,6 +470,27 @@ async def test_a_retried_dial_never_rings_twice(
         assert '"phase":"answered"' in livekit.rooms[room_name(request.attempt_id)].metadata
     # The activity really was retried (the first try failed on the lost answer).
     assert livekit.methods().count("ListRooms") == 2
+
+
+async def test_a_late_retry_reads_an_earlier_ring_but_never_rings_afresh(livekit: FakeLiveKit) -> None:
+    """The first try rang in time and lost the answer (5xx); its retry, started after the window closed
+    (`ring_by`), still finds the callee. A late retry whose attempt never rang creates no room, no ring."""
+    livekit.sip_outcome = SipOutcome(503, "unavailable", None)  # rang and answered, the answer lost
+    telephony = LiveKitTelephony(livekit_settings(livekit), answer_poll_interval=0.05)
+    ring_by = datetime.now(UTC)
+    late = ring_by + timedelta(seconds=1)
+    request = dial_request(ring_by=ring_by)
+    with pytest.raises(Exception):  # noqa: B017 — the try fails; its retry reads the ledger
+        await activity_started_at(ring_by).run(telephony.dial, request)
+    result = await activity_started_at(late, attempt=2).run(telephony.dial, request)
+    assert result.answered and result.session == room_name(request.attempt_id)
+    fresh = dial_request(ring_by=ring_by)
+    with pytest.raises(ApplicationError) as refused:
+        await activity_started_at(late, attempt=2).run(telephony.dial, fresh)
+    assert refused.value.type == DIAL_TOO_LATE and refused.value.non_retryable
+    assert (
+        len(livekit.calls("CreateSIPParticipant")) == 1 and room_name(fresh.attempt_id) not in livekit.rooms
+    )
 
 
 async def test_on_livekit_cloud_the_sdk_never_sends_a_ring_again(

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     # sandbox again for every run, past the passthrough (a test counts the modules each run executes)
     import workflows.schedule as schedule
     import workflows.search_attributes as sa
-    from activities.calls import DIAL_TOO_LATE, INVALID_ORDER, CallActivities
+    from activities.calls import INVALID_ORDER, CallActivities
     from activities.compliance import (
         DO_NOT_CONTACT,
         ComplianceActivities,
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.notify import NotifyRequest, due_channels
     from activities.persistence import CallSnapshot, PersistenceActivities
+    from activities.providers import DIAL_TOO_LATE
     from models import (
         DEFAULT_ASSISTANT_PROMPT,
         Assistant,
