@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,6 +204,22 @@ def request_hash(params: CallCreateParams) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# A start Temporal has not answered by then (stalled, or unreachable while the SDK retries) is answered
+# as one it cannot account for (`StartUnknown`: a 503, the order kept), before the client's own timeout
+# would have it retry, a second order. Half the client's read timeout when it says it (the official
+# client sends `x-stainless-read-timeout`), for `started_after_all`'s ask and the answer to fit in.
+START_PATIENCE = timedelta(seconds=10)
+
+
+def start_patience(request: Request) -> timedelta:
+    try:
+        said = float(request.headers.get("x-stainless-read-timeout", "inf"))
+    except ValueError:
+        said = math.inf
+    patience = START_PATIENCE.total_seconds()
+    return timedelta(seconds=min(patience, max(1.0, said / 2)) if math.isfinite(said) else patience)
+
+
 async def _start(
     context: ApiContext,
     call_id: str,
@@ -210,6 +227,7 @@ async def _start(
     params: CallCreateParams,
     created_at: datetime | str | None = None,
     start_signal: str | None = None,
+    patience: timedelta = START_PATIENCE,
 ) -> bool:
     """Start the order's workflow (with `start_signal`: signal-with-start); already started (a retried
     request) counts as started, and so does a start that failed but reached Temporal
@@ -228,6 +246,7 @@ async def _start(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"call {params.phone_number}",
             start_signal=start_signal,
+            rpc_timeout=patience,
         )
     except WorkflowAlreadyStartedError:
         return start_signal is None
@@ -371,7 +390,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
             return await _replay(context, winner, digest)
         try:
             with timing.phase("start"):
-                await _start(context, call_id, organization_id, params, now)
+                await _start(context, call_id, organization_id, params, now, patience=start_patience(request))
         except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
             raise unknown.as_retryable() from unknown
         except Exception:
@@ -381,7 +400,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     else:  # nothing to claim: the placeholder is built and written while the workflow starts
         with timing.phase("start"):
             answer = await _start_with_placeholder(
-                context, call_id, organization_id, params, now, placeholder, timing
+                context, call_id, organization_id, params, now, placeholder, timing, start_patience(request)
             )
     answer.headers.update(timing.header())
     return answer
@@ -400,6 +419,7 @@ async def _start_with_placeholder(
     created_at: datetime,
     placeholder: Callable[[], dict[str, Any]],
     timing: ServerTiming,
+    patience: timedelta,
 ) -> JSONResponse:
     """Start the workflow; while Temporal works, build the placeholder row, write it and render the
     answer. Only what may refuse the order runs before the start: the rest costs little latency (the
@@ -408,7 +428,7 @@ async def _start_with_placeholder(
     A started order whose placeholder could not be written is still answered: the workflow stores the
     order itself at its first step. An order that could not start leaves no row behind; one that Temporal
     cannot say started is kept, with what starts it (`StartUnknown`)."""
-    starting = _start(context, call_id, organization_id, params, created_at)
+    starting = _start(context, call_id, organization_id, params, created_at, patience=patience)
     start = asyncio.ensure_future(timing.timed("start_workflow", starting))
     await asyncio.sleep(0)  # the start's request is on the wire
     try:

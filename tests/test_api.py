@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1317,6 +1318,37 @@ def temporal_down_midway_a_start(monkeypatch: pytest.MonkeyPatch, reached: bool)
     monkeypatch.setattr(Client, "start_workflow", down_midway)
     monkeypatch.setattr(WorkflowService, "describe_workflow_execution", cannot_say)
     return attempted
+
+
+def test_a_stalled_start_is_answered_before_the_clients_timeout_so_it_places_no_second_order(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temporal stalls (a start is neither taken nor refused; the SDK waited ~30 s): the official
+    client, with a timeout shorter than that, gave up and retried, each retry a second order. The start
+    now waits half the timeout the client says it has (`x-stainless-read-timeout`), then is answered
+    as one Temporal cannot account for: a 503 the client does not retry, the order kept, one."""
+    start_workflow = Client.start_workflow
+    patience: list[timedelta | None] = []
+
+    async def stalled(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        if workflow != "CallOrderWorkflow":  # a semaphore another test's order still asks for
+            return await start_workflow(self, workflow, *args, **kwargs)
+        patience.append(kwargs.get("rpc_timeout"))
+        await asyncio.sleep(kwargs["rpc_timeout"].total_seconds() if kwargs.get("rpc_timeout") else 30)
+        raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+
+    async def cannot_say(*args: Any, **kwargs: Any) -> None:
+        raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+
+    monkeypatch.setattr(Client, "start_workflow", stalled)
+    monkeypatch.setattr(WorkflowService, "describe_workflow_execution", cannot_say)
+    impatient = Revox(api_key=org.key, base_url=org.stack.url, timeout=6, max_retries=2)
+    with pytest.raises(revox.InternalServerError) as failed:
+        impatient.call.create(**quick_order("human:interested"))
+    monkeypatch.undo()
+    assert patience == [timedelta(seconds=3)]  # asked once: no retry
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert len(org.client.call.search(**no_filters()).calls) == 1
 
 
 @pytest.mark.parametrize("reached", [False, True], ids=["start lost", "answer lost"])
