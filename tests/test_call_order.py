@@ -690,6 +690,8 @@ async def test_pause_holds_the_order_and_resume_schedules_afresh(time_env, task_
         call = await handle.result()
     assert call.status == "completed"
     assert started(call.call_attempts[0]) - resumed_at < timedelta(minutes=1)
+    # its scheduled_at is when it went ahead, once resumed: not a time it was paused and did not call
+    assert resumed_at <= call.scheduled_at <= started(call.call_attempts[0])
 
 
 async def test_resume_before_scheduled_at_still_waits_for_it(time_env, task_queue):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -107,6 +108,27 @@ async def test_signals_with_the_wrong_arguments_are_dropped_and_the_key_keeps_wo
     for workflow in (handle, semaphore):
         async for event in workflow.fetch_history_events():
             assert event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+
+
+async def test_a_signal_the_order_does_not_take_is_said_in_the_worker_log(
+    time_env, task_queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`temporal workflow signal --name force-now` (the CLI's spelling) succeeds for its sender and was
+    dropped without a trace: the worker now says so, and the order goes on waiting."""
+    tomorrow = (await time_env.get_current_time()) + timedelta(days=1)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await time_env.client.start_workflow(
+            CallOrderWorkflow.run,
+            order("human", scheduled_at=tomorrow.isoformat()),
+            id=f"call-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        await eventually(lambda: handle.query(CallOrderWorkflow.status), lambda s: s == "scheduled")
+        await handle.signal("force-now")
+        await eventually(lambda: asyncio.sleep(0, caplog.text), lambda text: "'force-now' ignored" in text)
+        assert await handle.query(CallOrderWorkflow.status) == "scheduled"
+        await handle.signal(CallOrderWorkflow.cancel)
+        assert (await handle.result()).calls_count == 0
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ pause, resume or force it to call now; queries show its live state. Scheduling m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -466,6 +466,8 @@ class CallOrderWorkflow:
                 self._set_status("paused")
                 await workflow.wait_condition(lambda: not self.paused or self.cancel_requested)
                 due = self._afresh(order, kept=due)  # the attempt's time if still ahead, else afresh
+                if not self.attempts and due is not None and due <= workflow.now():
+                    self.starts_at = due  # resumed past its time: the order starts now, not then
                 continue
             if self.call_now:
                 if not await self._contact_still_allowed():
@@ -764,6 +766,14 @@ class CallOrderWorkflow:
     @workflow.signal
     def resume(self) -> None:
         self.paused = False
+
+    @workflow.signal(dynamic=True)
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal the order does not take (`force-now`, `Pause`): its sender was told it succeeded, so
+        the worker's log says it changed nothing."""
+        workflow.logger.warning(
+            "signal %r ignored: a call order takes cancel, pause, resume and force_now", name
+        )
 
     @workflow.query
     def status(self) -> str:
