@@ -30,7 +30,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -634,14 +634,15 @@ def _retry_after(err: openai.APIStatusError) -> timedelta | None:
 
 def _scrub(text: str, endpoint: Endpoint) -> str:
     """An endpoint's answer, quoted in a summary, a webhook and a log, without the secrets it may echo:
-    the key, the URL's query values and its login (as written, decoded, and as the Basic credentials
-    sent for it). Longest first, so a secret holding another goes whole; under 4 characters, none is."""
+    the key, the URL's query values and its login (as written, decoded, encoded as a URL or a form
+    encodes them, and as the Basic credentials sent for it). Longest first, so a secret holding
+    another goes whole; under 4 characters, none is."""
     secrets = {endpoint.api_key, *endpoint.query.values()}
     login = urlsplit(endpoint.base_url or "").netloc.rpartition("@")[0]
     if login:
         user, _, password = unquote(login).partition(":")
         secrets |= {login, user, password, base64.b64encode(f"{user}:{password}".encode()).decode()}
-    secrets |= {quote(secret, safe="") for secret in secrets}
+    secrets |= {encoded(secret, safe="") for secret in secrets for encoded in (quote, quote_plus)}
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -204,20 +204,33 @@ def request_hash(params: CallCreateParams) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# A start Temporal has not answered by then (stalled, or unreachable while the SDK retries) is answered
-# as one it cannot account for (`StartUnknown`: a 503, the order kept), before the client's own timeout
-# would have it retry, a second order. Half the client's read timeout when it says it (the official
-# client sends `x-stainless-read-timeout`), for `started_after_all`'s ask and the answer to fit in.
-START_PATIENCE = timedelta(seconds=10)
+@dataclass(frozen=True)
+class Patience:
+    """How long a start waits for Temporal (stalled, or unreachable while the SDK retries), and then how
+    long the ask whether it took it all the same (`started_after_all`): a start neither answers is
+    answered as one Temporal cannot account for (`StartUnknown`: a 503, the order kept)."""
+
+    start: timedelta = timedelta(seconds=10)
+    ask: timedelta = timedelta(seconds=2)
 
 
-def start_patience(request: Request) -> timedelta:
+PATIENCE = Patience()
+
+
+def patience_for(request: Request) -> Patience:
+    """Within the client's read timeout when it says it (the official client sends
+    `x-stainless-read-timeout`), a second to spare: answered before its own timeout would have it
+    retry, a second order."""
     try:
         said = float(request.headers.get("x-stainless-read-timeout", "inf"))
     except ValueError:
-        said = math.inf
-    patience = START_PATIENCE.total_seconds()
-    return timedelta(seconds=min(patience, max(1.0, said / 2)) if math.isfinite(said) else patience)
+        return PATIENCE
+    budget = said - 1.0
+    if not math.isfinite(budget) or budget >= (PATIENCE.start + PATIENCE.ask).total_seconds():
+        return PATIENCE
+    return Patience(
+        start=timedelta(seconds=max(0.5, budget * 0.6)), ask=timedelta(seconds=max(0.5, budget * 0.4))
+    )
 
 
 async def _start(
@@ -227,7 +240,7 @@ async def _start(
     params: CallCreateParams,
     created_at: datetime | str | None = None,
     start_signal: str | None = None,
-    patience: timedelta = START_PATIENCE,
+    patience: Patience = PATIENCE,
 ) -> bool:
     """Start the order's workflow (with `start_signal`: signal-with-start); already started (a retried
     request) counts as started, and so does a start that failed but reached Temporal
@@ -246,7 +259,7 @@ async def _start(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"call {params.phone_number}",
             start_signal=start_signal,
-            rpc_timeout=patience,
+            rpc_timeout=patience.start,
         )
     except WorkflowAlreadyStartedError:
         return start_signal is None
@@ -255,7 +268,7 @@ async def _start(
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
-        started = await started_after_all(client, call_id)
+        started = await started_after_all(client, call_id, patience.ask)
         if started:
             log.warning("call %s: its start failed (%s) but Temporal has it: started", call_id, err.message)
             return True
@@ -284,7 +297,7 @@ class StartUnknown(ApiError):
         return ApiError(503, "unavailable", f"{self.reason}: retry it, it is this order, not a second one")
 
 
-async def started_after_all(client: Client, call_id: str) -> bool | None:
+async def started_after_all(client: Client, call_id: str, patience: timedelta = PATIENCE.ask) -> bool | None:
     """Whether a start that failed (timed out, its connection lost) reached Temporal all the same, only
     its answer lost; None when Temporal cannot say (it is down). Its workflow id is this order's alone, so
     if the workflow is there, the order is started: answering 503 would have the client retry (the
@@ -293,7 +306,7 @@ async def started_after_all(client: Client, call_id: str) -> bool | None:
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=order_workflow_id(call_id))
     )
     try:
-        await client.workflow_service.describe_workflow_execution(request, timeout=timedelta(seconds=2))
+        await client.workflow_service.describe_workflow_execution(request, timeout=patience)
     except RPCError as err:
         return False if err.status == RPCStatusCode.NOT_FOUND else None
     return True
@@ -390,7 +403,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
             return await _replay(context, winner, digest)
         try:
             with timing.phase("start"):
-                await _start(context, call_id, organization_id, params, now, patience=start_patience(request))
+                await _start(context, call_id, organization_id, params, now, patience=patience_for(request))
         except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
             raise unknown.as_retryable() from unknown
         except Exception:
@@ -400,7 +413,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     else:  # nothing to claim: the placeholder is built and written while the workflow starts
         with timing.phase("start"):
             answer = await _start_with_placeholder(
-                context, call_id, organization_id, params, now, placeholder, timing, start_patience(request)
+                context, call_id, organization_id, params, now, placeholder, timing, patience_for(request)
             )
     answer.headers.update(timing.header())
     return answer
@@ -419,7 +432,7 @@ async def _start_with_placeholder(
     created_at: datetime,
     placeholder: Callable[[], dict[str, Any]],
     timing: ServerTiming,
-    patience: timedelta,
+    patience: Patience,
 ) -> JSONResponse:
     """Start the workflow; while Temporal works, build the placeholder row, write it and render the
     answer. Only what may refuse the order runs before the start: the rest costs little latency (the

@@ -99,9 +99,10 @@ def unsendable_reason(url: str) -> str | None:
     and replay (a delivery to such a URL fails for good, saying why)."""
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
+        host = parsed.host  # decoded from punycode: one IDNA 2008 refuses (`xn--n3h`, ☃) raises
+    except (httpx.InvalidURL, TypeError, UnicodeError):
         return "must be a URL HTTP clients can send to"
-    if not parsed.host:
+    if not host:
         return "has no host: an http(s) URL's follows `//`"
     if not SENDABLE_HOST.fullmatch(parsed.raw_host.decode("ascii", "replace")):
         return "its host is no host name (a backslash, a space?)"

@@ -350,20 +350,21 @@ async def test_a_custom_llm_that_echoes_its_request_has_its_secrets_scrubbed_fro
     key, not only the key."""
     basic = base64.b64encode(b"llm@user:pa$$-w0rd").decode()
     echo = (
-        f"you sent sk-custom-0123456789, ?key=QUERY-KEY%2F42 (QUERY-KEY/42), {basic}, pa%24%24-w0rd, llm@user"
+        f"you sent sk-custom-0123456789, ?key=QUERY-KEY%2F42 (QUERY-KEY/42), {basic}, pa%24%24-w0rd, "
+        "llm@user, &sig=Sig+Nature%2F7"  # the last as a form encodes it, as it is sent
     )
     fake.script = {"call_outcome": [ErrorBody(400, echo)]}
     host = fake.base.removeprefix("http://")  # type: ignore[attr-defined]
     custom = {
         "type": "custom",
-        "api_url": f"http://llm%40user:pa%24%24-w0rd@{host}/v1?key=QUERY-KEY%2F42&v=1",
+        "api_url": f"http://llm%40user:pa%24%24-w0rd@{host}/v1?key=QUERY-KEY%2F42&v=1&sig=Sig+Nature/7",
         "api_key": "sk-custom-0123456789",
         "model_name": "acme/llama-70b",
     }
     with pytest.raises(ApplicationError) as refused:
         await analyzer(fake, allow_private_urls=True).analyze(request(llm_model=custom))
     assert refused.value.message.endswith(
-        "the provider answered an error (code 400): you sent ***, ?key=*** (***), ***, ***, ***"
+        "the provider answered an error (code 400): you sent ***, ?key=*** (***), ***, ***, ***, &sig=***"
     )
 
 

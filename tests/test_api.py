@@ -1323,30 +1323,34 @@ def temporal_down_midway_a_start(monkeypatch: pytest.MonkeyPatch, reached: bool)
 def test_a_stalled_start_is_answered_before_the_clients_timeout_so_it_places_no_second_order(
     org: Org, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Temporal stalls (a start is neither taken nor refused; the SDK waited ~30 s): the official
-    client, with a timeout shorter than that, gave up and retried, each retry a second order. The start
-    now waits half the timeout the client says it has (`x-stainless-read-timeout`), then is answered
-    as one Temporal cannot account for: a 503 the client does not retry, the order kept, one."""
+    """Temporal stalls (neither the start nor the ask whether it took it is answered; the SDK waited
+    ~30 s): the official client, with a timeout shorter than that, gave up and retried, each retry a
+    second order. Both now fit in the timeout the client says it has (`x-stainless-read-timeout`), a
+    second to spare (10 s and 2 s at most), and the start is answered as one Temporal cannot account
+    for: a 503 the client does not retry, the order kept, one."""
     start_workflow = Client.start_workflow
-    patience: list[timedelta | None] = []
+    waited: list[float] = []
 
     async def stalled(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
         if workflow != "CallOrderWorkflow":  # a semaphore another test's order still asks for
             return await start_workflow(self, workflow, *args, **kwargs)
-        patience.append(kwargs.get("rpc_timeout"))
-        await asyncio.sleep(kwargs["rpc_timeout"].total_seconds() if kwargs.get("rpc_timeout") else 30)
+        patience = kwargs.get("rpc_timeout") or timedelta(seconds=30)  # the SDK's, without one
+        waited.append(patience.total_seconds())
+        await asyncio.sleep(patience.total_seconds())
         raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
 
-    async def cannot_say(*args: Any, **kwargs: Any) -> None:
+    async def cannot_say(self: Any, request: Any, *, timeout: timedelta | None = None, **kwargs: Any) -> None:
+        waited.append((timeout or timedelta(seconds=30)).total_seconds())
+        await asyncio.sleep(waited[-1])
         raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
 
     monkeypatch.setattr(Client, "start_workflow", stalled)
     monkeypatch.setattr(WorkflowService, "describe_workflow_execution", cannot_say)
-    impatient = Revox(api_key=org.key, base_url=org.stack.url, timeout=6, max_retries=2)
+    impatient = Revox(api_key=org.key, base_url=org.stack.url, timeout=4, max_retries=2)
     with pytest.raises(revox.InternalServerError) as failed:
         impatient.call.create(**quick_order("human:interested"))
     monkeypatch.undo()
-    assert patience == [timedelta(seconds=3)]  # asked once: no retry
+    assert waited == [1.8, 1.2]  # one start, one ask (4 s less a second, shared): no retry
     assert failed.value.response.headers["x-should-retry"] == "false"
     assert len(org.client.call.search(**no_filters()).calls) == 1
 

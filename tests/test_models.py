@@ -859,6 +859,7 @@ def test_a_custom_tool_the_agent_could_not_use_is_refused_where_requests_come_in
         ({"body_template": '{"day": "{{day}}",}'}, "body_template"),
         ({"url": "http:/crm.example/{{first name}}"}, "url"),  # a slash short: no host to send to
         ({"url": "https://crm.example\\{{first name}}"}, "url"),
+        ({"url": "https://xn--n3h.example/{{first name}}"}, "url"),  # ☃, which IDNA 2008 refuses
     ):
         bad = {**tool, **change}
         with pytest.raises(ValidationError) as refused:
