@@ -52,6 +52,8 @@ from benchmarks.common import child_pid, cpu_seconds, dev_server, orders, percen
 from benchmarks.raw_http import RawHttp
 from models.settings import Settings
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -62,8 +64,14 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def served(argv: list[str], port: int, workdir: str, env: dict[str, str]) -> AsyncIterator[int]:
     """An HTTP server process (`argv`, listening on `port`), from the moment it answers a GET."""
+    # This checkout's modules, whichever checkout the venv's editable install points at.
+    path = os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        argv, cwd=workdir, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        argv,
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": path, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60

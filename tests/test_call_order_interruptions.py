@@ -23,7 +23,6 @@ from temporalio.worker import Replayer, Worker
 
 import workflows.search_attributes as sa
 from activities.calls import CallActivities
-from activities.compliance import ComplianceActivities, ContactCheckRequest
 from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
 from activities.providers import DIAL_TOO_LATE
@@ -33,7 +32,15 @@ from models import Call
 from models.concurrency import PermitRequest
 from models.settings import Settings
 from models.tables import Database
-from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult, HangUpRequest
+from models.workflow_io import (
+    ConverseRequest,
+    ConverseResult,
+    DialRequest,
+    DialResult,
+    HangUpRequest,
+    PreparedOrder,
+    PrepareRequest,
+)
 from tests.helpers import activity_started_at, current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
 from tests.test_api_storage import RecordingTelephony
@@ -437,15 +444,34 @@ async def test_an_attempt_whose_window_closed_while_no_worker_ran_waits_for_the_
     await replayer.replay_workflow(history)
 
 
+def a_window_closing_soon() -> tuple[datetime, datetime, dict[str, Any]]:
+    """A calling window open now, every day, that closes at a minute's turn 15 to 75 s from now, in a
+    zone whose clock reads about noon (so it never spans midnight): when it opened and when it closes
+    (UTC), and the retry config that has it."""
+    now = datetime.now(UTC)
+    shift = 12 - now.hour  # Etc/GMT-<n> is UTC+<n>
+    zone = "UTC" if shift == 0 else f"Etc/GMT{-shift:+d}"
+    local = now + timedelta(hours=shift)
+    opens = local.replace(second=0, microsecond=0)
+    closes = opens + timedelta(minutes=1 if local.second < 45 else 2)
+    window = {
+        "calling_window_start_time": f"{opens:%H:%M}",
+        "calling_window_end_time": f"{closes:%H:%M}",
+        "retry_delay_seconds": 600,
+    }
+    retry = {**ALWAYS_OPEN, "timezone": zone, "calling_windows": [window]}
+    return opens - timedelta(hours=shift), closes - timedelta(hours=shift), retry
+
+
 async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits_for_the_next_one(
     dev_env, task_queue, monkeypatch: pytest.MonkeyPatch
 ):
     """The order dials inside its window, but no worker starts the dial until the window has closed (its
     workers behind a backlog, or gone): the dial refuses to ring, no attempt is counted, and the order
-    waits for the next window. Here the workers that run activities stop just after the number's last
-    look-up, while a workflow-only worker goes on, and one comes back after the window. On the real dev
-    server and its clock, which is the dial's (its start time is the server's)."""
-    now, opens, closes, retry = a_window_ahead()
+    waits for the next window. Here the workers that run activities stop as the order is prepared (its
+    last step before the dial), while a workflow-only worker goes on, and one comes back after the
+    window. On the real dev server and its clock, which is the dial's (its start time is the server's)."""
+    opens, closes, retry = a_window_closing_soon()
     rung: list[str] = []
     real_dial = SimulatedTelephony.dial
 
@@ -453,18 +479,17 @@ async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits
         rung.append(request.call_id)
         return await real_dial(self, request)
 
-    looking_up, looked_up = asyncio.Event(), asyncio.Event()
-    real_check = ComplianceActivities.check_contact_allowed
+    preparing, prepared = asyncio.Event(), asyncio.Event()
+    real_prepare = CallActivities.prepare_order
 
-    @activity.defn(name="check_contact_allowed")
-    async def held_check(self, request: ContactCheckRequest) -> None:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
-        if datetime.now(UTC) >= opens:  # the look-up when its time has come: the last before the dial
-            looking_up.set()
-            await looked_up.wait()
-        await real_check(self, request)
+    @activity.defn(name="prepare_order")
+    async def held_prepare(self, request: PrepareRequest) -> PreparedOrder:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+        preparing.set()
+        await prepared.wait()
+        return await real_prepare(self, request)
 
     monkeypatch.setattr(SimulatedTelephony, "dial", recorded_dial)
-    monkeypatch.setattr(ComplianceActivities, "check_contact_allowed", held_check)
+    monkeypatch.setattr(CallActivities, "prepare_order", held_prepare)
     settings = settings_for_tests()
     elsewhere = await Client.connect(  # a worker of its own (one process may not run two on a queue)
         dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter
@@ -477,15 +502,14 @@ async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits
             dev_env.client,
             task_queue=task_queue,
             settings=settings,
-            max_concurrent_activities=1,  # no other task starts once the look-up holds the slot
             max_cached_workflows=0,  # the order's tasks go on at the workflow-only worker at once
-            graceful_shutdown_timeout=timedelta(seconds=30),  # the look-up completes as it stops
+            graceful_shutdown_timeout=timedelta(seconds=30),  # the preparation completes as it stops
         )
         async with activities:
             handle = await start(dev_env, task_queue, order("human", retry=retry))
-            await asyncio.wait_for(looking_up.wait(), timeout=(opens - now).total_seconds() + 30)
+            await asyncio.wait_for(preparing.wait(), timeout=30)
             stopping = asyncio.ensure_future(activities.shutdown())
-            looked_up.set()
+            prepared.set()
             await stopping
         await eventually(lambda: status_of(handle), lambda s: s == "calling")  # the dial waits for a worker
         assert datetime.now(UTC) < closes
