@@ -20,7 +20,7 @@ from models.tables import AssistantRecord, CallOrderRecord, Database
 from tests.helpers import current_details, eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
-from workflows.campaign import CampaignWorkflow
+from workflows.campaign import RUN_OF_ITS_OWN, CampaignWorkflow
 
 ORG = "org_campaign_in_flight"
 ALWAYS_OPEN = {
@@ -183,7 +183,9 @@ async def test_the_web_ui_current_details_follow_each_batch(time_env, task_queue
 
 async def test_a_run_that_started_no_order_says_so_in_its_details(time_env, task_queue) -> None:
     """A run with no row pending (a pause or resume after the launch's run ended starts one) showed
-    "0 orders started, cursor at row #-1", and `outdial campaign status` called it the latest launch."""
+    "0 orders started, cursor at row #-1", and `outdial campaign status` called it the latest launch;
+    then "started no order", of a campaign whose launch had started some: it says each run counts its
+    own."""
     settings = settings_for_tests(task_queue=task_queue)
     campaign = create(Database.for_url(settings.database_url), settings, 1)  # created, never launched
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
@@ -191,13 +193,16 @@ async def test_a_run_that_started_no_order_says_so_in_its_details(time_env, task
         progress = await asyncio.wait_for(handle.result(), timeout=60)
         details = await current_details(handle)
     assert (progress.started, progress.cursor) == (0, -1)
-    assert details == "**done**: no row pending; started no order"
+    assert details == f"**done**: no row pending; {RUN_OF_ITS_OWN}"
     paused = await start_campaign(  # a pause's run: it read "0 orders started, cursor at row #-1"
         time_env.client, campaign.id, ORG, task_queue, workflow_id=f"paused-{campaign.id}", paused=True
     )
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
         await eventually(lambda: current_details(paused), lambda d: d.startswith("**paused**"))
-        assert await current_details(paused) == "**paused**: this run has started no order yet"
+        assert (
+            await current_details(paused)
+            == f"**paused**: this run has started no order yet; {RUN_OF_ITS_OWN}"
+        )
         await paused.terminate()
 
 

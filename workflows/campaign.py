@@ -47,6 +47,11 @@ with workflow.unsafe.imports_passed_through():
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 
+# A run that a cancel, pause or resume starts after the launch's run ended knows nothing of that launch:
+# its details say so, rather than "started no order" of a campaign that did.
+RUN_OF_ITS_OWN = "each run counts its own (the launch's run, listed before it, the orders it started)"
+
+
 @workflow.defn(name="CampaignWorkflow")
 class CampaignWorkflow:
     @workflow.init
@@ -233,10 +238,10 @@ class CampaignWorkflow:
             and not self.progress.skipped
         ):
             # a run that only steered (a pause, resume or cancel after the launch's run had ended)
-            workflow.set_current_details(f"**{phase}**: no row pending; started no order")
+            workflow.set_current_details(f"**{phase}**: no row pending; {RUN_OF_ITS_OWN}")
             return
         if self.progress.cursor < 0 and started == 0:  # e.g. paused by a run that only steers
-            workflow.set_current_details(f"**{phase}**: this run has started no order yet")
+            workflow.set_current_details(f"**{phase}**: this run has started no order yet; {RUN_OF_ITS_OWN}")
             return
         workflow.set_current_details(
             f"**{phase}**: {started} order{'s' * (started != 1)} started, "
