@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.analysis import FieldLike, field_problem, validate_output
 from activities.providers import refuse_to_ring_late
-from agent.prompt import interpolate
+from agent.prompt import call_variables, interpolate
 from models import TranscriptEntry
 from models.assistant import CallAssistant
 from models.common import DialError
@@ -177,6 +177,9 @@ class SimulatedTelephony:
         kind, _, intent = token.partition(":")
         hold = simulated_seconds(request.metadata, CALL_SECONDS_KEY)
         assistant = request.assistant
+        variables = call_variables(  # as the voice agent fills them in
+            request.call_id, request.to_phone_number, request.from_phone_number, request.prompt_variables
+        )
         limit = float(assistant.max_call_duration_secs or 0)  # no call outlasts it, simulated or not
         capped = min(hold, limit) if limit > 0 else hold
         if kind == "voicemail":
@@ -184,7 +187,7 @@ class SimulatedTelephony:
                 TranscriptEntry(role="user", content="You've reached my voicemail, please leave a message.")
             ]
             if assistant.voicemail_message:
-                message = interpolate(assistant.voicemail_message, request.prompt_variables)
+                message = interpolate(assistant.voicemail_message, variables)
                 turns.append(TranscriptEntry(role="assistant", content=message))
             return ConverseResult(
                 result="voicemail",
@@ -219,11 +222,11 @@ class SimulatedTelephony:
                 ended_by="agent",  # no end_reason: the client has no word for a screening assistant
                 hold_seconds=capped,
             )
-        transcript = menu + _human_conversation(assistant, request.prompt_variables, intent or "interested")
+        transcript = menu + _human_conversation(assistant, variables, intent or "interested")
         if capped < hold:  # the call is cut at the assistant's limit, as the voice agent does
             message = assistant.max_duration_end_message
             transcript[-1:] = (
-                [TranscriptEntry(role="assistant", content=interpolate(message, request.prompt_variables))]
+                [TranscriptEntry(role="assistant", content=interpolate(message, variables))]
                 if message
                 else []
             )

@@ -36,7 +36,11 @@ from models.workflow_io import ConverseResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_END_OF_CALL_SENTENCE = "Thank you for your time, goodbye."
+# Without an end_of_call_sentence (the seed's is optional), the agent says a goodbye of its own, in the
+# conversation's language: a fixed English one spoke English to every callee.
+GOODBYE_INSTRUCTIONS = (
+    "The call ends now: say a short, polite goodbye in the language of the conversation, and nothing else."
+)
 Detection = Literal["human", "voicemail", "ivr", "screening", "uncertain"]
 # Apple's Call Screening (and similar assistants) ask the caller to say who they are and why.
 _SCREENING = re.compile(
@@ -336,9 +340,19 @@ class OutdialAgent(Agent):
             )
         return self.session.say(text, allow_interruptions=allow_interruptions)
 
+    def goodbye_then_end(self, ended_by: EndedBy, reason: EndReason) -> SpeechHandle | None:
+        """The end-of-call sentence word for word, then hang up; without one, a goodbye the LLM says in
+        the conversation's own language."""
+        sentence = self.spec.assistant.end_of_call_sentence
+        if sentence or self.state.ended.is_set():
+            return self.say_then_end(interpolate(sentence or "", self.variables), ended_by, reason)
+        handle = self.session.generate_reply(instructions=GOODBYE_INSTRUCTIONS, allow_interruptions=False)
+        handle.add_done_callback(lambda _: self.state.end(ended_by, reason))
+        return handle
+
     async def cancel(self) -> None:
-        """The order was cancelled: say the end-of-call sentence and hang up."""
-        self.say_then_end(self._end_sentence(), "system", "participant_removed")
+        """The order was cancelled: say goodbye and hang up."""
+        self.goodbye_then_end("system", "participant_removed")
 
     async def listen_for_answering_machine(self, amd: AMD) -> None:
         """Wait for livekit-agents' AMD verdict on the greeting, then act on it."""
@@ -382,16 +396,11 @@ class OutdialAgent(Agent):
         if self._timer:
             self._timer.cancel()
 
-    def _end_sentence(self) -> str:
-        return interpolate(
-            self.spec.assistant.end_of_call_sentence or DEFAULT_END_OF_CALL_SENTENCE, self.variables
-        )
-
     # -- tools --------------------------------------------------------------------------------------
 
     async def _end_call(self, context: RunContext) -> None:
-        """End the call: the end-of-call sentence, then hang up."""
-        self.say_then_end(self._end_sentence(), "agent", "tool_end_call")
+        """End the call: say goodbye, then hang up."""
+        self.goodbye_then_end("agent", "tool_end_call")
         raise StopResponse()
 
     async def _transfer_to_human(self, context: RunContext, reason: str) -> None:

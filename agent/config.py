@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agent.prompt import call_variables
 from models import Call
 from models.assistant import CallAssistant
 from models.common import error_summary
@@ -43,13 +44,9 @@ class CallSpec(BaseModel):
         )
 
     def variables(self) -> dict[str, str]:
-        """Values for {{placeholders}}: the order's prompt_variables, plus the call's own numbers."""
-        return {
-            "call_id": self.call_id,
-            "to_phone_number": self.to_phone_number,
-            "from_phone_number": self.from_phone_number,
-            **self.prompt_variables,
-        }
+        return call_variables(
+            self.call_id, self.to_phone_number, self.from_phone_number, self.prompt_variables
+        )
 
 
 class AgentConfig(BaseModel):

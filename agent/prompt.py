@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     from models.assistant import CallAssistant
 
 
+def call_variables(
+    call_id: str, to_phone_number: str, from_phone_number: str, prompt_variables: Mapping[str, str]
+) -> dict[str, str]:
+    """Values for {{placeholders}}: the order's prompt_variables, plus the call's own id and numbers."""
+    return {
+        "call_id": call_id,
+        "to_phone_number": to_phone_number,
+        "from_phone_number": from_phone_number,
+        **prompt_variables,
+    }
+
+
 def interpolate(template: str, variables: Mapping[str, str]) -> str:
     """Replace `{{name}}` with its value; unknown names stay as written so a missing variable is visible."""
     return PLACEHOLDER.sub(lambda m: variables.get(m[1], m[0]), template)

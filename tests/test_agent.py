@@ -30,9 +30,10 @@ from livekit.plugins import cartesia, openai
 from temporalio.testing import WorkflowEnvironment
 
 from activities.livekit import room_name
+from activities.simulated import SimulatedTelephony
 from activities.sms import SimulatedSmsOutbox, TwilioSms
 from activities.url_guard import guarded_client
-from agent.call_agent import CallDeps, CallState, OutdialAgent, transcript_from
+from agent.call_agent import GOODBYE_INSTRUCTIONS, CallDeps, CallState, OutdialAgent, transcript_from
 from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
@@ -42,7 +43,7 @@ from agent.prompt import interpolate
 from agent.reporter import ConverseLink
 from models.assistant import Assistant, CustomToolRecord, KeyValueRecord, call_assistant_from
 from models.settings import Settings
-from models.workflow_io import ConverseResult
+from models.workflow_io import ConverseRequest, ConverseResult
 from tests import http_fakes
 from tests.helpers import eventually
 from tests.test_livekit_dial import (
@@ -418,6 +419,30 @@ async def test_cancelling_the_order_says_goodbye_and_ends(fake_llm: FakeOpenAI) 
         assert c.transcript()[-1].content == "Sorry Ada, I must go."
 
 
+async def test_without_an_end_of_call_sentence_the_agent_says_goodbye_in_the_calls_language(
+    fake_llm: FakeOpenAI,
+) -> None:
+    """The seed's end_of_call_sentence is optional: without one, a fixed English goodbye ended every call,
+    a French one too. The LLM now says a goodbye of its own, when it ends the call and when the order
+    is cancelled."""
+    fake_llm.say("Bonjour Ada, je vous appelle au sujet des panneaux solaires.")
+    fake_llm.call("end_call")
+    fake_llm.say("Au revoir Ada, bonne journée !")
+    async with call(fake_llm, make_spec(prompt="Tu appelles {{name}} en français.")) as c:
+        await c.session.run(user_input="Non merci, au revoir.")
+        state = await c.ended()
+        assert (state.ended_by, state.end_reason) == ("agent", "tool_end_call")
+        assert c.transcript()[-1].content == "Au revoir Ada, bonne journée !"
+    assert GOODBYE_INSTRUCTIONS in json.dumps(fake_llm.requests[-1], ensure_ascii=False)
+    fake_llm.say("Bonjour Ada.")
+    fake_llm.say("Je dois vous laisser, au revoir !")
+    async with call(fake_llm, make_spec(prompt="Tu appelles {{name}} en français.")) as c:
+        await c.agent.cancel()
+        state = await c.ended()
+        assert (state.ended_by, state.end_reason) == ("system", "participant_removed")
+        assert c.transcript()[-1].content == "Je dois vous laisser, au revoir !"
+
+
 REALTIME = {"type": "realtime", "provider": "openai", "realtime_model_id": "gpt-realtime"}
 
 
@@ -526,6 +551,39 @@ async def test_voicemail_leaves_the_message_then_hangs_up(fake_llm: FakeOpenAI) 
     assert [t.content for t in transcript] == ["Hi Ada, call us back about solar panels."]
     assert (state.ended_by, state.end_reason) == ("agent", "voicemail")
     assert state.result(transcript) == "voicemail"
+
+
+@pytest.mark.parametrize("simulation", ["voicemail", "human"])
+async def test_the_simulated_callee_hears_the_calls_own_variables_as_the_agent_says_them(
+    fake_llm: FakeOpenAI, simulation: str
+) -> None:
+    """`{{from_phone_number}}` (and `call_id`, `to_phone_number`) in a sentence: the voice agent fills
+    them in, the simulated provider left them as written."""
+    spec = make_spec(
+        first_sentence_mode="none",
+        first_sentence="Hello, it's {{from_phone_number}} calling.",
+        voicemail_message="Please call us back on {{from_phone_number}}.",
+        end_of_call_sentence="Your reference is {{call_id}}.",
+    )
+    async with call(fake_llm, spec) as c:
+        c.agent.on_answering_machine("machine-vm", "Leave a message after the tone.")
+        await c.ended()
+        [message] = c.transcript()
+    request = ConverseRequest(
+        call_id=spec.call_id,
+        attempt_id=spec.attempt_id,
+        attempt_number=1,
+        to_phone_number=spec.to_phone_number,
+        from_phone_number=spec.from_phone_number,
+        assistant=spec.assistant,
+        prompt_variables=spec.prompt_variables,
+        metadata={"simulation": simulation},
+    )
+    simulated = [t.content for t in (await SimulatedTelephony().converse(request)).transcript or []]
+    if simulation == "voicemail":
+        assert simulated[-1] == message.content == f"Please call us back on {FROM}."
+    else:
+        assert f"Hello, it's {FROM} calling." in simulated and simulated[-1] == "Your reference is c1."
 
 
 async def test_voicemail_without_message_hangs_up_silently(fake_llm: FakeOpenAI) -> None:
