@@ -4,9 +4,11 @@ Templating (the seed: "{{variable}} placeholders"): the values are the order's p
 call's own (call_id, to_phone_number, from_phone_number) and the tool's arguments (which win).
 - url: each value is percent-encoded (`{{city}}` = "New York" -> `New%20York`);
 - query_params and headers: values as text;
-- body_template: JSON; a quoted placeholder `"{{n}}"` becomes the JSON value itself (number, boolean,
-  string, null when absent), a placeholder inside a longer string is inserted JSON-escaped. Without a
-  template, POST/PUT/PATCH send the arguments as a JSON object.
+- body_template: JSON, filled in one pass; a quoted placeholder `"{{n}}"` becomes the JSON value itself
+  (number, boolean, string, null when absent), a placeholder inside a longer string is inserted
+  JSON-escaped, a bare one outside strings as written (null when absent). Without a template,
+  POST/PUT/PATCH send the arguments as a JSON object.
+Only the input_schema's arguments are taken from the LLM; a required one it leaves out is a ToolError.
 A non-2xx answer, a timeout or a refused URL (activities/url_guard.py) is raised as ToolError, so the
 LLM hears what went wrong.
 """
@@ -14,6 +16,7 @@ LLM hears what went wrong.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -61,10 +64,30 @@ def render_text(template: str, values: Mapping[str, Any]) -> str:
     return PLACEHOLDER.sub(lambda m: _text(values[m[1]]) if m[1] in values else "", template)
 
 
+# A placeholder in a body template: quoted as a whole JSON string (`"{{n}}"`), or bare (`{{n}}`).
+_BODY_SLOT = re.compile(f"{QUOTED_PLACEHOLDER.pattern}|{PLACEHOLDER.pattern}")
+_QUOTE = re.compile(r'(?<!\\)(?:\\\\)*"')  # a `"` that is not escaped
+
+
 def render_body(template: str, values: Mapping[str, Any]) -> Any:
-    """The JSON body: quoted placeholders become typed JSON values; raises ValueError if not JSON."""
-    body = QUOTED_PLACEHOLDER.sub(lambda m: json.dumps(values.get(m[1])), template)
-    body = PLACEHOLDER.sub(lambda m: json.dumps(_text(values[m[1]]))[1:-1] if m[1] in values else "", body)
+    """The JSON body, filled in one pass (a value is never filled in again: a callee's `{{api_token}}`
+    stays text): a quoted placeholder becomes the typed JSON value; a bare one inside a string is
+    inserted JSON-escaped, outside one as written (`{{count}}`: 3), null when absent, as the API's check
+    of the template supposes. Raises ValueError if the result is not JSON."""
+    parts, position, in_string = [], 0, False
+    for slot in _BODY_SLOT.finditer(template):
+        literal = template[position : slot.start()]
+        in_string ^= len(_QUOTE.findall(literal)) % 2 == 1
+        quoted, name = slot[1], slot[2]
+        if quoted is not None:
+            filled = json.dumps(values.get(quoted))
+        elif in_string:
+            filled = json.dumps(_text(values[name]))[1:-1] if name in values else ""
+        else:
+            filled = _text(values[name]) if name in values and values[name] is not None else "null"
+        parts += [literal, filled]
+        position = slot.end()
+    body = "".join([*parts, template[position:]])
     try:
         return json.loads(body)
     except json.JSONDecodeError as err:
@@ -103,8 +126,14 @@ class CustomHttpTool:
         return function_tool(self._call, raw_schema=schema)
 
     async def _call(self, raw_arguments: dict[str, object]) -> str:
-        values = {**self.variables, **raw_arguments}
         spec = self.spec
+        # The input_schema's arguments only: one the LLM adds (a callee may steer it) never replaces a
+        # prompt variable, a header's token say, nor goes into the body.
+        arguments = {f.name: raw_arguments[f.name] for f in spec.input_schema if f.name in raw_arguments}
+        missing = [f.name for f in spec.input_schema if f.required and arguments.get(f.name) is None]
+        if missing:
+            raise ToolError(f"{spec.name}: missing required argument(s): {', '.join(missing)}")
+        values = {**self.variables, **arguments}
         url = render_url(spec.url, values)
         params = {p.key: render_text(p.value, values) for p in spec.query_params}
         headers = {h.key: render_text(h.value, values) for h in spec.headers}
@@ -115,7 +144,7 @@ class CustomHttpTool:
             except ValueError as err:
                 raise ToolError(str(err)) from None
         elif spec.method in ("POST", "PUT", "PATCH"):
-            body = raw_arguments
+            body = arguments
         try:
             response = await self.http.request(
                 spec.method, url, params=params or None, headers=headers, json=body, timeout=self.timeout

@@ -41,7 +41,7 @@ from agent.http_tools import CustomHttpTool, parameters_schema, render_body, ren
 from agent.pipeline import build_llm, build_session, build_stt, build_tts, sound_options
 from agent.prompt import interpolate
 from agent.reporter import ConverseLink
-from models.assistant import Assistant, CustomToolRecord, KeyValueRecord, call_assistant_from
+from models.assistant import Assistant, CustomToolRecord, FieldSpecRecord, KeyValueRecord, call_assistant_from
 from models.settings import Settings
 from models.workflow_io import ConverseRequest, ConverseResult
 from tests import http_fakes
@@ -934,6 +934,32 @@ async def test_a_tool_request_httpx_refuses_never_quotes_its_headers() -> None:
     assert "request failed" in refused.value.message and secret not in refused.value.message
 
 
+async def test_a_custom_tool_takes_only_its_input_schemas_arguments_from_the_llm() -> None:
+    """An argument the LLM adds (a callee may steer it) replaced a prompt variable of its name, the
+    header's token here, and went into the body; a required one it left out went as empty text."""
+    seen: list[tuple[str, str, Any]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.path_qs, request.headers["Authorization"], await request.json()))
+        return web.Response(text="ok")
+
+    async with serve([web.post("/lookup", record)]) as base:
+        spec = CustomToolRecord(
+            description="d",
+            method="POST",
+            name="lookup",
+            url=f"{base}/lookup?q={{{{q}}}}",
+            headers=[KeyValueRecord(key="Authorization", value="Bearer {{api_token}}")],
+            input_schema=[FieldSpecRecord(name="q", type="string", required=True)],
+        )
+        async with guarded_client(allow_private=True) as http:
+            tool = CustomHttpTool(spec, {"api_token": "REAL"}, http)
+            assert await tool._call({"q": "x", "api_token": "FORGED", "extra": 1}) == "ok"
+            with pytest.raises(ToolError, match="missing required argument"):
+                await tool._call({"api_token": "FORGED"})
+    assert seen == [("/lookup?q=x", "Bearer REAL", {"q": "x"})]
+
+
 def test_prompt_variables_of_any_name_are_filled_in() -> None:
     """The seed's prompt_variables are any Dict[str, str]: accents and spaces too."""
     variables = {"prénom": "Élise", "first name": "Ada", "name": "Claire"}
@@ -955,6 +981,16 @@ def test_templating_rules() -> None:
     }
     with pytest.raises(ValueError, match="not JSON"):
         render_body("{{{q}}", values)
+    # One pass: a value holding a placeholder is sent as given (a callee's words never pull in a
+    # variable); a bare number left out is null, as the API's check of the template supposes.
+    said = {"note": "my code is {{token}}", "token": "SECRET", "n": 3}
+    assert render_body('{"a": "{{note}}", "b": "<{{note}}>", "n": {{n}}, "m": {{count}}}', said) == {
+        "a": "my code is {{token}}",
+        "b": "<my code is {{token}}>",
+        "n": 3,
+        "m": None,
+    }
+    assert render_body('{"a": "x \\" {{n}} \\\\", "b": {{n}}}', said) == {"a": 'x " 3 \\', "b": 3}
     enum = Assistant.model_validate(
         {
             "prompt": "p",
