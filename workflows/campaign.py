@@ -49,7 +49,7 @@ DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 # A run that a cancel, pause or resume starts after the launch's run ended knows nothing of that launch:
 # its details say so, rather than "started no order" of a campaign that did.
-RUN_OF_ITS_OWN = "each run counts its own (the launch's run, listed before it, the orders it started)"
+RUN_OF_ITS_OWN = "this run started no order (each run counts its own: an earlier one may have)"
 
 
 @workflow.defn(name="CampaignWorkflow")
@@ -241,7 +241,7 @@ class CampaignWorkflow:
             workflow.set_current_details(f"**{phase}**: no row pending; {RUN_OF_ITS_OWN}")
             return
         if self.progress.cursor < 0 and started == 0:  # e.g. paused by a run that only steers
-            workflow.set_current_details(f"**{phase}**: this run has started no order yet; {RUN_OF_ITS_OWN}")
+            workflow.set_current_details(f"**{phase}**: this run has started no order yet")
             return
         workflow.set_current_details(
             f"**{phase}**: {started} order{'s' * (started != 1)} started, "
