@@ -249,18 +249,24 @@ async def _start(
     REJECT_DUPLICATE: a replayed request for an order that already ended must not start it again."""
     client: Client = await context.temporal()
     try:
-        await client.start_workflow(
-            WORKFLOW_TYPE,
-            params,
-            id=order_workflow_id(call_id),
-            task_queue=context.settings.task_queue,
-            # created_at: the order's own clock reads what this answer said (not the worker's a moment later)
-            memo={"organization_id": organization_id} | ({"created_at": created_at} if created_at else {}),
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"call {params.phone_number}",
-            start_signal=start_signal,
-            rpc_timeout=patience.start,
-        )
+        async with asyncio.timeout(patience.start.total_seconds()):  # the SDK retries past rpc_timeout
+            await client.start_workflow(
+                WORKFLOW_TYPE,
+                params,
+                id=order_workflow_id(call_id),
+                task_queue=context.settings.task_queue,
+                # created_at: the order's own clock reads what this answer said (not the worker's later)
+                memo={"organization_id": organization_id}
+                | ({"created_at": created_at} if created_at else {}),
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"call {params.phone_number}",
+                start_signal=start_signal,
+                rpc_timeout=patience.start,  # each try's: an unreachable server is retried for ~10 s
+            )
+    except TimeoutError:  # Temporal unreachable (restarting): the SDK's retries may yet land the start
+        raise StartUnknown(
+            call_id, "could not start the call order: Temporal did not answer in time"
+        ) from None
     except WorkflowAlreadyStartedError:
         return start_signal is None
     except RPCError as err:
@@ -306,7 +312,10 @@ async def started_after_all(client: Client, call_id: str, patience: timedelta = 
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=order_workflow_id(call_id))
     )
     try:
-        await client.workflow_service.describe_workflow_execution(request, timeout=patience)
+        async with asyncio.timeout(patience.total_seconds()):  # the SDK retries past its timeout
+            await client.workflow_service.describe_workflow_execution(request, timeout=patience)
+    except TimeoutError:
+        return None
     except RPCError as err:
         return False if err.status == RPCStatusCode.NOT_FOUND else None
     return True
