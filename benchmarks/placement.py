@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from api.server_timing import parse_server_timing
 from benchmarks.common import child_pid, cpu_seconds, dev_server, orders, percentile
 from benchmarks.raw_http import RawHttp
 from models.settings import Settings
+from workers.devserver import installed
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,8 @@ def api_process(
     `source`, the API of that source tree (a checkout of another revision) in this environment."""
     port = free_port()
     if source is None:
-        command = shutil.which("outdial")
-        assert command, "the outdial command is not on PATH (make setup)"
+        command = installed("outdial")
+        assert command, "the outdial command is not installed (make setup)"
         argv = [command]
     else:
         code = f"import sys; sys.path.insert(0, {str(source)!r}); from workers.cli import app; app()"

