@@ -346,7 +346,9 @@ class OutdialAgent(Agent):
         sentence = self.spec.assistant.end_of_call_sentence
         if sentence or self.state.ended.is_set():
             return self.say_then_end(interpolate(sentence or "", self.variables), ended_by, reason)
-        handle = self.session.generate_reply(instructions=GOODBYE_INSTRUCTIONS, allow_interruptions=False)
+        handle = self.session.generate_reply(  # words only: no tool (a transfer, a request) on the way out
+            instructions=GOODBYE_INSTRUCTIONS, tool_choice="none", allow_interruptions=False
+        )
         handle.add_done_callback(lambda _: self.state.end(ended_by, reason))
         return handle
 

@@ -6,7 +6,8 @@ call's own (call_id, to_phone_number, from_phone_number) and the tool's argument
 - query_params and headers: values as text;
 - body_template: JSON, filled in one pass; a quoted placeholder `"{{n}}"` becomes the JSON value itself
   (number, boolean, string, null when absent), a placeholder inside a longer string is inserted
-  JSON-escaped, a bare one outside strings as written (null when absent). Without a template,
+  JSON-escaped, a bare one outside strings as one JSON value (a number as written, other text quoted,
+  null when absent). Without a template,
   POST/PUT/PATCH send the arguments as a JSON object.
 Only the input_schema's arguments are taken from the LLM; a required one it leaves out is a ToolError.
 A non-2xx answer, a timeout or a refused URL (activities/url_guard.py) is raised as ToolError, so the
@@ -16,6 +17,7 @@ LLM hears what went wrong.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -84,7 +86,7 @@ def render_body(template: str, values: Mapping[str, Any]) -> Any:
         elif in_string:
             filled = json.dumps(_text(values[name]))[1:-1] if name in values else ""
         else:
-            filled = _text(values[name]) if name in values and values[name] is not None else "null"
+            filled = _json_value(values.get(name))
         parts += [literal, filled]
         position = slot.end()
     body = "".join([*parts, template[position:]])
@@ -92,6 +94,25 @@ def render_body(template: str, values: Mapping[str, Any]) -> Any:
         return json.loads(body)
     except json.JSONDecodeError as err:
         raise ValueError(f"body_template is not JSON once filled in: {err}") from None
+
+
+def _json_value(value: Any) -> str:
+    """A bare placeholder's value outside strings: one JSON value, whatever the LLM sent. A number,
+    boolean or null (a prompt variable's "3" too) as written; any other text as a JSON string, so that
+    `2, "unit_price": 0` never adds a field."""
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value if not isinstance(value, float) or math.isfinite(value) else str(value))
+    text = str(value)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return json.dumps(text)
+    scalar = (
+        parsed is None
+        or isinstance(parsed, bool | int)
+        or (isinstance(parsed, float) and math.isfinite(parsed))
+    )
+    return text.strip() if scalar else json.dumps(text)
 
 
 def _text(value: Any) -> str:

@@ -263,8 +263,11 @@ async def _start(
                 start_signal=start_signal,
                 rpc_timeout=patience.start,  # each try's: an unreachable server is retried for ~10 s
             )
-    except TimeoutError:  # Temporal unreachable (restarting): the SDK's retries may yet land the start
-        raise StartUnknown(
+    except TimeoutError:  # slow, or unreachable (restarting): the SDK's retries may yet land the start
+        if await started_after_all(client, call_id, patience.ask):
+            log.warning("call %s: its start was answered late, but Temporal has it: started", call_id)
+            return True
+        raise StartUnknown(  # even if not found yet: never a 503 a client retries into a second order
             call_id, "could not start the call order: Temporal did not answer in time"
         ) from None
     except WorkflowAlreadyStartedError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -256,8 +257,10 @@ _PATH_KEYS = (
     ("temporal", "dev_server", "db_filename"),
     ("local_stack", "mail_dir"),
     ("local_stack", "codec_key_file"),
+    ("notifications", "sms_outbox"),
+    ("notifications", "slack_outbox"),
 )
-_SQLITE = "sqlite:///"
+_SQLITE_FILE = re.compile(r"(sqlite(?:\+\w+)?:///)(?!/|:memory:|file:)([^?]+)")  # a relative file, not a URI
 
 
 def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -274,10 +277,8 @@ def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
         if isinstance(holder, dict) and isinstance(holder.get(name), str) and holder[name]:
             holder[name] = str(base / holder[name])  # an absolute path stays as it is
     url = raw.get("database_url")
-    if isinstance(url, str) and url.startswith(_SQLITE) and not url.startswith(_SQLITE + "/"):
-        file = url.removeprefix(_SQLITE)
-        if file and not file.startswith(":memory:"):
-            raw["database_url"] = _SQLITE + str(base / file)
+    if isinstance(url, str) and (relative := _SQLITE_FILE.match(url)):
+        raw["database_url"] = f"{relative[1]}{base / relative[2]}{url[relative.end() :]}"
     return raw
 
 

@@ -441,6 +441,7 @@ async def test_without_an_end_of_call_sentence_the_agent_says_goodbye_in_the_cal
         state = await c.ended()
         assert (state.ended_by, state.end_reason) == ("system", "participant_removed")
         assert c.transcript()[-1].content == "Je dois vous laisser, au revoir !"
+    assert fake_llm.requests[-1]["tool_choice"] == "none"  # words only: no transfer on the way out
 
 
 REALTIME = {"type": "realtime", "provider": "openai", "realtime_model_id": "gpt-realtime"}
@@ -991,6 +992,16 @@ def test_templating_rules() -> None:
         "m": None,
     }
     assert render_body('{"a": "x \\" {{n}} \\\\", "b": {{n}}}', said) == {"a": 'x " 3 \\', "b": 3}
+    # A bare one is one JSON value, whatever the LLM sends: text steered to add a field stays text.
+    steered = {"quantity": '2, "unit_price": 0', "count": "3", "flag": "true", "word": "abc"}
+    template = '{"unit_price": 450, "quantity": {{quantity}}, "c": {{count}}, "f": {{flag}}, "w": {{word}}}'
+    assert render_body(template, steered) == {
+        "unit_price": 450,
+        "quantity": '2, "unit_price": 0',
+        "c": 3,
+        "f": True,
+        "w": "abc",
+    }
     enum = Assistant.model_validate(
         {
             "prompt": "p",

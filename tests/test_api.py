@@ -1356,6 +1356,27 @@ def test_a_start_temporal_does_not_answer_is_answered_before_the_clients_timeout
     assert len(org.client.call.search(**no_filters()).calls) == 1
 
 
+def test_a_start_temporal_took_but_answered_late_is_answered_as_started(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the time the client leaves it, the start is asked after: Temporal has it, so the call is
+    placed (it was answered "may yet run", a 503, for a call that was running)."""
+    start_workflow = Client.start_workflow
+
+    async def late(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        handle = await start_workflow(self, workflow, *args, **kwargs)
+        if workflow == "CallOrderWorkflow":
+            await asyncio.sleep(30)  # its answer lost on the way (cut short by the API's patience)
+        return handle
+
+    monkeypatch.setattr(Client, "start_workflow", late)
+    impatient = Revox(api_key=org.key, base_url=org.stack.url, timeout=4, max_retries=0)
+    placed = impatient.call.create(**quick_order("human:interested")).call
+    monkeypatch.undo()
+    assert finished(org.client, placed.id).status == "completed"
+    assert [c.id for c in org.client.call.search(**no_filters()).calls] == [placed.id]
+
+
 @pytest.mark.parametrize("reached", [False, True], ids=["start lost", "answer lost"])
 @pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
 def test_a_start_temporal_cannot_account_for_is_never_placed_twice(

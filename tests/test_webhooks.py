@@ -206,6 +206,20 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
     assert settings.codec_key == "the-stacks-key"
     assert settings.dev_server.db_filename == str(stack / ".outdial" / "temporal.db")
     assert settings.local_stack.mail_dir == str(stack / ".outdial" / "mail")
+    (stack / "temporal-dev.yaml").write_text(
+        "database_url: sqlite+pysqlite:///.outdial/app.db?timeout=5\n"
+        "notifications:\n  sms_outbox: .outdial/sms.jsonl\n  slack_outbox: .outdial/slack.jsonl\n"
+    )
+    other = Settings.load(config_file=stack / "temporal-dev.yaml", env={})
+    assert other.database_url == f"sqlite+pysqlite:///{stack / '.outdial' / 'app.db'}?timeout=5"
+    assert (other.sms_outbox, other.slack_outbox) == (
+        str(stack / ".outdial" / "sms.jsonl"),
+        str(stack / ".outdial" / "slack.jsonl"),
+    )
+    (stack / "temporal-dev.yaml").write_text("database_url: sqlite:///file:.outdial/ro.db?mode=ro&uri=true\n")
+    uri = Settings.load(config_file=stack / "temporal-dev.yaml", env={}).database_url
+    assert uri == "sqlite:///file:.outdial/ro.db?mode=ro&uri=true"  # a SQLite URI: as written
+    shutil.copy(REPO / "temporal-dev.yaml", stack)
     monkeypatch.chdir(stack)  # beside it: as written
     assert Settings.load(config_file=stack / "temporal-dev.yaml", env={}).database_url == (
         "sqlite:///.outdial/outdial.db"
