@@ -219,18 +219,18 @@ PATIENCE = Patience()
 
 def patience_for(request: Request) -> Patience:
     """Within the client's read timeout when it says it (the official client sends
-    `x-stainless-read-timeout`), a second to spare: answered before its own timeout would have it
-    retry, a second order."""
+    `x-stainless-read-timeout`), a second to spare (a third of a shorter one): answered before its own
+    timeout would have it retry, a second order."""
     try:
         said = float(request.headers.get("x-stainless-read-timeout", "inf"))
     except ValueError:
         return PATIENCE
-    budget = said - 1.0
-    if not math.isfinite(budget) or budget >= (PATIENCE.start + PATIENCE.ask).total_seconds():
+    if not math.isfinite(said) or said <= 0:
         return PATIENCE
-    return Patience(
-        start=timedelta(seconds=max(0.5, budget * 0.6)), ask=timedelta(seconds=max(0.5, budget * 0.4))
-    )
+    budget = said - min(1.0, said / 3)
+    if budget >= (PATIENCE.start + PATIENCE.ask).total_seconds():
+        return PATIENCE
+    return Patience(start=timedelta(seconds=budget * 0.6), ask=timedelta(seconds=budget * 0.4))
 
 
 async def _start(
@@ -264,7 +264,8 @@ async def _start(
                 rpc_timeout=patience.start,  # each try's: an unreachable server is retried for ~10 s
             )
     except TimeoutError:  # slow, or unreachable (restarting): the SDK's retries may yet land the start
-        if await started_after_all(client, call_id, patience.ask):
+        # (that the order's workflow is there proves a plain start landed, not that a signal went with it)
+        if start_signal is None and await started_after_all(client, call_id, patience.ask):
             log.warning("call %s: its start was answered late, but Temporal has it: started", call_id)
             return True
         raise StartUnknown(  # even if not found yet: never a 503 a client retries into a second order

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -278,7 +279,8 @@ def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
             holder[name] = str(base / holder[name])  # an absolute path stays as it is
     url = raw.get("database_url")
     if isinstance(url, str) and (relative := _SQLITE_FILE.match(url)):
-        raw["database_url"] = f"{relative[1]}{base / relative[2]}{url[relative.end() :]}"
+        directory = quote(str(base))  # a `%20` or `?` in a folder's name is no escape, no query
+        raw["database_url"] = f"{relative[1]}{directory}/{relative[2]}{url[relative.end() :]}"
     return raw
 
 

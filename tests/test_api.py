@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
+from unittest.mock import AsyncMock
 
 import httpx
 import pytest
@@ -40,7 +42,7 @@ from api.app import MAX_BODY_BYTES
 from api.auth import api_keys_of, ensure_phone_number, issue_api_key, revoke_api_key
 from api.server import ApiServer
 from api.server_timing import ServerTiming, parse_server_timing
-from models import Call
+from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.retry import MOST_ATTEMPTS
 from models.settings import Settings
@@ -1354,6 +1356,40 @@ def test_a_start_temporal_does_not_answer_is_answered_before_the_clients_timeout
     assert deadlines[0] == timedelta(seconds=1.8)  # 4 s less a second, shared with the ask's 1.2 s
     assert len(deadlines) <= 2 and failed.value.response.headers["x-should-retry"] == "false"
     assert len(org.client.call.search(**no_filters()).calls) == 1
+
+
+@pytest.mark.parametrize("said", ["0.3", "1", "1.5", "2", "4", "13", "60"])
+def test_the_start_and_the_ask_fit_in_the_timeout_the_client_says_it_has(said: str) -> None:
+    patience = calls.patience_for(SimpleNamespace(headers={"x-stainless-read-timeout": said}))  # type: ignore[arg-type]
+    spent = (patience.start + patience.ask).total_seconds()
+    assert 0 < spent <= float(said) - min(1.0, float(said) / 3) + 1e-5 and spent <= 12  # (to the µs)
+    for header in ({}, {"x-stainless-read-timeout": "soon"}, {"x-stainless-read-timeout": "nan"}):
+        assert calls.patience_for(SimpleNamespace(headers=header)) == calls.PATIENCE  # type: ignore[arg-type]
+
+
+async def test_a_signal_whose_start_was_cut_short_is_not_taken_as_delivered(
+    dev_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steering a kept order starts it with the signal; cut short by the API's patience, that start
+    is not "started" because the order's workflow is there (its own first start may have landed late):
+    a plain start proves nothing of a signal, so it is a 503 to retry, and the retry finds the order."""
+    call_id, queue = str(uuid.uuid4()), f"nobody-{uuid.uuid4()}"
+    params = CallCreateParams.model_validate(quick_order("human:interested"))
+    first = await dev_env.client.start_workflow(
+        "CallOrderWorkflow", params, id=f"call-{call_id}", task_queue=queue
+    )
+
+    async def hanging(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(Client, "start_workflow", hanging)
+    context = SimpleNamespace(
+        temporal=AsyncMock(return_value=dev_env.client), settings=SimpleNamespace(task_queue=queue)
+    )
+    short = calls.Patience(start=timedelta(seconds=0.3), ask=timedelta(seconds=0.3))
+    with pytest.raises(calls.StartUnknown):
+        await calls._start(context, call_id, "org_x", params, None, "cancel", short)  # type: ignore[arg-type]
+    await first.terminate("done")
 
 
 def test_a_start_temporal_took_but_answered_late_is_answered_as_started(

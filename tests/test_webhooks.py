@@ -14,6 +14,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -195,14 +196,15 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
     """`OUTDIAL_CONFIG=<stack>/temporal-dev.yaml outdial webhook-secret show` run elsewhere used a new
     database (another webhook secret), codec key and Temporal file in its own directory: the file's
     relative paths are its directory's, as `outdial dev` run beside it means them."""
-    stack, elsewhere = tmp_path / "stack", tmp_path / "ops"
+    stack, elsewhere = tmp_path / "my%20stack?", tmp_path / "ops"  # no escape, no query: a folder's name
     stack.mkdir(), elsewhere.mkdir()
     shutil.copy(REPO / "temporal-dev.yaml", stack)
     (stack / ".outdial").mkdir()
     (stack / ".outdial" / "codec.key").write_text("the-stacks-key\n")
     monkeypatch.chdir(elsewhere)
     settings = Settings.load(config_file=stack / "temporal-dev.yaml", env={})
-    assert settings.database_url == f"sqlite:///{stack / '.outdial' / 'outdial.db'}"
+    Database.for_url(settings.database_url).migrate()
+    assert (stack / ".outdial" / "outdial.db").is_file() and not list(elsewhere.iterdir())
     assert settings.codec_key == "the-stacks-key"
     assert settings.dev_server.db_filename == str(stack / ".outdial" / "temporal.db")
     assert settings.local_stack.mail_dir == str(stack / ".outdial" / "mail")
@@ -211,7 +213,7 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
         "notifications:\n  sms_outbox: .outdial/sms.jsonl\n  slack_outbox: .outdial/slack.jsonl\n"
     )
     other = Settings.load(config_file=stack / "temporal-dev.yaml", env={})
-    assert other.database_url == f"sqlite+pysqlite:///{stack / '.outdial' / 'app.db'}?timeout=5"
+    assert other.database_url == f"sqlite+pysqlite:///{quote(str(stack))}/.outdial/app.db?timeout=5"
     assert (other.sms_outbox, other.slack_outbox) == (
         str(stack / ".outdial" / "sms.jsonl"),
         str(stack / ".outdial" / "slack.jsonl"),
