@@ -533,21 +533,29 @@ async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits
     assert failures == [DIAL_TOO_LATE]
 
 
+def dial_by_six(**fields: Any) -> DialRequest:
+    """A first attempt's dial sent in a window that closes at 18:00 UTC."""
+    return DialRequest.model_validate(
+        {
+            "call_id": "c",
+            "attempt_id": "a",
+            "attempt_number": 1,
+            "to_phone_number": "+33612345678",
+            "from_phone_number": "+33159000010",
+            "ring_by": datetime(2026, 12, 7, 18, tzinfo=UTC),
+            **fields,
+        }
+    )
+
+
 async def test_a_dial_refuses_to_ring_when_its_first_try_starts_after_ring_by() -> None:
     """A first try refuses at once: nothing can have rung. A retry goes to the provider, which reads the
     ring an earlier try started (below) and refuses only a fresh one."""
     telephony = RecordingTelephony()
     activities = CallActivities(settings_for_tests(), telephony, SimulatedAnalyzer())  # type: ignore[arg-type]
-    ring_by = datetime(2026, 12, 7, 18, tzinfo=UTC)
-    request = DialRequest(
-        call_id="c",
-        attempt_id="a",
-        attempt_number=1,
-        to_phone_number="+33612345678",
-        from_phone_number="+33159000010",
-        livekit_outbound_trunk_id="ST_x",
-        ring_by=ring_by,
-    )
+    request = dial_by_six(attempt_id="a", livekit_outbound_trunk_id="ST_x")
+    ring_by = request.ring_by
+    assert ring_by is not None
     late = ring_by + timedelta(seconds=1)
     with pytest.raises(ApplicationError) as refused:
         await activity_started_at(late).run(activities.dial, request)
@@ -555,9 +563,8 @@ async def test_a_dial_refuses_to_ring_when_its_first_try_starts_after_ring_by() 
     assert "after its calling window closed at 2026-12-07T18:00:00+00:00" in refused.value.message
     await activity_started_at(ring_by).run(activities.dial, request)  # at the close itself: in time
     await activity_started_at(late, attempt=2).run(activities.dial, request)
-    await activity_started_at(late).run(
-        activities.dial, request.model_copy(update={"ring_by": None})
-    )  # force_now
+    forced = request.model_copy(update={"ring_by": None})  # force_now: any time
+    await activity_started_at(late).run(activities.dial, forced)
     assert len(telephony.dialled) == 3
 
 
@@ -565,16 +572,9 @@ async def test_a_late_simulated_retry_reads_an_earlier_ring_but_never_rings_afre
     """The first try rang in time and its worker died; the retry, on another worker after the window
     closed, waits for the same callee. A retry whose first try died before ringing rings nobody."""
     ledger = tmp_path / "rings.jsonl"
-    ring_by = datetime(2026, 12, 7, 18, tzinfo=UTC)
-    request = DialRequest(
-        call_id="c",
-        attempt_id="rang-in-time",
-        attempt_number=1,
-        to_phone_number="+33612345678",
-        from_phone_number="+33159000010",
-        metadata={"simulation": "human"},
-        ring_by=ring_by,
-    )
+    request = dial_by_six(attempt_id="rang-in-time", metadata={"simulation": "human"})
+    ring_by = request.ring_by
+    assert ring_by is not None
     late = ring_by + timedelta(seconds=1)
     await activity_started_at(ring_by).run(SimulatedTelephony(ledger).dial, request)
     retried = await activity_started_at(late, attempt=2).run(SimulatedTelephony(ledger).dial, request)
