@@ -7,8 +7,7 @@ call's own (call_id, to_phone_number, from_phone_number) and the tool's argument
 - body_template: JSON, filled in one pass; a quoted placeholder `"{{n}}"` becomes the JSON value itself
   (number, boolean, string, null when absent), a placeholder inside a longer string is inserted
   JSON-escaped, a bare one outside strings as one JSON value (a number as written, other text quoted,
-  null when absent). Without a template,
-  POST/PUT/PATCH send the arguments as a JSON object.
+  null when absent). Without a template, POST/PUT/PATCH send the arguments as a JSON object.
 Only the input_schema's arguments are taken from the LLM; a required one it leaves out is a ToolError.
 A non-2xx answer, a timeout or a refused URL (activities/url_guard.py) is raised as ToolError, so the
 LLM hears what went wrong.

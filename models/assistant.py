@@ -214,9 +214,9 @@ def refuse_unusable_tools(tools: list[CustomTool] | None, *at: str) -> None:
     """A located ValidationError for the first custom tool the agent could not use: a header HTTP
     cannot send, a URL it cannot send to, a name like one of its own tools (it would not start) or
     past TOOL_NAME_MAX, or a body_template that is no JSON once filled in (as agent/http_tools.py fills
-    it: a quoted placeholder becomes a JSON value, a bare one text): each failed every call. Checked
-    where requests come in (`POST /call`, `/assistants`), not in this model: assistants stored and
-    orders started before still load and replay."""
+    it: a quoted placeholder becomes a JSON value, a bare one a value too, or text in a string): each
+    failed every call. Checked where requests come in (`POST /call`, `/assistants`), not in this model:
+    assistants stored and orders started before still load and replay."""
     for index, tool in enumerate(tools or []):
         for number, header in enumerate(tool.headers):
             if not _HEADER_NAME.fullmatch(header.key):
