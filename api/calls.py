@@ -278,7 +278,8 @@ async def _start(
             raise ApiError(413, "request_too_large", f"the call order is too large: {err.message}") from err
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ApiError(422, "validation_error", f"the call order was refused: {err.message}") from err
-        started = await started_after_all(client, call_id, patience.ask)
+        # (that the order's workflow is there proves a plain start landed, not that a signal went with it)
+        started = await started_after_all(client, call_id, patience.ask) if start_signal is None else None
         if started:
             log.warning("call %s: its start failed (%s) but Temporal has it: started", call_id, err.message)
             return True

@@ -279,7 +279,10 @@ def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
             holder[name] = str(base / holder[name])  # an absolute path stays as it is
     url = raw.get("database_url")
     if isinstance(url, str) and (relative := _SQLITE_FILE.match(url)):
-        directory = quote(str(base))  # a `%20` or `?` in a folder's name is no escape, no query
+        try:
+            directory = quote(str(base))  # a `%20` or `?` in a folder's name is no escape, no query
+        except UnicodeEncodeError:  # a name in no encoding (its bytes as surrogates): as it is
+            directory = str(base)
         raw["database_url"] = f"{relative[1]}{directory}/{relative[2]}{url[relative.end() :]}"
     return raw
 

@@ -1367,11 +1367,12 @@ def test_the_start_and_the_ask_fit_in_the_timeout_the_client_says_it_has(said: s
         assert calls.patience_for(SimpleNamespace(headers=header)) == calls.PATIENCE  # type: ignore[arg-type]
 
 
-async def test_a_signal_whose_start_was_cut_short_is_not_taken_as_delivered(
-    dev_env: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", ["cut short", "connection lost"])
+async def test_a_signal_whose_start_failed_is_not_taken_as_delivered(
+    dev_env: Any, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """Steering a kept order starts it with the signal; cut short by the API's patience, that start
-    is not "started" because the order's workflow is there (its own first start may have landed late):
+    """Steering a kept order starts it with the signal; cut short by the API's patience or failed, that
+    start is not "started" because the order's workflow is there (its own first start may have landed late):
     a plain start proves nothing of a signal, so it is a 503 to retry, and the retry finds the order."""
     call_id, queue = str(uuid.uuid4()), f"nobody-{uuid.uuid4()}"
     params = CallCreateParams.model_validate(quick_order("human:interested"))
@@ -1380,6 +1381,8 @@ async def test_a_signal_whose_start_was_cut_short_is_not_taken_as_delivered(
     )
 
     async def hanging(self: Client, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        if how == "connection lost":
+            raise RPCError("connection reset by peer", RPCStatusCode.UNAVAILABLE, b"")
         await asyncio.sleep(30)
 
     monkeypatch.setattr(Client, "start_workflow", hanging)

@@ -8,6 +8,7 @@ abandoned notifications child leaves the test server's time skipping slowed for 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -217,6 +218,12 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
     assert (other.sms_outbox, other.slack_outbox) == (
         str(stack / ".outdial" / "sms.jsonl"),
         str(stack / ".outdial" / "slack.jsonl"),
+    )
+    odd = tmp_path / os.fsdecode(b"lat\xe9")  # a folder's name in no encoding: as it is
+    odd.mkdir()
+    (odd / "temporal-dev.yaml").write_text("database_url: sqlite:///.outdial/outdial.db\n")
+    assert Settings.load(config_file=odd / "temporal-dev.yaml", env={}).database_url == (
+        f"sqlite:///{odd}/.outdial/outdial.db"
     )
     (stack / "temporal-dev.yaml").write_text("database_url: sqlite:///file:.outdial/ro.db?mode=ro&uri=true\n")
     uri = Settings.load(config_file=stack / "temporal-dev.yaml", env={}).database_url
