@@ -100,7 +100,8 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[
 async def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse `url` before any request is made (a clear, early error for configuration mistakes)."""
     parsed = check_url_syntax(url)
-    await resolve_checked(parsed.host, parsed.port or _default_port(parsed), allow_private=allow_private)
+    host = parsed.raw_host.decode("ascii", "replace")  # as sent (IDNA 2008), as the transport resolves it
+    await resolve_checked(host, parsed.port or _default_port(parsed), allow_private=allow_private)
 
 
 def describe_url(url: str) -> str:
@@ -141,16 +142,19 @@ def _guarded_transport_class(http: ModuleType) -> type[Any]:
             if url.scheme not in ("http", "https"):
                 raise UnsafeUrlError(f"scheme {url.scheme!r} is not allowed (http or https only)")
             port = url.port or (443 if url.scheme == "https" else 80)
+            # The name as sent (IDNA 2008: `faß.de` is xn--fa-hia.de), not httpx's Unicode `host`, which
+            # the resolver and TLS encode by the older rules: `fass.de`, another domain.
+            host = url.raw_host.decode("ascii")
             try:
-                addresses = await resolve_checked(url.host, port, allow_private=self.allow_private)
+                addresses = await resolve_checked(host, port, allow_private=self.allow_private)
             except UnresolvedHost as err:
                 raise http.ConnectError(str(err), request=request) from err
-            key = (url.scheme, url.host, port)
+            key = (url.scheme, host, port)
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = http.AsyncHTTPTransport(**self._options)
             if url.scheme == "https":  # SNI and certificate checks use the original name
-                request.extensions = {**request.extensions, "sni_hostname": url.host}
+                request.extensions = {**request.extensions, "sni_hostname": host}
             for address in addresses[:-1]:  # each checked address in turn, as a client connecting by name
                 request.url = url.copy_with(host=address)  # the Host header keeps the original name
                 with contextlib.suppress(

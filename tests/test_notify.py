@@ -1001,6 +1001,32 @@ async def test_a_name_that_fails_to_resolve_once_is_a_connection_failure_and_eac
     assert response.text == f"hooks.example:{port}"
 
 
+@pytest.mark.parametrize("written", ["faß.example", "xn--fa-hia.example"])
+async def test_an_international_host_is_looked_up_as_sent_not_as_another_domain(
+    monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    """httpx sends `faß.example` as xn--fa-hia.example (IDNA 2008), but its Unicode `host`, given to the
+    resolver, was looked up by the older rules as fass.example: another domain, which got the webhook."""
+    asked: list[str] = []
+
+    async def resolver(host: str, port: int, **kwargs: Any) -> Any:
+        asked.append(host if isinstance(host, str) else host.decode())
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(type(asyncio.get_running_loop()), "getaddrinfo", lambda _, *a, **k: resolver(*a, **k))
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers["Host"])
+
+    async with serve(lambda app: app.router.add_get("/", handle)) as base:
+        port = base.rsplit(":", 1)[1]
+        async with guarded_client(allow_private=True) as client:
+            response = await client.get(f"http://{written}:{port}/")
+        await check_url(f"http://{written}:{port}/", allow_private=True)
+    assert response.text == f"xn--fa-hia.example:{port}"
+    assert asked == ["xn--fa-hia.example", "xn--fa-hia.example"]
+
+
 # --- do not contact ---------------------------------------------------------------------------------
 
 
