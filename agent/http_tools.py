@@ -154,8 +154,12 @@ class CustomHttpTool:
         if missing:
             raise ToolError(f"{spec.name}: missing required argument(s): {', '.join(missing)}")
         values = {**self.variables, **arguments}
-        url = render_url(spec.url, values)
-        params = {p.key: render_text(p.value, values) for p in spec.query_params}
+        try:
+            url = httpx.URL(render_url(spec.url, values))
+        except httpx.InvalidURL:
+            raise ToolError(f"{spec.name}: its URL is not one once filled in") from None
+        for param in spec.query_params:  # appended to the URL's own query (httpx's `params` replaces it)
+            url = url.copy_add_param(param.key, render_text(param.value, values))
         headers = {h.key: render_text(h.value, values) for h in spec.headers}
         body: Any = None
         if spec.body_template:
@@ -167,7 +171,7 @@ class CustomHttpTool:
             body = arguments
         try:
             response = await self.http.request(
-                spec.method, url, params=params or None, headers=headers, json=body, timeout=self.timeout
+                spec.method, url, headers=headers, json=body, timeout=self.timeout
             )
         except UnsafeUrlError as err:
             raise ToolError(f"{spec.name}: refused URL: {err}") from None

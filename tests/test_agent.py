@@ -937,7 +937,8 @@ async def test_a_tool_request_httpx_refuses_never_quotes_its_headers() -> None:
 
 async def test_a_custom_tool_takes_only_its_input_schemas_arguments_from_the_llm() -> None:
     """An argument the LLM adds (a callee may steer it) replaced a prompt variable of its name, the
-    header's token here, and went into the body; a required one it left out went as empty text."""
+    header's token here, and went into the body; a required one it left out went as empty text. The
+    query_params go after the URL's own query (httpx's `params` replaced it)."""
     seen: list[tuple[str, str, Any]] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -951,14 +952,15 @@ async def test_a_custom_tool_takes_only_its_input_schemas_arguments_from_the_llm
             name="lookup",
             url=f"{base}/lookup?q={{{{q}}}}",
             headers=[KeyValueRecord(key="Authorization", value="Bearer {{api_token}}")],
+            query_params=[KeyValueRecord(key="tenant", value="{{tenant}}")],  # after the URL's own query
             input_schema=[FieldSpecRecord(name="q", type="string", required=True)],
         )
         async with guarded_client(allow_private=True) as http:
-            tool = CustomHttpTool(spec, {"api_token": "REAL"}, http)
+            tool = CustomHttpTool(spec, {"api_token": "REAL", "tenant": "t1"}, http)
             assert await tool._call({"q": "x", "api_token": "FORGED", "extra": 1}) == "ok"
             with pytest.raises(ToolError, match="missing required argument"):
                 await tool._call({"api_token": "FORGED"})
-    assert seen == [("/lookup?q=x", "Bearer REAL", {"q": "x"})]
+    assert seen == [("/lookup?q=x&tenant=t1", "Bearer REAL", {"q": "x"})]
 
 
 def test_prompt_variables_of_any_name_are_filled_in() -> None:
