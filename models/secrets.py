@@ -39,8 +39,12 @@ def masked(value: Any) -> Any:
         return value
     shown: dict[str, Any] = {}
     for key, item in value.items():
-        if key in CUSTOMER_DATA:
-            shown[key] = _masked_variables(item, value.get("assistant")) if key in VARIABLES else item
+        if key in VARIABLES:
+            shown[key] = _masked_variables(item, value.get("assistant"))
+        elif key == "contact":
+            shown[key] = _masked_contact(item, value)
+        elif key in CUSTOMER_DATA:
+            shown[key] = item
         elif key in SECRET_KEYS and item is not None:
             shown[key] = mask(item)
         elif key in SECRET_LISTS and item is not None:
@@ -79,6 +83,16 @@ def _masked_variables(variables: Any, assistant: Any) -> Any:
         name: mask(value) if name in secret or secret_name(str(name)) else value
         for name, value in variables.items()
     }
+
+
+def _masked_contact(contact: Any, call: dict[str, Any]) -> Any:
+    """The Call's contact, made of its prompt variables: a value masked among them is masked here too."""
+    variables = call.get("prompt_variables")
+    if not isinstance(contact, dict) or not isinstance(variables, dict):
+        return contact
+    shown = _masked_variables(variables, call.get("assistant"))
+    secret = {value for name, value in variables.items() if value and shown.get(name) != value}
+    return {name: mask(value) if value in secret else value for name, value in contact.items()}
 
 
 def _secret_variables(assistant: Any) -> set[str]:

@@ -85,6 +85,24 @@ def test_well_formed_entries_keep_their_names_and_the_rest_as_it_was() -> None:
     assert masked({"url": "https://hooks.example.com/hook"}) == {"url": "https://hooks.example.com/hook"}
 
 
+def test_a_contact_made_of_a_masked_prompt_variable_is_masked_too() -> None:
+    """The Call's contact comes from its prompt variables: one a tool sends as a secret was masked under
+    prompt_variables and shown in clear under contact, beside it."""
+    tool = {
+        "name": "crm",
+        "url": "https://crm.example",
+        "headers": [{"key": "X-Api-Key", "value": "{{email}}"}],
+    }
+    call = {
+        "assistant": {"custom_tools": [tool]},
+        "prompt_variables": {"email": SECRET, "first_name": "Ada"},
+        "contact": {"email": SECRET, "first_name": "Ada", "company": None},
+    }
+    assert masked(call)["contact"] == {"email": "…show", "first_name": "Ada", "company": None}
+    untold = masked({**call, "assistant": None})  # a state write: every variable, so the contact too
+    assert untold["contact"] == {"email": "…show", "first_name": "…", "company": None}
+
+
 def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_as_a_secret() -> None:
     """Masking went by key name wherever the key sat: a webhook changed an extracted field named `url`
     and metadata named `headers`. The caller's data is shown as given, but for the prompt variables a
