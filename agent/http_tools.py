@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from livekit.agents import ToolError, function_tool
@@ -59,6 +59,18 @@ def parameters_schema(fields: list[FieldSpecRecord]) -> dict[str, Any]:
 
 def render_url(template: str, values: Mapping[str, Any]) -> str:
     return PLACEHOLDER.sub(lambda m: quote(_text(values[m[1]]), safe="") if m[1] in values else "", template)
+
+
+def with_params(url: str, params: list[tuple[str, str]]) -> httpx.URL:
+    """`url` with `params` appended to its own query, which stays as written (httpx's `params` replaced
+    it, and re-encoding it would change `%20` to `+`, or a bare `?wsdl` to `wsdl=`)."""
+    parsed = httpx.URL(url)
+    if not parsed.host:  # decoded here: a host IDNA refuses raises UnicodeError now, not when sent
+        raise httpx.InvalidURL("no host")
+    if not params:
+        return parsed
+    added = urlencode(params, quote_via=quote).encode("ascii")
+    return parsed.copy_with(query=parsed.query + b"&" + added if parsed.query else added)
 
 
 def render_text(template: str, values: Mapping[str, Any]) -> str:
@@ -155,11 +167,12 @@ class CustomHttpTool:
             raise ToolError(f"{spec.name}: missing required argument(s): {', '.join(missing)}")
         values = {**self.variables, **arguments}
         try:
-            url = httpx.URL(render_url(spec.url, values))
-        except httpx.InvalidURL:
+            url = with_params(
+                render_url(spec.url, values),
+                [(p.key, render_text(p.value, values)) for p in spec.query_params],
+            )
+        except (httpx.InvalidURL, UnicodeError):  # UnicodeError: a host IDNA refuses, a lone surrogate
             raise ToolError(f"{spec.name}: its URL is not one once filled in") from None
-        for param in spec.query_params:  # appended to the URL's own query (httpx's `params` replaces it)
-            url = url.copy_add_param(param.key, render_text(param.value, values))
         headers = {h.key: render_text(h.value, values) for h in spec.headers}
         body: Any = None
         if spec.body_template:

@@ -91,8 +91,15 @@ def _masked_contact(contact: Any, call: dict[str, Any]) -> Any:
     if not isinstance(contact, dict) or not isinstance(variables, dict):
         return contact
     shown = _masked_variables(variables, call.get("assistant"))
-    secret = {value for name, value in variables.items() if value and shown.get(name) != value}
-    return {name: mask(value) if value in secret else value for name, value in contact.items()}
+    secret = {  # as the contact holds them: stripped (`contact_of`)
+        value.strip()
+        for name, value in variables.items()
+        if isinstance(value, str) and shown.get(name) != value
+    }
+    return {
+        name: mask(value) if isinstance(value, str) and value.strip() in secret - {""} else value
+        for name, value in contact.items()
+    }
 
 
 def _secret_variables(assistant: Any) -> set[str]:

@@ -37,7 +37,7 @@ from agent.call_agent import GOODBYE_INSTRUCTIONS, CallDeps, CallState, OutdialA
 from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
-from agent.http_tools import CustomHttpTool, parameters_schema, render_body, render_url
+from agent.http_tools import CustomHttpTool, parameters_schema, render_body, render_url, with_params
 from agent.pipeline import build_llm, build_session, build_stt, build_tts, sound_options
 from agent.prompt import interpolate
 from agent.reporter import ConverseLink
@@ -961,6 +961,32 @@ async def test_a_custom_tool_takes_only_its_input_schemas_arguments_from_the_llm
             with pytest.raises(ToolError, match="missing required argument"):
                 await tool._call({"api_token": "FORGED"})
     assert seen == [("/lookup?q=x&tenant=t1", "Bearer REAL", {"q": "x"})]
+
+
+def test_query_params_are_appended_to_the_urls_own_query_as_written() -> None:
+    """The URL's own query is kept as written (re-encoded, `%20` became `+`, a bare `?wsdl` `wsdl=`)."""
+    assert str(with_params("https://x.io/s?city=New%20York&wsdl", [("t", "a b&c")])) == (
+        "https://x.io/s?city=New%20York&wsdl&t=a%20b%26c"
+    )
+    assert str(with_params("https://x.io/s#top", [("t", "1")])) == "https://x.io/s?t=1#top"
+
+
+async def test_a_url_that_is_none_once_filled_in_is_a_tool_error_the_llm_hears() -> None:
+    spec = CustomToolRecord(
+        description="d",
+        method="GET",
+        name="lookup",
+        url="http://{{x}}.example.com/s",
+        query_params=[KeyValueRecord(key="k", value="{{y}}")],
+        input_schema=[
+            FieldSpecRecord(name="x", type="string", required=True),
+            FieldSpecRecord(name="y", type="string", required=False),
+        ],
+    )
+    async with guarded_client(allow_private=True) as http:
+        for arguments in ({"x": "xn--zz"}, {"x": "xn--n3h"}, {"x": "a", "y": "\ud800"}):
+            with pytest.raises(ToolError, match="its URL is not one once filled in"):
+                await CustomHttpTool(spec, {}, http)._call(arguments)
 
 
 def test_prompt_variables_of_any_name_are_filled_in() -> None:

@@ -101,6 +101,11 @@ def test_a_contact_made_of_a_masked_prompt_variable_is_masked_too() -> None:
     assert masked(call)["contact"] == {"email": "…show", "first_name": "Ada", "company": None}
     untold = masked({**call, "assistant": None})  # a state write: every variable, so the contact too
     assert untold["contact"] == {"email": "…show", "first_name": "…", "company": None}
+    pasted = {**call, "prompt_variables": {"email": f"{SECRET} ", "tags": ["vip"]}}  # the contact strips it
+    assert masked(pasted)["contact"] == {"email": "…show", "first_name": "Ada", "company": None}
+    assert masked({"prompt_variables": {"a": SECRET}, "contact": {"tags": ["x"]}})["contact"] == {
+        "tags": ["x"]
+    }
 
 
 def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_as_a_secret() -> None:
