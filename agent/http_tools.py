@@ -173,7 +173,10 @@ class CustomHttpTool:
             )
         except (httpx.InvalidURL, UnicodeError):  # UnicodeError: a host IDNA refuses, a lone surrogate
             raise ToolError(f"{spec.name}: its URL is not one once filled in") from None
-        headers = {h.key: render_text(h.value, values) for h in spec.headers}
+        try:  # UTF-8 bytes: httpx sends text as ASCII only, and a name or a company has accents
+            headers = {h.key: render_text(h.value, values).encode() for h in spec.headers}
+        except UnicodeError:  # a lone surrogate
+            raise ToolError(f"{spec.name}: a header is not one HTTP can send once filled in") from None
         body: Any = None
         if spec.body_template:
             try:

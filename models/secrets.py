@@ -108,7 +108,9 @@ def _secret_variables(assistant: Any) -> set[str]:
     for tool in tools if isinstance(tools, list) else []:
         if not isinstance(tool, dict):
             continue
-        entries = [*(tool.get("headers") or []), *(tool.get("query_params") or [])]
+        entries = [
+            e for key in ("headers", "query_params") if isinstance(tool.get(key), list) for e in tool[key]
+        ]
         templates = [str(e.get("value") or "") for e in entries if isinstance(e, dict)]
         templates.append(str(tool.get("url") or "").partition("?")[2])
         names.update(name for template in templates for name in PLACEHOLDER.findall(template))

@@ -963,6 +963,27 @@ async def test_a_custom_tool_takes_only_its_input_schemas_arguments_from_the_llm
     assert seen == [("/lookup?q=x&tenant=t1", "Bearer REAL", {"q": "x"})]
 
 
+async def test_a_header_with_accents_is_sent() -> None:
+    """httpx sends header text as ASCII only: a company or a name with accents (a prompt variable, or
+    written in the header) failed the tool on every call, the LLM hearing "An internal error"."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers["X-Org"])
+        return web.Response(text="ok")
+
+    async with serve([web.get("/x", record)]) as base:
+        header = KeyValueRecord(key="X-Org", value="Société {{first_name}}")
+        spec = CustomToolRecord(
+            description="d", method="GET", name="lookup", url=f"{base}/x", headers=[header]
+        )
+        async with guarded_client(allow_private=True) as http:
+            assert await CustomHttpTool(spec, {"first_name": "Élise 東京"}, http)._call({}) == "ok"
+            with pytest.raises(ToolError, match="a header is not one HTTP can send"):
+                await CustomHttpTool(spec, {"first_name": "\ud800"}, http)._call({})
+    assert seen == ["Société Élise 東京"]
+
+
 def test_query_params_are_appended_to_the_urls_own_query_as_written() -> None:
     """The URL's own query is kept as written (re-encoded, `%20` became `+`, a bare `?wsdl` `wsdl=`)."""
     assert str(with_params("https://x.io/s?city=New%20York&wsdl", [("t", "a b&c")])) == (

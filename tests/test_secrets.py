@@ -106,6 +106,8 @@ def test_a_contact_made_of_a_masked_prompt_variable_is_masked_too() -> None:
     assert masked({"prompt_variables": {"a": SECRET}, "contact": {"tags": ["x"]}})["contact"] == {
         "tags": ["x"]
     }
+    odd_tools = {"assistant": {"custom_tools": [{"headers": 1, "query_params": "k"}]}, "prompt_variables": {}}
+    assert masked(odd_tools)["assistant"]["custom_tools"] == [{"headers": "…", "query_params": "…"}]
 
 
 def test_the_callers_own_data_is_shown_as_given_but_for_variables_a_tool_sends_as_a_secret() -> None:
