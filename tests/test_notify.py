@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -970,6 +971,16 @@ async def test_guarded_client_pins_the_checked_address_and_keeps_the_host_header
     assert response.text == "ok" and seen == [f"localhost:{port}"]
 
 
+def resolved_by(monkeypatch: pytest.MonkeyPatch, resolver: Callable[..., Awaitable[Any]]) -> None:
+    """Names looked up on this event loop are answered by `resolver(host, port, **kwargs)`."""
+    monkeypatch.setattr(type(asyncio.get_running_loop()), "getaddrinfo", lambda _, *a, **k: resolver(*a, **k))
+
+
+async def echo_host(request: web.Request) -> web.Response:
+    """The Host header the request came with."""
+    return web.Response(text=request.headers["Host"])
+
+
 async def test_a_name_that_fails_to_resolve_once_is_a_connection_failure_and_each_address_is_tried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -987,12 +998,8 @@ async def test_a_name_that_fails_to_resolve_once_is_a_connection_failure_and_eac
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
 
-    monkeypatch.setattr(type(asyncio.get_running_loop()), "getaddrinfo", lambda _, *a, **k: resolver(*a, **k))
-
-    async def handle(request: web.Request) -> web.Response:
-        return web.Response(text=request.headers["Host"])
-
-    async with serve(lambda app: app.router.add_get("/", handle)) as base:
+    resolved_by(monkeypatch, resolver)
+    async with serve(lambda app: app.router.add_get("/", echo_host)) as base:
         port = base.rsplit(":", 1)[1]
         async with guarded_client(allow_private=True) as client:
             with pytest.raises(httpx.ConnectError, match="cannot resolve"):
@@ -1013,12 +1020,8 @@ async def test_an_international_host_is_looked_up_as_sent_not_as_another_domain(
         asked.append(host if isinstance(host, str) else host.decode())
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
-    monkeypatch.setattr(type(asyncio.get_running_loop()), "getaddrinfo", lambda _, *a, **k: resolver(*a, **k))
-
-    async def handle(request: web.Request) -> web.Response:
-        return web.Response(text=request.headers["Host"])
-
-    async with serve(lambda app: app.router.add_get("/", handle)) as base:
+    resolved_by(monkeypatch, resolver)
+    async with serve(lambda app: app.router.add_get("/", echo_host)) as base:
         port = base.rsplit(":", 1)[1]
         async with guarded_client(allow_private=True) as client:
             response = await client.get(f"http://{written}:{port}/")
