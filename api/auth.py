@@ -35,7 +35,6 @@ from models.tables import (
 )
 
 KEY_PREFIX = "odk_"
-DEV_KEY_FILE = Path(".outdial/dev-api-key")
 
 
 class ApiKeyBearer(HTTPBearer):
@@ -184,8 +183,8 @@ def ensure_phone_number(
 def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
     """The local stack's organization: its caller id (temporal-dev.yaml's default_from_phone_number, on
     the outbound trunk of the settings), its webhook secret (OUTDIAL_WEBHOOK_SECRET if set, else its own)
-    and an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one kept in .outdial/dev-api-key from
-    the last run, else a new one (then kept there)."""
+    and an API key, returned: OUTDIAL_DEV_API_KEY if set, else the one kept in the local stack's
+    `api_key_file` by the last run, else a new one (then kept there)."""
     database = Database.for_url(settings.database_url)
     ensure_phone_number(
         database,
@@ -201,14 +200,15 @@ def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
         raise ConfigError(
             "OUTDIAL_DEV_API_KEY was revoked (outdial apikey revoke): set another, or unset it for a new one"
         )
-    kept = None if chosen else _kept_dev_key()
+    kept_in = Path(settings.local_stack.api_key_file)
+    kept = None if chosen else _kept_dev_key(kept_in)
     if kept and _revoked(database, kept):  # revoked since the last run: a new one, kept instead
         kept = None
     key = issue_api_key(database, settings.organization_id, name="dev stack", key=chosen or kept)
     if not os.environ.get("OUTDIAL_DEV_API_KEY"):
-        DEV_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
-        DEV_KEY_FILE.write_text(key + "\n")
-        DEV_KEY_FILE.chmod(0o600)
+        kept_in.parent.mkdir(parents=True, exist_ok=True)
+        kept_in.write_text(key + "\n")
+        kept_in.chmod(0o600)
     return key
 
 
@@ -218,8 +218,8 @@ def _revoked(database: Database, key: str) -> bool:
         return record is not None and record.revoked_at is not None
 
 
-def _kept_dev_key() -> str | None:
+def _kept_dev_key(path: Path) -> str | None:
     try:
-        return DEV_KEY_FILE.read_text().strip() or None
+        return path.read_text().strip() or None
     except OSError:
         return None

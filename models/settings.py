@@ -74,6 +74,7 @@ class LocalStackSettings(BaseModel):
     mail_dir: str = ".outdial/mail"
     codec_server_port: int = 8234  # the Web UI decodes payloads through it (--ui-codec-endpoint)
     codec_key_file: str = ".outdial/codec.key"  # made once (0600) unless OUTDIAL_CODEC_KEY is set
+    api_key_file: str = ".outdial/dev-api-key"  # the local organization's key, kept (0600) across runs
     allow_private_urls: bool = True  # webhooks and tools may reach local receivers
 
 
@@ -258,6 +259,7 @@ _PATH_KEYS = (
     ("temporal", "dev_server", "db_filename"),
     ("local_stack", "mail_dir"),
     ("local_stack", "codec_key_file"),
+    ("local_stack", "api_key_file"),
     ("notifications", "sms_outbox"),
     ("notifications", "slack_outbox"),
 )

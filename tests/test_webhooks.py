@@ -195,8 +195,8 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`OUTDIAL_CONFIG=<stack>/temporal-dev.yaml outdial webhook-secret show` run elsewhere used a new
-    database (another webhook secret), codec key and Temporal file in its own directory: the file's
-    relative paths are its directory's, as `outdial dev` run beside it means them."""
+    database (another webhook secret), codec key, dev API key and Temporal file in its own directory: the
+    file's relative paths are its directory's, as `outdial dev` run beside it means them."""
     stack, elsewhere = tmp_path / "my%20stack?", tmp_path / "ops"  # no escape, no query: a folder's name
     stack.mkdir(), elsewhere.mkdir()
     shutil.copy(REPO / "temporal-dev.yaml", stack)
@@ -205,7 +205,10 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
     monkeypatch.chdir(elsewhere)
     settings = Settings.load(config_file=stack / "temporal-dev.yaml", env={})
     Database.for_url(settings.database_url).migrate()
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    key = seed_dev_organization(settings)
     assert (stack / ".outdial" / "outdial.db").is_file() and not list(elsewhere.iterdir())
+    assert (stack / ".outdial" / "dev-api-key").read_text().strip() == key  # kept for the next run
     assert settings.codec_key == "the-stacks-key"
     assert settings.dev_server.db_filename == str(stack / ".outdial" / "temporal.db")
     assert settings.local_stack.mail_dir == str(stack / ".outdial" / "mail")
