@@ -95,6 +95,10 @@ class KeyHolder(BaseModel):
     email: str = Field(min_length=1, max_length=320)
 
 
+class KeyOfAnother(ValueError):
+    """A chosen key another organization holds: it authenticates as that organization."""
+
+
 def issue_api_key(
     database: Database,
     organization_id: str,
@@ -104,14 +108,18 @@ def issue_api_key(
     key: str | None = None,
 ) -> str:
     """Create a key for the organization (created if new) and return it; only its hash is stored.
-    Passing `key` registers a chosen key (e.g. OUTDIAL_DEV_API_KEY); registering it again is a no-op.
+    Passing `key` registers a chosen key (e.g. OUTDIAL_DEV_API_KEY); registering it again is a no-op,
+    and `KeyOfAnother` when another organization holds it.
     Raises pydantic's ValidationError for a holder the tables cannot hold (`KeyHolder`)."""
     KeyHolder(organization_id=organization_id, name=name, email=email)
     key = key or KEY_PREFIX + secrets.token_urlsafe(32)
     for _ in range(2):
         try:
             with database.session() as session:
-                if session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first():
+                held = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first()
+                if held is not None and held.organization_id != organization_id:
+                    raise KeyOfAnother(f"the key is another organization's ({held.organization_id})")
+                if held is not None:
                     return key
                 ensure_organization(session, organization_id)
                 user = ensure_user(session, organization_id, email)
@@ -204,12 +212,25 @@ def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
     kept = None if chosen else _kept_dev_key(kept_in)
     if kept and _revoked(database, kept):  # revoked since the last run: a new one, kept instead
         kept = None
-    key = issue_api_key(database, settings.organization_id, name="dev stack", key=chosen or kept)
+    try:
+        key = issue_api_key(database, settings.organization_id, name="dev stack", key=chosen or kept)
+    except KeyOfAnother as err:
+        if chosen:
+            raise ConfigError(f"OUTDIAL_DEV_API_KEY: {err}; set another, or unset it for a new one") from None
+        # kept by a run as another organization (organization.id changed since): a new one, kept instead
+        key = issue_api_key(database, settings.organization_id, name="dev stack")
     if not os.environ.get("OUTDIAL_DEV_API_KEY"):
-        kept_in.parent.mkdir(parents=True, exist_ok=True)
-        kept_in.write_text(key + "\n")
-        kept_in.chmod(0o600)
+        _keep(kept_in, key)
     return key
+
+
+def _keep(path: Path, key: str) -> None:
+    """Write the key readable by its owner only, from the first byte (as the codec key file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file there before, of another mode
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
 
 
 def _revoked(database: Database, key: str) -> bool:

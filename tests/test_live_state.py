@@ -463,13 +463,18 @@ async def test_the_cli_starts_a_never_started_order_when_steered_and_waits_out_a
     order = tmp_path / "order.json"
     order.write_text(json.dumps(later))
     placing = ["call", "--json", str(order), "--wait"]
-    waiting = asyncio.ensure_future(asyncio.to_thread(CliRunner().invoke, cli.app, placing, env=env))
+    config = tmp_path / "acme.yaml"  # the order is the configured organization's (it was org_local's)
+    config.write_text("organization:\n  id: acme\n")
+    acme = {**env, "OUTDIAL_CONFIG": str(config)}
+    waiting = asyncio.ensure_future(asyncio.to_thread(CliRunner().invoke, cli.app, placing, env=acme))
 
     async def placed() -> list[str]:
         query = f"TaskQueue='{queue}' AND ExecutionStatus='Running'"
         return [execution.id async for execution in dev_env.client.list_workflows(query)]
 
     [placed_id] = await eventually(placed, lambda ids: len(ids) == 1)
+    memo = await (await dev_env.client.get_workflow_handle(placed_id).describe()).memo()
+    assert memo == {"organization_id": "acme"}
     await dev_env.client.get_workflow_handle(placed_id).terminate(reason="wrong list")
     waited = await asyncio.wait_for(waiting, timeout=60)  # no worker stored it: one line says what it became
     assert waited.exit_code == 1 and "Traceback" not in waited.output, waited.output

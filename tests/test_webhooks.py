@@ -143,6 +143,28 @@ def test_the_local_stack_never_hands_out_a_revoked_key(tmp_path: Path, monkeypat
         seed_dev_organization(settings)
 
 
+def test_the_local_stack_hands_out_a_key_of_its_own_organization_only(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The key kept by a run as another organization (organization.id changed since), or one chosen in
+    OUTDIAL_DEV_API_KEY that another organization holds, was printed as this organization's; the kept
+    file was readable by all until its chmod."""
+    from api.keys import lookup_key
+    from models.settings import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    settings = settings_for_tests()
+    database = Database.for_url(settings.database_url)
+    local = seed_dev_organization(settings)
+    kept = tmp_path / ".outdial" / "dev-api-key"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    acme = seed_dev_organization(settings.model_copy(update={"organization_id": "acme"}))
+    assert acme != local and lookup_key(database, acme).organization_id == "acme"  # type: ignore[union-attr]
+    assert kept.read_text().strip() == acme and kept.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("OUTDIAL_DEV_API_KEY", local)
+    with pytest.raises(ConfigError, match="OUTDIAL_DEV_API_KEY: the key is another organization's"):
+        seed_dev_organization(settings.model_copy(update={"organization_id": "acme"}))
+
+
 def test_the_local_organization_takes_outdial_webhook_secret(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)  # seed_dev_organization keeps the dev API key in ./.outdial
     monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)

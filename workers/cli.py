@@ -424,6 +424,7 @@ def call(
                 task_queue=settings.task_queue,
                 result_type=Call,
                 static_summary=f"call {params.phone_number}",  # as the API's orders show in the Web UI
+                memo={"organization_id": settings.organization_id},  # its records, caller ids, webhooks
             )
         except RPCError as err:
             if not too_large(err):
