@@ -89,6 +89,21 @@ def test_a_number_mapped_to_another_countrys_zone_is_placed_in_its_own(number: s
     assert resolve_timezones(number) == [own]
 
 
+@pytest.mark.parametrize(
+    ("number", "zones"),
+    [
+        ("+6919701234", ["Pacific/Chuuk", "Pacific/Kosrae", "Pacific/Pohnpei"]),  # phonenumbers: Truk, Ponape
+        ("+18792345678", ["America/Blanc-Sablon", "America/St_Johns"]),  # Labrador: America/Puerto_Rico
+    ],
+)
+def test_each_zone_of_a_number_is_placed_in_its_country_on_its_own(number: str, zones: list[str]) -> None:
+    """Only Kosrae was kept of Micronesia's three (a Chuuk mobile rang at 9:00), only St John's of the
+    879 overlay (Labrador's 9:30): one zone under the country's name dropped those under another."""
+    assert resolve_timezones(number) == zones
+    monday_chuuk_nine = utc(2026, 12, 13, 23, 0)  # Kosrae's 10:00, Chuuk's 9:00
+    assert not is_allowed(monday_chuuk_nine, CallRetryConfig(), resolve_timezones("+6919701234"))
+
+
 def test_a_moroccan_morning_before_the_window_is_outside_it() -> None:
     morning = utc(
         2027, 6, 7, 9, 30

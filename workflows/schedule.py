@@ -73,16 +73,17 @@ def resolve_timezones(phone_number: str, override: str | None = None) -> list[st
 
 
 def _within_country(zones: set[str], region: str | None) -> set[str]:
-    """`zones` narrowed to the country's. If none is the country's: its zones that are the same zone
-    under an older name (Asia/Calcutta), else its only zone (Morocco for the Canaries), else those
-    on the same standard time (Kaliningrad for Bucharest), else `zones` as they are."""
+    """`zones` narrowed to the country's, each zone as the country's own or the same zone under another
+    name (Pacific/Truk is Pacific/Chuuk; America/Puerto_Rico, Blanc-Sablon's rules), each on its own: one
+    the country names never drops another it names otherwise. If none is the country's: its only zone
+    (Morocco for the Canaries), else those on the same standard time (Kaliningrad for Bucharest), else
+    `zones` as they are."""
     country = set(pytz.country_timezones.get(region, []) if region else [])
     if not zones or not country:
         return zones
-    if in_country := zones & country:
+    rules = {_zone_data(zone) for zone in zones}
+    if in_country := {own for own in country if own in zones or _zone_data(own) in rules}:
         return in_country
-    if renamed := {own for own in country if _zone_data(own) in {_zone_data(zone) for zone in zones}}:
-        return renamed
     if len(country) == 1:
         return country
     standard = {_standard_offset(zone) for zone in zones}
