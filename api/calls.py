@@ -105,6 +105,7 @@ class Resolution:
     record: AssistantRecord | None
     caller: CallerId
     retry: CallRetryConfig
+    starts_at: datetime  # the Call's scheduled_at, moved into the recipient's calling window
 
     def view(self, call_id: str, organization_id: str, now: datetime) -> CallAssistant:
         """The assistant as the answer shows it (built after the checks: no check needs it)."""
@@ -143,7 +144,20 @@ def resolve_order(
         # where the timezone would be set: the stored assistant's config, else the request's assistant
         where = "assistant_id" if record is not None else "assistant.call_retry_config.timezone"
         refuse_no_common_window(params.phone_number, retry, now, where)
-    return Resolution(assistant, record, caller, retry)
+    return Resolution(assistant, record, caller, retry, planned_start(params, retry, now))
+
+
+def planned_start(params: CallCreateParams, retry: CallRetryConfig, now: datetime) -> datetime:
+    """The Call's scheduled_at, as its workflow computes it once prepared: its first attempt's instant,
+    moved into the recipient's calling window (an order placed at 01:00 in Tokyo starts at 10:00 there);
+    as asked when that is now or past; now with force_now."""
+    if params.force_now:
+        return now
+    zones = schedule.resolve_timezones(params.phone_number, retry.timezone)
+    due = schedule.first_attempt_at(
+        now=now, scheduled_at=params.scheduled_at, config=retry, zones=zones, ignore_windows=False
+    )
+    return due if due is not None and due > now else params.scheduled_at or now
 
 
 SCHEDULING_HORIZON = timedelta(days=36525)
@@ -176,6 +190,7 @@ def initial_call(
     caller: CallerId,
     retry: CallRetryConfig,
     now: datetime,
+    starts_at: datetime,
 ) -> Call:
     """The Call as `POST /call` answers it, before the workflow's first state arrives."""
     return Call(
@@ -192,7 +207,7 @@ def initial_call(
         metadata=params.metadata,
         organization_id=organization_id,
         prompt_variables=params.prompt_variables,
-        scheduled_at=now if params.force_now else params.scheduled_at or now,  # force_now: at once
+        scheduled_at=starts_at,
         status="initializing",
         to_phone_number=params.phone_number,
         updated_at=now,
@@ -241,6 +256,7 @@ async def _start(
     created_at: datetime | str | None = None,
     start_signal: str | None = None,
     patience: Patience = PATIENCE,
+    scheduled_at: datetime | str | None = None,
 ) -> bool:
     """Start the order's workflow (with `start_signal`: signal-with-start); already started (a retried
     request) counts as started, and so does a start that failed but reached Temporal
@@ -255,9 +271,10 @@ async def _start(
                 params,
                 id=order_workflow_id(call_id),
                 task_queue=context.settings.task_queue,
-                # created_at: the order's own clock reads what this answer said (not the worker's later)
+                # created_at, scheduled_at: the order reads what this answer said (not the worker's later)
                 memo={"organization_id": organization_id}
-                | ({"created_at": created_at} if created_at else {}),
+                | ({"created_at": created_at} if created_at else {})
+                | ({"scheduled_at": scheduled_at} if scheduled_at else {}),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"call {params.phone_number}",
                 start_signal=start_signal,
@@ -399,7 +416,14 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
         """The order's row until its workflow writes it, holding the Call this request answers."""
         assistant = resolution.view(call_id, organization_id, now)
         call = initial_call(
-            call_id, organization_id, params, assistant, resolution.caller, resolution.retry, now
+            call_id,
+            organization_id,
+            params,
+            assistant,
+            resolution.caller,
+            resolution.retry,
+            now,
+            resolution.starts_at,
         )
         return {
             "id": call_id,
@@ -409,6 +433,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
             "request_hash": digest or None,
         }
 
+    moved = resolution.starts_at if resolution.starts_at != (params.scheduled_at or now) else None
     if idempotency_key:  # the key is claimed by the placeholder row before anything starts
         with timing.phase("claim"):
             row = placeholder()
@@ -417,7 +442,9 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
             return await _replay(context, winner, digest)
         try:
             with timing.phase("start"):
-                await _start(context, call_id, organization_id, params, now, patience=patience_for(request))
+                await _start(
+                    context, call_id, organization_id, params, now, None, patience_for(request), moved
+                )
         except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
             raise unknown.as_retryable() from unknown
         except Exception:
@@ -427,7 +454,15 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     else:  # nothing to claim: the placeholder is built and written while the workflow starts
         with timing.phase("start"):
             answer = await _start_with_placeholder(
-                context, call_id, organization_id, params, now, placeholder, timing, patience_for(request)
+                context,
+                call_id,
+                organization_id,
+                params,
+                now,
+                placeholder,
+                timing,
+                patience_for(request),
+                moved,
             )
     answer.headers.update(timing.header())
     return answer
@@ -447,6 +482,7 @@ async def _start_with_placeholder(
     placeholder: Callable[[], dict[str, Any]],
     timing: ServerTiming,
     patience: Patience,
+    scheduled_at: datetime | None,
 ) -> JSONResponse:
     """Start the workflow; while Temporal works, build the placeholder row, write it and render the
     answer. Only what may refuse the order runs before the start: the rest costs little latency (the
@@ -455,7 +491,7 @@ async def _start_with_placeholder(
     A started order whose placeholder could not be written is still answered: the workflow stores the
     order itself at its first step. An order that could not start leaves no row behind; one that Temporal
     cannot say started is kept, with what starts it (`StartUnknown`)."""
-    starting = _start(context, call_id, organization_id, params, created_at, patience=patience)
+    starting = _start(context, call_id, organization_id, params, created_at, None, patience, scheduled_at)
     start = asyncio.ensure_future(timing.timed("start_workflow", starting))
     await asyncio.sleep(0)  # the start's request is on the wire
     try:
@@ -594,9 +630,12 @@ async def start_unstarted(context: ApiContext, record: CallOrderRecord, signal: 
     if record.seq != 0 or record.params is None:  # a workflow wrote it, or nothing to start it from
         return False
     params = CallCreateParams.model_validate(record.params)
-    created_at = (record.call or {}).get("created_at")
+    stored = record.call or {}
+    created_at, scheduled_at = stored.get("created_at"), stored.get("scheduled_at")
     try:
-        return await _start(context, record.id, record.organization_id, params, created_at, signal)
+        return await _start(
+            context, record.id, record.organization_id, params, created_at, signal, scheduled_at=scheduled_at
+        )
     except StartUnknown as unknown:
         raise unknown.as_retryable() from unknown
 

@@ -274,6 +274,35 @@ def test_what_post_answers_stays_true_in_every_later_read(org: Org) -> None:
         assert call.assistant.created_at == placed.assistant.created_at
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_post_answers_the_start_moved_into_the_calling_window(org: Org, keyed: bool) -> None:
+    """An order placed outside its window answered scheduled_at = now (or as asked), then read as the
+    window's opening: the answer, and every read from the first moment, says when it will start."""
+    today = utcnow()
+    tomorrow = today + timedelta(days=1)
+    window = {
+        "timezone": "UTC",
+        "allowed_days": [tomorrow.strftime("%A").lower()],
+        "calling_windows": [{"calling_window_start_time": "10:00", "calling_window_end_time": "11:00"}],
+    }
+    opening = tomorrow.replace(hour=10, minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    asked = {"scheduled_at": today.isoformat()} if keyed else {}  # as asked when that is now or past
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"} if keyed else {}
+    placed = org.client.call.create(
+        phone_number="+33612345678",
+        assistant={"prompt": "Hello", "call_retry_config": window},
+        extra_headers=headers,
+        **asked,
+    ).call
+    assert placed.scheduled_at == opening
+    live = org.client.call.retrieve(placed.id).call
+    waiting = eventually_sync(
+        lambda: org.client.call.retrieve(placed.id).call, lambda c: c.status == "scheduled"
+    )
+    assert live.scheduled_at == waiting.scheduled_at == opening
+    org.client.call.cancel(placed.id)
+
+
 def test_the_newer_clients_concurrency_key_without_max_places_the_call(org: Org) -> None:
     """The client's `Concurrency` has only `key` ("the limit itself is set server-side")."""
     created = org.client.call.create(

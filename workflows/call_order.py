@@ -229,7 +229,8 @@ class CallOrderWorkflow:
         self.unprepared: CallAssistant | None = None  # the inline assistant until `order` is resolved
         self.updated_at = self.created_at
         self.next_attempt_at: datetime | None = None
-        self.starts_at: datetime | None = None  # the Call's scheduled_at, once known (`_started`)
+        # the Call's scheduled_at, once known (`_started`): from the first moment, as POST /call answered
+        self.starts_at: datetime | None = memo_of("scheduled_at", datetime, None)
         self._shows_next_attempt = False  # NextAttemptAt is set (search attribute)
         self.force_now = bool(params.force_now)
         self.asks_again_at: datetime | None = None  # the key's queue was full: when the order asks again
