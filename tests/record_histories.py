@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -255,6 +256,28 @@ async def dialed_too_late(client: Client, task_queue: str) -> None:
         return
     handle = await client.start_workflow(
         CallOrderWorkflow.run, scenario("human:interested"), id=DIALED_TOO_LATE, task_queue=task_queue
+    )
+    await save(handle)
+
+
+LISTED_SINCE_ACCEPTED = "call-00000000-0000-4000-8000-000000000049"
+
+
+async def listed_since_accepted(client: Client, task_queue: str) -> None:
+    """The number listed do-not-contact by the call before (it ended `do_not_contact`): the order is
+    refused once its assistant is resolved (patch `resolved-before-the-contact-check`), and errs."""
+    if (HISTORIES / f"{LISTED_SINCE_ACCEPTED}.json").exists():
+        return
+    number = "+33612340049"
+    listing = scenario("human:do_not_contact", phone_number=number)
+    await client.execute_workflow(
+        CallOrderWorkflow.run, listing, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+    )
+    handle = await client.start_workflow(
+        CallOrderWorkflow.run,
+        scenario("human", phone_number=number),
+        id=LISTED_SINCE_ACCEPTED,
+        task_queue=task_queue,
     )
     await save(handle)
 
@@ -592,6 +615,7 @@ async def main() -> None:
             await notified_in_batches(env.client, "record")
             await contact_checked_after_the_permit(env.client, "record")
             await dialed_too_late(env.client, "record")
+            await listed_since_accepted(env.client, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:

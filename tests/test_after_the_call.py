@@ -111,3 +111,49 @@ async def test_an_order_that_errors_before_it_is_prepared_still_sends_call_error
     [event] = received
     assert event["event"] == "call.errored" and event["call"]["id"] == call.id
     assert event["call"]["outcome_summary"] == call.outcome_summary and "+33100000099" in call.outcome_summary
+
+
+async def test_an_order_by_assistant_id_to_a_number_listed_since_tells_its_webhook(time_env, task_queue):
+    """The number was put on the do-not-contact list after the order was accepted: an order by
+    `assistant_id` errored before its assistant was resolved, so its Call had none, and no webhook."""
+    from api.store import save_assistant
+    from models.tables import AssistantRecord, Database, DoNotContactRecord, utcnow
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        return web.json_response({"ok": True})
+
+    settings = settings_for_tests(allow_private_urls=True, webhook_secret="whsec_test")
+    database = Database.for_url(settings.database_url)
+    database.migrate()
+    async with serve(lambda app: app.router.add_post("/hook", hook)) as base:
+        config = {"prompt": "Hello", "call_retry_config": OPEN, "webhook_url": f"{base}/hook"}
+        stored = AssistantRecord(id=str(uuid.uuid4()), organization_id="org_local", name="A", config=config)
+        save_assistant(database, stored)
+        with database.session() as session:
+            session.add(
+                DoNotContactRecord(
+                    organization_id="org_local",
+                    phone_number="+33698765432",
+                    call_id="c-0",
+                    recorded_at=utcnow(),
+                )
+            )
+            session.commit()
+        params = CallCreateParams.model_validate(
+            {"phone_number": "+33698765432", "assistant_id": stored.id, "metadata": {"simulation": "human"}}
+        )
+        async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+            _, call = await run(time_env, task_queue, params)
+
+            async def deliveries() -> int:
+                return len(received)
+
+            await eventually(deliveries, lambda n: n >= 1)
+
+    assert call.status == "errored" and call.calls_count == 0 and "contact" in (call.outcome_summary or "")
+    assert call.assistant is not None and call.assistant.id == stored.id
+    [event] = received
+    assert event["event"] == "call.errored" and event["call"]["id"] == call.id

@@ -23,6 +23,7 @@ from temporalio.worker import Replayer, Worker
 
 import workflows.search_attributes as sa
 from activities.calls import CallActivities
+from activities.compliance import ComplianceActivities, ContactCheckRequest
 from activities.concurrency import INVALID_PERMIT_REQUEST, ConcurrencyActivities
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot, PersistenceActivities
 from activities.providers import DIAL_TOO_LATE
@@ -38,8 +39,6 @@ from models.workflow_io import (
     DialRequest,
     DialResult,
     HangUpRequest,
-    PreparedOrder,
-    PrepareRequest,
 )
 from tests.helpers import activity_started_at, current_details, eventually, settings_for_tests
 from tests.http_fakes import FakeOpenAI, Status, serve
@@ -470,7 +469,8 @@ async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits
     workers behind a backlog, or gone): the dial refuses to ring, no attempt is counted, and the order
     waits for the next window. Here the workers that run activities stop as the order is prepared (its
     last step before the dial), while a workflow-only worker goes on, and one comes back after the
-    window. On the real dev server and its clock, which is the dial's (its start time is the server's)."""
+    window. On the real dev server and its clock, which is the dial's (its start time is the server's).
+    (The number's check, after the assistant is resolved, is the order's last step before the dial.)"""
     opens, closes, retry = a_window_closing_soon()
     rung: list[str] = []
     real_dial = SimulatedTelephony.dial
@@ -480,16 +480,16 @@ async def test_a_dial_that_starts_after_its_window_closed_rings_nobody_and_waits
         return await real_dial(self, request)
 
     preparing, prepared = asyncio.Event(), asyncio.Event()
-    real_prepare = CallActivities.prepare_order
+    real_check = ComplianceActivities.check_contact_allowed
 
-    @activity.defn(name="prepare_order")
-    async def held_prepare(self, request: PrepareRequest) -> PreparedOrder:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
+    @activity.defn(name="check_contact_allowed")
+    async def held_check(self, request: ContactCheckRequest) -> None:  # type: ignore[no-untyped-def]  # an unannotated self, as temporalio reads hints
         preparing.set()
         await prepared.wait()
-        return await real_prepare(self, request)
+        return await real_check(self, request)
 
     monkeypatch.setattr(SimulatedTelephony, "dial", recorded_dial)
-    monkeypatch.setattr(CallActivities, "prepare_order", held_prepare)
+    monkeypatch.setattr(ComplianceActivities, "check_contact_allowed", held_check)
     settings = settings_for_tests()
     elsewhere = await Client.connect(  # a worker of its own (one process may not run two on a queue)
         dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter

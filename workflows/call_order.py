@@ -117,6 +117,9 @@ CANCELLED_STEP_HUNG_UP = "cancelled-step-hung-up"
 # do-not-contact list (another call to the number may have put it there meanwhile).
 CONTACT_CHECKED_AFTER_THE_PERMIT = "contact-checked-after-the-permit"
 CONTACT_RECHECK_AFTER = timedelta(seconds=10)
+# Patch id: an order by assistant_id to a number listed do-not-contact since it was accepted errored before
+# its assistant was resolved: its Call had none, so no webhook said it errored. It is resolved first now.
+RESOLVED_BEFORE_THE_CONTACT_CHECK = "resolved-before-the-contact-check"
 HANG_UP_PATIENCE = timedelta(minutes=10)  # LiveKit down, or a rolling deploy's older workers meanwhile
 
 # The order's first reads of the database: an outage (PostgreSQL restarting) is waited out, as by
@@ -353,8 +356,8 @@ class CallOrderWorkflow:
             created_at=self.created_at,
             accepted=self.accepted,
         )
-        try:
-            await self._check_contact()
+
+        async def resolving() -> PreparedOrder:
             return await workflow.execute_activity_method(
                 CallActivities.prepare_order,
                 request,
@@ -363,6 +366,14 @@ class CallOrderWorkflow:
                 retry_policy=PREPARE_RETRY,
                 summary="resolve assistant, caller id and timezone",
             )
+
+        try:
+            if not workflow.patched(RESOLVED_BEFORE_THE_CONTACT_CHECK):
+                await self._check_contact()
+                return await resolving()
+            self.order = await resolving()  # a refusal below is announced to the assistant's webhook
+            await self._check_contact()
+            return self.order
         except ActivityError as err:
             if _cancelled(err) and workflow.patched(CANCELLATION_IN_EVERY_PHASE):
                 raise
