@@ -4,7 +4,6 @@ Temporal's retention (README, "The HTTP API")."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +22,7 @@ from api.schemas import (
     PhoneHistory,
     PhoneHistoryResponse,
 )
-from api.spreadsheet import csv_text
+from api.spreadsheet import as_text, csv_text
 from api.store import ExportedCall
 from api.unicode import UnicodeRoute
 from models import Call
@@ -132,17 +131,9 @@ def render_csv(
                     _transcript_text(attempt.transcript) if attempt else "",
                 ]
                 + [call_metadata.get(k, "") for k in metadata_keys]
-                + [_as_text(output.get(k)) for k in output_keys]
+                + [as_text(output.get(k)) for k in output_keys]
             )
     return csv_text(lines)
-
-
-def _as_text(value: Any) -> str:
-    """An extracted field as a cell's text: JSON for anything but a string (a spreadsheet's formula
-    guard is `api.spreadsheet.cell`'s, applied to every cell)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 @router.post("/call/export", response_model=CallExportResponse, responses=ERRORS, summary="Export calls")

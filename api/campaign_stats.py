@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 
-from api.spreadsheet import csv_text
+from api.spreadsheet import as_text, csv_text
 from models.campaign import FunnelStats, RowStats
 from models.common import TERMINAL_STATUSES
 from models.tables import CallAttemptRecord, CallOrderRecord, CampaignRecord, CampaignRowRecord, Database
@@ -307,10 +307,21 @@ EXPORT_COLUMNS = [
 
 def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], variables: list[str]) -> str:
     """One line per row: where its call stands, then the contact's columns (one named as a column of
-    ours is headed `contact.<name>`: two `outcome` columns, a reader keeps only one)."""
+    ours is headed `contact.<name>`: two `outcome` columns, a reader keeps only one), its metadata and
+    what its call's last attempt extracted (`metadata.<key>`, `structured_output.<field>`, as
+    `POST /call/export` heads them): a CRM id and the data, beside the outcome."""
+    extracted = {row.id: _extracted(call) for row, call in rows}
+    metadata_keys = sorted({key for row, _ in rows for key in row.row_metadata or {}})
+    output_keys = sorted({key for output in extracted.values() for key in output})
     headers = [f"contact.{name}" if name in EXPORT_COLUMNS else name for name in variables]
-    lines: list[list[Any]] = [EXPORT_COLUMNS + headers]
+    lines: list[list[Any]] = [
+        EXPORT_COLUMNS
+        + headers
+        + [f"metadata.{key}" for key in metadata_keys]
+        + [f"structured_output.{key}" for key in output_keys]
+    ]
     for row, call in rows:
+        metadata, output = row.row_metadata or {}, extracted[row.id]
         lines.append(
             [
                 row.row_index,
@@ -325,5 +336,13 @@ def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], var
                 (call.call.get("outcome_summary") or "") if call else "",
             ]
             + [(row.input_data or {}).get(name, "") for name in variables]
+            + [as_text(metadata.get(key)) for key in metadata_keys]
+            + [as_text(output.get(key)) for key in output_keys]
         )
     return csv_text(lines)
+
+
+def _extracted(call: CallOrderRecord | None) -> dict[str, Any]:
+    """What the call's last attempt extracted (attempts are kept most recent first)."""
+    attempts = (call.call.get("call_attempts") or []) if call is not None and call.call else []
+    return (attempts[0].get("structured_output") if attempts else None) or {}

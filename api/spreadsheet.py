@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -20,6 +21,14 @@ def cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
+
+
+def as_text(value: object) -> str:
+    """An extracted field as a cell's text: JSON for anything but a string (the formula guard is
+    `cell`'s, applied to every cell)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def csv_text(rows: Iterable[Sequence[object]]) -> str:

@@ -15,7 +15,7 @@ from api.call_records import render_csv
 from api.campaign_stats import export_csv
 from api.spreadsheet import FORMULA_STARTS, csv_text
 from api.store import ExportedCall
-from models.tables import CallAttemptRecord, CampaignRowRecord
+from models.tables import CallAttemptRecord, CallOrderRecord, CampaignRowRecord
 
 NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
 
@@ -92,3 +92,22 @@ def test_a_contact_column_named_as_an_export_column_keeps_its_own() -> None:
     row = campaign_row(outcome="theirs", name="Ada")
     [line] = read_back(export_csv([(row, None)], ["outcome", "name"]))
     assert (line["contact.outcome"], line["outcome"], line["name"]) == ("theirs", "", "Ada")
+
+
+def test_a_campaign_export_holds_each_rows_metadata_and_what_its_call_extracted() -> None:
+    """The CRM id a row carried and the data its call extracted were left out (`POST /call/export` had
+    them): the export could not be matched back to the CRM."""
+    row = campaign_row(name="Ada")
+    row.row_metadata = {"crm_id": "A-1"}
+    attempts = [{"id": "a2", "structured_output": {"email": "ada@example.com", "budget": 42}}, {"id": "a1"}]
+    call = CallOrderRecord(
+        id="c1", organization_id="org", status="completed", calls_count=2, call={"call_attempts": attempts}
+    )
+    other = campaign_row(name="Bob")
+    other.id = "r2"
+    lines = read_back(export_csv([(row, call), (other, None)], ["name"]))
+    assert [(line["metadata.crm_id"], line["structured_output.budget"]) for line in lines] == [
+        ("A-1", "42"),
+        ("", ""),
+    ]
+    assert lines[0]["structured_output.email"] == "ada@example.com" and lines[0]["name"] == "Ada"
