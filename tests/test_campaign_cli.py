@@ -147,3 +147,19 @@ def test_a_spreadsheets_empty_columns_and_blank_rows_are_dropped(tmp_path: Path)
         {"to_phone_number": "+33612345678", "prompt_variables": {"name": "Claire"}, "metadata": None},
         {"to_phone_number": "+33612345679", "prompt_variables": {"name": "Oliver"}, "metadata": None},
     ]
+
+
+def test_a_hand_typed_csvs_spaces_after_commas_and_around_names_are_not_part_of_them(tmp_path: Path) -> None:
+    """`to_phone_number, name` made the prompt variable ` name` (its `{{name}}` never filled), and
+    `to_phone_number ,name` was refused as having no to_phone_number column."""
+    from workers.cli import read_contacts
+
+    typed = tmp_path / "typed.csv"
+    typed.write_text("to_phone_number , name, metadata.crm_id\n+33612345678, Claire, A-1\n")
+    assert read_contacts(typed) == [
+        {
+            "to_phone_number": "+33612345678",
+            "prompt_variables": {"name": "Claire"},
+            "metadata": {"crm_id": "A-1"},
+        }
+    ]

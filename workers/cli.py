@@ -715,9 +715,10 @@ def read_contacts(path: Path) -> list[dict]:
     except UnicodeDecodeError as err:  # the line of the byte itself (csv reads ahead of its line count)
         where = data.count(b"\n", 0, err.start) + 1
         raise ValueError(f"not UTF-8 text (line {where}: {err.reason})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""), restval="")
+    # `to_phone_number, name` as typed by hand: the column is `name` (it filled no {{name}}), its cells too
+    reader = csv.DictReader(io.StringIO(text, newline=""), restval="", skipinitialspace=True)
     try:
-        columns = reader.fieldnames or []
+        columns = reader.fieldnames = [column.strip() for column in reader.fieldnames or []]
         if not {"to_phone_number", "phone_number"} & set(columns):
             raise ValueError(f"no to_phone_number column (its columns: {', '.join(columns) or 'none'})")
         # columns without a name (a spreadsheet's empty ones) are dropped, however many
