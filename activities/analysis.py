@@ -352,12 +352,16 @@ class OpenAIAnalyzer:
                         lambda data: validate_output(fields, data),
                     )
                 )
-            replies = await _all_or_none([_attempt(ask, refusal_kept=i > 0) for i, ask in enumerate(asks)])
+            replies = await _all_or_none([_attempt(ask) for ask in asks])
         outcome_reply, outcome_failure = replies[0]
         structured, structured_failure = replies[1] if fields else (None, None)
-        outcome, summary = outcome_reply if outcome_reply else (None, f"analysis failed: {outcome_failure}")
+        if isinstance(outcome_failure, ApplicationError) and structured is None:
+            raise outcome_failure  # refused for good, and nothing extracted to keep: the analysis is refused
+        outcome, summary = (
+            outcome_reply if outcome_reply else (None, f"analysis failed: {_said(outcome_failure)}")
+        )
         if structured_failure:
-            summary = f"{summary} [structured output failed: {structured_failure}]"
+            summary = f"{summary} [structured output failed: {_said(structured_failure)}]"
         return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)
 
     async def write_sms(self, request: SmsWriteRequest) -> str:
@@ -533,18 +537,23 @@ def _refuse_lone_surrogates(data: object) -> None:
         raise InvalidReply("not valid Unicode: a lone UTF-16 surrogate (half an emoji)") from None
 
 
-async def _attempt(ask: Awaitable[Any], refusal_kept: bool = False) -> tuple[Any, str | None]:
-    """(result, None), or (None, why) once the invalid-reply bound is spent, or, `refusal_kept`, once
-    the request is refused for good (the structured output's schema, say): the outcome is kept. Any
-    other failure raises: a transient one retries the activity, which asks both again."""
+async def _attempt(ask: Awaitable[Any]) -> tuple[Any, str | ApplicationError | None]:
+    """(result, None), or (None, why) once the invalid-reply bound is spent, or (None, the refusal) once
+    the request is refused for good (a schema over the endpoint's limits, say): what the other request
+    answered is kept. Any other failure raises: a transient one retries the activity, which asks both
+    again."""
     try:
         return await ask, None
     except InvalidReply as err:
         return None, str(err)
     except ApplicationError as err:
-        if not (refusal_kept and err.non_retryable):
+        if not err.non_retryable:
             raise
-        return None, err.message
+        return None, err
+
+
+def _said(failure: str | ApplicationError | None) -> str:
+    return failure.message if isinstance(failure, ApplicationError) else str(failure)
 
 
 async def _all_or_none(coroutines: list[Any]) -> list[Any]:

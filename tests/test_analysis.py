@@ -279,8 +279,16 @@ async def test_a_structured_output_the_endpoint_refuses_for_good_keeps_the_outco
     )
 
 
-async def test_an_outcome_the_endpoint_refuses_for_good_fails_the_analysis(fake: FakeOpenAI) -> None:
+async def test_an_outcome_the_endpoint_refuses_for_good_keeps_what_was_extracted(fake: FakeOpenAI) -> None:
+    """The structured output, answered beside the refused outcome (some endpoints refuse its schema's
+    nullable enum with a 400: every call), was lost with it; with nothing extracted, the analysis fails."""
     fake.script = {"structured_output": [GOOD], "call_outcome": [Status(400)]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.outcome is None and result.structured_output == GOOD
+    assert (result.outcome_summary or "").startswith(
+        "analysis failed: OpenAI-compatible default endpoint, gpt-4.1: request refused (HTTP 400)"
+    )
+    fake.script = {"structured_output": [Status(400)], "call_outcome": [Status(400)]}
     with pytest.raises(ApplicationError) as refused:
         await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
     assert refused.value.type == ANALYSIS_REJECTED and refused.value.non_retryable
