@@ -352,17 +352,16 @@ class OpenAIAnalyzer:
                         lambda data: validate_output(fields, data),
                     )
                 )
-            replies = await _all_or_none([_attempt(ask) for ask in asks])
-        outcome_reply, outcome_failure = replies[0]
-        structured, structured_failure = replies[1] if fields else (None, None)
+            # each to its end: what one answers is kept when the other fails
+            replies = await asyncio.gather(*(_attempt(ask) for ask in asks), return_exceptions=True)
+        replies += [(None, None)] * (2 - len(replies))  # no structured output asked for
+        failed = next((reply for reply in replies if isinstance(reply, BaseException)), None)
+        if failed is not None:
+            raise _holding_what_was_answered(failed, replies)
+        (outcome_reply, outcome_failure), (structured, structured_failure) = replies
         if isinstance(outcome_failure, ApplicationError) and structured is None:
             raise outcome_failure  # refused for good, and nothing extracted to keep: the analysis is refused
-        outcome, summary = (
-            outcome_reply if outcome_reply else (None, f"analysis failed: {_said(outcome_failure)}")
-        )
-        if structured_failure:
-            summary = f"{summary} [structured output failed: {_said(structured_failure)}]"
-        return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)
+        return _result(outcome_reply, outcome_failure, structured, structured_failure)
 
     async def write_sms(self, request: SmsWriteRequest) -> str:
         """An SMS from the assistant's instructions and the conversation (after_call_sms_prompt)."""
@@ -556,17 +555,38 @@ def _said(failure: str | ApplicationError | None) -> str:
     return failure.message if isinstance(failure, ApplicationError) else str(failure)
 
 
-async def _all_or_none(coroutines: list[Any]) -> list[Any]:
-    """Run concurrently; on the first error cancel the rest and raise that error itself (Temporal reads
-    its type and retryability, which an ExceptionGroup from a TaskGroup would hide)."""
-    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+def _result(
+    outcome_reply: tuple[Outcome | None, str] | None,
+    outcome_failure: str | ApplicationError | None,
+    structured: dict[str, object] | None,
+    structured_failure: str | ApplicationError | None,
+) -> AnalysisResult:
+    outcome, summary = (
+        outcome_reply if outcome_reply else (None, f"analysis failed: {_said(outcome_failure)}")
+    )
+    if structured_failure:
+        summary = f"{summary} [structured output failed: {_said(structured_failure)}]"
+    return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)
+
+
+def _holding_what_was_answered(failed: BaseException, replies: list[Any]) -> BaseException:
+    """A request's transient failure (the activity retries, asking both again), holding in its details
+    what the other request answered: the order keeps that if no retry finishes the analysis (a slow
+    structured output timing out on every try lost the outcome answered each time)."""
+    if not isinstance(failed, ApplicationError) or failed.non_retryable:
+        return failed
+    (outcome_reply, outcome_failure), (structured, structured_failure) = [
+        (None, failed) if isinstance(reply, BaseException) else reply for reply in replies
+    ]
+    if outcome_reply is None and structured is None:
+        return failed
+    answered = _result(outcome_reply, outcome_failure, structured, structured_failure)
+    return ApplicationError(
+        failed.message,
+        answered.model_dump(mode="json"),
+        type=failed.type,
+        next_retry_delay=failed.next_retry_delay,  # a Retry-After is still heeded
+    )
 
 
 async def _check_endpoint_url(endpoint: Endpoint, allow_private: bool) -> None:

@@ -176,8 +176,22 @@ class CallActivities:
     async def analyze(self, request: AnalyzeRequest) -> AnalysisResult:
         """The analyzer's outcome. A real model reading a simulated call's script would sound like a real
         call (and its webhook, email or SMS announce a lead never called): its summary says so."""
-        result = await self.analyzer.analyze(request)
-        if self.telephony.name == "simulated" and self.analyzer.name != "simulated":
-            summary = f"[simulated call] {result.outcome_summary or ''}".rstrip()
-            result = result.model_copy(update={"outcome_summary": summary})
-        return result
+        if self.telephony.name != "simulated" or self.analyzer.name == "simulated":
+            return await self.analyzer.analyze(request)
+        try:
+            return _said_simulated(await self.analyzer.analyze(request))
+        except ApplicationError as err:  # a failure holding what was answered: it says so too
+            if not err.details:
+                raise
+            answered = _said_simulated(AnalysisResult.model_validate(err.details[0]))
+            raise ApplicationError(
+                err.message,
+                answered.model_dump(mode="json"),
+                type=err.type,
+                next_retry_delay=err.next_retry_delay,
+            ) from None
+
+
+def _said_simulated(result: AnalysisResult) -> AnalysisResult:
+    summary = f"[simulated call] {result.outcome_summary or ''}".rstrip()
+    return result.model_copy(update={"outcome_summary": summary})

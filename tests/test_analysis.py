@@ -594,7 +594,20 @@ async def test_an_order_completes_with_the_analysis_failure_recorded(time_env, f
             id=f"call-{uuid.uuid4()}",
             task_queue=queue,
         )
+        off_schema_requests = len(fake.of_kind("structured_output"))
+        fake.script = {"call_outcome": [OUTCOME], "structured_output": [Status(503)]}
+        half_answered = await time_env.client.execute_workflow(
+            CallOrderWorkflow.run,
+            order(structured_output_config=ALL_TYPES),
+            id=f"call-{uuid.uuid4()}",
+            task_queue=queue,
+        )
 
+    # the outcome, answered on every try while the structured output failed, was lost with it
+    assert half_answered.status == "completed" and half_answered.outcome == "interested"
+    assert half_answered.call_attempts[0].structured_output is None
+    said = half_answered.outcome_summary or ""
+    assert said.startswith("[simulated call] She asked") and said.endswith("HTTP 503]"), said
     assert unavailable.status == "completed" and unavailable.outcome is None
     assert unavailable.outcome_summary and unavailable.outcome_summary.startswith("analysis failed:")
     assert unavailable.outcome_summary.endswith("HTTP 503")  # given up: not "will retry"
@@ -602,7 +615,7 @@ async def test_an_order_completes_with_the_analysis_failure_recorded(time_env, f
     assert abs(outcome_requests - _attempts_within_patience()) <= 1
     assert off_schema.status == "completed" and off_schema.outcome == "interested"
     assert off_schema.call_attempts[0].structured_output is None
-    assert len(fake.of_kind("structured_output")) == 2  # analysis_max_invalid_replies
+    assert off_schema_requests == 2  # analysis_max_invalid_replies
     assert "structured output failed" in (off_schema.outcome_summary or "")
     # a real model's summary of the simulated callee's script says the call was simulated
     assert (off_schema.outcome_summary or "").startswith("[simulated call] ")

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from models.common import CallStatus, EndReason
     from models.concurrency import PermitDeferral, PermitGrant
     from models.workflow_io import (
+        AnalysisResult,
         AnalyzeRequest,
         ConverseRequest,
         ConverseResult,
@@ -734,7 +735,10 @@ class CallOrderWorkflow:
         except ActivityError as err:  # analysis never keeps an order from completing
             cancelled = _cancelled(err)
             self.outcome_summary = "analysis cancelled" if cancelled else f"analysis failed: {_reason(err)}"
-            return
+            answered = None if cancelled else _answered_before_failing(err)
+            if answered is None:
+                return
+            analysis = answered  # what one request answered while the other kept failing
         last.structured_output = analysis.structured_output
         self.outcome = analysis.outcome
         self.outcome_summary = analysis.outcome_summary
@@ -1078,6 +1082,20 @@ def _timed_out(err: BaseException | None) -> bool:
 def _deserves_retry(attempt: CallAttempt) -> bool:
     """Retry unless a human was reached or the number can never be reached."""
     return attempt.result != "human" and attempt.dial_error not in PERMANENT_DIAL_ERRORS
+
+
+def _answered_before_failing(err: ActivityError) -> AnalysisResult | None:
+    """What the analysis's last try had answered (the outcome, or the data extracted) when its other
+    request failed: its failure holds it (`activities.analysis`), as the cause of a timeout too."""
+    failure = err.cause
+    while failure is not None:
+        if isinstance(failure, ApplicationError) and failure.details:
+            try:
+                return AnalysisResult.model_validate(failure.details[0])
+            except ValidationError:
+                return None
+        failure = failure.__cause__
+    return None
 
 
 def _cancelled(err: BaseException) -> bool:
