@@ -313,13 +313,10 @@ def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], var
     extracted = {row.id: _extracted(call) for row, call in rows}
     metadata_keys = sorted({key for row, _ in rows for key in row.row_metadata or {}})
     output_keys = sorted({key for output in extracted.values() for key in output})
-    headers = [f"contact.{name}" if name in EXPORT_COLUMNS else name for name in variables]
-    lines: list[list[Any]] = [
-        EXPORT_COLUMNS
-        + headers
-        + [f"metadata.{key}" for key in metadata_keys]
-        + [f"structured_output.{key}" for key in output_keys]
-    ]
+    ours = [f"metadata.{key}" for key in metadata_keys] + [f"structured_output.{key}" for key in output_keys]
+    taken = set(EXPORT_COLUMNS + ours)
+    headers = [f"contact.{name}" if name in taken else name for name in variables]
+    lines: list[list[Any]] = [EXPORT_COLUMNS + headers + ours]
     for row, call in rows:
         metadata, output = row.row_metadata or {}, extracted[row.id]
         lines.append(

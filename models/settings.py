@@ -273,6 +273,9 @@ def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
     base = directory.resolve()
     if base == Path.cwd().resolve():
         return raw  # beside it: the paths stay as written
+    stack = raw.get("local_stack")
+    if isinstance(stack, dict) and "api_key_file" not in stack:  # a file written before it had the line
+        stack["api_key_file"] = LocalStackSettings.model_fields["api_key_file"].default
     for *sections, name in _PATH_KEYS:
         holder: Any = raw
         for section in sections:

@@ -155,7 +155,7 @@ def test_a_hand_typed_csvs_spaces_after_commas_and_around_names_are_not_part_of_
     from workers.cli import read_contacts
 
     typed = tmp_path / "typed.csv"
-    typed.write_text("to_phone_number , name, metadata.crm_id\n+33612345678, Claire, A-1\n")
+    typed.write_text("to_phone_number , name, metadata. crm_id\n+33612345678 , Claire , A-1 \n")
     assert read_contacts(typed) == [
         {
             "to_phone_number": "+33612345678",

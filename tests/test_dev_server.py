@@ -47,8 +47,9 @@ async def test_demo_orders_end_as_the_readme_says(dev_env, task_queue):
     settings = settings_for_tests(
         smtp_host="127.0.0.1",
         smtp_port=smtp.sockets[0].getsockname()[1],
-        webhook_secret="whsec_demo_0123456789",
+        webhook_secret="whsec_demo_0123456789",  # the configured organization's alone
         allow_private_urls=True,
+        organization_id="acme",  # its orders were org_local's: unsigned, unread by the printed key
     )
     console = Console(file=io.StringIO(), width=200)
     try:
@@ -57,7 +58,12 @@ async def test_demo_orders_end_as_the_readme_says(dev_env, task_queue):
             webhook_receiver("whsec_demo_0123456789", console) as webhook_url,
         ):
             calls = await run_demo(
-                dev_env.client, task_queue=task_queue, console=console, timeout=120, webhook_url=webhook_url
+                dev_env.client,
+                task_queue=task_queue,
+                organization_id=settings.organization_id,
+                console=console,
+                timeout=120,
+                webhook_url=webhook_url,
             )
             reports = await await_notifications(dev_env.client, calls)
     finally:

@@ -97,7 +97,7 @@ def test_a_contact_column_named_as_an_export_column_keeps_its_own() -> None:
 def test_a_campaign_export_holds_each_rows_metadata_and_what_its_call_extracted() -> None:
     """The CRM id a row carried and the data its call extracted were left out (`POST /call/export` had
     them): the export could not be matched back to the CRM."""
-    row = campaign_row(name="Ada")
+    row = campaign_row(name="Ada", **{"metadata.crm_id": "theirs"})  # a variable named as a column of ours
     row.row_metadata = {"crm_id": "A-1"}
     attempts = [{"id": "a2", "structured_output": {"email": "ada@example.com", "budget": 42}}, {"id": "a1"}]
     call = CallOrderRecord(
@@ -105,7 +105,8 @@ def test_a_campaign_export_holds_each_rows_metadata_and_what_its_call_extracted(
     )
     other = campaign_row(name="Bob")
     other.id = "r2"
-    lines = read_back(export_csv([(row, call), (other, None)], ["name"]))
+    lines = read_back(export_csv([(row, call), (other, None)], ["name", "metadata.crm_id"]))
+    assert lines[0]["contact.metadata.crm_id"] == "theirs"
     assert [(line["metadata.crm_id"], line["structured_output.budget"]) for line in lines] == [
         ("A-1", "42"),
         ("", ""),

@@ -231,6 +231,10 @@ def test_a_config_read_from_another_directory_keeps_its_state_beside_it(
     key = seed_dev_organization(settings)
     assert (stack / ".outdial" / "outdial.db").is_file() and not list(elsewhere.iterdir())
     assert (stack / ".outdial" / "dev-api-key").read_text().strip() == key  # kept for the next run
+    (stack / "temporal-dev.yaml").write_text("local_stack:\n  mail_dir: .outdial/mail\n")  # before the line
+    assert Settings.load(config_file=stack / "temporal-dev.yaml", env={}).local_stack.api_key_file == str(
+        stack / ".outdial" / "dev-api-key"
+    )
     assert settings.codec_key == "the-stacks-key"
     assert settings.dev_server.db_filename == str(stack / ".outdial" / "temporal.db")
     assert settings.local_stack.mail_dir == str(stack / ".outdial" / "mail")

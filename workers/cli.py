@@ -132,7 +132,11 @@ def demo(
             webhook_receiver(stack.webhook_secret, console) as webhook_url,
         ):
             calls = await run_demo(
-                stack.client, task_queue=stack.settings.task_queue, console=console, webhook_url=webhook_url
+                stack.client,
+                task_queue=stack.settings.task_queue,
+                organization_id=stack.settings.organization_id,
+                console=console,
+                webhook_url=webhook_url,
             )
             print_calls(console, calls)
             print_notifications(console, await await_notifications(stack.client, calls))
@@ -725,13 +729,15 @@ def read_contacts(path: Path) -> list[dict]:
         if repeated := sorted({c for c in columns if c.strip() and columns.count(c) > 1}):
             raise ValueError(f"columns named twice: {', '.join(repeated)} (one would hide the other)")
         contacts = []
-        for line in reader:
-            line.pop(None, None)  # type: ignore[call-overload]  # cells past the header's
-            if not any(value.strip() for value in line.values()):  # `,,,`: a spreadsheet's blank row
+        for row in reader:  # cells past the header's are dropped; spaces around a cell are not part of it
+            line = {name: value.strip() for name, value in row.items() if name is not None}
+            if not any(line.values()):  # `,,,`: a spreadsheet's blank row
                 continue
-            number = (line.pop("to_phone_number", None) or line.pop("phone_number", None) or "").strip()
-            metadata = {k.removeprefix("metadata."): v for k, v in line.items() if k.startswith("metadata.")}
-            variables = {k: v for k, v in line.items() if k.strip() and not k.startswith("metadata.")}
+            number = line.pop("to_phone_number", None) or line.pop("phone_number", None) or ""
+            metadata = {
+                k.removeprefix("metadata.").strip(): v for k, v in line.items() if k.startswith("metadata.")
+            }
+            variables = {k: v for k, v in line.items() if k and not k.startswith("metadata.")}
             contacts.append(
                 {"to_phone_number": number, "prompt_variables": variables, "metadata": metadata or None}
             )

@@ -91,6 +91,7 @@ async def run_demo(
     client: Client,
     *,
     task_queue: str,
+    organization_id: str,
     console: Console,
     timeout: float = 180,
     webhook_url: str | None = None,
@@ -105,6 +106,7 @@ async def run_demo(
             task_queue=task_queue,
             result_type=Call,
             static_summary=f"call {params.phone_number} ({name})",  # the Web UI's list says which
+            memo={"organization_id": organization_id},  # the stack's: its key reads them, its secret signs
         )
     calls: dict[str, Call] = {}
     deadline = asyncio.get_running_loop().time() + timeout
