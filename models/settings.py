@@ -196,7 +196,7 @@ SOURCES: dict[str, tuple[str | None, str | None]] = {
     "telephony": ("OUTDIAL_TELEPHONY", "providers.telephony"),
     "analyzer": ("OUTDIAL_ANALYZER", "providers.analyzer"),
     "database_url": ("OUTDIAL_DATABASE_URL", "database_url"),
-    "organization_id": (None, "organization.id"),
+    "organization_id": ("OUTDIAL_ORGANIZATION_ID", "organization.id"),
     "default_from_phone_number": (None, "organization.default_from_phone_number"),
     "livekit_url": ("LIVEKIT_URL", "livekit.url"),
     "livekit_api_key": ("LIVEKIT_API_KEY", "livekit.api_key"),

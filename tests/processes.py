@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from models.settings import DevServerSettings, Settings
+from models.tables import shown_url
 from tests.helpers import eventually, free_ports
 from workers import register_search_attributes
 from workers.devserver import start_dev_server
@@ -87,7 +88,10 @@ class Stack:
                 raise AssertionError(f"worker exited ({process.returncode}): {log.read_text()}")
             return log.read_text(errors="replace")
 
-        await eventually(output, lambda text: "worker on" in text, timeout=60)
+        started = await eventually(output, lambda text: "worker on" in text, timeout=60)
+        assert (
+            f"; database {shown_url(environment['OUTDIAL_DATABASE_URL'])}" in started
+        )  # the API's, it must be
         return process
 
     def kill_worker(self, process: subprocess.Popen[bytes]) -> None:

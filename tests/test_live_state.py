@@ -29,7 +29,7 @@ from api.calls import current_call
 from api.context import ApiContext
 from api.live_state import LiveState
 from models import Call, CallCreateParams
-from models.settings import SOURCES, ConfigError
+from models.settings import SOURCES, ConfigError, Settings
 from models.tables import Database
 from tests.helpers import eventually, free_ports, settings_for_tests
 from workers import cli, create_worker
@@ -548,3 +548,43 @@ async def test_the_cli_shows_a_finished_order_from_its_row_with_no_worker_runnin
     shown = await asyncio.to_thread(CliRunner().invoke, cli.app, ["status", call.id], env=env)
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"TEMPORAL_ADDRESS": "127.0.0.1:469020"}, "Temporal at 127.0.0.1:469020: invalid target URL"),
+        (
+            {
+                "TEMPORAL_TLS_CLIENT_CERT_PATH": "/nonexistent.pem",
+                "TEMPORAL_TLS_CLIENT_KEY_PATH": "/nonexistent.key",
+            },
+            "Temporal's client configuration (TEMPORAL_TLS_*, TEMPORAL_PROFILE): ",
+        ),
+    ],
+)
+def test_a_temporal_address_or_certificate_of_no_use_is_one_line(
+    setting: dict[str, str], said: str, tmp_path: Any
+) -> None:
+    """A mistyped port or a missing certificate file: a traceback of 110-160 lines (ValueError,
+    FileNotFoundError), where an unreachable server was one line."""
+    env = {
+        "OUTDIAL_CONFIG": "/dev/null",
+        "OUTDIAL_CODEC_KEY": "plaintext",
+        "OUTDIAL_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        **setting,
+    }
+    for command in (["worker"], ["status", str(uuid.uuid4())], ["call", "--to", "+33612345678"]):
+        failed = CliRunner().invoke(cli.app, command, env=env)
+        assert isinstance(failed.exception, ConfigError), (command, failed.output)
+        assert str(failed.exception).startswith(said) and "\n" not in str(failed.exception), failed.exception
+
+
+def test_the_organization_is_set_by_the_environment_too() -> None:
+    """An environment-only deployment could not name its organization: `outdial campaign status` said
+    "not found" of a campaign its API served (the key issued with `apikey create --org`)."""
+    assert SOURCES["organization_id"][0] == "OUTDIAL_ORGANIZATION_ID"
+    loaded = Settings.load(config_file="/dev/null", env={"OUTDIAL_ORGANIZATION_ID": "org_acme"})
+    assert loaded.organization_id == "org_acme"
+    with pytest.raises(ConfigError, match="OUTDIAL_ORGANIZATION_ID"):
+        Settings.load(config_file="/dev/null", env={"OUTDIAL_ORGANIZATION_ID": "a:b"})

@@ -62,7 +62,7 @@ from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, ConfigError, OrganizationId, Settings
-from models.tables import CallOrderRecord, Database, unavailable, utcnow
+from models.tables import CallOrderRecord, Database, shown_url, unavailable, utcnow
 from workers.codec import DEFAULT_CODEC_PORT, CodecKeyError, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
     await_notifications,
@@ -170,13 +170,20 @@ def worker() -> None:
     check_providers(settings)
     Database.for_url(settings.database_url)  # a URL of no database it can use: one line, before it starts
 
+    database = shown_url(settings.database_url)
+    if settings.database_url == Settings.model_fields["database_url"].default:  # the API's, it must be
+        database = (
+            f"{Path(settings.database_url.removeprefix('sqlite:///')).resolve()} (OUTDIAL_DATABASE_URL unset)"
+        )
+
     async def main() -> None:
         client = await _connected(settings)
         await register_search_attributes(client)
         async with create_worker(client, task_queue=settings.task_queue, settings=settings):
             console.print(
                 f"worker on {settings.temporal_address}, task queue {settings.task_queue}; telephony "
-                f"{settings.telephony}, analyzer {settings.analyzer}"
+                f"{settings.telephony}, analyzer {settings.analyzer}; database {database}",
+                soft_wrap=True,
             )
             await asyncio.Event().wait()
 

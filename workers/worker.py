@@ -20,7 +20,7 @@ from activities.concurrency import ConcurrencyActivities
 from activities.notify import notify_activities_from
 from activities.persistence import DatabaseDoNotContactRegistry, PersistenceActivities
 from activities.providers import analyzer_from, telephony_from
-from models.settings import Settings
+from models.settings import ConfigError, Settings
 from workers.codec import data_converter
 from workers.http_logs import quiet_http_loggers
 from workflows import search_attributes as sa
@@ -43,12 +43,18 @@ async def connect(settings: Settings | None = None) -> Client:
     TEMPORAL_TLS_CLIENT_CERT_PATH / _KEY_PATH (mTLS), TEMPORAL_TLS_SERVER_CA_CERT_PATH, or a profile
     of the Temporal CLI's config file (TEMPORAL_PROFILE)."""
     settings = settings or Settings.load()
-    options = ClientConfigProfile.load().to_client_connect_config()
+    try:
+        options = ClientConfigProfile.load().to_client_connect_config()
+    except OSError as err:  # a TLS certificate or key file that is not there
+        raise ConfigError(
+            f"Temporal's client configuration (TEMPORAL_TLS_*, TEMPORAL_PROFILE): {err}"
+        ) from None
     options.update(target_host=settings.temporal_address, namespace=settings.temporal_namespace)
-    return await Client.connect(
-        **options,
-        data_converter=data_converter(settings),  # encrypted payloads when OUTDIAL_CODEC_KEY is set
-    )
+    converter = data_converter(settings)  # encrypted payloads when OUTDIAL_CODEC_KEY is set
+    try:
+        return await Client.connect(**options, data_converter=converter)
+    except ValueError as err:  # no address at all (a port past 65535), a certificate of no use
+        raise ConfigError(f"Temporal at {settings.temporal_address}: {err}") from None
 
 
 async def missing_namespace(client: Client, address: str) -> str | None:
