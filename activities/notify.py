@@ -216,7 +216,8 @@ class NotifyActivities:
         secrets = await self.secrets.signing_secrets(call.organization_id)
         if not secrets:
             raise ApplicationError(
-                f"no webhook signing secret for organization {call.organization_id}",
+                f"no webhook signing secret for organization {call.organization_id} in this worker's "
+                "database (is its OUTDIAL_DATABASE_URL the API's?)",
                 type=WEBHOOK_NOT_CONFIGURED,
                 non_retryable=True,
             )

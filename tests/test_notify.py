@@ -374,6 +374,7 @@ async def test_webhook_gone_is_final_other_errors_retry_and_no_secret_is_final()
         with pytest.raises(ApplicationError) as unconfigured:
             await ActivityEnvironment().run(unsigned.deliver_webhook, request)
         assert (unconfigured.value.type, unconfigured.value.non_retryable) == ("WebhookNotConfigured", True)
+        assert "is its OUTDIAL_DATABASE_URL the API's?" in unconfigured.value.message  # a worker on its own
     assert len(gone.deliveries) == 2
 
 
