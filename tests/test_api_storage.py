@@ -43,6 +43,8 @@ from models.tables import (
     AssistantRecord,
     CallAttemptRecord,
     CallOrderRecord,
+    CampaignRecord,
+    CampaignRowRecord,
     Database,
     PhoneNumberRecord,
     ensure_organization,
@@ -132,6 +134,44 @@ def test_calls_stored_before_the_search_text_column_are_searchable_after_the_mig
     order, _ = stored(empty_database, call.id)
     assert "c-77" in order.search_text.split("\n") and "crm_id" not in order.search_text
     assert "ab" in order.search_text.split("\n")
+
+
+def test_numbers_stored_before_0008_are_rewritten_as_e164_for_history_search_and_launch(
+    empty_database: Database,
+) -> None:
+    """0008 rewrote the do-not-contact list and the caller ids: an order's and a campaign row's number with
+    the trunk's 0 (`+330…`) kept it, so phone history and search split one person in two, and the row
+    was launched though its number was on the list."""
+    from alembic import command
+
+    from migrations import alembic_config
+
+    call = snapshot("call-old", "org-old", 1).model_copy(update={"to_phone_number": "+330612345678"})
+    campaign = CampaignRecord(
+        id="k-old",
+        organization_id="org-old",
+        name="Old",
+        assistant_id="a",
+        max_concurrent_calls=1,
+        metadata_keys=[],
+    )
+    row = CampaignRowRecord(
+        id="r-old", campaign_id="k-old", organization_id="org-old", row_index=0, phone_number="+330612345670",
+        input_data={},
+    )  # fmt: skip
+    with empty_database.engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0008")
+        connection.execute(CallOrderRecord.__table__.insert().values(id=call.id, **call_columns(call, 1)))  # type: ignore[attr-defined]
+        connection.execute(CampaignRecord.__table__.insert().values(**campaign.model_dump()))  # type: ignore[attr-defined]
+        connection.execute(CampaignRowRecord.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]
+    empty_database.migrate()
+    order, _ = stored(empty_database, call.id)
+    assert (order.to_phone_number, order.call["to_phone_number"]) == ("+33612345678", "+33612345678")
+    assert {"+33612345678", "+330612345678"} <= set(order.search_text.split("\n"))  # found by both
+    with empty_database.session() as session:
+        assert session.get(CampaignRowRecord, "r-old").phone_number == "+33612345670"  # type: ignore[union-attr]
 
 
 def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
