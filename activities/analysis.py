@@ -355,8 +355,9 @@ class OpenAIAnalyzer:
             # each to its end: what one answers is kept when the other fails
             replies = await asyncio.gather(*(_attempt(ask) for ask in asks), return_exceptions=True)
         replies += [(None, None)] * (2 - len(replies))  # no structured output asked for
-        failed = next((reply for reply in replies if isinstance(reply, BaseException)), None)
-        if failed is not None:
+        failures = [reply for reply in replies if isinstance(reply, BaseException)]
+        if failures:  # the one asking to wait longest, if any does (a Retry-After)
+            failed = max(failures, key=lambda err: getattr(err, "next_retry_delay", None) or timedelta(0))
             raise _holding_what_was_answered(failed, replies)
         (outcome_reply, outcome_failure), (structured, structured_failure) = replies
         if isinstance(outcome_failure, ApplicationError) and structured is None:
@@ -496,14 +497,23 @@ class OpenAIAnalyzer:
     ) -> ChatCompletion:
         if endpoint.extra_body:
             options["extra_body"] = endpoint.extra_body
+        deadline = options.get("timeout") or self.settings.analysis_timeout_seconds
         try:
-            completion = await client.chat.completions.create(
-                model=endpoint.model,
-                messages=messages,  # type: ignore[arg-type]
-                **options,
-            )
+            # the whole request's deadline: httpx's timeout is per read, which a reply sent a byte at a time
+            # (a proxy's keep-alive whitespace) never trips, until the activity's own timeout lost it all
+            async with asyncio.timeout(deadline):
+                completion = await client.chat.completions.create(
+                    model=endpoint.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    **options,
+                )
         except openai.APIError as err:
             raise _failure(err, endpoint) from None
+        except TimeoutError:
+            raise ApplicationError(
+                f"{endpoint.label}: endpoint unreachable (no complete answer within {deadline:g} s)",
+                type=ANALYSIS_UNAVAILABLE,
+            ) from None
         if not isinstance(completion, ChatCompletion):  # a 200 that is not JSON: an HTML page, say
             raise ApplicationError(
                 f"{endpoint.label}: the answer is not a chat completion (is the endpoint's base URL that of "

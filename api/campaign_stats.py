@@ -314,8 +314,16 @@ def export_csv(rows: list[tuple[CampaignRowRecord, CallOrderRecord | None]], var
     metadata_keys = sorted({key for row, _ in rows for key in row.row_metadata or {}})
     output_keys = sorted({key for output in extracted.values() for key in output})
     ours = [f"metadata.{key}" for key in metadata_keys] + [f"structured_output.{key}" for key in output_keys]
-    taken = set(EXPORT_COLUMNS + ours)
-    headers = [f"contact.{name}" if name in taken else name for name in variables]
+    reserved = set(EXPORT_COLUMNS + ours)
+    taken, headers = reserved | set(variables), []
+    for name in variables:
+        header = name
+        if name in reserved:  # as often as it takes: an export read back as a campaign has both
+            header = f"contact.{name}"
+            while header in taken:
+                header = f"contact.{header}"
+            taken.add(header)
+        headers.append(header)
     lines: list[list[Any]] = [EXPORT_COLUMNS + headers + ours]
     for row, call in rows:
         metadata, output = row.row_metadata or {}, extracted[row.id]

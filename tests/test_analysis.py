@@ -294,6 +294,45 @@ async def test_an_outcome_the_endpoint_refuses_for_good_keeps_what_was_extracted
     assert refused.value.type == ANALYSIS_REJECTED and refused.value.non_retryable
 
 
+async def test_a_reply_sent_a_byte_at_a_time_is_given_up_at_the_requests_deadline() -> None:
+    """httpx's timeout is per read: a reply trickling in (a proxy's keep-alive whitespace) outlasted it,
+    until the activity's own timeout failed the attempt, losing the other request's answer with it."""
+    import asyncio
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b" ")
+            await asyncio.sleep(0.1)
+        return response
+
+    async with serve(lambda app: app.router.add_post("/v1/chat/completions", trickle)) as base:
+        slow = OpenAIAnalyzer(
+            settings_for_tests(
+                analyzer="openai",
+                openai_api_key="sk-test",
+                openai_base_url=f"{base}/v1",
+                analysis_timeout_seconds=1,
+            )
+        )
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ApplicationError) as unanswered:
+            await slow.analyze(request())
+    assert unanswered.value.type == ANALYSIS_UNAVAILABLE and not unanswered.value.non_retryable
+    assert "no complete answer within 1 s" in unanswered.value.message
+    assert asyncio.get_running_loop().time() - started < 5  # not the 10 s the reply trickles for
+
+
+async def test_a_retry_after_either_request_asks_for_is_heeded(fake: FakeOpenAI) -> None:
+    """The outcome's 503 was raised, the structured output's `Retry-After: 30` beside it dropped."""
+    fake.script = {"call_outcome": [Status(503)], "structured_output": [Status(429, {"retry-after": "30"})]}
+    with pytest.raises(ApplicationError) as unavailable:
+        await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert unavailable.value.next_retry_delay == timedelta(seconds=30)
+
+
 async def test_an_invalid_outcome_is_recorded_in_the_summary_and_outcome_stays_null(fake: FakeOpenAI) -> None:
     fake.script = {"call_outcome": [{"outcome": "maybe", "outcome_summary": "?"}]}
     result = await analyzer(fake, analysis_max_invalid_replies=2).analyze(request())

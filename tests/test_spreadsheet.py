@@ -92,6 +92,12 @@ def test_a_contact_column_named_as_an_export_column_keeps_its_own() -> None:
     row = campaign_row(outcome="theirs", name="Ada")
     [line] = read_back(export_csv([(row, None)], ["outcome", "name"]))
     assert (line["contact.outcome"], line["outcome"], line["name"]) == ("theirs", "", "Ada")
+    again = campaign_row(outcome="2nd", **{"contact.outcome": "1st"})  # an export read back as a campaign
+    text = export_csv([(again, None)], ["outcome", "contact.outcome"])
+    header = text.splitlines()[0].split(",")
+    assert len(header) == len(set(header)), header  # a reader kept one of two columns named alike
+    [line] = read_back(text)
+    assert (line["contact.contact.outcome"], line["contact.outcome"]) == ("2nd", "1st")
 
 
 def test_a_campaign_export_holds_each_rows_metadata_and_what_its_call_extracted() -> None:
