@@ -590,12 +590,16 @@ def _holding_what_was_answered(failed: BaseException, replies: list[Any]) -> Bas
     ]
     if outcome_reply is None and structured is None:
         return failed
-    answered = _result(outcome_reply, outcome_failure, structured, structured_failure)
+    return failure_holding(failed, _result(outcome_reply, outcome_failure, structured, structured_failure))
+
+
+def failure_holding(failed: ApplicationError, answered: AnalysisResult) -> ApplicationError:
+    """`failed` as it is (its type, its Retry-After), holding `answered` in its details."""
     return ApplicationError(
         failed.message,
         answered.model_dump(mode="json"),
         type=failed.type,
-        next_retry_delay=failed.next_retry_delay,  # a Retry-After is still heeded
+        next_retry_delay=failed.next_retry_delay,
     )
 
 

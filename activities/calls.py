@@ -10,6 +10,7 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.analysis import failure_holding
 from activities.persistence import (
     CallerId,
     UnknownCallerId,
@@ -183,12 +184,8 @@ class CallActivities:
         except ApplicationError as err:  # a failure holding what was answered: it says so too
             if not err.details:
                 raise
-            answered = _said_simulated(AnalysisResult.model_validate(err.details[0]))
-            raise ApplicationError(
-                err.message,
-                answered.model_dump(mode="json"),
-                type=err.type,
-                next_retry_delay=err.next_retry_delay,
+            raise failure_holding(
+                err, _said_simulated(AnalysisResult.model_validate(err.details[0]))
             ) from None
 
 

@@ -443,7 +443,13 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
         try:
             with timing.phase("start"):
                 await _start(
-                    context, call_id, organization_id, params, now, None, patience_for(request), moved
+                    context,
+                    call_id,
+                    organization_id,
+                    params,
+                    now,
+                    patience=patience_for(request),
+                    scheduled_at=moved,
                 )
         except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
             raise unknown.as_retryable() from unknown
@@ -491,7 +497,9 @@ async def _start_with_placeholder(
     A started order whose placeholder could not be written is still answered: the workflow stores the
     order itself at its first step. An order that could not start leaves no row behind; one that Temporal
     cannot say started is kept, with what starts it (`StartUnknown`)."""
-    starting = _start(context, call_id, organization_id, params, created_at, None, patience, scheduled_at)
+    starting = _start(
+        context, call_id, organization_id, params, created_at, patience=patience, scheduled_at=scheduled_at
+    )
     start = asyncio.ensure_future(timing.timed("start_workflow", starting))
     await asyncio.sleep(0)  # the start's request is on the wire
     try:
