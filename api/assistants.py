@@ -125,7 +125,8 @@ def _update(
 ) -> AssistantRecord:
     def write(record: AssistantRecord) -> AssistantRecord | None:
         stored = _without_the_old_lists_choice(record.config, changes)
-        assistant = validate_body(AssistantCreateParams, {**stored, "name": record.name, **changes})
+        known = {key: value for key, value in stored.items() if key in AssistantCreateParams.model_fields}
+        assistant = validate_body(AssistantCreateParams, {**known, "name": record.name, **changes})
         _check_caller_id(database, settings, organization_id, assistant)
         values = {"name": assistant.name, "config": _config(assistant)}
         return store.update_if_unchanged(database, record, values)

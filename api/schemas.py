@@ -53,12 +53,21 @@ class Success(BaseModel):
 # --- calls ---------------------------------------------------------------------------------------------
 
 
+class AssistantBody(Assistant):
+    """An assistant as a request gives it (`POST /call`'s, `POST /assistants`): a field it does not know
+    is a 422 naming it (`assistant.webhok_url` was dropped, and no webhook ever came)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class CallCreateBody(CallCreateParams):
     """`POST /call`'s body: a field it does not know is a 422 naming it, since a misplaced or misspelt one
     (`webhook_url` beside `assistant`, `prompt_variable`) would otherwise be dropped without a word. The
     workflow still ignores unknown fields: an order started by a newer API runs on an older worker."""
 
     model_config = ConfigDict(extra="forbid")
+
+    assistant: AssistantBody | None = None
 
     @model_validator(mode="after")
     def _usable_tools(self) -> CallCreateBody:
@@ -150,7 +159,7 @@ _NOT_CARRIED_OUT = {
 }
 
 
-class AssistantCreateParams(Assistant):
+class AssistantCreateParams(AssistantBody):
     """`POST /assistants`: the seed's assistant plus its name. The official client's options outdial
     does not carry out are refused when given, rather than stored and silently ignored."""
 
@@ -221,7 +230,7 @@ class PhoneNumberCreateParams(BaseModel):
 
 
 class PhoneNumberUpdateParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # `phone_number` cannot change: a 422, not a 200 that did not
 
     inbound_assistant_id: Annotated[str, Field(max_length=64), AfterValidator(_no_nul)] | None = None
     label: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None

@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from models.call import UtcDateTime
 from models.common import E164, CallStatus, Direction, OutcomeOrNone, ResultOrNone
@@ -70,7 +70,7 @@ class CampaignContact(BaseModel):
     """One row. `to_phone_number` is checked per row (a bad one skips the row, never the request);
     `metadata` is outdial's addition: the order's metadata (e.g. `simulation` for simulated callees)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     to_phone_number: Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]
     prompt_variables: Annotated[dict[str, str], BeforeValidator(_variables)] = Field(default_factory=dict)
@@ -80,7 +80,7 @@ class CampaignContact(BaseModel):
 class CampaignCreateParams(BaseModel):
     """`POST /campaigns`. `call_retry_config` overrides the assistant's for every row's order."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     name: Name
     assistant_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
@@ -95,12 +95,19 @@ class CampaignUpdateParams(BaseModel):
     yet get the new values; orders already started keep theirs (a new max applies to the shared key
     as soon as the next order asks for a permit, and an older order asking sets its own max again)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     name: Name | None = None
     call_retry_config: CallRetryConfig | None = None
     from_phone_number: E164 | None = None
     max_concurrent_calls: MaxConcurrentCalls | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _kept(cls, name: str | None) -> str:
+        if name is None:  # given as null: a campaign is never without a name (the 200 kept the old one)
+            raise ValueError("a campaign keeps a name: give a new one, or leave name out")
+        return name
 
 
 FilterValues = Annotated[
@@ -111,7 +118,7 @@ FilterValues = Annotated[
 class SelectionFilters(BaseModel):
     """Which rows a launch takes, by their call. An empty list filters nothing; "none" matches none."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     assignee_ids: FilterValues = Field(default_factory=list)
     directions: list[Direction] = Field(default_factory=list)
@@ -122,14 +129,14 @@ class SelectionFilters(BaseModel):
 
 
 class SelectionRows(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     call_ids: FilterValues = Field(default_factory=list)
     mode: Literal["all_except", "only"] = "all_except"
 
 
 class Selection(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     filters: SelectionFilters = Field(default_factory=SelectionFilters)
     rows: SelectionRows = Field(default_factory=SelectionRows)
@@ -138,7 +145,7 @@ class Selection(BaseModel):
 class CampaignLaunchParams(BaseModel):
     """`POST /campaigns/{id}/launch-calls`. Only `ai_first` exists here (no operator sessions)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, never dropped
 
     mode: Literal["ai_first", "speed_dial"]
     selection: Selection = Field(default_factory=Selection)

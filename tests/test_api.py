@@ -1665,3 +1665,39 @@ def check_search_export_history(client: Revox, ids: dict[str, str], waiting: str
     assert history["+33612340002"].count == 2 and not history["+33612340002"].reached_human
     assert history["+33612340003"].do_not_contact and history["+33612340003"].last_called_at
     assert history["+33612340004"].count == 0 and history["+33612340004"].last_called_at is None
+
+
+def test_a_misspelt_key_in_any_write_is_a_422_naming_it_not_dropped(org: Org) -> None:
+    """A launch with `rows.call_id` (for `call_ids`) called the row it excluded, `schedule_at` launched at
+    once; `assistant.webhok_url` gave no webhook; a PATCH with `phone_number` answered 200 and changed
+    nothing: every write body refuses a key it does not know, as `POST /call` did at its top."""
+    assistant = org.client.assistants.create(name="Strict", prompt="Hello").assistant
+    campaign = org.client.campaigns.create(
+        name="Strict",
+        assistant_id=assistant.id,
+        contacts=[{"to_phone_number": "+33612345601", "prompt_variables": {}}],
+    ).campaign
+    launch, hook = f"/campaigns/{campaign.id}/launch-calls", "https://example.com/h"
+    with org.raw() as http:
+        created = http.post("/phone-numbers", json={"phone_number": "+33159000077"})
+        number = created.json()["phone_number"]["id"]
+        writes = [
+            ("POST", "/call", {"phone_number": "+33612345678", "assistant": {"prompt": "", "webhok_url": 1}}),
+            ("POST", "/assistants", {"name": "A", "prompt": "Hi", "webhok_url": hook}),
+            ("PATCH", f"/assistants/{assistant.id}", {"webhok_url": hook}),
+            ("POST", "/campaigns", {"name": "C", "assistant_id": assistant.id, "contacts": [
+                {"to_phone_number": "+33612345602", "name": "Claire"}]}),
+            ("PATCH", f"/campaigns/{campaign.id}", {"max_concurent_calls": 7}),
+            ("POST", launch, {"mode": "ai_first", "selection": {
+                "filters": {}, "rows": {"mode": "all_except", "call_id": ["x"]}}}),
+            ("POST", launch, {"mode": "ai_first", "schedule_at": "2099-01-05"}),
+            ("PATCH", f"/phone-numbers/{number}", {"phone_number": "+33159000078"}),
+        ]  # fmt: skip
+        for method, path, body in writes:
+            refused = http.request(method, path, json=body)
+            assert refused.status_code == 422, (path, body, refused.text)
+            [detail] = refused.json()["error"]["details"]
+            assert detail["msg"] == "Extra inputs are not permitted", (path, detail)
+        renamed = http.patch(f"/campaigns/{campaign.id}", json={"name": None})  # it answered 200, unchanged
+        assert renamed.status_code == 422 and renamed.json()["error"]["details"][0]["loc"] == ["body", "name"]
+    assert org.client.campaigns.retrieve(campaign.id).campaign.row_stats.not_launched == 1  # never launched
