@@ -167,6 +167,13 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
+def _read_as_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this type as JSON (`application/json`, `application/*+json`):
+    `text/json` is not, and its body, unread, was "not a valid dictionary"."""
+    kind = content_type.split(";")[0].strip().lower()
+    return kind.startswith("application/") and (kind == "application/json" or kind.endswith("+json"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -180,7 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
         details = _validation_details(err.errors())
         message = _summary(details)
         content_type = request.headers.get("content-type", "")
-        if "json" not in content_type and any(detail["loc"] == ["body"] for detail in details):
+        if not _read_as_json(content_type) and any(detail["loc"] == ["body"] for detail in details):
             # FastAPI reads a body as JSON only when it says so: `curl -d` says it is a form
             given = f"not {content_type}" if content_type else "the request had none"
             message = f"the body must be JSON, sent with Content-Type: application/json ({given})"

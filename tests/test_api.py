@@ -887,6 +887,7 @@ def test_errors_are_the_clients_error_classes_with_a_json_body(stack: Stack, org
         for sent_as, said in (
             (form_type, "(not application/x-www-form-urlencoded)"),
             ({}, "(the request had none)"),
+            ({"content-type": "text/json"}, "(not text/json)"),  # JSON, in a type FastAPI does not read
         ):
             form = http.post("/call", content=body, headers=sent_as)  # as `curl -d`, or without a type
             assert form.status_code == 422, form.text
