@@ -175,13 +175,22 @@ async def delete_assistant(id: str, context: Context, principal: Authenticated) 
     return JSONResponse(Success().model_dump())
 
 
-def _clone(database: Database, organization_id: str, assistant_id: str) -> AssistantRecord:
+def _clone(
+    database: Database, settings: Settings, organization_id: str, assistant_id: str
+) -> AssistantRecord:
+    """A copy named as the official client says, "suffixed by (Copy)", held to the rules of a new one
+    (a caller id deleted since is refused, as creating it would be)."""
     source = _owned(database, organization_id, assistant_id)
+    name = f"{source.name} (Copy)"[:200]
+    known = {key: value for key, value in source.config.items() if key in AssistantCreateParams.model_fields}
+    _check_caller_id(
+        database, settings, organization_id, validate_body(AssistantCreateParams, {**known, "name": name})
+    )
     now = utcnow()
     copy = AssistantRecord(
         id=store.new_id(),
         organization_id=organization_id,
-        name=f"{source.name} (copy)"[:200],
+        name=name,
         config=dict(source.config),
         created_at=now,
         updated_at=now,
@@ -193,5 +202,5 @@ def _clone(database: Database, organization_id: str, assistant_id: str) -> Assis
     "/assistants/{id}/clone", response_model=AssistantResponse, responses=ERRORS, summary="Clone an assistant"
 )
 async def clone_assistant(id: str, context: Context, principal: Authenticated) -> JSONResponse:
-    record = await context.db(_clone, context.database, principal.organization_id, id)
+    record = await context.db(_clone, context.database, context.settings, principal.organization_id, id)
     return JSONResponse({"assistant": view(record)})

@@ -136,7 +136,13 @@ def resolve_order(
             settings.default_from_phone_number,
         )
     except UnknownCallerId as err:
-        field = "from_phone_number" if params.from_phone_number else "assistant.from_phone_number"
+        field = (  # where it was said: the request, the stored assistant it names, its own assistant
+            "from_phone_number"
+            if params.from_phone_number
+            else "assistant_id"
+            if record
+            else "assistant.from_phone_number"
+        )
         raise unprocessable(field, str(err)) from None
     refuse_far_future("scheduled_at", params.scheduled_at, now)
     retry = (assistant.call_retry_config or DEFAULT_RETRY).applied()

@@ -133,7 +133,8 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
     if filters.campaign_ids:
         where.append(row.campaign_id.in_(filters.campaign_ids))  # type: ignore[union-attr]
     if filters.assistant_ids:
-        where.append(row.assistant_id.in_(filters.assistant_ids))  # type: ignore[union-attr]
+        assistant_ids = [assistant_id.lower() for assistant_id in filters.assistant_ids]  # ids in any case
+        where.append(row.assistant_id.in_(assistant_ids))  # type: ignore[union-attr]
     if filters.directions:
         where.append(row.direction.in_(filters.directions))  # type: ignore[attr-defined]
     if filters.from_phone_numbers:
@@ -369,6 +370,7 @@ def updating(
 
 
 def delete_assistant(database: Database, organization_id: str, assistant_id: str) -> bool:
+    assistant_id = assistant_id.lower()  # in any case, as `find_assistant` reads it
     with database.session() as session:
         deleted = session.execute(
             delete(AssistantRecord).where(

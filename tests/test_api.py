@@ -1092,10 +1092,10 @@ def test_assistants_crud_and_clone(org: Org) -> None:
     assert org.client.assistants.retrieve(created.id).name == "Front desk"  # a refused update changes nothing
 
     clone = org.client.assistants.clone(created.id).assistant
-    assert clone.id != created.id and clone.name == "Front desk (copy)" and clone.prompt == updated.prompt
+    assert clone.id != created.id and clone.name == "Front desk (Copy)" and clone.prompt == updated.prompt
     assert {a.id for a in org.client.assistants.list().assistants} == {created.id, clone.id}
 
-    assert org.client.assistants.delete(created.id).success
+    assert org.client.assistants.delete(created.id.upper()).success  # in any case, as GET takes it
     with pytest.raises(revox.NotFoundError):
         org.client.assistants.retrieve(created.id)
     with pytest.raises(revox.NotFoundError):
@@ -1702,3 +1702,28 @@ def test_a_misspelt_key_in_any_write_is_a_422_naming_it_not_dropped(org: Org) ->
         renamed = http.patch(f"/campaigns/{campaign.id}", json={"name": None})  # it answered 200, unchanged
         assert renamed.status_code == 422 and renamed.json()["error"]["details"][0]["loc"] == ["body", "name"]
     assert org.client.campaigns.retrieve(campaign.id).campaign.row_stats.not_launched == 1  # never launched
+
+
+def test_a_stored_assistants_deleted_caller_id_is_named_where_it_was_said(org: Org) -> None:
+    """Its number deleted since: `POST /call` by `assistant_id` blamed `assistant.from_phone_number`, a
+    field the request did not have, and a clone was made of it (creating one is refused). A search by
+    the assistant's id in capitals found none of its calls."""
+    with org.raw() as http:
+        number = http.post("/phone-numbers", json={"phone_number": "+33159000088"}).json()["phone_number"]
+        stored = org.client.assistants.create(name="Caller", prompt="Hi", from_phone_number="+33159000088")
+        placed = org.client.call.create(
+            phone_number="+33612345678", assistant_id=stored.assistant.id, scheduled_at="2099-01-05T09:00:00Z"
+        ).call
+        found = org.client.call.search(**no_filters(assistant_ids=[stored.assistant.id.upper()]))
+        assert [call.id for call in found.calls] == [placed.id]
+        assert http.delete(f"/phone-numbers/{number['id']}").status_code == 200
+        refused = http.post(
+            "/call", json={"phone_number": "+33612345678", "assistant_id": stored.assistant.id}
+        )
+        assert refused.status_code == 422 and refused.json()["error"]["details"][0]["loc"] == [
+            "body",
+            "assistant_id",
+        ]
+        cloned = http.post(f"/assistants/{stored.assistant.id}/clone")
+        assert cloned.status_code == 422 and "from_phone_number" in cloned.text, cloned.text
+    org.client.call.cancel(placed.id)
