@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from activities.persistence import UnknownCallerId, assistant_view, caller_ids, resolve_caller_id
-from api import store
+from api import campaign_store, store
 from api.auth import Authenticated
 from api.context import Context
 from api.errors import ERRORS, ApiError, errors, not_found, unprocessable, validate_body
@@ -131,7 +131,9 @@ def _update(
         values = {"name": assistant.name, "config": _config(assistant)}
         return store.update_if_unchanged(database, record, values)
 
-    return store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
+    updated = store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
+    campaign_store.refresh_rows_of(database, settings, organization_id, updated.id)
+    return updated
 
 
 def _without_the_old_lists_choice(config: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -292,10 +292,18 @@ def _refresh_placeholders(
     database: Database, campaign: CampaignRecord, changed: set[str], resolved: Resolved | None
 ) -> None:
     """The calls of the rows not started yet show what they will run with: the campaign's new name,
-    retry config or caller id (placeholders only: an order started writes its own)."""
+    retry config or caller id, or its assistant's new version (placeholders only: an order started
+    writes its own). A row's order whose assistant is deleted runs with the copy its call shows."""
     shown: dict[str, Any] = {}
     if "name" in changed:
         shown["campaign"] = CallCampaign(id=campaign.id, name=campaign.name)
+    if resolved is not None and "assistant" in changed:
+        assistant = resolved.assistant
+        shown |= {
+            "assistant": assistant,
+            "first_sentence_delay_ms": assistant.first_sentence_delay_ms,
+            "llm_model": assistant.llm_model,
+        }
     if resolved is not None and "call_retry_config" in changed:
         shown["call_retry_config"] = RetryConfigRecord.model_validate(resolved.retry.model_dump())
     if resolved is not None and "from_phone_number" in changed:
@@ -319,6 +327,34 @@ def _refresh_placeholders(
                 .values(**call_columns(call, 0))
             )
         session.commit()
+
+
+def refresh_rows_of(database: Database, settings: Settings, organization_id: str, assistant_id: str) -> None:
+    """After its assistant changed: the rows not started yet of every campaign it runs show (and keep,
+    should it be deleted) its new version, and the retry config and caller id that come with it."""
+    with database.session() as session:
+        campaigns = list(
+            session.scalars(
+                select(CampaignRecord).where(
+                    CampaignRecord.organization_id == organization_id,
+                    CampaignRecord.assistant_id == assistant_id,
+                    CampaignRecord.deleted_at.is_(None),  # type: ignore[union-attr]
+                )
+            )
+        )
+    for campaign in campaigns:
+        own = (
+            CallRetryConfig.model_validate(campaign.call_retry_config) if campaign.call_retry_config else None
+        )
+        try:
+            resolved = resolve(
+                database, settings, organization_id, assistant_id, campaign.from_phone_number, own
+            )
+        except ApiError:  # its own caller id deleted since: its rows keep what they show (PATCH it to change)
+            continue
+        _refresh_placeholders(
+            database, campaign, {"assistant", "call_retry_config", "from_phone_number"}, resolved
+        )
 
 
 def set_flags(

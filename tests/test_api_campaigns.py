@@ -290,3 +290,38 @@ def test_calls_stored_by_an_earlier_version_are_answered_with_todays_fields(org:
     assert found.id == row.call.id and found.contact is not None
     [again] = strict.campaigns.get_rows(campaign.id).rows
     assert again.call is not None and again.call.contact is not None
+
+
+def test_rows_not_started_show_and_keep_their_assistants_latest_version(org: Org) -> None:
+    """The rows' calls showed the assistant as it was when the campaign was created while its launch ran
+    the updated one, and once the assistant was deleted they ran the version from the campaign's creation
+    (an update undone by a delete): they show, and keep, the version they will run with."""
+    client = org.client
+    first = {**ALWAYS_OPEN, "max_retry_attempts": 1}
+    assistant = client.assistants.create(
+        name="V1", prompt="First version.", call_retry_config=first
+    ).assistant
+    campaign = client.campaigns.create(
+        name="Versions",
+        assistant_id=assistant.id,
+        contacts=[
+            {"to_phone_number": "+33612345631", "prompt_variables": {}, "metadata": {"simulation": "human"}}
+        ],
+    ).campaign
+    client.assistants.update(
+        assistant.id,
+        name="V2",
+        prompt="Second version.",
+        call_retry_config={**first, "max_retry_attempts": 3},
+    )
+    [row] = client.campaigns.get_rows(campaign.id).rows
+    assert (row.call.assistant.name, row.call.assistant.prompt) == ("V2", "Second version.")
+    assert row.call.call_retry_config.max_retry_attempts == 3
+    assert client.assistants.delete(assistant.id).success
+    assert client.campaigns.launch(campaign.id, mode="ai_first", selection={}).launched == 1
+    done = eventually_sync(lambda: client.call.retrieve(row.call.id).call, lambda c: c.status == "completed")
+    assert (done.assistant.name, done.assistant.prompt, done.call_retry_config.max_retry_attempts) == (
+        "V2",
+        "Second version.",
+        3,
+    )
