@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.compliance import is_overridden
 from activities.persistence import call_columns
 from activities.start_refusals import too_large
-from models import Call, CallCreateParams
+from models import Assistant, Call, CallCreateParams, CallRetryConfig
 from models.call import order_workflow_id
 from models.campaign import (
     InFlightRequest,
@@ -44,10 +44,20 @@ from models.campaign import (
     SteerRequest,
     SteerResult,
     concurrency_key,
+    no_calling_window,
 )
 from models.common import TERMINAL_STATUSES
 from models.settings import Settings
-from models.tables import CallOrderRecord, CampaignRecord, CampaignRowRecord, Database, DoNotContactRecord
+from models.tables import (
+    AssistantRecord,
+    CallOrderRecord,
+    CampaignRecord,
+    CampaignRowRecord,
+    Database,
+    DoNotContactRecord,
+    utcnow,
+)
+from workflows.schedule import zones_sharing_no_window
 
 SIGNAL_PARALLELISM = 16
 IN_CALL = frozenset({"calling", "post_processing"})
@@ -122,11 +132,16 @@ def pending_rows(
         rows_left = len(rows) > request.limit
         rows = rows[: request.limit]
         blocked = do_not_contact_numbers(session, campaign.organization_id, [r.phone_number for r in rows])
+        retry, now, searched = _rows_retry(session, campaign), utcnow(), {}
         batch: list[Any] = []
         for row in rows:
             if row.phone_number in blocked and not is_overridden(row.row_metadata):
                 skip = skip_row(session, row, "do_not_contact", "the number asked not to be contacted again")
                 batch.append((row, skip))
+                continue
+            # its assistant's windows changed since the row was checked: its order would err, never call
+            if retry and (zones := zones_sharing_no_window(row.phone_number, retry, now, searched)):
+                batch.append((row, skip_row(session, row, "no_calling_window", no_calling_window(zones))))
                 continue
             try:
                 batch.append((row, order_params(campaign, row)))
@@ -134,6 +149,17 @@ def pending_rows(
                 batch.append((row, skip_row(session, row, "invalid_phone_number", str(err)[:500])))
         session.commit()
         return campaign, batch, rows_left
+
+
+def _rows_retry(session: Session, campaign: CampaignRecord) -> CallRetryConfig | None:
+    """The retry config the campaign's orders get: its own, else its assistant's (None once deleted:
+    its rows run with the copy they were checked with)."""
+    if campaign.call_retry_config:
+        return CallRetryConfig.model_validate(campaign.call_retry_config)
+    assistant = session.get(AssistantRecord, campaign.assistant_id)
+    if assistant is None:
+        return None
+    return Assistant.model_validate(assistant.config).call_retry_config or CallRetryConfig()
 
 
 def skip_refused(database: Database, refused: dict[str, str]) -> list[RowSkip]:

@@ -36,6 +36,7 @@ from models.campaign import (
     LaunchSkipped,
     RowSkip,
     SelectionFilters,
+    no_calling_window,
 )
 from models.common import TERMINAL_STATUSES, canonical_number, check_e164
 from models.settings import Settings
@@ -93,7 +94,7 @@ def _row_check(
         return RowSkip(row_index=0, phone_number=number, reason="invalid_phone_number", message=str(err))
     if zones := zones_sharing_no_window(number, retry, now, searched):  # its order would err without calling
         return RowSkip(
-            row_index=0, phone_number=number, reason="no_calling_window", message=_no_window(zones)
+            row_index=0, phone_number=number, reason="no_calling_window", message=no_calling_window(zones)
         )
     if number in seen:
         return RowSkip(
@@ -110,13 +111,6 @@ def _row_check(
             message="the number asked not to be contacted again",
         )
     return None
-
-
-def _no_window(zones: list[str]) -> str:
-    return (
-        f"may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no calling window; set "
-        "the campaign's call_retry_config.timezone to the recipients'"
-    )
 
 
 def _not_started(campaign: CampaignRecord) -> tuple[Any, ...]:
@@ -136,7 +130,7 @@ def _refuse_rows_without_window(database: Database, campaign: CampaignRecord, re
         )
         for number in numbers:
             if zones := zones_sharing_no_window(number, retry, now, searched):
-                raise unprocessable("call_retry_config", f"the row of {number} {_no_window(zones)}")
+                raise unprocessable("call_retry_config", f"the row of {number} {no_calling_window(zones)}")
 
 
 def placeholder_call(

@@ -63,6 +63,14 @@ def _variables(value: Any) -> Any:
     return value
 
 
+def no_calling_window(zones: list[str]) -> str:
+    """Why a row is skipped as `no_calling_window`: the zones its number may be in share none."""
+    return (
+        f"may be in {len(zones)} timezones ({zones[0]} … {zones[-1]}) that share no calling window; set "
+        "the campaign's call_retry_config.timezone to the recipients'"
+    )
+
+
 # --- requests ----------------------------------------------------------------------------------------
 
 

@@ -325,3 +325,27 @@ def test_rows_not_started_show_and_keep_their_assistants_latest_version(org: Org
         "Second version.",
         3,
     )
+
+
+def test_a_row_its_assistants_new_windows_leave_without_one_is_skipped_at_launch(org: Org) -> None:
+    """The assistant's timezone removed after the campaign was created: its Russian mobile row, in zones
+    sharing no window, was launched and its order errored, where creation skips such a row."""
+    client = org.client
+    day = [
+        {"calling_window_start_time": "10:00", "calling_window_end_time": "18:00", "retry_delay_seconds": 60}
+    ]
+    moscow = {**ALWAYS_OPEN, "calling_windows": day, "max_retry_attempts": 1, "timezone": "Europe/Moscow"}
+    assistant = client.assistants.create(name="Moscow", prompt="Hi", call_retry_config=moscow).assistant
+    campaign = client.campaigns.create(
+        name="Windows",
+        assistant_id=assistant.id,
+        contacts=[{"to_phone_number": "+79161234567", "prompt_variables": {}}],
+    ).campaign
+    client.assistants.update(assistant.id, call_retry_config={**moscow, "timezone": None})
+    client.campaigns.launch(campaign.id, mode="ai_first", selection={})
+    [row] = eventually_sync(
+        lambda: client.campaigns.get_rows(campaign.id).rows, lambda rows: rows[0].state == "skipped"
+    )
+    assert (
+        row.skipped["reason"] == "no_calling_window" and "share no calling window" in row.skipped["message"]
+    )
