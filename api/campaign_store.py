@@ -60,23 +60,47 @@ def resolve(
     assistant_id: str,
     from_phone_number: str | None,
     retry: CallRetryConfig | None,
+    campaign: CampaignRecord | None = None,
 ) -> Resolved:
-    """The campaign's assistant and caller id, checked as for a single order (422 naming the field)."""
+    """The campaign's assistant and caller id, checked as for a single order (422 naming the field); an
+    existing `campaign`'s assistant deleted since is the copy its rows keep (they run with it)."""
     record = find_assistant(database, organization_id, assistant_id)
-    if record is None:
-        raise unprocessable("assistant_id", f"assistant {assistant_id} not found")
-    inline = Assistant.model_validate(record.config)
+    if record is not None:
+        assistant, own_retry = (
+            assistant_view(record),
+            Assistant.model_validate(record.config).call_retry_config,
+        )
+    else:
+        kept = kept_assistant(database, campaign) if campaign is not None else None
+        if kept is None:
+            raise unprocessable("assistant_id", f"assistant {assistant_id} not found")
+        kept_retry = kept.call_retry_config
+        assistant, own_retry = (
+            kept,
+            CallRetryConfig.model_validate(kept_retry.model_dump()) if kept_retry else None,
+        )
     try:
         caller = resolve_caller_id(
             caller_ids(database, organization_id),
-            from_phone_number or inline.from_phone_number,
+            from_phone_number or assistant.from_phone_number,
             settings.default_from_phone_number,
         )
     except UnknownCallerId as err:
         raise unprocessable("from_phone_number", str(err)) from None
-    return Resolved(
-        assistant_view(record), caller.phone_number, retry or inline.call_retry_config or CallRetryConfig()
-    )
+    return Resolved(assistant, caller.phone_number, retry or own_retry or CallRetryConfig())
+
+
+def kept_assistant(database: Database, campaign: CampaignRecord) -> CallAssistant | None:
+    """The copy of its assistant a campaign's rows not started yet hold (the latest version they saw)."""
+    with database.session() as session:
+        call = session.scalars(
+            select(CallOrderRecord.call)
+            .join(CampaignRowRecord, CampaignRowRecord.call_id == CallOrderRecord.id)
+            .where(*_not_started(campaign))
+            .limit(1)
+        ).first()
+    assistant = (call or {}).get("assistant")
+    return CallAssistant.model_validate(assistant) if assistant else None
 
 
 def _row_check(
@@ -264,7 +288,13 @@ def update_campaign(
         retry = merged.call_retry_config
         if {"call_retry_config", "from_phone_number"} & set(changes):  # a rename needs neither resolved
             resolved = resolve(
-                database, settings, organization_id, record.assistant_id, merged.from_phone_number, retry
+                database,
+                settings,
+                organization_id,
+                record.assistant_id,
+                merged.from_phone_number,
+                retry,
+                record,
             )
             if "call_retry_config" in changes:
                 _refuse_rows_without_window(database, record, resolved.retry)

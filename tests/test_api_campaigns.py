@@ -349,3 +349,26 @@ def test_a_row_its_assistants_new_windows_leave_without_one_is_skipped_at_launch
     assert (
         row.skipped["reason"] == "no_calling_window" and "share no calling window" in row.skipped["message"]
     )
+
+
+def test_a_campaign_whose_assistant_is_deleted_still_takes_a_new_retry_config(org: Org) -> None:
+    """Its rows run with the copy they keep, yet a PATCH of call_retry_config or from_phone_number was a
+    422 on `assistant_id`, a field the request did not have."""
+    client = org.client
+    assistant = client.assistants.create(name="Gone", prompt="Hi").assistant
+    campaign = client.campaigns.create(
+        name="Orphan",
+        assistant_id=assistant.id,
+        contacts=[
+            {"to_phone_number": "+33612345641", "prompt_variables": {}, "metadata": {"simulation": "human"}}
+        ],
+    ).campaign
+    assert client.assistants.delete(assistant.id).success
+    retry = {**ALWAYS_OPEN, "max_retry_attempts": 2}
+    updated = client.campaigns.update(campaign.id, call_retry_config=retry, from_phone_number=ORG_NUMBER)
+    assert updated.campaign.from_phone_number == ORG_NUMBER
+    [row] = client.campaigns.get_rows(campaign.id).rows
+    assert row.call.call_retry_config.max_retry_attempts == 2 and row.call.assistant.name == "Gone"
+    client.campaigns.launch(campaign.id, mode="ai_first", selection={})
+    done = eventually_sync(lambda: client.call.retrieve(row.call.id).call, lambda c: c.status == "completed")
+    assert done.call_retry_config.max_retry_attempts == 2 and done.from_phone_number == ORG_NUMBER
