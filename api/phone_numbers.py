@@ -102,8 +102,6 @@ def _update(
     assistant_id = changes.get("inbound_assistant_id")
     if assistant_id is not None and store.get_assistant(database, organization_id, assistant_id) is None:
         raise unprocessable("inbound_assistant_id", f"assistant {assistant_id} not found")
-    if "livekit_outbound_trunk_id" in changes and changes["livekit_outbound_trunk_id"] is None:
-        changes.pop("livekit_outbound_trunk_id")  # a number always keeps its trunk once set
     updated = store.update_phone_number(database, record, changes)
     if updated is None:  # deleted since it was read
         raise not_found("phone number", number_id)

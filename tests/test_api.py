@@ -1147,6 +1147,10 @@ def test_phone_numbers_list_update_delete(org: Org) -> None:
         org.client.phone_numbers.update(numbers[0].id, inbound_assistant_id=str(uuid.uuid4()))
     with org.raw() as http:
         assert http.post("/phone-numbers", json={"phone_number": ORG_NUMBER}).status_code == 409
+        # null clears its trunk (it was kept): the number goes through LIVEKIT_SIP_TRUNKS, else the default
+        cleared = http.patch(f"/phone-numbers/{numbers[0].id}", json={"livekit_outbound_trunk_id": None})
+        assert cleared.json()["phone_number"]["livekit_outbound_trunk_id"] is None, cleared.text
+        assert cleared.json()["phone_number"]["label"] == "HQ"  # the rest as it was
     assert org.client.phone_numbers.delete(numbers[0].id).success
     with pytest.raises(revox.NotFoundError):
         org.client.phone_numbers.delete(numbers[0].id)
