@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import uuid
+from typing import Any
 
 import pytest
 import revox
@@ -292,6 +293,12 @@ def test_calls_stored_by_an_earlier_version_are_answered_with_todays_fields(org:
     assert again.call is not None and again.call.contact is not None
 
 
+def one_row_campaign(client: revox.Revox, assistant_id: str, number: str) -> Any:
+    """A campaign of one row, to `number`, whose simulated callee answers."""
+    contact = {"to_phone_number": number, "prompt_variables": {}, "metadata": {"simulation": "human"}}
+    return client.campaigns.create(name="One row", assistant_id=assistant_id, contacts=[contact]).campaign
+
+
 def test_rows_not_started_show_and_keep_their_assistants_latest_version(org: Org) -> None:
     """The rows' calls showed the assistant as it was when the campaign was created while its launch ran
     the updated one, and once the assistant was deleted they ran the version from the campaign's creation
@@ -301,13 +308,7 @@ def test_rows_not_started_show_and_keep_their_assistants_latest_version(org: Org
     assistant = client.assistants.create(
         name="V1", prompt="First version.", call_retry_config=first
     ).assistant
-    campaign = client.campaigns.create(
-        name="Versions",
-        assistant_id=assistant.id,
-        contacts=[
-            {"to_phone_number": "+33612345631", "prompt_variables": {}, "metadata": {"simulation": "human"}}
-        ],
-    ).campaign
+    campaign = one_row_campaign(client, assistant.id, "+33612345631")
     client.assistants.update(
         assistant.id,
         name="V2",
@@ -336,11 +337,7 @@ def test_a_row_its_assistants_new_windows_leave_without_one_is_skipped_at_launch
     ]
     moscow = {**ALWAYS_OPEN, "calling_windows": day, "max_retry_attempts": 1, "timezone": "Europe/Moscow"}
     assistant = client.assistants.create(name="Moscow", prompt="Hi", call_retry_config=moscow).assistant
-    campaign = client.campaigns.create(
-        name="Windows",
-        assistant_id=assistant.id,
-        contacts=[{"to_phone_number": "+79161234567", "prompt_variables": {}}],
-    ).campaign
+    campaign = one_row_campaign(client, assistant.id, "+79161234567")
     client.assistants.update(assistant.id, call_retry_config={**moscow, "timezone": None})
     client.campaigns.launch(campaign.id, mode="ai_first", selection={})
     [row] = eventually_sync(
@@ -356,13 +353,7 @@ def test_a_campaign_whose_assistant_is_deleted_still_takes_a_new_retry_config(or
     422 on `assistant_id`, a field the request did not have."""
     client = org.client
     assistant = client.assistants.create(name="Gone", prompt="Hi").assistant
-    campaign = client.campaigns.create(
-        name="Orphan",
-        assistant_id=assistant.id,
-        contacts=[
-            {"to_phone_number": "+33612345641", "prompt_variables": {}, "metadata": {"simulation": "human"}}
-        ],
-    ).campaign
+    campaign = one_row_campaign(client, assistant.id, "+33612345641")
     assert client.assistants.delete(assistant.id).success
     retry = {**ALWAYS_OPEN, "max_retry_attempts": 2}
     updated = client.campaigns.update(campaign.id, call_retry_config=retry, from_phone_number=ORG_NUMBER)
