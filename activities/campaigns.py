@@ -156,7 +156,7 @@ def _rows_retry(session: Session, campaign: CampaignRecord) -> CallRetryConfig |
     its rows run with the copy they were checked with)."""
     if campaign.call_retry_config:
         return CallRetryConfig.model_validate(campaign.call_retry_config)
-    assistant = session.get(AssistantRecord, campaign.assistant_id)
+    assistant = session.get(AssistantRecord, campaign.assistant_id.lower())  # stored in any case before
     if assistant is None:
         return None
     return Assistant.model_validate(assistant.config).call_retry_config or CallRetryConfig()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from activities.campaigns import do_not_contact_numbers, live_campaign
 from activities.compliance import is_overridden
@@ -196,7 +196,7 @@ def create_campaign(
         id=str(uuid.uuid4()),
         organization_id=organization_id,
         name=params.name,
-        assistant_id=params.assistant_id,
+        assistant_id=resolved.assistant.id,  # as stored: an id given in capitals found it too
         from_phone_number=params.from_phone_number,
         call_retry_config=params.call_retry_config.model_dump(mode="json")
         if params.call_retry_config
@@ -344,13 +344,17 @@ def _refresh_placeholders(
             (placeholder.id, Call.model_validate(placeholder.call).model_copy(update=shown))
             for placeholder in placeholders
         ]
-        for call_id, call in rewritten:  # unless its order has written it meanwhile (seq > 0): launched
-            session.execute(
-                update(CallOrderRecord)
-                .where(CallOrderRecord.id == call_id, CallOrderRecord.seq == 0)  # type: ignore[arg-type]
-                .values(**call_columns(call, 0))
-            )
-        session.commit()
+    for start in range(0, len(rewritten), CHUNK):  # a transaction each: other writers wait for none long
+        with database.session() as session:
+            for call_id, call in rewritten[
+                start : start + CHUNK
+            ]:  # unless its order wrote it since: launched
+                session.execute(
+                    update(CallOrderRecord)
+                    .where(CallOrderRecord.id == call_id, CallOrderRecord.seq == 0)  # type: ignore[arg-type]
+                    .values(**call_columns(call, 0))
+                )
+            session.commit()
 
 
 def refresh_rows_of(database: Database, settings: Settings, organization_id: str, assistant_id: str) -> None:
@@ -361,7 +365,8 @@ def refresh_rows_of(database: Database, settings: Settings, organization_id: str
             session.scalars(
                 select(CampaignRecord).where(
                     CampaignRecord.organization_id == organization_id,
-                    CampaignRecord.assistant_id == assistant_id,
+                    # campaigns created before ids were stored as the assistant's own took it in any case
+                    func.lower(CampaignRecord.assistant_id) == assistant_id.lower(),
                     CampaignRecord.deleted_at.is_(None),  # type: ignore[union-attr]
                 )
             )

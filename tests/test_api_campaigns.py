@@ -308,14 +308,17 @@ def test_rows_not_started_show_and_keep_their_assistants_latest_version(org: Org
     assistant = client.assistants.create(
         name="V1", prompt="First version.", call_retry_config=first
     ).assistant
-    campaign = one_row_campaign(client, assistant.id, "+33612345631")
+    campaign = one_row_campaign(client, assistant.id.upper(), "+33612345631")  # an id in any case finds it
+    assert client.campaigns.retrieve(campaign.id).campaign.assistant.id == assistant.id
     client.assistants.update(
         assistant.id,
         name="V2",
         prompt="Second version.",
         call_retry_config={**first, "max_retry_attempts": 3},
     )
-    [row] = client.campaigns.get_rows(campaign.id).rows
+    [row] = eventually_sync(  # once the PATCH is answered
+        lambda: client.campaigns.get_rows(campaign.id).rows, lambda rows: rows[0].call.assistant.name == "V2"
+    )
     assert (row.call.assistant.name, row.call.assistant.prompt) == ("V2", "Second version.")
     assert row.call.call_retry_config.max_retry_attempts == 3
     assert client.assistants.delete(assistant.id).success
@@ -337,7 +340,7 @@ def test_a_row_its_assistants_new_windows_leave_without_one_is_skipped_at_launch
     ]
     moscow = {**ALWAYS_OPEN, "calling_windows": day, "max_retry_attempts": 1, "timezone": "Europe/Moscow"}
     assistant = client.assistants.create(name="Moscow", prompt="Hi", call_retry_config=moscow).assistant
-    campaign = one_row_campaign(client, assistant.id, "+79161234567")
+    campaign = one_row_campaign(client, assistant.id.upper(), "+79161234567")
     client.assistants.update(assistant.id, call_retry_config={**moscow, "timezone": None})
     client.campaigns.launch(campaign.id, mode="ai_first", selection={})
     [row] = eventually_sync(
