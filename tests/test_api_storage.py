@@ -166,12 +166,16 @@ def test_numbers_stored_before_0008_are_rewritten_as_e164_for_history_search_and
         connection.execute(CallOrderRecord.__table__.insert().values(id=call.id, **call_columns(call, 1)))  # type: ignore[attr-defined]
         connection.execute(CampaignRecord.__table__.insert().values(**campaign.model_dump()))  # type: ignore[attr-defined]
         connection.execute(CampaignRowRecord.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]
+        repeat = row.model_copy(update={"id": "r-again", "row_index": 1, "phone_number": "+33612345670"})
+        connection.execute(CampaignRowRecord.__table__.insert().values(**repeat.model_dump()))  # type: ignore[attr-defined]
     empty_database.migrate()
     order, _ = stored(empty_database, call.id)
     assert (order.to_phone_number, order.call["to_phone_number"]) == ("+33612345678", "+33612345678")
     assert {"+33612345678", "+330612345678"} <= set(order.search_text.split("\n"))  # found by both
     with empty_database.session() as session:
         assert session.get(CampaignRowRecord, "r-old").phone_number == "+33612345670"  # type: ignore[union-attr]
+        again = session.get(CampaignRowRecord, "r-again")  # the same number twice: it was called twice
+        assert again is not None and (again.state, again.skip_reason) == ("skipped", "duplicate_phone_number")
 
 
 def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
