@@ -217,7 +217,7 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
         (["call", "--json", str(text), "--to", "+33612345678"], f"{text} is not a JSON object"),
         (  # a flag on a field of the wrong kind: named by validation (a TypeError before)
             ["call", "--json", str(named), "--prompt", "Hi"],
-            "assistant: Input should be a valid dictionary or instance of Assistant",
+            "assistant: Input should be a valid dictionary or instance of AssistantBody",
         ),
         (  # Kaliningrad to Kamchatka: the order could never be called
             ["call", "--to", "+79161234567", "--prompt", "Hi"],
