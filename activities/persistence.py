@@ -335,14 +335,14 @@ def resolve_caller_id(owned: Mapping[str, str | None], requested: str | None, fa
 _TRUNK = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
     PhoneNumberRecord.organization_id == bindparam("organization_id"),
     PhoneNumberRecord.phone_number == bindparam("phone_number"),
-    PhoneNumberRecord.livekit_outbound_trunk_id.is_not(None),  # type: ignore[union-attr]
 )
 
 
 def trunk_of(database: Database, organization_id: str, phone_number: str, accepted: str | None) -> str | None:
     """The LiveKit outbound trunk the organization records for its caller id now, if any (another
     organization registering the same number must not choose the trunk this one's calls go through);
-    the trunk the order was `accepted` with once the number is deleted, as the number itself is kept."""
+    the trunk the order was `accepted` with once the number is deleted, as the number itself is kept; none
+    (LIVEKIT_SIP_TRUNKS, else the default) once its trunk was cleared."""
     rows = database.fetch(_TRUNK, organization_id=organization_id, phone_number=phone_number)
     return rows[0][0] if rows else accepted
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Body
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -131,7 +131,9 @@ def _update(
         values = {"name": assistant.name, "config": _config(assistant)}
         return store.update_if_unchanged(database, record, values)
 
-    return store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
+    updated = store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
+    campaign_store.refresh_rows_of(database, settings, organization_id, updated)
+    return updated
 
 
 def _without_the_old_lists_choice(config: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -155,20 +157,15 @@ async def update_assistant(
     id: str,
     context: Context,
     principal: Authenticated,
-    later: BackgroundTasks,
     changes: Annotated[
         dict[str, Any],
         Body(description="Any fields of the assistant; given fields replace the stored ones (null clears)."),
     ],
 ) -> JSONResponse:
-    """Partial update: the result is validated as a whole, exactly like a create. The campaigns' rows
-    not started yet show the new version once answered (100,000 rows take a minute: not in the answer)."""
+    """Partial update: the result is validated as a whole, exactly like a create; the rows of its
+    campaigns not started yet show (and keep) the new version when it answers."""
     record = await context.db(
         _update, context.database, context.settings, principal.organization_id, id, changes
-    )
-    refresh = campaign_store.refresh_rows_of
-    later.add_task(
-        context.db, refresh, context.database, context.settings, principal.organization_id, record.id
     )
     return JSONResponse({"assistant": view(record)})
 
@@ -187,7 +184,7 @@ def _clone(
     """A copy named as the official client says, "suffixed by (Copy)", held to the rules of a new one
     (a caller id deleted since is refused, as creating it would be)."""
     source = _owned(database, organization_id, assistant_id)
-    name = f"{source.name} (Copy)"[:200]
+    name = f"{source.name[: 200 - len(' (Copy)')]} (Copy)"  # a long name is shortened, never the suffix
     known = {key: value for key, value in source.config.items() if key in AssistantCreateParams.model_fields}
     _check_caller_id(
         database, settings, organization_id, validate_body(AssistantCreateParams, {**known, "name": name})

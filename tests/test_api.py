@@ -1730,4 +1730,6 @@ def test_a_stored_assistants_deleted_caller_id_is_named_where_it_was_said(org: O
         ]
         cloned = http.post(f"/assistants/{stored.assistant.id}/clone")
         assert cloned.status_code == 422 and "from_phone_number" in cloned.text, cloned.text
+    long = org.client.assistants.create(name="N" * 200, prompt="Hi").assistant
+    assert org.client.assistants.clone(long.id).assistant.name == "N" * 193 + " (Copy)"  # the suffix kept
     org.client.call.cancel(placed.id)

@@ -366,3 +366,5 @@ def test_a_campaign_whose_assistant_is_deleted_still_takes_a_new_retry_config(or
     client.campaigns.launch(campaign.id, mode="ai_first", selection={})
     done = eventually_sync(lambda: client.call.retrieve(row.call.id).call, lambda c: c.status == "completed")
     assert done.call_retry_config.max_retry_attempts == 2 and done.from_phone_number == ORG_NUMBER
+    # every row launched: the copy is read from them still (a 422 on `assistant_id` again)
+    assert client.campaigns.update(campaign.id, call_retry_config=retry).campaign.id == campaign.id

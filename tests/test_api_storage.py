@@ -166,16 +166,23 @@ def test_numbers_stored_before_0008_are_rewritten_as_e164_for_history_search_and
         connection.execute(CallOrderRecord.__table__.insert().values(id=call.id, **call_columns(call, 1)))  # type: ignore[attr-defined]
         connection.execute(CampaignRecord.__table__.insert().values(**campaign.model_dump()))  # type: ignore[attr-defined]
         connection.execute(CampaignRowRecord.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]
-        repeat = row.model_copy(update={"id": "r-again", "row_index": 1, "phone_number": "+33612345670"})
+        repeat = row.model_copy(  # the same number, already called: the first row is the repeat now
+            update={"id": "r-again", "row_index": 1, "phone_number": "+33612345670", "state": "launched"}
+        )
         connection.execute(CampaignRowRecord.__table__.insert().values(**repeat.model_dump()))  # type: ignore[attr-defined]
     empty_database.migrate()
     order, _ = stored(empty_database, call.id)
     assert (order.to_phone_number, order.call["to_phone_number"]) == ("+33612345678", "+33612345678")
     assert {"+33612345678", "+330612345678"} <= set(order.search_text.split("\n"))  # found by both
     with empty_database.session() as session:
-        assert session.get(CampaignRowRecord, "r-old").phone_number == "+33612345670"  # type: ignore[union-attr]
-        again = session.get(CampaignRowRecord, "r-again")  # the same number twice: it was called twice
-        assert again is not None and (again.state, again.skip_reason) == ("skipped", "duplicate_phone_number")
+        first = session.get(CampaignRowRecord, "r-old")  # the same number twice: it was called twice
+        assert first is not None and first.phone_number == "+33612345670"
+        assert (first.state, first.skip_reason, first.skip_message) == (
+            "skipped",
+            "duplicate_phone_number",
+            "the same number as row 1",
+        )
+        assert session.get(CampaignRowRecord, "r-again").state == "launched"  # type: ignore[union-attr]
 
 
 def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
@@ -453,8 +460,12 @@ async def test_prepare_order_resolves_from_the_organizations_records(database: D
         request.model_copy(update={"from_phone_number": "+33159000077", "accepted_trunk_id": "ST_kept"})
     )
     await activities.dial(request.model_copy(update={"accepted_trunk_id": "ST_before"}))
+    # Its trunk cleared since (PATCH null): none, as for a new order (it dialled the accepted one)
+    await activities.dial(
+        request.model_copy(update={"from_phone_number": "+33159000011", "accepted_trunk_id": "ST_cleared"})
+    )
     dialled = [d.livekit_outbound_trunk_id for d in telephony.dialled]
-    assert dialled == ["ST_ours", "ST_given", None, None, "ST_kept", "ST_ours"]
+    assert dialled == ["ST_ours", "ST_given", None, None, "ST_kept", "ST_ours", None]
 
 
 def test_an_accepted_order_keeps_the_caller_id_it_was_accepted_with_once_deleted(database: Database) -> None:

@@ -3,8 +3,8 @@ do-not-contact list and the caller ids only): phone history and search kept one 
 (`+330612345678` and `+33612345678`), and a campaign row in the other form was launched though its
 number was on the do-not-contact list (its order then errored). The order's Call gets the number its
 column has, and its search text both forms. A campaign whose list held a number in both forms (two rows
-then) keeps the first row not skipped; a later one not started yet is skipped as a repeat, as creating
-the campaign now would (it was called twice), and its placeholder call goes.
+then) keeps the row already called, else the first; the others not started yet are skipped as repeats,
+as creating the campaign now would (they were called twice), and their placeholder calls go.
 
 Revision ID: 0009
 Revises: 0008
@@ -12,6 +12,9 @@ Create Date: 2026-12-07 17:10:00.000000
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -33,29 +36,40 @@ def upgrade() -> None:
         sa.column("skip_reason", sa.String),
         sa.column("skip_message", sa.Text),
     )
-    first: dict[tuple[str, str], int] = {}  # (campaign, number) -> the row index that keeps it
-    listed = sa.select(rows).where(rows.c.state != "skipped").order_by(rows.c.campaign_id, rows.c.row_index)
-    for row in connection.execute(listed).all():
-        canonical = canonical_number(row.phone_number)
-        kept = first.setdefault((row.campaign_id, canonical), row.row_index)
-        values: dict[str, object] = {"phone_number": canonical}
-        if kept != row.row_index and row.state in ("not_launched", "pending"):
-            values |= {
-                "state": "skipped",
-                "skip_reason": "duplicate_phone_number",
-                "skip_message": f"the same number as row {kept}",
-                "call_id": None,
-            }
-            if row.call_id:
-                connection.execute(
-                    sa.text("DELETE FROM call_orders WHERE id = :id AND seq = 0"), {"id": row.call_id}
-                )
-        if values != {"phone_number": row.phone_number}:
-            connection.execute(rows.update().where(rows.c.id == row.id).values(**values))
-    skipped = sa.select(rows.c.id, rows.c.phone_number).where(rows.c.state == "skipped")
-    for row in connection.execute(skipped).all():
+    for row in connection.execute(sa.select(rows.c.id, rows.c.phone_number)).all():
         if (canonical := canonical_number(row.phone_number)) != row.phone_number:
             connection.execute(rows.update().where(rows.c.id == row.id).values(phone_number=canonical))
+    placeholders = sa.table("call_orders", sa.column("id", sa.String), sa.column("seq", sa.Integer))
+    same: dict[tuple[str, str], list[sa.Row[Any]]] = defaultdict(list)  # (campaign, number) -> its rows
+    listed = sa.select(rows).where(rows.c.state != "skipped").order_by(rows.c.campaign_id, rows.c.row_index)
+    for row in connection.execute(listed).all():
+        same[(row.campaign_id, row.phone_number)].append(row)
+    for repeated in (found for found in same.values() if len(found) > 1):
+        calls = [row.call_id for row in repeated if row.call_id]
+        seq = dict(
+            connection.execute(
+                sa.select(placeholders.c.id, placeholders.c.seq).where(placeholders.c.id.in_(calls))
+            ).all()
+        )
+        started = [row for row in repeated if row.state == "launched" or seq.get(row.call_id, 0) > 0]
+        kept = (started or repeated)[0]  # the row already called, else the first
+        for row in repeated:
+            if row is kept or row in started:
+                continue
+            connection.execute(
+                rows.update()
+                .where(rows.c.id == row.id)
+                .values(
+                    state="skipped",
+                    skip_reason="duplicate_phone_number",
+                    skip_message=f"the same number as row {kept.row_index}",
+                    call_id=None,
+                )
+            )
+            if row.call_id:  # its placeholder call: never started
+                connection.execute(
+                    placeholders.delete().where(placeholders.c.id == row.call_id, placeholders.c.seq == 0)
+                )
     orders = sa.table(
         "call_orders",
         sa.column("id", sa.String),
