@@ -55,6 +55,7 @@ from models.tables import (
     CampaignRowRecord,
     Database,
     DoNotContactRecord,
+    lock_campaign,
     utcnow,
 )
 from workflows.schedule import zones_sharing_no_window
@@ -202,6 +203,7 @@ def steer_targets(database: Database, request: SteerRequest) -> list[tuple[str, 
     `cancel`, rows selected but never started are cancelled here, with their not-launched calls."""
     with database.session() as session:
         if request.action == "cancel":
+            lock_campaign(session, request.campaign_id)  # a PATCH refreshing its rows meanwhile waits
             _cancel_pending(session, request.campaign_id)
         query = (
             select(CampaignRowRecord.call_id, CallOrderRecord.status)

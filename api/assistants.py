@@ -132,7 +132,7 @@ def _update(
         return store.update_if_unchanged(database, record, values)
 
     updated = store.updating(lambda: _owned(database, organization_id, assistant_id), write, "assistant")
-    campaign_store.refresh_rows_of(database, settings, organization_id, updated)
+    campaign_store.refresh_rows_of(database, settings, organization_id, updated.id)
     return updated
 
 

@@ -8,6 +8,7 @@ row can never become two orders. Bad rows are stored too, `skipped` with their r
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,7 @@ from models.tables import (
     CampaignRecord,
     CampaignRowRecord,
     Database,
+    lock_campaign,
     utcnow,
 )
 from workflows.schedule import zones_sharing_no_window
@@ -321,39 +323,50 @@ def update_campaign(
 
     resolved: Resolved | None = None  # by the write that landed, when the retry config or caller id changed
     updated = store.updating(lambda: get_campaign(database, organization_id, campaign_id), write, "campaign")
-    _refresh_placeholders(database, updated, set(changes), resolved)
+    _refresh_placeholders(database, updated.id, set(changes), lambda _: resolved)
     return updated
 
 
 def _refresh_placeholders(
-    database: Database, campaign: CampaignRecord, changed: set[str], resolved: Resolved | None
+    database: Database,
+    campaign_id: str,
+    changed: set[str],
+    resolving: Callable[[CampaignRecord], Resolved | None],
 ) -> None:
     """The calls of the rows not started yet show what they will run with: the campaign's new name,
     retry config or caller id, or its assistant's new version (placeholders only: an order started
-    writes its own). A row's order whose assistant is deleted runs with the copy its call shows."""
-    shown: dict[str, Any] = {}
-    if "name" in changed:
-        shown["campaign"] = CallCampaign(id=campaign.id, name=campaign.name)
-    if resolved is not None and "assistant" in changed:
-        assistant = resolved.assistant
-        shown |= {
-            "assistant": assistant,
-            "first_sentence_delay_ms": assistant.first_sentence_delay_ms,
-            "llm_model": assistant.llm_model,
-        }
-    if resolved is not None and "call_retry_config" in changed:
-        shown["call_retry_config"] = RetryConfigRecord.model_validate(resolved.retry.model_dump())
-    if resolved is not None and "from_phone_number" in changed:
-        shown["from_phone_number"] = resolved.from_phone_number
-    if not shown:
-        return
-    # As JSON, in one transaction: a row's whole Call revalidated took 0.7 ms (100,000 rows: over a
-    # minute); the columns these fields hold are written beside it.
-    shown_json = {
-        name: value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-        for name, value in shown.items()
-    }
+    writes its own). A row's order whose assistant is deleted runs with the copy its call shows.
+
+    Under the campaign's lock (`lock_campaign`), the campaign and what `resolving` makes of it read
+    then: a PATCH, an assistant's PATCH or a cancel writing these rows meanwhile is never undone by a
+    merge into what was read before it (a review lost updates so, and showed a deleted assistant's rows
+    an older version). As JSON, in one transaction: a whole Call revalidated took 0.7 ms a row."""
     with database.session() as session:
+        lock_campaign(session, campaign_id)
+        campaign = session.get(CampaignRecord, campaign_id)
+        resolved = resolving(campaign) if campaign is not None else None
+        if campaign is None:
+            return
+        shown: dict[str, Any] = {}
+        if "name" in changed:
+            shown["campaign"] = CallCampaign(id=campaign.id, name=campaign.name)
+        if resolved is not None and "assistant" in changed:
+            assistant = resolved.assistant
+            shown |= {
+                "assistant": assistant,
+                "first_sentence_delay_ms": assistant.first_sentence_delay_ms,
+                "llm_model": assistant.llm_model,
+            }
+        if resolved is not None and "call_retry_config" in changed:
+            shown["call_retry_config"] = RetryConfigRecord.model_validate(resolved.retry.model_dump())
+        if resolved is not None and "from_phone_number" in changed:
+            shown["from_phone_number"] = resolved.from_phone_number
+        if not shown:
+            return
+        shown_json = {
+            name: value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+            for name, value in shown.items()
+        }
         placeholders = session.execute(
             select(CallOrderRecord.id, CallOrderRecord.call)
             .join(CampaignRowRecord, CampaignRowRecord.call_id == CallOrderRecord.id)
@@ -374,16 +387,13 @@ def _refresh_placeholders(
         session.commit()
 
 
-def refresh_rows_of(
-    database: Database, settings: Settings, organization_id: str, assistant: AssistantRecord
-) -> None:
+def refresh_rows_of(database: Database, settings: Settings, organization_id: str, assistant_id: str) -> None:
     """After its assistant changed: the rows not started yet of every campaign it runs show (and keep,
-    should it be deleted) its new version, and the retry config and caller id that come with it."""
-    assistant_id = assistant.id
+    should it be deleted) its version then, and the retry config and caller id that come with it."""
     with database.session() as session:
         campaigns = list(
             session.scalars(
-                select(CampaignRecord).where(
+                select(CampaignRecord.id).where(
                     CampaignRecord.organization_id == organization_id,
                     # campaigns created before ids were stored as the assistant's own took it in any case
                     func.lower(CampaignRecord.assistant_id) == assistant_id.lower(),
@@ -391,12 +401,18 @@ def refresh_rows_of(
                 )
             )
         )
-    for campaign in campaigns:
+
+    def resolving(campaign: CampaignRecord) -> Resolved | None:
+        """As stored now, under the campaign's lock: a later PATCH's version, never an older one; none
+        once deleted (its rows keep the copy they show) or its caller id deleted (PATCH it to change)."""
+        assistant = find_assistant(database, organization_id, assistant_id)
+        if assistant is None or campaign.deleted_at is not None:
+            return None
         own = (
             CallRetryConfig.model_validate(campaign.call_retry_config) if campaign.call_retry_config else None
         )
         try:
-            resolved = resolve(
+            return resolve(
                 database,
                 settings,
                 organization_id,
@@ -405,10 +421,12 @@ def refresh_rows_of(
                 own,
                 record=assistant,
             )
-        except ApiError:  # its own caller id deleted since: its rows keep what they show (PATCH it to change)
-            continue
+        except ApiError:
+            return None
+
+    for campaign_id in campaigns:
         _refresh_placeholders(
-            database, campaign, {"assistant", "call_retry_config", "from_phone_number"}, resolved
+            database, campaign_id, {"assistant", "call_retry_config", "from_phone_number"}, resolving
         )
 
 

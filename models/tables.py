@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -313,6 +314,15 @@ class CampaignRowRecord(SQLModel, table=True):
     skip_message: str | None = Field(default=None, sa_type=NulFreeString)
     call_id: str | None = Field(default=None, max_length=64)
     scheduled_at: datetime | None = _when(default=None, nullable=True)
+
+
+def lock_campaign(session: Session, campaign_id: str) -> None:
+    """Hold the campaign's row for the rest of `session`'s transaction (a write that changes nothing:
+    SQLite's write lock, PostgreSQL's row lock), before reading what is then written back: its rows'
+    writers (PATCH, an assistant's PATCH, a cancel) take turns."""
+    session.execute(
+        update(CampaignRecord).where(CampaignRecord.id == campaign_id).values(steered=CampaignRecord.steered)  # type: ignore[arg-type]
+    )
 
 
 # --- the database --------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ do-not-contact list and the caller ids only): phone history and search kept one 
 (`+330612345678` and `+33612345678`), and a campaign row in the other form was launched though its
 number was on the do-not-contact list (its order then errored). The order's Call gets the number its
 column has, and its search text both forms. A campaign whose list held a number in both forms (two rows
-then) keeps the row already called, else the first; the others not started yet are skipped as repeats,
-as creating the campaign now would (they were called twice), and their placeholder calls go.
+then) keeps the row already called, else one launched, else the first; the others not started yet are
+skipped as repeats, as creating the campaign now would (they were called twice), and their placeholder
+calls go; a cancelled row stays as it is.
 
 Revision ID: 0009
 Revises: 0008
@@ -52,9 +53,11 @@ def upgrade() -> None:
             ).all()
         )
         started = [row for row in repeated if row.state == "launched" or seq.get(row.call_id, 0) > 0]
-        kept = (started or repeated)[0]  # the row already called, else the first
-        for row in repeated:
-            if row is kept or row in started:
+        waiting = [row for row in repeated if row.state in ("not_launched", "pending") and row not in started]
+        chosen = [row for row in waiting if row.state == "pending"]  # the user launched it
+        kept = (started or chosen or waiting or repeated)[0]  # called, else launched, else the first
+        for row in waiting:  # a cancelled row stays as it is
+            if row is kept:
                 continue
             connection.execute(
                 rows.update()
