@@ -27,7 +27,14 @@ from models.campaign import (
     CampaignProgress,
 )
 from models.retry import CallRetryConfig
-from models.tables import AssistantRecord, CampaignRowRecord, Database, DoNotContactRecord, utcnow
+from models.tables import (
+    AssistantRecord,
+    CallOrderRecord,
+    CampaignRowRecord,
+    Database,
+    DoNotContactRecord,
+    utcnow,
+)
 from tests.helpers import current_details, eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
@@ -366,3 +373,34 @@ def test_rows_launched_and_waiting_their_turn_count_pending_by_status_as_in_row_
     summary = campaign_stats.summarize(rows)
     assert summary.by_status == Counter(pending=2, scheduled=1, not_launched=1, cancelled=1)
     assert (summary.row_stats.pending, summary.row_stats.not_launched) == (3, 1)  # scheduled: pending too
+
+
+def test_two_patches_of_an_assistant_at_once_leave_its_rows_on_the_version_stored_last() -> None:
+    """Each refresh merged its version into the rows as read before the other's wrote them: the rows
+    could show (and, the assistant deleted, run) the version that lost. They take turns under the
+    campaign's lock now, each reading the assistant then."""
+    import threading
+
+    from activities.persistence import find_assistant
+    from api.assistants import _update
+
+    settings = settings_for_tests()
+    database = Database.for_url(settings.database_url)
+    campaign, _ = create(database, settings, contacts(1000))
+    assistant_id = campaign.assistant_id
+    for attempt in range(3):
+        barrier = threading.Barrier(2)
+
+        def patch(prompt: str, together: threading.Barrier) -> None:
+            together.wait()
+            _update(database, settings, ORG, assistant_id, {"prompt": prompt})
+
+        racing = [threading.Thread(target=patch, args=(f"{side}{attempt}", barrier)) for side in "AB"]
+        for thread in racing:
+            thread.start()
+        for thread in racing:
+            thread.join()
+        stored = find_assistant(database, ORG, assistant_id).config["prompt"]  # type: ignore[union-attr]
+        with database.session() as session:
+            shown = {call["assistant"]["prompt"] for call in session.scalars(select(CallOrderRecord.call))}
+        assert shown == {stored}, attempt
