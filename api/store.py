@@ -4,6 +4,7 @@ scoped to one organization."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from activities.persistence import find_assistant
 from api.errors import ApiError, unprocessable
 from api.schemas import CallFilters
+from models.common import canonical_number, typed_number, without_separators
 from models.tables import (
     AssistantRecord,
     CallAttemptRecord,
@@ -138,7 +140,8 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
     if filters.directions:
         where.append(row.direction.in_(filters.directions))  # type: ignore[attr-defined]
     if filters.from_phone_numbers:
-        where.append(row.from_phone_number.in_(filters.from_phone_numbers))  # type: ignore[attr-defined]
+        numbers = [typed_number(number) for number in filters.from_phone_numbers]
+        where.append(row.from_phone_number.in_(numbers))  # type: ignore[attr-defined]
     if filters.outcomes:
         where.append(_in_or_none(row.outcome, filters.outcomes))
     if filters.results:
@@ -148,11 +151,28 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
     if filters.call_ids is not None:
         where.append(row.id.in_([canonical_call_id(i) for i in filters.call_ids]))  # type: ignore[attr-defined]
     if filters.to_phone_number:
-        where.append(row.to_phone_number == filters.to_phone_number)
+        where.append(row.to_phone_number == typed_number(filters.to_phone_number))
     if filters.query:
-        needle = filters.query.lower()
-        where.append(row.search_text.contains(needle, autoescape=True))  # type: ignore[attr-defined]
+        matches = [row.search_text.contains(n, autoescape=True) for n in _needles(filters.query)]  # type: ignore[attr-defined]
+        where.append(or_(*matches))
     return where
+
+
+_DIALLED = re.compile(r"\+?[0-9]{6,}")
+
+
+def _needles(query: str) -> list[str]:
+    """What a free-text query looks for in the search text: itself and, when it is a phone number
+    however written, the number as stored (E.164): `+33 6 12 34 99 99` as `+33612349999`, the national
+    `06 12 34 99 99` as its digits after the trunk's 0 (`612349999`, in `+33612349999`)."""
+    needles = [query.lower()]
+    dialled = without_separators(query)
+    if _DIALLED.fullmatch(dialled):
+        if dialled.startswith("+"):
+            needles.append(canonical_number(dialled))
+        else:
+            needles += [dialled, dialled.removeprefix("0")]
+    return list(dict.fromkeys(needles))
 
 
 def canonical_call_id(value: str) -> str:
@@ -177,7 +197,7 @@ def search_calls(
     database: Database, organization_id: str, filters: CallFilters
 ) -> tuple[list[CallOrderRecord], int]:
     where = _filters(organization_id, filters)
-    with database.session() as session:
+    with database.snapshot() as session:  # the count and the page of one moment
         total = session.scalar(select(func.count()).select_from(CallOrderRecord).where(*where)) or 0
         return list(session.scalars(search_page(organization_id, filters))), total
 
@@ -220,7 +240,7 @@ def export_calls(
     EXPORT_LIMIT calls is a 422 saying so: the export was cut there without a word."""
     where = _filters(organization_id, filters)
     call = CallOrderRecord
-    with database.session() as session:
+    with database.snapshot() as session:  # each call's status and its attempts of one moment
         total = session.scalar(select(func.count()).select_from(call).where(*where)) or 0
         if total > EXPORT_LIMIT:
             raise unprocessable(

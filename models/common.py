@@ -180,6 +180,24 @@ def canonical_number(value: str) -> str:
         return value
 
 
+# How people write a number: `+33 6 12 34 99 99`, `+1 (415) 555-0100`, `06.12.34.99.99`.
+_NUMBER_SEPARATORS = re.compile(r"[\s().\-\u2010-\u2015]")
+
+
+def without_separators(value: str) -> str:
+    """`value` without the spaces, dashes, dots and parentheses people write numbers with."""
+    return _NUMBER_SEPARATORS.sub("", value)
+
+
+def typed_number(value: str) -> str:
+    """A number as a person types it, separators and all, as E.164 writes it when it is one (a search
+    by the number an order was placed with finds it, however it was written); else as given."""
+    try:
+        return check_e164(without_separators(value))
+    except ValueError:
+        return value
+
+
 def check_timezone(value: str) -> str:
     """An IANA timezone name known to pytz (e.g. Europe/Paris)."""
     if value not in pytz.all_timezones_set:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -490,6 +491,18 @@ class Database:
     def session(self) -> Session:
         self.migrate()
         return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A session whose reads all see the database at one moment, as a search's page and its count
+        must (else a count one off the calls beside it, with orders changing state): on PostgreSQL a
+        REPEATABLE READ transaction, on SQLite a read transaction (pysqlite begins none for reads)."""
+        with self.session() as session:
+            if self.dialect == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            elif self.dialect == "sqlite":
+                session.connection().exec_driver_sql("BEGIN")
+            yield session
 
     def fetch(self, statement: Select[Any], **params: Any) -> list[tuple[Any, ...]]:
         """The rows of a short read on a hot path (`POST /call`'s checks), run on a pooled DB-API

@@ -89,6 +89,62 @@ def test_a_search_page_reads_the_calls_in_order_instead_of_sorting_them(database
         assert "ix_call_orders_search_order" in plan and "TEMP B-TREE" not in plan, plan
 
 
+def test_a_search_finds_a_call_by_its_numbers_however_they_are_written(database: Database) -> None:
+    """Numbers are stored as E.164 writes them (`+33612345678`); a search by what the user typed (the
+    trunk's 0 kept, spaces, the national form) found nothing."""
+    from api.schemas import CallFilters
+    from api.store import search_calls
+
+    organization = f"org_typed_{uuid.uuid4().hex[:6]}"
+    assert write_call(database, snapshot(f"call-typed-{organization}", organization, 1), 1)
+
+    def found(**filters: Any) -> int:
+        calls, total = search_calls(database, organization, CallFilters(**filters))
+        assert total == len(calls)
+        return total
+
+    for typed in ("+33612345678", "+330612345678", "+33 6 12 34 56 78", "+33 (0)6-12-34-56-78"):
+        assert found(to_phone_number=typed) == 1, typed
+        assert found(query=typed) == 1, typed
+    for national in ("06 12 34 56 78", "06.12.34.56.78", "0612345678", "612345678"):
+        assert found(query=national) == 1, national
+    assert found(from_phone_numbers=["+33 1 59 00 00 00"]) == 1
+    assert found(query="01 59 00 00 00") == 1
+    assert found(to_phone_number="+33 6 12 34 56 79") == found(query="06 12 34 56 79") == 0
+    assert found(query="+33 6 12 34") == 1  # a number begun
+
+
+def test_a_search_counts_the_calls_of_the_moment_it_reads_its_page(database: Database) -> None:
+    """A call that changed state between the count and the page gave a total one off the calls beside
+    it: a client paging until it holds `total_count` calls stopped early or never."""
+    from sqlalchemy import event
+
+    from api.schemas import CallFilters
+    from api.store import search_calls
+
+    organization = f"org_moment_{uuid.uuid4().hex[:6]}"
+    for n in range(3):
+        assert write_call(database, snapshot(f"call-moment-{organization}-{n}", organization, 1), 1)
+    other = Database(database.url)  # a connection of its own: another process finishing a call
+
+    finished: list[bool] = []
+
+    def finish_one_after_the_count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "count(" in statement and "call_orders" in statement and not finished:
+            finished.append(write_call(other, snapshot(f"call-moment-{organization}-0", organization, 2), 2))
+
+    event.listen(database.engine, "after_cursor_execute", finish_one_after_the_count)
+    try:
+        calls, total = search_calls(database, organization, CallFilters(statuses=["calling"]))
+    finally:
+        event.remove(database.engine, "after_cursor_execute", finish_one_after_the_count)
+        other.engine.dispose()
+    assert finished == [True]
+    assert (total, len(calls)) == (3, 3)
+    calls, total = search_calls(database, organization, CallFilters(statuses=["calling"]))
+    assert (total, len(calls)) == (2, 2)  # the change is read by the next search
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A database with no tables yet: a new SQLite file, or a new PostgreSQL schema (dropped after)."""
