@@ -35,7 +35,7 @@ from activities.slack import SimulatedSlack, SlackMessage, SlackPoster, slack_te
 from activities.sms import MAX_SMS_CHARS, SmsMessage, SmsProvider, SmsWriter, SmsWriteRequest
 from activities.url_guard import UnsafeUrlError, describe_url, guarded_client
 from activities.webhook_secrets import DatabaseWebhookSecrets
-from agent.prompt import interpolate
+from agent.prompt import call_variables, interpolate
 from models.call import Call, CallAttempt, order_workflow_id
 from models.secrets import masked
 from models.settings import Settings
@@ -373,7 +373,7 @@ class NotifyActivities:
         text = await self.writer.write_sms(
             SmsWriteRequest(
                 instructions=call.assistant.after_call_sms_prompt or "",
-                variables=call.prompt_variables or {},
+                variables=_variables(call),
                 transcript=human.transcript or [],
                 llm_model=call.assistant.llm_model,
             )
@@ -388,7 +388,7 @@ class NotifyActivities:
             return NotifyResult(channel="voicemail_sms", status="skipped", detail="not due")
         if await self._do_not_contact(call):
             return NotifyResult(channel="voicemail_sms", status="skipped", detail=DO_NOT_TEXT)
-        text = interpolate(call.assistant.voicemail_sms_prompt or "", call.prompt_variables or {}).strip()
+        text = interpolate(call.assistant.voicemail_sms_prompt or "", _variables(call)).strip()
         return await self._send_sms(call, "voicemail_sms", text, f"{call.id}:voicemail-sms")
 
     async def _do_not_contact(self, call: Call) -> bool:
@@ -463,3 +463,8 @@ def notify_activities_from(settings: Settings) -> NotifyActivities:
 
         writer = OpenAIAnalyzer(settings)
     return NotifyActivities(settings, sms_provider_from(settings), writer, slack=slack_poster_from(settings))
+
+
+def _variables(call: Call) -> dict[str, str]:
+    """A text's {{placeholders}}, filled as the call's own words were: its id and numbers too."""
+    return call_variables(call.id, call.to_phone_number, call.from_phone_number, call.prompt_variables or {})

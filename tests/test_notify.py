@@ -493,13 +493,16 @@ async def test_an_address_the_server_defers_is_sent_the_email_later_and_once() -
 
 async def test_after_call_sms_is_sent_once_per_order_and_never_to_do_not_contact() -> None:
     acts, outbox = activities()
-    call = final_call(after_call_sms_prompt="Thanks {{name}}, here is the demo link: https://acme.example/d")
+    call = final_call(
+        after_call_sms_prompt="Thanks {{name}}, here is the demo link: https://acme.example/d "
+        "({{from_phone_number}})"
+    )
     first = await ActivityEnvironment().run(acts.send_after_call_sms, NotifyRequest(call=call))
     again = await ActivityEnvironment().run(acts.send_after_call_sms, NotifyRequest(call=call))  # a retry
     assert first.status == again.status == "sent" and again.detail and again.detail.endswith("(duplicate)")
     [message] = outbox.sent.values()
     assert (message.to, message.from_) == ("+33612345678", "+33159000000")
-    assert message.body == "Thanks Claire, here is the demo link: https://acme.example/d"
+    assert message.body == "Thanks Claire, here is the demo link: https://acme.example/d (+33159000000)"
     blocked = call.model_copy(update={"outcome": "do_not_contact"})
     skipped = await ActivityEnvironment().run(acts.send_after_call_sms, NotifyRequest(call=blocked))
     assert skipped.status == "skipped" and len(outbox.sent) == 1
@@ -508,12 +511,16 @@ async def test_after_call_sms_is_sent_once_per_order_and_never_to_do_not_contact
 async def test_voicemail_sms_after_an_order_that_only_reached_voicemail() -> None:
     acts, outbox = activities()
     call = final_call(
-        outcome=None, results=("voicemail", "voicemail"), voicemail_sms_prompt="Hi {{name}}, call us back."
+        outcome=None,
+        results=("voicemail", "voicemail"),
+        voicemail_sms_prompt="Hi {{name}}, call us back at {{from_phone_number}}.",  # as the message said it
     )
     result = await ActivityEnvironment().run(acts.send_voicemail_sms, NotifyRequest(call=call))
     assert result.status == "sent"
     [message] = outbox.sent.values()
-    assert message.body == "Hi Claire, call us back." and message.idempotency_key.endswith(":voicemail-sms")
+    assert message.body == "Hi Claire, call us back at +33159000000." and message.idempotency_key.endswith(
+        ":voicemail-sms"
+    )
 
 
 async def test_no_sms_to_a_number_another_call_put_on_the_do_not_contact_list() -> None:
