@@ -11,7 +11,7 @@ from urllib.parse import quote
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from models.common import error_summary
+from models.common import check_e164, error_summary, without_separators
 
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
@@ -143,6 +143,31 @@ class Settings(BaseModel):
     concurrency_default_max: int = Field(default=1, ge=1)
     # How many orders may wait for one key's permits; more are deferred and ask again later.
     concurrency_max_waiters: int = Field(default=15_000, ge=1)
+
+    @field_validator("default_from_phone_number")
+    @classmethod
+    def _caller_id(cls, number: str) -> str:
+        """As E.164 writes it (`+33 1 59 00 00 00` is `+33159000000`), as the organization's numbers are
+        stored: else it was kept as written, dialled as such, and no order could name it."""
+        return check_e164(without_separators(number))
+
+    @field_validator("livekit_sip_trunks")
+    @classmethod
+    def _trunk_numbers(cls, trunks: dict[str, str]) -> dict[str, str]:
+        """Its numbers as E.164 writes them, as the caller ids they are looked up by: a key written
+        otherwise (`+330159000000`, `+1 415 555 0100`) never matched, and its calls took the default trunk."""
+        numbers: dict[str, str] = {}
+        for written, trunk in trunks.items():
+            try:
+                number = check_e164(without_separators(written))
+            except ValueError:
+                raise ValueError(
+                    f"{written!r} is not a phone number in E.164 form (e.g. +33159000000)"
+                ) from None
+            if numbers.setdefault(number, trunk) != trunk:
+                raise ValueError(f"{number} is given twice, with two trunks")
+            numbers[number] = trunk
+        return numbers
 
     @field_validator("livekit_url")
     @classmethod

@@ -311,6 +311,41 @@ async def test_unknown_caller_id_uses_the_default_trunk(livekit: FakeLiveKit) ->
     assert livekit.calls("CreateSIPParticipant")[0].sip_trunk_id == "ST_default"
 
 
+async def test_a_trunk_per_number_is_found_however_its_number_was_written(livekit: FakeLiveKit) -> None:
+    """LIVEKIT_SIP_TRUNKS' keys as written (`+330159...`, spaces) never matched a caller id, stored as
+    E.164 writes it: those calls took the default trunk, which does not own their number."""
+    trunks = {"+33 1 59 00 00 05": "ST_spaced", "+330159000006": "ST_trunk0"}
+    settings = Settings.load(
+        config_file="/nonexistent",
+        env={
+            "LIVEKIT_SIP_TRUNKS": ",".join(f"{k}={v}" for k, v in trunks.items()),
+            "LIVEKIT_URL": livekit.url,
+        },
+    )
+    telephony = LiveKitTelephony(livekit_settings(livekit, livekit_sip_trunks=settings.livekit_sip_trunks))
+    for caller in ("+33159000005", "+33159000006"):
+        await telephony.dial(dial_request(from_phone_number=caller))
+    assert [sip.sip_trunk_id for sip in livekit.calls("CreateSIPParticipant")] == ["ST_spaced", "ST_trunk0"]
+    for wrong, error in (
+        ("+33=ST_a", "'\\+33' is not a phone number"),
+        ("+33159000005=ST_a,+330159000005=ST_b", "twice"),
+    ):
+        with pytest.raises(ConfigError, match=f"LIVEKIT_SIP_TRUNKS: .*{error}"):
+            Settings.load(config_file="/nonexistent", env={"LIVEKIT_SIP_TRUNKS": wrong})
+
+
+def test_the_organizations_number_is_read_as_e164_writes_it(tmp_path: Path) -> None:
+    """Kept as written, `+33 1 59 00 00 00` was dialled as such, and no order could name it."""
+    config = tmp_path / "temporal-dev.yaml"
+    config.write_text('organization:\n  default_from_phone_number: "+33 (0)1 59 00 00 00"\n')
+    assert Settings.load(config_file=config, env={}).default_from_phone_number == "+33159000000"
+    config.write_text('organization:\n  default_from_phone_number: "+33 1"\n')
+    with pytest.raises(
+        ConfigError, match="organization.default_from_phone_number: .*not a phone number"
+    ):
+        Settings.load(config_file=config, env={})
+
+
 async def test_no_trunk_at_all_is_a_configuration_error(livekit: FakeLiveKit) -> None:
     telephony = LiveKitTelephony(livekit_settings(livekit, livekit_sip_outbound_trunk_id=None))
     with pytest.raises(Exception, match="no LiveKit outbound SIP trunk"):
