@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -39,7 +40,27 @@ def _no_nul(value: str) -> str:
 
 # Length bounds go before the validator: after it, pydantic checks them as a sequence's ("items").
 Text = Annotated[str, AfterValidator(_no_nul)]
-TrunkId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+
+
+def _stripped(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _one_word(value: str) -> str:
+    if any(character.isspace() for character in value):
+        raise ValueError("must not contain spaces (a LiveKit trunk id, e.g. ST_abc123)")
+    return value
+
+
+# Spaces around it are dropped; within it, or a blank id, a 422: it was stored and dialled through, as
+# a trunk no server knows.
+TrunkId = Annotated[
+    str,
+    BeforeValidator(_stripped),
+    Field(min_length=1, max_length=200),
+    AfterValidator(_no_nul),
+    AfterValidator(_one_word),
+]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 FilterValues = Annotated[
     list[Annotated[str, Field(max_length=200), AfterValidator(_no_nul)]], Field(max_length=MAX_FILTER_VALUES)

@@ -1151,6 +1151,16 @@ def test_phone_numbers_list_update_delete(org: Org) -> None:
         cleared = http.patch(f"/phone-numbers/{numbers[0].id}", json={"livekit_outbound_trunk_id": None})
         assert cleared.json()["phone_number"]["livekit_outbound_trunk_id"] is None, cleared.text
         assert cleared.json()["phone_number"]["label"] == "HQ"  # the rest as it was
+        # a blank trunk id, or one with spaces within, was stored and dialled through: no server knows it
+        for blank in ("  ", "ST_a b"):
+            refused = http.patch(f"/phone-numbers/{numbers[0].id}", json={"livekit_outbound_trunk_id": blank})
+            assert refused.status_code == 422 and "livekit_outbound_trunk_id" in refused.text, refused.text
+        padded = http.patch(f"/phone-numbers/{numbers[0].id}", json={"livekit_outbound_trunk_id": " ST_9 "})
+        assert padded.json()["phone_number"]["livekit_outbound_trunk_id"] == "ST_9", padded.text
+        added = http.post(
+            "/phone-numbers", json={"phone_number": "+33159000099", "livekit_outbound_trunk_id": " "}
+        )
+        assert added.status_code == 422, added.text
     assert org.client.phone_numbers.delete(numbers[0].id).success
     with pytest.raises(revox.NotFoundError):
         org.client.phone_numbers.delete(numbers[0].id)
