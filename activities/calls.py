@@ -141,7 +141,7 @@ class CallActivities:
             call = as_accepted()
             kept = call.from_phone_number if call is not None else None
             if kept and kept not in owned and requested in (None, kept):
-                return CallerId(kept, None)  # its trunk: LIVEKIT_SIP_TRUNKS', else the default one
+                return CallerId(kept, None)  # its trunk: the one it had when deleted (`trunk_of`, at dial)
         try:
             return resolve_caller_id(owned, requested, self.settings.default_from_phone_number)
         except UnknownCallerId as err:

@@ -33,6 +33,7 @@ from models.tables import (
     CallAttemptRecord,
     CallOrderRecord,
     Database,
+    DeletedPhoneNumberRecord,
     DoNotContactRecord,
     PhoneNumberRecord,
 )
@@ -338,13 +339,25 @@ _TRUNK = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
 )
 
 
+_DELETED_TRUNK = select(DeletedPhoneNumberRecord.livekit_outbound_trunk_id).where(
+    DeletedPhoneNumberRecord.organization_id == bindparam("organization_id"),
+    DeletedPhoneNumberRecord.phone_number == bindparam("phone_number"),
+)
+
+
 def trunk_of(database: Database, organization_id: str, phone_number: str, accepted: str | None) -> str | None:
     """The LiveKit outbound trunk the organization records for its caller id now, if any (another
-    organization registering the same number must not choose the trunk this one's calls go through);
-    the trunk the order was `accepted` with once the number is deleted, as the number itself is kept; none
-    (LIVEKIT_SIP_TRUNKS, else the default) once its trunk was cleared."""
-    rows = database.fetch(_TRUNK, organization_id=organization_id, phone_number=phone_number)
-    return rows[0][0] if rows else accepted
+    organization registering the same number must not choose the trunk this one's calls go through).
+    Once the number is deleted, as the number itself is kept: the trunk the order was `accepted` with,
+    else the one the number had when it was deleted (an order or a campaign row accepted before, whose
+    first step came after); none (LIVEKIT_SIP_TRUNKS, else the default) once its trunk was cleared."""
+    params = {"organization_id": organization_id, "phone_number": phone_number}
+    if rows := database.fetch(_TRUNK, **params):
+        return rows[0][0]
+    if accepted is not None:
+        return accepted
+    deleted = database.fetch(_DELETED_TRUNK, **params)
+    return deleted[0][0] if deleted else None
 
 
 # --- do-not-contact registry ---------------------------------------------------------------------------

@@ -72,9 +72,11 @@ def resolve(
     retry: CallRetryConfig | None,
     campaign: CampaignRecord | None = None,
     record: AssistantRecord | None = None,
+    keep_caller: bool = False,
 ) -> Resolved:
     """The campaign's assistant (`record` if read already) and caller id, checked as for a single order
-    (422 naming the field); an existing `campaign`'s assistant deleted since is the copy its rows keep."""
+    (422 naming the field); an existing `campaign`'s assistant deleted since is the copy its rows keep,
+    and, unless the caller id is being changed (`keep_caller`), so is a caller id deleted since."""
     record = record or find_assistant(database, organization_id, assistant_id)
     if record is not None:
         assistant, own_retry = (
@@ -90,15 +92,16 @@ def resolve(
             kept,
             CallRetryConfig.model_validate(kept_retry.model_dump()) if kept_retry else None,
         )
+    retry = retry or own_retry or CallRetryConfig()
+    requested = from_phone_number or assistant.from_phone_number
+    owned = caller_ids(database, organization_id)
+    if keep_caller and requested is not None and requested not in owned:  # its rows call from it still
+        return Resolved(assistant, requested, retry)
     try:
-        caller = resolve_caller_id(
-            caller_ids(database, organization_id),
-            from_phone_number or assistant.from_phone_number,
-            settings.default_from_phone_number,
-        )
+        caller = resolve_caller_id(owned, requested, settings.default_from_phone_number)
     except UnknownCallerId as err:
         raise unprocessable("from_phone_number", str(err)) from None
-    return Resolved(assistant, caller.phone_number, retry or own_retry or CallRetryConfig())
+    return Resolved(assistant, caller.phone_number, retry)
 
 
 def kept_assistant(database: Database, campaign: CampaignRecord) -> CallAssistant | None:
@@ -310,6 +313,7 @@ def update_campaign(
                 merged.from_phone_number,
                 retry,
                 record,
+                keep_caller="from_phone_number" not in changes,
             )
             if "call_retry_config" in changes:
                 _refuse_rows_without_window(database, record, resolved.retry)

@@ -40,6 +40,7 @@ from models.tables import (
     CallOrderRecord,
     CampaignRecord,
     Database,
+    DeletedPhoneNumberRecord,
     Organization,
     PhoneNumberRecord,
     User,
@@ -445,14 +446,26 @@ def update_phone_number(
 
 
 def delete_phone_number(database: Database, organization_id: str, number_id: str) -> bool:
+    """Delete it, remembering its trunk for the orders and campaign rows accepted with it."""
     with database.session() as session:
         deleted = session.execute(
-            delete(PhoneNumberRecord).where(
-                PhoneNumberRecord.id == number_id, PhoneNumberRecord.organization_id == organization_id
+            delete(PhoneNumberRecord)
+            .where(PhoneNumberRecord.id == number_id, PhoneNumberRecord.organization_id == organization_id)
+            .returning(PhoneNumberRecord.phone_number, PhoneNumberRecord.livekit_outbound_trunk_id)
+        ).first()
+        if deleted is None:
+            return False
+        number, trunk = deleted
+        session.merge(
+            DeletedPhoneNumberRecord(
+                organization_id=organization_id,
+                phone_number=number,
+                livekit_outbound_trunk_id=trunk,
+                deleted_at=utcnow(),
             )
         )
         session.commit()
-        return bool(deleted.rowcount)  # type: ignore[attr-defined]
+        return True
 
 
 # --- account -----------------------------------------------------------------------------------------------

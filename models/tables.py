@@ -179,6 +179,19 @@ class PhoneNumberRecord(SQLModel, table=True):
     updated_at: datetime = _when(default_factory=utcnow)
 
 
+class DeletedPhoneNumberRecord(SQLModel, table=True):
+    """A caller id the organization deleted, with the trunk it dialled through then: the orders and
+    campaign rows accepted with it keep calling from it (README), so through that trunk, even those whose
+    first step comes after the deletion (they took the default trunk, which does not own the number)."""
+
+    __tablename__ = "deleted_phone_numbers"
+
+    organization_id: str = Field(primary_key=True, max_length=64)
+    phone_number: str = Field(primary_key=True, max_length=32)
+    livekit_outbound_trunk_id: str | None = Field(default=None, max_length=200)
+    deleted_at: datetime = _when(default_factory=utcnow)
+
+
 class AssistantRecord(SQLModel, table=True):
     """A saved assistant: `config` is the seed's request `Assistant`, as validated (nulls left out)."""
 

@@ -212,6 +212,11 @@ def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_t
         # renamed and its max changed all the same: neither looks the assistant or the number up
         assert client.campaigns.update(campaign.id, name=f"{campaign.name} 2").campaign.name.endswith(" 2")
         assert client.campaigns.update(campaign.id, max_concurrent_calls=3).campaign.max_concurrent_calls == 3
+        # a new retry config too (a 422 on the caller id deleted, which the request did not name)
+        retry = {**ALWAYS_OPEN, "max_retry_attempts": 2}
+        assert client.campaigns.update(campaign.id, call_retry_config=retry).campaign.call_retry_config
+        with pytest.raises(revox.UnprocessableEntityError, match="from_phone_number"):  # named: checked
+            client.campaigns.update(campaign.id, from_phone_number="+33159000003")
         assert client.campaigns.launch(campaign.id, mode="ai_first", selection={}).launched == 1
         [call] = eventually_sync(
             lambda: client.call.search(**no_filters(campaign_ids=[campaign.id])).calls,  # noqa: B023
@@ -220,6 +225,7 @@ def test_a_campaign_keeps_the_assistant_and_caller_id_it_was_created_with_once_t
         )
         assert call.status == "completed", call.outcome_summary
         assert (call.assistant.id, call.from_phone_number) == (assistant.id, number)
+        assert call.call_retry_config.max_retry_attempts == 2
 
 
 def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:

@@ -524,6 +524,42 @@ async def test_prepare_order_resolves_from_the_organizations_records(database: D
     assert dialled == ["ST_ours", "ST_given", None, None, "ST_kept", "ST_ours", None]
 
 
+async def test_a_number_deleted_before_its_orders_first_step_is_dialled_through_its_own_trunk(
+    database: Database,
+) -> None:
+    """A campaign row (or an order) accepted with a number deleted before its first step keeps the number
+    (README), and dialled it through the default trunk, which does not own it: the number's own trunk."""
+    from api.store import delete_phone_number
+
+    settings = settings_for_tests(database_url=database.url)
+    telephony = RecordingTelephony()
+    activities = CallActivities(settings, telephony, SimulatedAnalyzer())  # type: ignore[arg-type]
+    org = f"org_{uuid.uuid4().hex[:8]}"
+    issue_api_key(database, org)
+    ensure_phone_number(database, org, "+14155550120", "ST_campaign")
+    with database.session() as session:
+        number = session.scalars(
+            select(PhoneNumberRecord).where(PhoneNumberRecord.organization_id == org)
+        ).one()
+    assert delete_phone_number(database, org, number.id)
+    assert not delete_phone_number(database, org, number.id)
+    request = DialRequest(
+        call_id="c",
+        attempt_id="a",
+        attempt_number=1,
+        to_phone_number="+33612345678",
+        from_phone_number="+14155550120",
+        organization_id=org,
+    )
+    await activities.dial(request)  # prepared after the deletion: nothing accepted
+    await activities.dial(request.model_copy(update={"accepted_trunk_id": "ST_accepted"}))
+    await activities.dial(request.model_copy(update={"organization_id": "org_other"}))  # not theirs
+    ensure_phone_number(database, org, "+14155550120", "ST_again")  # added again: its trunk now
+    await activities.dial(request)
+    dialled = [d.livekit_outbound_trunk_id for d in telephony.dialled]
+    assert dialled == ["ST_campaign", "ST_accepted", None, "ST_again"]
+
+
 def test_an_accepted_order_keeps_the_caller_id_it_was_accepted_with_once_deleted(database: Database) -> None:
     """Accepted by the API (its memo says so) from a number deleted before it was prepared (its worker
     down, say): it calls from that number, asked for or the default then, even once its own first write
