@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from sqlalchemy.exc import OperationalError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -39,6 +41,10 @@ from models.workflow_io import (
     PrepareRequest,
 )
 from workflows.schedule import resolve_timezones
+
+log = logging.getLogger(__name__)
+# How long a dial waits for the database to say its trunk: well within its heartbeat timeout (10 s).
+TRUNK_READ_SECONDS = 3.0
 
 INVALID_ORDER = "InvalidCallOrder"
 T = TypeVar("T")
@@ -154,15 +160,33 @@ class CallActivities:
         if activity.in_activity() and activity.info().attempt == 1:
             refuse_to_ring_late(request)  # nothing can have rung yet (a retry's provider asks it)
         if request.livekit_outbound_trunk_id is None and request.organization_id is not None:
-            trunk = await asyncio.to_thread(  # dial through the from number's own trunk, as its owner set it
-                trunk_of,
-                Database.for_url(self.settings.database_url),
-                request.organization_id,
-                request.from_phone_number,
-                request.accepted_trunk_id,
-            )
-            request = request.model_copy(update={"livekit_outbound_trunk_id": trunk})
+            request = request.model_copy(update={"livekit_outbound_trunk_id": await self._trunk(request)})
         return await heartbeating(self.telephony.dial(request))
+
+    async def _trunk(self, request: DialRequest) -> str | None:
+        """The from number's own trunk, as its owner set it now; the one the order was accepted with if
+        the database cannot say within TRUNK_READ_SECONDS (down, or locked): a dial has three tries, and
+        one failed on the read alone was an attempt lost, and the order ended, without a ring."""
+        assert request.organization_id is not None
+        try:
+            async with asyncio.timeout(TRUNK_READ_SECONDS):
+                return await asyncio.to_thread(
+                    trunk_of,
+                    Database.for_url(self.settings.database_url),
+                    request.organization_id,
+                    request.from_phone_number,
+                    request.accepted_trunk_id,
+                )
+        except (TimeoutError, OperationalError) as err:
+            reason = "no answer in time" if isinstance(err, TimeoutError) else type(err).__name__
+            log.warning(
+                "call %s: the database could not say the trunk of %s (%s): dialling through the one it was "
+                "accepted with",
+                request.call_id,
+                request.from_phone_number,
+                reason,
+            )
+            return request.accepted_trunk_id
 
     @activity.defn(name="converse")
     async def converse(self, request: ConverseRequest) -> ConverseResult:

@@ -560,6 +560,43 @@ async def test_a_number_deleted_before_its_orders_first_step_is_dialled_through_
     assert dialled == ["ST_campaign", "ST_accepted", None, "ST_again"]
 
 
+async def test_a_dial_whose_trunk_the_database_cannot_say_goes_through_the_accepted_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database down or locked: the read failed the dial (three tries in seconds), and the attempt
+    was lost without a ring; with one attempt the order ended so."""
+    import threading
+
+    import activities.calls
+
+    telephony = RecordingTelephony()
+    activities_ = CallActivities(settings_for_tests(), telephony, SimulatedAnalyzer())  # type: ignore[arg-type]
+    request = DialRequest(
+        call_id="c",
+        attempt_id="a",
+        attempt_number=1,
+        to_phone_number="+33612345678",
+        from_phone_number="+14155550120",
+        organization_id="org",
+        accepted_trunk_id="ST_accepted",
+    )
+    released = threading.Event()
+
+    def down(*_: Any) -> str:
+        raise OperationalError("SELECT", None, Exception("connection refused"))
+
+    def locked(*_: Any) -> str:
+        released.wait(10)
+        return "ST_late"
+
+    monkeypatch.setattr(activities.calls, "TRUNK_READ_SECONDS", 0.2)
+    for failing in (down, locked):
+        monkeypatch.setattr(activities.calls, "trunk_of", failing)
+        await activities_.dial(request)
+    released.set()
+    assert [d.livekit_outbound_trunk_id for d in telephony.dialled] == ["ST_accepted", "ST_accepted"]
+
+
 def test_an_accepted_order_keeps_the_caller_id_it_was_accepted_with_once_deleted(database: Database) -> None:
     """Accepted by the API (its memo says so) from a number deleted before it was prepared (its worker
     down, say): it calls from that number, asked for or the default then, even once its own first write
