@@ -11,10 +11,10 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -69,6 +69,7 @@ from models.tables import AssistantRecord, CallOrderRecord, Database, utcnow
 from workflows import schedule
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 router = APIRouter(route_class=UnicodeRoute, tags=["calls"])
 
 WORKFLOW_TYPE = "CallOrderWorkflow"
@@ -233,6 +234,13 @@ class Patience:
 
     start: timedelta = timedelta(seconds=10)
     ask: timedelta = timedelta(seconds=2)
+    # The database's part, before the start (a stalled one held the request past the client's timeout:
+    # each retry another order once it came back) and after it (a locked SQLite held the answer 30 s).
+    database: timedelta = timedelta(seconds=3)
+
+    @property
+    def total(self) -> float:
+        return (self.start + self.ask + self.database).total_seconds()
 
 
 PATIENCE = Patience()
@@ -249,9 +257,27 @@ def patience_for(request: Request) -> Patience:
     if not math.isfinite(said) or said <= 0:
         return PATIENCE
     budget = said - min(1.0, said / 3)
-    if budget >= (PATIENCE.start + PATIENCE.ask).total_seconds():
+    if budget >= PATIENCE.total:
         return PATIENCE
-    return Patience(start=timedelta(seconds=budget * 0.6), ask=timedelta(seconds=budget * 0.4))
+    return Patience(
+        start=timedelta(seconds=budget * 0.5),
+        ask=timedelta(seconds=budget * 0.3),
+        database=timedelta(seconds=budget * 0.2),
+    )
+
+
+async def in_time(work: Awaitable[T], patience: Patience) -> T:
+    """A database step before the start, within its patience: else a 503 with nothing placed (the
+    request still waiting on it is left to finish or fail alone)."""
+    try:
+        async with asyncio.timeout(patience.database.total_seconds()):
+            return await work
+    except TimeoutError:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"the database did not answer within {patience.database.total_seconds():g} s; nothing was placed",
+        ) from None
 
 
 async def _start(
@@ -397,13 +423,16 @@ def idempotency_key_of(request: Request) -> str | None:
 async def create_call(params: CallCreateBody, request: Request, principal: Authenticated) -> JSONResponse:
     """Start a call order (a CallOrderWorkflow) and answer at once with its Call (`initializing`)."""
     context: ApiContext = request.app.state.context  # not `Context`: one dependency less on the hot path
+    patience = patience_for(request)
     idempotency_key = idempotency_key_of(request)
     organization_id = principal.organization_id
     if params.assistant is not None:  # measured as its steps carry it (2 µs for a usual one)
         refuse_too_large(params.assistant)
     digest = request_hash(params) if idempotency_key else ""  # only a keyed request is ever replayed
     if idempotency_key:
-        existing = await context.db(store.get_call_by_key, context.database, organization_id, idempotency_key)
+        existing = await in_time(
+            context.db(store.get_call_by_key, context.database, organization_id, idempotency_key), patience
+        )
         if existing is not None:
             return await _replay(context, existing, digest)
     call_id = str(uuid.uuid4())
@@ -416,7 +445,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
 
     timing = ServerTiming()
     with timing.phase("checks"):
-        now, resolution = await context.read(admit)
+        now, resolution = await in_time(context.read(admit), patience)
 
     def placeholder() -> dict[str, Any]:
         """The order's row until its workflow writes it, holding the Call this request answers."""
@@ -443,7 +472,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     if idempotency_key:  # the key is claimed by the placeholder row before anything starts
         with timing.phase("claim"):
             row = placeholder()
-            winner = await context.db(store.insert_call, context.database, row)
+            winner = await in_time(context.db(store.insert_call, context.database, row), patience)
         if winner is not None:  # a concurrent request with the same key won
             return await _replay(context, winner, digest)
         try:
@@ -454,7 +483,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
                     organization_id,
                     params,
                     now,
-                    patience=patience_for(request),
+                    patience=patience,
                     scheduled_at=moved,
                 )
         except StartUnknown as unknown:  # the claim stays: a retry with this key replays it
@@ -473,7 +502,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
                 now,
                 placeholder,
                 timing,
-                patience_for(request),
+                patience,
                 moved,
             )
     answer.headers.update(timing.header())
@@ -515,7 +544,15 @@ async def _start_with_placeholder(
         await _withdraw(context, call_id, start)
         raise
     storing = asyncio.ensure_future(context.db(store.insert_call, context.database, row))
-    started, stored = await asyncio.gather(start, storing, return_exceptions=True)
+    [started] = await asyncio.gather(start, return_exceptions=True)
+    if not isinstance(started, BaseException) and not storing.done():  # within the client's patience
+        await asyncio.wait([storing], timeout=patience.database.total_seconds())
+        if not storing.done():  # answered all the same: the workflow writes the row at its first step
+            log.warning(
+                "call %s started; its placeholder row is not written yet (the database is slow)", call_id
+            )
+            return answer
+    [stored] = await asyncio.gather(storing, return_exceptions=True)
     if isinstance(started, BaseException):
         if not isinstance(stored, BaseException):  # its row: kept if the order may yet run, else forgotten
             try:
