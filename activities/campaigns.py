@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import false, func, or_, select, update
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client
@@ -205,6 +205,12 @@ def steer_targets(database: Database, request: SteerRequest) -> list[tuple[str, 
         if request.action == "cancel":
             lock_campaign(session, request.campaign_id)  # a PATCH refreshing its rows meanwhile waits
             _cancel_pending(session, request.campaign_id)
+            # recorded by the API before its signal; not by Temporal's own cancellation of the workflow
+            session.execute(
+                update(CampaignRecord)
+                .where(CampaignRecord.id == request.campaign_id, CampaignRecord.is_cancelled == false())
+                .values(is_cancelled=True, updated_at=utcnow())
+            )
         query = (
             select(CampaignRowRecord.call_id, CallOrderRecord.status)
             # An order whose row is missing is steered too: started as a delete removed its placeholder,

@@ -261,3 +261,27 @@ async def test_a_cancel_reaches_an_order_started_whose_own_row_is_not_written_ye
         # before: it went on waiting for 2099, and would have called then
         await eventually(lambda: order.query("status"), lambda status: status == "cancelled")
     assert progress.cancelled
+
+
+async def test_temporals_cancellation_of_a_campaign_means_its_cancel(time_env, task_queue) -> None:
+    """The Web UI's "Request Cancellation" (or `temporal workflow cancel`) ended the run: the campaign
+    stayed `running`, its rows pending for good, its orders calling on."""
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, 6, call_seconds="60")
+    launch = CampaignLaunchParams(mode="ai_first")
+    assert store.select_for_launch(database, ORG, campaign.id, launch).launched == 6
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start_campaign(  # two rows now, then one every 1,000 s
+            time_env.client, campaign.id, ORG, task_queue, pace=CampaignPace(rows_per_second=0.001, burst=2)
+        )
+        await eventually(lambda: handle.query(CampaignWorkflow.get_progress), lambda p: p.started == 2)
+        await handle.cancel()
+        progress = await asyncio.wait_for(handle.result(), timeout=60)
+        assert progress.cancelled and progress.started == 2
+        record = store.get_campaign(database, ORG, campaign.id)
+        summary = campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id))
+        assert record.is_cancelled and campaign_stats.campaign_status(record, summary) != "running"
+        rows = store.rows_with_calls(database, campaign.id)
+        # (its orders were told as by the cancel signal: `_cancel_everything`, tested with it)
+        assert sorted(row.state for row, _ in rows) == ["cancelled"] * 4 + ["launched"] * 2

@@ -24,10 +24,13 @@ for some to end, so the shared key's semaphore never queues more than its payloa
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import CancelledError as TemporalCancelled
 
 with workflow.unsafe.imports_passed_through():
     import workflows.pacing as pacing
@@ -69,6 +72,20 @@ class CampaignWorkflow:
 
     @workflow.run
     async def run(self, input: RawValue) -> CampaignProgress:  # a CampaignInput (`__init__`)
+        try:
+            await self._launch_until_done()
+        except (asyncio.CancelledError, ActivityError) as err:
+            if isinstance(err, ActivityError) and not isinstance(err.cause, TemporalCancelled):
+                raise
+            # Temporal's cancellation (the Web UI's, `temporal workflow cancel`) means the cancel signal:
+            # it ended the run and left the campaign `running`, its rows pending for good.
+            self.progress.cancelled = True
+            await self._cancel_everything()
+        self._phase("done")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress
+
+    async def _launch_until_done(self) -> None:
         while True:
             if self.progress.cancelled:
                 await self._cancel_everything()
@@ -87,9 +104,6 @@ class CampaignWorkflow:
             if self.state.rescan or self._steering_due():  # a signal arrived meanwhile
                 continue
             break  # no row is pending: the orders run on by themselves
-        self._phase("done")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.progress
 
     async def _launch_paced_batch(self) -> bool:
         """Start as many rows as the bucket allows now; False when no row is pending any more."""
