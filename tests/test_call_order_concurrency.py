@@ -148,6 +148,22 @@ async def test_terminated_holder_loses_its_permit_within_the_liveness_bound(time
     assert holders == []
 
 
+async def test_temporals_cancellation_of_a_semaphore_leaves_no_order_waiting(time_env, task_queue):
+    """The Web UI's "Request Cancellation" of `concurrency-<org>:<key>` ended it CANCELED: the order
+    waiting in its queue stayed `queued_for_calling` for good. It serves on, and ends once idle."""
+    key = f"cancelled-{uuid.uuid4()}"
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        holder = await start(time_env.client, task_queue, order(key, 1, "human", 600))
+        await eventually(lambda: holder.query(CallOrderWorkflow.status), lambda s: s == "calling")
+        waiter = await start(time_env.client, task_queue, order(key, 1, "human", 60))
+        await eventually(lambda: waiter.query(CallOrderWorkflow.status), lambda s: s == "queued_for_calling")
+        semaphore = time_env.client.get_workflow_handle(semaphore_of(key))
+        await semaphore.cancel()
+        assert (await holder.result()).status == "completed"
+        assert (await waiter.result()).status == "completed"
+        await semaphore_ended(time_env, key)  # idle: it ended by itself
+
+
 async def test_an_order_that_finds_the_keys_queue_full_asks_again_and_is_called(time_env, task_queue):
     """With one order calling and one waiting, a third finds the queue full (max_waiters 1): it stays
     `queued_for_calling`, says when it asks again (Web UI current details), and is called once there is

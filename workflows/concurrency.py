@@ -276,13 +276,29 @@ class ConcurrencySemaphoreWorkflow:
     async def run(self, input: RawValue) -> SemaphoreState:  # a SemaphoreInput (`__init__`)
         liveness = asyncio.create_task(self._liveness_loop())
         while True:
+            try:
+                if await self._serve(liveness):
+                    return self._state()
+            except asyncio.CancelledError:  # the Web UI's "Request Cancellation", `temporal workflow cancel`
+                # Ended, it would leave its holders' permits and its waiters' turns unanswered for good
+                # (the waiting orders stayed `queued_for_calling`): it serves on, and ends once idle.
+                workflow.logger.warning(
+                    "cancellation ignored: %d holders and %d waiters depend on this semaphore; it ends by "
+                    "itself once idle",
+                    len(self._holders),
+                    len(self._waiters),
+                )
+
+    async def _serve(self, liveness: asyncio.Task) -> bool:
+        """Grant what is free, then wait for a change; True once idle long enough to end."""
+        while True:
             self._dispatch()
             if self._continue_as_new_due():
                 await self._continue_as_new(liveness)
             if self._idle():
                 if await self._wait_idle():
                     liveness.cancel()
-                    return self._state()
+                    return True
                 continue
             self._idle_since = None
             self._dirty = False
