@@ -13,7 +13,7 @@ both resolve an order the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.compliance import DoNotContactEntry
-from models import Assistant, Call, CallAssistant, call_assistant_from
+from models import Assistant, Call, CallAssistant, CallAttempt, call_assistant_from
 from models.settings import Settings
 from models.tables import (
     AssistantRecord,
@@ -42,10 +42,12 @@ PERSIST_ACTIVITY = "persist_call"
 
 
 class CallSnapshot(BaseModel):
-    """What the workflow writes: its `call` query's answer and its write sequence number (1, 2, ...)."""
+    """What the workflow writes: its `call` query's answer and its write sequence number (1, 2, ...).
+    The attempts named in `kept_transcripts` come without their transcript, which the row holds."""
 
     call: Call
     seq: int = Field(ge=1)
+    kept_transcripts: list[str] = Field(default_factory=list)
 
 
 # --- writing a call order ----------------------------------------------------------------------------
@@ -176,7 +178,21 @@ def keep_resolution(call: Call, stored: dict[str, Any] | None) -> Call:
     return call
 
 
-def write_call(database: Database, call: Call, seq: int) -> bool:
+def keep_transcripts(call: Call, stored: dict[str, Any] | None, kept: Sequence[str]) -> Call:
+    """`call` with the stored transcripts of the attempts its write left them out of (`kept`)."""
+    if not kept or not stored:
+        return call
+    before = {a.get("id"): a for a in stored.get("call_attempts") or [] if isinstance(a, dict)}
+    attempts = [
+        attempt.model_copy(update={"transcript": CallAttempt.model_validate(before[attempt.id]).transcript})
+        if attempt.id in kept and attempt.id in before
+        else attempt
+        for attempt in call.call_attempts
+    ]
+    return call.model_copy(update={"call_attempts": attempts})
+
+
+def write_call(database: Database, call: Call, seq: int, kept_transcripts: Sequence[str] = ()) -> bool:
     """Upsert the order and its attempts if this state is not older than the stored one.
 
     Returns False when a newer state was already stored (the write is then a no-op). The conditional
@@ -187,9 +203,9 @@ def write_call(database: Database, call: Call, seq: int) -> bool:
     for _ in range(5):
         try:
             with database.engine.begin() as connection:
-                if call.assistant is None or not call.from_phone_number:
+                if call.assistant is None or not call.from_phone_number or kept_transcripts:
                     stored = connection.execute(_STORED_CALL, {"b_id": call.id}).scalar()
-                    call = keep_resolution(call, stored)
+                    call = keep_transcripts(keep_resolution(call, stored), stored, kept_transcripts)
                 values = call_columns(call, seq)
                 if not _upsert_order(connection, call.id, values):
                     return False
@@ -238,7 +254,9 @@ class PersistenceActivities:
         A value the database refuses (a call id past its 64 characters, on PostgreSQL) is refused
         again on every retry: that write fails at once, and the order goes on without it."""
         try:
-            return await asyncio.to_thread(write_call, self.database, snapshot.call, snapshot.seq)
+            return await asyncio.to_thread(
+                write_call, self.database, snapshot.call, snapshot.seq, snapshot.kept_transcripts
+            )
         except DataError as err:  # the driver's reason only: the statement's values may be private
             reason = str(err.orig).splitlines()[0]
             raise ApplicationError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from importlib.machinery import SourceFileLoader
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytz
+from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,7 +23,7 @@ from activities.persistence import PERSIST_ACTIVITY, CallSnapshot
 from api import store
 from models import Call, CallAttempt, CallCreateParams
 from models.retry import MOST_ATTEMPTS
-from models.tables import Database
+from models.tables import CallAttemptRecord, Database
 from tests.helpers import current_details, eventually, settings_for_tests
 from workers import create_worker
 from workflows.call_order import DEFAULT_ORGANIZATION, CallOrderWorkflow
@@ -178,6 +180,29 @@ async def test_attempts_beyond_the_most_an_order_makes_are_held_to_it(time_env, 
     assert call.status == "completed" and call.calls_count == MOST_ATTEMPTS == 50
     assert call.call_retry_config.max_retry_attempts == MOST_ATTEMPTS
     assert sum(event.ByteSize() for event in history.events) < 5_000_000  # of 50 MB
+
+
+async def test_state_writes_leave_out_the_transcripts_the_row_holds_but_the_last(time_env, task_queue):
+    """Every state write held every earlier attempt's transcript: 50 attempts of 10 KB (a voicemail
+    message, an IVR menu) took the history past Temporal's 50 MB, and Temporal terminated the order at
+    attempt 46. The writes leave out the transcripts the row holds already, but the last (complete,
+    whatever version the worker storing it runs)."""
+    message = "Hello {{name}}, this is Camille from outdial, about your demo. " * 64  # about 4 KB
+    retry = {**ALWAYS_OPEN, "max_retry_attempts": 50}
+    assistant = {"prompt": "Offer a demo.", "voicemail_message": message, "call_retry_config": retry}
+    settings = settings_for_tests()
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start(time_env, task_queue, order("voicemail", assistant=assistant))
+        call = await handle.result()
+        history = await handle.fetch_history()
+    assert call.status == "completed" and call.calls_count == 50
+    assert sum(event.ByteSize() for event in history.events) < 6_000_000  # 24.7 MB before, of 50 MB
+    database = Database.for_url(settings.database_url)
+    stored = store.get_call(database, DEFAULT_ORGANIZATION, call.id)
+    assert stored is not None and Call.model_validate(stored.call).model_dump() == call.model_dump()
+    with database.session() as session:  # the export's rows too
+        rows = session.scalars(select(CallAttemptRecord).where(CallAttemptRecord.call_id == call.id)).all()
+    assert len(rows) == 50 and all("Camille from outdial" in json.dumps(row.transcript) for row in rows)
 
 
 async def test_state_writes_leave_out_the_assistant_once_its_row_holds_it(time_env, task_queue):

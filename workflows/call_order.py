@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         call_assistant_from,
     )
     from models.call import ORDER_WORKFLOW_PREFIX, is_call_id
-    from models.common import CallStatus, EndReason
+    from models.common import TERMINAL_STATUSES, CallStatus, EndReason
     from models.concurrency import PermitDeferral, PermitGrant
     from models.workflow_io import (
         AnalysisResult,
@@ -250,6 +250,7 @@ class CallOrderWorkflow:
         self._writes = 0  # sequence number of the last state write (persistence)
         self._pending_writes: list[workflow.ActivityHandle[bool]] = []
         self._resolution_stored = False  # a write holding the prepared assistant has completed
+        self._transcripts_stored: set[str] = set()  # ended attempts a completed write held in full
 
     # -- the story ---------------------------------------------------------------------------------
 
@@ -996,14 +997,24 @@ class CallOrderWorkflow:
         Fire-and-forget so no state change waits on the database; `run` awaits the writes before it
         returns, so a closed order's stored state is its final one. Once a write holding the prepared
         assistant has completed, the row keeps it and later writes leave it out (`keep_resolution`
-        puts it back): a long prompt is not repeated in history at every state change."""
+        puts it back): a long prompt is not repeated in history at every state change. So are the
+        transcripts of ended attempts (`kept_transcripts`; `keep_transcripts`), but in the final write:
+        each write held every earlier one, and 50 attempts of 10 KB (voicemail, IVR menus) took the
+        history past Temporal's 50 MB, which terminated the order at attempt 46."""
         self._writes += 1
         call = self.call().model_copy(deep=True)
         if self._resolution_stored:
             call.assistant = None
+        kept: list[str] = []
+        if call.status not in TERMINAL_STATUSES:
+            for attempt in call.call_attempts:
+                if attempt.id in self._transcripts_stored:
+                    attempt.transcript = None
+                    kept.append(attempt.id)
+        ended = {attempt.id for attempt in call.call_attempts if attempt.ended_at and attempt.id not in kept}
         write = workflow.start_activity_method(
             PersistenceActivities.persist_call,
-            CallSnapshot(call=call, seq=self._writes),
+            CallSnapshot(call=call, seq=self._writes, kept_transcripts=kept),
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=timedelta(hours=1),
             retry_policy=PERSIST_RETRY,
@@ -1011,6 +1022,8 @@ class CallOrderWorkflow:
         )
         if self.order is not None and call.assistant is not None:
             write.add_done_callback(self._on_resolution_written)
+        if ended:
+            write.add_done_callback(lambda done: self._on_transcripts_written(done, ended))
         self._pending_writes.append(write)
 
     async def _abandon(self, handle: workflow.ActivityHandle, ending: HangUpRequest | None) -> None:  # type: ignore[type-arg]
@@ -1048,6 +1061,11 @@ class CallOrderWorkflow:
             reason = _reason(why) if isinstance(why, ActivityError) else str(why)
             workflow.logger.warning("attempt %s: hang-up failed: %s", ending.attempt_id, reason)
         return cancelled
+
+    def _on_transcripts_written(self, write: workflow.ActivityHandle[bool], attempts: set[str]) -> None:
+        """Stored (or overtaken by a newer write, which held them too): the row has these transcripts."""
+        if not write.cancelled() and write.exception() is None:
+            self._transcripts_stored |= attempts
 
     def _on_resolution_written(self, write: workflow.ActivityHandle[bool]) -> None:
         """Stored (or overtaken by a newer write, which held it too): the row has the assistant."""
