@@ -470,7 +470,9 @@ class OpenAIAnalyzer:
                 return validate(data)
             except InvalidReply as err:
                 problem = str(err)
-                log.warning("analysis %s: invalid reply from %s: %s", name, endpoint.label, problem)
+                activity.logger.warning(  # the SDK's logger: it names the order's workflow
+                    "analysis %s: invalid reply from %s: %s", name, endpoint.label, problem
+                )
                 conversation += [
                     {"role": "assistant", "content": content},
                     {

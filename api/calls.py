@@ -560,6 +560,7 @@ async def _start_with_placeholder(
                     await context.db(
                         store.keep_unstarted, context.database, call_id, params.model_dump(mode="json")
                     )
+                    log.warning("call %s kept, initializing: %s", call_id, started.reason)
                 else:
                     await context.db(store.delete_placeholder, context.database, call_id)
             except Exception as err:  # noqa: BLE001 — the database failed too: the start's failure answers

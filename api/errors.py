@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 
 from models.common import error_summary
@@ -223,6 +224,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if err.status_code == 405 and (allowed := allowed_methods(app, request.url.path)):
             headers["Allow"] = ", ".join(allowed)
         return error_response(err.status_code, kind, message, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # Its client left before sending its whole body: no bug, nobody to answer (two tracebacks of
+        # 70 lines each as an unexpected error, the second from the server it was re-raised to).
+        log.info("%s %s: the client disconnected before sending its body", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

@@ -81,13 +81,25 @@ async def sweeping(context: ApiContext) -> None:
     while True:
         try:
             if orphans := await forget_orphans(context):
-                log.warning("forgot %d call(s) whose POST /call died before starting them", len(orphans))
+                log.warning(
+                    "forgot %d call(s) whose POST /call died before starting them: %s",
+                    len(orphans),
+                    _ids(orphans),
+                )
         except Exception as err:  # noqa: BLE001 — Temporal or the database down: the next sweep
             log.info("orphaned calls not swept: %s", err)
         try:
             client, settings = await context.temporal(), context.settings
             if closed := await sweep_closed(client, context.database, settings.task_queue, utcnow()):
-                log.warning("closed %d call(s) whose workflow was terminated or failed", len(closed))
+                log.warning(
+                    "closed %d call(s) whose workflow was terminated or failed: %s", len(closed), _ids(closed)
+                )
         except Exception as err:  # noqa: BLE001 — likewise
             log.info("calls of closed workflows not swept: %s", err)
         await asyncio.sleep(SWEEP_EVERY.total_seconds())
+
+
+def _ids(call_ids: list[str], shown: int = 20) -> str:
+    """The ids an operator looks up, the first `shown` of them."""
+    more = f" and {len(call_ids) - shown} more" if len(call_ids) > shown else ""
+    return ", ".join(call_ids[:shown]) + more

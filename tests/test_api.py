@@ -12,7 +12,9 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -1440,6 +1442,25 @@ def test_a_database_that_does_not_answer_is_answered_before_the_clients_timeout(
         timeout=30,
     )
     assert [call.id for call in calls_] == [placed.id]
+
+
+def test_a_client_that_leaves_before_its_whole_body_is_no_error(
+    org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was logged as an unexpected error, a 70-line traceback, and again by the server."""
+    caplog.set_level(logging.INFO)
+    url = httpx.URL(org.stack.url)
+    with socket.create_connection((url.host, url.port)) as connection:
+        connection.sendall(
+            b"POST /call HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer "
+            + org.key.encode()
+            + b'\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"phone_number"'
+        )
+    deadline = time.monotonic() + 10
+    while not any("disconnected before sending its body" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize("said", ["0.3", "1", "1.5", "2", "4", "13", "60"])

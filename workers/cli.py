@@ -73,6 +73,7 @@ from workers.demo import (
     webhook_receiver,
 )
 from workers.local_stack import LocalStack, StackNotStarted, local_stack
+from workers.logs import configure_logging
 from workers.worker import connect, create_worker, missing_namespace, register_search_attributes
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -111,6 +112,7 @@ async def _until_interrupted(stack: LocalStack) -> None:
 def dev() -> None:
     """Run the local stack (temporal-dev.yaml): dev server, codec, SMTP sink, worker, API; until Ctrl-C."""
     settings = Settings.load()
+    configure_logging()
 
     async def main() -> None:
         async with local_stack(settings, console) as stack:
@@ -125,6 +127,7 @@ def demo(
 ) -> None:
     """Run the local stack and six call orders against simulated callees, live, then their notifications."""
     settings = Settings.load()
+    configure_logging()
 
     async def main() -> None:
         async with (
@@ -167,6 +170,7 @@ def _encrypted(settings: Settings) -> Settings:
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (no dev server)."""
     settings = _encrypted(Settings.load())
+    configure_logging()
     check_providers(settings)
     Database.for_url(settings.database_url)  # a URL of no database it can use: one line, before it starts
 
@@ -199,6 +203,7 @@ def serve_api(
     import uvicorn
 
     app = create_app(_encrypted(Settings.load()))
+    configure_logging()
     if reason := listenable(host, port):  # a line of ours (uvicorn's would say less, exit 3)
         _failed(f"the HTTP API cannot listen on {host}:{port}: {reason}; choose another --port")
     # uvicorn binds it itself: its sockets are TCP's own, so asyncio sets TCP_NODELAY on each connection
