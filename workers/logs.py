@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 from workers.http_logs import quiet_http_loggers
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-QUIET_LIBRARIES = ("alembic",)  # a line per migration step at every start
+QUIET_LIBRARIES = ("alembic", "mail.log")  # a line per migration step at every start; per SMTP command
 
 
 class OneLineFailures(logging.Filter):
