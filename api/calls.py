@@ -84,10 +84,29 @@ def _canonical_id(call_id: str) -> str:
 
 
 async def _owned_call(context: ApiContext, organization_id: str, call_id: str) -> CallOrderRecord:
-    record = await context.db(store.get_call, context.database, organization_id, _canonical_id(call_id))
+    canonical = _canonical_id(call_id)
+    record = await context.db(store.get_call, context.database, organization_id, canonical)
+    if record is None:
+        record = await _started_without_row(context, organization_id, canonical)
     if record is None:
         raise not_found("call", call_id)
     return record
+
+
+async def _started_without_row(
+    context: ApiContext, organization_id: str, call_id: str
+) -> CallOrderRecord | None:
+    """An order running before its row is written (its database locked or slow: `POST /call` answers
+    without its placeholder, and its workflow writes the row once it can), read from its workflow: the
+    call just accepted was a 404 to GET and to cancel meanwhile."""
+    try:
+        client = await context.temporal()
+        live = await context.live.call(client.get_workflow_handle(order_workflow_id(call_id)))
+    except Exception:  # noqa: BLE001 — no such workflow, or Temporal cannot say: not found
+        return None
+    if live is None or live.organization_id != organization_id:
+        return None
+    return CallOrderRecord(id=call_id, **call_columns(live, 0))
 
 
 # --- placing an order ------------------------------------------------------------------------------------

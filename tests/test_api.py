@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -1442,6 +1442,25 @@ def test_a_database_that_does_not_answer_is_answered_before_the_clients_timeout(
         timeout=30,
     )
     assert [call.id for call in calls_] == [placed.id]
+
+
+def test_a_call_whose_row_is_not_written_yet_is_read_and_steered_from_its_workflow(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database locked or slow, `POST /call` answers without its placeholder row, and the workflow
+    writes the row once it can: meanwhile the call just accepted was a 404 to GET and to cancel."""
+    placed = org.client.call.create(
+        **quick_order("human:interested", skip_calling_window=False),
+        scheduled_at=datetime.now(UTC) + timedelta(hours=1),
+    ).call
+    get_call = store.get_call
+    monkeypatch.setattr(store, "get_call", lambda database, organization_id, call_id: None)  # no row
+    eventually_sync(lambda: org.client.call.retrieve(placed.id).call.status, lambda s: s == "scheduled")
+    with pytest.raises(revox.NotFoundError):  # another organization's: not found, as ever
+        new_org(org.stack).client.call.retrieve(placed.id)
+    assert org.client.call.cancel(placed.id).success
+    monkeypatch.setattr(store, "get_call", get_call)
+    eventually_sync(lambda: org.client.call.retrieve(placed.id).call.status, lambda s: s == "cancelled")
 
 
 def test_a_client_that_leaves_before_its_whole_body_is_no_error(
