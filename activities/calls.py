@@ -19,6 +19,7 @@ from activities.persistence import (
     accepted_call,
     assistant_view,
     caller_ids,
+    deleted_trunk,
     find_assistant,
     resolve_caller_id,
     trunk_of,
@@ -146,8 +147,10 @@ class CallActivities:
         if requested is None or requested not in owned:
             call = as_accepted()
             kept = call.from_phone_number if call is not None else None
-            if kept and kept not in owned and requested in (None, kept):
-                return CallerId(kept, None)  # its trunk: the one it had when deleted (`trunk_of`, at dial)
+            if call is not None and kept and kept not in owned and requested in (None, kept):
+                accepted_at = call.created_at if isinstance(call.created_at, datetime) else None
+                trunk = deleted_trunk(database, organization_id, kept, accepted_at) if accepted_at else None
+                return CallerId(kept, trunk)  # the trunk it had when deleted, if after the order came
         try:
             return resolve_caller_id(owned, requested, self.settings.default_from_phone_number)
         except UnknownCallerId as err:

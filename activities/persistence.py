@@ -357,25 +357,24 @@ _TRUNK = select(PhoneNumberRecord.livekit_outbound_trunk_id).where(
 )
 
 
-_DELETED_TRUNK = select(DeletedPhoneNumberRecord.livekit_outbound_trunk_id).where(
-    DeletedPhoneNumberRecord.organization_id == bindparam("organization_id"),
-    DeletedPhoneNumberRecord.phone_number == bindparam("phone_number"),
-)
-
-
 def trunk_of(database: Database, organization_id: str, phone_number: str, accepted: str | None) -> str | None:
     """The LiveKit outbound trunk the organization records for its caller id now, if any (another
-    organization registering the same number must not choose the trunk this one's calls go through).
-    Once the number is deleted, as the number itself is kept: the trunk the order was `accepted` with,
-    else the one the number had when it was deleted (an order or a campaign row accepted before, whose
-    first step came after); none (LIVEKIT_SIP_TRUNKS, else the default) once its trunk was cleared."""
-    params = {"organization_id": organization_id, "phone_number": phone_number}
-    if rows := database.fetch(_TRUNK, **params):
-        return rows[0][0]
-    if accepted is not None:
-        return accepted
-    deleted = database.fetch(_DELETED_TRUNK, **params)
-    return deleted[0][0] if deleted else None
+    organization registering the same number must not choose the trunk this one's calls go through);
+    the trunk the order was `accepted` with once the number is deleted, as the number itself is kept; none
+    (LIVEKIT_SIP_TRUNKS, else the default) once its trunk was cleared."""
+    rows = database.fetch(_TRUNK, organization_id=organization_id, phone_number=phone_number)
+    return rows[0][0] if rows else accepted
+
+
+def deleted_trunk(
+    database: Database, organization_id: str, phone_number: str, accepted_at: datetime
+) -> str | None:
+    """The trunk a number had when the organization deleted it, for an order accepted with it before
+    (a campaign row, or an order whose first step came after the deletion: they took the default
+    trunk, which does not own the number); none for an order accepted after, with no trunk then."""
+    with database.session() as session:
+        record = session.get(DeletedPhoneNumberRecord, (organization_id, phone_number))
+        return record.livekit_outbound_trunk_id if record and record.deleted_at >= accepted_at else None
 
 
 # --- do-not-contact registry ---------------------------------------------------------------------------

@@ -491,7 +491,9 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     if idempotency_key:  # the key is claimed by the placeholder row before anything starts
         with timing.phase("claim"):
             row = placeholder()
-            winner = await in_time(context.db(store.insert_call, context.database, row), patience)
+            # (not bounded: a claim given up on would land later all the same, an order said not placed;
+            # a retry with the key is this order, whenever it lands)
+            winner = await context.db(store.insert_call, context.database, row)
         if winner is not None:  # a concurrent request with the same key won
             return await _replay(context, winner, digest)
         try:

@@ -172,7 +172,9 @@ def _needles(query: str) -> list[str]:
         if dialled.startswith("+"):
             needles.append(canonical_number(dialled))
         else:
-            needles += [dialled, dialled.removeprefix("0")]
+            needles.append(dialled)
+            if dialled.startswith("0") and len(dialled) >= 9:  # a national number, its trunk 0 dialled
+                needles.append(dialled[1:])
     return list(dict.fromkeys(needles))
 
 

@@ -153,6 +153,7 @@ Direction = Literal["inbound", "outbound"]
 MAX_SAFE_INT = 9007199254740991
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # fullmatch: no trailing newline, ASCII digits
+_WRITTEN = re.compile(r"\+[1-9][0-9]{6,14}")  # a configured number: at least a subscriber's 7 digits
 _CLOCK_24H = re.compile(r"(?P<h>[01]?[0-9]|2[0-3]):(?P<m>[0-5][0-9])")
 _CLOCK_12H = re.compile(r"(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5][0-9]))?\s?(?P<ampm>[ap])\.?m\.?", re.I)
 
@@ -187,6 +188,19 @@ _NUMBER_SEPARATORS = re.compile(r"[\s().\-\u2010-\u2015]")
 def without_separators(value: str) -> str:
     """`value` without the spaces, dashes, dots and parentheses people write numbers with."""
     return _NUMBER_SEPARATORS.sub("", value)
+
+
+def written_number(value: str) -> str:
+    """A number as written in a configuration (`+33 1 59 00 00 00`) as E.164 writes it; one `phonenumbers`
+    does not know as assigned (`+1 555 555 0100`, a fictional one for a simulated stack) kept in E.164
+    form; anything else a ValueError."""
+    number = without_separators(value)
+    try:
+        return check_e164(number)
+    except ValueError:
+        if _WRITTEN.fullmatch(number):
+            return number
+        raise ValueError(f"{value!r} is not a phone number in E.164 form (e.g. +33159000000)") from None
 
 
 def typed_number(value: str) -> str:

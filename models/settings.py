@@ -11,7 +11,7 @@ from urllib.parse import quote
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from models.common import check_e164, error_summary, without_separators
+from models.common import error_summary, written_number
 
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
 
@@ -149,7 +149,7 @@ class Settings(BaseModel):
     def _caller_id(cls, number: str) -> str:
         """As E.164 writes it (`+33 1 59 00 00 00` is `+33159000000`), as the organization's numbers are
         stored: else it was kept as written, dialled as such, and no order could name it."""
-        return check_e164(without_separators(number))
+        return written_number(number)
 
     @field_validator("livekit_sip_trunks")
     @classmethod
@@ -158,12 +158,7 @@ class Settings(BaseModel):
         otherwise (`+330159000000`, `+1 415 555 0100`) never matched, and its calls took the default trunk."""
         numbers: dict[str, str] = {}
         for written, trunk in trunks.items():
-            try:
-                number = check_e164(without_separators(written))
-            except ValueError:
-                raise ValueError(
-                    f"{written!r} is not a phone number in E.164 form (e.g. +33159000000)"
-                ) from None
+            number = written_number(written)
             if numbers.setdefault(number, trunk) != trunk:
                 raise ValueError(f"{number} is given twice, with two trunks")
             numbers[number] = trunk

@@ -112,6 +112,7 @@ def test_a_search_finds_a_call_by_its_numbers_however_they_are_written(database:
     assert found(query="01 59 00 00 00") == 1
     assert found(to_phone_number="+33 6 12 34 56 79") == found(query="06 12 34 56 79") == 0
     assert found(query="+33 6 12 34") == 1  # a number begun
+    assert found(query="012345") == 0  # a reference, not a national number: its 0 is kept
 
 
 def test_a_search_counts_the_calls_of_the_moment_it_reads_its_page(database: Database) -> None:
@@ -528,7 +529,8 @@ async def test_a_number_deleted_before_its_orders_first_step_is_dialled_through_
     database: Database,
 ) -> None:
     """A campaign row (or an order) accepted with a number deleted before its first step keeps the number
-    (README), and dialled it through the default trunk, which does not own it: the number's own trunk."""
+    (README), and dialled it through the default trunk, which does not own it: the number's own trunk.
+    An order accepted after the deletion (the default caller id, no number left) gets none."""
     from api.store import delete_phone_number
 
     settings = settings_for_tests(database_url=database.url)
@@ -537,27 +539,60 @@ async def test_a_number_deleted_before_its_orders_first_step_is_dialled_through_
     org = f"org_{uuid.uuid4().hex[:8]}"
     issue_api_key(database, org)
     ensure_phone_number(database, org, "+14155550120", "ST_campaign")
+    ensure_phone_number(database, org, "+33159000020", None)  # what is left
+
+    def accepted(created_at: datetime) -> str:
+        call_id = str(uuid.uuid4())
+        call = Call(
+            id=call_id,
+            organization_id=org,
+            from_phone_number="+14155550120",
+            to_phone_number="+33612345678",
+            status="initializing",
+            created_at=created_at,
+            updated_at=created_at,
+        )
+        insert_call(
+            database, {"id": call_id, **call_columns(call, 0), "params": None, "idempotency_key": None}
+        )
+        return call_id
+
+    before = accepted(datetime.now(UTC) - timedelta(minutes=1))
     with database.session() as session:
         number = session.scalars(
-            select(PhoneNumberRecord).where(PhoneNumberRecord.organization_id == org)
+            select(PhoneNumberRecord).where(
+                PhoneNumberRecord.organization_id == org, PhoneNumberRecord.phone_number == "+14155550120"
+            )
         ).one()
     assert delete_phone_number(database, org, number.id)
     assert not delete_phone_number(database, org, number.id)
+    after = accepted(datetime.now(UTC) + timedelta(minutes=1))
+
+    def prepared(call_id: str) -> Any:
+        return activities._prepare(
+            PrepareRequest(
+                call_id=call_id, organization_id=org, to_phone_number="+33612345678", accepted=True
+            )
+        )
+
+    assert (prepared(before).from_phone_number, prepared(before).livekit_outbound_trunk_id) == (
+        "+14155550120",
+        "ST_campaign",
+    )
+    assert prepared(after).livekit_outbound_trunk_id is None
     request = DialRequest(
-        call_id="c",
+        call_id=before,
         attempt_id="a",
         attempt_number=1,
         to_phone_number="+33612345678",
         from_phone_number="+14155550120",
         organization_id=org,
+        accepted_trunk_id=prepared(before).livekit_outbound_trunk_id,
     )
-    await activities.dial(request)  # prepared after the deletion: nothing accepted
-    await activities.dial(request.model_copy(update={"accepted_trunk_id": "ST_accepted"}))
-    await activities.dial(request.model_copy(update={"organization_id": "org_other"}))  # not theirs
+    await activities.dial(request)
     ensure_phone_number(database, org, "+14155550120", "ST_again")  # added again: its trunk now
     await activities.dial(request)
-    dialled = [d.livekit_outbound_trunk_id for d in telephony.dialled]
-    assert dialled == ["ST_campaign", "ST_accepted", None, "ST_again"]
+    assert [d.livekit_outbound_trunk_id for d in telephony.dialled] == ["ST_campaign", "ST_again"]
 
 
 async def test_a_dial_whose_trunk_the_database_cannot_say_goes_through_the_accepted_one(

@@ -339,6 +339,8 @@ def test_the_organizations_number_is_read_as_e164_writes_it(tmp_path: Path) -> N
     config = tmp_path / "temporal-dev.yaml"
     config.write_text('organization:\n  default_from_phone_number: "+33 (0)1 59 00 00 00"\n')
     assert Settings.load(config_file=config, env={}).default_from_phone_number == "+33159000000"
+    config.write_text('organization:\n  default_from_phone_number: "+1 555 555 0100"\n')  # fictional: kept
+    assert Settings.load(config_file=config, env={}).default_from_phone_number == "+15555550100"
     config.write_text('organization:\n  default_from_phone_number: "+33 1"\n')
     with pytest.raises(ConfigError, match="organization.default_from_phone_number: .*not a phone number"):
         Settings.load(config_file=config, env={})
