@@ -642,11 +642,11 @@ def test_an_order_cancelled_but_still_closing_refuses_a_second_cancel(
     closing, release = threading.Event(), threading.Event()
     real_write = persistence.write_call
 
-    def held(database: Database, call: Call, seq: int) -> bool:  # runs on a thread of the worker's
+    def held(database: Database, call: Call, seq: int, *rest: Any) -> bool:  # on a thread of the worker's
         if call.status == "cancelled":
             closing.set()
             release.wait(30)
-        return real_write(database, call, seq)
+        return real_write(database, call, seq, *rest)
 
     monkeypatch.setattr(persistence, "write_call", held)
     try:

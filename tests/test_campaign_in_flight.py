@@ -20,6 +20,7 @@ from models.tables import AssistantRecord, CallOrderRecord, Database
 from tests.helpers import current_details, eventually, settings_for_tests, start_campaign
 from tests.test_call_order_concurrency import peak_overlap
 from workers import create_worker
+from workflows.call_order import CallOrderWorkflow
 from workflows.campaign import RUN_OF_ITS_OWN, CampaignWorkflow
 
 ORG = "org_campaign_in_flight"
@@ -269,7 +270,8 @@ async def test_temporals_cancellation_of_a_campaign_means_its_cancel(time_env, t
     settings = settings_for_tests(task_queue=task_queue)
     database = Database.for_url(settings.database_url)
     campaign = create(database, settings, 6, call_seconds="60")
-    launch = CampaignLaunchParams(mode="ai_first")
+    # its orders wait for tomorrow: none is in a call the cancel waits for (time-skipping stalled there)
+    launch = CampaignLaunchParams(mode="ai_first", scheduled_at=datetime.now(UTC) + timedelta(days=1))
     assert store.select_for_launch(database, ORG, campaign.id, launch).launched == 6
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
         handle = await start_campaign(  # two rows now, then one every 1,000 s
@@ -283,5 +285,8 @@ async def test_temporals_cancellation_of_a_campaign_means_its_cancel(time_env, t
         summary = campaign_stats.summarize(campaign_stats.row_facts(database, campaign.id))
         assert record.is_cancelled and campaign_stats.campaign_status(record, summary) != "running"
         rows = store.rows_with_calls(database, campaign.id)
-        # (its orders were told as by the cancel signal: `_cancel_everything`, tested with it)
         assert sorted(row.state for row, _ in rows) == ["cancelled"] * 4 + ["launched"] * 2
+        for row, _ in rows:  # its orders were told, as by the cancel signal
+            if row.state == "launched":
+                order = time_env.client.get_workflow_handle(f"call-{row.call_id}")
+                await eventually(lambda: order.query(CallOrderWorkflow.status), lambda s: s == "cancelled")  # noqa: B023
