@@ -506,6 +506,72 @@ async def campaign(env: WorkflowEnvironment) -> None:
         await save(handle)
 
 
+async def campaign_cancelled_by_temporal(env: WorkflowEnvironment) -> None:
+    """A 4-row campaign whose two started orders wait for tomorrow, cancelled by Temporal (the Web UI's
+    Request Cancellation): it cancels as its signal would."""
+    from api import campaign_store
+    from models.campaign import CampaignLaunchParams, CampaignPace
+    from tests.test_campaign import ORG, create
+    from workflows.campaign import CampaignWorkflow
+
+    workflow_id = "campaign-replay_cancelled_by_temporal"
+    if (HISTORIES / f"{workflow_id}.json").exists():
+        return
+    settings = settings_for_tests(task_queue="record-campaign")
+    database = Database.for_url(settings.database_url)
+    rows = [
+        {"to_phone_number": f"+3361234561{i}", "prompt_variables": {"name": f"Contact {i}"}} for i in range(4)
+    ]
+    created, _ = create(database, settings, rows)
+    launch = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
+    campaign_store.select_for_launch(database, ORG, created.id, launch)
+    async with create_worker(env.client, task_queue="record-campaign", settings=settings):
+        handle = await start_campaign(
+            env.client,
+            created.id,
+            ORG,
+            "record-campaign",
+            workflow_id=workflow_id,
+            pace=CampaignPace(rows_per_second=0.01, burst=2),
+            batch_size=2,
+        )
+        await eventually(lambda: handle.query(CampaignWorkflow.get_progress), lambda p: p.started == 2)
+        await handle.cancel()
+        await save(handle)
+
+
+async def semaphore_cancelled_by_temporal(env: WorkflowEnvironment, task_queue: str) -> None:
+    """A key's semaphore cancelled by Temporal while one order holds its permit and one waits: it
+    serves on (the waiter is called), then ends once idle."""
+    client = env.client
+    key = organization_key(DEFAULT_ORGANIZATION, "replay-cancelled")
+    semaphore = client.get_workflow_handle(semaphore_workflow_id(key))
+    if (HISTORIES / f"{semaphore.id}.json").exists():
+        return
+    concurrency = {"key": "replay-cancelled", "max": 1}
+    orders = [
+        await client.start_workflow(
+            CallOrderWorkflow.run,
+            scenario(
+                "human",
+                assistant={"call_retry_config": ALWAYS},
+                concurrency=concurrency,
+                metadata={"simulation": "human", "simulation.call_seconds": "3600"},  # the permit held
+            ),
+            id=f"call-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        for _ in range(2)
+    ]
+    await eventually(lambda: orders[1].query(CallOrderWorkflow.status), lambda s: s == "queued_for_calling")
+    await semaphore.cancel()
+    for order in orders:
+        await order.result()
+    while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:
+        await env.sleep(timedelta(minutes=1))  # it ends after 5 idle minutes
+    await save(semaphore)
+
+
 async def campaign_numbered_steering(env: WorkflowEnvironment) -> None:
     """A 2-row campaign steered with numbered signals (`campaigns.steered`): a pause, a resume stored
     after it, then a pause stored before that resume arriving last (not applied), then a cancel."""
@@ -616,6 +682,7 @@ async def main() -> None:
             await contact_checked_after_the_permit(env.client, "record")
             await dialed_too_late(env.client, "record")
             await listed_since_accepted(env.client, "record")
+            await semaphore_cancelled_by_temporal(env, "record")
             semaphore = env.client.get_workflow_handle(semaphore_workflow_id("replay"))
             if not (HISTORIES / f"{semaphore.id}.json").exists():
                 while (await semaphore.describe()).status == WorkflowExecutionStatus.RUNNING:
@@ -625,6 +692,7 @@ async def main() -> None:
     await campaign_in_flight(env)
     await campaign_last_batch(env)
     await campaign_numbered_steering(env)
+    await campaign_cancelled_by_temporal(env)
     await env.shutdown()
 
 
