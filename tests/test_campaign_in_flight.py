@@ -290,3 +290,53 @@ async def test_temporals_cancellation_of_a_campaign_means_its_cancel(time_env, t
             if row.state == "launched":
                 order = time_env.client.get_workflow_handle(f"call-{row.call_id}")
                 await eventually(lambda: order.query(CallOrderWorkflow.status), lambda s: s == "cancelled")  # noqa: B023
+
+
+async def test_temporals_cancellation_during_a_batch_reaches_the_batchs_orders(
+    time_env, task_queue, monkeypatch
+) -> None:
+    """Cancelled by Temporal while a batch's orders were being started, the campaign cancelled at once:
+    the batch's rows, not launched yet, were marked cancelled, and their orders, started then, called
+    on, out of any cancel's reach. The batch ends first now, and its orders are cancelled."""
+    import threading
+
+    from temporalio.api.enums.v1 import EventType
+
+    import activities.campaigns
+
+    settings = settings_for_tests(task_queue=task_queue)
+    database = Database.for_url(settings.database_url)
+    campaign = create(database, settings, 3, call_seconds="60")
+    launch = CampaignLaunchParams(mode="ai_first", scheduled_at=datetime.now(UTC) + timedelta(days=1))
+    assert store.select_for_launch(database, ORG, campaign.id, launch).launched == 3
+    entered, released = threading.Event(), threading.Event()
+    pending_rows = activities.campaigns.pending_rows
+
+    def held(*args: Any) -> Any:
+        entered.set()
+        released.wait(30)
+        return pending_rows(*args)
+
+    monkeypatch.setattr(activities.campaigns, "pending_rows", held)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings):
+        handle = await start_campaign(time_env.client, campaign.id, ORG, task_queue)
+        assert await asyncio.to_thread(entered.wait, 30)
+        await handle.cancel()
+
+        async def cancel_seen() -> bool:  # the workflow has run a task since the request
+            events = [e.event_type for e in (await handle.fetch_history()).events]
+            requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+            return (
+                requested in events
+                and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[events.index(requested) :]
+            )
+
+        await eventually(cancel_seen, bool)
+        released.set()
+        progress = await asyncio.wait_for(handle.result(), timeout=60)
+        assert progress.cancelled and progress.started == 3
+        rows = store.rows_with_calls(database, campaign.id)
+        assert [row.state for row, _ in rows] == ["launched"] * 3
+        for row, _ in rows:
+            order = time_env.client.get_workflow_handle(f"call-{row.call_id}")
+            await eventually(lambda: order.query(CallOrderWorkflow.status), lambda s: s == "cancelled")  # noqa: B023

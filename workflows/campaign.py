@@ -25,6 +25,7 @@ for some to end, so the shared key's semaphore never queues more than its payloa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         CampaignState,
         InFlightRequest,
         LaunchRowsRequest,
+        LaunchRowsResult,
         SteerAction,
         SteerRequest,
         SteerResult,
@@ -49,6 +51,9 @@ with workflow.unsafe.imports_passed_through():
 
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
+
+# Temporal's cancellation of the workflow means its cancel signal (before, it ended the run).
+CANCELLED_BY_TEMPORAL = "cancelled-by-temporal-means-cancel"
 
 # A run that a cancel, pause or resume starts after the launch's run ended knows nothing of that launch:
 # its details say so, rather than "started no order" of a campaign that did.
@@ -67,6 +72,7 @@ class CampaignWorkflow:
             self.state.progress.steered = input.steered
             self.state.progress.orders_paused = input.orders_paused
         self.progress = self.state.progress
+        self._launching: workflow.ActivityHandle[LaunchRowsResult] | None = None  # a batch being started
 
     # -- the story ---------------------------------------------------------------------------------
 
@@ -77,8 +83,15 @@ class CampaignWorkflow:
         except (asyncio.CancelledError, ActivityError) as err:
             if isinstance(err, ActivityError) and not isinstance(err.cause, TemporalCancelled):
                 raise
+            if not workflow.patched(CANCELLED_BY_TEMPORAL):  # a run cancelled so before: it ended
+                raise
             # Temporal's cancellation (the Web UI's, `temporal workflow cancel`) means the cancel signal:
-            # it ended the run and left the campaign `running`, its rows pending for good.
+            # it ended the run and left the campaign `running`, its rows pending for good. A batch being
+            # started ends first: its orders are then the launched rows the cancel reaches.
+            if self._launching is not None:
+                with contextlib.suppress(ActivityError):  # a batch that failed started nothing more
+                    self._count(await self._launching)
+                self._launching = None
             self.progress.cancelled = True
             await self._cancel_everything()
         self._phase("done")
@@ -126,7 +139,7 @@ class CampaignWorkflow:
                 pass
             return True
         self._phase("launching")
-        result = await workflow.execute_activity_method(
+        launching = workflow.start_activity_method(
             CampaignActivities.campaign_launch_rows,
             LaunchRowsRequest(
                 campaign_id=self.campaign_id,
@@ -140,6 +153,16 @@ class CampaignWorkflow:
             retry_policy=DB_RETRY,
             summary=f"start up to {granted} orders after row #{self.progress.cursor}",
         )
+        if workflow.patched(CANCELLED_BY_TEMPORAL):  # its batch outlives Temporal's cancellation (`run`)
+            self._launching = launching
+            result = await asyncio.shield(launching)
+        else:
+            result = await launching
+        self._launching = None
+        return self._count(result)
+
+    def _count(self, result: LaunchRowsResult) -> bool:
+        """What a batch did, in the progress; False when no row is pending any more."""
         if not result.found:  # deleted: start nothing more
             self.progress.cancelled = True
             return False

@@ -133,6 +133,8 @@ DEFER_SIGNAL = "concurrency_deferred"  # ... and this one (the queue was full: a
 # Patch id: a request that finds `max_waiters` waiting is deferred; before, every request was queued
 # (and past some 29,000 waiters the carried state outgrew Temporal's payload limit).
 BOUNDED_QUEUE = "bounded-queue"
+# Temporal's cancellation of a semaphore is ignored (before, it ended it and stranded its queue).
+CANCELLATION_IGNORED = "cancellation-ignored"
 RELEASE_SIGNAL = "release"
 HOLDERS_QUERY = "holders"
 WAITERS_QUERY = "waiters"
@@ -280,6 +282,8 @@ class ConcurrencySemaphoreWorkflow:
                 if await self._serve(liveness):
                     return self._state()
             except asyncio.CancelledError:  # the Web UI's "Request Cancellation", `temporal workflow cancel`
+                if not workflow.patched(CANCELLATION_IGNORED):  # a run cancelled so before: it ended
+                    raise
                 # Ended, it would leave its holders' permits and its waiters' turns unanswered for good
                 # (the waiting orders stayed `queued_for_calling`): it serves on, and ends once idle.
                 workflow.logger.warning(
