@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -471,31 +472,41 @@ async def notified_in_batches(client: Client, task_queue: str) -> None:
     await save(client.get_workflow_handle(f"notify-{NOTIFIED_IN_BATCHES}"))
 
 
-async def campaign(env: WorkflowEnvironment) -> None:
-    """A 6-row campaign launched two rows at a time, paused, resumed, then cancelled mid-launch."""
+@contextlib.asynccontextmanager
+async def launched_campaign(
+    env: WorkflowEnvironment, workflow_id: str, numbers: list[str]
+) -> AsyncIterator[WorkflowHandle]:  # type: ignore[type-arg]
+    """A campaign of `numbers`, its rows launched for 2099 two at a time, its worker running."""
     from api import campaign_store
     from models.campaign import CampaignLaunchParams, CampaignPace
     from tests.test_campaign import ORG, create
-    from workflows.campaign import CampaignWorkflow
 
     settings = settings_for_tests(task_queue="record-campaign")
     database = Database.for_url(settings.database_url)
     rows = [
-        {"to_phone_number": f"+3361234560{i}", "prompt_variables": {"name": f"Contact {i}"}} for i in range(6)
+        {"to_phone_number": n, "prompt_variables": {"name": f"Contact {i}"}} for i, n in enumerate(numbers)
     ]
     created, _ = create(database, settings, rows)
     launch = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
     campaign_store.select_for_launch(database, ORG, created.id, launch)
     async with create_worker(env.client, task_queue="record-campaign", settings=settings):
-        handle = await start_campaign(
+        yield await start_campaign(
             env.client,
             created.id,
             ORG,
             "record-campaign",
-            workflow_id="campaign-replay_launch_pause_resume_cancel",
+            workflow_id=workflow_id,
             pace=CampaignPace(rows_per_second=0.01, burst=2),
             batch_size=2,
         )
+
+
+async def campaign(env: WorkflowEnvironment) -> None:
+    """A 6-row campaign launched two rows at a time, paused, resumed, then cancelled mid-launch."""
+    from workflows.campaign import CampaignWorkflow
+
+    numbers = [f"+3361234560{i}" for i in range(6)]
+    async with launched_campaign(env, "campaign-replay_launch_pause_resume_cancel", numbers) as handle:
         progress = lambda: handle.query(CampaignWorkflow.get_progress)  # noqa: E731
         await eventually(progress, lambda p: p.started == 2)
         await handle.signal(CampaignWorkflow.pause)
@@ -507,34 +518,14 @@ async def campaign(env: WorkflowEnvironment) -> None:
 
 
 async def campaign_cancelled_by_temporal(env: WorkflowEnvironment) -> None:
-    """A 4-row campaign whose two started orders wait for tomorrow, cancelled by Temporal (the Web UI's
-    Request Cancellation): it cancels as its signal would."""
-    from api import campaign_store
-    from models.campaign import CampaignLaunchParams, CampaignPace
-    from tests.test_campaign import ORG, create
+    """A 4-row campaign whose two started orders wait, cancelled by Temporal (the Web UI's Request
+    Cancellation): it cancels as its signal would."""
     from workflows.campaign import CampaignWorkflow
 
     workflow_id = "campaign-replay_cancelled_by_temporal"
     if (HISTORIES / f"{workflow_id}.json").exists():
         return
-    settings = settings_for_tests(task_queue="record-campaign")
-    database = Database.for_url(settings.database_url)
-    rows = [
-        {"to_phone_number": f"+3361234561{i}", "prompt_variables": {"name": f"Contact {i}"}} for i in range(4)
-    ]
-    created, _ = create(database, settings, rows)
-    launch = CampaignLaunchParams(mode="ai_first", scheduled_at="2099-01-05T09:00:00Z")
-    campaign_store.select_for_launch(database, ORG, created.id, launch)
-    async with create_worker(env.client, task_queue="record-campaign", settings=settings):
-        handle = await start_campaign(
-            env.client,
-            created.id,
-            ORG,
-            "record-campaign",
-            workflow_id=workflow_id,
-            pace=CampaignPace(rows_per_second=0.01, burst=2),
-            batch_size=2,
-        )
+    async with launched_campaign(env, workflow_id, [f"+3361234561{i}" for i in range(4)]) as handle:
         await eventually(lambda: handle.query(CampaignWorkflow.get_progress), lambda p: p.started == 2)
         await handle.cancel()
         await save(handle)
