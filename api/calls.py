@@ -572,6 +572,7 @@ async def _start_with_placeholder(
             log.warning(
                 "call %s started; its placeholder row is not written yet (the database is slow)", call_id
             )
+            storing.add_done_callback(lambda late: late.cancelled() or late.exception())  # seen, if it fails
             return answer
     [stored] = await asyncio.gather(storing, return_exceptions=True)
     if isinstance(started, BaseException):
