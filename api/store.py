@@ -165,7 +165,9 @@ _DIALLED = re.compile(r"\+?[0-9]{6,}")
 def _needles(query: str) -> list[str]:
     """What a free-text query looks for in the search text: itself and, when it is a phone number
     however written, the number as stored (E.164): `+33 6 12 34 99 99` as `+33612349999`, the national
-    `06 12 34 99 99` as its digits after the trunk's 0 (`612349999`, in `+33612349999`)."""
+    `06 12 34 99 99` (or `089 12345`, `0612349999`) as its digits after the trunk's 0 (`612349999`, in
+    `+33612349999`); a run of digits shorter than a national number, written without separators
+    (`012345`, a reference), keeps its 0."""
     needles = [query.lower()]
     dialled = without_separators(query)
     if _DIALLED.fullmatch(dialled):
@@ -173,7 +175,8 @@ def _needles(query: str) -> list[str]:
             needles.append(canonical_number(dialled))
         else:
             needles.append(dialled)
-            if dialled.startswith("0") and len(dialled) >= 9:  # a national number, its trunk 0 dialled
+            written = dialled != query.strip()  # with spaces, dashes, dots: a phone number as people write it
+            if dialled.startswith("0") and (written or len(dialled) >= 9):  # national: its trunk 0 dialled
                 needles.append(dialled[1:])
     return list(dict.fromkeys(needles))
 

@@ -190,17 +190,18 @@ def without_separators(value: str) -> str:
     return _NUMBER_SEPARATORS.sub("", value)
 
 
-def written_number(value: str) -> str:
-    """A number as written in a configuration (`+33 1 59 00 00 00`) as E.164 writes it; one `phonenumbers`
-    does not know as assigned (`+1 555 555 0100`, a fictional one for a simulated stack) kept in E.164
-    form; anything else a ValueError."""
+def written_number(value: str, *, assigned: bool) -> str:
+    """A number as written in a configuration (`+33 1 59 00 00 00`) as E.164 writes it. Unless it must be
+    `assigned` (real telephony: a typo would dial, or never match, in vain), one `phonenumbers` does not
+    know as assigned (`+1 555 555 0100`, a fictional one for a simulated stack) is kept in E.164 form;
+    anything else is a ValueError."""
     number = without_separators(value)
     try:
         return check_e164(number)
     except ValueError:
-        if _WRITTEN.fullmatch(number):
+        if not assigned and _WRITTEN.fullmatch(number):
             return number
-        raise ValueError(f"{value!r} is not a phone number in E.164 form (e.g. +33159000000)") from None
+        raise
 
 
 def typed_number(value: str) -> str:

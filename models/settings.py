@@ -9,7 +9,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from models.common import error_summary, written_number
 
@@ -146,19 +154,20 @@ class Settings(BaseModel):
 
     @field_validator("default_from_phone_number")
     @classmethod
-    def _caller_id(cls, number: str) -> str:
+    def _caller_id(cls, number: str, info: ValidationInfo) -> str:
         """As E.164 writes it (`+33 1 59 00 00 00` is `+33159000000`), as the organization's numbers are
-        stored: else it was kept as written, dialled as such, and no order could name it."""
-        return written_number(number)
+        stored: else it was kept as written, dialled as such, and no order could name it. With real
+        telephony, an assigned number (a fictional one does for simulated callees)."""
+        return written_number(number, assigned=info.data.get("telephony") == "livekit")
 
     @field_validator("livekit_sip_trunks")
     @classmethod
-    def _trunk_numbers(cls, trunks: dict[str, str]) -> dict[str, str]:
+    def _trunk_numbers(cls, trunks: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         """Its numbers as E.164 writes them, as the caller ids they are looked up by: a key written
         otherwise (`+330159000000`, `+1 415 555 0100`) never matched, and its calls took the default trunk."""
         numbers: dict[str, str] = {}
         for written, trunk in trunks.items():
-            number = written_number(written)
+            number = written_number(written, assigned=info.data.get("telephony") == "livekit")
             if numbers.setdefault(number, trunk) != trunk:
                 raise ValueError(f"{number} is given twice, with two trunks")
             numbers[number] = trunk

@@ -113,6 +113,11 @@ def test_a_search_finds_a_call_by_its_numbers_however_they_are_written(database:
     assert found(to_phone_number="+33 6 12 34 56 79") == found(query="06 12 34 56 79") == 0
     assert found(query="+33 6 12 34") == 1  # a number begun
     assert found(query="012345") == 0  # a reference, not a national number: its 0 is kept
+    munich = snapshot(f"call-munich-{organization}", organization, 1).model_copy(
+        update={"to_phone_number": "+498912345"}
+    )
+    assert write_call(database, munich, 1)
+    assert found(query="089 12345") == 1  # a short national number, written as one
 
 
 def test_a_search_counts_the_calls_of_the_moment_it_reads_its_page(database: Database) -> None:

@@ -341,6 +341,15 @@ def test_the_organizations_number_is_read_as_e164_writes_it(tmp_path: Path) -> N
     assert Settings.load(config_file=config, env={}).default_from_phone_number == "+33159000000"
     config.write_text('organization:\n  default_from_phone_number: "+1 555 555 0100"\n')  # fictional: kept
     assert Settings.load(config_file=config, env={}).default_from_phone_number == "+15555550100"
+    real = {"OUTDIAL_TELEPHONY": "livekit"}  # ... for simulated callees; real ones need an assigned one
+    with pytest.raises(
+        ConfigError, match="organization.default_from_phone_number: .*not a valid phone number"
+    ):
+        Settings.load(config_file=config, env=real)
+    with pytest.raises(
+        ConfigError, match="LIVEKIT_SIP_TRUNKS: .*'\\+3315900000' is not a valid"
+    ):  # a digit short
+        Settings.load(config_file="/nonexistent", env={**real, "LIVEKIT_SIP_TRUNKS": "+33 1 59 00 00 0=ST_a"})
     config.write_text('organization:\n  default_from_phone_number: "+33 1"\n')
     with pytest.raises(ConfigError, match="organization.default_from_phone_number: .*not a phone number"):
         Settings.load(config_file=config, env={})
