@@ -7,14 +7,19 @@ database from OUTDIAL_DATABASE_URL or temporal-dev.yaml).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+log = logging.getLogger(__name__)
 SCRIPT_LOCATION = str(Path(__file__).parent)
 
 
@@ -40,9 +45,31 @@ def upgrade_head(engine: Engine) -> None:
                         connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
                     config = alembic_config()
                     config.attributes["connection"] = connection
+                    if _newer_than_known(connection, config):
+                        return
                     command.upgrade(config, "head")
                 return
             except (OperationalError, IntegrityError, ProgrammingError):
                 if attempt == ATTEMPTS - 1:
                     raise
         time.sleep(2**attempt)
+
+
+def _newer_than_known(connection: Connection, config: Config) -> bool:
+    """Whether a newer outdial migrated the database past every revision this one knows (a rolling
+    upgrade, or workers rolled back): it is used as it is, with a warning. Alembic refused it, and every
+    database step of an older worker started then failed, a dial losing its attempt without a ring."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        return False
+    try:
+        ScriptDirectory.from_config(config).get_revision(current)
+        return False
+    except CommandError:  # "Can't locate revision"
+        pass
+    log.warning(
+        "the database is at revision %s, which this version does not know (a newer outdial migrated it): "
+        "used as it is; stop the older processes once the upgrade is done",
+        current,
+    )
+    return True

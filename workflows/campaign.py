@@ -83,7 +83,9 @@ class CampaignWorkflow:
         except (asyncio.CancelledError, ActivityError) as err:
             if isinstance(err, ActivityError) and not isinstance(err.cause, TemporalCancelled):
                 raise
-            if not workflow.patched(CANCELLED_BY_TEMPORAL):  # a run cancelled so before: it ended
+            if not workflow.patched(CANCELLED_BY_TEMPORAL):  # a run cancelled so before: it ended,
+                if self._launching is not None:  # its batch cancelled (as awaited, not shielded, then)
+                    self._launching.cancel()
                 raise
             # Temporal's cancellation (the Web UI's, `temporal workflow cancel`) means the cancel signal:
             # it ended the run and left the campaign `running`, its rows pending for good. A batch being
@@ -153,11 +155,8 @@ class CampaignWorkflow:
             retry_policy=DB_RETRY,
             summary=f"start up to {granted} orders after row #{self.progress.cursor}",
         )
-        if workflow.patched(CANCELLED_BY_TEMPORAL):  # its batch outlives Temporal's cancellation (`run`)
-            self._launching = launching
-            result = await asyncio.shield(launching)
-        else:
-            result = await launching
+        self._launching = launching
+        result = await asyncio.shield(launching)  # the batch outlives Temporal's cancellation (`run`)
         self._launching = None
         return self._count(result)
 
