@@ -49,7 +49,9 @@ def upgrade_head(engine: Engine) -> None:
                         return
                     command.upgrade(config, "head")
                 return
-            except (OperationalError, IntegrityError, ProgrammingError):
+            except (OperationalError, IntegrityError, ProgrammingError, CommandError):
+                # (CommandError: a newer outdial migrated it while this one waited for the lock: the
+                # next try sees its revision, `_newer_than_known`)
                 if attempt == ATTEMPTS - 1:
                     raise
         time.sleep(2**attempt)

@@ -184,6 +184,32 @@ def test_a_database_a_newer_version_migrated_is_used_as_it_is(
     again.engine.dispose()
 
 
+def test_a_database_migrated_by_a_newer_version_while_waiting_for_the_lock_is_used_as_it_is(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The older process read a revision it knew, waited for the migration lock while a newer one
+    migrated, then Alembic refused the new revision: its first database step failed."""
+    import migrations
+
+    empty_database.migrate()
+    with empty_database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    newer_than_known = migrations._newer_than_known
+    checks: list[bool] = []
+
+    def read_before_the_newer_one_wrote(*args: Any) -> bool:
+        checks.append(newer_than_known(*args) if checks else False)
+        return checks[-1]
+
+    monkeypatch.setattr(migrations, "_newer_than_known", read_before_the_newer_one_wrote)
+    monkeypatch.setattr(migrations.time, "sleep", lambda seconds: None)
+    again = Database(empty_database.url)
+    with again.session() as session:
+        assert session.scalars(select(CallOrderRecord)).all() == []
+    assert checks == [False, True]
+    again.engine.dispose()
+
+
 def test_calls_stored_before_the_search_text_column_are_searchable_after_the_migration(
     empty_database: Database,
 ) -> None:
