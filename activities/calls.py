@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from sqlalchemy.exc import OperationalError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.analysis import failure_holding
+from activities.heartbeats import heartbeating
 from activities.persistence import (
     CallerId,
     UnknownCallerId,
@@ -48,26 +48,6 @@ log = logging.getLogger(__name__)
 TRUNK_READ_SECONDS = 3.0
 
 INVALID_ORDER = "InvalidCallOrder"
-T = TypeVar("T")
-
-
-async def heartbeating(work: Awaitable[T]) -> T:
-    """Await `work`, heartbeating meanwhile when the activity has a heartbeat timeout: a worker that
-    dies mid-ring is then noticed within that timeout (not the whole start-to-close), and a cancelled
-    order's dial is cancelled: the activity ends once the dial has (the phone hung up), so the order
-    gives its permit back only then."""
-    timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
-    task = asyncio.ensure_future(work)
-    try:
-        while timeout:
-            done, _ = await asyncio.wait({task}, timeout=timeout.total_seconds() / 3)
-            if done:
-                break
-            activity.heartbeat()
-        return await task
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
 
 
 class CallActivities:

@@ -57,6 +57,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import report_progress
 from activities.providers import refuse_to_ring_late
 from models.common import DialError
 from models.settings import ConfigError, Settings
@@ -154,10 +155,10 @@ def _secret(value: SecretStr | str | None) -> str | None:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
-def _heartbeat(*details: object) -> None:
-    """Record dial progress in the activity's heartbeat details (no-op outside an activity)."""
-    with contextlib.suppress(RuntimeError):
-        activity.heartbeat(*details)
+def _worker_stopping() -> bool:
+    with contextlib.suppress(RuntimeError):  # outside an activity: no worker to stop
+        return activity.is_worker_shutdown()
+    return False
 
 
 def _previous_phase() -> str | None:
@@ -252,7 +253,7 @@ class LiveKitTelephony:
                 )
             await self._ensure_dispatch(lk, room, request)
             await self._write_ledger(lk, room, DialLedger(attempt_id=request.attempt_id, phase="dialing"))
-        _heartbeat("dialing")
+        report_progress("dialing")
         return await self._ring(room, trunk, request)
 
     async def _ring(self, room: str, trunk: str, request: DialRequest) -> DialResult:
@@ -296,13 +297,16 @@ class LiveKitTelephony:
                 await self._write_ledger(
                     lk, room, DialLedger(attempt_id=request.attempt_id, phase="answered")
                 )
-        except asyncio.CancelledError:  # the order was cancelled while ringing: hang up
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.hang_up(room))
+        except asyncio.CancelledError:
+            if not _worker_stopping():  # the order was cancelled while ringing: hang up
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.hang_up(room))
+            # A stopping worker (a deploy) leaves the phone ringing: the try after it, on the next
+            # worker, watches this ring (the ledger says `dialing`) instead of ringing again.
             raise
         finally:
             keepalive.cancel()
-        _heartbeat("answered")
+        report_progress("answered")
         return DialResult(answered=True, session=room, answered_at=answered_at)
 
     async def _outcome_of_earlier_ring(
@@ -324,7 +328,7 @@ class LiveKitTelephony:
                 )
                 await self._fail(lk, room, request, "non_classified_error")
                 return DialResult(answered=False, dial_error="non_classified_error")
-            _heartbeat("dialing")
+            report_progress("dialing")
             await asyncio.sleep(self._answer_poll_interval)
 
     async def _callee_status(self, lk: api.LiveKitAPI, room: str) -> str | None:
@@ -338,7 +342,7 @@ class LiveKitTelephony:
         """Heartbeats let Temporal deliver a cancellation while the phone rings."""
         while True:
             await asyncio.sleep(5)
-            _heartbeat(phase)
+            report_progress(phase)
 
     async def _ensure_dispatch(self, lk: api.LiveKitAPI, room: str, request: DialRequest) -> None:
         agent_name = self.settings.livekit_agent_name
@@ -374,7 +378,7 @@ class LiveKitTelephony:
         ledger = DialLedger(attempt_id=request.attempt_id, phase="failed", dial_error=dial_error)
         with contextlib.suppress(api.ServerError, aiohttp.ClientError):
             await self._write_ledger(lk, room, ledger)
-        _heartbeat(f"failed:{dial_error}")
+        report_progress(f"failed:{dial_error}")
 
     async def end_call(self, request: HangUpRequest) -> None:
         await self.hang_up(request.session or room_name(request.attempt_id))

@@ -25,10 +25,11 @@ from livekit.protocol import models as models_pb
 from livekit.protocol import room as room_pb
 from livekit.protocol import sip as sip_pb
 from temporalio import workflow
+from temporalio.activity import ActivityCancellationDetails
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
@@ -73,6 +74,7 @@ class SipOutcome:
     rings: bool = True  # the callee's phone rang (a SIP participant existed)
     callee_stays: bool = True  # after an error: the callee is still in the room, answered
     delete_room: bool = False  # after an error: the room is gone
+    ring_seconds: float = 0  # how long the phone rings before LiveKit answers the request
 
     @classmethod
     def sip_error(cls, sip_status_code: int, http_status: int = 429, code: str = "resource_exhausted"):  # type: ignore[no-untyped-def]
@@ -126,6 +128,9 @@ class FakeLiveKit:
         self.requests.append((service, method, message, dict(request.headers)))
         if self.on_request:
             self.on_request(service, method, message)
+        if method == "CreateSIPParticipant" and self.sip_outcome.ring_seconds:
+            self.rang.set()
+            await asyncio.sleep(self.sip_outcome.ring_seconds)  # the ring's real duration
         return getattr(self, f"_{method}")(message)
 
     def _CreateRoom(self, req: room_pb.CreateRoomRequest) -> web.Response:
@@ -468,17 +473,36 @@ class DialOnce:
         )
 
 
+@workflow.defn(sandboxed=False)
+class DialWithHeartbeats:
+    """DialOnce with a heartbeat timeout, as the order's dial has (shorter, for a short ring)."""
+
+    @workflow.run
+    async def run(self, request: DialRequest) -> DialResult:
+        return await workflow.execute_activity(
+            "dial",
+            request,
+            result_type=DialResult,
+            start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=1.5),  # a keep-alive heartbeat every 0.5 s
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3),
+        )
+
+
 async def _dial_through_temporal(
-    env: WorkflowEnvironment, fake: FakeLiveKit, request: DialRequest
+    env: WorkflowEnvironment,
+    fake: FakeLiveKit,
+    request: DialRequest,
+    dialling: type[DialOnce] | type[DialWithHeartbeats] = DialOnce,
 ) -> DialResult:
     settings = livekit_settings(fake)
     calls = CallActivities(
         settings, LiveKitTelephony(settings, answer_poll_interval=0.05), SimulatedAnalyzer()
     )
     queue = f"dial-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=queue, workflows=[DialOnce], activities=[calls.dial]):
+    async with Worker(env.client, task_queue=queue, workflows=[dialling], activities=[calls.dial]):
         return await env.client.execute_workflow(
-            DialOnce.run, request, id=f"dial-{uuid.uuid4()}", task_queue=queue, result_type=DialResult
+            dialling.run, request, id=f"dial-{uuid.uuid4()}", task_queue=queue, result_type=DialResult
         )
 
 
@@ -514,6 +538,40 @@ async def test_a_retried_dial_never_rings_twice(
         assert '"phase":"answered"' in livekit.rooms[room_name(request.attempt_id)].metadata
     # The activity really was retried (the first try failed on the lost answer).
     assert livekit.methods().count("ListRooms") == 2
+
+
+async def test_a_ring_longer_than_the_keep_alive_heartbeats_is_still_remembered(
+    time_env: WorkflowEnvironment, livekit: FakeLiveKit
+) -> None:
+    """The dial's keep-alive heartbeats (a third of its heartbeat timeout) replaced its `dialing` with
+    no details: a ring longer than that whose answer was lost with its room rang again on each retry."""
+    livekit.sip_outcome = SipOutcome(
+        503, "unavailable", None, callee_stays=False, delete_room=True, ring_seconds=2.5
+    )
+    result = await _dial_through_temporal(time_env, livekit, dial_request(), DialWithHeartbeats)
+    assert len(livekit.calls("CreateSIPParticipant")) == 1
+    assert (result.answered, result.dial_error) == (False, "non_classified_error")
+
+
+@pytest.mark.parametrize("stopping_worker", [False, True])
+async def test_a_cancelled_ring_hangs_up_but_a_stopping_worker_leaves_it_to_the_next(
+    livekit: FakeLiveKit, stopping_worker: bool
+) -> None:
+    """A worker stopping (a deploy) cancels its activities: the ring is left to the dial's retry on the
+    next worker, which watches it; only the order's cancel hangs up."""
+    livekit.sip_outcome = SipOutcome(ring_seconds=60)
+    telephony = LiveKitTelephony(livekit_settings(livekit), answer_poll_interval=0.05)
+    env = ActivityEnvironment()
+    request = dial_request()
+    dialling = asyncio.ensure_future(env.run(telephony.dial, request))
+    await asyncio.wait_for(livekit.rang.wait(), 10)
+    if stopping_worker:
+        env.worker_shutdown()
+    env.cancel(ActivityCancellationDetails(worker_shutdown=stopping_worker, cancel_requested=True))
+    with pytest.raises(asyncio.CancelledError):
+        await dialling
+    hung_up = [r.room for r in livekit.calls("DeleteRoom")]
+    assert hung_up == ([] if stopping_worker else [room_name(request.attempt_id)])
 
 
 async def test_a_late_retry_reads_an_earlier_ring_but_never_rings_afresh(livekit: FakeLiveKit) -> None:
