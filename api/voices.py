@@ -69,13 +69,20 @@ async def delete_voice(id: str, _: Authenticated) -> JSONResponse:
 
 def _provider_key(provider: str) -> str:
     variables = PROVIDER_KEYS.get(provider, ())
-    key = next((os.environ[v] for v in variables if os.environ.get(v)), None)
+    # (stripped: a key read from a file ends in a newline, which no HTTP header may hold)
+    key = next((os.environ[v].strip() for v in variables if os.environ.get(v, "").strip()), None)
     if not key:
         hint = (
             f"set {variables[0]} to enable it" if variables else "this provider is not supported by outdial"
         )
         raise ApiError(501, "not_implemented", f"voice preview needs a {provider} API key: {hint}")
     return key
+
+
+def _hidden(text: str, key: str) -> str:
+    """An error's text without the operator's key, which it may quote (the request's header): the key
+    is the deployment's, not the caller's to read."""
+    return text.replace(key, "***")
 
 
 def _base_url(provider: str) -> str:
@@ -120,9 +127,11 @@ async def preview_voice(params: VoicePreviewParams, _: Authenticated) -> Respons
         async with httpx.AsyncClient(timeout=30) as client:
             answer = await client.post(**request)
     except httpx.HTTPError as err:
-        raise ApiError(503, "unavailable", f"{params.provider} did not answer: {err}") from err
+        detail = _hidden(str(err), key)
+        raise ApiError(503, "unavailable", f"{params.provider} did not answer: {detail}") from err
     if answer.status_code in (400, 404, 422):
-        raise ApiError(422, "validation_error", f"{params.provider} refused the preview: {answer.text[:300]}")
+        detail = _hidden(answer.text[:300], key)
+        raise ApiError(422, "validation_error", f"{params.provider} refused the preview: {detail}")
     if answer.status_code >= 300:  # final unless waiting may help (429, 5xx): the client would retry it
         status = answer.status_code
         retryable = status in (408, 429) or status >= 500

@@ -1176,9 +1176,10 @@ class _FakeTts(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 — http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _FakeTts.requests.append((self.path, dict(self.headers), body))
-        if _FakeTts.status != 200:  # the provider refusing the operator's key, say
+        if _FakeTts.status != 200:  # the provider refusing the operator's key, say, and quoting it
             self.send_response(_FakeTts.status)
             self.end_headers()
+            self.wfile.write(f"invalid key {self.headers.get('X-API-Key')}".encode())
             return
         self.send_response(200)
         self.send_header("Content-Type", "audio/mpeg")
@@ -1239,6 +1240,16 @@ def test_voices_catalog_preview_and_clone(org: Org, monkeypatch: pytest.MonkeyPa
                 retrying.voices.preview(provider="cartesia", voice_id=sarah.id)
             assert failed.value.status_code == 503 and said in failed.value.body["error"]["message"]
             assert len(_FakeTts.requests) - asked == tries
+        # The operator's key is never the caller's to read: one read from a file (a trailing newline,
+        # which no header may hold) is sent stripped; an answer quoting it is relayed without it.
+        monkeypatch.setenv("CARTESIA_API_KEY", "sk_car_from_a_file\n")
+        _FakeTts.status = 200
+        org.client.voices.preview(provider="cartesia", voice_id=sarah.id)
+        assert _FakeTts.requests[-1][1]["X-API-Key"] == "sk_car_from_a_file"
+        _FakeTts.status = 400
+        with pytest.raises(revox.UnprocessableEntityError) as quoted:
+            org.client.voices.preview(provider="cartesia", voice_id=sarah.id)
+        assert "sk_car" not in quoted.value.body["error"]["message"], quoted.value.body
     finally:
         _FakeTts.status = 200
         fake.shutdown()
