@@ -150,19 +150,22 @@ def output_schema(fields: Sequence[FieldLike]) -> dict[str, Any]:
 
 
 def validate_output(fields: Sequence[FieldLike], data: object) -> dict[str, Any]:
-    """`data` when it matches `output_schema(fields)`, else InvalidReply saying where it does not."""
+    """`data` when it matches `output_schema(fields)` (an optional field left out as null), else
+    InvalidReply saying where it does not."""
     if not isinstance(data, dict):
         raise InvalidReply(f"expected a JSON object, got {type(data).__name__}")
     expected = {field.name for field in fields}
     if extra := sorted(set(data) - expected):
         raise InvalidReply(f"unexpected properties {extra}")
-    if missing := sorted(expected - set(data)):
+    # (an endpoint without strict mode may leave out an optional field: it reads as null)
+    if missing := sorted(field.name for field in fields if field.required and field.name not in data):
         raise InvalidReply(f"missing properties {missing}")
+    output = {field.name: data.get(field.name) for field in fields}
     for field in fields:
-        problem = field_problem(field, data[field.name])
+        problem = field_problem(field, output[field.name])
         if problem:
             raise InvalidReply(f"{field.name}: {problem}")
-    return data
+    return output
 
 
 def field_problem(field: FieldLike, value: object) -> str | None:
@@ -457,16 +460,26 @@ class OpenAIAnalyzer:
                 if not completion.choices:
                     raise InvalidReply("the reply has no choices")
                 choice = completion.choices[0]
+                if choice is None or choice.message is None:
+                    raise InvalidReply("the reply has no message")
                 content = choice.message.content or ""
+                if not isinstance(content, str):  # an endpoint's own shape (a list of parts, say)
+                    kind, content = type(content).__name__, ""
+                    raise InvalidReply(f"the reply's content is not text ({kind})")
                 if choice.message.refusal:
                     raise InvalidReply(f"the model refused: {choice.message.refusal[:200]}")
                 if choice.finish_reason == "length":
                     raise InvalidReply("the reply was cut off (finish_reason=length)")
                 try:
                     data = json.loads(content, parse_constant=_not_json, parse_float=_finite)
+                    _refuse_lone_surrogates(data)
                 except json.JSONDecodeError as err:
                     raise InvalidReply(f"not JSON ({err.msg})") from None
-                _refuse_lone_surrogates(data)
+                except InvalidReply:
+                    raise
+                except (ValueError, RecursionError) as err:  # an integer past Python's 4,300 digits,
+                    # nesting past its recursion limit: JSON, but none this analysis can hold
+                    raise InvalidReply(f"not JSON outdial can read ({type(err).__name__})") from None
                 return validate(data)
             except InvalidReply as err:
                 problem = str(err)

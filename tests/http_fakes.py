@@ -69,24 +69,27 @@ class FakeOpenAI:
         if isinstance(reply, ErrorBody):  # OpenRouter's way: a 200 whose body is the error
             error = {"error": {"message": reply.message, "code": reply.code}}
             return web.json_response({"id": "gen-1", **error, "user_id": "user_1"})
-        content = reply if isinstance(reply, str) else json.dumps(reply)
+        choices = reply.choices if isinstance(reply, Choices) else [_choice(reply)]
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.requests)}",
                 "object": "chat.completion",
                 "created": 1_700_000_000,
                 "model": body.get("model"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content, "refusal": None},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
+                "choices": choices,
                 "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
             }
         )
+
+
+def _choice(reply: object) -> dict[str, Any]:
+    content = reply if isinstance(reply, str) else json.dumps(reply)
+    return {
+        "index": 0,
+        "message": {"role": "assistant", "content": content, "refusal": None},
+        "finish_reason": "stop",
+        "logprobs": None,
+    }
 
 
 class Status:
@@ -96,6 +99,13 @@ class Status:
         self.code = code
         self.headers = headers or {}
         self.error_code = error_code  # the body's error.code (OpenAI's `insufficient_quota`)
+
+
+class Choices:
+    """A 200 whose `choices` are these, as written: a broken proxy's shapes (no message, say)."""
+
+    def __init__(self, choices: list[Any]) -> None:
+        self.choices = choices
 
 
 class ErrorBody:

@@ -34,7 +34,7 @@ from activities.sms import SmsWriteRequest
 from models import Assistant, CallCreateParams, FieldSpecRecord, call_assistant_from
 from models.workflow_io import AnalysisResult, AnalyzeRequest
 from tests.helpers import settings_for_tests
-from tests.http_fakes import HUMAN_TRANSCRIPT, NOW, ErrorBody, FakeOpenAI, Status, serve
+from tests.http_fakes import HUMAN_TRANSCRIPT, NOW, Choices, ErrorBody, FakeOpenAI, Status, serve
 from workers import create_worker
 from workflows.call_order import ANALYZE_PATIENCE, ANALYZE_RETRY, CallOrderWorkflow
 
@@ -359,7 +359,7 @@ async def test_no_transcript_means_no_outcome_and_no_request(fake: FakeOpenAI) -
         ({**GOOD, "callback_at": "tomorrow 10am"}, "callback_at: 'tomorrow 10am' is not an ISO 8601"),
         ({**GOOD, "name": None}, "name: is required and may not be null"),
         ({**GOOD, "extra": 1}, "unexpected properties ['extra']"),
-        ({k: v for k, v in GOOD.items() if k != "plan"}, "missing properties ['plan']"),
+        ({k: v for k, v in GOOD.items() if k != "name"}, "missing properties ['name']"),
         ([GOOD], "expected a JSON object"),
     ],
 )
@@ -372,6 +372,30 @@ def test_validation_accepts_nulls_for_optional_fields_and_integers_as_numbers() 
     reply = {**GOOD, "budget": 3, "plan": None, "callback_at": None}
     assert validate_output(FIELDS, reply) == reply
     assert output_schema(FIELDS) == EXPECTED_SCHEMA
+    # An endpoint without strict mode leaves out an optional field it has no value for: it is null (all
+    # that was extracted was lost, after three tries).
+    assert validate_output(FIELDS, {k: v for k, v in reply.items() if k != "plan"}) == reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"budget": ' + "9" * 5000 + "}",  # past Python's 4,300 digits (a ValueError)
+        "[" * 100_000 + "]" * 100_000,  # past its recursion limit (a RecursionError)
+        Choices([{"index": 0, "finish_reason": "stop"}]),  # a broken proxy's completions
+        Choices([None]),
+        Choices([{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": 7}}]),
+    ],
+    ids=["5000-digits", "deeply-nested", "no-message", "null-choice", "content-not-text"],
+)
+async def test_any_malformed_reply_is_asked_again(fake: FakeOpenAI, reply: object) -> None:
+    """Each failed the activity with a bare Python exception, retried as a transient failure: the model
+    was never asked again, and the outcome the other request had answered was lost."""
+    fields = [{"name": "budget", "required": True, "type": "number"}]
+    fake.script = {"structured_output": [reply, {"budget": 1200}], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=fields))
+    assert result.structured_output == {"budget": 1200} and result.outcome == "interested"
+    assert len(fake.of_kind("structured_output")) == 2
 
 
 async def test_custom_llm_endpoint_is_used_with_its_own_key(fake: FakeOpenAI) -> None:
