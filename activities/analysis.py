@@ -30,7 +30,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -50,6 +50,7 @@ from models.assistant import (
 )
 from models.call import TranscriptEntry
 from models.common import Outcome
+from models.secrets import scrubbed
 from models.settings import Settings
 from models.workflow_io import AnalysisResult, AnalyzeRequest
 
@@ -700,7 +701,4 @@ def _scrub(text: str, endpoint: Endpoint) -> str:
     if login:
         user, _, password = unquote(login).partition(":")
         secrets |= {login, user, password, base64.b64encode(f"{user}:{password}".encode()).decode()}
-    secrets |= {encoded(secret, safe="") for secret in secrets for encoded in (quote, quote_plus)}
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return scrubbed(text, secrets)

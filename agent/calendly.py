@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 import httpx
 from livekit.agents import ToolError
 
+from models.secrets import scrubbed
+
 MAX_RANGE_DAYS = 7  # Calendly accepts up to 31; a week is plenty to offer on the phone
 MAX_SLOTS = 12
 
@@ -84,7 +86,8 @@ class CalendlyClient:
         except httpx.HTTPError as err:
             raise ToolError(f"Calendly unreachable: {type(err).__name__}") from None
         if response.status_code >= 400:
-            raise ToolError(f"Calendly said HTTP {response.status_code}: {response.text[:300]}")
+            refusal = scrubbed(response.text[:300], [self.token])  # it may quote the token it refused
+            raise ToolError(f"Calendly said HTTP {response.status_code}: {refusal}")
         return response.json()
 
 

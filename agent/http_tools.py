@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import httpx
 from livekit.agents import ToolError, function_tool
@@ -28,6 +28,7 @@ from livekit.agents.llm import RawFunctionTool
 
 from activities.url_guard import UnsafeUrlError
 from models.assistant import PLACEHOLDER, QUOTED_PLACEHOLDER, CustomToolRecord, FieldSpecRecord
+from models.secrets import scrubbed
 
 MAX_OUTPUT_CHARS = 4000
 
@@ -132,6 +133,20 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _sent_secrets(headers: Mapping[str, bytes], url: str) -> list[str]:
+    """What a tool's request carried as secrets: its headers' values (and the credentials after their
+    scheme: `Bearer x`), its query's values and its URL's login, as the codec masks them."""
+    values = [value.decode() for value in headers.values()]
+    values += [value.partition(" ")[2] for value in values]
+    parts = urlsplit(url)
+    values += [value for _, value in parse_qsl(parts.query)]
+    login = parts.netloc.rpartition("@")[0]
+    if login:
+        user, _, password = unquote(login).partition(":")
+        values += [login, user, password]
+    return values
+
+
 class CustomHttpTool:
     """One seed custom tool, callable by the LLM. `http` is a guarded client (activities/url_guard.py):
     URLs that resolve to loopback/private addresses are refused unless OUTDIAL_ALLOW_PRIVATE_URLS=1."""
@@ -196,6 +211,10 @@ class CustomHttpTool:
         except httpx.HTTPError as err:
             # the type only: httpx's message can quote the request, headers included (a secret)
             raise ToolError(f"{spec.name}: request failed: {type(err).__name__}") from None
+        # Its answer goes to the LLM and the transcript (the Web UI, a webhook): without what it echoes of
+        # the request's secrets, as a service refusing them often does ("invalid token Bearer …").
+        secrets = _sent_secrets(headers, str(url))
         if response.status_code >= 400:
-            raise ToolError(f"{spec.name}: HTTP {response.status_code}: {response.text[:500]}")
-        return response.text[:MAX_OUTPUT_CHARS] or f"HTTP {response.status_code}"
+            refusal = scrubbed(response.text[:500], secrets)
+            raise ToolError(f"{spec.name}: HTTP {response.status_code}: {refusal}")
+        return scrubbed(response.text[:MAX_OUTPUT_CHARS], secrets) or f"HTTP {response.status_code}"

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
@@ -54,6 +55,17 @@ def masked(value: Any) -> Any:
         else:
             shown[key] = masked(item)
     return shown
+
+
+def scrubbed(text: str, secrets: Iterable[str]) -> str:
+    """`text` (an answer quoted to someone: a summary, a transcript) without the secrets it may echo, as
+    written and as a URL or a form encodes them. Longest first, so a secret holding another goes whole;
+    under 4 characters, none is."""
+    kept = {secret for secret in secrets if secret}
+    kept |= {encoded(secret, safe="") for secret in kept for encoded in (quote, quote_plus)}
+    for secret in sorted((s for s in kept if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 # A variable named so is a secret, whatever the tools beside it say (one may be put in a prompt, or a

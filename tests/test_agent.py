@@ -935,6 +935,39 @@ async def test_a_tool_request_httpx_refuses_never_quotes_its_headers() -> None:
     assert "request failed" in refused.value.message and secret not in refused.value.message
 
 
+@pytest.mark.parametrize("status", [401, 200])
+async def test_a_tool_answer_that_echoes_its_secrets_reaches_the_conversation_without_them(
+    status: int,
+) -> None:
+    """A service refusing a request often quotes what it was sent: the answer went to the LLM and into
+    the transcript (the Web UI, a webhook, the outcome email), the tool's token and key in clear."""
+
+    async def echo(request: web.Request) -> web.Response:
+        said = f"invalid credentials: {request.headers['Authorization']} for {request.path_qs}"
+        return web.Response(status=status, text=said)
+
+    async with serve([web.get("/crm", echo)]) as base:
+        spec = CustomToolRecord(
+            description="d",
+            method="GET",
+            name="crm_lookup",
+            url=f"{base}/crm?tenant=acme",
+            headers=[KeyValueRecord(key="Authorization", value="Bearer {{crm_token}}")],
+            query_params=[KeyValueRecord(key="api_key", value="QPSECRET-456-abcdef")],
+        )
+        async with guarded_client(allow_private=True) as http:
+            tool = CustomHttpTool(spec, {"crm_token": "SECRET-TOOL-123"}, http)
+            if status == 200:
+                said = await tool._call({})
+            else:
+                with pytest.raises(ToolError) as refused:
+                    await tool._call({})
+                said = refused.value.message
+    # (its URL's own query values too: the codec masks them as secrets, as it does the query_params)
+    assert "invalid credentials: *** for /crm?tenant=***&api_key=***" in said, said
+    assert "SECRET" not in said
+
+
 async def test_a_custom_tool_takes_only_its_input_schemas_arguments_from_the_llm() -> None:
     """An argument the LLM adds (a callee may steer it) replaced a prompt variable of its name, the
     header's token here, and went into the body; a required one it left out went as empty text. The
