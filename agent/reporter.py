@@ -78,7 +78,8 @@ class ConverseLink:
         await self._found.wait()
 
     async def finish(self, result: ConverseResult) -> None:
-        """Complete the converse activity with the call's result (or acknowledge its cancellation)."""
+        """Complete the converse activity with the call's result (or acknowledge its cancellation with
+        it)."""
         try:
             if not self._cancelled.is_set():
                 async with asyncio.timeout(self._find_timeout):
@@ -89,8 +90,8 @@ class ConverseLink:
         if self._handle is None:
             return
         with contextlib.suppress(RPCError):  # an order that moved on no longer waits for us
-            if self._cancelled.is_set():
-                await self._handle.report_cancellation()
+            if self._cancelled.is_set():  # with what was said until then, for the order to keep
+                await self._handle.report_cancellation(result)
             else:
                 await self._handle.complete(result)
 

@@ -1496,6 +1496,35 @@ async def test_the_agent_reports_the_call_and_its_times_to_the_order(
     assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(attempt.id)]  # hung up
 
 
+async def test_an_order_cancelled_mid_conversation_keeps_what_was_said(
+    dev_env: WorkflowEnvironment, task_queue: str, fake_llm: FakeOpenAI
+) -> None:
+    """The agent acknowledged the cancellation without its result: the attempt read as a person reached
+    with nothing said (no result, no transcript) in the webhook, search and export; the simulated
+    provider kept it."""
+    fake_llm.say("Hello, it's about solar panels.")
+    fake_llm.say("Great, when would suit you for a demo?")
+    async with agent_on_a_livekit_order(dev_env, task_queue, fake_llm) as (livekit, c, link, handle, held):
+        await link.found()
+        await c.session.run(user_input="Yes I'm interested, my email is ada@example.com")
+        await handle.signal("cancel")
+        await asyncio.wait_for(held, 20)
+        order = await handle.result()
+    assert order.status == "cancelled"
+    attempt = order.call_attempts[0]
+    assert (attempt.status, attempt.result, attempt.end_reason) == (
+        "completed",
+        "human",
+        "participant_removed",
+    )
+    said = [t.content for t in attempt.transcript or [] if t.role != "tool"]
+    assert said[:3] == [
+        "Hello, it's about solar panels.",
+        "Yes I'm interested, my email is ada@example.com",
+        "Great, when would suit you for a demo?",
+    ]
+
+
 async def test_an_agent_whose_llm_fails_hangs_up_and_does_not_say_the_callee_did(
     fake_llm: FakeOpenAI,
 ) -> None:

@@ -711,6 +711,20 @@ class CallOrderWorkflow:
         attempt.transcript = talk.transcript
         attempt.recording_url = talk.recording_url
 
+    def _heard_until_cancelled(self, attempt: CallAttempt, step: workflow.ActivityHandle) -> None:  # type: ignore[type-arg]
+        """A conversation the order cancelled: what was said until then, which the voice agent reports
+        with the cancellation once it has said goodbye (nothing, when it does not: an older agent)."""
+        if attempt.status != "ongoing" or not step.done() or step.cancelled():
+            return
+        error = step.exception()
+        if not (_cancelled(error) and error.cause.details):  # type: ignore[union-attr]
+            return
+        try:
+            talk = ConverseResult.model_validate(error.cause.details[0])  # type: ignore[union-attr]
+        except ValidationError:
+            return
+        self._heard(attempt, talk)
+
     async def _analyze(self, order: PreparedOrder) -> None:
         """Turn the last conversation with a human into structured output and an outcome."""
         last = self.attempts[-1] if self.attempts else None
@@ -868,10 +882,14 @@ class CallOrderWorkflow:
         try:
             await workflow.wait_condition(lambda: handle.done() or self.cancel_requested)
         except asyncio.CancelledError:
-            await self._abandon(handle, ending)
+            try:
+                await self._abandon(handle, ending)
+            finally:
+                self._heard_until_cancelled(attempt, handle)
             raise
         if not handle.done():
             await self._abandon(handle, ending)
+            self._heard_until_cancelled(attempt, handle)
             return None
         try:
             return handle.result()
@@ -1116,7 +1134,7 @@ def _answered_before_failing(err: ActivityError) -> AnalysisResult | None:
     return None
 
 
-def _cancelled(err: BaseException) -> bool:
+def _cancelled(err: BaseException | None) -> bool:
     """Temporal's cancellation reaches an awaited activity as that activity's cancelled error."""
     return isinstance(err, ActivityError) and isinstance(err.cause, TemporalCancelled)
 
