@@ -453,6 +453,18 @@ def set_flags(
         return stored
 
 
+def unsteer(database: Database, record: CampaignRecord, *, paused: bool) -> None:
+    """Put back the flag a pause or a resume had stored (`record`, as it stored it) whose signal could
+    not be sent, unless another steering was stored since."""
+    with database.session() as session:
+        session.execute(
+            update(CampaignRecord)
+            .where(CampaignRecord.id == record.id, CampaignRecord.steered == record.steered)  # type: ignore[arg-type]
+            .values(paused=paused, updated_at=utcnow())
+        )
+        session.commit()
+
+
 def delete_campaign(database: Database, record: CampaignRecord) -> None:
     """Hidden from then on; its calls never started go away (rows never launched, and rows launched
     but not started yet, or cancelled so: their calls are placeholders), the others stay in the call

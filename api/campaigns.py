@@ -244,10 +244,17 @@ async def steer_campaign(
     record = await asyncio.to_thread(store.get_campaign, database, organization_id, campaign_id)
     if record.is_cancelled and signal != "cancel":
         raise ApiError(409, "conflict", f"campaign {campaign_id} is cancelled")
+    was_paused = record.paused
     if not record.is_cancelled:
         flags = {"cancelled": True} if signal == "cancel" else {"paused": signal == "pause"}
         record = await asyncio.to_thread(store.set_flags, database, record, **flags)
-    await signal_campaign(client, settings, record, signal, orders_paused=None)
+    try:
+        await signal_campaign(client, settings, record, signal, orders_paused=None)
+    except ApiError:
+        if signal in ("pause", "resume"):  # not done (a 503): the campaign must not read as if it were,
+            # its orders calling on under `paused` once Temporal is back (a retry records it again)
+            await asyncio.to_thread(store.unsteer, database, record, paused=was_paused)
+        raise
 
 
 async def launch_campaign(

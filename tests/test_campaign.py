@@ -297,6 +297,30 @@ async def test_a_cancel_recorded_when_temporal_could_not_be_reached_is_delivered
     assert refused.value.status == 409 and temporal.signals == ["lost", "cancel"]
 
 
+@pytest.mark.parametrize("signal", ["pause", "resume"])
+async def test_a_pause_or_resume_temporal_could_not_take_is_not_shown_as_done(signal: str) -> None:
+    """A pause answered 503 was stored all the same: the campaign read `paused` for good while every
+    order called on. Its retry (the official client's) stores and signals it."""
+    from api.campaigns import steer_campaign
+    from api.errors import ApiError
+
+    settings = settings_for_tests()
+    database = Database.for_url(settings.database_url)
+    campaign, _ = create(database, settings, contacts(3))
+    if signal == "resume":
+        store.set_flags(database, campaign, paused=True)
+    before = store.get_campaign(database, ORG, campaign.id).paused
+    temporal = TemporalDownOnce()
+    steer = (temporal, settings, database, ORG, campaign.id)
+    with pytest.raises(ApiError) as unavailable:
+        await steer_campaign(*steer, signal)  # type: ignore[arg-type]
+    assert unavailable.value.status == 503
+    assert store.get_campaign(database, ORG, campaign.id).paused == before
+    await steer_campaign(*steer, signal)  # type: ignore[arg-type]
+    assert temporal.signals == ["lost", signal]
+    assert store.get_campaign(database, ORG, campaign.id).paused == (signal == "pause")
+
+
 async def test_a_delete_whose_cancel_could_not_be_signalled_cancels_on_its_retry() -> None:
     """A delete records the cancel, then its signal fails (503, retried by the official client): the
     retry skipped the signal, deleted the campaign, and its waiting orders called all the same."""
