@@ -36,8 +36,9 @@ async def heartbeating(work: Awaitable[T]) -> T:
     dies mid-ring is then noticed within that timeout (not the whole start-to-close), and a cancelled
     order's dial is cancelled: the activity ends once the dial has (the phone hung up), so the order
     gives its permit back only then. Each heartbeat repeats the progress `work` last reported."""
-    timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
-    kept: list[object] = []
+    info = activity.info() if activity.in_activity() else None
+    timeout = info.heartbeat_timeout if info else None
+    kept: list[object] = list(info.heartbeat_details) if info else []  # a retry's: what the try before said
     token = _progress.set(kept)
     try:
         task = asyncio.ensure_future(work)  # its task's context holds `kept`

@@ -155,12 +155,6 @@ def _secret(value: SecretStr | str | None) -> str | None:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
-def _worker_stopping() -> bool:
-    with contextlib.suppress(RuntimeError):  # outside an activity: no worker to stop
-        return activity.is_worker_shutdown()
-    return False
-
-
 def _previous_phase() -> str | None:
     """The dial phase a previous try of this activity reported, if any (survives the room)."""
     with contextlib.suppress(RuntimeError):
@@ -297,12 +291,9 @@ class LiveKitTelephony:
                 await self._write_ledger(
                     lk, room, DialLedger(attempt_id=request.attempt_id, phase="answered")
                 )
-        except asyncio.CancelledError:
-            if not _worker_stopping():  # the order was cancelled while ringing: hang up
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.hang_up(room))
-            # A stopping worker (a deploy) leaves the phone ringing: the try after it, on the next
-            # worker, watches this ring (the ledger says `dialing`) instead of ringing again.
+        except asyncio.CancelledError:  # the order was cancelled while ringing: hang up
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.hang_up(room))
             raise
         finally:
             keepalive.cancel()

@@ -96,6 +96,8 @@ class FakeLiveKit:
     url: str = ""
     on_request: Callable[[str, str, object], None] | None = None
     rang: asyncio.Event = field(default_factory=asyncio.Event)
+    # (n, seconds): the n-th ListRooms is slow, then fails (503): LiveKit overloaded on a retry's read
+    slow_list_rooms: tuple[int, float] | None = None
 
     def calls(self, method: str) -> list[object]:
         return [req for _, m, req, _ in self.requests if m == method]
@@ -128,6 +130,11 @@ class FakeLiveKit:
         self.requests.append((service, method, message, dict(request.headers)))
         if self.on_request:
             self.on_request(service, method, message)
+        if method == "ListRooms" and self.slow_list_rooms:
+            nth, seconds = self.slow_list_rooms
+            if self.methods().count("ListRooms") == nth:
+                await asyncio.sleep(seconds)
+                return _twirp_error(503, "unavailable", "overloaded")
         if method == "CreateSIPParticipant" and self.sip_outcome.ring_seconds:
             self.rang.set()
             await asyncio.sleep(self.sip_outcome.ring_seconds)  # the ring's real duration
@@ -540,26 +547,30 @@ async def test_a_retried_dial_never_rings_twice(
     assert livekit.methods().count("ListRooms") == 2
 
 
+@pytest.mark.parametrize("slow_retry", [False, True])
 async def test_a_ring_longer_than_the_keep_alive_heartbeats_is_still_remembered(
-    time_env: WorkflowEnvironment, livekit: FakeLiveKit
+    time_env: WorkflowEnvironment, livekit: FakeLiveKit, slow_retry: bool
 ) -> None:
     """The dial's keep-alive heartbeats (a third of its heartbeat timeout) replaced its `dialing` with
-    no details: a ring longer than that whose answer was lost with its room rang again on each retry."""
+    no details: a ring longer than that whose answer was lost with its room rang again on each retry.
+    So did a retry's own keep-alive, before it read anything (LiveKit slow, then failing), for the next."""
     livekit.sip_outcome = SipOutcome(
         503, "unavailable", None, callee_stays=False, delete_room=True, ring_seconds=2.5
     )
+    if slow_retry:
+        livekit.slow_list_rooms = (2, 2.0)  # the first retry's read
     result = await _dial_through_temporal(time_env, livekit, dial_request(), DialWithHeartbeats)
     assert len(livekit.calls("CreateSIPParticipant")) == 1
     assert (result.answered, result.dial_error) == (False, "non_classified_error")
 
 
 @pytest.mark.parametrize("stopping_worker", [False, True])
-async def test_a_cancelled_ring_hangs_up_but_a_stopping_worker_leaves_it_to_the_next(
+async def test_a_cancelled_ring_hangs_up_even_when_its_worker_stops(
     livekit: FakeLiveKit, stopping_worker: bool
 ) -> None:
-    """A worker stopping (a deploy) cancels its activities: the ring is left to the dial's retry on the
-    next worker, which watches it; only the order's cancel hangs up."""
-    livekit.sip_outcome = SipOutcome(ring_seconds=60)
+    """A worker stopping (a deploy) cancels its activities: the ring is hung up too, since the order may
+    be cancelled meanwhile, and then nothing would hang up a ring left for the next worker's retry."""
+    livekit.sip_outcome = SipOutcome(ring_seconds=3)  # cancelled as soon as it rings
     telephony = LiveKitTelephony(livekit_settings(livekit), answer_poll_interval=0.05)
     env = ActivityEnvironment()
     request = dial_request()
@@ -570,8 +581,7 @@ async def test_a_cancelled_ring_hangs_up_but_a_stopping_worker_leaves_it_to_the_
     env.cancel(ActivityCancellationDetails(worker_shutdown=stopping_worker, cancel_requested=True))
     with pytest.raises(asyncio.CancelledError):
         await dialling
-    hung_up = [r.room for r in livekit.calls("DeleteRoom")]
-    assert hung_up == ([] if stopping_worker else [room_name(request.attempt_id)])
+    assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(request.attempt_id)]
 
 
 async def test_a_late_retry_reads_an_earlier_ring_but_never_rings_afresh(livekit: FakeLiveKit) -> None:
