@@ -28,7 +28,7 @@ from livekit.agents.llm import RawFunctionTool
 
 from activities.url_guard import UnsafeUrlError
 from models.assistant import PLACEHOLDER, QUOTED_PLACEHOLDER, CustomToolRecord, FieldSpecRecord
-from models.secrets import scrubbed
+from models.secrets import scrubbed, secret_name
 
 MAX_OUTPUT_CHARS = 4000
 
@@ -133,13 +133,25 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _sent_secrets(headers: Mapping[str, bytes], url: str) -> list[str]:
-    """What a tool's request carried as secrets: its headers' values (and the credentials after their
-    scheme: `Bearer x`), its query's values and its URL's login, as the codec masks them."""
-    values = [value.decode() for value in headers.values()]
+CREDENTIAL_WORDS = frozenset({"key", "auth", "token", "secret", "signature", "sig", "session", "cookie"})
+
+
+def _credential(name: str) -> bool:
+    """A header's or a query parameter's name that says it carries a credential (`Authorization`,
+    `X-Api-Key`, `access_token`), not a plain value the answer rightly repeats (`Accept`, `date`)."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    return secret_name(name) or bool(CREDENTIAL_WORDS & set(words)) or "authorization" in words
+
+
+def _sent_secrets(headers: Mapping[str, bytes], url: str, variables: Mapping[str, object]) -> list[str]:
+    """What a tool's request carried as credentials, for its answer not to echo: the values of its
+    credential headers (and what follows their scheme: `Bearer x`) and query parameters, the prompt
+    variables named as secrets, and its URL's login. Not the LLM's arguments nor plain values."""
+    values = [value.decode() for name, value in headers.items() if _credential(name)]
     values += [value.partition(" ")[2] for value in values]
     parts = urlsplit(url)
-    values += [value for _, value in parse_qsl(parts.query)]
+    values += [value for name, value in parse_qsl(parts.query) if _credential(name)]
+    values += [str(value) for name, value in variables.items() if secret_name(name)]
     login = parts.netloc.rpartition("@")[0]
     if login:
         user, _, password = unquote(login).partition(":")
@@ -213,7 +225,7 @@ class CustomHttpTool:
             raise ToolError(f"{spec.name}: request failed: {type(err).__name__}") from None
         # Its answer goes to the LLM and the transcript (the Web UI, a webhook): without what it echoes of
         # the request's secrets, as a service refusing them often does ("invalid token Bearer …").
-        secrets = _sent_secrets(headers, str(url))
+        secrets = _sent_secrets(headers, str(url), self.variables)
         if response.status_code >= 400:
             refusal = scrubbed(response.text[:500], secrets)
             raise ToolError(f"{spec.name}: HTTP {response.status_code}: {refusal}")

@@ -63,6 +63,7 @@ def scrubbed(text: str, secrets: Iterable[str]) -> str:
     under 4 characters, none is."""
     kept = {secret for secret in secrets if secret}
     kept |= {encoded(secret, safe="") for secret in kept for encoded in (quote, quote_plus)}
+    kept |= {secret.replace("/", "\\/") for secret in kept}  # as JSON may escape it (PHP's json_encode)
     for secret in sorted((s for s in kept if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -944,7 +944,8 @@ async def test_a_tool_answer_that_echoes_its_secrets_reaches_the_conversation_wi
 
     async def echo(request: web.Request) -> web.Response:
         said = f"invalid credentials: {request.headers['Authorization']} for {request.path_qs}"
-        return web.Response(status=status, text=said)
+        plain = f"; {request.headers['Accept']} in {request.headers['X-Timezone']}"  # not secrets
+        return web.Response(status=status, text=said + plain)
 
     async with serve([web.get("/crm", echo)]) as base:
         spec = CustomToolRecord(
@@ -952,7 +953,11 @@ async def test_a_tool_answer_that_echoes_its_secrets_reaches_the_conversation_wi
             method="GET",
             name="crm_lookup",
             url=f"{base}/crm?tenant=acme",
-            headers=[KeyValueRecord(key="Authorization", value="Bearer {{crm_token}}")],
+            headers=[
+                KeyValueRecord(key="Authorization", value="Bearer {{crm_token}}"),
+                KeyValueRecord(key="Accept", value="application/json"),
+                KeyValueRecord(key="X-Timezone", value="Europe/Paris"),
+            ],
             query_params=[KeyValueRecord(key="api_key", value="QPSECRET-456-abcdef")],
         )
         async with guarded_client(allow_private=True) as http:
@@ -963,8 +968,9 @@ async def test_a_tool_answer_that_echoes_its_secrets_reaches_the_conversation_wi
                 with pytest.raises(ToolError) as refused:
                     await tool._call({})
                 said = refused.value.message
-    # (its URL's own query values too: the codec masks them as secrets, as it does the query_params)
-    assert "invalid credentials: *** for /crm?tenant=***&api_key=***" in said, said
+    # (plain values, which the LLM may need, stay: a tenant, a header's media type or time zone)
+    expected = "invalid credentials: *** for /crm?tenant=acme&api_key=***; application/json in Europe/Paris"
+    assert expected in said, said
     assert "SECRET" not in said
 
 
