@@ -465,19 +465,24 @@ def test_the_local_stacks_configured_number_and_trunk_are_what_orders_dial_from(
 # -- never ring twice ----------------------------------------------------------------------------------
 
 
+async def _dial_with_retries(request: DialRequest, heartbeat_timeout: timedelta | None = None) -> DialResult:
+    return await workflow.execute_activity(
+        "dial",
+        request,
+        result_type=DialResult,
+        start_to_close_timeout=timedelta(seconds=60),
+        heartbeat_timeout=heartbeat_timeout,
+        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3),
+    )
+
+
 @workflow.defn(sandboxed=False)
 class DialOnce:
     """Runs only the dial activity, with retries, as CallOrderWorkflow does."""
 
     @workflow.run
     async def run(self, request: DialRequest) -> DialResult:
-        return await workflow.execute_activity(
-            "dial",
-            request,
-            result_type=DialResult,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3),
-        )
+        return await _dial_with_retries(request)
 
 
 @workflow.defn(sandboxed=False)
@@ -486,14 +491,7 @@ class DialWithHeartbeats:
 
     @workflow.run
     async def run(self, request: DialRequest) -> DialResult:
-        return await workflow.execute_activity(
-            "dial",
-            request,
-            result_type=DialResult,
-            start_to_close_timeout=timedelta(seconds=60),
-            heartbeat_timeout=timedelta(seconds=1.5),  # a keep-alive heartbeat every 0.5 s
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3),
-        )
+        return await _dial_with_retries(request, timedelta(seconds=1.5))  # a keep-alive every 0.5 s
 
 
 async def _dial_through_temporal(
