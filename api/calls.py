@@ -21,7 +21,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -678,9 +683,10 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
     record = await _owned_call(context, organization_id, call_id)
     verb = _SIGNALLED[signal]
     # The live status: an order that has ended but not yet written it (closing) is over all the same.
-    status = (
-        record.status if record.status in TERMINAL_STATUSES else (await current_call(context, record)).status
-    )
+    if record.status not in TERMINAL_STATUSES:
+        status = (await current_call(context, record)).status
+    else:
+        status = await _running_again(context, record) or record.status
     if refused := signal_refused(record.id, status, signal):
         raise ApiError(409, "conflict", refused)
     client = await context.temporal()
@@ -694,6 +700,19 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
                 409, "conflict", f"call {record.id} has ended; it can no longer be {verb}"
             ) from err
     return JSONResponse(Success().model_dump())
+
+
+async def _running_again(context: ApiContext, record: CallOrderRecord) -> str | None:
+    """The live status of an order whose row says it ended while its workflow runs: reset in Temporal
+    after it was cancelled or terminated, it may call again, and its row is behind until its new run
+    writes (a refused cancel left the user no way to stop it). None when it does not run, or cannot say."""
+    try:
+        handle = (await context.temporal()).get_workflow_handle(order_workflow_id(record.id))
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return None
+        return await handle.query("status", result_type=str, rpc_timeout=context.live.timeout)
+    except (ApiError, RPCError, WorkflowQueryRejectedError, WorkflowQueryFailedError):
+        return None
 
 
 async def start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str | None = None) -> bool:

@@ -532,6 +532,48 @@ def test_an_order_terminated_in_temporal_reads_as_cancelled_and_its_end_is_annou
     assert asyncio.run(_status_of(org.stack, notify)) is not None  # its end announced
 
 
+async def _reset_to_its_last_task(stack: Stack, workflow_id: str) -> None:
+    """As an operator undoes a termination (`temporal workflow reset --type LastWorkflowTask`)."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    client = await Client.connect(
+        stack.settings.temporal_address, namespace=stack.settings.temporal_namespace
+    )
+    handle = client.get_workflow_handle(workflow_id)
+    events = [event async for event in handle.fetch_history_events()]
+    last = max(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+            reason="undo the termination",
+            workflow_task_finish_event_id=last,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+
+
+def test_an_order_reset_in_temporal_after_it_ended_can_be_cancelled_again(org: Org) -> None:
+    """Reset after a termination, an order runs again and may call, but its row said `cancelled` until
+    its new run wrote: a cancel answered 409 ("can no longer be cancelled"), and it called."""
+    created = org.client.call.create(phone_number="+33612345678", scheduled_at="2099-01-05T09:00:00Z").call
+    workflow_id = order_workflow_id(created.id)
+    eventually_sync(lambda: org.client.call.retrieve(created.id).call.status, lambda s: s == "scheduled")
+    asyncio.run(_terminate(org.stack, workflow_id, "oops"))
+    assert org.client.call.retrieve(created.id).call.status == "cancelled"
+    asyncio.run(_reset_to_its_last_task(org.stack, workflow_id))
+
+    assert org.client.call.cancel(created.id).success
+    eventually_sync(
+        lambda: asyncio.run(_status_of(org.stack, workflow_id)),
+        lambda status: status == WorkflowExecutionStatus.COMPLETED,
+    )
+    call = org.client.call.retrieve(created.id).call
+    assert (call.status, call.is_cancelled, call.call_attempts) == ("cancelled", True, [])
+
+
 def test_an_order_whose_last_write_was_lost_reads_as_its_workflow_ended_it(org: Org) -> None:
     """An order's final write can be given up (the database down for an hour): Temporal still holds its
     end, so a read answers it from the workflow, not from the row it left behind (the review)."""
