@@ -20,6 +20,8 @@ SECRET_KEYS = frozenset({"api_key"})  # a value under this key is a secret, wher
 SECRET_LISTS = frozenset({"headers", "query_params"})
 # a URL's login and query values are secrets (`https://user:pw@host/hook?token=...`); its path is shown
 SECRET_URLS = frozenset({"api_url", "precall_lookup_url", "url", "webhook_url"})
+# a webhook URL's path is its token too (Slack's `/services/T…/B…/<token>`, Zapier's, Discord's)
+SECRET_PATHS = frozenset({"webhook_url"})
 # The caller's own data, shown as given whatever its keys are called (an extracted field named `url`),
 # but for the variables a custom tool's header or query is made of (`Bearer {{crm_token}}`).
 CUSTOMER_DATA = frozenset({"metadata", "prompt_variables", "variables", "structured_output", "contact"})
@@ -51,7 +53,9 @@ def masked(value: Any) -> Any:
         elif key in SECRET_LISTS and item is not None:
             shown[key] = _masked_entries(item)
         elif key in SECRET_URLS and isinstance(item, str):
-            shown[key] = _masked_url(item)
+            shown[key] = _masked_url(item, path=key in SECRET_PATHS)
+        elif key == "body_template" and isinstance(item, str):
+            shown[key] = _masked_body(item)
         else:
             shown[key] = masked(item)
     return shown
@@ -145,8 +149,25 @@ def _masked_entries(item: Any) -> Any:
     ]
 
 
-def _masked_url(url: str) -> str:
-    """The URL with its login and each query value masked (`?token=…`); `{{placeholders}}` included."""
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?')
+
+
+def _masked_body(template: str) -> str:
+    """A tool's body template with its literal string values masked (`{"apiKey": "…0789"}`, a key put
+    in the body): its keys and `{{placeholders}}` shown, for its shape; a variable is masked as one."""
+
+    def shown(literal: re.Match[str]) -> str:
+        text = literal.group(0)
+        if literal.group(1) or "{{" in text:  # a key, or made of variables
+            return text
+        return json.dumps(mask(text[1:-1]), ensure_ascii=False)
+
+    return _JSON_STRING.sub(shown, template)
+
+
+def _masked_url(url: str, *, path: bool = False) -> str:
+    """The URL with its login, each query value and its fragment masked (`?token=…`), its path too when
+    `path` (a webhook's); `{{placeholders}}` included."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -159,7 +180,9 @@ def _masked_url(url: str) -> str:
         for name, equals, value in (piece.partition("=") for piece in parts.query.split("&"))
     )
     netloc = f"{mask(login)}@{host}" if at else host
-    return urlunsplit((parts.scheme, netloc, parts.path, query if parts.query else "", parts.fragment))
+    shown_path = f"/{mask(parts.path)}" if path and parts.path.strip("/") else parts.path
+    fragment = mask(parts.fragment) if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, shown_path, query if parts.query else "", fragment))
 
 
 def masked_json(model: BaseModel) -> str:

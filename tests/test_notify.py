@@ -45,6 +45,7 @@ from activities.sms import MAX_SMS_CHARS, SimulatedSmsOutbox, SmsMessage, Templa
 from activities.url_guard import UnsafeUrlError, check_url, guarded_client, unsafe_reason
 from agent.config import AgentConfig
 from models import CallCreateParams
+from models.secrets import masked
 from tests.helpers import eventually, settings_for_tests
 from tests.http_fakes import final_call, serve
 from workers import create_worker
@@ -198,7 +199,9 @@ async def test_receiver_failing_3_times_accepts_one_signed_event_after_backoff(t
     [(id_, event)] = receiver.accepted.items()
     assert id_ == f"{call_id}:call.completed" == event_id(call)
     assert event["event"] == "call.completed"
-    assert event["call"] == call.model_dump(mode="json")  # the seed's Call, exactly as the order ended
+    # the seed's Call as the order ended, its secrets masked (the webhook's own path: `…`)
+    assert event["call"] == masked(call.model_dump(mode="json"))
+    assert event["call"]["assistant"]["webhook_url"].endswith("/…")
 
 
 async def test_dead_receiver_never_holds_the_order(dev_env, task_queue) -> None:  # type: ignore[no-untyped-def]

@@ -80,9 +80,21 @@ def test_well_formed_entries_keep_their_names_and_the_rest_as_it_was() -> None:
     assert masked({"headers": {"Authorization": SECRET}}) == {"headers": {"Authorization": "…show"}}
     assert masked({"api_key": None, "headers": None}) == {"api_key": None, "headers": None}
     hook = f"https://bot:{SECRET}@hooks.example.com/v1/{{{{id}}}}?token={SECRET}&debug"
-    shown = "https://…show@hooks.example.com/v1/{{id}}?token=…show&debug"
+    shown = "https://…show@hooks.example.com/…?token=…show&debug"  # a webhook's path: its token, often
     assert masked({"webhook_url": hook}) == {"webhook_url": shown}
     assert masked({"url": "https://hooks.example.com/hook"}) == {"url": "https://hooks.example.com/hook"}
+
+
+def test_a_webhook_path_a_fragment_and_a_tool_bodys_literals_are_secrets() -> None:
+    """Slack's and Zapier's webhook URLs hold their token in the path, an OAuth redirect in the fragment,
+    and a key is often written into a tool's body: all three showed in the Web UI and webhooks."""
+    slack = "https://hooks.slack.com/services/T000/B000/XyZSecretPathToken123"
+    assert masked({"webhook_url": slack}) == {"webhook_url": "https://hooks.slack.com/…n123"}
+    url = "https://crm.example.com/v1/{{id}}#access_token=FRAGSECRET-0001"
+    assert masked({"url": url}) == {"url": "https://crm.example.com/v1/{{id}}#…0001"}
+    body = '{"apiKey": "BODYSECRET-789-abcdef", "token": "{{crm_token}}", "n": 3, "q": "a \\"quoted\\" one!"}'
+    shown = '{"apiKey": "…cdef", "token": "{{crm_token}}", "n": 3, "q": "…one!"}'
+    assert masked({"body_template": body}) == {"body_template": shown}
 
 
 def test_a_contact_made_of_a_masked_prompt_variable_is_masked_too() -> None:
