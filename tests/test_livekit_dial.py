@@ -44,6 +44,7 @@ from models.settings import ConfigError, Settings
 from models.tables import Database
 from models.workflow_io import ConverseRequest, ConverseResult, DialRequest, DialResult
 from tests.helpers import activity_started_at, eventually, settings_for_tests
+from workers.worker import draining
 
 API_KEY = "devkey"
 API_SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
@@ -560,6 +561,30 @@ async def test_a_ring_longer_than_the_keep_alive_heartbeats_is_still_remembered(
     result = await _dial_through_temporal(time_env, livekit, dial_request(), DialWithHeartbeats)
     assert len(livekit.calls("CreateSIPParticipant")) == 1
     assert (result.answered, result.dial_error) == (False, "non_classified_error")
+
+
+async def test_a_worker_stopped_mid_ring_lets_the_ring_finish(
+    dev_env: WorkflowEnvironment, livekit: FakeLiveKit
+) -> None:
+    """`outdial worker` stopped (a deploy) while a phone rings drains: the ring is answered, not hung up
+    (the stop cancelled the dial, which hung up: an attempt lost, retried hours later)."""
+    livekit.sip_outcome = SipOutcome(ring_seconds=2)
+    settings = livekit_settings(livekit)
+    calls = CallActivities(
+        settings, LiveKitTelephony(settings, answer_poll_interval=0.05), SimulatedAnalyzer()
+    )
+    queue, request = f"dial-{uuid.uuid4()}", dial_request()
+    options = {"task_queue": queue, "workflows": [DialOnce], "activities": [calls.dial]}
+    stopping = Worker(dev_env.client, **options, graceful_shutdown_timeout=draining(settings))  # type: ignore[arg-type]
+    async with stopping:
+        handle = await dev_env.client.start_workflow(
+            DialOnce.run, request, id=f"dial-{uuid.uuid4()}", task_queue=queue, result_type=DialResult
+        )
+        await asyncio.wait_for(livekit.rang.wait(), 10)
+    async with Worker(dev_env.client, **options):  # type: ignore[arg-type]
+        result = await handle.result()
+    assert result.answered and result.session == room_name(request.attempt_id)
+    assert len(livekit.calls("CreateSIPParticipant")) == 1 and livekit.calls("DeleteRoom") == []
 
 
 @pytest.mark.parametrize("stopping_worker", [False, True])

@@ -74,7 +74,13 @@ from workers.demo import (
 )
 from workers.local_stack import LocalStack, StackNotStarted, local_stack
 from workers.logs import configure_logging
-from workers.worker import connect, create_worker, missing_namespace, register_search_attributes
+from workers.worker import (
+    connect,
+    create_worker,
+    draining,
+    missing_namespace,
+    register_search_attributes,
+)
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
@@ -183,7 +189,10 @@ def worker() -> None:
     async def main() -> None:
         client = await _connected(settings)
         await register_search_attributes(client)
-        async with create_worker(client, task_queue=settings.task_queue, settings=settings):
+        drain = draining(settings)
+        async with create_worker(
+            client, task_queue=settings.task_queue, settings=settings, graceful_shutdown_timeout=drain
+        ):
             console.print(
                 f"worker on {settings.temporal_address}, task queue {settings.task_queue}; telephony "
                 f"{settings.telephony}, analyzer {settings.analyzer}; database {database}",

@@ -73,6 +73,14 @@ async def missing_namespace(client: Client, address: str) -> str | None:
     return None
 
 
+def draining(settings: Settings) -> timedelta:
+    """How long `outdial worker`, stopped (a deploy), lets the activities it runs finish: a phone that
+    rings is answered or not (a stop cancelled the dial, which hung up: an attempt lost, retried hours
+    later); what still runs then is cancelled. A process killed meanwhile leaves the ring to the dial's
+    retry, which watches it."""
+    return timedelta(seconds=settings.livekit_ringing_timeout_secs + 15)
+
+
 def create_worker(
     client: Client,
     *,
