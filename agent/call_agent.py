@@ -308,7 +308,10 @@ class OutdialAgent(Agent):
         limit = float(self.spec.assistant.max_call_duration_secs or 0)
         if limit <= 0:
             return
-        buffer = min(self.deps.config.farewell_buffer_secs, limit * 0.2)
+        # A goodbye to say starts early enough to fit; without one the call runs its whole limit (seed:
+        # "If not set, the call ends silently"), not cut at 80 % of it.
+        farewell = self.spec.assistant.max_duration_end_message
+        buffer = min(self.deps.config.farewell_buffer_secs, limit * 0.2) if farewell else 0.0
         self._timer = asyncio.get_running_loop().call_later(limit - buffer, self._max_duration_reached)
 
     def _max_duration_reached(self) -> None:

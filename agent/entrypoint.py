@@ -150,8 +150,7 @@ async def hold_the_call(
     agent.close()
     result = state.converse_result(transcript_from(session.history.items))
     if state.hang_up:
-        with contextlib.suppress(Exception):
-            await agent.deps.control.hang_up()
+        await _hang_up(agent)
     with contextlib.suppress(RuntimeError):
         session.shutdown(drain=False)
     if state.answered.is_set():  # an unanswered ring has no converse activity to report to
@@ -160,3 +159,21 @@ async def hold_the_call(
         "attempt %s: %s (%s by %s)", agent.spec.attempt_id, result.result, result.end_reason, result.ended_by
     )
     return result
+
+
+HANG_UP_PAUSES = (0.5, 1.0, 2.0, 4.0)  # between tries: LiveKit overloaded or restarting, for seconds
+
+
+async def _hang_up(agent: OutdialAgent) -> None:
+    """Hang up, asked again while it fails: one failed request left the callee on a silent line until
+    they hung up or LiveKit's max call duration cut it (the order, told the call ended, does not)."""
+    for pause in (*HANG_UP_PAUSES, None):
+        try:
+            await agent.deps.control.hang_up()
+            return
+        except Exception as err:  # noqa: BLE001 — any failure: the line may still be up
+            if pause is None:
+                log.error("attempt %s: could not hang up: %s", agent.spec.attempt_id, err)
+                return
+            log.warning("attempt %s: hang-up failed (%s); trying again", agent.spec.attempt_id, err)
+            await asyncio.sleep(pause)

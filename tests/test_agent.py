@@ -50,6 +50,7 @@ from tests.test_livekit_dial import (
     API_KEY,
     API_SECRET,
     FakeLiveKit,
+    _twirp_error,
     dispatched_attempt,
     livekit_settings,
     running_livekit,
@@ -480,6 +481,16 @@ async def test_max_duration_says_its_message_and_ends(fake_llm: FakeOpenAI) -> N
         assert (state.ended_by, state.end_reason) == ("system", "max_duration")
         last = [i for i in c.session.history.items if i.type == "message"][-1]
         assert last.text_content == "Time is up, Ada. Bye!"
+
+
+async def test_max_duration_without_a_message_runs_the_whole_limit(fake_llm: FakeOpenAI) -> None:
+    """The farewell's buffer cut a call without a farewell at 80 % of its limit (50 s of a minute)."""
+    spec = make_spec(first_sentence_mode="none", max_call_duration_secs=1.0)
+    started = time.monotonic()
+    async with call(fake_llm, spec) as c:
+        state = await c.ended()
+        assert time.monotonic() - started >= 1.0
+        assert (state.ended_by, state.end_reason) == ("system", "max_duration")
 
 
 # -- answering machines, IVR, screening ----------------------------------------------------------------
@@ -1500,6 +1511,28 @@ async def test_the_agent_reports_the_call_and_its_times_to_the_order(
     assert attempt.ended_at == c.state.ended_at == result.ended_at
     assert attempt.answered_at < attempt.ended_at  # type: ignore[operator]
     assert [r.room for r in livekit.calls("DeleteRoom")] == [room_name(attempt.id)]  # hung up
+
+
+async def test_a_hang_up_that_fails_is_asked_again(
+    dev_env: WorkflowEnvironment, task_queue: str, fake_llm: FakeOpenAI
+) -> None:
+    """The agent's one DeleteRoom, failed (LiveKit overloaded), left the callee on a silent line."""
+    fake_llm.say("Hello, it's about solar panels.")
+    fake_llm.call("end_call")
+    async with agent_on_a_livekit_order(dev_env, task_queue, fake_llm) as (livekit, c, link, handle, held):
+        delete, failures = livekit._DeleteRoom, iter([True, True])
+        livekit._DeleteRoom = (  # type: ignore[method-assign]
+            lambda req: (
+                _twirp_error(503, "unavailable", "overloaded") if next(failures, False) else delete(req)
+            )
+        )
+        await link.found()
+        await c.session.run(user_input="No thanks, not interested.")
+        result = await asyncio.wait_for(held, 30)
+        await handle.result()
+    deleted = [r.room for r in livekit.calls("DeleteRoom")]  # type: ignore[attr-defined]
+    assert len(deleted) == 3 and len(set(deleted)) == 1 and deleted[0] not in livekit.rooms
+    assert result.end_reason == "tool_end_call"
 
 
 async def test_an_order_cancelled_mid_conversation_keeps_what_was_said(
