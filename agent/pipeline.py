@@ -118,7 +118,12 @@ def build_session(
         {}
         if is_realtime(assistant)
         else {
-            "stt": build_stt(settings, config, stt_context_for(assistant, prompt_variables or {})),
+            "stt": build_stt(
+                settings,
+                config,
+                stt_context_for(assistant, prompt_variables or {}),
+                voice_language(assistant.voice),
+            ),
             "tts": build_tts(
                 assistant.voice, settings, config, assistant.cartesia_dictionary_pronunciation_id
             ),
@@ -135,6 +140,17 @@ def build_session(
 
 def is_realtime(assistant: CallAssistant) -> bool:
     return isinstance(assistant.llm_model, RealtimeModelRecord)
+
+
+def voice_language(voice: VoiceRecord | None) -> str | None:
+    """The language of a voice of the catalog (`GET /voices`): the call is spoken and heard in it (a
+    French voice said French words with English sounds, and the callee's French was transcribed as
+    English). None for a voice the catalog does not list, or none."""
+    if voice is None:
+        return None
+    from api.voices import catalog
+
+    return next((v.language for v in catalog() if (v.provider, v.id) == (voice.provider, voice.id)), None)
 
 
 def build_tts(
@@ -159,9 +175,9 @@ def build_tts(
             options["volume"] = float(voice.volume)
         if pronunciation_dict_id:
             options["pronunciation_dict_id"] = pronunciation_dict_id
-        return plugin("cartesia").TTS(**options)
+        return plugin("cartesia").TTS(**options, **_given(language=voice_language(voice)))
     elevenlabs = plugin("elevenlabs")
-    options = {"voice_id": voice.id}
+    options = {"voice_id": voice.id, **_given(language=voice_language(voice))}
     if voice.speed is not None:  # volume is Cartesia-only (seed)
         options["voice_settings"] = elevenlabs.VoiceSettings(
             stability=0.5, similarity_boost=0.75, speed=float(voice.speed)
@@ -169,14 +185,17 @@ def build_tts(
     return elevenlabs.TTS(**options)
 
 
-def build_stt(settings: Settings, config: AgentConfig, context: SttContext | None = None) -> Any:
+def build_stt(
+    settings: Settings, config: AgentConfig, context: SttContext | None = None, language: str | None = None
+) -> Any:
     """The callee's speech to text: OpenAI's streaming transcription (its own server-side turn detection),
     told what to expect by the assistant's `stt_context`: in its prompt, and as keywords where the
-    model takes them (the plugin refuses them for the others, which then have the prompt alone)."""
+    model takes them (the plugin refuses them for the others, which then have the prompt alone). In
+    `language`, the voice's, else OUTDIAL_STT_LANGUAGE."""
     stt = plugin("openai").STT
     options: dict[str, Any] = {
         "model": config.stt_model,
-        "language": config.stt_language,
+        "language": language or config.stt_language,
         "use_realtime": True,
         **_given(
             api_key=settings.openai_api_key, base_url=settings.openai_base_url, prompt=stt_prompt(context)

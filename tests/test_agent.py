@@ -1306,6 +1306,23 @@ async def test_voices(monkeypatch: pytest.MonkeyPatch) -> None:  # AgentSession 
     assert eleven._opts.voice_id == "v-2" and eleven._opts.voice_settings.speed == 1.1
 
 
+async def test_a_catalog_voice_speaks_and_hears_its_own_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A French voice of `GET /voices` was sent to Cartesia as English (French words, English sounds),
+    and the callee's French was transcribed as English; a voice the catalog does not list keeps the
+    configured language."""
+    from api.voices import catalog
+
+    monkeypatch.setenv("CARTESIA_API_KEY", "c-test")
+    settings, config = Settings(openai_api_key="sk-o"), AgentConfig()
+    french = next(v for v in catalog() if (v.provider, v.language) == ("cartesia", "fr"))
+    voiced = make_spec(voice={"id": french.id, "provider": "cartesia"}).assistant
+    session = build_session(voiced, settings, config)
+    assert (session.tts._opts.language, session.stt._opts.languages) == ("fr", ["fr"])
+    unlisted = make_spec(voice={"id": "v-mine", "provider": "cartesia"}).assistant
+    session = build_session(unlisted, settings, config)
+    assert (session.tts._opts.language, session.stt._opts.languages) == ("en", ["en"])
+
+
 async def test_the_session_hears_and_speaks_as_the_assistant_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """build_session (what the job starts): STT, voice and LLM per assistant, constructed, not connected."""
     monkeypatch.setenv("CARTESIA_API_KEY", "c-test")
