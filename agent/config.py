@@ -69,6 +69,9 @@ class AgentConfig(BaseModel):
     calendly_default_token: str | None = Field(default=None, repr=False)
     home_organization: str = "org_local"  # the deployment's own (organization.id): the entrypoint's settings
     amd_enabled: bool = True
+    # A callee who picks up and waits for the caller to speak: AMD's verdict (which holds the agent's first
+    # sentence) comes after this much silence; livekit-agents' 10 s lost many who hung up meanwhile.
+    amd_no_speech_secs: float = Field(default=3.0, gt=0)
     farewell_buffer_secs: float = 10.0  # max_duration_end_message starts this long before the limit
     http_timeout_secs: float = 10.0  # custom tools, SMS, Calendly
 
@@ -113,5 +116,6 @@ AGENT_ENV = {
     "calendly_tokens": "OUTDIAL_CALENDLY_TOKENS",
     "calendly_default_token": "CALENDLY_API_TOKEN",
     "amd_enabled": "OUTDIAL_AMD",
+    "amd_no_speech_secs": "OUTDIAL_AMD_NO_SPEECH_SECS",
 }
 _JSON_FIELDS = frozenset({"dedicated_base_urls", "calendly_tokens"})

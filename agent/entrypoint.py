@@ -118,6 +118,10 @@ def build_amd(session: AgentSession, assistant: CallAssistant, config: AgentConf
         stt=None,
         ivr_detection=False,  # the agent's own send_dtmf / skip_turn tools navigate menus
         participant_identity=CALLEE_IDENTITY,
+        # silence past first_sentence_delay_ms and this: nobody speaks first, so the agent does
+        detection_options={
+            "no_speech_threshold": max(config.amd_no_speech_secs, assistant.first_sentence_delay_ms / 1000)
+        },
     )
 
 

@@ -552,6 +552,36 @@ async def test_answering_machine_detection_drives_the_call(
     assert agent.state.ended.is_set() == (result == "voicemail")
 
 
+async def test_a_callee_who_picks_up_in_silence_hears_the_first_sentence_soon(fake_llm: FakeOpenAI) -> None:
+    """AMD holds the first sentence until its verdict, which for silence came after livekit-agents' 10 s:
+    a callee waiting for the caller to speak heard nothing for 10 s (and often hung up)."""
+    spec = make_spec(first_sentence="Hello {{name}}, it's Sam.", first_sentence_mode="static")
+    async with (
+        openai.LLM(model="fake-model", base_url=f"{fake_llm.url}/v1", api_key="sk-test") as model,
+        AgentSession(llm=model) as session,
+    ):
+        agent = OutdialAgent(spec, CallDeps(control=RecordingControl(), now=lambda: NOW))
+        await session.start(agent)
+        amd = build_amd(session, spec.assistant, AgentConfig(amd_no_speech_secs=1.0))
+        assert amd is not None
+        async with amd:
+
+            async def listening() -> bool:
+                return amd.started
+
+            await eventually(listening, bool, timeout=5)
+            agent.state.mark_answered()
+            async with asyncio.timeout(5):  # was 10 s of silence, then the sentence
+                await agent.listen_for_answering_machine(amd)
+
+                async def spoken() -> list[Any]:
+                    return transcript_from(session.history.items)
+
+                transcript = await eventually(spoken, bool, timeout=4)
+    assert [t.content for t in transcript] == ["Hello Ada, it's Sam."]
+    assert agent.state.detection == "uncertain"
+
+
 async def test_voicemail_leaves_the_message_then_hangs_up(fake_llm: FakeOpenAI) -> None:
     spec = make_spec(
         first_sentence_mode="none", voicemail_message="Hi {{name}}, call us back about {{product}}."
