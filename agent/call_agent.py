@@ -412,17 +412,17 @@ class OutdialAgent(Agent):
         """Transfer to a human colleague.
 
         Args:
-            reason: Why the person needs a human, in one sentence (the colleague hears it).
+            reason: Why the person needs a human, in one sentence (a warm transfer's colleague hears it).
         """
         number = self.spec.assistant.transfer_phone_number
         assert number is not None
-        await self._transfer(number)
+        await self._transfer(number, reason)
 
     async def _transfer_to_destination(self, context: RunContext, reason: str, destination: str) -> None:
         """Transfer to the human colleagues at one of the transfer destinations.
 
         Args:
-            reason: Why the person needs a human, in one sentence (the colleague hears it).
+            reason: Why the person needs a human, in one sentence (a warm transfer's colleague hears it).
             destination: The label of the destination the rules call for, as the instructions list them.
         """
         destinations = self.spec.assistant.transfer_destinations
@@ -431,18 +431,23 @@ class OutdialAgent(Agent):
         if chosen is None:
             labels = ", ".join(d.label for d in destinations)
             raise ToolError(f"Unknown destination {destination!r}: choose one of {labels}.")
-        await self._transfer(chosen.phone_number)
+        await self._transfer(chosen.phone_number, reason)
 
-    async def _transfer(self, number: str) -> None:
-        """Cold (SIP REFER) or warm (the AI briefs the human, then bridges); a failure: back to the callee."""
+    async def _transfer(self, number: str, reason: str) -> None:
+        """Cold (SIP REFER) or warm (the AI briefs the human, with the reason the LLM gave, then bridges);
+        a failure: back to the callee."""
         a = self.spec.assistant
         try:
             if a.human_transfer_mode == "warm":
+                asked = (
+                    interpolate(a.warm_transfer_summary_instructions, self.variables)
+                    if a.warm_transfer_summary_instructions
+                    else ""
+                )
+                why = f"Why the caller needs a colleague: {reason.strip()}" if reason.strip() else ""
                 await self.deps.control.transfer_warm(
                     number,
-                    summary_instructions=interpolate(a.warm_transfer_summary_instructions, self.variables)
-                    if a.warm_transfer_summary_instructions
-                    else None,
+                    summary_instructions="\n".join(filter(None, [asked, why])) or None,
                     chat_ctx=self.chat_ctx,
                 )
             else:

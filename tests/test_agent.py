@@ -761,7 +761,9 @@ async def test_warm_transfer_briefs_with_the_summary_instructions(fake_llm: Fake
         await c.session.run(user_input="I have a billing question for a human.")
         state = await c.ended()
     kind, number, summary, history = control.events[0]
-    assert (kind, number, summary) == ("warm", "+33612345679", "Mention Ada's interest in solar panels.")
+    # the reason the LLM gave goes to the colleague too (it was dropped, though the tool said so)
+    briefed = "Mention Ada's interest in solar panels.\nWhy the caller needs a colleague: billing question"
+    assert (kind, number, summary) == ("warm", "+33612345679", briefed)
     assert "I have a billing question for a human." in history  # the colleague is briefed on the call
     assert (state.end_reason, state.hang_up) == ("transfer", False)  # callee and human stay
 
