@@ -149,6 +149,7 @@ def _masked_entries(item: Any) -> Any:
     ]
 
 
+PLACEHOLDER_TOKEN = re.compile(r"(\{\{[^{}]*\}\})")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?')
 
 
@@ -158,9 +159,17 @@ def _masked_body(template: str) -> str:
 
     def shown(literal: re.Match[str]) -> str:
         text = literal.group(0)
-        if literal.group(1) or "{{" in text:  # a key, or made of variables
+        if literal.group(1):  # a key
             return text
-        return json.dumps(mask(text[1:-1]), ensure_ascii=False)
+        # the text around its placeholders (`key=sk_live_… user={{email}}`), each run masked
+        pieces = PLACEHOLDER_TOKEN.split(text[1:-1])
+        kept = [
+            piece
+            if PLACEHOLDER_TOKEN.fullmatch(piece) or not piece
+            else json.dumps(mask(piece), ensure_ascii=False)[1:-1]
+            for piece in pieces
+        ]
+        return '"' + "".join(kept) + '"'
 
     return _JSON_STRING.sub(shown, template)
 

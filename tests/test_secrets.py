@@ -95,6 +95,8 @@ def test_a_webhook_path_a_fragment_and_a_tool_bodys_literals_are_secrets() -> No
     body = '{"apiKey": "BODYSECRET-789-abcdef", "token": "{{crm_token}}", "n": 3, "q": "a \\"quoted\\" one!"}'
     shown = '{"apiKey": "…cdef", "token": "{{crm_token}}", "n": 3, "q": "…one!"}'
     assert masked({"body_template": body}) == {"body_template": shown}
+    mixed = '{"auth": "key=sk_live_51HxYzABCDEF123456 user={{email}}"}'  # a review: shown whole
+    assert masked({"body_template": mixed}) == {"body_template": '{"auth": "…ser={{email}}"}'}
 
 
 def test_a_contact_made_of_a_masked_prompt_variable_is_masked_too() -> None:
