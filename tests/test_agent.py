@@ -496,6 +496,41 @@ async def test_max_duration_without_a_message_runs_the_whole_limit(fake_llm: Fak
 # -- answering machines, IVR, screening ----------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def answered_with_amd(
+    fake_llm: FakeOpenAI, spec: CallSpec, config: AgentConfig
+) -> AsyncIterator[tuple[OutdialAgent, AgentSession, Any]]:
+    """The session started while the phone rings, AMD built as the job builds it, listening once the
+    callee picked up."""
+    async with (
+        openai.LLM(model="fake-model", base_url=f"{fake_llm.url}/v1", api_key="sk-test") as model,
+        AgentSession(llm=model) as session,
+    ):
+        agent = OutdialAgent(spec, CallDeps(control=RecordingControl(), now=lambda: NOW))
+        await session.start(agent)
+        amd = build_amd(session, spec.assistant, config)
+        assert amd is not None
+        async with amd:
+
+            async def listening() -> bool:
+                return amd.started
+
+            await eventually(listening, bool, timeout=5)
+            agent.state.mark_answered()
+            yield agent, session, amd
+
+
+async def first_words(agent: OutdialAgent, session: AgentSession, amd: Any, within: float) -> list[Any]:
+    """What the agent says once AMD's verdict is in, within `within` seconds."""
+    async with asyncio.timeout(within):
+        await agent.listen_for_answering_machine(amd)
+
+        async def spoken() -> list[Any]:
+            return transcript_from(session.history.items)
+
+        return await eventually(spoken, bool, timeout=within)
+
+
 @pytest.mark.parametrize(
     ("greeting", "verdict", "said", "result"),
     [
@@ -519,31 +554,11 @@ async def test_answering_machine_detection_drives_the_call(
         first_sentence_mode="static",
         voicemail_message="Hi {{name}}, call back.",
     )
-    async with (
-        openai.LLM(model="fake-model", base_url=f"{fake_llm.url}/v1", api_key="sk-test") as model,
-        AgentSession(llm=model) as session,
-    ):
-        agent = OutdialAgent(spec, CallDeps(control=RecordingControl(), now=lambda: NOW))
-        await session.start(agent)  # while the phone rings
-        amd = build_amd(session, spec.assistant, AgentConfig())
-        assert amd is not None
-        async with amd:
-
-            async def listening() -> bool:
-                return amd.started
-
-            await eventually(listening, bool, timeout=5)
-            agent.state.mark_answered()
-            amd._on_user_speech_started()
-            amd._on_transcript(greeting)
-            amd._on_user_speech_ended(3.0)  # the greeting ended; silence since
-            async with asyncio.timeout(10):
-                await agent.listen_for_answering_machine(amd)
-
-                async def spoken() -> list[Any]:
-                    return transcript_from(session.history.items)
-
-                transcript = await eventually(spoken, bool, timeout=10)
+    async with answered_with_amd(fake_llm, spec, AgentConfig()) as (agent, session, amd):
+        amd._on_user_speech_started()
+        amd._on_transcript(greeting)
+        amd._on_user_speech_ended(3.0)  # the greeting ended; silence since
+        transcript = await first_words(agent, session, amd, within=10)
     classify = fake_llm.requests[0]
     assert classify["messages"][0]["content"] == AMD_PROMPT  # the library's own classifier
     assert classify["messages"][1]["content"] == greeting
@@ -556,28 +571,12 @@ async def test_a_callee_who_picks_up_in_silence_hears_the_first_sentence_soon(fa
     """AMD holds the first sentence until its verdict, which for silence came after livekit-agents' 10 s:
     a callee waiting for the caller to speak heard nothing for 10 s (and often hung up)."""
     spec = make_spec(first_sentence="Hello {{name}}, it's Sam.", first_sentence_mode="static")
-    async with (
-        openai.LLM(model="fake-model", base_url=f"{fake_llm.url}/v1", api_key="sk-test") as model,
-        AgentSession(llm=model) as session,
+    async with answered_with_amd(fake_llm, spec, AgentConfig(amd_no_speech_secs=1.0)) as (
+        agent,
+        session,
+        amd,
     ):
-        agent = OutdialAgent(spec, CallDeps(control=RecordingControl(), now=lambda: NOW))
-        await session.start(agent)
-        amd = build_amd(session, spec.assistant, AgentConfig(amd_no_speech_secs=1.0))
-        assert amd is not None
-        async with amd:
-
-            async def listening() -> bool:
-                return amd.started
-
-            await eventually(listening, bool, timeout=5)
-            agent.state.mark_answered()
-            async with asyncio.timeout(5):  # was 10 s of silence, then the sentence
-                await agent.listen_for_answering_machine(amd)
-
-                async def spoken() -> list[Any]:
-                    return transcript_from(session.history.items)
-
-                transcript = await eventually(spoken, bool, timeout=4)
+        transcript = await first_words(agent, session, amd, within=5)  # was 10 s of silence, then it
     assert [t.content for t in transcript] == ["Hello Ada, it's Sam."]
     assert agent.state.detection == "uncertain"
 
