@@ -143,14 +143,16 @@ def is_realtime(assistant: CallAssistant) -> bool:
 
 
 def voice_language(voice: VoiceRecord | None) -> str | None:
-    """The language of a voice of the catalog (`GET /voices`): the call is spoken and heard in it (a
-    French voice said French words with English sounds, and the callee's French was transcribed as
-    English). None for a voice the catalog does not list, or none."""
+    """The language of a voice of the catalog (`GET /voices`) made for one other than English: the call is
+    spoken and heard in it (a French voice said French words with English sounds, and the callee's French
+    was transcribed as English). None otherwise: the catalog labels its multilingual voices `en`, which must
+    force neither them nor OUTDIAL_STT_LANGUAGE (a deployment calling in Spanish) to English."""
     if voice is None:
         return None
     from api.voices import catalog
 
-    return next((v.language for v in catalog() if (v.provider, v.id) == (voice.provider, voice.id)), None)
+    listed = next((v.language for v in catalog() if (v.provider, v.id) == (voice.provider, voice.id)), None)
+    return listed if listed != "en" else None
 
 
 def build_tts(

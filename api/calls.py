@@ -21,7 +21,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -697,17 +702,26 @@ async def _signal(context: ApiContext, organization_id: str, call_id: str, signa
     return JSONResponse(Success().model_dump())
 
 
+RUNNING_AGAIN = "running"  # the status of an order running again that nobody can tell now: not refused
+DESCRIBE_PATIENCE = timedelta(seconds=2)
+
+
 async def _running_again(context: ApiContext, record: CallOrderRecord) -> str | None:
     """The live status of an order whose row says it ended while its workflow runs: reset in Temporal
     after it was cancelled or terminated, it may call again, and its row is behind until its new run
-    writes (a refused cancel left the user no way to stop it). None when it does not run, or cannot say."""
-    try:  # (asked as reads of running orders are: closed, it is refused at once; with nobody to answer,
-        # not asked again for a while, so a refusal stays quick while Temporal or every worker is down)
+    writes (a refused cancel left the user no way to stop it). None when it does not run, or Temporal
+    cannot say within DESCRIBE_PATIENCE (a refusal stays quick while it is down)."""
+    try:
         handle = (await context.temporal()).get_workflow_handle(order_workflow_id(record.id))
-        live = await context.live.call(handle)
-    except (ApiError, RPCError, WorkflowQueryRejectedError, WorkflowQueryFailedError):
+        live = await context.live.call(handle)  # closed: refused at once
+        if live is not None:
+            return live.status if live.organization_id == record.organization_id else None
+        # nobody answers queries now (a worker restarting): whether it runs, Temporal says without one
+        async with asyncio.timeout(DESCRIBE_PATIENCE.total_seconds()):
+            described = await handle.describe(rpc_timeout=DESCRIBE_PATIENCE)
+    except (ApiError, RPCError, TimeoutError, WorkflowQueryRejectedError, WorkflowQueryFailedError):
         return None
-    return live.status if live is not None and live.organization_id == record.organization_id else None
+    return RUNNING_AGAIN if described.status == WorkflowExecutionStatus.RUNNING else None
 
 
 async def start_unstarted(context: ApiContext, record: CallOrderRecord, signal: str | None = None) -> bool:

@@ -1349,9 +1349,15 @@ async def test_a_catalog_voice_speaks_and_hears_its_own_language(monkeypatch: py
     voiced = make_spec(voice={"id": french.id, "provider": "cartesia"}).assistant
     session = build_session(voiced, settings, config)
     assert (session.tts._opts.language, session.stt._opts.languages) == ("fr", ["fr"])
-    unlisted = make_spec(voice={"id": "v-mine", "provider": "cartesia"}).assistant
-    session = build_session(unlisted, settings, config)
-    assert (session.tts._opts.language, session.stt._opts.languages) == ("en", ["en"])
+    # A deployment calling in Spanish: an English-labelled voice (the catalog's multilingual ones) or an
+    # unlisted one forces neither what the callee says nor its own speech to English (a review).
+    monkeypatch.setenv("ELEVEN_API_KEY", "e-test")
+    spanish = AgentConfig(stt_language="es")
+    rachel = next(v.id for v in catalog() if v.provider == "elevenlabs")
+    for voice in ({"id": "v-mine", "provider": "cartesia"}, {"id": rachel, "provider": "elevenlabs"}):
+        session = build_session(make_spec(voice=voice).assistant, settings, spanish)
+        spoken = session.tts._opts.language
+        assert session.stt._opts.languages == ["es"] and (spoken == "en" or not is_given(spoken))
 
 
 async def test_the_session_hears_and_speaks_as_the_assistant_says(monkeypatch: pytest.MonkeyPatch) -> None:
