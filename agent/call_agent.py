@@ -55,6 +55,26 @@ def looks_like_screening(text: str) -> bool:
     return bool(_SCREENING.search(text))
 
 
+# What phone menus say, in the languages of the voice catalog.
+_MENU = re.compile(
+    r"\b(press|dial|option|menu|extension|pound|hash key|appuyez|tapez|touche|pulse|marque|oprima"
+    r"|drücken|wählen|taste|premere|digitare|digite|pressione|нажмите)\b",
+    re.I,
+)
+
+
+def reached_through_menu(transcript: Sequence[TranscriptEntry]) -> bool:
+    """A person the menu put through (the LLM may not say so with `human_reached`): after the last key
+    pressed the callee answered the agent, in words no menu says. A conversation recorded as `IVR` had
+    no analysis, and the order called the person again."""
+    keys = [i for i, entry in enumerate(transcript) if entry.tool_name == "send_dtmf"]
+    after = transcript[keys[-1] + 1 :] if keys else []
+    spoke = [i for i, entry in enumerate(after) if entry.role == "assistant"]
+    replies = [e for e in after[spoke[0] + 1 :] if e.role == "user"] if spoke else []
+    heard = [e for e in after if e.role == "user"]
+    return bool(replies) and not any(_MENU.search(e.content) for e in heard)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -96,7 +116,7 @@ class CallState:
         if self.detection == "voicemail":
             return "voicemail"
         if self.detection == "ivr":
-            return "IVR"
+            return "human" if reached_through_menu(transcript) else "IVR"
         if self.detection == "screening":
             # The screened person may pick up after the agent stated its reason.
             return "human" if any(not looks_like_screening(s) for s in said[1:]) else "ios-screening-filter"

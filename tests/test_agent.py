@@ -33,7 +33,14 @@ from activities.livekit import room_name
 from activities.simulated import SimulatedTelephony
 from activities.sms import SimulatedSmsOutbox, TwilioSms
 from activities.url_guard import guarded_client
-from agent.call_agent import GOODBYE_INSTRUCTIONS, CallDeps, CallState, OutdialAgent, transcript_from
+from agent.call_agent import (
+    GOODBYE_INSTRUCTIONS,
+    CallDeps,
+    CallState,
+    OutdialAgent,
+    reached_through_menu,
+    transcript_from,
+)
 from agent.config import AgentConfig, CallSpec
 from agent.control import LiveKitCallControl, TransferFailed
 from agent.entrypoint import build_amd, hold_the_call
@@ -42,6 +49,7 @@ from agent.pipeline import build_llm, build_session, build_stt, build_tts, sound
 from agent.prompt import interpolate
 from agent.reporter import ConverseLink
 from models.assistant import Assistant, CustomToolRecord, FieldSpecRecord, KeyValueRecord, call_assistant_from
+from models.call import TranscriptEntry
 from models.settings import Settings
 from models.workflow_io import ConverseRequest, ConverseResult
 from tests import http_fakes
@@ -677,6 +685,51 @@ async def test_ivr_navigation_presses_keys_skips_turns_and_reaches_a_human(fake_
     assert pressed == [(1, "1")]
     dtmf = next(t for t in transcript if t.tool_name == "send_dtmf")
     assert dtmf.tool_arguments == {"digits": "1"} and dtmf.tool_output == "pressed 1"
+
+
+async def test_a_menu_navigated_to_a_person_is_a_human_reached_without_the_signal_tool(
+    fake_llm: FakeOpenAI,
+) -> None:
+    """The LLM talked with the person the menu put through but never called `human_reached`: the attempt
+    was `IVR`, so no analysis, and the order called the person again."""
+    fake_llm.call("send_dtmf", digits="1")
+    fake_llm.say("")
+    fake_llm.say("Hello, I'm Sam from Sunny Energy, calling about solar panels. Is this a good time?")
+    fake_llm.say("Great, I'll send you the brochure.")
+    spec = make_spec(first_sentence_mode="none", ivr_navigation_enabled=True)
+    async with call(fake_llm, spec) as c:
+        navigation = c.agent.on_answering_machine("machine-ivr", "Welcome. For sales, press 1.")
+        assert navigation is not None
+        await navigation
+        await c.session.run(user_input="Sales, Bob speaking.")
+        await c.session.run(user_input="Yes, I'm interested, send me a brochure please.")
+        transcript = c.transcript()
+        assert c.state.result(transcript) == "human"
+
+
+def _entry(role: str, content: str, tool: str | None = None) -> TranscriptEntry:
+    return TranscriptEntry(role=role, content=content, tool_name=tool)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("after_the_keys", "reached"),
+    [
+        ([("user", "Sales, Bob speaking."), ("assistant", "Hi Bob!"), ("user", "Hi.")], True),
+        (
+            [("user", "Sales."), ("assistant", "Hello?"), ("user", "For billing, press 2.")],
+            False,
+        ),  # still a menu
+        ([("user", "Pour les ventes, appuyez sur 1."), ("assistant", "Bonjour"), ("user", "Oui")], False),
+        ([("user", "Please hold."), ("user", "Bob speaking.")], False),  # the agent never spoke to them
+        ([("assistant", "Hello?")], False),  # nobody answered
+    ],
+)
+def test_a_person_reached_through_a_menu_is_told_from_the_menu(
+    after_the_keys: list[tuple[str, str]], reached: bool
+) -> None:
+    menu = [_entry("user", "Welcome. For sales, press 1."), _entry("tool", "pressed 1", "send_dtmf")]
+    assert reached_through_menu([*menu, *(_entry(*e) for e in after_the_keys)]) == reached
+    assert not reached_through_menu([_entry(*e) for e in after_the_keys])  # no key pressed: no menu passed
 
 
 async def test_call_screening_is_answered_and_recorded(fake_llm: FakeOpenAI) -> None:
