@@ -28,7 +28,7 @@ from livekit.agents.llm import RawFunctionTool
 
 from activities.url_guard import UnsafeUrlError
 from models.assistant import PLACEHOLDER, QUOTED_PLACEHOLDER, CustomToolRecord, FieldSpecRecord
-from models.secrets import scrubbed, secret_name
+from models.secrets import name_words, scrubbed, secret_name
 
 MAX_OUTPUT_CHARS = 4000
 
@@ -139,8 +139,7 @@ CREDENTIAL_WORDS = frozenset({"key", "auth", "token", "secret", "signature", "si
 def _credential(name: str) -> bool:
     """A header's or a query parameter's name that says it carries a credential (`Authorization`,
     `X-Api-Key`, `access_token`), not a plain value the answer rightly repeats (`Accept`, `date`)."""
-    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
-    return secret_name(name) or bool(CREDENTIAL_WORDS & set(words)) or "authorization" in words
+    return secret_name(name) or bool(CREDENTIAL_WORDS & set(name_words(name)))
 
 
 def _sent_secrets(headers: Mapping[str, bytes], url: str, variables: Mapping[str, object]) -> list[str]:

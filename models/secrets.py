@@ -80,8 +80,13 @@ SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "be
 SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("client", "secret")})
 
 
+def name_words(name: str) -> list[str]:
+    """`crm_token`, `apiKey`, `X-Api-Key` as their lower-case words."""
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("_", " ").replace("-", " ").split()
+
+
 def secret_name(name: str) -> bool:
-    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("_", " ").replace("-", " ").split()
+    words = name_words(name)
     pairs = set(zip(words, words[1:], strict=False))
     return bool(SECRET_WORDS & set(words) or SECRET_PAIRS & pairs)
 
