@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.calls import CallActivities
@@ -85,7 +86,9 @@ def scenario(
 
 async def save(handle: WorkflowHandle) -> None:  # type: ignore[type-arg]
     """Write the run's history as `<workflow id>.json`, unless that recording exists already."""
-    with contextlib.suppress(WorkflowFailureError):  # a run that fails is a history too
+    # A run that fails is a history too; one never started (a scenario whose order now fails at once, so
+    # starts no child) needs no recording when it has one.
+    with contextlib.suppress(WorkflowFailureError, RPCError):
         await handle.result()
     path = HISTORIES / f"{handle.id}.json"
     if path.exists():
@@ -429,6 +432,44 @@ async def semaphore_with_a_full_queue(client: Client, task_queue: str) -> None:
     await save(semaphore)  # it completes after its idle timeout
 
 
+async def semaphore_asked_together(client: Client, task_queue: str, settings: object) -> None:
+    """Two orders' requests reach an idle key in one workflow task (its worker was away): one takes the
+    free permit, the other waits, though the queue allows one waiter (patch `free-permits-first`)."""
+    key = organization_key(DEFAULT_ORGANIZATION, "replay-together")
+    if (HISTORIES / f"{semaphore_workflow_id(key)}.json").exists():
+        return
+    parked = f"{task_queue}-parked"
+    semaphore = await start_semaphore(
+        client, parked, SemaphoreInput(key=key, max=1, max_waiters=1, idle_timeout_seconds=60)
+    )
+    orders = []
+    for _ in range(2):
+        params = scenario(
+            "human:interested", concurrency={"key": "replay-together", "max": 1}, force_now=True
+        )
+        orders.append(
+            await client.start_workflow(
+                CallOrderWorkflow.run, params, id=f"call-{uuid.uuid4()}", task_queue=task_queue
+            )
+        )
+
+    async def requested(order: WorkflowHandle) -> bool:  # type: ignore[type-arg]
+        events = (await order.fetch_history()).events
+        asked = {
+            e.event_id
+            for e in events
+            if e.activity_task_scheduled_event_attributes.activity_type.name == "concurrency_request_permit"
+        }
+        return any(e.activity_task_completed_event_attributes.scheduled_event_id in asked for e in events)
+
+    for order in orders:
+        await eventually(lambda o=order: requested(o), bool)
+    async with create_worker(client, task_queue=parked, settings=settings):  # type: ignore[arg-type]
+        for order in orders:
+            await order.result()
+        await save(semaphore)  # it completes after its idle timeout
+
+
 async def notifications(client: Client, task_queue: str, receiver: str) -> None:
     """An order with a webhook: its CallNotificationsWorkflow child delivers after one refusal."""
     handle = await client.start_workflow(
@@ -665,6 +706,7 @@ async def main() -> None:
             await call_orders(env.client, "record")
             await semaphore_continued_as_new(env.client, "record")
             await semaphore_with_a_full_queue(env.client, "record")
+            await semaphore_asked_together(env.client, "record", settings)
             await notifications(env.client, "record", base)
             await contact_checked_before_a_retry(env.client, "record")
             await cancelled_while_ringing(env.client, "record", CANCELLED_WHILE_RINGING)

@@ -501,6 +501,50 @@ async def test_a_full_queue_defers_requests_and_they_are_served_later(env: Workf
     assert (await semaphore(client, key).result()).waiters == []
 
 
+async def test_requests_arriving_together_at_a_free_permit_are_not_turned_away(
+    env: WorkflowEnvironment,
+) -> None:
+    """Two orders asking at the same instant (a calling window opening) reach an idle key in one
+    workflow task: one takes the free permit, the other is the one waiter `max_waiters` allows. It was
+    turned away, as if the first were waiting too."""
+    client, key = env.client, new_key("together")
+    parked = f"{TASK_QUEUE}-{key}"  # no worker yet: both requests land in the semaphore's first task
+    sem = await client.start_workflow(
+        ConcurrencySemaphoreWorkflow.run,
+        SemaphoreInput(key=key, max=1, max_waiters=1, idle_timeout_seconds=3600),
+        id=semaphore_workflow_id(key),
+        task_queue=parked,
+    )
+    holders = [f"{key}-p{n}" for n in range(3)]
+    passive = [
+        await client.start_workflow(PassiveHolderWorkflow.run, id=w, task_queue=TASK_QUEUE) for w in holders
+    ]
+    for wid in holders[:2]:
+        await sem.signal(ACQUIRE_SIGNAL, PermitRequest(key=key, ticket="t1", holder_workflow_id=wid, max=1))
+    async with Worker(
+        client,
+        task_queue=parked,
+        workflows=[ConcurrencySemaphoreWorkflow],
+        activities=ConcurrencyActivities(client).all(),
+    ):
+        state = await eventually(
+            lambda: sem_state(client, key), lambda s: s.stats.requests + s.stats.deferred == 2
+        )
+        assert [h.holder_workflow_id for h in state.holders] == holders[:1]
+        assert [w.holder_workflow_id for w in state.waiters] == holders[1:2]
+        assert state.stats.deferred == 0
+        # A third is beyond the one waiter allowed: turned away.
+        await sem.signal(
+            ACQUIRE_SIGNAL, PermitRequest(key=key, ticket="t1", holder_workflow_id=holders[2], max=1)
+        )
+        state = await eventually(lambda: sem_state(client, key), lambda s: s.stats.deferred == 1)
+        assert len(state.waiters) == 1
+        await assert_replays(sem)
+        await sem.terminate()
+    for p in passive:
+        await p.signal(PassiveHolderWorkflow.finish)
+
+
 def test_deferral_backoff_doubles_from_a_minute_to_an_hour() -> None:
     assert [deferral_backoff(n).total_seconds() / 60 for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
     assert deferral_backoff(10_000) == timedelta(hours=1)

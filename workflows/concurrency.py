@@ -133,6 +133,9 @@ DEFER_SIGNAL = "concurrency_deferred"  # ... and this one (the queue was full: a
 # Patch id: a request that finds `max_waiters` waiting is deferred; before, every request was queued
 # (and past some 29,000 waiters the carried state outgrew Temporal's payload limit).
 BOUNDED_QUEUE = "bounded-queue"
+# Patch id: waiters about to take a free permit do not count against `max_waiters` (before, of two requests
+# reaching an idle key with `max_waiters` 1 in one workflow task, the second was turned away).
+FREE_PERMITS_FIRST = "free-permits-first"
 # Temporal's cancellation of a semaphore is ignored (before, it ended it and stranded its queue).
 CANCELLATION_IGNORED = "cancellation-ignored"
 RELEASE_SIGNAL = "release"
@@ -221,7 +224,7 @@ class ConcurrencySemaphoreWorkflow:
             info.delivered = False
             self._dirty = True
             return
-        if len(self._waiters) >= self._input.max_waiters and workflow.patched(BOUNDED_QUEUE):
+        if self._queue_full() and workflow.patched(BOUNDED_QUEUE):
             self._defer(request)  # nothing queued, nothing changes: the holder asks again later
             return
         self._stats.requests += 1
@@ -354,6 +357,17 @@ class ConcurrencySemaphoreWorkflow:
         finally:
             self._inflight.discard(ref)
             self._dirty = True
+
+    def _queue_full(self) -> bool:
+        """`max_waiters` wait for a permit. Requests that arrived since the last dispatch sit among the
+        waiters until it runs: those a free permit awaits do not count."""
+        waiting = len(self._waiters)
+        if waiting < self._input.max_waiters:
+            return False
+        free = max(0, self._max - len(self._holders))
+        if free and workflow.patched(FREE_PERMITS_FIRST):
+            return waiting - free >= self._input.max_waiters
+        return True
 
     def _defer(self, request: PermitRequest) -> None:
         self._stats.deferred += 1
