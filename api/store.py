@@ -3,6 +3,7 @@ scoped to one organization."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import phonenumbers
 from sqlalchemy import (
     Select,
     Text,
@@ -141,7 +143,7 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
     if filters.directions:
         where.append(row.direction.in_(filters.directions))  # type: ignore[attr-defined]
     if filters.from_phone_numbers:
-        numbers = [typed_number(number) for number in filters.from_phone_numbers]
+        numbers = [named for number in filters.from_phone_numbers for named in _numbers_named(number)]
         where.append(row.from_phone_number.in_(numbers))  # type: ignore[attr-defined]
     if filters.outcomes:
         where.append(_in_or_none(row.outcome, filters.outcomes))
@@ -152,11 +154,30 @@ def _filters(organization_id: str, filters: CallFilters) -> list[ColumnElement[b
     if filters.call_ids is not None:
         where.append(row.id.in_([canonical_call_id(i) for i in filters.call_ids]))  # type: ignore[attr-defined]
     if filters.to_phone_number:
-        where.append(row.to_phone_number == typed_number(filters.to_phone_number))
+        where.append(row.to_phone_number.in_(_numbers_named(filters.to_phone_number)))  # type: ignore[attr-defined]
     if filters.query:
         matches = [row.search_text.contains(n, autoescape=True) for n in _needles(filters.query)]  # type: ignore[attr-defined]
         where.append(or_(*matches))
     return where
+
+
+@functools.lru_cache(maxsize=1024)
+def _numbers_named(value: str) -> tuple[str, ...]:
+    """The numbers (as stored: E.164) a number filter's value names: the one it is, written
+    internationally (`+33 6 12 34 56 78`); written nationally (`06 12 34 56 78`, `(212) 555-0100`),
+    the valid number it is in each country, since it does not say which (as the free-text query)."""
+    typed = typed_number(value)
+    if typed.startswith("+") or not without_separators(value).isdigit():
+        return (typed,)
+    national = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            national.append(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return tuple(dict.fromkeys([typed, *national]))
 
 
 _DIALLED = re.compile(r"\+?[0-9]{6,}")

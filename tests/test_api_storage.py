@@ -108,8 +108,11 @@ def test_a_search_finds_a_call_by_its_numbers_however_they_are_written(database:
         assert found(query=typed) == 1, typed
     for national in ("06 12 34 56 78", "06.12.34.56.78", "0612345678", "612345678"):
         assert found(query=national) == 1, national
+    for national in ("06 12 34 56 78", "06.12.34.56.78", "0612345678"):  # filters too (README)
+        assert found(to_phone_number=national) == 1, national
     assert found(from_phone_numbers=["+33 1 59 00 00 00"]) == 1
-    assert found(query="01 59 00 00 00") == 1
+    assert found(from_phone_numbers=["01 59 00 00 00"]) == found(query="01 59 00 00 00") == 1
+    assert found(to_phone_number="07 12 34 56 78") == found(from_phone_numbers=["01 59 00 00 01"]) == 0
     assert found(to_phone_number="+33 6 12 34 56 79") == found(query="06 12 34 56 79") == 0
     assert found(query="+33 6 12 34") == 1  # a number begun
     assert found(query="012345") == 0  # a reference, not a national number: its 0 is kept
