@@ -35,7 +35,7 @@ from activities.compliance import is_overridden
 from activities.persistence import call_columns
 from activities.start_refusals import too_large
 from models import Assistant, Call, CallCreateParams, CallRetryConfig
-from models.call import order_workflow_id
+from models.call import carried_too_much, order_workflow_id
 from models.campaign import (
     InFlightRequest,
     LaunchRowsRequest,
@@ -294,6 +294,9 @@ class CampaignActivities:
         refused: dict[str, str] = {}  # row id -> why Temporal refused its order for good
 
         async def start(row: CampaignRowRecord, params: CallCreateParams) -> None:
+            if why := carried_too_much(params):  # Temporal would take it, and its order stall after the call
+                refused[row.id] = f"its order is too large: {why}"
+                return
             async with limit:
                 try:
                     await self.client.start_workflow(

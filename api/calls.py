@@ -67,7 +67,7 @@ from models import (
     RetryConfigRecord,
     call_assistant_from,
 )
-from models.call import order_workflow_id
+from models.call import carried_too_much, order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.settings import Settings
 from models.tables import AssistantRecord, CallOrderRecord, Database, utcnow
@@ -452,6 +452,8 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     organization_id = principal.organization_id
     if params.assistant is not None:  # measured as its steps carry it (2 µs for a usual one)
         refuse_too_large(params.assistant)
+    if (params.prompt_variables or params.metadata) and (why := carried_too_much(params)):
+        raise ApiError(413, "request_too_large", f"the call order is too large: {why}")
     digest = request_hash(params) if idempotency_key else ""  # only a keyed request is ever replayed
     if idempotency_key:
         existing = await in_time(

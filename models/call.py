@@ -10,6 +10,7 @@ The official client's newer keys follow the seed's: a Call's `contact`, an attem
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -110,6 +111,71 @@ Count = Annotated[int, BeforeValidator(_a_number)]
 # A key names its semaphore workflow (`concurrency-<organization id>:<key>`, within Temporal's 1,000-byte
 # workflow ids) and is a Keyword search attribute (2 KB): a longer one could never take a permit.
 CONCURRENCY_KEY_MAX_BYTES = 255
+
+
+# Every step of an order carries its prompt variables and metadata, and each attempt's transcript, through
+# Temporal, whose payloads stop at 2 MB: an order past it after its call was stuck for good (its workflow
+# task failing without end, a cancel unheard). With an assistant of at most 256 KB, these bounds keep a
+# whole order within 1 MB. An hour's talk is some 60 KB of transcript.
+CARRIED_MAX_BYTES = 128 * 1024
+TRANSCRIPT_MAX_BYTES = 256 * 1024
+_ENTRY_MAX_BYTES = TRANSCRIPT_MAX_BYTES // 16
+_LEFT_OUT = " […] "
+
+
+def carried_too_much(params: CallCreateParams) -> str | None:
+    """Why an order's prompt variables or metadata are more than it can carry (see CARRIED_MAX_BYTES)."""
+    for name in ("prompt_variables", "metadata"):
+        values = getattr(params, name)
+        if values and (size := len(json.dumps(values, ensure_ascii=False).encode())) > CARRIED_MAX_BYTES:
+            return (
+                f"its {name} are {size} bytes of JSON, at most {CARRIED_MAX_BYTES} (each step of the order "
+                "carries them through Temporal, whose payloads stop at 2 MB)"
+            )
+    return None
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    """`text` within `limit` bytes of UTF-8: its start and its end, what lies between left out."""
+    if text is None or len(text) * 4 <= limit or len(encoded := text.encode()) <= limit:
+        return text
+    half = (limit - len(_LEFT_OUT.encode())) // 2
+    head = encoded[:half].decode(errors="ignore")
+    return head + _LEFT_OUT + encoded[-half:].decode(errors="ignore")
+
+
+def bounded_transcript(entries: list[TranscriptEntry]) -> list[TranscriptEntry]:
+    """A transcript within TRANSCRIPT_MAX_BYTES: each entry's text cut to a sixteenth of it, then, if
+    still over, the entries of the call's middle emptied (its start and end tell most: who answered,
+    how it ended)."""
+    if sum(
+        len(e.content) + len(e.tool_output or "") + len(str(e.tool_arguments or "")) for e in entries
+    ) * 4 <= (TRANSCRIPT_MAX_BYTES):
+        return entries  # surely within (4 bytes at most per character): the usual call, at once
+    if sum(len(e.model_dump_json().encode()) for e in entries) <= TRANSCRIPT_MAX_BYTES:
+        return entries
+    cut = [
+        e.model_copy(
+            update={
+                "content": _cut(e.content, _ENTRY_MAX_BYTES),
+                "tool_output": _cut(e.tool_output, _ENTRY_MAX_BYTES),
+            }
+        )
+        for e in entries
+    ]
+    sizes = [len(e.model_dump_json().encode()) for e in cut]
+    if sum(sizes) <= TRANSCRIPT_MAX_BYTES:
+        return cut
+    kept, budget, first, last = set(), TRANSCRIPT_MAX_BYTES, 0, len(cut) - 1
+    while first <= last:  # from both ends towards the middle, in turn
+        index = first if first <= len(cut) - 1 - last else last  # as many from the start as from the end
+        if sizes[index] > budget:
+            break
+        kept.add(index)
+        budget -= sizes[index]
+        first, last = (first + 1, last) if index == first else (first, last - 1)
+    empty = {"content": _LEFT_OUT.strip(), "tool_arguments": None, "tool_output": None}
+    return [e if index in kept else e.model_copy(update=empty) for index, e in enumerate(cut)]
 
 
 def _short_key(key: str) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from models.assistant import Assistant, CallAssistant
-from models.call import TranscriptEntry
+from models.call import TranscriptEntry, bounded_transcript
 from models.common import AttemptResult, DialError, EndedBy, KnownEndReason, Outcome
 from models.retry import CallRetryConfig
 
@@ -91,6 +91,11 @@ class ConverseResult(BaseModel):
     # Simulated calls only: how long the call lasts on the workflow's clock (a durable timer), so
     # time-skipping tests run hour-long calls in milliseconds. A real call is over when converse returns.
     hold_seconds: float = 0
+
+    @field_validator("transcript")
+    @classmethod
+    def _bounded(cls, transcript: list[TranscriptEntry]) -> list[TranscriptEntry]:
+        return bounded_transcript(transcript)  # every later step of the order carries it
 
 
 class AnalyzeRequest(BaseModel):

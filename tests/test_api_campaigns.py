@@ -240,13 +240,14 @@ def test_a_campaign_body_may_be_larger_than_any_other(org: Org) -> None:
 
 
 def test_a_row_whose_order_temporal_refuses_is_skipped_and_the_rest_launch(org: Org) -> None:
-    """A row with a 3 MB prompt variable: its order is over Temporal's 2 MB payload limit. It is
+    """A row with a 300 KB prompt variable: its order is more than an order can carry (once past
+    Temporal's 2 MB payload limit, it was refused; under it, its order stalled after its call). It is
     skipped (`order_refused`) and the batch goes on; before, the batch was retried for ever and its
     other rows, started, were never marked launched."""
     client = org.client
     assistant = client.assistants.create(name="Campaigner", prompt="Offer {{name}} a demo.").assistant
     contacts = [
-        {"to_phone_number": "+33612345611", "prompt_variables": {"name": "Big", "notes": "x" * 3_000_000}},
+        {"to_phone_number": "+33612345611", "prompt_variables": {"name": "Big", "notes": "x" * 300_000}},
         {"to_phone_number": "+33612345612", "prompt_variables": {"name": "Small"}},
     ]
     campaign = client.campaigns.create(
@@ -260,7 +261,7 @@ def test_a_row_whose_order_temporal_refuses_is_skipped_and_the_rest_launch(org: 
     )
     assert (
         rows[0]["skipped"]["reason"] == "order_refused"
-        and "Temporal refused" in rows[0]["skipped"]["message"]
+        and "prompt_variables are 300028 bytes of JSON, at most 131072" in rows[0]["skipped"]["message"]
     )
     done = eventually_sync(
         lambda: client.campaigns.retrieve(campaign.id).campaign,

@@ -161,6 +161,28 @@ async def test_force_now_calls_at_once_outside_windows(time_env, task_queue):
     assert started(call.call_attempts[0]) - now < timedelta(minutes=1)
 
 
+async def test_an_order_whose_transcript_would_pass_temporals_payload_limit_completes(time_env, task_queue):
+    """A first sentence speaking a long prompt variable ten times made a transcript of over 1 MB, carried
+    twice by the order's next step: past Temporal's 2 MB, its workflow task failed for good and the order
+    stayed `calling` (a cancel unheard). The transcript is cut to 256 KB, its start and end kept."""
+    from models.call import TRANSCRIPT_MAX_BYTES
+
+    blob = "Nous rappelons les conditions. " * 4000  # 124 KB: within what an order may carry
+    params = order(
+        "human:interested", prompt_variables={"name": "Claire", "blob": blob}, skip_calling_window=True
+    )
+    assert params.assistant is not None
+    params.assistant.first_sentence = " ".join(["{{blob}}"] * 10)
+    async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
+        handle = await start(time_env, task_queue, params)
+        call = await asyncio.wait_for(handle.result(), 60)
+    assert call.status == "completed" and call.outcome == "interested"
+    transcript = call.call_attempts[0].transcript or []
+    assert sum(len(e.model_dump_json().encode()) for e in transcript) <= TRANSCRIPT_MAX_BYTES
+    assert transcript[0].content.startswith("Nous rappelons") and " […] " in transcript[0].content
+    assert transcript[-1] == (call.last_call_attempt.transcript or [])[-1]  # the call's end, kept
+
+
 async def test_no_answer_until_attempts_run_out(time_env, task_queue):
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         call = await (await start(time_env, task_queue, order("no_answer"))).result()

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given as for_all
+from hypothesis import settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from api.schemas import (
@@ -31,9 +34,10 @@ from models import (
     call_assistant_from,
 )
 from models.assistant import CanvasPosition, Voice
-from models.call import CONTACT_FIELDS, contact_of
+from models.call import CONTACT_FIELDS, TRANSCRIPT_MAX_BYTES, TranscriptEntry, contact_of
 from models.campaign import CampaignCreateParams
 from models.common import END_REASONS
+from models.workflow_io import ConverseResult
 
 EXAMPLE_PATH = Path(__file__).parent / "data" / "seed_call_example.json"
 PHONE = "+33612345678"
@@ -903,3 +907,33 @@ def test_client_options_outdial_does_not_carry_out_are_refused_not_dropped() -> 
             AssistantCreateParams.model_validate({**base, field: value})
         [error] = refused.value.errors()
         assert error["loc"] == (field,) and "not supported" in error["msg"]
+
+
+@settings(max_examples=60, deadline=None)
+@for_all(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["user", "assistant", "tool"]), st.integers(0, 90_000), st.sampled_from("aé€😀")
+        ),
+        max_size=40,
+    )
+)
+def test_a_transcript_is_cut_to_what_an_order_can_carry_keeping_its_start_and_end(
+    turns: list[tuple[str, int, str]],
+) -> None:
+    """Any transcript within TRANSCRIPT_MAX_BYTES of JSON; one within it already, as it was; cut, it keeps
+    every entry (their roles in order) and the call's first and last words."""
+    entries = [
+        TranscriptEntry(role=role, content=f"<{n}>" + char * size)
+        for n, (role, size, char) in enumerate(turns)
+    ]  # type: ignore[arg-type]
+    bounded = ConverseResult(result="human", transcript=entries).transcript
+    size = sum(len(e.model_dump_json().encode()) for e in bounded)
+    assert size <= TRANSCRIPT_MAX_BYTES
+    if sum(len(e.model_dump_json().encode()) for e in entries) <= TRANSCRIPT_MAX_BYTES:
+        assert bounded == entries
+    assert [e.role for e in bounded] == [e.role for e in entries]
+    if entries:
+        assert bounded[0].content.startswith("<0>") and bounded[-1].content.startswith(
+            f"<{len(entries) - 1}>"
+        )
