@@ -112,7 +112,16 @@ class FieldLike(Protocol):
 
 
 class InvalidReply(ValueError):
-    """The model's reply does not match the schema (after the bound, the analysis records it)."""
+    """The model's reply does not match the schema (after the bound, the analysis records it). `kept`:
+    what of it fits, kept when no reply does (the fields that fit, the others null)."""
+
+    def __init__(self, message: str, kept: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
+class FormatRefused(Exception):
+    """The endpoint refused the request's response_format (no JSON-schema mode): ask without it."""
 
 
 # --- schemas and validation (pure) --------------------------------------------------------------------
@@ -152,21 +161,28 @@ def output_schema(fields: Sequence[FieldLike]) -> dict[str, Any]:
 
 def validate_output(fields: Sequence[FieldLike], data: object) -> dict[str, Any]:
     """`data` when it matches `output_schema(fields)` (an optional field left out as null), else
-    InvalidReply saying where it does not."""
+    InvalidReply saying where it does not, holding the values that fit (kept if no reply fits whole)."""
     if not isinstance(data, dict):
         raise InvalidReply(f"expected a JSON object, got {type(data).__name__}")
     expected = {field.name for field in fields}
     if extra := sorted(set(data) - expected):
-        raise InvalidReply(f"unexpected properties {extra}")
+        raise InvalidReply(f"unexpected properties {extra}", _fitting(fields, data))
     # (an endpoint without strict mode may leave out an optional field: it reads as null)
     if missing := sorted(field.name for field in fields if field.required and field.name not in data):
-        raise InvalidReply(f"missing properties {missing}")
+        raise InvalidReply(f"missing properties {missing}", _fitting(fields, data))
     output = {field.name: data.get(field.name) for field in fields}
     for field in fields:
         problem = field_problem(field, output[field.name])
         if problem:
-            raise InvalidReply(f"{field.name}: {problem}")
+            raise InvalidReply(f"{field.name}: {problem}", _fitting(fields, data))
     return output
+
+
+def _fitting(fields: Sequence[FieldLike], data: dict[str, Any]) -> dict[str, Any] | None:
+    """The reply's values that fit their fields, the others null and unknown properties left out; None
+    when none fits."""
+    kept = {f.name: None if field_problem(f, data.get(f.name)) else data.get(f.name) for f in fields}
+    return kept if any(value is not None for value in kept.values()) else None
 
 
 def field_problem(field: FieldLike, value: object) -> str | None:
@@ -422,39 +438,54 @@ class OpenAIAnalyzer:
         schema: dict[str, Any],
         validate: Callable[[object], Any],
     ) -> Any:
-        """A strict structured-output request, asked again (with the error) while the reply is invalid."""
+        """A strict structured-output request, asked again (with the error) while the reply is invalid.
+        An endpoint refusing JSON-schema mode is asked in JSON mode, then with the schema in the prompt
+        only (DeepSeek's, older vLLM's); the JSON is read out of a markdown fence or a sentence."""
         conversation = list(messages)
         tries = self.settings.analysis_max_invalid_replies
-        problem = ""
-        for tried in range(tries):
+        problem, kept, told = "", None, False
+        response_format: dict[str, Any] | None = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "strict": True, "schema": schema},
+        }
+        tried = 0
+        while tried < tries:
             timeout = self._time_for_a_request()
             if timeout is None:  # asked again while it lasts, not past the activity's own timeout
                 raise InvalidReply(
                     f"the model's {name} reply did not match the schema in {tried} tries, all the time "
                     f"there was: {problem}"
                     if tried
-                    else f"no time was left to ask for the {name}"
+                    else f"no time was left to ask for the {name}",
+                    kept,
                 )
+            options: dict[str, Any] = {"response_format": response_format} if response_format else {}
             try:
-                completion = await self._create(
-                    client,
-                    endpoint,
-                    conversation,
-                    timeout=timeout,
-                    response_format={
-                        "type": "json_schema",
-                        "json_schema": {"name": name, "strict": True, "schema": schema},
-                    },
+                completion = await self._create(client, endpoint, conversation, timeout=timeout, **options)
+            except FormatRefused:  # JSON mode, else no mode: the schema told in words, the reply read as JSON
+                schema_mode = response_format is not None and response_format["type"] == "json_schema"
+                response_format = {"type": "json_object"} if schema_mode else None
+                if not told:
+                    conversation, told = _schema_told(conversation, name, schema), True
+                activity.logger.info(
+                    "analysis %s: %s refused the response format %s; asking %s",
+                    name,
+                    endpoint.label,
+                    options["response_format"]["type"],
+                    "in JSON mode" if response_format else "with the schema in the prompt",
                 )
+                continue
             except ApplicationError as err:
                 # Asked again with the time left, and out of it: the activity's retry would start over
                 # and end the same, so the invalid replies are the answer (the other request's kept).
                 if tried and timeout < self.settings.analysis_timeout_seconds and not err.non_retryable:
                     raise InvalidReply(
                         f"the model's {name} reply did not match the schema in {tried} tries, all the "
-                        f"time there was: {problem}"
+                        f"time there was: {problem}",
+                        kept,
                     ) from None
                 raise
+            tried += 1
             content = ""
             _refuse_error_body(completion, endpoint)
             try:
@@ -472,7 +503,7 @@ class OpenAIAnalyzer:
                 if choice.finish_reason == "length":
                     raise InvalidReply("the reply was cut off (finish_reason=length)")
                 try:
-                    data = json.loads(content, parse_constant=_not_json, parse_float=_finite)
+                    data = _json_in(content)
                     _refuse_lone_surrogates(data)
                 except json.JSONDecodeError as err:
                     raise InvalidReply(f"not JSON ({err.msg})") from None
@@ -483,7 +514,7 @@ class OpenAIAnalyzer:
                     raise InvalidReply(f"not JSON outdial can read ({type(err).__name__})") from None
                 return validate(data)
             except InvalidReply as err:
-                problem = str(err)
+                problem, kept = str(err), _fuller(err.kept, kept)
                 activity.logger.warning(  # the SDK's logger: it names the order's workflow
                     "analysis %s: invalid reply from %s: %s", name, endpoint.label, problem
                 )
@@ -495,7 +526,9 @@ class OpenAIAnalyzer:
                         "Answer again with JSON that matches the schema exactly.",
                     },
                 ]
-        raise InvalidReply(f"the model's {name} reply did not match the schema in {tries} tries: {problem}")
+        raise InvalidReply(
+            f"the model's {name} reply did not match the schema in {tries} tries: {problem}", kept
+        )
 
     def _time_for_a_request(self) -> float | None:
         """A request's timeout: `analysis_timeout_seconds`, within what is left of the activity's own
@@ -524,6 +557,8 @@ class OpenAIAnalyzer:
                     **options,
                 )
         except openai.APIError as err:
+            if "response_format" in options and _refuses_the_format(err):
+                raise FormatRefused from None
             raise _failure(err, endpoint) from None
         except TimeoutError:
             raise ApplicationError(
@@ -538,6 +573,46 @@ class OpenAIAnalyzer:
                 non_retryable=True,
             )
         return completion
+
+
+def _fuller(reply: dict[str, Any] | None, kept: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Of two replies' fields that fit, those holding more values (the later one when as many)."""
+    if reply is None or kept is None:
+        return reply if kept is None else kept
+    return (
+        reply
+        if sum(v is not None for v in reply.values()) >= sum(v is not None for v in kept.values())
+        else kept
+    )
+
+
+_FENCED = re.compile(r"```[a-zA-Z]*\s*\n(.*?)\n\s*```", re.DOTALL)
+
+
+def _json_in(content: str) -> object:
+    """The reply's JSON: the whole content, else the JSON in its markdown fence or between its first
+    `{` and last `}` (an endpoint that ignores the response format, Anthropic's OpenAI layer say,
+    answers ```json ...``` or a sentence before it)."""
+    try:
+        return json.loads(content, parse_constant=_not_json, parse_float=_finite)
+    except json.JSONDecodeError:
+        fenced = _FENCED.search(content)
+        inner = fenced[1] if fenced else content[content.find("{") : content.rfind("}") + 1]
+        if not inner or inner == content:
+            raise
+        return json.loads(inner, parse_constant=_not_json, parse_float=_finite)
+
+
+def _schema_told(messages: list[dict[str, str]], name: str, schema: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages with the schema the reply must match told in the system message (for an endpoint
+    that takes no JSON schema as its response format)."""
+    told = (
+        f"Answer with one JSON object only, no other text, matching the JSON schema `{name}` exactly:\n"
+        + json.dumps(schema, ensure_ascii=False)
+    )
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{told}"}, *messages[1:]]
+    return [{"role": "system", "content": told}, *messages]
 
 
 def _not_json(constant: str) -> object:
@@ -570,7 +645,7 @@ async def _attempt(ask: Awaitable[Any]) -> tuple[Any, str | ApplicationError | N
     try:
         return await ask, None
     except InvalidReply as err:
-        return None, str(err)
+        return err.kept, str(err)
     except ApplicationError as err:
         if not err.non_retryable:
             raise
@@ -591,7 +666,8 @@ def _result(
         outcome_reply if outcome_reply else (None, f"analysis failed: {_said(outcome_failure)}")
     )
     if structured_failure:
-        summary = f"{summary} [structured output failed: {_said(structured_failure)}]"
+        kept = " (the fields that fit kept, the others null)" if structured is not None else ""
+        summary = f"{summary} [structured output failed{kept}: {_said(structured_failure)}]"
     return AnalysisResult(structured_output=structured, outcome=outcome, outcome_summary=summary)
 
 
@@ -630,6 +706,14 @@ async def _check_endpoint_url(endpoint: Endpoint, allow_private: bool) -> None:
         raise ApplicationError(
             f"{endpoint.label}: endpoint unreachable ({err})", type=ANALYSIS_UNAVAILABLE
         ) from None
+
+
+def _refuses_the_format(err: openai.APIError) -> bool:
+    """A 400 about the response format: a model or endpoint without JSON-schema (or JSON) mode."""
+    words = str(err.message).lower()
+    return isinstance(err, openai.BadRequestError) and any(
+        word in words for word in ("response_format", "json_schema", "json_object", "structured output")
+    )
 
 
 def _failure(err: openai.APIError, endpoint: Endpoint) -> ApplicationError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -46,10 +47,14 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.script: dict[str, list[Any]] = {}
         self.reply_seconds = 0.0  # how long the model takes to answer
+        self.formats_refused: set[str] = set()  # response_format types answered with DeepSeek's 400
 
     def kind_of(self, body: dict[str, Any]) -> str:
         schema = (body.get("response_format") or {}).get("json_schema") or {}
-        return str(schema.get("name", "text"))
+        if "name" in schema:
+            return str(schema["name"])
+        told = re.search(r"the JSON schema `(\w+)`", str((body.get("messages") or [{}])[0].get("content")))
+        return told[1] if told else "text"  # a schema told in words only (no JSON-schema mode)
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests if self.kind_of(r["body"]) == kind]
@@ -61,6 +66,14 @@ class FakeOpenAI:
         body = await request.json()
         self.requests.append({"body": body, "headers": dict(request.headers), "query": dict(request.query)})
         await asyncio.sleep(self.reply_seconds)
+        if (body.get("response_format") or {}).get("type") in self.formats_refused:
+            error = {
+                "error": {
+                    "message": "This response_format type is unavailable now",
+                    "type": "invalid_request_error",
+                }
+            }
+            return web.json_response(error, status=400)
         script = self.script.get(self.kind_of(body)) or [Status(500)]
         reply = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(reply, Status):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,11 +173,64 @@ async def test_schema_invalid_replies_stop_at_the_bound_and_the_failure_is_recor
         request(structured_output_config=ALL_TYPES)
     )
     assert len(fake.of_kind("structured_output")) == 3  # the bound, not one more
-    assert result.structured_output is None
+    assert result.structured_output == {**GOOD, "consent": None}  # the fullest reply's fields that fit
+    assert "the fields that fit kept, the others null" in (result.outcome_summary or "")
     assert result.outcome == "interested"  # the outcome does not depend on the structured output
     assert result.outcome_summary is not None
     assert "structured output failed" in result.outcome_summary
     assert "in 3 tries: not JSON" in result.outcome_summary
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"```json\n{json.dumps(GOOD, indent=2)}\n```",
+        f"Sure! Here is the JSON you asked for:\n{json.dumps(GOOD)}\nLet me know if you need more.",
+    ],
+    ids=["fenced", "in-a-sentence"],
+)
+async def test_json_in_a_markdown_fence_or_a_sentence_is_read(fake: FakeOpenAI, reply: str) -> None:
+    """An endpoint that ignores the response format (Anthropic's OpenAI layer does) answers the JSON in
+    a fence or after a sentence: it was "not JSON", three times, and the analysis lost."""
+    fake.script = {"structured_output": [reply], "call_outcome": [f"```\n{json.dumps(OUTCOME)}\n```"]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert (result.structured_output, result.outcome) == (GOOD, "interested")
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("refused", [{"json_schema"}, {"json_schema", "json_object"}])
+async def test_an_endpoint_without_json_schema_mode_is_asked_in_json_mode_or_with_the_schema_told(
+    fake: FakeOpenAI, refused: set[str]
+) -> None:
+    """DeepSeek answers a JSON-schema response format with a 400: every analysis failed for good."""
+    fake.formats_refused = refused
+    fake.script = {"structured_output": [GOOD], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert (result.structured_output, result.outcome) == (GOOD, "interested")
+    answered = fake.of_kind("structured_output")[-1]
+    assert (answered.get("response_format") or {}).get("type") == (
+        "json_object" if len(refused) == 1 else None
+    )
+    assert json.dumps(EXPECTED_SCHEMA, ensure_ascii=False) in answered["messages"][0]["content"]
+    assert len(fake.requests) == 2 * (1 + len(refused))  # each refusal once per request, not counted as a try
+
+
+async def test_fields_that_fit_are_kept_when_no_reply_fits_whole(fake: FakeOpenAI) -> None:
+    """One value the model gets wrong every time (an enum in the wrong case, a null for a required field
+    the callee never gave, a property of its own) lost every field extracted."""
+    replies = [{**GOOD, "plan": "Pro", "notes": "x"}, {**GOOD, "name": None, "plan": "Pro"}]
+    fake.script = {"structured_output": replies, "call_outcome": [OUTCOME]}
+    result = await analyzer(fake, analysis_max_invalid_replies=2).analyze(
+        request(structured_output_config=ALL_TYPES)
+    )
+    assert result.structured_output == {
+        **GOOD,
+        "plan": None,
+    }  # the fuller reply, its unknown property left out
+    assert "[structured output failed (the fields that fit kept, the others null)" in (
+        result.outcome_summary or ""
+    )
+    assert "name: is required and may not be null" in (result.outcome_summary or "")
 
 
 async def test_a_reply_holding_half_an_emoji_is_asked_again_then_the_valid_one_is_stored(
