@@ -114,25 +114,29 @@ CONCURRENCY_KEY_MAX_BYTES = 255
 
 
 # Every step of an order carries its prompt variables and metadata, and each attempt's transcript, through
-# Temporal, whose payloads stop at 2 MB: an order past it after its call was stuck for good (its workflow
-# task failing without end, a cancel unheard). With an assistant of at most 256 KB, these bounds keep a
-# whole order within 1 MB. An hour's talk is some 60 KB of transcript.
-CARRIED_MAX_BYTES = 128 * 1024
+# Temporal, whose payloads stop at 2 MB (an order past it after its call was stuck for good: its workflow
+# task failing without end, a cancel unheard) and histories at 50 MB (an order past it terminated, read as
+# cancelled). Each attempt carries its metadata some 9 times, its variables 6 (measured): with an assistant
+# of at most 256 KB, 50 attempts stay within some 40 MB of history. An hour's talk is some 60 KB of text.
+CARRIED_MAX_BYTES = 64 * 1024
 TRANSCRIPT_MAX_BYTES = 256 * 1024
 _ENTRY_MAX_BYTES = TRANSCRIPT_MAX_BYTES // 16
 _LEFT_OUT = " […] "
 
 
 def carried_too_much(params: CallCreateParams) -> str | None:
-    """Why an order's prompt variables or metadata are more than it can carry (see CARRIED_MAX_BYTES)."""
-    for name in ("prompt_variables", "metadata"):
-        values = getattr(params, name)
-        if values and (size := len(json.dumps(values, ensure_ascii=False).encode())) > CARRIED_MAX_BYTES:
-            return (
-                f"its {name} are {size} bytes of JSON, at most {CARRIED_MAX_BYTES} (each step of the order "
-                "carries them through Temporal, whose payloads stop at 2 MB)"
-            )
-    return None
+    """Why an order's prompt variables and metadata are more than it can carry (see CARRIED_MAX_BYTES)."""
+    size = sum(
+        len(json.dumps(values, ensure_ascii=False).encode())
+        for values in (params.prompt_variables, params.metadata)
+        if values
+    )
+    if size <= CARRIED_MAX_BYTES:
+        return None
+    return (
+        f"its prompt_variables and metadata are {size} bytes of JSON, at most {CARRIED_MAX_BYTES} together "
+        "(each attempt carries them through Temporal many times, whose histories stop at 50 MB)"
+    )
 
 
 def _cut(text: str | None, limit: int) -> str | None:

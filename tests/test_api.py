@@ -1011,11 +1011,13 @@ def test_bodies_that_could_not_be_stored_or_started_are_refused_and_leave_nothin
             huge = http.post("/call", json={"phone_number": "+33612345678", "metadata": {"k": "x" * size}})
             assert huge.status_code == 413, huge.text
             assert huge.json()["error"]["type"] == "request_too_large"
-        # Within them, but more than each step of the order can carry with its transcript (it stalled).
-        for field in ("prompt_variables", "metadata"):
-            big = http.post("/call", json={"phone_number": "+33612345678", field: {"k": "x" * 200_000}})
+        # Within them, but more than each attempt of the order can carry (it stalled, or was terminated).
+        for fields in ({"prompt_variables": {"k": "x" * 70_000}}, {"metadata": {"k": "x" * 70_000}}):
+            big = http.post("/call", json={"phone_number": "+33612345678", **fields})
             assert big.status_code == 413, big.text
-            assert f"its {field} are 200009 bytes of JSON, at most 131072" in big.json()["error"]["message"]
+            assert "are 70009 bytes of JSON, at most 65536 together" in big.json()["error"]["message"]
+        both = {"prompt_variables": {"k": "x" * 33_000}, "metadata": {"k": "y" * 33_000}}
+        assert http.post("/call", json={"phone_number": "+33612345678", **both}).status_code == 413
     assert org.client.assistants.list().assistants == []
     assert org.client.call.search(**no_filters()).total_count == 1  # the emoji's order only
 

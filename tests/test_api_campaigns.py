@@ -261,7 +261,7 @@ def test_a_row_whose_order_temporal_refuses_is_skipped_and_the_rest_launch(org: 
     )
     assert (
         rows[0]["skipped"]["reason"] == "order_refused"
-        and "prompt_variables are 300028 bytes of JSON, at most 131072" in rows[0]["skipped"]["message"]
+        and "are 300028 bytes of JSON, at most 65536 together" in rows[0]["skipped"]["message"]
     )
     done = eventually_sync(
         lambda: client.campaigns.retrieve(campaign.id).campaign,

@@ -162,17 +162,17 @@ async def test_force_now_calls_at_once_outside_windows(time_env, task_queue):
 
 
 async def test_an_order_whose_transcript_would_pass_temporals_payload_limit_completes(time_env, task_queue):
-    """A first sentence speaking a long prompt variable ten times made a transcript of over 1 MB, carried
+    """A first sentence speaking a long prompt variable twenty times made a transcript of over 1 MB, carried
     twice by the order's next step: past Temporal's 2 MB, its workflow task failed for good and the order
     stayed `calling` (a cancel unheard). The transcript is cut to 256 KB, its start and end kept."""
     from models.call import TRANSCRIPT_MAX_BYTES
 
-    blob = "Nous rappelons les conditions. " * 4000  # 124 KB: within what an order may carry
+    blob = "Nous rappelons les conditions. " * 2000  # 62 KB: within what an order may carry
     params = order(
         "human:interested", prompt_variables={"name": "Claire", "blob": blob}, skip_calling_window=True
     )
     assert params.assistant is not None
-    params.assistant.first_sentence = " ".join(["{{blob}}"] * 10)
+    params.assistant.first_sentence = " ".join(["{{blob}}"] * 20)
     async with create_worker(time_env.client, task_queue=task_queue, settings=settings_for_tests()):
         handle = await start(time_env, task_queue, params)
         call = await asyncio.wait_for(handle.result(), 60)
