@@ -86,7 +86,7 @@ class CallCreateBody(CallCreateParams):
     (`webhook_url` beside `assistant`, `prompt_variable`) would otherwise be dropped without a word. The
     workflow still ignores unknown fields: an order started by a newer API runs on an older worker."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _synonym_shown(schema))
 
     assistant: AssistantBody | None = None
 
@@ -96,6 +96,19 @@ class CallCreateBody(CallCreateParams):
             refuse_unusable_tools(self.assistant.custom_tools, "assistant", "custom_tools")
             refuse_unsendable_url(self.assistant.webhook_url, "assistant", "webhook_url")
         return self
+
+
+def _synonym_shown(schema: dict[str, Any]) -> None:
+    """`skip_calling_window`, the newer client's name for `force_now`, in the schema too: pydantic shows
+    only a field's first name, and with no other property allowed, tools built on the schema (`/docs`,
+    generated clients, validators) refused what the official client sends."""
+    properties = schema.get("properties", {})
+    if "force_now" in properties:
+        properties["skip_calling_window"] = {
+            **properties["force_now"],
+            "title": "Skip Calling Window",
+            "description": "The newer client's name for force_now (the two must not differ).",
+        }
 
 
 class CallResponse(BaseModel):

@@ -765,6 +765,20 @@ def test_an_idempotency_key_over_255_characters_is_a_422_and_the_header_is_docum
     assert header["in"] == "header" and header["schema"]["maxLength"] == 255
 
 
+def test_the_schema_of_post_call_names_every_field_the_official_client_sends(org: Org) -> None:
+    """`skip_calling_window` (the client's name for `force_now`) was missing from the body's schema, which
+    allows no other property: tools built on it (`/docs`, validators, generated clients) refused it."""
+    from revox.types.call_create_params import CallCreateParams as ClientParams
+
+    with org.raw() as raw:
+        openapi = raw.get("/openapi.json").json()
+    body = openapi["paths"]["/call"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    schema = openapi["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert schema["additionalProperties"] is False
+    assert set(ClientParams.__annotations__) <= set(schema["properties"])
+    assert schema["properties"]["skip_calling_window"]["type"] == "boolean"
+
+
 def test_a_stored_assistant_and_a_second_caller_id_are_used_by_the_order(org: Org) -> None:
     with org.raw() as http:
         added = http.post(
