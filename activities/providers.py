@@ -94,3 +94,10 @@ def check_providers(settings: Settings) -> None:
 
     telephony_from(settings)
     sms_provider_from(settings)
+    if settings.analyzer == "openai" and not (
+        settings.openai_api_key or settings.openai_base_url or settings.openrouter_api_key
+    ):  # else every call a person answered ended without its outcome, the reason in its summary only
+        raise ConfigError(
+            "OUTDIAL_ANALYZER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a keyless local server, "
+            "or OPENROUTER_API_KEY)"
+        )

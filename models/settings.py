@@ -38,6 +38,13 @@ def _without_colon(organization_id: str) -> str:
 OrganizationId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_without_colon)]
 
 
+def config_file_shown() -> str:
+    """The configuration file as a message should name it: $OUTDIAL_CONFIG's, else (none, or /dev/null:
+    no file) temporal-dev.yaml."""
+    named = os.environ.get("OUTDIAL_CONFIG")
+    return named if named and named != os.devnull else DEFAULT_CONFIG_FILE
+
+
 class ConfigError(ValueError):
     """The configuration (environment, then temporal-dev.yaml) cannot be used; the message says why in a
     line, for the CLI to show instead of a traceback."""

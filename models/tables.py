@@ -37,7 +37,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, Session, SQLModel
 
-from models.settings import ConfigError
+from models.settings import ConfigError, config_file_shown
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -432,7 +432,7 @@ def unavailable(url: str, err: OperationalError) -> str:
     another."""
     where = shown_url(url)
     reason = " ".join(str(err.orig).split())
-    setting = "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml"
+    setting = f"set OUTDIAL_DATABASE_URL or database_url in {config_file_shown()}"
     return f"the database at {where} is unavailable ({reason}); {setting}"
 
 

@@ -163,3 +163,26 @@ def test_a_hand_typed_csvs_spaces_after_commas_and_around_names_are_not_part_of_
             "metadata": {"crm_id": "A-1"},
         }
     ]
+
+
+def test_temporal_unreachable_is_one_line_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It quoted the transport's nested error (`tonic::transport::Error(Transport, ConnectError(...`) and
+    said nothing of where the address is set, unlike the namespace's error beside it."""
+    config = tmp_path / "mine.yaml"
+    config.write_text("temporal:\n  address: 127.0.0.1:1\n")
+    monkeypatch.setenv("OUTDIAL_CONFIG", str(config))
+    monkeypatch.setenv("OUTDIAL_DATABASE_URL", f"sqlite:///{tmp_path / 'outdial.db'}")
+    monkeypatch.setenv("OUTDIAL_CODEC_KEY", "plaintext")
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    failed = CliRunner().invoke(
+        app, ["call", "--to", "+33612345678", "--prompt", "Hello"], env={"COLUMNS": "400"}
+    )
+    assert failed.exit_code == 1
+    message = " ".join(failed.output.split())
+    assert message.startswith("Temporal at 127.0.0.1:1 is unreachable (") and "tonic" not in message
+    assert (
+        f"start the local stack (`outdial dev`), or set TEMPORAL_ADDRESS or temporal.address in {config}"
+        in message
+    )

@@ -356,6 +356,12 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             "OUTDIAL_SMS=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
         ),
         (
+            ["worker"],  # it started, and every answered call then ended without its outcome
+            {"OUTDIAL_ANALYZER": "openai", "OUTDIAL_CODEC_KEY": "plaintext"},
+            "OUTDIAL_ANALYZER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a keyless local server, or "
+            "OPENROUTER_API_KEY)",
+        ),
+        (
             ["worker"],
             {"LIVEKIT_URL": "project.livekit.cloud", "OUTDIAL_CODEC_KEY": "plaintext"},
             "invalid configuration (the environment): LIVEKIT_URL: Value error, must start with wss:// (or "

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import uuid
@@ -61,7 +62,7 @@ from models import Call, CallCreateParams
 from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.secrets import masked_json
-from models.settings import PLAINTEXT_HISTORY, ConfigError, OrganizationId, Settings
+from models.settings import PLAINTEXT_HISTORY, ConfigError, OrganizationId, Settings, config_file_shown
 from models.tables import CallOrderRecord, Database, shown_url, unavailable, utcnow
 from workers.codec import DEFAULT_CODEC_PORT, CodecKeyError, generate_key, start_codec_server, web_ui_origins
 from workers.demo import (
@@ -514,8 +515,22 @@ async def _connected(settings: Settings | None = None) -> Client:
     try:
         client = await connect(settings)
     except RuntimeError as err:  # the SDK's "Failed client connect"
-        _failed(f"Temporal at {settings.temporal_address} is unreachable: {err}")
+        _failed(unreachable(settings, err))
     return await _in_its_namespace(client, settings)
+
+
+_WHY = (re.compile(r'message: "([^"]+)"'), re.compile(r'ConnectError\("([^"]+)"'))  # the OS's words first
+
+
+def unreachable(settings: Settings, err: Exception) -> str:
+    """Temporal unreachable, in a line saying why (not the transport's nested error) and what to do."""
+    found = next((m[1] for pattern in _WHY if (m := pattern.search(str(err)))), None)
+    why = found or " ".join(str(err).split())[:200]
+    return (
+        f"Temporal at {settings.temporal_address} is unreachable ({why}): start the local stack "
+        f"(`outdial dev`), or set TEMPORAL_ADDRESS or temporal.address in {config_file_shown()} to your "
+        "server"
+    )
 
 
 async def _in_its_namespace(client: Client, settings: Settings) -> Client:

@@ -26,7 +26,7 @@ from activities.webhook_secrets import signing_secrets
 from api import create_app
 from api.auth import seed_dev_organization
 from api.server import ApiServer, listenable
-from models.settings import Settings
+from models.settings import Settings, config_file_shown
 from models.tables import Database, unavailable
 from workers.codec import ensure_dev_codec_key, start_codec_server
 from workers.devserver import start_dev_server, stop_dev_server
@@ -85,7 +85,7 @@ def _refuse_if_taken(api_port: int) -> None:
 
 
 def _taken(what: str, port: int, key: str) -> StackNotStarted:
-    return StackNotStarted(f"{what}: port {port} on {LOOPBACK} is in use; set {key} in temporal-dev.yaml")
+    return StackNotStarted(f"{what}: port {port} on {LOOPBACK} is in use; set {key} in {config_file_shown()}")
 
 
 async def _seeded(settings: Settings) -> str:
@@ -140,7 +140,7 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
             try:
                 server_process = await start_dev_server(settings, codec_endpoint=codec_url)
             except RuntimeError as err:
-                where = "; set temporal.dev_server.port or ui_port in temporal-dev.yaml"
+                where = f"; set temporal.dev_server.port or ui_port in {config_file_shown()}"
                 raise StackNotStarted(
                     f"{err}{where if 'address already in use' in str(err) else ''}"
                 ) from None

@@ -20,7 +20,7 @@ from activities.concurrency import ConcurrencyActivities
 from activities.notify import notify_activities_from
 from activities.persistence import DatabaseDoNotContactRegistry, PersistenceActivities
 from activities.providers import analyzer_from, telephony_from
-from models.settings import ConfigError, Settings
+from models.settings import ConfigError, Settings, config_file_shown
 from workers.codec import data_converter
 from workers.http_logs import quiet_http_loggers
 from workflows import search_attributes as sa
@@ -67,7 +67,7 @@ async def missing_namespace(client: Client, address: str) -> str | None:
         if err.status == RPCStatusCode.NOT_FOUND:
             return (
                 f"Temporal at {address} has no namespace {client.namespace!r}: set TEMPORAL_NAMESPACE or "
-                "temporal.namespace in temporal-dev.yaml, or create it "
+                f"temporal.namespace in {config_file_shown()}, or create it "
                 f"(temporal operator namespace create --namespace {client.namespace})"
             )
     return None
