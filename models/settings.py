@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -197,6 +198,8 @@ class Settings(BaseModel):
         if not config_file and env.get("OUTDIAL_CONFIG") and not path.exists():  # a typo, not "no file"
             raise ConfigError(f"OUTDIAL_CONFIG names {path}, which does not exist (/dev/null: no file)")
         raw = _anchored(_read_config(path), path.parent)
+        if unknown := _unknown_keys(raw):
+            raise ConfigError(f"{path}: {unknown}")
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}  # setting -> where its value was read, for the errors
         for name, (variable, key) in SOURCES.items():
@@ -326,6 +329,35 @@ def _anchored(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
             directory = str(base)
         raw["database_url"] = f"{relative[1]}{directory}/{relative[2]}{url[relative.end() :]}"
     return raw
+
+
+def _config_keys() -> set[str]:
+    """Every key temporal-dev.yaml may hold, dotted (the sections' own settings included)."""
+    keys = {key for _, key in SOURCES.values() if key}
+    keys |= {f"temporal.dev_server.{name}" for name in DevServerSettings.model_fields}
+    keys |= {f"local_stack.{name}" for name in LocalStackSettings.model_fields}
+    return keys
+
+
+_OWN_NAMES = ("search_attributes", "livekit.sip_trunks")  # mappings of the user's own names
+
+
+def _unknown_keys(raw: dict[str, Any], prefix: str = "", keys: set[str] | None = None) -> str | None:
+    """What is wrong with the first key temporal-dev.yaml has that no setting reads, or None: a
+    misspelt one (`adress`, `api_prot`) left its setting at its default without a word."""
+    keys = _config_keys() if keys is None else keys
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        section = any(known.startswith(f"{key}.") for known in keys)
+        if key in _OWN_NAMES or (key in keys and not section):
+            continue
+        if section:  # (empty: none of its settings; not a mapping: `_lookup` says so)
+            if isinstance(value, dict) and (found := _unknown_keys(value, f"{key}.", keys)):
+                return found
+        else:
+            close = difflib.get_close_matches(key, sorted(keys), n=1)
+            return f"{key} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")
+    return None
 
 
 def _lookup(raw: dict[str, Any], key: str, path: Path) -> Any:

@@ -271,6 +271,8 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
     wrong_port.write_text("temporal:\n  dev_server:\n    port: abc\n")
     empty_sections = tmp_path / "sections.yaml"  # an empty section is no settings; a list is a mistake
     empty_sections.write_text("temporal:\nproviders: [simulated]\n")
+    misspelt = tmp_path / "misspelt.yaml"  # the default was used without a word (another port, server)
+    misspelt.write_text("temporal:\n  adress: localhost:7299\n")
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("organization:\n  id: société\n".encode("latin-1"))
     outdial = str(Path(sys.executable).parent / "outdial")
@@ -294,6 +296,11 @@ def test_cli_commands_with_an_unusable_configuration_say_why_in_one_line(tmp_pat
             f"providers in {empty_sections} is not a mapping of settings",
         ),
         (["apikey", "list"], {"OUTDIAL_CONFIG": str(latin1)}, f"{latin1} is not UTF-8 text"),
+        (
+            ["apikey", "list"],
+            {"OUTDIAL_CONFIG": str(misspelt)},
+            f"{misspelt}: temporal.adress is not a setting (did you mean temporal.address?)",
+        ),
         (
             ["apikey", "list"],  # was a traceback
             {"OUTDIAL_DATABASE_URL": "postgresql://outdial@127.0.0.1:notaport/outdial"},
