@@ -19,6 +19,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from models.settings import ConfigError
+
 log = logging.getLogger(__name__)
 SCRIPT_LOCATION = str(Path(__file__).parent)
 
@@ -49,12 +51,30 @@ def upgrade_head(engine: Engine) -> None:
                         return
                     command.upgrade(config, "head")
                 return
-            except (OperationalError, IntegrityError, ProgrammingError, CommandError):
+            except (OperationalError, IntegrityError, ProgrammingError, CommandError) as err:
                 # (CommandError: a newer outdial migrated it while this one waited for the lock: the
                 # next try sees its revision, `_newer_than_known`)
+                if not_allowed := _not_allowed(err):
+                    raise ConfigError(not_allowed) from None
                 if attempt == ATTEMPTS - 1:
                     raise
         time.sleep(2**attempt)
+
+
+def _not_allowed(err: Exception) -> str | None:
+    """Why the database's user may not create outdial's tables, in a line, or None: no try can succeed
+    (it was tried six times over 31 s, then a traceback of hundreds of lines)."""
+    orig = getattr(err, "orig", None)
+    if getattr(orig, "sqlstate", None) == "42501":  # PostgreSQL's insufficient_privilege
+        reason = " ".join(str(orig).split())
+        return (
+            f"the database user may not create outdial's tables ({reason}): grant it CREATE on the "
+            "schema (since PostgreSQL 15 only the database's owner has it: GRANT CREATE ON SCHEMA public "
+            "TO <user>), or run `alembic upgrade head` once as a user that may"
+        )
+    if orig is not None and "readonly database" in str(orig):  # SQLite's file, or its folder, read-only
+        return f"the SQLite database cannot be written ({orig}): let this user write its file and folder"
+    return None
 
 
 def _newer_than_known(connection: Connection, config: Config) -> bool:

@@ -179,7 +179,7 @@ def worker() -> None:
     settings = _encrypted(Settings.load())
     configure_logging()
     check_providers(settings)
-    Database.for_url(settings.database_url)  # a URL of no database it can use: one line, before it starts
+    _schema_ready(settings)
 
     database = shown_url(settings.database_url)
     if settings.database_url == Settings.model_fields["database_url"].default:  # the API's, it must be
@@ -212,7 +212,9 @@ def serve_api(
     """Serve the HTTP API (Revox-compatible) against TEMPORAL_ADDRESS; run workers with `outdial worker`."""
     import uvicorn
 
-    app = create_app(_encrypted(Settings.load()))
+    settings = _encrypted(Settings.load())
+    _schema_ready(settings)
+    app = create_app(settings)
     configure_logging()
     if reason := listenable(host, port):  # a line of ours (uvicorn's would say less, exit 3)
         _failed(f"the HTTP API cannot listen on {host}:{port}: {reason}; choose another --port")
@@ -506,6 +508,14 @@ def _call_id(call_id: str) -> str:
 
 def _handle(client: Client, call_id: str):  # type: ignore[no-untyped-def]
     return client.get_workflow_handle(order_workflow_id(_call_id(call_id)))
+
+
+def _schema_ready(settings: Settings) -> None:
+    """The database's schema migrated before serving: a URL of no database outdial can use, or a user that
+    may not create its tables, is one line at once (the worker started, and failed every write later).
+    A database down is waited out: the API answers 503 until it is up, the activities retry."""
+    with contextlib.suppress(OperationalError):
+        Database.for_url(settings.database_url).migrate()
 
 
 async def _connected(settings: Settings | None = None) -> Client:
