@@ -45,3 +45,18 @@ async def test_a_failure_raised_on_purpose_is_one_line_naming_its_order_and_a_bu
     assert "'workflow_id': 'test'" in expected.getMessage()  # the order's, as the SDK names it
     assert final.exc_info is None and final.getMessage().endswith(": WebhookGone: 410 Gone (final)")
     assert bug.exc_info is not None and "a bug" not in bug.getMessage()  # its traceback says it
+
+
+async def test_a_database_outage_is_one_line_per_try(caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL restarting for 20 s: 304 failed tries, each with a chained traceback of 110 lines."""
+    from sqlalchemy.exc import OperationalError
+
+    configure_logging()
+    caplog.set_level(logging.INFO)
+    down = OperationalError(
+        "INSERT INTO call_orders ...", {}, ConnectionError("the database system is\n shutting down")
+    )
+    await _failed_as_the_sdk_logs_it(down)
+    [line] = caplog.records
+    assert line.exc_info is None
+    assert line.getMessage().endswith(": database unavailable: the database system is shutting down")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import DBAPIError, OperationalError
 from temporalio.exceptions import ApplicationError
 
 from workers.http_logs import quiet_http_loggers
@@ -22,15 +23,28 @@ class OneLineFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, ApplicationError) and str(record.msg).startswith(
-            "Completing activity as failed"
-        ):
+        if not str(record.msg).startswith("Completing activity as failed"):
+            return True
+        if isinstance(error, ApplicationError):
             final = " (final)" if error.non_retryable else ""
-            record.msg = f"{record.msg}: {error.type or 'ApplicationError'}: {error.message}{final}"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
+            said = f"{error.type or 'ApplicationError'}: {error.message}{final}"
+        elif _database_down(error):  # an outage the activities wait out: 300 tries of 110 lines each
+            said = f"database unavailable: {' '.join(str(getattr(error, 'orig', error)).split())[:300]}"
+        else:
+            return True
+        record.msg = f"{record.msg}: {said}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
         return True
+
+
+def _database_down(error: BaseException | None) -> bool:
+    """The database unreachable, restarting or locked: what README calls expected (workers retry their
+    writes as any activity), not a bug."""
+    return isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 def configure_logging() -> None:
