@@ -457,7 +457,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
     digest = request_hash(params) if idempotency_key else ""  # only a keyed request is ever replayed
     if idempotency_key:
         existing = await in_time(
-            context.db(store.get_call_by_key, context.database, organization_id, idempotency_key), patience
+            context.place(store.get_call_by_key, context.database, organization_id, idempotency_key), patience
         )
         if existing is not None:
             return await _replay(context, existing, digest)
@@ -500,7 +500,7 @@ async def create_call(params: CallCreateBody, request: Request, principal: Authe
             row = placeholder()
             # (not bounded: a claim given up on would land later all the same, an order said not placed;
             # a retry with the key is this order, whenever it lands)
-            winner = await context.db(store.insert_call, context.database, row)
+            winner = await context.place(store.insert_call, context.database, row)
         if winner is not None:  # a concurrent request with the same key won
             return await _replay(context, winner, digest)
         try:
@@ -571,7 +571,7 @@ async def _start_with_placeholder(
     except Exception:
         await _withdraw(context, call_id, start)
         raise
-    storing = asyncio.ensure_future(context.db(store.insert_call, context.database, row))
+    storing = asyncio.ensure_future(context.place(store.insert_call, context.database, row))
     [started] = await asyncio.gather(start, return_exceptions=True)
     if not isinstance(started, BaseException) and not storing.done():  # within the client's patience
         await asyncio.wait([storing], timeout=patience.database.total_seconds())

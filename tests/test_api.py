@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -763,6 +764,34 @@ def test_an_idempotency_key_over_255_characters_is_a_422_and_the_header_is_docum
         operation = raw.get("/openapi.json").json()["paths"]["/call"]["post"]
     header = next(p for p in operation["parameters"] if p["name"] == "Idempotency-Key")
     assert header["in"] == "header" and header["schema"]["maxLength"] == 255
+
+
+def test_an_order_is_placed_at_once_while_slow_reads_hold_the_databases_threads(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL, an order's checks waited for a thread behind other requests' reads (the default
+    pool's 6 threads on 2 cores, held by 50 searches): past the client's patience, a 503 "the database did
+    not answer" with the database idle; everywhere, its row was written late."""
+    release, held = threading.Event(), threading.Semaphore(0)
+    real = store.search_calls
+
+    def slow_search(*args: Any, **kwargs: Any) -> Any:
+        held.release()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "search_calls", slow_search)
+    readers = min(32, (os.cpu_count() or 1) + 4) + 2  # more than the default pool has threads
+    with ThreadPoolExecutor(readers) as pool:
+        searches = [pool.submit(org.client.call.search, **no_filters()) for _ in range(readers)]
+        try:
+            for _ in range(readers - 2):  # every thread of the default pool is held
+                assert held.acquire(timeout=30)
+            call = org.client.call.create(**quick_order("human")).call  # was a 503 on PostgreSQL
+            assert store.get_call(org.stack.database, org.id, call.id) is not None  # its row, written
+        finally:
+            release.set()
+        assert all(search.result(timeout=60).total_count >= 0 for search in searches)
 
 
 def test_the_schema_of_post_call_names_every_field_the_official_client_sends(org: Org) -> None:
