@@ -319,6 +319,29 @@ def test_numbers_stored_before_0008_are_rewritten_as_e164_for_history_search_and
         assert session.get(CampaignRowRecord, "r-again").state == "launched"  # type: ignore[union-attr]
 
 
+def test_caller_ids_stored_before_0008_are_rewritten_as_e164_for_the_filter(empty_database: Database) -> None:
+    """0009 rewrote the orders' recipients' numbers, not their caller ids: an order placed from
+    `+330159000001` kept it, and the `from_phone_numbers` filter found it under no form."""
+    from alembic import command
+
+    from api.schemas import CallFilters
+    from api.store import search_calls
+    from migrations import alembic_config
+
+    call = snapshot("call-old-caller", "org-old", 1).model_copy(update={"from_phone_number": "+330159000001"})
+    with empty_database.engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0010")
+        connection.execute(CallOrderRecord.__table__.insert().values(id=call.id, **call_columns(call, 1)))  # type: ignore[attr-defined]
+    empty_database.migrate()
+    order, _ = stored(empty_database, call.id)
+    assert (order.from_phone_number, order.call["from_phone_number"]) == ("+33159000001", "+33159000001")
+    for written in ("+330159000001", "+33159000001", "+33 1 59 00 00 01", "01 59 00 00 01"):
+        calls, _ = search_calls(empty_database, "org-old", CallFilters(from_phone_numbers=[written]))
+        assert [c.id for c in calls] == [call.id], written
+
+
 def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
     """An API and a worker started together after an upgrade: on SQLite an ADD COLUMN took effect at
     once while its revision was written last (0005 fills every call's search text first), so a second
