@@ -145,7 +145,7 @@ async def test_sigterm_stops_a_worker_cleanly(tmp_path: Path) -> None:
     [
         (0, "address already in use"),  # held by a program that is not Temporal: it never answers
         (1, "can't set UI port {port}"),
-        (1, "set temporal.dev_server.port or ui_port in temporal-dev.yaml"),
+        (1, "set temporal.dev_server.port or ui_port in {config}"),  # the file OUTDIAL_CONFIG names
         (2, "HTTP API: port {port} on 127.0.0.1 is in use; set local_stack.api_port"),
     ],
     ids=["dev server", "dev server UI", "dev server UI: where", "API"],
@@ -162,7 +162,8 @@ async def test_outdial_dev_with_a_port_in_use_says_which_in_a_line(
         holder.listen()
         code, printed = await ended(*outdial_dev(tmp_path, ports))
     assert code == 1, printed
-    assert said.format(port=ports[taken]) in printed and "Traceback" not in printed, printed
+    said = said.format(port=ports[taken], config=tmp_path / "temporal-dev.yaml")
+    assert said in printed and "Traceback" not in printed, printed
     assert not answers(ports[0]), "the dev server outlived `outdial dev`"
     if taken == 2:  # tried before anything starts: no dev server started, no uvicorn error line
         assert "dev server" not in printed and "Errno" not in printed, printed
@@ -189,7 +190,7 @@ async def test_outdial_dev_with_its_database_unreachable_says_so_in_a_line_and_s
     code, printed = await ended(*outdial_dev(tmp_path, ports[:5], database_url=unreachable))
     assert code == 1, printed
     assert printed.startswith(f"the database at postgresql://outdial:***@127.0.0.1:{ports[5]}/outdial is")
-    assert "set OUTDIAL_DATABASE_URL or database_url in temporal-dev.yaml" in printed, printed
+    assert f"set OUTDIAL_DATABASE_URL or database_url in {tmp_path / 'temporal-dev.yaml'}" in printed, printed
     assert "hunter2" not in printed and "Traceback" not in printed and len(printed.splitlines()) == 1
     assert not answers(ports[0]), "a dev server was started"
 
