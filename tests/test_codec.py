@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -505,3 +506,26 @@ def test_plaintext_history_is_an_explicit_choice() -> None:
     assert data_converter(chosen).payload_codec is None
     keyed = Settings.load(config_file="/nonexistent", env={"OUTDIAL_CODEC_KEY": generate_key()})
     assert keyed.codec_key and not keyed.plaintext_history
+
+
+async def test_a_stack_on_a_temporal_already_running_links_no_web_ui_it_does_not_know(
+    dev_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`outdial dev` beside a Temporal already running printed the dev server's UI port, where no UI
+    answers (that server has its own), and notifications linked there: unless OUTDIAL_TEMPORAL_UI_URL
+    says where it is, no link."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    settings = like_the_local_stack(tmp_path).model_copy(
+        update={
+            "temporal_address": dev_env.client.service_client.config.target_host,
+            "temporal_namespace": dev_env.client.namespace,
+            "task_queue": f"stack-{uuid.uuid4()}",
+        }
+    )
+    async with local_stack(settings, Console(quiet=True)) as stack:
+        assert stack.settings.temporal_ui_url is None
+        assert stack.ui_url().startswith("that of the Temporal already running (set OUTDIAL_TEMPORAL_UI_URL")
+    given = settings.model_copy(update={"temporal_ui_url": "http://ui.example:8080/"})
+    async with local_stack(given, Console(quiet=True)) as stack:
+        assert stack.ui_url() == f"http://ui.example:8080/namespaces/{dev_env.client.namespace}/workflows"

@@ -110,7 +110,7 @@ def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
 
 
 async def _until_interrupted(stack: LocalStack) -> None:
-    console.print(f"Temporal Web UI: [link]{stack.ui_url()}[/] — press Ctrl-C to stop")
+    console.print(f"Temporal Web UI: [link]{escape(stack.ui_url())}[/] — press Ctrl-C to stop")
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
 

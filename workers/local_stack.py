@@ -49,10 +49,12 @@ class LocalStack:
     webhook_secret: str  # the local organization's (OUTDIAL_WEBHOOK_SECRET if set)
 
     def ui_url(self) -> str:
-        return (
-            f"http://localhost:{self.settings.dev_server.ui_port}"
-            f"/namespaces/{self.settings.temporal_namespace}/workflows"
-        )
+        """Where the Web UI lists the workflows; a Temporal outdial did not start has its own, unknown
+        here unless OUTDIAL_TEMPORAL_UI_URL says it (the dev server's `ui_port` was printed: no UI there)."""
+        if not self.settings.temporal_ui_url:
+            return "that of the Temporal already running (set OUTDIAL_TEMPORAL_UI_URL to have it here)"
+        base = self.settings.temporal_ui_url.rstrip("/")
+        return f"{base}/namespaces/{self.settings.temporal_namespace}/workflows"
 
 
 def local_settings(settings: Settings) -> Settings:
@@ -98,6 +100,7 @@ async def _seeded(settings: Settings) -> str:
 
 @contextlib.asynccontextmanager
 async def local_stack(settings: Settings, console: Console) -> AsyncIterator[LocalStack]:
+    ui_given = settings.temporal_ui_url is not None
     settings = local_settings(settings)
     check_providers(settings)
     local = settings.local_stack
@@ -133,6 +136,8 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
                 f"Temporal already runs at {settings.temporal_address}: for its Web UI to decode payloads, "
                 f"set its codec endpoint to {codec_url} (Web UI settings, or --ui-codec-endpoint)"
             )
+            if not ui_given:  # its UI is not the dev server's ui_port: no links to a page that is not there
+                settings = settings.model_copy(update={"temporal_ui_url": None})
         except (RuntimeError, TimeoutError):
             console.print(
                 f"[bold]starting Temporal dev server[/] (state in {settings.dev_server.db_filename})"
