@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -181,8 +182,16 @@ def validate_output(fields: Sequence[FieldLike], data: object) -> dict[str, Any]
 def _fitting(fields: Sequence[FieldLike], data: dict[str, Any]) -> dict[str, Any] | None:
     """The reply's values that fit their fields, the others null and unknown properties left out; None
     when none fits."""
-    kept = {f.name: None if field_problem(f, data.get(f.name)) else data.get(f.name) for f in fields}
+    nulled = tuple(f.name for f in fields if field_problem(f, data.get(f.name)))
+    kept = Fitted({f.name: None if f.name in nulled else data.get(f.name) for f in fields})
+    kept.nulled = nulled
     return kept if any(value is not None for value in kept.values()) else None
+
+
+class Fitted(dict[str, Any]):
+    """A reply's values that fit their fields; `nulled`: the fields whose value did not (null here)."""
+
+    nulled: tuple[str, ...] = ()
 
 
 def field_problem(field: FieldLike, value: object) -> str | None:
@@ -441,9 +450,11 @@ class OpenAIAnalyzer:
         """A strict structured-output request, asked again (with the error) while the reply is invalid.
         An endpoint refusing JSON-schema mode is asked in JSON mode, then with the schema in the prompt
         only (DeepSeek's, older vLLM's); the JSON is read out of a markdown fence or a sentence."""
-        conversation = list(messages)
+        # The schema told in words too: an endpoint that ignores the response format (Anthropic's OpenAI
+        # layer) says no error, and its model had to guess the fields' names.
+        conversation = _schema_told(messages, name, schema)
         tries = self.settings.analysis_max_invalid_replies
-        problem, kept, told = "", None, False
+        problem, kept = "", None
         response_format: dict[str, Any] | None = {
             "type": "json_schema",
             "json_schema": {"name": name, "strict": True, "schema": schema},
@@ -454,7 +465,7 @@ class OpenAIAnalyzer:
             if timeout is None:  # asked again while it lasts, not past the activity's own timeout
                 raise InvalidReply(
                     f"the model's {name} reply did not match the schema in {tried} tries, all the time "
-                    f"there was: {problem}"
+                    f"there was: {_with_nulled(problem, kept)}"
                     if tried
                     else f"no time was left to ask for the {name}",
                     kept,
@@ -462,11 +473,11 @@ class OpenAIAnalyzer:
             options: dict[str, Any] = {"response_format": response_format} if response_format else {}
             try:
                 completion = await self._create(client, endpoint, conversation, timeout=timeout, **options)
-            except FormatRefused:  # JSON mode, else no mode: the schema told in words, the reply read as JSON
+            except (
+                FormatRefused
+            ):  # JSON mode, else no mode (the schema told in words, the reply read as JSON)
                 schema_mode = response_format is not None and response_format["type"] == "json_schema"
                 response_format = {"type": "json_object"} if schema_mode else None
-                if not told:
-                    conversation, told = _schema_told(conversation, name, schema), True
                 activity.logger.info(
                     "analysis %s: %s refused the response format %s; asking %s",
                     name,
@@ -481,9 +492,16 @@ class OpenAIAnalyzer:
                 if tried and timeout < self.settings.analysis_timeout_seconds and not err.non_retryable:
                     raise InvalidReply(
                         f"the model's {name} reply did not match the schema in {tried} tries, all the "
-                        f"time there was: {problem}",
+                        f"time there was: {_with_nulled(problem, kept)}",
                         kept,
                     ) from None
+                if kept is not None and err.non_retryable:  # asking again refused: what fitted is the answer
+                    raise InvalidReply(
+                        f"the model's {name} reply did not match the schema ({_with_nulled(problem, kept)}), "
+                        f"and asking again was refused: {err.message}",
+                        kept,
+                    ) from None
+                err.kept = kept  # type: ignore[attr-defined]  # what fitted, should every retry fail too
                 raise
             tried += 1
             content = ""
@@ -526,8 +544,9 @@ class OpenAIAnalyzer:
                         "Answer again with JSON that matches the schema exactly.",
                     },
                 ]
+        said = _with_nulled(problem, kept)
         raise InvalidReply(
-            f"the model's {name} reply did not match the schema in {tries} tries: {problem}", kept
+            f"the model's {name} reply did not match the schema in {tries} tries: {said}", kept
         )
 
     def _time_for_a_request(self) -> float | None:
@@ -575,6 +594,13 @@ class OpenAIAnalyzer:
         return completion
 
 
+def _with_nulled(problem: str, kept: dict[str, Any] | None) -> str:
+    """The last reply's problem, and the fields the values kept leave null (a null that means "did not
+    fit", not "not said", for whoever reads the data)."""
+    nulled = getattr(kept, "nulled", ())
+    return f"{problem}; kept null: {', '.join(nulled)}" if nulled else problem
+
+
 def _fuller(reply: dict[str, Any] | None, kept: dict[str, Any] | None) -> dict[str, Any] | None:
     """Of two replies' fields that fit, those holding more values (the later one when as many)."""
     if reply is None or kept is None:
@@ -586,21 +612,24 @@ def _fuller(reply: dict[str, Any] | None, kept: dict[str, Any] | None) -> dict[s
     )
 
 
-_FENCED = re.compile(r"```[a-zA-Z]*\s*\n(.*?)\n\s*```", re.DOTALL)
+_FENCED = re.compile(r"```[a-zA-Z]*[ \t]*\r?\n(.*?)\r?\n[ \t]*```", re.DOTALL)
+_THOUGHT = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 def _json_in(content: str) -> object:
-    """The reply's JSON: the whole content, else the JSON in its markdown fence or between its first
-    `{` and last `}` (an endpoint that ignores the response format, Anthropic's OpenAI layer say,
-    answers ```json ...``` or a sentence before it)."""
+    """The reply's JSON: the whole content, else (an endpoint that ignores the response format answers
+    ```json ...``` or a sentence around it) the last markdown fence that holds JSON, else what lies
+    between the first `{` and the last `}`; a reasoning model's `<think>` drafts left out."""
     try:
         return json.loads(content, parse_constant=_not_json, parse_float=_finite)
-    except json.JSONDecodeError:
-        fenced = _FENCED.search(content)
-        inner = fenced[1] if fenced else content[content.find("{") : content.rfind("}") + 1]
-        if not inner or inner == content:
-            raise
-        return json.loads(inner, parse_constant=_not_json, parse_float=_finite)
+    except json.JSONDecodeError as err:
+        said = _THOUGHT.sub("", content)
+        candidates = [*reversed(_FENCED.findall(said)), said[said.find("{") : said.rfind("}") + 1]]
+        for candidate in candidates:
+            if candidate and candidate != content:
+                with contextlib.suppress(json.JSONDecodeError):
+                    return json.loads(candidate, parse_constant=_not_json, parse_float=_finite)
+        raise err from None
 
 
 def _schema_told(messages: list[dict[str, str]], name: str, schema: dict[str, Any]) -> list[dict[str, str]]:
@@ -678,7 +707,8 @@ def _holding_what_was_answered(failed: BaseException, replies: list[Any]) -> Bas
     if not isinstance(failed, ApplicationError) or failed.non_retryable:
         return failed
     (outcome_reply, outcome_failure), (structured, structured_failure) = [
-        (None, failed) if isinstance(reply, BaseException) else reply for reply in replies
+        (getattr(reply, "kept", None), reply) if isinstance(reply, BaseException) else reply
+        for reply in replies
     ]
     if outcome_reply is None and structured is None:
         return failed
@@ -708,12 +738,17 @@ async def _check_endpoint_url(endpoint: Endpoint, allow_private: bool) -> None:
         ) from None
 
 
+_FORMAT_WORDS = ("response_format", "json_schema", "json_object", "structured output", "requested parameters")
+
+
 def _refuses_the_format(err: openai.APIError) -> bool:
-    """A 400 about the response format: a model or endpoint without JSON-schema (or JSON) mode."""
-    words = str(err.message).lower()
-    return isinstance(err, openai.BadRequestError) and any(
-        word in words for word in ("response_format", "json_schema", "json_object", "structured output")
-    )
+    """A refusal of the response format: a model or endpoint without JSON-schema (or JSON) mode. A 400
+    (DeepSeek, older vLLM), a 422 in plain text (older DeepSeek), OpenRouter's 404 when no provider
+    takes every parameter ("No endpoints found that can handle the requested parameters")."""
+    if not isinstance(err, openai.APIStatusError) or err.status_code not in (400, 404, 422):
+        return False
+    words = f"{err.message} {err.response.text[:2000]}".lower()
+    return any(word in words for word in _FORMAT_WORDS)
 
 
 def _failure(err: openai.APIError, endpoint: Endpoint) -> ApplicationError:

@@ -47,7 +47,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.script: dict[str, list[Any]] = {}
         self.reply_seconds = 0.0  # how long the model takes to answer
-        self.formats_refused: set[str] = set()  # response_format types answered with DeepSeek's 400
+        self.formats_refused: set[str] = set()  # response_format types refused, as `format_refusal` says
+        self.format_refusal = (400, "This response_format type is unavailable now")  # DeepSeek's
 
     def kind_of(self, body: dict[str, Any]) -> str:
         schema = (body.get("response_format") or {}).get("json_schema") or {}
@@ -67,13 +68,8 @@ class FakeOpenAI:
         self.requests.append({"body": body, "headers": dict(request.headers), "query": dict(request.query)})
         await asyncio.sleep(self.reply_seconds)
         if (body.get("response_format") or {}).get("type") in self.formats_refused:
-            error = {
-                "error": {
-                    "message": "This response_format type is unavailable now",
-                    "type": "invalid_request_error",
-                }
-            }
-            return web.json_response(error, status=400)
+            status, message = self.format_refusal
+            return web.json_response({"error": {"message": message, "code": status}}, status=status)
         script = self.script.get(self.kind_of(body)) or [Status(500)]
         reply = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(reply, Status):

@@ -215,6 +215,68 @@ async def test_an_endpoint_without_json_schema_mode_is_asked_in_json_mode_or_wit
     assert len(fake.requests) == 2 * (1 + len(refused))  # each refusal once per request, not counted as a try
 
 
+async def test_the_schema_is_told_in_words_too_for_an_endpoint_that_ignores_the_format(
+    fake: FakeOpenAI,
+) -> None:
+    """Anthropic's OpenAI layer ignores `response_format` without an error: told the schema only there,
+    its model had to guess every field's name."""
+    fake.script = {"structured_output": [GOOD], "call_outcome": [OUTCOME]}
+    await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    [sent] = fake.of_kind("structured_output")
+    assert json.dumps(EXPECTED_SCHEMA, ensure_ascii=False) in sent["messages"][0]["content"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"<think>A draft:\n```json\n{json.dumps({**GOOD, 'plan': 'pro'})}\n```\nNo, basic.</think>\n"
+        f"```json\n{json.dumps({**GOOD, 'plan': 'basic'})}\n```",
+        f"She said:\n```\nYes, I'm interested.\n```\nSo:\n{json.dumps({**GOOD, 'plan': 'basic'})}",
+    ],
+    ids=["a-draft-in-a-thought", "a-quote-fenced-first"],
+)
+async def test_the_json_read_is_the_answers_not_a_draft_or_a_quote(fake: FakeOpenAI, reply: str) -> None:
+    """The first fence was read: a reasoning model's draft stored (`pro`, its answer `basic`), or a
+    quoted line taken for the JSON and the answer lost."""
+    fake.script = {"structured_output": [reply], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.structured_output == {**GOOD, "plan": "basic"}
+
+
+async def test_the_fields_kept_null_are_named_and_survive_a_refusal_or_an_outage(fake: FakeOpenAI) -> None:
+    """The summary named the last reply's first problem only (a null for "did not fit" read as "not
+    said"); a refused or failed request after a reply that partly fitted lost what fitted."""
+    two_wrong = {**GOOD, "consent": "yes", "demo_date": "tuesday"}
+    fake.script = {"structured_output": [two_wrong, "not json"], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake, analysis_max_invalid_replies=2).analyze(
+        request(structured_output_config=ALL_TYPES)
+    )
+    assert result.structured_output == {**two_wrong, "consent": None, "demo_date": None}
+    assert "not JSON (Expecting value); kept null: consent, demo_date" in (result.outcome_summary or "")
+
+    fake.script = {"structured_output": [two_wrong, Status(400)], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.structured_output == {**two_wrong, "consent": None, "demo_date": None}
+    assert "and asking again was refused" in (result.outcome_summary or "")
+
+    fake.script = {"structured_output": [two_wrong, Status(503)], "call_outcome": [OUTCOME]}
+    with pytest.raises(ApplicationError) as down:  # the activity retries; the order keeps these if all fail
+        await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert not down.value.non_retryable
+    assert down.value.details[0]["structured_output"] == {**two_wrong, "consent": None, "demo_date": None}
+    assert down.value.details[0]["outcome"] == "interested"
+
+
+async def test_openrouters_404_for_a_format_no_provider_takes_is_a_format_refusal(fake: FakeOpenAI) -> None:
+    """With `require_parameters`, OpenRouter answers a format no provider supports with a 404: the
+    whole analysis was refused for good."""
+    fake.formats_refused = {"json_schema"}
+    fake.format_refusal = (404, "No endpoints found that can handle the requested parameters.")
+    fake.script = {"structured_output": [GOOD], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert (result.structured_output, result.outcome) == (GOOD, "interested")
+
+
 async def test_fields_that_fit_are_kept_when_no_reply_fits_whole(fake: FakeOpenAI) -> None:
     """One value the model gets wrong every time (an enum in the wrong case, a null for a required field
     the callee never gave, a property of its own) lost every field extracted."""
