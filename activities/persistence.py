@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.compliance import DoNotContactEntry
 from models import Assistant, Call, CallAssistant, CallAttempt, call_assistant_from
+from models.common import canonical_number
 from models.settings import Settings
 from models.tables import (
     AssistantRecord,
@@ -192,6 +193,21 @@ def keep_transcripts(call: Call, stored: dict[str, Any] | None, kept: Sequence[s
     return call.model_copy(update={"call_attempts": attempts})
 
 
+def _as_stored_numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """The order's numbers as E.164 writes them, as migrations 0009 and 0011 rewrote them: an order
+    placed before them (its number `+330159000001`) wrote its own form back at its next step, and the
+    search filters found it under no form again."""
+    numbers = {
+        name: canonical
+        for name in ("to_phone_number", "from_phone_number")
+        if values[name] and (canonical := canonical_number(values[name])) != values[name]
+    }
+    if not numbers:
+        return values
+    call = {**values["call"], **numbers}
+    return {**values, **numbers, "call": call, "search_text": search_text(call)}
+
+
 def write_call(database: Database, call: Call, seq: int, kept_transcripts: Sequence[str] = ()) -> bool:
     """Upsert the order and its attempts if this state is not older than the stored one.
 
@@ -206,7 +222,7 @@ def write_call(database: Database, call: Call, seq: int, kept_transcripts: Seque
                 if call.assistant is None or not call.from_phone_number or kept_transcripts:
                     stored = connection.execute(_STORED_CALL, {"b_id": call.id}).scalar()
                     call = keep_transcripts(keep_resolution(call, stored), stored, kept_transcripts)
-                values = call_columns(call, seq)
+                values = _as_stored_numbers(call_columns(call, seq))
                 if not _upsert_order(connection, call.id, values):
                     return False
                 _upsert_attempts(connection, call.id, attempt_columns(call))

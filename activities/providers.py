@@ -94,10 +94,16 @@ def check_providers(settings: Settings) -> None:
 
     telephony_from(settings)
     sms_provider_from(settings)
-    if settings.analyzer == "openai" and not (
-        settings.openai_api_key or settings.openai_base_url or settings.openrouter_api_key
-    ):  # else every call a person answered ended without its outcome, the reason in its summary only
-        raise ConfigError(
-            "OUTDIAL_ANALYZER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a keyless local server, "
-            "or OPENROUTER_API_KEY)"
-        )
+
+
+def provider_warnings(settings: Settings) -> list[str]:
+    """What the settings leave some calls without, said when a worker starts: not refused, since it may
+    be on purpose (assistants that all bring their own LLM endpoint need no default one)."""
+    if settings.analyzer == "openai" and not (settings.openai_api_key or settings.openai_base_url):
+        return [
+            "the openai analyzer has no OPENAI_API_KEY (nor OPENAI_BASE_URL): the calls of assistants "
+            "without an LLM endpoint of their own"
+            + (" or OpenRouter's" if settings.openrouter_api_key else "")
+            + " will end without an outcome"
+        ]
+    return []

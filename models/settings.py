@@ -40,10 +40,11 @@ OrganizationId = Annotated[str, Field(min_length=1, max_length=64), AfterValidat
 
 
 def config_file_shown() -> str:
-    """The configuration file as a message should name it: $OUTDIAL_CONFIG's, else (none, or /dev/null:
-    no file) temporal-dev.yaml."""
+    """The configuration file as a message should name it: $OUTDIAL_CONFIG's, else temporal-dev.yaml."""
     named = os.environ.get("OUTDIAL_CONFIG")
-    return named if named and named != os.devnull else DEFAULT_CONFIG_FILE
+    if named == os.devnull:
+        return "a config file (OUTDIAL_CONFIG is /dev/null: none is read)"
+    return named or DEFAULT_CONFIG_FILE
 
 
 class ConfigError(ValueError):
@@ -348,6 +349,9 @@ def _unknown_keys(raw: dict[str, Any], prefix: str = "", keys: set[str] | None =
     keys = _config_keys() if keys is None else keys
     for name, value in raw.items():
         key = f"{prefix}{name}"
+        if "." in str(name):  # (the user's own names, under `_OWN_NAMES`, are not looked into)
+            first, rest = str(name).split(".", 1)  # as messages write a setting, but the file nests them
+            return f"{key} is read nested: write `{first}:`, then `{rest}` under it"
         section = any(known.startswith(f"{key}.") for known in keys)
         if key in _OWN_NAMES or (key in keys and not section):
             continue

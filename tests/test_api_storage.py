@@ -340,6 +340,14 @@ def test_caller_ids_stored_before_0008_are_rewritten_as_e164_for_the_filter(empt
     for written in ("+330159000001", "+33159000001", "+33 1 59 00 00 01", "01 59 00 00 01"):
         calls, _ = search_calls(empty_database, "org-old", CallFilters(from_phone_numbers=[written]))
         assert [c.id for c in calls] == [call.id], written
+    # Its workflow, still running, holds the number as it was: its next write keeps the stored form.
+    assert write_call(empty_database, call.model_copy(update={"status": "completed"}), 2)
+    order, _ = stored(empty_database, call.id)
+    assert (order.status, order.from_phone_number, order.call["from_phone_number"]) == (
+        "completed",
+        "+33159000001",
+        "+33159000001",
+    )
 
 
 def test_processes_upgrading_one_sqlite_file_together_all_succeed(tmp_path: Path) -> None:

@@ -186,3 +186,21 @@ def test_temporal_unreachable_is_one_line_saying_what_to_do(
         f"start the local stack (`outdial dev`), or set TEMPORAL_ADDRESS or temporal.address in {config}"
         in message
     )
+
+
+def test_a_worker_whose_analyzer_has_no_default_endpoint_says_so_and_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It started without a word, and every answered call of an assistant without its own LLM endpoint
+    ended without an outcome. Not refused: assistants that all bring their own endpoint need none."""
+    monkeypatch.setenv("OUTDIAL_CONFIG", "/dev/null")
+    monkeypatch.setenv("OUTDIAL_CODEC_KEY", "plaintext")
+    monkeypatch.setenv("OUTDIAL_DATABASE_URL", f"sqlite:///{tmp_path / 'outdial.db'}")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")  # it goes on as far as connecting
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENROUTER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OUTDIAL_ANALYZER", "openai")
+    started = CliRunner().invoke(app, ["worker"], env={"COLUMNS": "400"})
+    said = " ".join(started.output.split())
+    assert "the openai analyzer has no OPENAI_API_KEY (nor OPENAI_BASE_URL)" in said, said
+    assert "is unreachable" in said  # it went on: this setup may be on purpose

@@ -57,6 +57,9 @@ async def test_a_database_outage_is_one_line_per_try(caplog: pytest.LogCaptureFi
         "INSERT INTO call_orders ...", {}, ConnectionError("the database system is\n shutting down")
     )
     await _failed_as_the_sdk_logs_it(down)
-    [line] = caplog.records
+    bug = OperationalError("SELECT nosuchcolumn ...", {}, ConnectionError("no such column: nosuchcolumn"))
+    await _failed_as_the_sdk_logs_it(bug)  # SQLite's word for a schema mismatch: a bug, in full
+    line, in_full = caplog.records
     assert line.exc_info is None
     assert line.getMessage().endswith(": database unavailable: the database system is shutting down")
+    assert in_full.exc_info is not None

@@ -35,7 +35,7 @@ from temporalio.common import QueryRejectCondition
 from temporalio.exceptions import TerminatedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.providers import check_providers
+from activities.providers import check_providers, provider_warnings
 from activities.start_refusals import too_large
 from activities.webhook_secrets import (
     WebhookSecretInfo,
@@ -179,6 +179,8 @@ def worker() -> None:
     settings = _encrypted(Settings.load())
     configure_logging()
     check_providers(settings)
+    for warning in provider_warnings(settings):
+        stderr.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
     _schema_ready(settings)
 
     database = shown_url(settings.database_url)

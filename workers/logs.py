@@ -4,6 +4,7 @@ with its time, level and logger, and one line, not a traceback, for a failure it
 from __future__ import annotations
 
 import logging
+import re
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from temporalio.exceptions import ApplicationError
@@ -39,11 +40,22 @@ class OneLineFailures(logging.Filter):
         return True
 
 
+# What a database that is down, restarting or busy says (psycopg, SQLite); an OperationalError saying
+# anything else (SQLite's "no such column": a schema mismatch, a bug) keeps its traceback.
+_OUTAGE = re.compile(
+    r"connection|connect to|server closed|shutting down|terminating|starting up|recovery mode|"
+    r"database is locked|unable to open database|timeout|timed out",
+    re.IGNORECASE,
+)
+
+
 def _database_down(error: BaseException | None) -> bool:
     """The database unreachable, restarting or locked: what README calls expected (workers retry their
     writes as any activity), not a bug."""
-    return isinstance(error, OperationalError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
+    if not isinstance(error, DBAPIError):
+        return False
+    return error.connection_invalidated or (
+        isinstance(error, OperationalError) and bool(_OUTAGE.search(str(error.orig)))
     )
 
 
