@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlmodel import Session
+from sqlalchemy import delete, func, insert, select, update
 
 from activities.campaigns import do_not_contact_numbers, live_campaign
 from activities.compliance import is_overridden
@@ -31,7 +29,6 @@ from activities.persistence import (
 from api import store
 from api.errors import ApiError, not_found, unprocessable, validate_body
 from models import Assistant, Call, CallAssistant, CallCampaign, CallRetryConfig, RetryConfigRecord
-from models.assistant import Timestamp
 from models.campaign import (
     DEFAULT_MAX_CONCURRENT_CALLS,
     CampaignCreateParams,
@@ -525,49 +522,6 @@ def _matches(filters: SelectionFilters, row: CampaignRowRecord, call: CallOrderR
     return True
 
 
-def _show_launched(session: Session, row_ids: list[str], when: datetime, now: datetime) -> None:
-    """The calls of rows just launched read `scheduled`, for the launch's time, until their orders write
-    them: the campaign starts 20 rows a second, so a launch of 100,000 showed `not_launched` for 80
-    minutes, and one for next week until then, found by no search for scheduled calls."""
-    placeholders = session.execute(
-        select(CallOrderRecord.id, CallOrderRecord.call)
-        .join(CampaignRowRecord, CampaignRowRecord.call_id == CallOrderRecord.id)
-        .where(
-            CampaignRowRecord.id.in_(row_ids),  # type: ignore[union-attr]
-            CampaignRowRecord.state == "pending",
-            CallOrderRecord.seq == 0,
-            CallOrderRecord.status == "not_launched",
-        )
-    ).all()
-    shown = {"status": "scheduled", "scheduled_at": _json_instant(when), "updated_at": _json_instant(now)}
-    changes = [
-        {"b_id": call_id, "b_call": (call := {**stored, **shown}), "b_text": search_text(call)}
-        for call_id, stored in placeholders
-    ]
-    if changes:  # one statement, many rows (the table's, not the ORM's: no per-row bulk update)
-        table = CallOrderRecord.__table__  # type: ignore[attr-defined]
-        session.connection().execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.seq == 0)
-            .values(
-                status="scheduled",
-                scheduled_at=when,
-                updated_at=now,
-                call=bindparam("b_call"),
-                search_text=bindparam("b_text"),
-            ),
-            changes,
-        )
-
-
-_INSTANT: TypeAdapter[Any] = TypeAdapter(Timestamp)
-
-
-def _json_instant(when: datetime) -> Any:
-    """An instant as a Call's JSON holds it (as `Call.model_dump(mode="json")` writes it)."""
-    return _INSTANT.dump_python(_INSTANT.validate_python(when), mode="json")
-
-
 def select_for_launch(
     database: Database, organization_id: str, campaign_id: str, params: CampaignLaunchParams
 ) -> CampaignLaunchResponse:
@@ -595,7 +549,6 @@ def select_for_launch(
             response.skipped.attempts_exhausted += 1
         else:
             response.skipped.active += 1
-    now = utcnow()
     with database.session() as session:
         for start in range(0, len(launch), CHUNK):
             chunk = launch[start : start + CHUNK]
@@ -609,7 +562,6 @@ def select_for_launch(
             )
             response.launched += marked.rowcount  # type: ignore[attr-defined]
             response.skipped.active += len(chunk) - marked.rowcount  # type: ignore[attr-defined]
-            _show_launched(session, chunk, params.scheduled_at or now, now)
         stored = session.get(CampaignRecord, campaign.id)
         assert stored is not None
         stored.launched_at = stored.launched_at or utcnow()

@@ -970,34 +970,6 @@ def test_rows_a_concurrent_launch_took_are_counted_active(
     assert (this.launched, this.skipped.active) == (0, 3)
 
 
-def test_the_calls_of_launched_rows_read_scheduled_until_their_orders_start(database: Database) -> None:
-    """The campaign starts 20 rows a second: the calls of a launch of 100,000 read `not_launched` for 80
-    minutes, and those of a launch for next week until then, found by no search for scheduled calls."""
-    from api.assistants import _create
-    from api.schemas import AssistantCreateParams, CallFilters
-    from api.store import search_calls
-    from models.campaign import CampaignLaunchParams
-
-    settings = settings_for_tests(database_url=database.url)
-    org = f"org-{uuid.uuid4()}"
-    assistant = _create(database, settings, org, AssistantCreateParams(name="a", prompt="p"))
-    contacts = [CampaignContact(to_phone_number=f"+3361234561{n}") for n in range(3)]
-    params = CampaignCreateParams(name="c", assistant_id=assistant.id, contacts=contacts)
-    campaign, _ = campaign_store.create_campaign(database, settings, org, params)
-    rows = campaign_store.rows_with_calls(database, campaign.id)
-    chosen = {"rows": {"mode": "only", "call_ids": [call.id for _, call in rows[:2] if call]}}
-    when = datetime(2099, 1, 5, 9, 0, tzinfo=UTC)
-    launch = CampaignLaunchParams.model_validate(
-        {"mode": "ai_first", "scheduled_at": when, "selection": chosen}
-    )
-    assert campaign_store.select_for_launch(database, org, campaign.id, launch).launched == 2
-    found, _ = search_calls(database, org, CallFilters(statuses=["scheduled"]))
-    assert sorted(c.id for c in found) == sorted(chosen["rows"]["call_ids"])
-    assert {(c.status, Call.model_validate(c.call).scheduled_at) for c in found} == {("scheduled", when)}
-    [(_, left)] = [(row, call) for row, call in campaign_store.rows_with_calls(database, campaign.id)][2:]
-    assert left is not None and left.status == "not_launched"  # the row not launched
-
-
 async def test_rows_of_orders_a_killed_api_never_started_are_forgotten(
     database: Database, time_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
