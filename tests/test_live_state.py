@@ -206,6 +206,8 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
     named = tmp_path / "named.json"
     named.write_text(json.dumps({"phone_number": "+33612345678", "assistant": "asst_1"}))
     misplaced.write_text(json.dumps({"phone_number": "+33612345678", "webhook_url": "https://example.com/h"}))
+    heavy = tmp_path / "heavy.json"  # as POST /call's 413: more than each attempt can carry
+    heavy.write_text(json.dumps({"phone_number": "+33612345678", "prompt_variables": {"k": "x" * 70_000}}))
     env = {"OUTDIAL_CONFIG": "/dev/null", "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "60"}
     for command, problem in (
         (
@@ -214,6 +216,12 @@ def test_the_cli_refuses_an_invalid_order_in_one_line_naming_the_field(tmp_path:
         ),
         (["call", "--json", str(order)], "metadata.n: Input should be a valid string"),
         (["call", "--json", str(misplaced)], "webhook_url: Extra inputs are not permitted"),
+        (
+            ["call", "--json", str(heavy)],
+            "the call order is too large: its prompt_variables and metadata are 70009 bytes of JSON, at "
+            "most 65536 together (each attempt carries them through Temporal many times, whose histories "
+            "stop at 50 MB)",
+        ),
         (["call", "--json", str(text), "--to", "+33612345678"], f"{text} is not a JSON object"),
         (  # a flag on a field of the wrong kind: named by validation (a TypeError before)
             ["call", "--json", str(named), "--prompt", "Hi"],

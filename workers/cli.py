@@ -44,6 +44,7 @@ from activities.webhook_secrets import (
     show_webhook_secret,
 )
 from api import create_app
+from api.assistants import refuse_too_large
 from api.auth import api_keys_of, issue_api_key, revoke_api_key
 from api.calls import (
     DEFAULT_RETRY,
@@ -59,7 +60,7 @@ from api.live_state import QUERY_TIMEOUT, UNANSWERED
 from api.schemas import CallCreateBody
 from api.server import listenable
 from models import Call, CallCreateParams
-from models.call import ORDER_WORKFLOW_PREFIX, order_workflow_id
+from models.call import ORDER_WORKFLOW_PREFIX, carried_too_much, order_workflow_id
 from models.common import TERMINAL_STATUSES
 from models.secrets import masked_json
 from models.settings import PLAINTEXT_HISTORY, ConfigError, OrganizationId, Settings, config_file_shown
@@ -479,9 +480,13 @@ def call(
 
 def _admitted(body: dict) -> CallCreateParams:
     """The order as `POST /call` admits it, as far as it can be told without the database: no unknown
-    field, not scheduled past a century, and a number whose zones share a window (for an inline
-    assistant; a stored one is checked by the order itself)."""
+    field, not more than an order can carry, not scheduled past a century, and a number whose zones
+    share a window (for an inline assistant; a stored one is checked by the order itself)."""
     params = CallCreateBody.model_validate(body)
+    if params.assistant is not None:
+        refuse_too_large(params.assistant)
+    if why := carried_too_much(params):
+        raise ApiError(413, "request_too_large", f"the call order is too large: {why}")
     now = utcnow()
     refuse_far_future("scheduled_at", params.scheduled_at, now)
     if params.assistant_id is None and not params.force_now:
