@@ -203,7 +203,7 @@ def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
     )
     if settings.webhook_secret:  # OUTDIAL_WEBHOOK_SECRET signs the local organization's webhooks
         pin_webhook_secret(database, settings.organization_id, settings.webhook_secret)
-    chosen = key or os.environ.get("OUTDIAL_DEV_API_KEY")
+    chosen = (key or os.environ.get("OUTDIAL_DEV_API_KEY") or "").strip() or None  # as a client sends it
     if chosen and _revoked(database, chosen):
         raise ConfigError(
             "OUTDIAL_DEV_API_KEY was revoked (outdial apikey revoke): set another, or unset it for a new one"

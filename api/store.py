@@ -53,9 +53,14 @@ from models.tables import (
 
 
 def get_call(database: Database, organization_id: str, call_id: str) -> CallOrderRecord | None:
+    record = find_call(database, call_id)
+    return record if record and record.organization_id == organization_id else None
+
+
+def find_call(database: Database, call_id: str) -> CallOrderRecord | None:
+    """The row of `call_id`, whatever its organization (the caller compares it)."""
     with database.session() as session:
-        record = session.get(CallOrderRecord, call_id)
-        return record if record and record.organization_id == organization_id else None
+        return session.get(CallOrderRecord, call_id)
 
 
 def get_call_by_key(database: Database, organization_id: str, key: str) -> CallOrderRecord | None:

@@ -794,6 +794,28 @@ def test_an_order_is_placed_at_once_while_slow_reads_hold_the_databases_threads(
         assert all(search.result(timeout=60).total_count >= 0 for search in searches)
 
 
+def test_another_organizations_live_call_is_not_found_without_asking_its_workflow(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its 404 asked the order's workflow first (a row of another organization read as none): twice as
+    slow as the 404 for no call, it told that a live call had this id, and had the worker answer for it."""
+    theirs = org.client.call.create(**quick_order("human")).call
+    asked: list[str] = []
+    real = calls._started_without_row
+
+    async def asking(context: Any, organization_id: str, call_id: str) -> Any:
+        asked.append(call_id)
+        return await real(context, organization_id, call_id)
+
+    monkeypatch.setattr(calls, "_started_without_row", asking)
+    other = new_org(org.stack)
+    for steer in (other.client.call.retrieve, other.client.call.cancel, other.client.call.pause):
+        with pytest.raises(revox.NotFoundError):
+            steer(theirs.id)
+    assert asked == []
+    assert org.client.call.retrieve(theirs.id).call.id == theirs.id  # its own organization's, as before
+
+
 def test_the_schema_of_post_call_names_every_field_the_official_client_sends(org: Org) -> None:
     """`skip_calling_window` (the client's name for `force_now`) was missing from the body's schema, which
     allows no other property: tools built on it (`/docs`, validators, generated clients) refused it."""

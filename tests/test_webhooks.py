@@ -143,6 +143,18 @@ def test_the_local_stack_never_hands_out_a_revoked_key(tmp_path: Path, monkeypat
         seed_dev_organization(settings)
 
 
+def test_a_dev_key_chosen_with_spaces_around_is_the_key_a_client_sends(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Copied with a trailing space into an env file, OUTDIAL_DEV_API_KEY was stored and printed with
+    it: a key no client could send (curl trims it, httpx refuses the header)."""
+    from api.keys import lookup_key
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OUTDIAL_DEV_API_KEY", " odk_spacey_key_123 \n")
+    settings = settings_for_tests()
+    assert seed_dev_organization(settings) == "odk_spacey_key_123"
+    assert lookup_key(Database.for_url(settings.database_url), "odk_spacey_key_123") is not None
+
+
 def test_the_local_stack_hands_out_a_key_of_its_own_organization_only(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The key kept by a run as another organization (organization.id changed since), or one chosen in
     OUTDIAL_DEV_API_KEY that another organization holds, was printed as this organization's; the kept
