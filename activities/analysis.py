@@ -448,11 +448,12 @@ class OpenAIAnalyzer:
         validate: Callable[[object], Any],
     ) -> Any:
         """A strict structured-output request, asked again (with the error) while the reply is invalid.
-        An endpoint refusing JSON-schema mode is asked in JSON mode, then with the schema in the prompt
-        only (DeepSeek's, older vLLM's); the JSON is read out of a markdown fence or a sentence."""
-        # The schema told in words too: an endpoint that ignores the response format (Anthropic's OpenAI
-        # layer) says no error, and its model had to guess the fields' names.
-        conversation = _schema_told(messages, name, schema)
+        An endpoint refusing JSON-schema mode is asked in JSON mode, then with no format (DeepSeek's,
+        older vLLM's); the JSON is read out of a markdown fence or a sentence. The schema is told in the
+        prompt too once the format was refused or a reply did not fit (an endpoint that ignores the
+        format, Anthropic's OpenAI layer, says no error: its model guessed the fields' names); not
+        before, since an endpoint that honours it would read it twice (as many tokens again)."""
+        conversation, told = list(messages), False
         tries = self.settings.analysis_max_invalid_replies
         problem, kept = "", None
         response_format: dict[str, Any] | None = {
@@ -473,11 +474,12 @@ class OpenAIAnalyzer:
             options: dict[str, Any] = {"response_format": response_format} if response_format else {}
             try:
                 completion = await self._create(client, endpoint, conversation, timeout=timeout, **options)
-            except (
-                FormatRefused
-            ):  # JSON mode, else no mode (the schema told in words, the reply read as JSON)
+                _refuse_error_body(completion, endpoint)  # (an error in a 200's body, as its code would)
+            except FormatRefused:  # JSON mode, else no mode (the reply read as JSON)
                 schema_mode = response_format is not None and response_format["type"] == "json_schema"
                 response_format = {"type": "json_object"} if schema_mode else None
+                if not told:
+                    conversation, told = _schema_told(conversation, name, schema), True
                 activity.logger.info(
                     "analysis %s: %s refused the response format %s; asking %s",
                     name,
@@ -505,7 +507,6 @@ class OpenAIAnalyzer:
                 raise
             tried += 1
             content = ""
-            _refuse_error_body(completion, endpoint)
             try:
                 if not completion.choices:
                     raise InvalidReply("the reply has no choices")
@@ -536,6 +537,8 @@ class OpenAIAnalyzer:
                 activity.logger.warning(  # the SDK's logger: it names the order's workflow
                     "analysis %s: invalid reply from %s: %s", name, endpoint.label, problem
                 )
+                if not told:
+                    conversation, told = _schema_told(conversation, name, schema), True
                 conversation += [
                     {"role": "assistant", "content": content},
                     {
@@ -613,22 +616,22 @@ def _fuller(reply: dict[str, Any] | None, kept: dict[str, Any] | None) -> dict[s
 
 
 _FENCED = re.compile(r"```[a-zA-Z]*[ \t]*\r?\n(.*?)\r?\n[ \t]*```", re.DOTALL)
-_THOUGHT = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 def _json_in(content: str) -> object:
     """The reply's JSON: the whole content, else (an endpoint that ignores the response format answers
     ```json ...``` or a sentence around it) the last markdown fence that holds JSON, else what lies
-    between the first `{` and the last `}`; a reasoning model's `<think>` drafts left out."""
+    between the first `{` and the last `}`; what a reasoning model thought (up to its `</think>`) is
+    looked at only if the rest holds none."""
     try:
         return json.loads(content, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as err:
-        said = _THOUGHT.sub("", content)
-        candidates = [*reversed(_FENCED.findall(said)), said[said.find("{") : said.rfind("}") + 1]]
-        for candidate in candidates:
-            if candidate and candidate != content:
-                with contextlib.suppress(json.JSONDecodeError):
-                    return json.loads(candidate, parse_constant=_not_json, parse_float=_finite)
+        answer = content.rsplit("</think>", 1)[-1]
+        for said in dict.fromkeys([answer, content]):
+            for candidate in [*reversed(_FENCED.findall(said)), said[said.find("{") : said.rfind("}") + 1]]:
+                if candidate and candidate != content:
+                    with contextlib.suppress(json.JSONDecodeError):
+                        return json.loads(candidate, parse_constant=_not_json, parse_float=_finite)
         raise err from None
 
 
@@ -707,12 +710,19 @@ def _holding_what_was_answered(failed: BaseException, replies: list[Any]) -> Bas
     if not isinstance(failed, ApplicationError) or failed.non_retryable:
         return failed
     (outcome_reply, outcome_failure), (structured, structured_failure) = [
-        (getattr(reply, "kept", None), reply) if isinstance(reply, BaseException) else reply
-        for reply in replies
+        _kept_before(reply) if isinstance(reply, BaseException) else reply for reply in replies
     ]
     if outcome_reply is None and structured is None:
         return failed
     return failure_holding(failed, _result(outcome_reply, outcome_failure, structured, structured_failure))
+
+
+def _kept_before(failed: BaseException) -> tuple[Any, str | BaseException]:
+    """A request's failure as a reply: what fitted of the replies before it (see `_ask_json`), and why."""
+    kept = getattr(failed, "kept", None)
+    if kept is None:
+        return None, failed
+    return kept, _with_nulled(failed.message if isinstance(failed, ApplicationError) else str(failed), kept)
 
 
 def failure_holding(failed: ApplicationError, answered: AnalysisResult) -> ApplicationError:

@@ -215,15 +215,19 @@ async def test_an_endpoint_without_json_schema_mode_is_asked_in_json_mode_or_wit
     assert len(fake.requests) == 2 * (1 + len(refused))  # each refusal once per request, not counted as a try
 
 
-async def test_the_schema_is_told_in_words_too_for_an_endpoint_that_ignores_the_format(
-    fake: FakeOpenAI,
-) -> None:
+async def test_the_schema_is_told_in_words_once_a_reply_ignored_it(fake: FakeOpenAI) -> None:
     """Anthropic's OpenAI layer ignores `response_format` without an error: told the schema only there,
-    its model had to guess every field's name."""
-    fake.script = {"structured_output": [GOOD], "call_outcome": [OUTCOME]}
-    await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
-    [sent] = fake.of_kind("structured_output")
-    assert json.dumps(EXPECTED_SCHEMA, ensure_ascii=False) in sent["messages"][0]["content"]
+    its model guessed every field's name, three times. An endpoint that honours it reads it once."""
+    guessed = {"customer_name": "Claire Martin", "plan": "basic"}
+    fake.script = {
+        "structured_output": [f"```json\n{json.dumps(guessed)}\n```", GOOD],
+        "call_outcome": [OUTCOME],
+    }
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.structured_output == GOOD
+    first, second = fake.of_kind("structured_output")
+    told = json.dumps(EXPECTED_SCHEMA, ensure_ascii=False)
+    assert told not in first["messages"][0]["content"] and told in second["messages"][0]["content"]
 
 
 @pytest.mark.parametrize(
@@ -232,8 +236,10 @@ async def test_the_schema_is_told_in_words_too_for_an_endpoint_that_ignores_the_
         f"<think>A draft:\n```json\n{json.dumps({**GOOD, 'plan': 'pro'})}\n```\nNo, basic.</think>\n"
         f"```json\n{json.dumps({**GOOD, 'plan': 'basic'})}\n```",
         f"She said:\n```\nYes, I'm interested.\n```\nSo:\n{json.dumps({**GOOD, 'plan': 'basic'})}",
+        f"A draft:\n```json\n{json.dumps({**GOOD, 'plan': 'pro'})}\n```\nNo, basic {{see}}.</think>\n\n"
+        f"{json.dumps({**GOOD, 'plan': 'basic'})}",
     ],
-    ids=["a-draft-in-a-thought", "a-quote-fenced-first"],
+    ids=["a-draft-in-a-thought", "a-quote-fenced-first", "a-thought-opened-by-the-template"],
 )
 async def test_the_json_read_is_the_answers_not_a_draft_or_a_quote(fake: FakeOpenAI, reply: str) -> None:
     """The first fence was read: a reasoning model's draft stored (`pro`, its answer `basic`), or a
@@ -265,6 +271,38 @@ async def test_the_fields_kept_null_are_named_and_survive_a_refusal_or_an_outage
     assert not down.value.non_retryable
     assert down.value.details[0]["structured_output"] == {**two_wrong, "consent": None, "demo_date": None}
     assert down.value.details[0]["outcome"] == "interested"
+
+
+async def test_a_value_holding_think_tags_is_read_as_written(fake: FakeOpenAI) -> None:
+    said = {**GOOD, "name": "a <think>b</think> c"}
+    fake.script = {
+        "structured_output": [f"Here:\n```json\n{json.dumps(said)}\n```"],
+        "call_outcome": [OUTCOME],
+    }
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.structured_output == said
+
+
+async def test_fields_that_fit_survive_an_error_sent_in_a_200_and_an_outage_names_them(
+    fake: FakeOpenAI,
+) -> None:
+    """OpenRouter sends its errors in a 200's body: that one, after a reply that partly fitted, lost
+    what fitted; an outage's summary did not name the fields kept null."""
+    two_wrong = {**GOOD, "consent": "yes", "demo_date": "tuesday"}
+    kept = {**two_wrong, "consent": None, "demo_date": None}
+    fake.script = {
+        "structured_output": [two_wrong, ErrorBody(402, "insufficient credits")],
+        "call_outcome": [OUTCOME],
+    }
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert result.structured_output == kept and "kept null: consent, demo_date" in (
+        result.outcome_summary or ""
+    )
+    fake.script = {"structured_output": [two_wrong, Status(503)], "call_outcome": [OUTCOME]}
+    with pytest.raises(ApplicationError) as down:
+        await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert down.value.details[0]["structured_output"] == kept
+    assert "HTTP 503; kept null: consent, demo_date]" in down.value.details[0]["outcome_summary"]
 
 
 async def test_openrouters_404_for_a_format_no_provider_takes_is_a_format_refusal(fake: FakeOpenAI) -> None:

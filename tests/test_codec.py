@@ -529,3 +529,26 @@ async def test_a_stack_on_a_temporal_already_running_links_no_web_ui_it_does_not
     given = settings.model_copy(update={"temporal_ui_url": "http://ui.example:8080/"})
     async with local_stack(given, Console(quiet=True)) as stack:
         assert stack.ui_url() == f"http://ui.example:8080/namespaces/{dev_env.client.namespace}/workflows"
+
+
+async def test_the_local_stack_warns_when_the_openai_analyzer_has_no_default_key(
+    dev_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`outdial dev` with OUTDIAL_ANALYZER=openai and no key started without a word, as the worker did,
+    and every answered call ended without its outcome."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    settings = like_the_local_stack(tmp_path).model_copy(
+        update={
+            "temporal_address": dev_env.client.service_client.config.target_host,
+            "temporal_namespace": dev_env.client.namespace,
+            "task_queue": f"stack-{uuid.uuid4()}",
+            "analyzer": "openai",
+            "openai_api_key": None,
+            "openai_base_url": None,
+        }
+    )
+    console = Console(record=True, width=400)
+    async with local_stack(settings, console):
+        pass
+    assert "the openai analyzer has no OPENAI_API_KEY (nor OPENAI_BASE_URL)" in console.export_text()

@@ -57,9 +57,11 @@ async def test_a_database_outage_is_one_line_per_try(caplog: pytest.LogCaptureFi
         "INSERT INTO call_orders ...", {}, ConnectionError("the database system is\n shutting down")
     )
     await _failed_as_the_sdk_logs_it(down)
+    gone = OperationalError("INSERT ...", {}, ConnectionError("failed to resolve host 'db': [Errno -2] Name"))
+    await _failed_as_the_sdk_logs_it(gone)  # a compose service restarting: its name resolves to nothing
     bug = OperationalError("SELECT nosuchcolumn ...", {}, ConnectionError("no such column: nosuchcolumn"))
     await _failed_as_the_sdk_logs_it(bug)  # SQLite's word for a schema mismatch: a bug, in full
-    line, in_full = caplog.records
-    assert line.exc_info is None
+    line, unresolved, in_full = caplog.records
+    assert line.exc_info is None and unresolved.exc_info is None
     assert line.getMessage().endswith(": database unavailable: the database system is shutting down")
     assert in_full.exc_info is not None

@@ -21,7 +21,7 @@ from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
-from activities.providers import check_providers
+from activities.providers import check_providers, provider_warnings
 from activities.webhook_secrets import signing_secrets
 from api import create_app
 from api.auth import seed_dev_organization
@@ -103,6 +103,8 @@ async def local_stack(settings: Settings, console: Console) -> AsyncIterator[Loc
     ui_given = settings.temporal_ui_url is not None
     settings = local_settings(settings)
     check_providers(settings)
+    for warning in provider_warnings(settings):
+        console.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
     local = settings.local_stack
     _refuse_if_taken(local.api_port)  # started last: its port is tried before anything starts
     key = await _seeded(settings)  # first: nothing to start if the database cannot be reached

@@ -44,6 +44,7 @@ class OneLineFailures(logging.Filter):
 # anything else (SQLite's "no such column": a schema mismatch, a bug) keeps its traceback.
 _OUTAGE = re.compile(
     r"connection|connect to|server closed|shutting down|terminating|starting up|recovery mode|"
+    r"resolve host|name resolution|translate host name|name or service not known|"
     r"database is locked|unable to open database|timeout|timed out",
     re.IGNORECASE,
 )
