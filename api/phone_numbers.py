@@ -23,6 +23,7 @@ from api.schemas import (
     Success,
 )
 from api.unicode import UnicodeRoute
+from models.settings import Settings
 from models.tables import Database, PhoneNumberRecord, utcnow
 
 router = APIRouter(route_class=UnicodeRoute, tags=["phone numbers"])
@@ -58,7 +59,12 @@ async def list_phone_numbers(context: Context, principal: Authenticated) -> JSON
     return JSONResponse({"phone_numbers": numbers})
 
 
-def _add(database: Database, organization_id: str, params: PhoneNumberCreateParams) -> dict[str, Any]:
+def _add(
+    database: Database, settings: Settings, organization_id: str, params: PhoneNumberCreateParams
+) -> dict[str, Any]:
+    trunk = _own_trunk(settings, params.livekit_outbound_trunk_id)
+    if why := store.held_elsewhere(database, organization_id, params.phone_number, trunk):
+        raise ApiError(409, "conflict", why)
     now = utcnow()
     record = store.add_phone_number(
         database,
@@ -80,7 +86,10 @@ def _add(database: Database, organization_id: str, params: PhoneNumberCreatePara
 @router.post(
     "/phone-numbers",
     response_model=PhoneNumberResponse,
-    responses={**ERRORS, 409: {"model": ErrorBody, "description": "The number is already there"}},
+    responses={
+        **ERRORS,
+        409: {"model": ErrorBody, "description": "The number is already there, or another organization's"},
+    },
     summary="Add a phone number (outdial)",
 )
 async def add_phone_number(
@@ -88,17 +97,29 @@ async def add_phone_number(
 ) -> JSONResponse:
     """Register a caller id the organization owns and the LiveKit outbound trunk that dials from it.
     (Revox provisions numbers itself; outdial imports yours, so this endpoint is outdial's own.)"""
-    number = await context.db(_add, context.database, principal.organization_id, params)
+    number = await context.db(_add, context.database, context.settings, principal.organization_id, params)
     return JSONResponse({"phone_number": number})
 
 
+def _own_trunk(settings: Settings, trunk: str | None) -> str | None:
+    """A trunk that must be the organization's own: not the platform's default, every organization's."""
+    return None if trunk == settings.livekit_sip_outbound_trunk_id else trunk
+
+
 def _update(
-    database: Database, organization_id: str, number_id: str, params: PhoneNumberUpdateParams
+    database: Database,
+    settings: Settings,
+    organization_id: str,
+    number_id: str,
+    params: PhoneNumberUpdateParams,
 ) -> dict[str, Any]:
     record = store.get_phone_number(database, organization_id, number_id)
     if record is None:
         raise not_found("phone number", number_id)
     changes = params.model_dump(exclude_unset=True)
+    trunk = _own_trunk(settings, changes.get("livekit_outbound_trunk_id"))
+    if trunk and (why := store.held_elsewhere(database, organization_id, None, trunk)):
+        raise ApiError(409, "conflict", why)
     assistant_id = changes.get("inbound_assistant_id")
     if assistant_id is not None and store.get_assistant(database, organization_id, assistant_id) is None:
         raise unprocessable("inbound_assistant_id", f"assistant {assistant_id} not found")
@@ -111,14 +132,16 @@ def _update(
 @router.patch(
     "/phone-numbers/{id}",
     response_model=PhoneNumberResponse,
-    responses=ERRORS,
+    responses={**ERRORS, 409: {"model": ErrorBody, "description": "The trunk dials another organization's"}},
     summary="Update a phone number",
 )
 async def update_phone_number(
     id: str, params: PhoneNumberUpdateParams, context: Context, principal: Authenticated
 ) -> JSONResponse:
     """Set its label, inbound assistant (null clears) or LiveKit outbound trunk."""
-    number = await context.db(_update, context.database, principal.organization_id, id, params)
+    number = await context.db(
+        _update, context.database, context.settings, principal.organization_id, id, params
+    )
     return JSONResponse({"phone_number": number})
 
 

@@ -454,6 +454,31 @@ def get_phone_number(database: Database, organization_id: str, number_id: str) -
         return record if record and record.organization_id == organization_id else None
 
 
+def held_elsewhere(
+    database: Database, organization_id: str, number: str | None, trunk: str | None
+) -> str | None:
+    """Why another organization holds this caller id, or this LiveKit trunk, or None: registered by a
+    second organization, a number or a trunk dialled its calls with the first one's caller id, through
+    its carrier (the operator's LIVEKIT_SIP_TRUNKS too, which maps numbers to trunks)."""
+    with database.session() as session:
+        others = select(PhoneNumberRecord.phone_number).where(
+            PhoneNumberRecord.organization_id != organization_id
+        )
+        if (
+            number
+            and session.execute(others.where(PhoneNumberRecord.phone_number == number).limit(1)).first()
+        ):
+            return f"{number} is another organization's number"
+        if (
+            trunk
+            and session.execute(
+                others.where(PhoneNumberRecord.livekit_outbound_trunk_id == trunk).limit(1)
+            ).first()
+        ):
+            return f"trunk {trunk} dials another organization's numbers"
+    return None
+
+
 def add_phone_number(database: Database, record: PhoneNumberRecord) -> PhoneNumberRecord | None:
     """Insert a caller id; None if the organization already has that number."""
     try:

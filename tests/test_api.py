@@ -816,6 +816,40 @@ def test_another_organizations_live_call_is_not_found_without_asking_its_workflo
     assert org.client.call.retrieve(theirs.id).call.id == theirs.id  # its own organization's, as before
 
 
+def test_an_organization_cannot_take_another_ones_caller_id_or_trunk(org: Org) -> None:
+    """Any organization could register another's number, or name its trunk, and dial with its caller id
+    through its carrier (a number registered without a trunk took the operator's LIVEKIT_SIP_TRUNKS
+    entry for it, whoever registered it). The platform's default trunk stays everyone's."""
+    theirs = f"+3315900{uuid.uuid4().int % 10**4:04d}"
+    their_trunk = f"ST_{uuid.uuid4().hex[:8]}"
+    with org.raw() as http:
+        added = http.post(
+            "/phone-numbers", json={"phone_number": theirs, "livekit_outbound_trunk_id": their_trunk}
+        )
+        assert added.status_code == 200, added.text
+    other = new_org(org.stack, with_number=False)
+    with other.raw() as http:
+        taken = http.post("/phone-numbers", json={"phone_number": theirs})
+        assert (taken.status_code, taken.json()["error"]["message"]) == (
+            409,
+            f"{theirs} is another organization's number",
+        )
+        mine = f"+3315901{uuid.uuid4().int % 10**4:04d}"
+        borrowed = http.post(
+            "/phone-numbers", json={"phone_number": mine, "livekit_outbound_trunk_id": their_trunk}
+        )
+        assert borrowed.status_code == 409 and "dials another organization's numbers" in borrowed.text
+        own = http.post("/phone-numbers", json={"phone_number": mine}).json()["phone_number"]
+        moved = http.patch(f"/phone-numbers/{own['id']}", json={"livekit_outbound_trunk_id": their_trunk})
+        assert moved.status_code == 409, moved.text
+        default = org.stack.settings.livekit_sip_outbound_trunk_id
+        if default:
+            shared = http.patch(f"/phone-numbers/{own['id']}", json={"livekit_outbound_trunk_id": default})
+            assert shared.status_code == 200, shared.text
+    with pytest.raises(revox.UnprocessableEntityError):  # and it cannot call from it
+        other.client.call.create(**quick_order("human"), from_phone_number=theirs)
+
+
 def test_the_schema_of_post_call_names_every_field_the_official_client_sends(org: Org) -> None:
     """`skip_calling_window` (the client's name for `force_now`) was missing from the body's schema, which
     allows no other property: tools built on it (`/docs`, validators, generated clients) refused it."""
