@@ -20,6 +20,8 @@ from tests.helpers import eventually, free_ports
 from workers import register_search_attributes
 from workers.devserver import start_dev_server
 
+CHECKOUT = str(Path(__file__).resolve().parent.parent)  # the code its processes run
+
 
 @dataclass
 class Stack:
@@ -70,6 +72,9 @@ class Stack:
             "OUTDIAL_SIMULATED_RING_LEDGER": str(self.ring_ledger),
             "OUTDIAL_CODEC_KEY": "plaintext",  # as the test's own client reads them (no secrets here)
             "COLUMNS": "200",
+            # This checkout's code, whatever checkout the venv's editable install names (a benchmark of
+            # a worktree run with another's venv measured that other's worker).
+            "PYTHONPATH": CHECKOUT,
             **self.worker_env,
             **env,
         }
