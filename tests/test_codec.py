@@ -508,21 +508,27 @@ def test_plaintext_history_is_an_explicit_choice() -> None:
     assert keyed.codec_key and not keyed.plaintext_history
 
 
+def beside(dev_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **update: Any) -> Settings:
+    """The local stack's settings for a Temporal already running (the tests' dev server)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
+    return like_the_local_stack(tmp_path).model_copy(
+        update={
+            "temporal_address": dev_env.client.service_client.config.target_host,
+            "temporal_namespace": dev_env.client.namespace,
+            "task_queue": f"stack-{uuid.uuid4()}",
+            **update,
+        }
+    )
+
+
 async def test_a_stack_on_a_temporal_already_running_links_no_web_ui_it_does_not_know(
     dev_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`outdial dev` beside a Temporal already running printed the dev server's UI port, where no UI
     answers (that server has its own), and notifications linked there: unless OUTDIAL_TEMPORAL_UI_URL
     says where it is, no link."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
-    settings = like_the_local_stack(tmp_path).model_copy(
-        update={
-            "temporal_address": dev_env.client.service_client.config.target_host,
-            "temporal_namespace": dev_env.client.namespace,
-            "task_queue": f"stack-{uuid.uuid4()}",
-        }
-    )
+    settings = beside(dev_env, tmp_path, monkeypatch)
     async with local_stack(settings, Console(quiet=True)) as stack:
         assert stack.settings.temporal_ui_url is None
         assert stack.ui_url().startswith("that of the Temporal already running (set OUTDIAL_TEMPORAL_UI_URL")
@@ -536,19 +542,8 @@ async def test_the_local_stack_warns_when_the_openai_analyzer_has_no_default_key
 ) -> None:
     """`outdial dev` with OUTDIAL_ANALYZER=openai and no key started without a word, as the worker did,
     and every answered call ended without its outcome."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("OUTDIAL_DEV_API_KEY", raising=False)
-    settings = like_the_local_stack(tmp_path).model_copy(
-        update={
-            "temporal_address": dev_env.client.service_client.config.target_host,
-            "temporal_namespace": dev_env.client.namespace,
-            "task_queue": f"stack-{uuid.uuid4()}",
-            "analyzer": "openai",
-            "openai_api_key": None,
-            "openai_base_url": None,
-        }
-    )
+    no_key = {"analyzer": "openai", "openai_api_key": None, "openai_base_url": None}
     console = Console(record=True, width=400)
-    async with local_stack(settings, console):
+    async with local_stack(beside(dev_env, tmp_path, monkeypatch, **no_key), console):
         pass
     assert "the openai analyzer has no OPENAI_API_KEY (nor OPENAI_BASE_URL)" in console.export_text()
