@@ -1045,7 +1045,7 @@ def test_a_phone_number_deleted_while_it_is_updated_is_a_404(database: Database)
     assert store.delete_phone_number(database, org, number.id)
     assert store.update_phone_number(database, read, {"label": "back"}) is None
     with pytest.raises(ApiError) as gone:
-        _update(database, org, number.id, PhoneNumberUpdateParams(label="back"))
+        _update(database, settings_for_tests(), org, number.id, PhoneNumberUpdateParams(label="back"))
     assert gone.value.status == 404 and store.get_phone_number(database, org, number.id) is None
 
 
