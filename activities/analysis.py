@@ -627,7 +627,9 @@ def _json_in(content: str) -> object:
         return json.loads(content, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as err:
         answer = content.rsplit("</think>", 1)[-1]
-        for said in dict.fromkeys([answer, content]):
+        # (the thought only when the answer holds no JSON at all: one it holds but cannot be read is asked
+        # again, never swapped for a draft)
+        for said in dict.fromkeys([answer, content if "{" not in answer else answer]):
             for candidate in [*reversed(_FENCED.findall(said)), said[said.find("{") : said.rfind("}") + 1]]:
                 if candidate and candidate != content:
                     with contextlib.suppress(json.JSONDecodeError):

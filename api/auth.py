@@ -219,7 +219,7 @@ def seed_dev_organization(settings: Settings, *, key: str | None = None) -> str:
             raise ConfigError(f"OUTDIAL_DEV_API_KEY: {err}; set another, or unset it for a new one") from None
         # kept by a run as another organization (organization.id changed since): a new one, kept instead
         key = issue_api_key(database, settings.organization_id, name="dev stack")
-    if not os.environ.get("OUTDIAL_DEV_API_KEY"):
+    if not (os.environ.get("OUTDIAL_DEV_API_KEY") or "").strip():  # (a blank one chooses none: kept)
         _keep(kept_in, key)
     return key
 

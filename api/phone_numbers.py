@@ -62,9 +62,6 @@ async def list_phone_numbers(context: Context, principal: Authenticated) -> JSON
 def _add(
     database: Database, settings: Settings, organization_id: str, params: PhoneNumberCreateParams
 ) -> dict[str, Any]:
-    trunk = _own_trunk(settings, params.livekit_outbound_trunk_id)
-    if why := store.held_elsewhere(database, organization_id, params.phone_number, trunk):
-        raise ApiError(409, "conflict", why)
     now = utcnow()
     record = store.add_phone_number(
         database,
@@ -77,6 +74,7 @@ def _add(
             created_at=now,
             updated_at=now,
         ),
+        shared=(settings.default_from_phone_number, settings.livekit_sip_outbound_trunk_id or None),
     )
     if record is None:
         raise ApiError(409, "conflict", f"{params.phone_number} is already one of the organization's numbers")
@@ -101,11 +99,6 @@ async def add_phone_number(
     return JSONResponse({"phone_number": number})
 
 
-def _own_trunk(settings: Settings, trunk: str | None) -> str | None:
-    """A trunk that must be the organization's own: not the platform's default, every organization's."""
-    return None if trunk == settings.livekit_sip_outbound_trunk_id else trunk
-
-
 def _update(
     database: Database,
     settings: Settings,
@@ -117,9 +110,10 @@ def _update(
     if record is None:
         raise not_found("phone number", number_id)
     changes = params.model_dump(exclude_unset=True)
-    trunk = _own_trunk(settings, changes.get("livekit_outbound_trunk_id"))
-    if trunk and (why := store.held_elsewhere(database, organization_id, None, trunk)):
-        raise ApiError(409, "conflict", why)
+    trunk = changes.get("livekit_outbound_trunk_id")
+    if trunk and trunk != settings.livekit_sip_outbound_trunk_id:  # (the default trunk is everyone's)
+        if why := store.trunk_held_elsewhere(database, organization_id, trunk):
+            raise ApiError(409, "conflict", why)
     assistant_id = changes.get("inbound_assistant_id")
     if assistant_id is not None and store.get_assistant(database, organization_id, assistant_id) is None:
         raise unprocessable("inbound_assistant_id", f"assistant {assistant_id} not found")

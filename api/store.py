@@ -27,10 +27,12 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session
 
 from activities.persistence import find_assistant
 from api.errors import ApiError, unprocessable
@@ -454,35 +456,51 @@ def get_phone_number(database: Database, organization_id: str, number_id: str) -
         return record if record and record.organization_id == organization_id else None
 
 
+# The registrations of caller ids take turns (PostgreSQL: this advisory lock; SQLite: its write lock), so
+# two organizations registering one number at once are not both told it is theirs.
+NUMBERS_LOCK = 0x6F75_6E6D  # "ounm"
+
+
+def _numbers_take_turns(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": NUMBERS_LOCK})
+    else:  # a write that changes nothing: the database's write lock, until commit
+        session.execute(update(Organization).where(Organization.id == "").values(name=Organization.name))
+
+
 def held_elsewhere(
-    database: Database, organization_id: str, number: str | None, trunk: str | None
+    session: Session, organization_id: str, number: str | None, trunk: str | None
 ) -> str | None:
     """Why another organization holds this caller id, or this LiveKit trunk, or None: registered by a
     second organization, a number or a trunk dialled its calls with the first one's caller id, through
     its carrier (the operator's LIVEKIT_SIP_TRUNKS too, which maps numbers to trunks)."""
-    with database.session() as session:
-        others = select(PhoneNumberRecord.phone_number).where(
-            PhoneNumberRecord.organization_id != organization_id
-        )
-        if (
-            number
-            and session.execute(others.where(PhoneNumberRecord.phone_number == number).limit(1)).first()
-        ):
-            return f"{number} is another organization's number"
-        if (
-            trunk
-            and session.execute(
-                others.where(PhoneNumberRecord.livekit_outbound_trunk_id == trunk).limit(1)
-            ).first()
-        ):
-            return f"trunk {trunk} dials another organization's numbers"
+    others = select(PhoneNumberRecord.phone_number).where(
+        PhoneNumberRecord.organization_id != organization_id
+    )
+    if number and session.execute(others.where(PhoneNumberRecord.phone_number == number).limit(1)).first():
+        return f"{number} is another organization's number"
+    if (
+        trunk
+        and session.execute(
+            others.where(PhoneNumberRecord.livekit_outbound_trunk_id == trunk).limit(1)
+        ).first()
+    ):
+        return f"trunk {trunk} dials another organization's numbers"
     return None
 
 
-def add_phone_number(database: Database, record: PhoneNumberRecord) -> PhoneNumberRecord | None:
-    """Insert a caller id; None if the organization already has that number."""
+def add_phone_number(
+    database: Database, record: PhoneNumberRecord, *, shared: tuple[str | None, str | None] = (None, None)
+) -> PhoneNumberRecord | None:
+    """Insert a caller id; None if the organization already has that number; a 409 when another
+    organization holds it or its trunk (but the platform's `shared` default number and trunk, everyone's)."""
+    number = None if record.phone_number == shared[0] else record.phone_number
+    trunk = None if record.livekit_outbound_trunk_id == shared[1] else record.livekit_outbound_trunk_id
     try:
         with database.session() as session:
+            _numbers_take_turns(session)
+            if why := held_elsewhere(session, record.organization_id, number, trunk):
+                raise ApiError(409, "conflict", why)
             if session.get(Organization, record.organization_id) is None:
                 session.add(Organization(id=record.organization_id, name=record.organization_id))
                 session.flush()
@@ -491,6 +509,13 @@ def add_phone_number(database: Database, record: PhoneNumberRecord) -> PhoneNumb
             return record
     except IntegrityError:
         return None
+
+
+def trunk_held_elsewhere(database: Database, organization_id: str, trunk: str) -> str | None:
+    """Why another organization's numbers dial through `trunk`, or None (a PATCH choosing it)."""
+    with database.session() as session:
+        _numbers_take_turns(session)
+        return held_elsewhere(session, organization_id, None, trunk)
 
 
 def update_phone_number(

@@ -273,6 +273,17 @@ async def test_the_fields_kept_null_are_named_and_survive_a_refusal_or_an_outage
     assert down.value.details[0]["outcome"] == "interested"
 
 
+async def test_a_thoughts_draft_is_never_taken_for_an_answer_that_cannot_be_read(fake: FakeOpenAI) -> None:
+    """The answer after `</think>` held JSON among other braces: the draft in the thought was stored."""
+    draft = f"A draft:\n```json\n{json.dumps({**GOOD, 'plan': 'pro'})}\n```\n</think>\n"
+    unreadable = draft + f"For {{name}} and {{plan}}: {json.dumps({**GOOD, 'plan': 'basic'})}"
+    fake.script = {"structured_output": [unreadable, {**GOOD, "plan": "basic"}], "call_outcome": [OUTCOME]}
+    result = await analyzer(fake).analyze(request(structured_output_config=ALL_TYPES))
+    assert (
+        result.structured_output == {**GOOD, "plan": "basic"} and len(fake.of_kind("structured_output")) == 2
+    )
+
+
 async def test_a_value_holding_think_tags_is_read_as_written(fake: FakeOpenAI) -> None:
     said = {**GOOD, "name": "a <think>b</think> c"}
     fake.script = {

@@ -848,6 +848,20 @@ def test_an_organization_cannot_take_another_ones_caller_id_or_trunk(org: Org) -
             assert shared.status_code == 200, shared.text
     with pytest.raises(revox.UnprocessableEntityError):  # and it cannot call from it
         other.client.call.create(**quick_order("human"), from_phone_number=theirs)
+    default = org.stack.settings.default_from_phone_number  # the platform's, everyone's
+    for each in (org, other):
+        with each.raw() as http:
+            assert http.post("/phone-numbers", json={"phone_number": default}).status_code == 200
+    # Registered by two organizations at the same moment: one of them has it.
+    numbers = [f"+3315902{uuid.uuid4().int % 10**4:04d}" for _ in range(12)]
+
+    def register(who: Org, number: str) -> int:
+        with who.raw() as http:
+            return http.post("/phone-numbers", json={"phone_number": number}).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda job: register(*job), [(w, n) for n in numbers for w in (org, other)]))
+    assert sorted(answers) == [200] * len(numbers) + [409] * len(numbers), answers
 
 
 def test_the_schema_of_post_call_names_every_field_the_official_client_sends(org: Org) -> None:

@@ -153,6 +153,9 @@ def test_a_dev_key_chosen_with_spaces_around_is_the_key_a_client_sends(tmp_path:
     settings = settings_for_tests()
     assert seed_dev_organization(settings) == "odk_spacey_key_123"
     assert lookup_key(Database.for_url(settings.database_url), "odk_spacey_key_123") is not None
+    monkeypatch.setenv("OUTDIAL_DEV_API_KEY", " ")  # blank: none chosen, so one made and kept across runs
+    made = seed_dev_organization(settings)
+    assert seed_dev_organization(settings) == made != "odk_spacey_key_123"
 
 
 def test_the_local_stack_hands_out_a_key_of_its_own_organization_only(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
