@@ -639,7 +639,7 @@ def _json_in(content: str) -> object:
 
 def _schema_told(messages: list[dict[str, str]], name: str, schema: dict[str, Any]) -> list[dict[str, str]]:
     """The messages with the schema the reply must match told in the system message (for an endpoint
-    that takes no JSON schema as its response format)."""
+    that refused the JSON-schema response format, or whose reply did not follow it)."""
     told = (
         f"Answer with one JSON object only, no other text, matching the JSON schema `{name}` exactly:\n"
         + json.dumps(schema, ensure_ascii=False)
