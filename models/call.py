@@ -152,9 +152,10 @@ def bounded_transcript(entries: list[TranscriptEntry]) -> list[TranscriptEntry]:
     """A transcript within TRANSCRIPT_MAX_BYTES: each entry's text cut to a sixteenth of it, then, if
     still over, the entries of the call's middle emptied (its start and end tell most: who answered,
     how it ended)."""
-    if sum(
+    characters = sum(
         len(e.content) + len(e.tool_output or "") + len(str(e.tool_arguments or "")) for e in entries
-    ) * 4 <= (TRANSCRIPT_MAX_BYTES):
+    )
+    if characters * 4 <= TRANSCRIPT_MAX_BYTES:
         return entries  # surely within (4 bytes at most per character): the usual call, at once
     if sum(len(e.model_dump_json().encode()) for e in entries) <= TRANSCRIPT_MAX_BYTES:
         return entries
