@@ -54,8 +54,10 @@ RING_SECONDS_KEY = "simulation.ring_seconds"
 
 
 def simulation_token(metadata: dict[str, str], attempt_number: int) -> str:
-    """The callee's behaviour on this attempt; raises a non-retryable error for an unknown token."""
-    tokens = [t.strip() for t in metadata.get(SIMULATION_KEY, "human:interested").split(",") if t.strip()]
+    """The callee's behaviour on this attempt, in lower case as a person would type it either way; raises a
+    non-retryable error for an unknown token."""
+    given = metadata.get(SIMULATION_KEY, "human:interested").lower()
+    tokens = [t.strip() for t in given.split(",") if t.strip()]
     tokens = tokens or ["human:interested"]
     token = tokens[min(attempt_number, len(tokens)) - 1]
     kind, _, intent = token.partition(":")

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.persistence import PERSIST_ACTIVITY, CallSnapshot
+from activities.simulated import simulation_token
 from api import store
 from models import Call, CallAttempt, CallCreateParams
 from models.retry import MOST_ATTEMPTS
@@ -584,6 +585,11 @@ async def test_bad_simulation_token_errors_the_order_without_retrying(time_env, 
     assert (
         len(failures) == 1 and "dragons" in failures[0].activity_task_failed_event_attributes.failure.message
     )
+
+
+def test_simulation_tokens_are_read_whatever_their_case():
+    metadata = {"simulation": "Voicemail, HUMAN:Not_Interested"}
+    assert [simulation_token(metadata, n) for n in (1, 2, 3)] == ["voicemail", *["human:not_interested"] * 2]
 
 
 async def test_values_the_seed_allows_past_the_calendar_end_the_order_never_stall_it(time_env, task_queue):
