@@ -110,14 +110,11 @@ def _update(
     if record is None:
         raise not_found("phone number", number_id)
     changes = params.model_dump(exclude_unset=True)
-    trunk = changes.get("livekit_outbound_trunk_id")
-    if trunk and trunk != settings.livekit_sip_outbound_trunk_id:  # (the default trunk is everyone's)
-        if why := store.trunk_held_elsewhere(database, organization_id, trunk):
-            raise ApiError(409, "conflict", why)
     assistant_id = changes.get("inbound_assistant_id")
     if assistant_id is not None and store.get_assistant(database, organization_id, assistant_id) is None:
         raise unprocessable("inbound_assistant_id", f"assistant {assistant_id} not found")
-    updated = store.update_phone_number(database, record, changes)
+    shared = settings.livekit_sip_outbound_trunk_id  # the default trunk is everyone's
+    updated = store.update_phone_number(database, record, changes, shared_trunk=shared)
     if updated is None:  # deleted since it was read
         raise not_found("phone number", number_id)
     return view(database, updated)

@@ -396,11 +396,20 @@ def update_if_unchanged(database: Database, read: Versioned, values: dict[str, A
 Row = TypeVar("Row", AssistantRecord, CampaignRecord, PhoneNumberRecord)
 
 
-def _write_row(database: Database, read: Row, values: dict[str, Any], *only_if: Any) -> Row | None:
+def _write_row(
+    database: Database,
+    read: Row,
+    values: dict[str, Any],
+    *only_if: Any,
+    first: Callable[[Session], None] | None = None,
+) -> Row | None:
     """Write `values` to the organization's row `read` came from (and `only_if` holds); the row as
-    written, or None when no row matched: it went meanwhile (or changed, for `only_if`)."""
+    written, or None when no row matched: it went meanwhile (or changed, for `only_if`). `first` runs
+    in the same transaction before the write (a check that may refuse it)."""
     model = type(read)
     with database.session() as session:
+        if first is not None:
+            first(session)
         written = session.execute(
             update(model)
             .where(model.id == read.id, model.organization_id == read.organization_id, *only_if)
@@ -511,19 +520,22 @@ def add_phone_number(
         return None
 
 
-def trunk_held_elsewhere(database: Database, organization_id: str, trunk: str) -> str | None:
-    """Why another organization's numbers dial through `trunk`, or None (a PATCH choosing it)."""
-    with database.session() as session:
-        _numbers_take_turns(session)
-        return held_elsewhere(session, organization_id, None, trunk)
-
-
 def update_phone_number(
-    database: Database, record: PhoneNumberRecord, changes: dict[str, Any]
+    database: Database, record: PhoneNumberRecord, changes: dict[str, Any], *, shared_trunk: str | None = None
 ) -> PhoneNumberRecord | None:
     """Write `changes` (the fields given, each replacing its own) to the organization's number; None
-    when it was deleted meanwhile (a 404, not a 500 from an update that found no row)."""
-    return _write_row(database, record, {**changes, "updated_at": utcnow()})
+    when it was deleted meanwhile (a 404, not a 500 from an update that found no row). A trunk another
+    organization's numbers dial through is a 409 (but the platform's `shared_trunk`), checked in turn
+    with registrations, so that one of two at once is refused."""
+    trunk = changes.get("livekit_outbound_trunk_id")
+
+    def trunk_free(session: Session) -> None:
+        _numbers_take_turns(session)
+        if why := held_elsewhere(session, record.organization_id, None, trunk):
+            raise ApiError(409, "conflict", why)
+
+    check = trunk_free if trunk and trunk != shared_trunk else None
+    return _write_row(database, record, {**changes, "updated_at": utcnow()}, first=check)
 
 
 def delete_phone_number(database: Database, organization_id: str, number_id: str) -> bool:

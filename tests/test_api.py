@@ -862,6 +862,27 @@ def test_an_organization_cannot_take_another_ones_caller_id_or_trunk(org: Org) -
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda job: register(*job), [(w, n) for n in numbers for w in (org, other)]))
     assert sorted(answers) == [200] * len(numbers) + [409] * len(numbers), answers
+    # A trunk chosen by a PATCH while another organization registers a number with it: one of the two.
+    with other.raw() as http:
+        own = http.post("/phone-numbers", json={"phone_number": f"+3315903{uuid.uuid4().int % 10**4:04d}"})
+    own_id = own.json()["phone_number"]["id"]
+    trunks = [f"ST_{uuid.uuid4().hex[:8]}" for _ in range(16)]
+
+    def register_with(trunk: str) -> int:
+        number = f"+3315904{uuid.uuid4().int % 10**4:04d}"
+        with org.raw() as http:
+            body = {"phone_number": number, "livekit_outbound_trunk_id": trunk}
+            return http.post("/phone-numbers", json=body).status_code
+
+    def move_to(trunk: str) -> int:
+        with other.raw() as http:
+            body = {"livekit_outbound_trunk_id": trunk}
+            return http.patch(f"/phone-numbers/{own_id}", json=body).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [(take, trunk) for trunk in trunks for take in (register_with, move_to)]
+        answers = list(pool.map(lambda job: job[0](job[1]), jobs))
+    assert sorted(answers) == [200] * len(trunks) + [409] * len(trunks), answers
 
 
 def test_the_schema_of_post_call_names_every_field_the_official_client_sends(org: Org) -> None:
