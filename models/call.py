@@ -122,6 +122,7 @@ CARRIED_MAX_BYTES = 64 * 1024
 TRANSCRIPT_MAX_BYTES = 256 * 1024
 _ENTRY_MAX_BYTES = TRANSCRIPT_MAX_BYTES // 16
 _LEFT_OUT = " […] "
+_GAP_MAX_BYTES = 256  # the entry standing for the turns left out of a transcript's middle (JSON: 145)
 
 
 def carried_too_much(params: CallCreateParams) -> str | None:
@@ -150,8 +151,8 @@ def _cut(text: str | None, limit: int) -> str | None:
 
 def bounded_transcript(entries: list[TranscriptEntry]) -> list[TranscriptEntry]:
     """A transcript within TRANSCRIPT_MAX_BYTES: each entry's text cut to a sixteenth of it, then, if
-    still over, the entries of the call's middle emptied (its start and end tell most: who answered,
-    how it ended)."""
+    still over, the call's middle turns left out, one entry saying how many (its start and end tell most:
+    who answered, how it ended)."""
     characters = sum(
         len(e.content) + len(e.tool_output or "") + len(str(e.tool_arguments or "")) for e in entries
     )
@@ -171,16 +172,15 @@ def bounded_transcript(entries: list[TranscriptEntry]) -> list[TranscriptEntry]:
     sizes = [len(e.model_dump_json().encode()) for e in cut]
     if sum(sizes) <= TRANSCRIPT_MAX_BYTES:
         return cut
-    kept, budget, first, last = set(), TRANSCRIPT_MAX_BYTES, 0, len(cut) - 1
+    budget, first, last = TRANSCRIPT_MAX_BYTES - _GAP_MAX_BYTES, 0, len(cut) - 1
     while first <= last:  # from both ends towards the middle, in turn
         index = first if first <= len(cut) - 1 - last else last  # as many from the start as from the end
         if sizes[index] > budget:
             break
-        kept.add(index)
         budget -= sizes[index]
         first, last = (first + 1, last) if index == first else (first, last - 1)
-    empty = {"content": _LEFT_OUT.strip(), "tool_arguments": None, "tool_output": None}
-    return [e if index in kept else e.model_copy(update=empty) for index, e in enumerate(cut)]
+    gap = TranscriptEntry(role=cut[first].role, content=f"[… {last - first + 1} turns left out …]")
+    return [*cut[:first], gap, *cut[last + 1 :]]
 
 
 def _short_key(key: str) -> str:

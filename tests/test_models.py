@@ -922,18 +922,29 @@ def test_a_transcript_is_cut_to_what_an_order_can_carry_keeping_its_start_and_en
     turns: list[tuple[str, int, str]],
 ) -> None:
     """Any transcript within TRANSCRIPT_MAX_BYTES of JSON; one within it already, as it was; cut, it keeps
-    every entry (their roles in order) and the call's first and last words."""
+    its entries in order (their roles) from the call's first words to its last, its middle left out if
+    need be, one entry saying how many turns."""
     entries = [
         TranscriptEntry(role=role, content=f"<{n}>" + char * size)
         for n, (role, size, char) in enumerate(turns)
     ]  # type: ignore[arg-type]
-    bounded = ConverseResult(result="human", transcript=entries).transcript
-    size = sum(len(e.model_dump_json().encode()) for e in bounded)
-    assert size <= TRANSCRIPT_MAX_BYTES
+    _assert_bounded(entries)
+
+
+def _assert_bounded(entries: list[TranscriptEntry]) -> None:
+    bounded = ConverseResult(result="human", transcript=entries).transcript or []
+    assert sum(len(e.model_dump_json().encode()) for e in bounded) <= TRANSCRIPT_MAX_BYTES
     if sum(len(e.model_dump_json().encode()) for e in entries) <= TRANSCRIPT_MAX_BYTES:
         assert bounded == entries
-    assert [e.role for e in bounded] == [e.role for e in entries]
+    kept = {int(e.content[1 : e.content.index(">")]): e for e in bounded if e.content.startswith("<")}
+    gaps = [int(e.content.split()[1]) for e in bounded if not e.content.startswith("<")]
+    assert list(kept) == sorted(kept) and len(gaps) <= 1 and len(kept) + sum(gaps) == len(entries)
+    assert all(e.role == entries[n].role for n, e in kept.items())
     if entries:
-        assert bounded[0].content.startswith("<0>") and bounded[-1].content.startswith(
-            f"<{len(entries) - 1}>"
-        )
+        assert min(kept) == 0 and max(kept) == len(entries) - 1
+
+
+def test_a_transcript_of_thousands_of_turns_is_cut_too() -> None:
+    """Its middle entries were emptied, not left out: past some 4,000 turns it stayed over the bound."""
+    roles = ("user", "assistant")
+    _assert_bounded([TranscriptEntry(role=roles[n % 2], content=f"<{n}>ok") for n in range(10_000)])
